@@ -1,0 +1,37 @@
+"""The exception tree of Mailstead. Errors that reach a client carry the reply it gets."""
+
+from __future__ import annotations
+
+from mailstead.core.reply import Reply
+
+
+class MailsteadError(Exception):
+    """Base of every error Mailstead raises on purpose."""
+
+
+class ConfigError(MailsteadError):
+    """The configuration file or a command-line value is wrong; the message says what to do."""
+
+
+class StoreError(MailsteadError):
+    """The store refused or failed an operation."""
+
+
+class NotFound(StoreError):
+    """The named domain, account, alias or mailbox does not exist."""
+
+
+class AlreadyExists(StoreError):
+    """The named domain, account or alias exists already."""
+
+
+class InUse(StoreError):
+    """The object cannot be removed while others depend on it (a domain with accounts)."""
+
+
+class ProtocolReplyError(MailsteadError):
+    """A failure with the exact reply to send to the client."""
+
+    def __init__(self, reply: Reply) -> None:
+        super().__init__(str(reply))
+        self.reply = reply
