@@ -1,0 +1,365 @@
+"""The embedded store: SQLite in WAL mode for everything but bodies, bodies as blob files.
+
+Layout under the data directory: ``mailstead.db`` (with ``-wal``, ``-shm``) and
+``blobs/ab/cd/<sha256>``.
+
+Concurrency model:
+- every write goes through one ``Writer`` thread and its connection (``synchronous=FULL``):
+  deliveries are group-committed, admin changes run one transaction each;
+- tiny indexed lookups done on every RCPT (domain, account, alias) run directly on the
+  event-loop thread on a read-only connection: a WAL read of one B-tree page costs a few
+  microseconds, far less than a hop to a thread and back; nothing is cached, so changes the
+  CLI makes from another process are seen on the very next lookup;
+- reads that may be large (listings, message bodies) run in a small reader thread pool.
+A second process (the CLI) uses this same class; ``busy_timeout`` makes the two writers wait
+for each other instead of failing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TypeVar
+
+from mailstead.core.errors import NotFound, StoreError
+from mailstead.storage.blobs import BlobStore, blob_hash
+from mailstead.storage.interfaces import (
+    AcceptResult,
+    Account,
+    Alias,
+    IncomingMessage,
+    MailboxInfo,
+    MessageInfo,
+    QueueEntry,
+    address_key,
+)
+from mailstead.storage.migrate import migrate_sqlite
+from mailstead.storage.sqlite import admin
+from mailstead.storage.sqlite.writer import Writer, inbox_name
+
+T = TypeVar("T")
+
+DB_NAME = "mailstead.db"
+BUSY_TIMEOUT_MS = 10_000
+# Bodies larger than this are written and fsync'd by the caller (in a thread) before joining
+# a batch, so one big message does not hold up the group commit of many small ones.
+LARGE_BLOB = 256 * 1024
+
+
+def connect(path: Path, *, writer: bool) -> sqlite3.Connection:
+    """A connection with the store's pragmas; autocommit mode, transactions are explicit."""
+    conn = sqlite3.connect(
+        path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000
+    )
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        conn.execute("PRAGMA foreign_keys = ON")
+        if writer:
+            conn.execute("PRAGMA journal_mode = WAL")
+            # FULL: the WAL is fsync'd at every commit, so a commit is on disk when it returns.
+            conn.execute("PRAGMA synchronous = FULL")
+        else:
+            conn.execute("PRAGMA query_only = ON")
+    except sqlite3.Error:
+        conn.close()
+        raise
+    return conn
+
+
+def _account(row: tuple[int, str, str, float]) -> Account:
+    return Account(int(row[0]), row[1], row[2], float(row[3]))
+
+
+class SQLiteStore:
+    """Implements ``mailstead.storage.interfaces.Store``; create with ``await SQLiteStore.open``."""
+
+    def __init__(
+        self, data_dir: Path, writer: Writer, read_conn: sqlite3.Connection, blobs: BlobStore
+    ) -> None:
+        self.data_dir = data_dir
+        self._db_path = data_dir / DB_NAME
+        self._writer = writer
+        self._read = read_conn
+        self.blobs = blobs
+        self._local = threading.local()
+        self._reader_conns: list[sqlite3.Connection] = []
+        self._reader_lock = threading.Lock()
+        self._readers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="store-reader")
+        self._closed = False
+
+    @classmethod
+    async def open(cls, data_dir: Path) -> SQLiteStore:
+        """Opens (creating and migrating as needed) the store in ``data_dir``. A coroutine
+        because it does file I/O; raises StoreError (e.g. for a newer schema)."""
+        return await asyncio.to_thread(cls.open_blocking, data_dir)
+
+    @classmethod
+    def open_blocking(cls, data_dir: Path) -> SQLiteStore:
+        """``open`` without a running loop (a thread, or before ``asyncio.run``)."""
+        try:
+            data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            blobs = BlobStore(data_dir / "blobs")
+            db_path = data_dir / DB_NAME
+            wconn = connect(db_path, writer=True)
+            try:
+                migrate_sqlite(wconn)
+                os.chmod(db_path, 0o600)
+                rconn = connect(db_path, writer=False)
+            except BaseException:
+                wconn.close()
+                raise
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open the database in {data_dir}: {exc}") from exc
+        except OSError as exc:
+            raise StoreError(f"cannot open the data directory {data_dir}: {exc}") from exc
+        return cls(data_dir, Writer(wconn, blobs), rconn, blobs)
+
+    async def close(self) -> None:
+        """Writes everything already submitted, then closes every connection. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        await asyncio.to_thread(self._writer.stop)
+        self._readers.shutdown(wait=True)
+        with self._reader_lock:
+            for conn in self._reader_conns:
+                conn.close()
+            self._reader_conns.clear()
+        self._read.close()
+
+    # Helpers -----------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreError("the store is closed")
+
+    def _lookup(self, sql: str, args: Sequence[object]) -> list[tuple[object, ...]]:
+        """A tiny indexed read on the event-loop thread (see the module docstring)."""
+        self._check_open()
+        try:
+            return self._read.execute(sql, args).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"database read failed: {exc}") from exc
+
+    def _reader_conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = connect(self._db_path, writer=False)
+            self._local.conn = conn
+            with self._reader_lock:
+                self._reader_conns.append(conn)
+        return conn
+
+    async def _in_reader(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        self._check_open()
+
+        def run() -> T:
+            conn = self._reader_conn()
+            conn.execute("BEGIN")  # one consistent snapshot for multi-statement reads
+            try:
+                return fn(conn)
+            except sqlite3.Error as exc:
+                raise StoreError(f"database read failed: {exc}") from exc
+            finally:
+                conn.execute("COMMIT")
+
+        return await asyncio.get_running_loop().run_in_executor(self._readers, run)
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        self._check_open()
+        return await self._writer.call(fn)
+
+    # Domains -----------------------------------------------------------------------------
+
+    async def add_domain(self, name: str) -> None:
+        await self._write(lambda c: admin.add_domain(c, name))
+
+    async def remove_domain(self, name: str) -> None:
+        await self._write(lambda c: admin.remove_domain(c, name))
+
+    async def list_domains(self) -> list[str]:
+        return [str(r[0]) for r in self._lookup("SELECT name FROM domains ORDER BY name", ())]
+
+    async def is_local_domain(self, name: str) -> bool:
+        return bool(self._lookup("SELECT 1 FROM domains WHERE name = ?", (name.lower(),)))
+
+    # Accounts ----------------------------------------------------------------------------
+
+    _ACCOUNT = "SELECT id, address, password_hash, created_at FROM accounts"
+
+    async def add_account(self, address: str, password_hash: str) -> Account:
+        return await self._write(lambda c: admin.add_account(c, address, password_hash))
+
+    async def get_account(self, address: str) -> Account | None:
+        rows = self._lookup(self._ACCOUNT + " WHERE address_key = ?", (address_key(address),))
+        return _account(rows[0]) if rows else None  # type: ignore[arg-type]
+
+    async def get_account_by_id(self, account_id: int) -> Account | None:
+        rows = self._lookup(self._ACCOUNT + " WHERE id = ?", (account_id,))
+        return _account(rows[0]) if rows else None  # type: ignore[arg-type]
+
+    async def list_accounts(self, domain: str | None = None) -> list[Account]:
+        def run(conn: sqlite3.Connection) -> list[Account]:
+            if domain is None:
+                rows = conn.execute(self._ACCOUNT + " ORDER BY address_key").fetchall()
+            else:
+                rows = conn.execute(
+                    self._ACCOUNT + " WHERE domain_id = (SELECT id FROM domains WHERE name = ?)"  # noqa: S608
+                    " ORDER BY address_key",
+                    (domain.lower(),),
+                ).fetchall()
+            return [_account(r) for r in rows]
+
+        return await self._in_reader(run)
+
+    async def set_password(self, address: str, password_hash: str) -> None:
+        await self._write(lambda c: admin.set_password(c, address, password_hash))
+
+    async def remove_account(self, address: str) -> None:
+        await self._write(lambda c: admin.remove_account(c, address))
+
+    # Aliases -----------------------------------------------------------------------------
+
+    async def add_alias(self, source: str, targets: Sequence[str]) -> None:
+        wanted = tuple(targets)
+        await self._write(lambda c: admin.add_alias(c, source, wanted))
+
+    async def get_alias(self, source: str) -> tuple[str, ...] | None:
+        rows = self._lookup(
+            "SELECT target FROM aliases WHERE source_key = ? ORDER BY id", (address_key(source),)
+        )
+        return tuple(str(r[0]) for r in rows) if rows else None
+
+    async def list_aliases(self) -> list[Alias]:
+        def run(conn: sqlite3.Connection) -> list[Alias]:
+            grouped: dict[str, tuple[str, list[str]]] = {}
+            for source, key, target in conn.execute(
+                "SELECT source, source_key, target FROM aliases ORDER BY source_key, id"
+            ):
+                grouped.setdefault(key, (source, []))[1].append(target)
+            return [Alias(source, tuple(targets)) for source, targets in grouped.values()]
+
+        return await self._in_reader(run)
+
+    async def remove_alias(self, source: str, targets: Sequence[str] = ()) -> None:
+        wanted = tuple(targets)
+        await self._write(lambda c: admin.remove_alias(c, source, wanted))
+
+    # Messages ----------------------------------------------------------------------------
+
+    async def accept_message(self, message: IncomingMessage) -> AcceptResult:
+        """Durable before it returns: blob fsync'd, rows committed in a group-commit batch.
+        If the caller is cancelled after submitting, the delivery may still be committed."""
+        self._check_open()
+        if not message.local and not message.remote:
+            raise StoreError("a message needs at least one local or remote recipient")
+        data = message.data
+        if len(data) > LARGE_BLOB:
+            name = await asyncio.to_thread(self._write_large, data)
+            return await self._writer.accept(message, name, blob_durable=True)
+        return await self._writer.accept(message, blob_hash(data), blob_durable=False)
+
+    def _write_large(self, data: bytes) -> str:
+        name = blob_hash(data)
+        try:
+            self.blobs.write(name, data)
+        except OSError as exc:
+            raise StoreError("could not write the message to disk") from exc
+        return name
+
+    async def create_mailbox(
+        self, account_id: int, name: str, special_use: str | None = None
+    ) -> int:
+        """Creates a mailbox with a fresh UIDVALIDITY (not part of the Store interface yet)."""
+        return await self._write(
+            lambda c: admin.create_mailbox(c, account_id, inbox_name(name), special_use)
+        )
+
+    async def list_mailboxes(self, account_id: int) -> list[MailboxInfo]:
+        def run(conn: sqlite3.Connection) -> list[MailboxInfo]:
+            rows = conn.execute(
+                "SELECT b.id, b.account_id, b.name, b.special_use, b.uidvalidity, b.uidnext,"
+                " b.highestmodseq, (SELECT COUNT(*) FROM messages m WHERE m.mailbox_id = b.id)"
+                " FROM mailboxes b WHERE b.account_id = ? ORDER BY b.id",
+                (account_id,),
+            ).fetchall()
+            return [MailboxInfo(*r) for r in rows]
+
+        return await self._in_reader(run)
+
+    async def list_messages(self, account_id: int, mailbox: str) -> list[MessageInfo]:
+        """Messages by ascending UID; raises NotFound when the mailbox does not exist."""
+        name = inbox_name(mailbox)
+
+        def run(conn: sqlite3.Connection) -> list[MessageInfo]:
+            row = conn.execute(
+                "SELECT id FROM mailboxes WHERE account_id = ? AND name = ?", (account_id, name)
+            ).fetchone()
+            if row is None:
+                raise NotFound(f"no mailbox {name!r}")
+            rows = conn.execute(
+                "SELECT id, mailbox_id, uid, modseq, flags, internal_date, size, blob, envelope,"
+                " bodystructure FROM messages WHERE mailbox_id = ? ORDER BY uid",
+                (row[0],),
+            ).fetchall()
+            return [
+                MessageInfo(
+                    r[0], r[1], r[2], r[3], tuple(r[4].split()), r[5], r[6], r[7], r[8], r[9]
+                )
+                for r in rows
+            ]
+
+        return await self._in_reader(run)
+
+    async def read_blob(self, blob: str) -> bytes:
+        self._check_open()
+        try:
+            return await asyncio.get_running_loop().run_in_executor(
+                self._readers, self.blobs.read, blob
+            )
+        except OSError as exc:
+            raise StoreError(f"cannot read blob {blob}: {exc}") from exc
+
+    # Outbound queue ----------------------------------------------------------------------
+
+    async def list_queue(self) -> list[QueueEntry]:
+        def run(conn: sqlite3.Connection) -> list[QueueEntry]:
+            rows = conn.execute(
+                "SELECT id, queue_id, mail_from, rcpt_to, blob, state, attempts, next_attempt,"
+                " created_at, last_error FROM queue ORDER BY id"
+            ).fetchall()
+            return [QueueEntry(*r) for r in rows]
+
+        return await self._in_reader(run)
+
+    # Maintenance -------------------------------------------------------------------------
+
+    async def collect_garbage(self, grace: float = 3600.0) -> int:
+        """Deletes blobs no message and no queue row references, last used more than
+        ``grace`` seconds ago; returns how many. Mark and sweep, no reference counts: the
+        ``blobs`` table lists every body, and the unlinks happen under the write lock, which
+        ``accept_message`` re-checks under, so a concurrent delivery of the same bytes in
+        another process never commits a reference to a deleted file."""
+        cutoff = time.time() - grace
+
+        def run(conn: sqlite3.Connection) -> int:
+            names = [
+                str(r[0])
+                for r in conn.execute(
+                    "SELECT hash FROM blobs b WHERE created_at < ?"
+                    " AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.blob = b.hash)"
+                    " AND NOT EXISTS (SELECT 1 FROM queue q WHERE q.blob = b.hash)",
+                    (cutoff,),
+                ).fetchall()
+            ]
+            conn.executemany("DELETE FROM blobs WHERE hash = ?", [(n,) for n in names])
+            self.blobs.remove(names)
+            return len(names)
+
+        return await self._write(run)

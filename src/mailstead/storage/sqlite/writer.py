@@ -1,0 +1,281 @@
+"""The single writer thread of a SQLite store: group commit for deliveries (DESIGN rule 6).
+
+Every write of the process goes through one thread and one connection, so writers never
+contend inside the process and concurrent deliveries share their fsyncs: the thread takes
+every pending request from its queue, writes the new blobs with their fdatasyncs issued in
+parallel, fsyncs each touched directory once, inserts all rows in ONE transaction and commits
+(one WAL fsync, ``synchronous=FULL``), then resolves the callers' futures on their loops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from mailstead.core.errors import NotFound, StoreError
+from mailstead.storage.blobs import BlobStore
+from mailstead.storage.interfaces import AcceptResult, IncomingMessage
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# One batch holds at most this many requests, so a flood cannot make one transaction (and
+# the latency of its first caller) unbounded.
+MAX_BATCH = 512
+# RFC 3501 section 2.3.1.1 / RFC 9051 section 2.3.1.1: a UID is a 32-bit unsigned number.
+MAX_UID = 2**32 - 1
+
+
+def inbox_name(name: str) -> str:
+    """The stored spelling of a mailbox name: ``INBOX`` is case-insensitive (RFC 3501 5.1)."""
+    return "INBOX" if name.upper() == "INBOX" else name
+
+
+@dataclass(slots=True)
+class AcceptOp:
+    """One ``accept_message`` waiting for the next batch."""
+
+    message: IncomingMessage
+    blob: str
+    blob_durable: bool  # a large body was already written and fsync'd by the caller
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[AcceptResult]
+
+
+@dataclass(slots=True)
+class CallOp:
+    """Any other write: ``fn`` runs inside its own ``BEGIN IMMEDIATE`` transaction."""
+
+    fn: Callable[[sqlite3.Connection], Any]
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[Any]
+
+
+@dataclass(slots=True)
+class _Stop:
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if future.done():  # the caller was cancelled; the write stands regardless
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+
+
+def _as_store_error(exc: BaseException) -> StoreError:
+    if isinstance(exc, StoreError):
+        return exc
+    return StoreError(f"database write failed: {exc}")
+
+
+class Writer:
+    """Owns the write connection and the thread that uses it."""
+
+    def __init__(
+        self, conn: sqlite3.Connection, blobs: BlobStore, *, parallelism: int = 16
+    ) -> None:
+        self._conn = conn
+        self._blobs = blobs
+        self._queue: queue.SimpleQueue[AcceptOp | CallOp | _Stop] = queue.SimpleQueue()
+        self._pool = ThreadPoolExecutor(max_workers=parallelism, thread_name_prefix="blob-fsync")
+        self._closing = False
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name="store-writer", daemon=True)
+        self._thread.start()
+
+    # Called from event-loop threads -------------------------------------------------------
+
+    def accept(
+        self, message: IncomingMessage, blob: str, *, blob_durable: bool
+    ) -> asyncio.Future[AcceptResult]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[AcceptResult] = loop.create_future()
+        self._put(AcceptOp(message, blob, blob_durable, loop, future))
+        return future
+
+    def call(self, fn: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._put(CallOp(fn, loop, future))
+        return future
+
+    def _put(self, op: AcceptOp | CallOp) -> None:
+        with self._lock:
+            if self._closing:
+                raise StoreError("the store is closed")
+            self._queue.put(op)
+
+    def stop(self) -> None:
+        """Blocks until everything queued before this call is written, then closes."""
+        with self._lock:
+            if self._closing:
+                self._thread.join()
+                return
+            self._closing = True
+            self._queue.put(_Stop())
+        self._thread.join()
+        self._pool.shutdown(wait=True)
+        self._conn.close()
+
+    # The writer thread -------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            items = [self._queue.get()]
+            while len(items) < MAX_BATCH:
+                try:
+                    items.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            batch: list[AcceptOp] = []
+            stop = False
+            for item in items:
+                if isinstance(item, AcceptOp):
+                    batch.append(item)
+                    continue
+                self._accept_batch(batch)
+                batch = []
+                if isinstance(item, CallOp):
+                    self._call(item)
+                else:
+                    stop = True
+            self._accept_batch(batch)
+            if stop:
+                return
+
+    def _resolve(self, op: AcceptOp | CallOp, result: Any, error: BaseException | None) -> None:
+        try:
+            op.loop.call_soon_threadsafe(_settle, op.future, result, error)
+        except RuntimeError:  # the caller's loop is closed: nobody is waiting any more
+            log.debug("store result dropped: event loop closed")
+
+    def _rollback(self) -> None:
+        if self._conn.in_transaction:
+            try:
+                self._conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                log.exception("rollback failed")
+
+    def _call(self, op: CallOp) -> None:
+        try:
+            self._conn.execute("BEGIN IMMEDIATE")
+            result = op.fn(self._conn)
+            self._conn.execute("COMMIT")
+        except StoreError as exc:
+            self._rollback()
+            self._resolve(op, None, exc)
+        except sqlite3.Error as exc:
+            self._rollback()
+            log.warning("store write failed: %s", exc)
+            self._resolve(op, None, StoreError(f"database write failed: {exc}"))
+        except Exception as exc:  # a bug in fn: report it to the caller, keep the thread alive
+            self._rollback()
+            self._resolve(op, None, exc)
+        else:
+            self._resolve(op, result, None)
+
+    def _accept_batch(self, ops: list[AcceptOp]) -> None:
+        if not ops:
+            return
+        try:
+            self._blobs.write_many(
+                [(op.blob, op.message.data) for op in ops if not op.blob_durable], self._pool
+            )
+        except OSError as exc:
+            log.error("blob write failed for a batch of %d: %s", len(ops), exc)
+            error = StoreError("could not write the message to disk")
+            for op in ops:
+                self._resolve(op, None, error)
+            return
+        outcomes: list[tuple[AcceptResult | None, BaseException | None]] = []
+        conn = self._conn
+        now = time.time()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for op in ops:
+                conn.execute("SAVEPOINT one_message")
+                try:
+                    outcome = self._insert(conn, op, now)
+                except (StoreError, sqlite3.Error) as failure:
+                    conn.execute("ROLLBACK TO one_message")
+                    conn.execute("RELEASE one_message")
+                    outcomes.append((None, _as_store_error(failure)))
+                else:
+                    conn.execute("RELEASE one_message")
+                    outcomes.append((outcome, None))
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._rollback()
+            log.error("commit failed for a batch of %d: %s", len(ops), exc)
+            error = StoreError(f"database write failed: {exc}")
+            for op in ops:
+                self._resolve(op, None, error)
+            return
+        for op, (result, err) in zip(ops, outcomes, strict=True):
+            self._resolve(op, result, err)
+
+    def _insert(self, conn: sqlite3.Connection, op: AcceptOp, now: float) -> AcceptResult:
+        """All rows of one message; raises to roll back to its savepoint."""
+        msg = op.message
+        # Re-check under the write lock: a garbage collector in another process deletes
+        # unreferenced blob files while holding this same lock (see SQLiteStore.collect_garbage).
+        if not self._blobs.path(op.blob).exists():
+            raise StoreError("message body vanished before commit; retry")
+        conn.execute(
+            "INSERT INTO blobs (hash, size, created_at) VALUES (?, ?, ?)"
+            " ON CONFLICT (hash) DO UPDATE SET created_at = excluded.created_at",
+            (op.blob, len(msg.data), now),
+        )
+        delivered: list[tuple[int, int, int]] = []
+        for local in msg.local:
+            name = inbox_name(local.mailbox)
+            rows = conn.execute(
+                "UPDATE mailboxes SET uidnext = uidnext + 1, highestmodseq = highestmodseq + 1"
+                " WHERE account_id = ? AND name = ? RETURNING id, uidnext - 1, highestmodseq",
+                (local.account_id, name),
+            ).fetchall()  # drain RETURNING fully so the statement is finished
+            if not rows:
+                raise NotFound(f"no mailbox {name!r} for account {local.account_id}")
+            row = rows[0]
+            mailbox_id, uid, modseq = int(row[0]), int(row[1]), int(row[2])
+            if uid > MAX_UID:
+                raise StoreError(f"mailbox {name!r} has run out of UIDs")
+            conn.execute(
+                "INSERT INTO messages (mailbox_id, uid, modseq, flags, internal_date, size, blob,"
+                " envelope, bodystructure) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    mailbox_id,
+                    uid,
+                    modseq,
+                    " ".join(local.flags),
+                    msg.internal_date,
+                    len(msg.data),
+                    op.blob,
+                    msg.envelope,
+                    msg.bodystructure,
+                ),
+            )
+            delivered.append((local.account_id, mailbox_id, uid))
+        if msg.remote:
+            conn.executemany(
+                "INSERT INTO queue (queue_id, mail_from, rcpt_to, blob, state, attempts,"
+                " next_attempt, created_at, auth_account_id)"
+                " VALUES (?, ?, ?, ?, 'queued', 0, ?, ?, ?)",
+                [
+                    (msg.queue_id, msg.mail_from, rcpt, op.blob, now, now, msg.auth_account_id)
+                    for rcpt in msg.remote
+                ],
+            )
+        return AcceptResult(blob=op.blob, delivered=tuple(delivered), queued=len(msg.remote))
