@@ -1,0 +1,83 @@
+# Mailstead: the developer and demo entry points. GNU make on Debian; every target is
+# idempotent. `make run` starts a demo server, `make test` runs everything the CI runs.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+MAILSTEAD := $(PY) -m mailstead
+DEMO := demo-data
+STAMP := $(VENV)/.installed
+# swaks needs the Perl TLS and SASL modules for STARTTLS and AUTH.
+TEST_DEBS := swaks isync openssl libio-socket-ssl-perl libnet-ssleay-perl libauthen-sasl-perl
+
+.PHONY: help venv run test test-deps lint docs bench clean distclean
+
+help:
+	@echo "make run    start a demo server on 127.0.0.1 (data in $(DEMO)/, settings card printed)"
+	@echo "make test   install test tools if missing, then ruff, mypy --strict and pytest"
+	@echo "make lint   ruff and mypy only"
+	@echo "make docs   regenerate docs/config.md from the config model"
+	@echo "make bench  run the benchmarks in bench/"
+	@echo "make clean  remove caches and build output (distclean: also $(VENV) and $(DEMO))"
+
+venv: $(STAMP)
+
+# Reinstall when the dependencies change; the editable install picks up source edits by itself.
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test,fast]'
+	touch $(STAMP)
+
+# The demo data is built in $(DEMO).new and renamed at the end, so an interrupted first run
+# never leaves a half-made $(DEMO) behind.
+run: venv
+	@if [ ! -d $(DEMO) ]; then \
+	  set -e; rm -rf $(DEMO).new; \
+	  $(MAILSTEAD) init --dev --data-dir $(DEMO).new --hostname mail.demo.test --domain demo.test; \
+	  (umask 077; $(PY) -c 'import secrets; print(secrets.token_urlsafe(12))' > $(DEMO).new/demo-password); \
+	  $(MAILSTEAD) user add demo@demo.test --password-stdin --data-dir $(DEMO).new < $(DEMO).new/demo-password; \
+	  mv $(DEMO).new $(DEMO); \
+	fi
+	@echo
+	@$(MAILSTEAD) card demo@demo.test --data-dir $(DEMO) --password-file $(DEMO)/demo-password
+	@echo
+	exec $(MAILSTEAD) serve --data-dir $(DEMO)
+
+# swaks, mbsync (isync) and openssl drive the integration tests; install them only when one is
+# missing and we may (root, or sudo without a password).
+test-deps:
+	@if command -v swaks >/dev/null && command -v mbsync >/dev/null && command -v openssl >/dev/null \
+	    && perl -MIO::Socket::SSL -MAuthen::SASL -e1 2>/dev/null; then \
+	  :; \
+	elif [ "$$(id -u)" = 0 ]; then \
+	  apt-get update && apt-get install -y $(TEST_DEBS); \
+	elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then \
+	  sudo apt-get update && sudo apt-get install -y $(TEST_DEBS); \
+	else \
+	  echo "warning: swaks/isync/openssl missing and no root or sudo: the tests that need them will fail or skip" >&2; \
+	fi
+
+test: venv test-deps
+	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/mypy --strict src
+	$(VENV)/bin/pytest -q
+
+lint: venv
+	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/mypy --strict src
+
+docs: venv
+	$(PY) -m mailstead.config.docs > docs/config.md.new && mv docs/config.md.new docs/config.md
+
+bench: venv
+	@set -e; found=0; for f in bench/*.py; do \
+	  [ -e "$$f" ] || continue; found=1; echo "== $$f"; $(PY) "$$f"; \
+	done; [ $$found = 1 ] || echo "no benchmarks in bench/ yet"
+
+clean:
+	rm -rf build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis $(DEMO).new
+	find src tests bench -name __pycache__ -type d -prune -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV) $(DEMO)

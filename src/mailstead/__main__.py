@@ -1,0 +1,5 @@
+"""Allow ``python -m mailstead``."""
+
+from mailstead.cli.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Accounts: domains, users, aliases, password hashing and authentication."""

@@ -1,0 +1,1 @@
+"""The ``mailstead`` command line: parses arguments, calls services, prints (no business logic)."""

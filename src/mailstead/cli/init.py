@@ -1,0 +1,97 @@
+"""``mailstead init``: a new data directory with a config, a store, a domain and a certificate.
+
+Everything is validated before anything is written, and a failure half-way removes what was
+created, so a retry starts clean (init refuses a non-empty directory).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import os
+import shutil
+from pathlib import Path
+
+from mailstead.accounts.names import DomainNameError, normalise_domain
+from mailstead.accounts.service import AccountService
+from mailstead.cli.context import CommandError, Context
+from mailstead.config.loader import load_config
+from mailstead.config.model import CONFIG_FILE_NAME
+from mailstead.config.template import dev_listen, render_config, standard_listen
+from mailstead.config.values import BadValue, parse_hostname
+from mailstead.core.certs import generate_self_signed
+
+
+def _prepare_dir(path: Path) -> None:
+    if path.exists() and not path.is_dir():
+        raise CommandError(f"{path} exists and is not a directory")
+    if path.is_dir() and any(path.iterdir()):
+        raise CommandError(
+            f"{path} is not empty; refusing to initialise over existing files "
+            "(choose a new directory)"
+        )
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path.chmod(0o700)  # it will hold the private key and all mail
+
+
+def _write_config(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, text.encode("utf-8"))
+        os.fchmod(fd, 0o600)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _clean(path: Path) -> None:
+    """Remove what init created inside ``path`` (it was empty when init started)."""
+    for child in path.iterdir():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink(missing_ok=True)
+
+
+def init(ctx: Context, args: argparse.Namespace) -> int:
+    data_dir = ctx.data_dir(args.data_dir)
+    try:
+        hostname = parse_hostname(args.hostname)
+    except BadValue as exc:
+        raise CommandError(f"--hostname: {exc}") from None
+    try:
+        domain = normalise_domain(args.domain)
+    except DomainNameError as exc:
+        raise CommandError(f"--domain: {exc}") from None
+    listen = dev_listen() if args.dev else standard_listen()
+    _prepare_dir(data_dir)
+    try:
+        _write_config(data_dir / CONFIG_FILE_NAME, render_config(hostname, listen))
+        config = load_config(data_dir)
+        loopback = [ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("::1")]
+        generate_self_signed(
+            hostname, config.tls.cert, config.tls.key, ip_addresses=loopback if args.dev else ()
+        )
+
+        async def create_store() -> None:
+            store = await ctx.open_store(data_dir)
+            try:
+                await AccountService(store).add_domain(domain)
+            finally:
+                await store.close()
+
+        asyncio.run(create_store())
+    except BaseException:
+        _clean(data_dir)
+        raise
+    ctx.out(f"Initialised {data_dir} for {hostname}, with local domain {domain}.")
+    ctx.out("Next steps:")
+    ctx.out(f"  mailstead user add postmaster@{domain} --data-dir {data_dir}")
+    ctx.out(f"  mailstead serve --data-dir {data_dir}")
+    if not args.dev:
+        ctx.out(
+            "The certificate in tls/ is self-signed: for real use set [tls] cert and key in "
+            f"{data_dir / CONFIG_FILE_NAME} (e.g. Let's Encrypt)."
+        )
+    return 0

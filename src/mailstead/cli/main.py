@@ -1,0 +1,248 @@
+"""The ``mailstead`` command: argument parsing and error reporting; the work is done by the
+services (DESIGN: the CLI holds no business logic).
+
+Every failure an administrator can cause ends as one line on stderr and exit code 1; usage
+errors exit 2 as with every argparse program; a traceback is shown only with MAILSTEAD_DEBUG=1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from mailstead import __version__
+from mailstead.cli import admin
+from mailstead.cli.context import ENV_DATA_DIR, Context, real_context
+from mailstead.cli.init import init
+from mailstead.config.loader import load_config
+from mailstead.core.errors import MailsteadError
+
+Command = Callable[[Context, argparse.Namespace], int]
+
+DESCRIPTION = """\
+Mailstead: a complete, self-hosted email server (SMTP, submission, IMAP, POP3) in one program.
+All state lives in one data directory: DATA/mailstead.toml (configuration), the store and
+DATA/tls/. Every command takes --data-dir DIR, or reads $MAILSTEAD_DATA_DIR."""
+
+EPILOG = """\
+first steps:
+  mailstead init --data-dir /var/lib/mailstead --hostname mail.example.org --domain example.org
+  mailstead user add you@example.org --data-dir /var/lib/mailstead
+  mailstead serve --data-dir /var/lib/mailstead
+
+The administration commands work while the server runs. Use 'mailstead COMMAND --help' for
+the details of each command."""
+
+
+def serve(ctx: Context, args: argparse.Namespace) -> int:
+    from mailstead.app import serve as app_serve
+
+    return app_serve(load_config(ctx.existing_data_dir(args.data_dir)))
+
+
+def _data_dir_parent() -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        default=argparse.SUPPRESS,
+        help=f"the data directory (default: ${ENV_DATA_DIR})",
+    )
+    return parent
+
+
+def _password_stdin(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read the password from the first line of standard input (for scripts); "
+        "without it the password is asked twice on the terminal",
+    )
+
+
+def _add(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    name: str,
+    command: Command,
+    help_text: str,
+    **kwargs: str,
+) -> argparse.ArgumentParser:
+    parser = sub.add_parser(
+        name,
+        help=help_text,
+        description=kwargs.pop("description", help_text),
+        parents=[_data_dir_parent()],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        **kwargs,  # type: ignore[arg-type]
+    )
+    parser.set_defaults(command=command)
+    return parser
+
+
+def _group(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str, help_text: str
+) -> argparse._SubParsersAction[argparse.ArgumentParser]:
+    parser = sub.add_parser(name, help=help_text, description=help_text)
+    return parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command tree; kept in one place so --help stays consistent."""
+    parser = argparse.ArgumentParser(
+        prog="mailstead",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        parents=[_data_dir_parent()],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"mailstead {__version__}")
+    sub = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+
+    p = _add(
+        sub,
+        "init",
+        init,
+        "create a new data directory",
+        description="Create a data directory: a commented mailstead.toml (mode 0600), the "
+        "store with DOMAIN as a local domain, and a self-signed certificate for HOSTNAME in "
+        "DIR/tls/. Refuses a directory that is not empty.",
+        epilog="example:\n  mailstead init --data-dir /var/lib/mailstead "
+        "--hostname mail.example.org --domain example.org",
+    )
+    p.add_argument("--hostname", required=True, help="this server's name, e.g. mail.example.org")
+    p.add_argument("--domain", required=True, help="the first mail domain, e.g. example.org")
+    p.add_argument(
+        "--dev",
+        action="store_true",
+        help="listen on 127.0.0.1 on unprivileged ports (smtp 2525, submission 2587, "
+        "submissions 2465, imap 2143, imaps 2993, pop3 2110, pop3s 2995, http 8080) instead "
+        "of the standard ports on all addresses",
+    )
+
+    _add(
+        sub,
+        "serve",
+        serve,
+        "run the mail server",
+        description="Run the server in the foreground with DIR/mailstead.toml until stopped "
+        "(SIGTERM or Ctrl-C). Logs go to standard error.",
+    )
+
+    domains = _group(sub, "domain", "manage the local mail domains")
+    p = _add(domains, "add", admin.domain_add, "accept mail for a domain")
+    p.add_argument("name", metavar="NAME", help="the domain, e.g. example.org")
+    _add(domains, "list", admin.domain_list, "print the local domains, one per line")
+    p = _add(
+        domains,
+        "remove",
+        admin.domain_remove,
+        "stop accepting mail for a domain",
+        description="Remove a local domain; refused while it still has users or aliases.",
+    )
+    p.add_argument("name", metavar="NAME")
+
+    users = _group(sub, "user", "manage mail accounts")
+    p = _add(
+        users,
+        "add",
+        admin.user_add,
+        "create an account",
+        description="Create an account with its mailboxes (INBOX, Drafts, Sent, Junk, Trash, "
+        "Archive). The domain must be local; the password needs at least 8 characters.",
+        epilog="example:\n  echo 'long secret words' | mailstead user add alice@example.org "
+        "--password-stdin",
+    )
+    p.add_argument("address", metavar="ADDRESS", help="the full address, e.g. alice@example.org")
+    _password_stdin(p)
+    p = _add(users, "list", admin.user_list, "print the accounts, one address per line")
+    p.add_argument("--domain", metavar="D", help="only the accounts of domain D")
+    p = _add(users, "passwd", admin.user_passwd, "change the password of an account")
+    p.add_argument("address", metavar="ADDRESS")
+    _password_stdin(p)
+    p = _add(users, "remove", admin.user_remove, "delete an account and all its mail")
+    p.add_argument("address", metavar="ADDRESS")
+
+    aliases = _group(sub, "alias", "manage forwarding addresses")
+    p = _add(
+        aliases,
+        "add",
+        admin.alias_add,
+        "forward an address to other addresses",
+        description="Forward mail for SOURCE to each TARGET (which may be on other servers). "
+        "SOURCE '@example.org' is a catch-all: every address of the domain without an account "
+        "or a more specific alias. Adding to an existing alias adds targets.",
+        epilog="examples:\n  mailstead alias add postmaster@example.org alice@example.org\n"
+        "  mailstead alias add @example.org alice@example.org",
+    )
+    p.add_argument("source", metavar="SOURCE", help="local@domain, or @domain for a catch-all")
+    p.add_argument("targets", metavar="TARGET", nargs="+", help="addresses to deliver to")
+    _add(aliases, "list", admin.alias_list, "print the aliases as 'SOURCE -> TARGETS'")
+    p = _add(
+        aliases,
+        "remove",
+        admin.alias_remove,
+        "remove an alias, or some of its targets",
+    )
+    p.add_argument("source", metavar="SOURCE")
+    p.add_argument("targets", metavar="TARGET", nargs="*", help="only these targets")
+
+    p = _add(
+        sub,
+        "card",
+        admin.card,
+        "print the mail client settings of an account",
+        description="Print what to type into a mail client (Thunderbird, Apple Mail, K-9...) "
+        "for ADDRESS: servers, ports and security for IMAP, POP3 and SMTP, from this "
+        "installation's configuration.",
+    )
+    p.add_argument("address", metavar="ADDRESS")
+    p.add_argument(
+        "--password-file",
+        metavar="FILE",
+        help="show the password from the first line of FILE (for the demo account)",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, ctx: Context | None = None) -> int:
+    """Run one command; returns the exit status (0 ok, 1 failed, 2 bad usage)."""
+    context = ctx or real_context()
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, usage errors
+        return exc.code if isinstance(exc.code, int) else 2
+    if not hasattr(args, "data_dir"):
+        args.data_dir = None
+    command: Command = args.command
+    try:
+        return command(context, args)
+    except KeyboardInterrupt:
+        print("mailstead: interrupted", file=context.stderr)
+        return 130
+    except (MailsteadError, OSError) as exc:
+        if context.environ.get("MAILSTEAD_DEBUG"):
+            raise
+        print(f"mailstead: {_one_line(exc)}", file=context.stderr)
+        return 1
+    except Exception as exc:
+        if context.environ.get("MAILSTEAD_DEBUG"):
+            raise
+        print(
+            f"mailstead: unexpected error: {type(exc).__name__}: {_one_line(exc)} "
+            "(set MAILSTEAD_DEBUG=1 for details)",
+            file=context.stderr,
+        )
+        return 1
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f"{exc.filename}: " if exc.filename else ""
+        return f"{where}{exc.strerror}"
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,26 @@
+"""The configuration: one frozen typed model loaded from DATA/mailstead.toml (docs/config.md)."""
+
+from mailstead.config.loader import load_config, parse_config
+from mailstead.config.model import (
+    CONFIG_FILE_NAME,
+    Config,
+    DNSConfig,
+    HostPort,
+    ListenConfig,
+    LogConfig,
+    SMTPConfig,
+    TLSConfig,
+)
+
+__all__ = [
+    "CONFIG_FILE_NAME",
+    "Config",
+    "DNSConfig",
+    "HostPort",
+    "ListenConfig",
+    "LogConfig",
+    "SMTPConfig",
+    "TLSConfig",
+    "load_config",
+    "parse_config",
+]

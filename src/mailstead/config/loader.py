@@ -1,0 +1,179 @@
+"""Loads DATA/mailstead.toml into a Config, refusing anything unknown or malformed in one line.
+
+Every error reads ``FILE:LINE: what is wrong``, so an administrator (or an editor) can jump to
+the spot. Values are validated strictly: a typo must never silently turn a listener off.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from mailstead.config import values as v
+from mailstead.config.lines import KeyLines
+from mailstead.config.model import (
+    CONFIG_FILE_NAME,
+    SECTIONS,
+    Config,
+    DNSConfig,
+    HostPort,
+    ListenConfig,
+    LogConfig,
+    SMTPConfig,
+    TLSConfig,
+)
+from mailstead.core.errors import ConfigError
+
+Parser = Callable[[object], object]
+
+GIB = 1024 * 1024 * 1024
+
+# The parser of every TOML key, by (table, key); "" is the top level.
+PARSERS: dict[tuple[str, str], Parser] = {
+    ("", "hostname"): v.parse_hostname,
+    **{("listen", f.name): v.parse_listen for f in dataclasses.fields(ListenConfig)},
+    ("tls", "cert"): v.parse_path,
+    ("tls", "key"): v.parse_path,
+    ("dns", "nameservers"): v.parse_nameservers,
+    # RFC 5321 section 4.5.3.1.7: a server must accept messages of at least 64K octets.
+    ("smtp", "max_message_size"): lambda x: v.parse_int(x, 65536, GIB),
+    ("smtp", "max_recipients"): lambda x: v.parse_int(x, 1, 100_000),
+    ("smtp", "max_errors"): lambda x: v.parse_int(x, 1, 1000),
+    ("smtp", "idle_timeout"): lambda x: v.parse_seconds(x, 1, 86400),
+    ("smtp", "max_connections"): lambda x: v.parse_int(x, 1, 1_000_000),
+    ("smtp", "max_connections_per_ip"): lambda x: v.parse_int(x, 1, 1_000_000),
+    ("log", "level"): v.parse_level,
+}
+_TOP_KEYS = ("hostname", *(name for name, _ in SECTIONS))
+_TOML_POSITION = re.compile(r"\s*\(at line (\d+), column (\d+)\)\s*$")
+
+
+class _Loader:
+    """The state of one load: the file name and the key positions, for error messages."""
+
+    def __init__(self, path: Path, text: str) -> None:
+        self.path = path
+        self.lines = KeyLines(text)
+
+    def error(self, key: tuple[str, ...], message: str) -> ConfigError:
+        line = self.lines.line_of(key) or 1
+        return ConfigError(f"{self.path}:{line}: {message}")
+
+    def check_keys(
+        self, table: tuple[str, ...], doc: Mapping[str, Any], known: tuple[str, ...]
+    ) -> None:
+        for key in doc:
+            if key not in known:
+                full = ".".join((*table, key))
+                hint = ""
+                if table and key in _TOP_KEYS:
+                    hint = f"; '{key}' belongs at the top, before the first [table]"
+                raise self.error(
+                    (*table, key),
+                    f"key '{full}' is unknown (expected one of: {', '.join(known)}){hint}",
+                )
+
+    def value(self, table: str, key: str, raw: object) -> Any:
+        path = (table, key) if table else (key,)
+        try:
+            return PARSERS[(table, key)](raw)
+        except v.BadValue as exc:
+            raise self.error(path, f"{'.'.join(path)}: {exc}") from None
+
+    def section(self, name: str, cls: type[Any], doc: Mapping[str, Any]) -> dict[str, Any]:
+        raw = doc.get(name, {})
+        if not isinstance(raw, dict):
+            raise self.error((name,), f"{name}: expected a table [{name}], got {v.shown(raw)}")
+        known = tuple(f.name for f in dataclasses.fields(cls))
+        self.check_keys((name,), raw, known)
+        return {key: self.value(name, key, value) for key, value in raw.items()}
+
+
+def parse_config(text: str, path: Path, data_dir: Path) -> Config:
+    """Validate TOML ``text`` (read from ``path``) into a Config. Raises ConfigError."""
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        message = str(exc)
+        match = _TOML_POSITION.search(message)
+        line = match.group(1) if match else "1"
+        detail = _TOML_POSITION.sub("", message)
+        if match:
+            detail += f" (column {match.group(2)})"
+        raise ConfigError(f"{path}:{line}: invalid TOML: {detail}") from None
+    ld = _Loader(path, text)
+    ld.check_keys((), doc, _TOP_KEYS)
+    sections = {name: ld.section(name, cls, doc) for name, cls in SECTIONS}
+    if "hostname" not in doc:
+        raise ConfigError(
+            f"{path}:1: key 'hostname' is missing (the server's own name, e.g. hostname = "
+            '"mail.example.org")'
+        )
+    hostname = ld.value("", "hostname", doc["hostname"])
+    data_dir = data_dir.resolve()
+
+    listen = ListenConfig(**sections["listen"])
+    seen: dict[HostPort, str] = {}
+    for name, endpoint in listen.items():
+        if endpoint.port != 0 and endpoint in seen:
+            raise ld.error(
+                ("listen", name),
+                f"listen.{name}: {endpoint} is already used by listen.{seen[endpoint]}",
+            )
+        seen[endpoint] = name
+
+    tls_raw = sections["tls"]
+    if len(tls_raw) == 1:
+        given, missing = ("cert", "key") if "cert" in tls_raw else ("key", "cert")
+        raise ld.error(("tls", given), f"tls.{given} is set but tls.{missing} is not; give both")
+    tls = TLSConfig(
+        cert=data_dir / tls_raw.get("cert", Path("tls/cert.pem")),
+        key=data_dir / tls_raw.get("key", Path("tls/key.pem")),
+    )
+
+    smtp = SMTPConfig(**sections["smtp"])
+    if smtp.max_connections_per_ip > smtp.max_connections:
+        culprit = (
+            "max_connections_per_ip"
+            if "max_connections_per_ip" in sections["smtp"]
+            else ("max_connections")
+        )
+        raise ld.error(
+            ("smtp", culprit),
+            "smtp.max_connections_per_ip: must not exceed smtp.max_connections "
+            f"({smtp.max_connections}), got {smtp.max_connections_per_ip}",
+        )
+    return Config(
+        hostname=hostname,
+        data_dir=data_dir,
+        config_path=path,
+        listen=listen,
+        tls=tls,
+        dns=DNSConfig(**sections["dns"]),
+        smtp=smtp,
+        log=LogConfig(**sections["log"]),
+    )
+
+
+def load_config(data_dir: Path) -> Config:
+    """Read and validate DATA/mailstead.toml. Raises ConfigError with one ``FILE:LINE:`` line."""
+    path = data_dir / CONFIG_FILE_NAME
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{path}: not found; is {data_dir} a Mailstead data directory? "
+            "(create one with: mailstead init --data-dir DIR --hostname HOST --domain DOMAIN)"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(f"{path}:{line}: not valid UTF-8 (TOML files are UTF-8)") from None
+    return parse_config(text, path, data_dir)

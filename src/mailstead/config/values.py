@@ -1,0 +1,169 @@
+"""Parsers for single config values; each raises BadValue with what was expected and what came.
+
+They take the raw value tomllib produced (any type) so that a string where a number belongs,
+or a bool where a number belongs (``True`` is an ``int`` in Python), is refused, not coerced.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+from pathlib import Path
+
+from mailstead.accounts.names import DomainNameError, ascii_domain
+from mailstead.config.model import LOG_LEVELS, HostPort
+
+MAX_VALUE_SHOWN = 60
+
+
+class BadValue(ValueError):
+    """A value has the wrong type or is out of range; the loader adds the file, line and key."""
+
+
+def shown(value: object) -> str:
+    """The offending value as it appears in the message: JSON-ish quoting, shortened."""
+    if isinstance(value, str):
+        text = value if len(value) <= MAX_VALUE_SHOWN else value[:MAX_VALUE_SHOWN] + "..."
+        out = []
+        for ch in text:
+            if ch in '"\\':
+                out.append("\\" + ch)
+            elif ch.isprintable():
+                out.append(ch)
+            else:  # control and line-separator characters would break the one-line message
+                out.append(f"\\u{ord(ch):04x}")
+        return '"' + "".join(out) + '"'
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "an array"
+    return str(value)
+
+
+def _split_host_port(text: str) -> tuple[str, str | None]:
+    """Split "host:port", "[v6]:port", "host" or "[v6]"; the port is None when absent."""
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0:
+            raise ValueError("unclosed [")
+        host, rest = text[1:end], text[end + 1 :]
+        if ipaddress.ip_address(host).version != 6:
+            raise ValueError("only IPv6 addresses go in brackets")
+        if not rest:
+            return host, None
+        if not rest.startswith(":"):
+            raise ValueError("junk after ]")
+        return host, rest[1:]
+    if text.count(":") > 1:
+        raise ValueError("IPv6 addresses must be written in brackets, e.g. [::1]:25")
+    if ":" in text:
+        host, port = text.split(":")
+        return host, port
+    return text, None
+
+
+def _port(text: str, lowest: int) -> int:
+    if not text.isascii() or not text.isdigit() or len(text) > 5:
+        raise ValueError("bad port")
+    port = int(text)
+    if not lowest <= port <= 65535:
+        raise ValueError("port out of range")
+    return port
+
+
+def _check_host(host: str, *, ip_only: bool) -> str:
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        if ip_only:
+            raise
+    if host == "localhost":
+        return host
+    return ascii_domain(host)
+
+
+def parse_listen(value: object) -> HostPort:
+    """A listener address "host:port"; port 0 lets the OS pick a free port."""
+    expected = 'expected "host:port" with port 0-65535 (0: any free port)'
+    if not isinstance(value, str):
+        raise BadValue(f"{expected}, got {shown(value)}")
+    try:
+        host, port = _split_host_port(value.strip())
+        if port is None:
+            raise ValueError("no port")
+        return HostPort(_check_host(host, ip_only=False), _port(port, 0))
+    except (ValueError, DomainNameError):
+        raise BadValue(f"{expected}, got {shown(value)}") from None
+
+
+def parse_nameserver(value: object) -> HostPort:
+    """A resolver "ip" or "ip:port" (port 53 when absent, RFC 1035 section 4.2)."""
+    expected = 'expected an IP address with optional ":port" (1-65535)'
+    if not isinstance(value, str):
+        raise BadValue(f"{expected}, got {shown(value)}")
+    try:
+        text = value.strip()
+        if text.count(":") > 1 and not text.startswith("["):
+            return HostPort(str(ipaddress.IPv6Address(text)), 53)  # a bare IPv6 address
+        host, port = _split_host_port(text)
+        return HostPort(_check_host(host, ip_only=True), 53 if port is None else _port(port, 1))
+    except ValueError:
+        raise BadValue(f"{expected}, got {shown(value)}") from None
+
+
+def parse_nameservers(value: object) -> tuple[HostPort, ...]:
+    """An array of nameservers; at least one when the key is present."""
+    if not isinstance(value, list) or not value:
+        raise BadValue(f'expected a non-empty array like ["127.0.0.1:53"], got {shown(value)}')
+    out = []
+    for index, item in enumerate(value, start=1):
+        try:
+            out.append(parse_nameserver(item))
+        except BadValue as exc:
+            raise BadValue(f"item {index}: {exc}") from None
+    return tuple(out)
+
+
+def parse_hostname(value: object) -> str:
+    """The server's own fully qualified name, returned in ASCII (A-label) lower-case form."""
+    if not isinstance(value, str):
+        raise BadValue(f'expected a domain name like "mail.example.org", got {shown(value)}')
+    try:
+        return ascii_domain(value)
+    except DomainNameError as exc:
+        raise BadValue(str(exc)) from None
+
+
+def parse_path(value: object) -> Path:
+    """A file path; relative paths are resolved against the data directory by the loader."""
+    if not isinstance(value, str) or not value.strip() or "\x00" in value:
+        raise BadValue(f"expected a file path, got {shown(value)}")
+    return Path(value).expanduser()
+
+
+def parse_int(value: object, low: int, high: int) -> int:
+    """An integer in [low, high]; TOML booleans and floats are refused."""
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise BadValue(f"expected an integer from {low} to {high}, got {shown(value)}")
+    return value
+
+
+def parse_seconds(value: object, low: float, high: float) -> float:
+    """A duration in seconds, integer or float, in [low, high]."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or not low <= value <= high
+    ):
+        raise BadValue(f"expected a number of seconds from {low:g} to {high:g}, got {shown(value)}")
+    return float(value)
+
+
+def parse_level(value: object) -> str:
+    """A log level name, case-insensitive."""
+    if not isinstance(value, str) or value.strip().lower() not in LOG_LEVELS:
+        raise BadValue(f"expected one of {', '.join(LOG_LEVELS)}, got {shown(value)}")
+    return value.strip().lower()

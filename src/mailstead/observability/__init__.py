@@ -1,0 +1,1 @@
+"""Observability: structured logging with redaction (log.py)."""
