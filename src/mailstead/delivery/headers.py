@@ -1,0 +1,125 @@
+"""Header work done at delivery: our trace header, and the fix-ups a submission server makes."""
+
+from __future__ import annotations
+
+import email.utils
+import re
+import time
+from email.header import decode_header, make_header
+
+from mailstead.core.address import Address, AddressError, parse_address
+
+_HEADER_END = re.compile(rb"\r\n\r\n|\A\r\n")
+_FIELD_NAME = re.compile(rb"^([!-9;-~]+)[ \t]*:", re.MULTILINE)
+
+
+def split_header(data: bytes) -> tuple[bytes, bytes]:
+    """The header section (with its final CRLF) and the rest (the blank line and body)."""
+    m = _HEADER_END.search(data)
+    if m is None:
+        return data, b""
+    end = m.start() + 2 if m.group() == b"\r\n\r\n" else 0
+    return data[:end], data[end:]
+
+
+def header_values(header: bytes, name: str) -> list[str]:
+    """Every unfolded value of field ``name`` (RFC 5322 section 2.2.3 unfolding)."""
+    wanted = name.lower().encode()
+    values: list[str] = []
+    lines = header.split(b"\r\n")
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        m = _FIELD_NAME.match(line)
+        i += 1
+        if m is None or m.group(1).lower() != wanted:
+            continue
+        value = line[m.end():]
+        while i < len(lines) and lines[i][:1] in (b" ", b"\t"):
+            value += b" " + lines[i].lstrip()
+            i += 1
+        values.append(value.decode("utf-8", "replace").strip())
+    return values
+
+
+def has_header(header: bytes, name: str) -> bool:
+    wanted = name.lower().encode()
+    return any(m.group(1).lower() == wanted for m in _FIELD_NAME.finditer(header))
+
+
+def from_addresses(header: bytes) -> list[Address] | None:
+    """The mailboxes of the From: field(s), or None when a From: address is unparseable."""
+    found: list[Address] = []
+    raw = header_values(header, "From")
+    for _name, addr in email.utils.getaddresses(raw):
+        if not addr:
+            return None
+        try:
+            found.append(parse_address(addr))
+        except AddressError:
+            return None
+    return found
+
+
+def display_text(value: str) -> str:
+    """A header value with RFC 2047 encoded-words decoded, for logs."""
+    try:
+        return str(make_header(decode_header(value)))
+    except (ValueError, LookupError):
+        return value
+
+
+def received_header(
+    *,
+    helo: str | None,
+    client_ip: str,
+    hostname: str,
+    protocol: str,
+    queue_id: str,
+    tls: str | None,
+    auth_user: str | None,
+    recipients: list[str],
+    now: float,
+) -> bytes:
+    """Our Received: trace field (RFC 5321 section 4.4), with the TLS details (as Postfix
+    writes them) and the RFC 3848 protocol keyword; ``for`` only names a single recipient so
+    the trace doesn't reveal Bcc recipients to each other."""
+    ip = f"IPv6:{client_ip}" if ":" in client_ip else client_ip
+    parts = [f"Received: from {_safe(helo) if helo else 'unknown'} ([{ip}])"]
+    if tls:
+        parts.append(f"\t(using {tls})")
+    if auth_user:
+        parts.append(f"\t(authenticated as {_safe(auth_user)})")
+    by = f"\tby {hostname} (Mailstead) with {protocol} id {queue_id}"
+    if len(recipients) == 1:
+        by += f"\r\n\tfor <{_safe(recipients[0])}>"
+    parts.append(by + ";")
+    parts.append("\t" + email.utils.formatdate(now, localtime=False))
+    return ("\r\n".join(parts) + "\r\n").encode("utf-8")
+
+
+def _safe(text: str) -> str:
+    """No CR, LF or parentheses games from a client-chosen name inside our header."""
+    return re.sub(r"[\x00-\x1f\x7f()<>\\]", "?", text)[:255]
+
+
+def protocol_keyword(*, esmtp: bool, tls: bool, auth: bool, utf8: bool) -> str:
+    """RFC 3848 section 2 (ESMTP, ESMTPS, ESMTPA, ESMTPSA) and RFC 6531 section 3.7.3 (UTF8)."""
+    if not esmtp:
+        return "SMTP"
+    kw = ("UTF8SMTP" if utf8 else "ESMTP") + ("S" if tls else "") + ("A" if auth else "")
+    return kw
+
+
+def submission_fixups(header: bytes, *, hostname: str, queue_id: str, now: float) -> bytes:
+    """Date: and Message-ID: a submission server adds when missing (RFC 6409 section 8.2, 8.3)."""
+    extra = b""
+    if not has_header(header, "Date"):
+        extra += f"Date: {email.utils.formatdate(now, localtime=False)}\r\n".encode()
+    if not has_header(header, "Message-ID"):
+        extra += f"Message-ID: <{queue_id}.{int(now)}@{hostname}>\r\n".encode()
+    return extra
+
+
+def utc_now() -> float:
+    return time.time()

@@ -1,0 +1,122 @@
+"""Who a recipient address really is: a local account, forwarding targets, or nobody.
+
+Aliases expand (to local and remote targets), ``@domain`` is a catch-all, and ``alice+tag@``
+reaches ``alice@``. Local parts that smuggle a second destination (``%``, ``!``, a quoted ``@``)
+are the classic open-relay tricks: they are refused, never interpreted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+from mailstead.core.address import Address, AddressError, parse_address
+from mailstead.storage.interfaces import Store, address_key
+
+# Alias chains deeper than this are a configuration loop; RFC 5321 section 6.3 asks servers to
+# detect loops, and a bounded depth is how we do it for local expansion.
+MAX_ALIAS_DEPTH = 10
+# One recipient must not fan out without bound (an alias of aliases of aliases...).
+MAX_EXPANSION = 1000
+
+_RELAY_CHARS = ("%", "!", "@")
+
+
+class Verdict(Enum):
+    LOCAL = "local"  # resolved: see Resolution.accounts / .remote
+    UNKNOWN_USER = "unknown"  # local domain, nobody by that name: 550 5.1.1
+    NOT_LOCAL = "not_local"  # a domain we don't serve: relay for authenticated users only
+    RELAY_TRICK = "relay_trick"  # local domain with a routing local part: always refused
+    LOOP = "loop"  # alias expansion failed: 550 5.4.6 (RFC 3463 routing loop)
+
+
+@dataclass(slots=True)
+class Resolution:
+    verdict: Verdict
+    accounts: dict[int, str] = field(default_factory=dict)  # account id -> address
+    remote: list[str] = field(default_factory=list)
+
+
+def is_relay_trick(address: Address) -> bool:
+    """True for local parts that name another destination (RFC 5321 section 3.6.1 and
+    appendix C: ``%``-hack, UUCP bang paths, a quoted ``@``) or an address literal."""
+    return address.is_address_literal or any(c in address.local for c in _RELAY_CHARS)
+
+
+def strip_plus(local: str) -> str | None:
+    """``alice+tag`` -> ``alice``; None when there is no tag to strip."""
+    base, sep, _tag = local.partition("+")
+    return base if sep and base else None
+
+
+class RecipientResolver:
+    """Resolves addresses against the store on every RCPT; nothing is cached, so changes made
+    with the CLI while the server runs apply to the next RCPT."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    async def resolve(self, address: Address) -> Resolution:
+        if address.is_address_literal or not await self._store.is_local_domain(address.domain):
+            return Resolution(Verdict.NOT_LOCAL, remote=[str(address)])
+        if is_relay_trick(address):
+            return Resolution(Verdict.RELAY_TRICK)
+        result = Resolution(Verdict.LOCAL)
+        ok = await self._expand_local(address, result, depth=0, seen=set())
+        if not ok:
+            return Resolution(Verdict.LOOP)
+        if not result.accounts and not result.remote:
+            return Resolution(Verdict.UNKNOWN_USER)
+        return result
+
+    async def _expand(self, addr: str, out: Resolution, depth: int, seen: set[str]) -> bool:
+        """Adds what ``addr`` reaches to ``out``; False on a loop or runaway expansion."""
+        key = address_key(addr)
+        if key in seen:
+            return True  # the same target reached twice gets one copy
+        if depth > MAX_ALIAS_DEPTH or len(seen) > MAX_EXPANSION:
+            return False
+        seen.add(key)
+        try:
+            parsed = parse_address(addr)
+        except AddressError:
+            return True  # an unusable alias target is skipped, not fatal for the rest
+        if parsed.is_address_literal or not await self._store.is_local_domain(parsed.domain):
+            out.remote.append(addr)
+            return True
+        return await self._expand_local(parsed, out, depth, seen)
+
+    async def _expand_local(
+        self, parsed: Address, out: Resolution, depth: int, seen: set[str]
+    ) -> bool:
+        """Like ``_expand`` for an address already known to be in a local domain."""
+        seen.add(address_key(f"{parsed.local}@{parsed.domain}"))
+        for candidate in self._candidates(parsed):
+            account = await self._store.get_account(candidate)
+            if account is not None:
+                out.accounts[account.id] = account.address
+                return True
+            targets = await self._store.get_alias(candidate)
+            if targets is not None:
+                return await self._expand_all(targets, out, depth, seen)
+        catch_all = await self._store.get_alias("@" + parsed.domain)
+        if catch_all is not None:
+            return await self._expand_all(catch_all, out, depth, seen)
+        return True
+
+    async def _expand_all(
+        self, targets: tuple[str, ...], out: Resolution, depth: int, seen: set[str]
+    ) -> bool:
+        for target in targets:
+            if not await self._expand(target, out, depth + 1, seen):
+                return False
+        return True
+
+    @staticmethod
+    def _candidates(address: Address) -> list[str]:
+        """The exact address first, then the one without a ``+tag``."""
+        names = [f"{address.local}@{address.domain}"]
+        base = strip_plus(address.local)
+        if base is not None:
+            names.append(f"{base}@{address.domain}")
+        return names

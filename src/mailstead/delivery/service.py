@@ -1,0 +1,226 @@
+"""The decisions behind an SMTP transaction: who may send, who may receive, and delivery.
+
+The SMTP server asks this service at MAIL, RCPT and end of data and sends back the reply it
+gets. Delivery is two-phase (DESIGN rule 6): the checks happen first, then one atomic
+``Store.accept_message`` makes every local copy and outbound queue row durable, and only then
+is ``250`` returned.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from mailstead.core.address import Address
+from mailstead.core.errors import StoreError
+from mailstead.core.message import summarize
+from mailstead.core.reply import Reply
+from mailstead.delivery.headers import (
+    from_addresses,
+    protocol_keyword,
+    received_header,
+    split_header,
+    submission_fixups,
+)
+from mailstead.delivery.recipients import RecipientResolver, Verdict, strip_plus
+from mailstead.storage.interfaces import Account, IncomingMessage, LocalDelivery, Store, address_key
+
+log = logging.getLogger("mailstead.delivery")
+
+_QUEUE_ID_ALPHABET = "0123456789BCDFGHJKLMNPQRSTVWXZ"
+
+
+def _base30(n: int) -> str:
+    out = ""
+    while True:
+        n, r = divmod(n, len(_QUEUE_ID_ALPHABET))
+        out = _QUEUE_ID_ALPHABET[r] + out
+        if not n:
+            return out
+
+
+class QueueIds:
+    """Short, unique, log-friendly transaction ids: milliseconds since the epoch, then a
+    per-process sequence that starts at a random point so two processes rarely collide."""
+
+    def __init__(self, clock: Callable[[], float], start: int) -> None:
+        self._clock = clock
+        self._seq = start
+
+    def next(self) -> str:
+        self._seq = (self._seq + 1) % 30**5
+        return _base30(int(self._clock() * 1000)) + _base30(self._seq).rjust(5, "0")
+
+
+@dataclass(slots=True)
+class SessionInfo:
+    """What the policy knows about the client behind a session."""
+
+    client_ip: str
+    submission: bool
+    helo: str | None = None
+    esmtp: bool = False
+    tls: str | None = None  # TLSInfo.describe(), None for plaintext
+    account: Account | None = None
+
+
+@dataclass(slots=True)
+class Transaction:
+    """The recipients accepted so far in one MAIL transaction, already resolved."""
+
+    sender: Address | None
+    smtputf8: bool = False
+    rcpts: list[str] = field(default_factory=list)  # as the client named them
+    accounts: dict[int, str] = field(default_factory=dict)
+    remote: dict[str, str] = field(default_factory=dict)  # key -> address
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryOutcome:
+    reply: Reply
+    queue_id: str
+    size: int
+    local: int
+    remote: int
+
+
+R_SENDER_OK = Reply(250, "2.1.0", "Sender OK")
+R_RCPT_OK = Reply(250, "2.1.5", "Recipient OK")
+R_RELAY_DENIED = Reply(
+    554, "5.7.1", "Relay access denied: this server only accepts mail for its own domains"
+)
+R_RELAY_TRICK = Reply(
+    554, "5.7.1", "Relay access denied: routing characters in the local part are not accepted"
+)
+R_UNKNOWN_USER = Reply(550, "5.1.1", "No such user here")
+R_LOOP = Reply(550, "5.4.6", "Alias expansion loop for this recipient")
+R_NOT_YOUR_SENDER = Reply(553, "5.7.1", "Sender address is not owned by the authenticated account")
+R_NOT_YOUR_FROM = Reply(
+    553, "5.7.1", "From: header address is not owned by the authenticated account"
+)
+R_TEMP_FAILURE = Reply(451, "4.3.0", "Temporary storage failure, please try again later")
+
+
+class DeliveryService:
+    """Policy and delivery for SMTP transactions on the MX and submission ports."""
+
+    def __init__(
+        self,
+        store: Store,
+        hostname: str,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._hostname = hostname
+        self._resolver = RecipientResolver(store)
+        self._clock = clock
+        self._ids = QueueIds(clock, secrets.randbelow(30**5))
+
+    async def check_sender(self, session: SessionInfo, sender: Address | None) -> Reply:
+        """MX: any sender (SPF and friends come later). Submission: only the account's own
+        addresses (RFC 6409 section 6.1 lets the MSA enforce this)."""
+        if not session.submission:
+            return R_SENDER_OK
+        if sender is None or session.account is None:
+            return R_NOT_YOUR_SENDER
+        if await self._owns(session.account, sender):
+            return R_SENDER_OK
+        return R_NOT_YOUR_SENDER
+
+    async def check_recipient(
+        self, session: SessionInfo, txn: Transaction, rcpt: Address
+    ) -> Reply:
+        """Resolves ``rcpt`` and adds it to ``txn`` when accepted."""
+        res = await self._resolver.resolve(rcpt)
+        if res.verdict is Verdict.RELAY_TRICK:
+            return R_RELAY_TRICK
+        if res.verdict is Verdict.NOT_LOCAL:
+            if session.account is None:
+                return R_RELAY_DENIED
+        elif res.verdict is Verdict.UNKNOWN_USER:
+            return R_UNKNOWN_USER
+        elif res.verdict is Verdict.LOOP:
+            return R_LOOP
+        txn.rcpts.append(str(rcpt))
+        txn.accounts.update(res.accounts)
+        for addr in res.remote:
+            txn.remote.setdefault(address_key(addr), addr)
+        return R_RCPT_OK
+
+    async def deliver(self, session: SessionInfo, txn: Transaction, data: bytes) -> DeliveryOutcome:
+        """Checks the content, adds our headers, and makes the message durable."""
+        queue_id = self._ids.next()
+        now = self._clock()
+        header, _rest = split_header(data)
+        extra = b""
+        if session.submission:
+            reply = await self._check_from(session, header)
+            if reply is not None:
+                return DeliveryOutcome(reply, queue_id, len(data), 0, 0)
+            extra = submission_fixups(header, hostname=self._hostname, queue_id=queue_id, now=now)
+        trace = received_header(
+            helo=session.helo,
+            client_ip=session.client_ip,
+            hostname=self._hostname,
+            protocol=protocol_keyword(
+                esmtp=session.esmtp,
+                tls=session.tls is not None,
+                auth=session.account is not None,
+                utf8=txn.smtputf8,
+            ),
+            queue_id=queue_id,
+            tls=session.tls,
+            auth_user=session.account.address if session.account else None,
+            recipients=txn.rcpts,
+            now=now,
+        )
+        stored = trace + header + extra + data[len(header):] if extra else trace + data
+        summary = summarize(stored)
+        message = IncomingMessage(
+            data=stored,
+            queue_id=queue_id,
+            mail_from=str(txn.sender) if txn.sender is not None else "",
+            local=[LocalDelivery(account_id=a) for a in txn.accounts],
+            remote=list(txn.remote.values()),
+            internal_date=now,
+            envelope=summary.envelope,
+            bodystructure=summary.bodystructure,
+            auth_account_id=session.account.id if session.account else None,
+        )
+        try:
+            await self._store.accept_message(message)
+        except StoreError:
+            log.exception("could not store message %s", queue_id)
+            return DeliveryOutcome(R_TEMP_FAILURE, queue_id, len(stored), 0, 0)
+        reply = Reply(250, "2.0.0", f"Ok: queued as {queue_id}")
+        return DeliveryOutcome(reply, queue_id, len(stored), len(txn.accounts), len(txn.remote))
+
+    async def _check_from(self, session: SessionInfo, header: bytes) -> Reply | None:
+        """RFC 6409 section 6.1: the MSA may refuse a From: the user does not own."""
+        assert session.account is not None
+        addresses = from_addresses(header)
+        if not addresses:
+            return Reply(550, "5.6.0", "Message has no valid From: header (RFC 5322 section 3.6)")
+        for addr in addresses:
+            if not await self._owns(session.account, addr):
+                return R_NOT_YOUR_FROM
+        return None
+
+    async def _owns(self, account: Account, address: Address) -> bool:
+        """The account's own address (with or without a +tag), or an alias that reaches it."""
+        own = address_key(account.address)
+        names = {address_key(f"{address.local}@{address.domain}")}
+        base = strip_plus(address.local)
+        if base is not None:
+            names.add(address_key(f"{base}@{address.domain}"))
+        if own in names:
+            return True
+        for name in names:
+            targets = await self._store.get_alias(name)
+            if targets and own in {address_key(t) for t in targets}:
+                return True
+        return False

@@ -1,0 +1,196 @@
+"""The SMTP listeners (port 25, 587 and 465): sockets and TLS around the sans-I/O core.
+
+This module never parses: bytes go into ``SMTPServerCore``, its events go to the accounts
+and delivery services, and their replies go back into the core (DESIGN rule 4).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+from dataclasses import dataclass
+
+from mailstead.accounts.service import AccountService
+from mailstead.core.reply import Reply
+from mailstead.delivery.service import DeliveryService, SessionInfo, Transaction
+from mailstead.observability.log import log_event
+from mailstead.proto.smtp.events import (
+    NEED_DATA,
+    PAUSED,
+    AuthCredentials,
+    ConnectionClosed,
+    Helo,
+    MailFrom,
+    MessageData,
+    RcptTo,
+    SessionSettings,
+    StartTLS,
+    TransactionReset,
+)
+from mailstead.proto.smtp.server import SMTPServerCore
+from mailstead.servers.listener import Connection, ConnectionLost, Interrupted
+
+log = logging.getLogger("mailstead.smtp")
+
+R_AUTH_FAILED = Reply(535, "5.7.8", "Authentication credentials invalid")
+R_AUTHZ_FAILED = Reply(535, "5.7.8", "Authorization identity must match the user name")
+
+
+@dataclass(frozen=True, slots=True)
+class SMTPListenerSettings:
+    """What differs between the three SMTP ports, plus the shared limits."""
+
+    name: str  # "smtp" | "submission" | "submissions"
+    hostname: str
+    submission: bool
+    implicit_tls: bool
+    max_message_size: int
+    max_recipients: int
+    max_errors: int
+    idle_timeout: float
+
+
+class SMTPServer:
+    """Runs SMTP sessions for one listener."""
+
+    def __init__(
+        self,
+        settings: SMTPListenerSettings,
+        delivery: DeliveryService,
+        accounts: AccountService,
+        tls: ssl.SSLContext | None,
+        shutting_down: asyncio.Event,
+    ) -> None:
+        self._settings = settings
+        self._delivery = delivery
+        self._accounts = accounts
+        self._tls = tls
+        self._shutting_down = shutting_down
+
+    def refusal(self, _client_ip: str) -> bytes:
+        """The reply to a connection refused by a limit (RFC 5321 section 3.1: 421 greeting)."""
+        return Reply(421, "4.7.0", f"{self._settings.hostname} Too many connections "
+                     "from your address, try again later").render()
+
+    async def session(self, conn: Connection) -> None:
+        s = self._settings
+        core = SMTPServerCore(SessionSettings(
+            hostname=s.hostname,
+            submission=s.submission,
+            tls_active=conn.tls is not None,
+            starttls_available=self._tls is not None,
+            max_message_size=s.max_message_size,
+            max_recipients=s.max_recipients,
+            max_errors=s.max_errors,
+        ))
+        info = SessionInfo(client_ip=conn.peer_ip, submission=s.submission,
+                           tls=conn.tls.describe() if conn.tls else None)
+        txn: Transaction | None = None
+        conn.write(core.data_to_send())
+        while True:
+            event = core.next_event()
+            if event is NEED_DATA:
+                out = core.data_to_send()
+                if out:
+                    conn.write(out)
+                    await conn.drain()
+                if self._shutting_down.is_set() and txn is None:
+                    core.shutdown()
+                    continue
+                try:
+                    async with asyncio.timeout(s.idle_timeout):
+                        data = await conn.read()
+                except TimeoutError:
+                    # RFC 5321 section 4.5.3.2: the server times out an idle client.
+                    core.timeout()
+                    continue
+                except Interrupted:
+                    continue  # shutting down: the check above says goodbye when idle
+                core.receive_data(data)
+            elif event is PAUSED:
+                raise RuntimeError("SMTP core paused without an outstanding decision")
+            elif isinstance(event, Helo):
+                info.helo, info.esmtp = event.name, event.esmtp
+            elif isinstance(event, MailFrom):
+                reply = await self._delivery.check_sender(info, event.sender)
+                if reply.is_positive:
+                    txn = Transaction(sender=event.sender, smtputf8=event.smtputf8)
+                core.respond(reply)
+            elif isinstance(event, RcptTo):
+                if txn is None:  # the core guarantees MAIL came first; stay safe anyway
+                    core.respond(Reply(503, "5.5.1", "Need MAIL command first"))
+                    continue
+                core.respond(await self._delivery.check_recipient(info, txn, event.recipient))
+            elif isinstance(event, MessageData):
+                await self._message(core, info, txn, event)
+                txn = None
+            elif isinstance(event, TransactionReset):
+                if txn is not None and isinstance(event.reply, Reply):
+                    self._log(info, txn, None, event.reply, 0)
+                txn = None
+            elif isinstance(event, AuthCredentials):
+                await self._auth(core, info, event)
+            elif isinstance(event, StartTLS):
+                if self._tls is None:  # the core only offers it with a context; belt and braces
+                    return
+                conn.write(core.data_to_send())
+                await conn.drain()
+                try:
+                    await conn.start_tls(self._tls)
+                except ConnectionLost:
+                    log_event(log, "smtp.tls_failed", client=conn.peer_ip, listener=s.name)
+                    return
+                core.tls_started()
+                txn = None
+                info = SessionInfo(client_ip=conn.peer_ip, submission=s.submission,
+                                   tls=conn.tls.describe() if conn.tls else None)
+            elif isinstance(event, ConnectionClosed):
+                conn.write(core.data_to_send())
+                with contextlib.suppress(ConnectionLost):
+                    await conn.drain()
+                return
+
+    async def _message(
+        self, core: SMTPServerCore, info: SessionInfo, txn: Transaction | None, event: MessageData
+    ) -> None:
+        if txn is None:
+            core.respond(Reply(503, "5.5.1", "No transaction in progress"))
+            return
+        # Shielded: a shutdown must not cut a commit in half; the client gets its answer.
+        outcome = await asyncio.shield(self._delivery.deliver(info, txn, event.data))
+        core.respond(outcome.reply)
+        self._log(info, txn, outcome.queue_id, outcome.reply, outcome.size)
+
+    async def _auth(self, core: SMTPServerCore, info: SessionInfo, event: AuthCredentials) -> None:
+        if event.authzid and event.authzid.lower() != event.username.lower():
+            core.auth_result(False, R_AUTHZ_FAILED)
+            return
+        account = await self._accounts.authenticate(event.username, event.password)
+        if account is None:
+            log_event(log, "smtp.auth_failed", client=info.client_ip, user=event.username,
+                      mechanism=event.mechanism)
+            core.auth_result(False, R_AUTH_FAILED)
+            return
+        info.account = account
+        core.auth_result(True)
+
+    def _log(
+        self, info: SessionInfo, txn: Transaction, queue_id: str | None, reply: Reply, size: int
+    ) -> None:
+        """One structured line per transaction (the issue's log requirement)."""
+        log_event(
+            log,
+            "smtp.transaction",
+            queue_id=queue_id or "-",
+            listener=self._settings.name,
+            client=info.client_ip,
+            helo=info.helo or "-",
+            tls=info.tls or "no",
+            auth=info.account.address if info.account else "-",
+            sender=str(txn.sender) if txn.sender else "<>",
+            rcpts=",".join(txn.rcpts),
+            size=size,
+            result=str(reply),
+        )

@@ -1,0 +1,163 @@
+"""The delivery policy against a real SQLite store in a temporary folder."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from mailstead.core.address import parse_address
+from mailstead.delivery.headers import from_addresses, header_values, received_header, split_header
+from mailstead.delivery.recipients import RecipientResolver, Verdict, is_relay_trick
+from mailstead.delivery.service import DeliveryService, SessionInfo, Transaction
+from mailstead.storage import open_store
+from mailstead.storage.interfaces import Store
+
+NOW = 1_700_000_000.0
+
+
+@pytest.fixture
+def loop() -> Iterator[asyncio.AbstractEventLoop]:
+    lp = asyncio.new_event_loop()
+    yield lp
+    lp.close()
+
+
+@pytest.fixture
+def store(tmp_path: Path, loop: asyncio.AbstractEventLoop) -> Iterator[Store]:
+    async def setup() -> Store:
+        st = await open_store(tmp_path)
+        await st.add_domain("example.test")
+        await st.add_domain("other-local.test")
+        await st.add_account("alice@example.test", "x")
+        await st.add_account("bob@example.test", "x")
+        await st.add_account("carol@other-local.test", "x")
+        await st.add_alias("team@example.test", ["alice@example.test", "bob@example.test"])
+        await st.add_alias("fwd@example.test", ["someone@remote.test"])
+        await st.add_alias("loop1@example.test", ["loop2@example.test"])
+        await st.add_alias("loop2@example.test", ["loop1@example.test"])
+        await st.add_alias("@other-local.test", ["carol@other-local.test"])
+        await st.add_alias("sales@example.test", ["alice@example.test"])
+        return st
+
+    st = loop.run_until_complete(setup())
+    yield st
+    loop.run_until_complete(st.close())
+
+
+def run(loop: asyncio.AbstractEventLoop, coro):  # type: ignore[no-untyped-def]
+    return loop.run_until_complete(coro)
+
+
+@pytest.mark.parametrize(
+    ("address", "verdict"),
+    [
+        ("alice@example.test", Verdict.LOCAL),
+        ("ALICE@Example.Test", Verdict.LOCAL),
+        ("alice+news@example.test", Verdict.LOCAL),
+        ("team@example.test", Verdict.LOCAL),
+        ("fwd@example.test", Verdict.LOCAL),
+        ("anyone@other-local.test", Verdict.LOCAL),
+        ("nobody@example.test", Verdict.UNKNOWN_USER),
+        ("loop1@example.test", Verdict.UNKNOWN_USER),
+        ("user@remote.test", Verdict.NOT_LOCAL),
+        ("user@[127.0.0.1]", Verdict.NOT_LOCAL),
+        ("user%remote.test@example.test", Verdict.RELAY_TRICK),
+        ('"user@remote.test"@example.test', Verdict.RELAY_TRICK),
+        ("remote.test!user@example.test", Verdict.RELAY_TRICK),
+    ],
+)
+def test_resolve(
+    loop: asyncio.AbstractEventLoop, store: Store, address: str, verdict: Verdict
+) -> None:
+    res = run(loop, RecipientResolver(store).resolve(parse_address(address)))
+    assert res.verdict is verdict
+
+
+def test_alias_expands_to_local_and_remote(loop: asyncio.AbstractEventLoop, store: Store) -> None:
+    resolver = RecipientResolver(store)
+    team = run(loop, resolver.resolve(parse_address("team@example.test")))
+    assert sorted(team.accounts.values()) == ["alice@example.test", "bob@example.test"]
+    fwd = run(loop, resolver.resolve(parse_address("fwd@example.test")))
+    assert fwd.accounts == {}
+    assert fwd.remote == ["someone@remote.test"]
+
+
+def test_relay_trick_detection() -> None:
+    assert is_relay_trick(parse_address("a%b@example.test"))
+    assert not is_relay_trick(parse_address("a.b+c@example.test"))
+
+
+def test_mx_refuses_relay_and_dedupes(loop: asyncio.AbstractEventLoop, store: Store) -> None:
+    svc = DeliveryService(store, "mail.example.test", clock=lambda: NOW)
+    mx = SessionInfo(client_ip="192.0.2.1", submission=False, helo="client.test", esmtp=True)
+    txn = Transaction(sender=parse_address("x@remote.test"))
+    codes = [
+        run(loop, svc.check_recipient(mx, txn, parse_address(a))).code
+        for a in ("alice@example.test", "alice+x@example.test", "team@example.test",
+                  "user@remote.test", "nobody@example.test")
+    ]
+    assert codes == [250, 250, 250, 554, 550]
+    assert sorted(txn.accounts.values()) == ["alice@example.test", "bob@example.test"]
+    body = b"From: x@remote.test\r\nSubject: hi\r\n\r\nhello\r\n"
+    outcome = run(loop, svc.deliver(mx, txn, body))
+    assert outcome.reply.code == 250
+    assert outcome.local == 2
+    assert outcome.remote == 0
+    alice = run(loop, store.get_account("alice@example.test"))
+    assert alice is not None
+    msgs = run(loop, store.list_messages(alice.id, "INBOX"))
+    assert len(msgs) == 1
+    stored = run(loop, store.read_blob(msgs[0].blob))
+    assert stored.startswith(b"Received: from client.test ([192.0.2.1])\r\n")
+    assert stored.endswith(body)
+
+
+def test_submission_sender_rules(loop: asyncio.AbstractEventLoop, store: Store) -> None:
+    svc = DeliveryService(store, "mail.example.test", clock=lambda: NOW)
+    alice = run(loop, store.get_account("alice@example.test"))
+    sub = SessionInfo(client_ip="127.0.0.1", submission=True, esmtp=True,
+                      tls="TLSv1.3 with cipher X (256/256 bits)", account=alice)
+    ok = ("alice@example.test", "alice+tag@example.test", "sales@example.test")
+    for addr in ok:
+        assert run(loop, svc.check_sender(sub, parse_address(addr))).code == 250, addr
+    for addr in ("bob@example.test", "team2@example.test", "x@remote.test"):
+        reply = run(loop, svc.check_sender(sub, parse_address(addr)))
+        assert (reply.code, reply.enhanced) == (553, "5.7.1"), addr
+    assert run(loop, svc.check_sender(sub, None)).code == 553
+
+    txn = Transaction(sender=parse_address("alice@example.test"))
+    assert run(loop, svc.check_recipient(sub, txn, parse_address("friend@remote.test"))).code == 250
+    assert run(loop, svc.check_recipient(sub, txn, parse_address("bob@example.test"))).code == 250
+    forged = b"From: bob@example.test\r\n\r\nhi\r\n"
+    assert run(loop, svc.deliver(sub, txn, forged)).reply.code == 553
+    body = b"From: Alice <alice@example.test>\r\nTo: friend@remote.test\r\n\r\nhi\r\n"
+    outcome = run(loop, svc.deliver(sub, txn, body))
+    assert outcome.reply.code == 250
+    assert outcome.local == 1
+    assert outcome.remote == 1
+    queue = run(loop, store.list_queue())
+    assert [q.rcpt_to for q in queue] == ["friend@remote.test"]
+    stored = run(loop, store.read_blob(queue[0].blob))
+    header, _ = split_header(stored)
+    assert len(header_values(header, "Date")) == 1
+    assert header_values(header, "Message-ID")[0].endswith("@mail.example.test>")
+    assert b"with ESMTPSA id" in stored
+    assert b"(authenticated as alice@example.test)" in stored
+
+
+def test_from_addresses_and_received() -> None:
+    header = b"From: \"A, B\" <a@example.test>, c@example.test\r\nTo: x\r\n"
+    found = from_addresses(header)
+    assert found is not None
+    assert [str(a) for a in found] == ["a@example.test", "c@example.test"]
+    assert from_addresses(b"From: not an address\r\n") is None
+    trace = received_header(helo="evil\r\nX-Injected: 1", client_ip="::1", hostname="mx.test",
+                            protocol="ESMTP", queue_id="Q1", tls=None, auth_user=None,
+                            recipients=["a@example.test", "b@example.test"], now=NOW)
+    assert not any(line.startswith(b"X-Injected") for line in trace.split(b"\r\n"))
+    assert trace.count(b"\r\n") == 3
+    assert b"[IPv6:::1]" in trace
+    assert b"for <" not in trace
