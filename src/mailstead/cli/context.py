@@ -1,5 +1,5 @@
 """What every command needs from the outside world, injected so tests can run commands
-in-process with a fake store and captured streams."""
+in-process against a store of their own and captured streams."""
 
 from __future__ import annotations
 

@@ -1,16 +1,25 @@
+"""The ``mailstead`` command run in-process against the real SQLite store of a temporary
+data directory."""
+
 from __future__ import annotations
 
+import asyncio
 import io
 import stat
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
-from cli_fake_store import FakeStore
 
 from mailstead.cli.context import Context
 from mailstead.cli.main import build_parser, main
 from mailstead.config import load_config
+from mailstead.core.errors import StoreError
+from mailstead.storage import open_store
 from mailstead.storage.interfaces import Store
+
+T = TypeVar("T")
 
 
 class Tty(io.StringIO):
@@ -18,18 +27,46 @@ class Tty(io.StringIO):
         return True
 
 
+def is_closed(store: Store) -> bool:
+    """Whether ``store`` was closed, seen through the public API: a closed store refuses work."""
+
+    async def probe() -> None:
+        await store.list_domains()
+
+    try:
+        asyncio.run(probe())
+    except StoreError as exc:
+        return "closed" in str(exc)
+    return False
+
+
 class Run:
-    """Runs CLI commands in-process against one FakeStore."""
+    """Runs CLI commands in-process; each opens the real store of ``data_dir``."""
 
     def __init__(self, data_dir: Path) -> None:
-        self.store = FakeStore()
         self.data_dir = data_dir
         self.opened = 0
+        self.stores: list[Store] = []
 
     async def open_store(self, path: Path) -> Store:
         assert path == self.data_dir
         self.opened += 1
-        return self.store  # type: ignore[return-value]
+        store = await open_store(path)
+        self.stores.append(store)
+        return store
+
+    def query(self, read: Callable[[Store], Awaitable[T]]) -> T:
+        """``read`` on a store of our own (not counted in ``opened``): what a command left
+        behind is what the next process will see."""
+
+        async def go() -> T:
+            store = await open_store(self.data_dir)
+            try:
+                return await read(store)
+            finally:
+                await store.close()
+
+        return asyncio.run(go())
 
     def __call__(
         self,
@@ -49,11 +86,13 @@ class Run:
             getpass=lambda prompt: pending.pop(0),
         )
         code = main(list(argv), ctx)
+        # Every command closes what it opened, whether it succeeded or not.
+        assert all(is_closed(store) for store in self.stores)
         return code, out.getvalue(), err.getvalue()
 
 
 @pytest.fixture
-def run(tmp_path: Path) -> Run:
+def run(tmp_path: Path) -> Iterator[Run]:
     r = Run(tmp_path / "data")
     code, out, err = r(
         "init",
@@ -67,7 +106,13 @@ def run(tmp_path: Path) -> Run:
     )
     assert (code, err) == (0, "")
     assert "Initialised" in out
-    return r
+    yield r
+
+    async def close_all() -> None:  # idempotent; matters only when a test failed mid-command
+        for store in r.stores:
+            await store.close()
+
+    asyncio.run(close_all())
 
 
 def test_init_writes_config_cert_and_domain(run: Run) -> None:
@@ -80,8 +125,9 @@ def test_init_writes_config_cert_and_domain(run: Run) -> None:
     assert str(config.listen.smtp) == "127.0.0.1:2525"
     assert str(config.listen.http) == "127.0.0.1:8080"
     assert config.listen.https is None
-    assert run.store.domains == ["demo.test"]
-    assert run.store.closed
+    assert run.query(lambda store: store.list_domains()) == ["demo.test"]
+    assert len(run.stores) == 1
+    assert is_closed(run.stores[0])
 
 
 def test_init_refuses_non_empty_dir_and_bad_names(run: Run, tmp_path: Path) -> None:
@@ -183,7 +229,10 @@ def test_users_domains_aliases(run: Run) -> None:
     assert (code, err) == (1, "mailstead: no alias @demo.test\n")
     code, _, err = run("domain", "remove", "demo.test", *dd)
     assert code == 1
-    assert "in use" in err
+    # Refused while in use (InUse); the store says by what: demo@ and y@, and pm@'s alias.
+    assert err.startswith("mailstead: domain demo.test still has 2 account(s)")
+    assert err.count("\n") == 1
+    assert run.query(lambda store: store.is_local_domain("demo.test"))
     assert run("domain", "add", "two.test", *dd)[1] == "added domain two.test\n"
     assert run("domain", "list", *dd)[1] == "demo.test\ntwo.test\n"
     assert run("user", "remove", "y@demo.test", *dd)[0] == 0

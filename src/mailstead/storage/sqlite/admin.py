@@ -44,11 +44,14 @@ def remove_domain(conn: sqlite3.Connection, name: str) -> None:
     accounts = conn.execute(
         "SELECT COUNT(*) FROM accounts WHERE domain_id = ?", (ident,)
     ).fetchone()[0]
-    aliases = conn.execute("SELECT COUNT(*) FROM aliases WHERE domain_id = ?", (ident,)).fetchone()[
-        0
-    ]
+    aliases = conn.execute(
+        "SELECT COUNT(DISTINCT source) FROM aliases WHERE domain_id = ?", (ident,)
+    ).fetchone()[0]
     if accounts or aliases:
-        raise InUse(f"domain {name} still has {accounts} account(s) and {aliases} alias row(s)")
+        raise InUse(
+            f"domain {name} still has {accounts} account(s) and {aliases} alias(es); "
+            "remove them first"
+        )
     conn.execute("DELETE FROM domains WHERE id = ?", (ident,))
 
 
