@@ -34,7 +34,7 @@ $(STAMP): pyproject.toml
 run: venv
 	@if [ ! -d $(DEMO) ]; then \
 	  set -e; rm -rf $(DEMO).new; \
-	  $(MAILSTEAD) init --dev --data-dir $(DEMO).new --hostname mail.demo.test --domain demo.test; \
+	  $(MAILSTEAD) init --dev --data-dir $(DEMO).new --hostname mail.demo.test --domain demo.test >/dev/null; \
 	  (umask 077; $(PY) -c 'import secrets; print(secrets.token_urlsafe(12))' > $(DEMO).new/demo-password); \
 	  $(MAILSTEAD) user add demo@demo.test --password-stdin --data-dir $(DEMO).new < $(DEMO).new/demo-password; \
 	  mv $(DEMO).new $(DEMO); \

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import email.utils
 import re
-import time
+from datetime import UTC, datetime
 from email.header import decode_header, make_header
 
 from mailstead.core.address import Address, AddressError, parse_address
@@ -94,7 +94,7 @@ def received_header(
     if len(recipients) == 1:
         by += f"\r\n\tfor <{_safe(recipients[0])}>"
     parts.append(by + ";")
-    parts.append("\t" + email.utils.formatdate(now, localtime=False))
+    parts.append("\t" + _rfc5322_date(now))
     return ("\r\n".join(parts) + "\r\n").encode("utf-8")
 
 
@@ -115,11 +115,12 @@ def submission_fixups(header: bytes, *, hostname: str, queue_id: str, now: float
     """Date: and Message-ID: a submission server adds when missing (RFC 6409 section 8.2, 8.3)."""
     extra = b""
     if not has_header(header, "Date"):
-        extra += f"Date: {email.utils.formatdate(now, localtime=False)}\r\n".encode()
+        extra += f"Date: {_rfc5322_date(now)}\r\n".encode()
     if not has_header(header, "Message-ID"):
         extra += f"Message-ID: <{queue_id}.{int(now)}@{hostname}>\r\n".encode()
     return extra
 
 
-def utc_now() -> float:
-    return time.time()
+def _rfc5322_date(now: float) -> str:
+    """RFC 5322 section 3.3 date-time in UTC as "+0000" ("-0000" would mean an unknown zone)."""
+    return email.utils.format_datetime(datetime.fromtimestamp(now, UTC))
