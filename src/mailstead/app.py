@@ -110,11 +110,16 @@ async def run(config: Config) -> None:
         stop = asyncio.Event()
 
         def _reload() -> None:
+            # Check the pair in a scratch context first: a failed load_cert_chain on the live
+            # context can leave it with the new certificate and no key, and then no handshake
+            # succeeds. Listeners keep the live context, so the good pair is loaded into it.
             try:
+                make_tls_context(config.tls.cert, config.tls.key)
                 tls.load_cert_chain(str(config.tls.cert), str(config.tls.key))
                 log_event(log, "tls.reloaded", cert=str(config.tls.cert))
             except (OSError, ssl.SSLError) as exc:
-                log_event(log, "tls.reload_failed", cert=str(config.tls.cert), error=str(exc))
+                log_event(log, "tls.reload_failed", cert=str(config.tls.cert), error=str(exc),
+                          note="still serving the previous certificate")
 
         loop.add_signal_handler(signal.SIGTERM, stop.set)
         loop.add_signal_handler(signal.SIGINT, stop.set)
