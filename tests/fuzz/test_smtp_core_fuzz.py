@@ -184,3 +184,54 @@ def test_bare_cr_lf_never_yields_a_message(body: bytes, junk: list[bytes], where
     events = drive(core, split(wire, cuts), [0])
     assert not any(isinstance(e, MessageData) for e in events)
     assert sum(isinstance(e, MailFrom) for e in events) == 1
+
+
+# ---------------------------------------------------------------- text-level and ordering
+
+VERBS = ["EHLO", "HELO", "MAIL FROM:", "RCPT TO:", "VRFY", "NOOP", "RSET", "AUTH", "BDAT",
+         "DATA", "HELP", "EXPN", "QUIT", "STARTTLS", "XYZZY"]
+text_lines = st.lists(
+    st.tuples(st.sampled_from(VERBS), st.text(max_size=40)).map(
+        lambda vt: (vt[0] + " " + vt[1]).replace("\r", "").replace("\n", "")
+    ),
+    max_size=15,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(cfg=session_settings, lines=text_lines, answers=st.lists(st.integers(0, 5), max_size=5))
+def test_unicode_commands_never_raise(cfg: SessionSettings, lines: list[str],
+                                      answers: list[int]) -> None:
+    core = SMTPServerCore(cfg)
+    wire = b"".join(line.encode("utf-8", "surrogatepass") + b"\r\n" for line in lines)
+    drive(core, [PREFIX, wire], answers)
+    assert core.closed
+
+
+@settings(max_examples=200, deadline=None)
+@given(cfg=session_settings, tokens=st.lists(st.sampled_from(TOKENS), max_size=40),
+       cut=st.integers(1, 7), answers=st.lists(st.integers(0, 5), max_size=5))
+def test_replies_do_not_depend_on_how_input_is_split(
+    cfg: SessionSettings, tokens: list[bytes], cut: int, answers: list[int]
+) -> None:
+    """The same bytes give the same replies and events whether they come pipelined in one
+    piece or in small pieces: nothing is answered twice, skipped or reordered."""
+    stream = PREFIX + b"".join(t for t in tokens if t != b"STARTTLS\r\n")
+    outputs = []
+    for pieces in ([stream], [stream[i : i + cut] for i in range(0, len(stream), cut)]):
+        core = SMTPServerCore(cfg)
+        out = core.data_to_send()
+        codes = [Reply(250, "2.0.0", "OK"), Reply(550, "5.1.1", "No")]
+        events: list[object] = []
+        for piece in [*pieces, b""]:
+            core.receive_data(piece)
+            while (event := core.next_event()) is not NEED_DATA:
+                events.append(event)
+                answer = codes[(answers or [0])[len(events) % len(answers or [0])] % 2]
+                if isinstance(event, MailFrom | RcptTo | MessageData):
+                    core.respond(answer)
+                elif isinstance(event, AuthCredentials):
+                    core.auth_result(answer.is_positive)
+            out += core.data_to_send()
+        outputs.append((out, events))
+    assert outputs[0] == outputs[1]

@@ -38,8 +38,14 @@ class SmtpAuth:
     def start(self, arg: str) -> AuthOutcome:
         """Handle the argument of ``AUTH mechanism [initial-response]``."""
         parts = arg.split(" ")
-        if not parts[0] or len(parts) > 2:
+        # RFC 4954 section 4: auth-command = "AUTH" SP sasl-mech [SP initial-response], and an
+        # initial response is base64 or "=", never empty ("AUTH LOGIN " is malformed).
+        if not parts[0] or len(parts) > 2 or (len(parts) == 2 and not parts[1]):
             return replies.AUTH_SYNTAX
+        if not parts[0].isascii():
+            # RFC 4422 section 3.1: mechanism names are ASCII; str.upper() would map "pla\u0131n"
+            # (with a dotless i) to "PLAIN".
+            return replies.UNKNOWN_MECHANISM
         mechanism = parts[0].upper()
         if mechanism not in self._sasl.mechanisms:
             return replies.UNKNOWN_MECHANISM  # RFC 4954 section 4: 504

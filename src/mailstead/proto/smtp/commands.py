@@ -44,6 +44,12 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 BODY_TYPES = ("7BIT", "8BITMIME", "BINARYMIME")
 
 
+def echo(text: str, limit: int = 40) -> str:
+    """Client text made safe to quote in a reply: RFC 5321 section 4.2 reply text is printable
+    ASCII, so anything else is escaped, and it is cut short."""
+    return text[:limit].encode("ascii", "backslashreplace").decode("ascii")
+
+
 def has_control_characters(line: str) -> bool:
     """True when the line holds C0 controls or DEL, which no SMTP command may contain."""
     return _CONTROL.search(line) is not None
@@ -94,7 +100,7 @@ def parse_parameters(text: str) -> dict[str, str | None]:
             continue
         key, eq, value = item.partition("=")
         if _KEYWORD.fullmatch(key) is None or (eq and _VALUE.fullmatch(value) is None):
-            raise CommandError(Reply(501, "5.5.4", f"Invalid parameter syntax: {item[:40]}"))
+            raise CommandError(Reply(501, "5.5.4", f"Invalid parameter syntax: {echo(item)}"))
         ukey = key.upper()
         if ukey in params:
             raise CommandError(Reply(501, "5.5.4", f"Duplicate parameter: {ukey}"))
@@ -123,7 +129,8 @@ def check_mail_parameters(params: dict[str, str | None]) -> MailParameters:
                 raise CommandError(replies.syntax("SIZE=<number of octets> (RFC 1870)"))
             size = int(value)
         elif key == "BODY":
-            if value is None or value.upper() not in BODY_TYPES:
+            # ASCII case-insensitive only: str.upper() turns "7b\u0131t" (dotless i) into "7BIT".
+            if value is None or not value.isascii() or value.upper() not in BODY_TYPES:
                 raise CommandError(replies.syntax("BODY=7BIT|8BITMIME|BINARYMIME"))
             body = value.upper()
         elif key == "SMTPUTF8":
@@ -135,14 +142,14 @@ def check_mail_parameters(params: dict[str, str | None]) -> MailParameters:
                 raise CommandError(replies.syntax("AUTH=<xtext>|<> (RFC 4954 section 5)"))
             auth = value
         else:
-            raise CommandError(Reply(555, "5.5.4", f"{replies.UNKNOWN_PARAMETER}: {key[:40]}"))
+            raise CommandError(Reply(555, "5.5.4", f"{replies.UNKNOWN_PARAMETER}: {echo(key)}"))
     return MailParameters(size, body, smtputf8, auth)
 
 
 def check_rcpt_parameters(params: dict[str, str | None]) -> None:
     """RCPT takes no parameter we advertise (no DSN): each is 555 (RFC 5321 section 4.1.1.11)."""
     for key in params:
-        raise CommandError(Reply(555, "5.5.4", f"{replies.UNKNOWN_PARAMETER}: {key[:40]}"))
+        raise CommandError(Reply(555, "5.5.4", f"{replies.UNKNOWN_PARAMETER}: {echo(key)}"))
 
 
 def parse_bdat(arg: str) -> tuple[int, bool] | None:

@@ -40,6 +40,10 @@ class SessionSettings:
     max_data_line: int = 998  # RFC 5322 section 2.1.1, excluding CRLF
     max_errors: int = 10  # then 421 and close
     auth_mechanisms: tuple[str, ...] = ("PLAIN", "LOGIN")
+    # NOOP, VRFY, HELP, EHLO/HELO that deliver nothing; past this many in a session each also
+    # counts as an error, so a client cannot hold a connection open forever (cf. Postfix's
+    # smtpd_junk_command_limit). Accepting a message starts the count afresh.
+    max_junk_commands: int = 100
 
 
 @dataclass(frozen=True, slots=True)

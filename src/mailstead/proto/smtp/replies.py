@@ -8,6 +8,7 @@ codes on every 2xx/4xx/5xx reply except the greeting and EHLO/HELO).
 from __future__ import annotations
 
 from mailstead.core.reply import Reply
+from mailstead.proto.smtp.events import SessionSettings
 
 
 def greeting(hostname: str) -> Reply:
@@ -22,6 +23,25 @@ def helo(hostname: str) -> Reply:
 def ehlo(hostname: str, keywords: list[str]) -> Reply:
     """RFC 5321 section 4.1.1.1: the name, then one extension keyword per line."""
     return Reply(250, None, "\n".join([hostname, *keywords]))
+
+
+def ehlo_keywords(
+    settings: SessionSettings, *, tls_active: bool, auth_mechanisms: tuple[str, ...]
+) -> list[str]:
+    """The extensions to advertise; ``auth_mechanisms`` is empty where AUTH is not offered."""
+    keywords = [
+        "PIPELINING",  # RFC 2920
+        f"SIZE {settings.max_message_size}",  # RFC 1870
+        "8BITMIME",  # RFC 6152
+        "SMTPUTF8",  # RFC 6531
+        "ENHANCEDSTATUSCODES",  # RFC 2034
+        "CHUNKING",  # RFC 3030
+    ]
+    if settings.starttls_available and not tls_active:
+        keywords.append("STARTTLS")  # RFC 3207 section 4.2: never once TLS is up
+    if auth_mechanisms:
+        keywords.append("AUTH " + " ".join(auth_mechanisms))  # RFC 4954 section 3
+    return keywords
 
 
 def closing(hostname: str, enhanced: str, why: str) -> Reply:

@@ -1,0 +1,149 @@
+"""The mail transaction (RFC 5321 section 3.3): the envelope the server accepted, and the
+reading of its content with DATA (RFC 5321 section 4.1.1.4) or BDAT chunks (RFC 3030).
+
+``Transaction`` holds no I/O and sends nothing: the core feeds it the input buffer while in
+the DATA or BDAT phase and turns each ``ContentOutcome`` into a reply or a decision event.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mailstead.core.address import Address
+from mailstead.core.reply import Reply
+from mailstead.proto.smtp import replies
+from mailstead.proto.smtp.events import MailFrom, MessageData, SessionSettings
+from mailstead.proto.smtp.framing import BdatReader, DataProblem, DataReader
+
+_DATA_PROBLEM_REPLY = {
+    DataProblem.BARE_EOL: replies.BARE_EOL_DATA,
+    DataProblem.TOO_BIG: replies.TOO_BIG,
+    DataProblem.LINE_TOO_LONG: replies.DATA_LINE_TOO_LONG,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """The content was read to its end and is refused with ``reply`` (counted as an error).
+    ``reset``: the transaction was abandoned too, which the core reports as TransactionReset."""
+
+    reply: Reply
+    reset: bool
+
+
+# What the end of a DATA body or of a BDAT chunk leads to: the whole message (a decision for
+# the server), a refusal, or the reply to an intermediate BDAT chunk.
+ContentOutcome = MessageData | Refusal | Reply
+
+
+class Transaction:
+    """One session's transaction state; ``reset`` starts over (RSET, EHLO, end of message)."""
+
+    __slots__ = (
+        "_bdat_chunks",
+        "_bdat_last",
+        "_bdat_refusal",
+        "_bdat_size",
+        "_bdat_total",
+        "_settings",
+        "bdat",
+        "bdat_used",
+        "data",
+        "mail",
+        "rcpt_attempts",
+        "rcpts",
+    )
+
+    def __init__(self, settings: SessionSettings) -> None:
+        self._settings = settings
+        self.mail: MailFrom | None = None
+        self.rcpts: list[Address] = []
+        self.rcpt_attempts = 0
+        self.bdat_used = False
+        self.data: DataReader | None = None  # set while reading DATA content
+        self.bdat: BdatReader | None = None  # set while reading one BDAT chunk
+        self._bdat_chunks: list[bytes] = []
+        self._bdat_total = 0
+        self._bdat_last = False
+        self._bdat_refusal: Reply | None = None
+        self._bdat_size = 0
+
+    def reset(self) -> bool:
+        """Forget the transaction; True when one was in progress."""
+        active = self.mail is not None
+        self.mail = None
+        self.rcpts = []
+        self.rcpt_attempts = 0
+        self.bdat_used = False
+        self._bdat_chunks = []
+        self._bdat_total = 0
+        return active
+
+    def drop_readers(self) -> None:
+        """The session is over: release whatever content was buffered."""
+        self.data = None
+        self.bdat = None
+        self._bdat_chunks.clear()
+
+    # ----------------------------------------------------------------- DATA
+
+    def start_data(self) -> None:
+        """DATA was accepted (354 sent): read the content that follows."""
+        self.data = DataReader(self._settings.max_message_size, self._settings.max_data_line)
+
+    def feed_data(self, inbuf: bytearray) -> ContentOutcome | None:
+        """Consume DATA content from ``inbuf``; None until CRLF "." CRLF is seen, after which
+        ``inbuf`` holds what the client pipelined behind it."""
+        reader = self.data
+        assert reader is not None
+        if not inbuf:
+            return None
+        done = reader.feed(inbuf)
+        if done is None:
+            return None
+        self.data = None
+        if done.problem is not None:
+            # The data was read to its end, so no byte of it is taken as a command.
+            self.reset()
+            return Refusal(_DATA_PROBLEM_REPLY[done.problem], reset=True)
+        mail = self.mail
+        assert mail is not None
+        return MessageData(done.content, mail.sender, tuple(self.rcpts), False)
+
+    # ----------------------------------------------------------------- BDAT
+
+    def start_bdat(self, size: int, last: bool, refusal: Reply | None) -> None:
+        """``BDAT size [LAST]`` was parsed: read the chunk, keeping it only when it can be
+        used. A chunk that is refused (``refusal``) or that would make the message too big is
+        still read to its end and discarded (RFC 3030 section 2)."""
+        over = self._bdat_total + size > self._settings.max_message_size
+        self._bdat_refusal = refusal
+        self._bdat_last = last
+        self._bdat_size = size
+        self.bdat = BdatReader(size, keep=refusal is None and not over)
+
+    def feed_bdat(self, inbuf: bytearray) -> ContentOutcome | None:
+        """Consume the chunk's octets from ``inbuf``; None until the chunk is complete."""
+        reader = self.bdat
+        assert reader is not None
+        chunk = reader.feed(inbuf)
+        if chunk is None:
+            return None
+        self.bdat = None
+        if self._bdat_refusal is not None:
+            refusal, self._bdat_refusal = self._bdat_refusal, None
+            return Refusal(refusal, reset=False)
+        mail = self.mail
+        assert mail is not None
+        self.bdat_used = True
+        self._bdat_total += self._bdat_size
+        if self._bdat_total > self._settings.max_message_size:
+            # RFC 1870 section 6.3 / RFC 3030 section 2: refused once the chunk is consumed.
+            self.reset()
+            return Refusal(replies.TOO_BIG, reset=True)
+        self._bdat_chunks.append(chunk)
+        if not self._bdat_last:
+            return replies.octets_received(self._bdat_size)
+        data = b"".join(self._bdat_chunks)
+        self._bdat_chunks = []
+        return MessageData(data, mail.sender, tuple(self.rcpts), True)
