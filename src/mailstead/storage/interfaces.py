@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Protocol
 
 # The folders every account gets at creation, with their RFC 6154 special-use attribute.
@@ -126,8 +127,134 @@ class QueueEntry:
     last_error: str | None
 
 
-class Store(Protocol):
-    """The whole persistent state of a Mailstead installation."""
+# ---------------------------------------------------------------------------------------------
+# Mailbox access for IMAP and POP3 (issues 3 and 4). Sequence numbers are a session's view and
+# never reach the store: everything here speaks UIDs.
+
+
+class FlagOp(Enum):
+    ADD = "+"
+    REMOVE = "-"
+    REPLACE = ""
+
+
+@dataclass(frozen=True, slots=True)
+class FlagChange:
+    uid: int
+    modseq: int
+    flags: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class StoreFlagsResult:
+    changed: tuple[FlagChange, ...]  # messages whose flags (and modseq) changed
+    # RFC 7162 section 3.1.3: UNCHANGEDSINCE failed for these (their modseq is newer)
+    modified: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class MailboxChanges:
+    """What happened in a mailbox after ``since`` (a MODSEQ): for IDLE/NOOP updates and QRESYNC."""
+
+    uidvalidity: int
+    uidnext: int
+    highestmodseq: int
+    changed: tuple[MessageInfo, ...]  # new messages and messages with changed flags, by UID
+    vanished: tuple[int, ...]  # UIDs expunged after ``since`` (RFC 7162 section 3.2.10)
+
+
+@dataclass(frozen=True, slots=True)
+class Quota:
+    used: int  # octets of all messages of the account (RFC 9208 STORAGE, in octets here)
+    limit: int | None  # None: unlimited
+    messages: int
+
+
+class MailboxWatch(Protocol):
+    """A subscription to changes of one account's mailboxes (IDLE, POP3/IMAP consistency).
+
+    ``wait`` returns when anything changed in any mailbox of the account since the last call
+    (or the previous ``wait`` returned), or after ``timeout`` seconds; ``close`` unsubscribes.
+    """
+
+    async def wait(self, timeout: float | None = None) -> bool: ...
+
+    def close(self) -> None: ...
+
+
+class MailStore(Protocol):
+    """Mailbox operations beyond delivery. All raise NotFound for unknown mailboxes/accounts."""
+
+    async def get_mailbox(self, account_id: int, name: str) -> MailboxInfo | None:
+        """``INBOX`` matches case-insensitively (RFC 3501 section 5.1)."""
+
+    async def create_mailbox(
+        self, account_id: int, name: str, special_use: str | None = None
+    ) -> MailboxInfo:
+        """Raises AlreadyExists. A fresh UIDVALIDITY, never reused for this name."""
+
+    async def delete_mailbox(self, account_id: int, name: str) -> None:
+        """Deletes the mailbox and its messages (not its children)."""
+
+    async def rename_mailbox(self, account_id: int, old: str, new: str) -> None:
+        """Renames the mailbox and every ``old/...`` child. Renaming INBOX moves its messages
+        into a new mailbox ``new`` and leaves INBOX empty (RFC 3501 section 6.3.5).
+        Raises AlreadyExists when ``new`` exists."""
+
+    async def set_subscribed(self, account_id: int, name: str, subscribed: bool) -> None:
+        """Subscriptions may name mailboxes that don't exist (RFC 3501 section 6.3.6)."""
+
+    async def list_subscriptions(self, account_id: int) -> list[str]: ...
+
+    async def list_messages_in(self, mailbox_id: int) -> list[MessageInfo]:
+        """Every message of the mailbox in ascending UID order (a consistent snapshot)."""
+
+    async def mailbox_by_id(self, mailbox_id: int) -> MailboxInfo | None: ...
+
+    async def store_flags(
+        self,
+        mailbox_id: int,
+        uids: Sequence[int],
+        op: FlagOp,
+        flags: Sequence[str],
+        unchanged_since: int | None = None,
+    ) -> StoreFlagsResult:
+        """Changes flags of the given UIDs (missing UIDs are ignored), each changed message
+        gets a new MODSEQ (RFC 7162 section 3.1)."""
+
+    async def expunge(self, mailbox_id: int, uids: Sequence[int] | None = None) -> list[int]:
+        """Removes the messages flagged ``\\Deleted`` (only those among ``uids`` when given);
+        returns their UIDs ascending and records them as vanished at a new MODSEQ."""
+
+    async def delete_messages(self, mailbox_id: int, uids: Sequence[int]) -> list[int]:
+        """Removes the given messages whatever their flags (POP3 DELE at QUIT)."""
+
+    async def copy_messages(
+        self, src_mailbox_id: int, uids: Sequence[int], dst_mailbox_id: int, *, move: bool = False
+    ) -> list[tuple[int, int]]:
+        """Copies (or moves: copy + expunge at the source, atomically) the messages; returns
+        ``(source uid, new uid)`` pairs ascending by source UID (RFC 4315 COPYUID). Bodies are
+        shared, not rewritten."""
+
+    async def changes_since(self, mailbox_id: int, modseq: int) -> MailboxChanges: ...
+
+    async def search_text(self, mailbox_id: int, text: str, *, part: str) -> set[int]:
+        """UIDs whose ``part`` ("text": header and body, "body": body only, or "header:NAME")
+        contains ``text`` case-insensitively (RFC 9051 section 6.4.4), via the full-text
+        index built at delivery."""
+
+    async def get_quota(self, account_id: int) -> Quota: ...
+
+    async def set_quota(self, account_id: int, limit: int | None) -> None: ...
+
+    def watch(self, account_id: int) -> MailboxWatch:
+        """Subscribe to changes of the account's mailboxes made by this process (and, for
+        networked backends, by other nodes)."""
+
+
+class Store(MailStore, Protocol):
+    """The whole persistent state of a Mailstead installation (mailbox access included, so
+    every service sees one interface)."""
 
     async def close(self) -> None: ...
 

@@ -10,7 +10,10 @@ Concurrency model:
   event-loop thread on a read-only connection: a WAL read of one B-tree page costs a few
   microseconds, far less than a hop to a thread and back; nothing is cached, so changes the
   CLI makes from another process are seen on the very next lookup;
-- reads that may be large (listings, message bodies) run in a small reader thread pool.
+- reads that may be large (listings, message bodies) run in a small reader thread pool;
+- after every commit the writer tells ``self.hub`` which accounts changed (``watch``).
+The mailbox operations for IMAP and POP3 live in ``mailboxes.py``, ``messages.py`` and
+``fts.py``; this class only routes them to the writer or a reader.
 A second process (the CLI) uses this same class; ``busy_timeout`` makes the two writers wait
 for each other instead of failing.
 """
@@ -18,6 +21,7 @@ for each other instead of failing.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import sqlite3
 import threading
@@ -33,15 +37,20 @@ from mailstead.storage.interfaces import (
     AcceptResult,
     Account,
     Alias,
+    FlagOp,
     IncomingMessage,
+    MailboxChanges,
     MailboxInfo,
     MessageInfo,
     QueueEntry,
+    Quota,
+    StoreFlagsResult,
     address_key,
 )
 from mailstead.storage.migrate import migrate_sqlite
-from mailstead.storage.sqlite import admin
+from mailstead.storage.sqlite import admin, fts, mailboxes, messages
 from mailstead.storage.sqlite.writer import Writer, inbox_name
+from mailstead.storage.watch import Watch, WatchHub
 
 T = TypeVar("T")
 
@@ -80,9 +89,15 @@ class SQLiteStore:
     """Implements ``mailstead.storage.interfaces.Store``; create with ``await SQLiteStore.open``."""
 
     def __init__(
-        self, data_dir: Path, writer: Writer, read_conn: sqlite3.Connection, blobs: BlobStore
+        self,
+        data_dir: Path,
+        writer: Writer,
+        read_conn: sqlite3.Connection,
+        blobs: BlobStore,
+        hub: WatchHub | None = None,
     ) -> None:
         self.data_dir = data_dir
+        self.hub = hub if hub is not None else WatchHub()
         self._db_path = data_dir / DB_NAME
         self._writer = writer
         self._read = read_conn
@@ -118,7 +133,8 @@ class SQLiteStore:
             raise StoreError(f"cannot open the database in {data_dir}: {exc}") from exc
         except OSError as exc:
             raise StoreError(f"cannot open the data directory {data_dir}: {exc}") from exc
-        return cls(data_dir, Writer(wconn, blobs), rconn, blobs)
+        hub = WatchHub()
+        return cls(data_dir, Writer(wconn, blobs, hub=hub), rconn, blobs, hub)
 
     async def close(self) -> None:
         """Writes everything already submitted, then closes every connection. Idempotent."""
@@ -171,9 +187,11 @@ class SQLiteStore:
 
         return await asyncio.get_running_loop().run_in_executor(self._readers, run)
 
-    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    async def _write(
+        self, fn: Callable[[sqlite3.Connection], T], touched: set[int] | None = None
+    ) -> T:
         self._check_open()
-        return await self._writer.call(fn)
+        return await self._writer.call(fn, touched)
 
     # Domains -----------------------------------------------------------------------------
 
@@ -273,14 +291,6 @@ class SQLiteStore:
             raise StoreError("could not write the message to disk") from exc
         return name
 
-    async def create_mailbox(
-        self, account_id: int, name: str, special_use: str | None = None
-    ) -> int:
-        """Creates a mailbox with a fresh UIDVALIDITY (not part of the Store interface yet)."""
-        return await self._write(
-            lambda c: admin.create_mailbox(c, account_id, inbox_name(name), special_use)
-        )
-
     async def list_mailboxes(self, account_id: int) -> list[MailboxInfo]:
         def run(conn: sqlite3.Connection) -> list[MailboxInfo]:
             rows = conn.execute(
@@ -359,7 +369,110 @@ class SQLiteStore:
                 ).fetchall()
             ]
             conn.executemany("DELETE FROM blobs WHERE hash = ?", [(n,) for n in names])
+            fts.drop(conn, names)
             self.blobs.remove(names)
             return len(names)
 
         return await self._write(run)
+
+    # Mailbox access for IMAP and POP3 (interfaces.MailStore) -------------------------------
+
+    async def get_mailbox(self, account_id: int, name: str) -> MailboxInfo | None:
+        return await self._in_reader(lambda c: mailboxes.get_by_name(c, account_id, name))
+
+    async def mailbox_by_id(self, mailbox_id: int) -> MailboxInfo | None:
+        return await self._in_reader(lambda c: mailboxes.get_by_id(c, mailbox_id))
+
+    async def create_mailbox(
+        self, account_id: int, name: str, special_use: str | None = None
+    ) -> MailboxInfo:
+        touched: set[int] = set()
+        return await self._write(
+            lambda c: mailboxes.create(c, touched, account_id, name, special_use), touched
+        )
+
+    async def delete_mailbox(self, account_id: int, name: str) -> None:
+        touched: set[int] = set()
+        await self._write(lambda c: mailboxes.delete(c, touched, account_id, name), touched)
+
+    async def rename_mailbox(self, account_id: int, old: str, new: str) -> None:
+        touched: set[int] = set()
+        await self._write(lambda c: mailboxes.rename(c, touched, account_id, old, new), touched)
+
+    async def set_subscribed(self, account_id: int, name: str, subscribed: bool) -> None:
+        await self._write(lambda c: mailboxes.set_subscribed(c, account_id, name, subscribed))
+
+    async def list_subscriptions(self, account_id: int) -> list[str]:
+        return await self._in_reader(lambda c: mailboxes.list_subscriptions(c, account_id))
+
+    async def list_messages_in(self, mailbox_id: int) -> list[MessageInfo]:
+        return await self._in_reader(lambda c: messages.list_in(c, mailbox_id))
+
+    async def store_flags(
+        self,
+        mailbox_id: int,
+        uids: Sequence[int],
+        op: FlagOp,
+        flags: Sequence[str],
+        unchanged_since: int | None = None,
+    ) -> StoreFlagsResult:
+        touched: set[int] = set()
+        wanted, given = tuple(uids), tuple(flags)
+        return await self._write(
+            lambda c: messages.store_flags(
+                c, touched, mailbox_id, wanted, op, given, unchanged_since
+            ),
+            touched,
+        )
+
+    async def expunge(self, mailbox_id: int, uids: Sequence[int] | None = None) -> list[int]:
+        touched: set[int] = set()
+        wanted = None if uids is None else tuple(uids)
+        return await self._write(
+            lambda c: messages.expunge(c, touched, mailbox_id, wanted), touched
+        )
+
+    async def delete_messages(self, mailbox_id: int, uids: Sequence[int]) -> list[int]:
+        touched: set[int] = set()
+        wanted = tuple(uids)
+        return await self._write(
+            lambda c: messages.delete_messages(c, touched, mailbox_id, wanted), touched
+        )
+
+    async def copy_messages(
+        self, src_mailbox_id: int, uids: Sequence[int], dst_mailbox_id: int, *, move: bool = False
+    ) -> list[tuple[int, int]]:
+        touched: set[int] = set()
+        wanted = tuple(uids)
+        return await self._write(
+            lambda c: messages.copy(c, touched, src_mailbox_id, wanted, dst_mailbox_id, move=move),
+            touched,
+        )
+
+    async def changes_since(self, mailbox_id: int, modseq: int) -> MailboxChanges:
+        return await self._in_reader(lambda c: messages.changes_since(c, mailbox_id, modseq))
+
+    async def search_text(self, mailbox_id: int, text: str, *, part: str) -> set[int]:
+        """See ``fts.py``: the mailbox's pending blobs are indexed first (read and extracted
+        in a reader thread, inserted by the writer), then one read transaction searches."""
+        fts.parse_part(part)  # StoreError for a bad part before any work
+        while True:
+            docs = await self._in_reader(lambda c: self._prepare_pending(c, mailbox_id))
+            if not docs:
+                break
+            await self._write(functools.partial(fts.insert, docs=docs))
+        return await self._in_reader(lambda c: fts.search(c, self.blobs, mailbox_id, text, part))
+
+    def _prepare_pending(self, conn: sqlite3.Connection, mailbox_id: int) -> fts.Prepared:
+        messages.state(conn, mailbox_id)  # NotFound for an unknown mailbox
+        return fts.prepare(self.blobs, fts.pending_blobs(conn, 500, mailbox_id))
+
+    async def get_quota(self, account_id: int) -> Quota:
+        return await self._in_reader(lambda c: mailboxes.get_quota(c, account_id))
+
+    async def set_quota(self, account_id: int, limit: int | None) -> None:
+        await self._write(lambda c: mailboxes.set_quota(c, account_id, limit))
+
+    def watch(self, account_id: int) -> Watch:
+        """A watch on this process's changes to the account (no I/O, so not a coroutine)."""
+        return self.hub.watch(account_id)

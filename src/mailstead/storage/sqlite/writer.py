@@ -5,6 +5,12 @@ contend inside the process and concurrent deliveries share their fsyncs: the thr
 every pending request from its queue, writes the new blobs with their fdatasyncs issued in
 parallel, fsyncs each touched directory once, inserts all rows in ONE transaction and commits
 (one WAL fsync, ``synchronous=FULL``), then resolves the callers' futures on their loops.
+
+After each commit it tells the ``WatchHub`` which accounts changed (IDLE wakes up). When it
+has nothing else to do it feeds the full-text index (``fts.py``): after ``INDEX_IDLE`` seconds
+without work it indexes pending blobs in chunks, checking its queue between chunks; under
+sustained load it still spends ``INDEX_BUSY_BUDGET`` every ``INDEX_BUSY_INTERVAL`` on it,
+about 0.5% of its time, so the delivery path is not slowed (bench/smtp_inbound.py).
 """
 
 from __future__ import annotations
@@ -22,7 +28,10 @@ from typing import Any, TypeVar
 
 from mailstead.core.errors import NotFound, StoreError
 from mailstead.storage.blobs import BlobStore
+from mailstead.storage.flags import canonical_flags
 from mailstead.storage.interfaces import AcceptResult, IncomingMessage
+from mailstead.storage.sqlite import fts
+from mailstead.storage.watch import WatchHub
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +42,13 @@ T = TypeVar("T")
 MAX_BATCH = 512
 # RFC 3501 section 2.3.1.1 / RFC 9051 section 2.3.1.1: a UID is a 32-bit unsigned number.
 MAX_UID = 2**32 - 1
+
+# Full-text indexing in the writer thread (see the module docstring). Seconds.
+INDEX_IDLE = 0.2
+INDEX_IDLE_BUDGET = 0.1
+INDEX_BUSY_INTERVAL = 2.0
+INDEX_BUSY_BUDGET = 0.01
+INDEX_CHUNK = 64
 
 
 def inbox_name(name: str) -> str:
@@ -58,6 +74,7 @@ class CallOp:
     fn: Callable[[sqlite3.Connection], Any]
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[Any]
+    touched: set[int] | None = None  # accounts ``fn`` changed: their watchers are notified
 
 
 @dataclass(slots=True)
@@ -84,10 +101,18 @@ class Writer:
     """Owns the write connection and the thread that uses it."""
 
     def __init__(
-        self, conn: sqlite3.Connection, blobs: BlobStore, *, parallelism: int = 16
+        self,
+        conn: sqlite3.Connection,
+        blobs: BlobStore,
+        *,
+        parallelism: int = 16,
+        hub: WatchHub | None = None,
     ) -> None:
         self._conn = conn
         self._blobs = blobs
+        self._hub = hub
+        self._index_due = True  # a previous run may have left blobs to index
+        self._last_index = 0.0
         self._queue: queue.SimpleQueue[AcceptOp | CallOp | _Stop] = queue.SimpleQueue()
         self._pool = ThreadPoolExecutor(max_workers=parallelism, thread_name_prefix="blob-fsync")
         self._closing = False
@@ -105,10 +130,14 @@ class Writer:
         self._put(AcceptOp(message, blob, blob_durable, loop, future))
         return future
 
-    def call(self, fn: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
+    def call(
+        self, fn: Callable[[sqlite3.Connection], T], touched: set[int] | None = None
+    ) -> asyncio.Future[T]:
+        """Runs ``fn`` in its own transaction; after the commit, the watchers of the accounts
+        ``fn`` put into ``touched`` are notified."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._put(CallOp(fn, loop, future))
+        self._put(CallOp(fn, loop, future, touched))
         return future
 
     def _put(self, op: AcceptOp | CallOp) -> None:
@@ -131,9 +160,25 @@ class Writer:
 
     # The writer thread -------------------------------------------------------------------
 
+    def _next(self, idle: bool) -> AcceptOp | CallOp | _Stop | None:
+        """The next request; None when the index may be fed (nothing came for a while)."""
+        if not self._index_due:
+            return self._queue.get()
+        try:
+            return self._queue.get(timeout=0.0001 if idle else INDEX_IDLE)
+        except queue.Empty:
+            return None
+
     def _run(self) -> None:
+        idle = False
         while True:
-            items = [self._queue.get()]
+            first = self._next(idle)
+            if first is None:
+                idle = True
+                self._index_step(INDEX_IDLE_BUDGET)
+                continue
+            idle = False
+            items = [first]
             while len(items) < MAX_BATCH:
                 try:
                     items.append(self._queue.get_nowait())
@@ -154,6 +199,47 @@ class Writer:
             self._accept_batch(batch)
             if stop:
                 return
+            if (
+                self._index_due
+                and time.monotonic() - self._last_index >= INDEX_BUSY_INTERVAL
+                and self._queue.empty()
+            ):
+                self._index_step(INDEX_BUSY_BUDGET)
+
+    def _index_step(self, budget: float) -> None:
+        """Indexes pending blobs for about ``budget`` seconds, one transaction per chunk; the
+        index needs no fsync of its own (a crash only leaves blobs pending again), so the
+        commits use ``synchronous=NORMAL``."""
+        self._last_index = time.monotonic()
+        deadline = self._last_index + budget
+        conn = self._conn
+        while True:
+            try:
+                names = fts.pending_blobs(conn, INDEX_CHUNK)
+                if not names:
+                    self._index_due = False
+                    return
+                docs = fts.prepare(self._blobs, names, deadline)
+                conn.execute("PRAGMA synchronous = NORMAL")
+                try:
+                    conn.execute("BEGIN IMMEDIATE")
+                    fts.insert(conn, docs)
+                    conn.execute("COMMIT")
+                finally:
+                    self._rollback()
+                    conn.execute("PRAGMA synchronous = FULL")
+            except sqlite3.Error as exc:
+                log.warning("full-text indexing failed, retrying later: %s", exc)
+                return
+            if time.monotonic() >= deadline or not self._queue.empty():
+                return
+
+    def _publish(self, accounts: set[int]) -> None:
+        if self._hub is not None and accounts:
+            try:
+                self._hub.publish(accounts)
+            except Exception:  # a notification problem must never stop the writer
+                log.exception("change notification failed")
 
     def _resolve(self, op: AcceptOp | CallOp, result: Any, error: BaseException | None) -> None:
         try:
@@ -173,6 +259,8 @@ class Writer:
             self._conn.execute("BEGIN IMMEDIATE")
             result = op.fn(self._conn)
             self._conn.execute("COMMIT")
+            if op.touched:
+                self._publish(op.touched)
         except StoreError as exc:
             self._rollback()
             self._resolve(op, None, exc)
@@ -223,6 +311,10 @@ class Writer:
             for op in ops:
                 self._resolve(op, None, error)
             return
+        accounts = {d[0] for result, _ in outcomes if result is not None for d in result.delivered}
+        if accounts:
+            self._index_due = True
+            self._publish(accounts)
         for op, (result, err) in zip(ops, outcomes, strict=True):
             self._resolve(op, result, err)
 
@@ -259,7 +351,7 @@ class Writer:
                     mailbox_id,
                     uid,
                     modseq,
-                    " ".join(local.flags),
+                    " ".join(canonical_flags(local.flags)),
                     msg.internal_date,
                     len(msg.data),
                     op.blob,

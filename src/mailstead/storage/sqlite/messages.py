@@ -1,0 +1,279 @@
+"""Message operations of the SQLite store for IMAP and POP3: flags, expunge, copy and move,
+and change tracking (RFC 7162 CONDSTORE/QRESYNC).
+
+MODSEQ rules (RFC 7162 section 3.1): every message changed by one command gets the same new
+MODSEQ, the mailbox's HIGHESTMODSEQ + 1, which becomes the new HIGHESTMODSEQ; an expunge
+records the UIDs in ``vanished`` at its MODSEQ. Write functions run in the writer thread's
+transaction and add the changed account to ``touched``.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from mailstead.core.errors import NotFound, StoreError
+from mailstead.storage import flags as flagset
+from mailstead.storage.interfaces import (
+    FlagChange,
+    FlagOp,
+    MailboxChanges,
+    MessageInfo,
+    StoreFlagsResult,
+)
+from mailstead.storage.sqlite.writer import MAX_UID
+
+# How many expunged UIDs each mailbox remembers exactly for QRESYNC; older ones are
+# compacted away (see migration 0002 and ``changes_since``).
+VANISHED_KEEP = 20_000
+
+_COLUMNS = (
+    "SELECT id, mailbox_id, uid, modseq, flags, internal_date, size, blob, envelope,"
+    " bodystructure FROM messages"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class MailboxState:
+    account_id: int
+    uidvalidity: int
+    uidnext: int
+    highestmodseq: int
+    vanished_floor: int
+
+
+def state(conn: sqlite3.Connection, mailbox_id: int) -> MailboxState:
+    row = conn.execute(
+        "SELECT account_id, uidvalidity, uidnext, highestmodseq, vanished_floor"
+        " FROM mailboxes WHERE id = ?",
+        (mailbox_id,),
+    ).fetchone()
+    if row is None:
+        raise NotFound(f"no mailbox with id {mailbox_id}")
+    return MailboxState(*(int(v) for v in row))
+
+
+def _infos(rows: list[Any]) -> list[MessageInfo]:
+    return [
+        MessageInfo(r[0], r[1], r[2], r[3], tuple(r[4].split()), r[5], r[6], r[7], r[8], r[9])
+        for r in rows
+    ]
+
+
+def list_in(conn: sqlite3.Connection, mailbox_id: int) -> list[MessageInfo]:
+    state(conn, mailbox_id)
+    rows = conn.execute(_COLUMNS + " WHERE mailbox_id = ? ORDER BY uid", (mailbox_id,))
+    return _infos(rows.fetchall())
+
+
+def _uid_json(uids: Sequence[int]) -> str:
+    return json.dumps(sorted({int(u) for u in uids if 0 < int(u) <= MAX_UID}))
+
+
+def _bump(conn: sqlite3.Connection, mailbox_id: int) -> int:
+    """Takes the next MODSEQ of the mailbox and makes it the HIGHESTMODSEQ."""
+    rows = conn.execute(
+        "UPDATE mailboxes SET highestmodseq = highestmodseq + 1 WHERE id = ?"
+        " RETURNING highestmodseq",
+        (mailbox_id,),
+    ).fetchall()
+    return int(rows[0][0])
+
+
+def store_flags(
+    conn: sqlite3.Connection,
+    touched: set[int],
+    mailbox_id: int,
+    uids: Sequence[int],
+    op: FlagOp,
+    given: Sequence[str],
+    unchanged_since: int | None,
+) -> StoreFlagsResult:
+    mailbox = state(conn, mailbox_id)
+    wanted = flagset.canonical_flags(given)
+    rows = conn.execute(
+        "SELECT uid, modseq, flags FROM messages WHERE mailbox_id = ?"
+        " AND uid IN (SELECT value FROM json_each(?)) ORDER BY uid",
+        (mailbox_id, _uid_json(uids)),
+    ).fetchall()
+    modified: list[int] = []
+    updates: list[tuple[int, tuple[str, ...]]] = []
+    for uid, modseq, stored in rows:
+        # RFC 7162 section 3.1.3: a message changed after UNCHANGEDSINCE is left alone and
+        # reported in the MODIFIED response code, whatever the STORE would have done.
+        if unchanged_since is not None and int(modseq) > unchanged_since:
+            modified.append(int(uid))
+            continue
+        current = flagset.parse_stored(stored)
+        after = flagset.apply(current, op, wanted)
+        if not flagset.same(current, after):
+            updates.append((int(uid), after))
+    if not updates:
+        return StoreFlagsResult(changed=(), modified=tuple(modified))
+    modseq = _bump(conn, mailbox_id)
+    conn.executemany(
+        "UPDATE messages SET flags = ?, modseq = ? WHERE mailbox_id = ? AND uid = ?",
+        [(" ".join(after), modseq, mailbox_id, uid) for uid, after in updates],
+    )
+    touched.add(mailbox.account_id)
+    return StoreFlagsResult(
+        changed=tuple(FlagChange(uid, modseq, after) for uid, after in updates),
+        modified=tuple(modified),
+    )
+
+
+def _remove(conn: sqlite3.Connection, mailbox_id: int, uids: list[int]) -> None:
+    """Deletes the messages and records them as vanished at a new MODSEQ."""
+    modseq = _bump(conn, mailbox_id)
+    conn.execute(
+        "DELETE FROM messages WHERE mailbox_id = ? AND uid IN (SELECT value FROM json_each(?))",
+        (mailbox_id, json.dumps(uids)),
+    )
+    conn.executemany(
+        "INSERT INTO vanished (mailbox_id, uid, modseq) VALUES (?, ?, ?)"
+        " ON CONFLICT (mailbox_id, uid) DO UPDATE SET modseq = excluded.modseq",
+        [(mailbox_id, uid, modseq) for uid in uids],
+    )
+    _compact_vanished(conn, mailbox_id)
+
+
+def _compact_vanished(conn: sqlite3.Connection, mailbox_id: int) -> None:
+    """Keeps at most VANISHED_KEEP rows per mailbox; raises ``vanished_floor`` to the highest
+    MODSEQ forgotten, below which ``changes_since`` answers conservatively."""
+    count = int(
+        conn.execute(
+            "SELECT COUNT(*) FROM vanished WHERE mailbox_id = ?", (mailbox_id,)
+        ).fetchone()[0]
+    )
+    excess = count - VANISHED_KEEP
+    if excess <= 0:
+        return
+    row = conn.execute(
+        "SELECT modseq FROM vanished WHERE mailbox_id = ? ORDER BY modseq LIMIT 1 OFFSET ?",
+        (mailbox_id, excess - 1),
+    ).fetchone()
+    floor = int(row[0])
+    # Whole MODSEQs only: a MODSEQ is either exactly known or entirely below the floor.
+    conn.execute("DELETE FROM vanished WHERE mailbox_id = ? AND modseq <= ?", (mailbox_id, floor))
+    conn.execute(
+        "UPDATE mailboxes SET vanished_floor = MAX(vanished_floor, ?) WHERE id = ?",
+        (floor, mailbox_id),
+    )
+
+
+def expunge(
+    conn: sqlite3.Connection, touched: set[int], mailbox_id: int, uids: Sequence[int] | None
+) -> list[int]:
+    mailbox = state(conn, mailbox_id)
+    # Flags are stored canonical and space-separated, so an exact token test suffices.
+    if uids is None:
+        rows = conn.execute(
+            "SELECT uid FROM messages WHERE mailbox_id = ?"
+            " AND instr(' ' || flags || ' ', ' \\Deleted ') > 0 ORDER BY uid",
+            (mailbox_id,),
+        ).fetchall()
+    else:
+        rows = conn.execute(
+            "SELECT uid FROM messages WHERE mailbox_id = ?"
+            " AND instr(' ' || flags || ' ', ' \\Deleted ') > 0"
+            " AND uid IN (SELECT value FROM json_each(?)) ORDER BY uid",
+            (mailbox_id, _uid_json(uids)),
+        ).fetchall()
+    gone = [int(r[0]) for r in rows]
+    if gone:
+        _remove(conn, mailbox_id, gone)
+        touched.add(mailbox.account_id)
+    return gone
+
+
+def delete_messages(
+    conn: sqlite3.Connection, touched: set[int], mailbox_id: int, uids: Sequence[int]
+) -> list[int]:
+    mailbox = state(conn, mailbox_id)
+    rows = conn.execute(
+        "SELECT uid FROM messages WHERE mailbox_id = ?"
+        " AND uid IN (SELECT value FROM json_each(?)) ORDER BY uid",
+        (mailbox_id, _uid_json(uids)),
+    ).fetchall()
+    gone = [int(r[0]) for r in rows]
+    if gone:
+        _remove(conn, mailbox_id, gone)
+        touched.add(mailbox.account_id)
+    return gone
+
+
+def copy(
+    conn: sqlite3.Connection,
+    touched: set[int],
+    src_id: int,
+    uids: Sequence[int],
+    dst_id: int,
+    *,
+    move: bool,
+) -> list[tuple[int, int]]:
+    """COPY/MOVE in one transaction: the copies get consecutive new UIDs in the destination
+    in source UID order (RFC 4315 COPYUID), one new MODSEQ; a move then expunges the source
+    messages (RFC 6851 section 3.3: atomically, as one command)."""
+    src = state(conn, src_id)
+    dst = state(conn, dst_id)
+    rows = conn.execute(
+        "SELECT uid, flags, internal_date, size, blob, envelope, bodystructure FROM messages"
+        " WHERE mailbox_id = ? AND uid IN (SELECT value FROM json_each(?)) ORDER BY uid",
+        (src_id, _uid_json(uids)),
+    ).fetchall()
+    if not rows:
+        return []
+    first = dst.uidnext
+    if first + len(rows) - 1 > MAX_UID:  # RFC 9051 section 2.3.1.1: UIDs are 32-bit
+        raise StoreError("the destination mailbox has run out of UIDs")
+    modseq = dst.highestmodseq + 1
+    conn.execute(
+        "UPDATE mailboxes SET uidnext = ?, highestmodseq = ? WHERE id = ?",
+        (first + len(rows), modseq, dst_id),
+    )
+    pairs = [(int(r[0]), first + i) for i, r in enumerate(rows)]
+    conn.executemany(
+        "INSERT INTO messages (mailbox_id, uid, modseq, flags, internal_date, size, blob,"
+        " envelope, bodystructure) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [(dst_id, new, modseq, *r[1:]) for (_, new), r in zip(pairs, rows, strict=True)],
+    )
+    touched.add(dst.account_id)
+    if move:
+        _remove(conn, src_id, [old for old, _ in pairs])
+        touched.add(src.account_id)
+    return pairs
+
+
+def changes_since(conn: sqlite3.Connection, mailbox_id: int, since: int) -> MailboxChanges:
+    mailbox = state(conn, mailbox_id)
+    changed = _infos(
+        conn.execute(
+            _COLUMNS + " WHERE mailbox_id = ? AND modseq > ? ORDER BY uid", (mailbox_id, since)
+        ).fetchall()
+    )
+    if since >= mailbox.vanished_floor:
+        vanished = [
+            int(r[0])
+            for r in conn.execute(
+                "SELECT uid FROM vanished WHERE mailbox_id = ? AND modseq > ? ORDER BY uid",
+                (mailbox_id, since),
+            )
+        ]
+    else:
+        # Older than what is remembered exactly: every UID below UIDNEXT that is not present
+        # may have been expunged since (RFC 7162 section 3.2.5.1 allows such extra UIDs).
+        present = {
+            int(r[0])
+            for r in conn.execute("SELECT uid FROM messages WHERE mailbox_id = ?", (mailbox_id,))
+        }
+        vanished = [uid for uid in range(1, mailbox.uidnext) if uid not in present]
+    return MailboxChanges(
+        uidvalidity=mailbox.uidvalidity,
+        uidnext=mailbox.uidnext,
+        highestmodseq=mailbox.highestmodseq,
+        changed=tuple(changed),
+        vanished=tuple(vanished),
+    )
