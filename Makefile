@@ -8,7 +8,7 @@ MAILSTEAD := $(PY) -m mailstead
 DEMO := demo-data
 STAMP := $(VENV)/.installed
 # swaks needs the Perl TLS and SASL modules for STARTTLS and AUTH.
-TEST_DEBS := swaks isync openssl libio-socket-ssl-perl libnet-ssleay-perl libauthen-sasl-perl
+TEST_DEBS := swaks isync openssl fetchmail libio-socket-ssl-perl libnet-ssleay-perl libauthen-sasl-perl
 
 .PHONY: help venv run test test-deps lint docs bench clean distclean
 
@@ -48,6 +48,7 @@ run: venv
 # missing and we may (root, or sudo without a password).
 test-deps:
 	@if command -v swaks >/dev/null && command -v mbsync >/dev/null && command -v openssl >/dev/null \
+	    && command -v fetchmail >/dev/null \
 	    && perl -MIO::Socket::SSL -MAuthen::SASL -e1 2>/dev/null; then \
 	  :; \
 	elif [ "$$(id -u)" = 0 ]; then \

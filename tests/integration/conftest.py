@@ -15,7 +15,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import DEFAULT_SMTP, LIMITED_SMTP, USERS, Harness, Server, ServerError, init_data_dir
+from helpers import (
+    DEFAULT_IMAP,
+    DEFAULT_SMTP,
+    LIMITED_SMTP,
+    USERS,
+    Harness,
+    Server,
+    ServerError,
+    add_user,
+    configure_imap,
+    init_data_dir,
+)
 
 
 def _start(data_dir: Path, smtp: dict[str, Any]) -> Server:
@@ -70,3 +81,34 @@ def swaks() -> str:
                     "libnet-ssleay-perl libauthen-sasl-perl", pytrace=False)
     return path
 
+
+
+@pytest.fixture(scope="session")
+def imap_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
+    """A server for the IMAP tests, with DEFAULT_IMAP limits (5 bad commands in a row)."""
+    data_dir = tmp_path_factory.mktemp("imap") / "data"
+    error = ""
+    try:
+        init_data_dir(data_dir, USERS, DEFAULT_SMTP)
+        configure_imap(data_dir, DEFAULT_IMAP)
+        server = Server(data_dir).start(timeout=20)
+    except ServerError as exc:
+        error = str(exc)
+    if error:
+        pytest.fail(error, pytrace=False)
+    try:
+        yield Harness(server)
+    finally:
+        _stop(server)
+
+
+@pytest.fixture
+def imap_account(imap_server: Harness) -> tuple[str, str]:
+    """A fresh account (address, password) on ``imap_server``, so tests do not share mailboxes."""
+    name = f"u{uuid.uuid4().hex[:12]}"
+    address, password = f"{name}@example.test", f"{name}-Pw-1"
+    try:
+        add_user(imap_server.data_dir, address, password)
+    except ServerError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    return address, password

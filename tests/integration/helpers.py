@@ -37,7 +37,7 @@ DOMAIN = "example.test"
 READY_LINE = "mailstead: ready"
 LISTENING_RE = re.compile(r"^mailstead: (\S+) listening on (\S+):(\d+)\s*$")
 # The listeners a test may use; every key of [listen] is rewritten to loopback port 0 anyway.
-LISTENERS = ("smtp", "submission", "submissions")
+LISTENERS = ("smtp", "submission", "submissions", "imap", "imaps")
 
 
 class ServerError(RuntimeError):
@@ -901,3 +901,274 @@ def durability_check(data_dir: Path, *, clients: int = 20, kill_after: float = 1
             raise ServerError(f"restart after SIGKILL: exit code {code}\n{server.log_text()}")
     verification = verify_stored(data_dir, recipients, sent, stats.accepted)
     return DurabilityResult(verification, stats, restart)
+
+
+# ---------------------------------------------------------------------------------------------
+# IMAP (issue 3): config, quotas, a raw client for hostile input, an asyncio client for benches
+
+# Generous limits for the IMAP tests; a test that needs a limit sets its own.
+DEFAULT_IMAP: dict[str, Any] = {
+    "idle_timeout": 1800,
+    "max_bad_commands": 5,
+    "max_connections_per_account": 50,
+    "max_connections": 10000,
+    "max_connections_per_ip": 200,
+}
+
+
+def configure_imap(data_dir: Path, imap: Mapping[str, Any]) -> None:
+    """Merge ``imap`` into the ``[imap]`` table of the data dir's config."""
+    config_path = data_dir / "mailstead.toml"
+    config = tomllib.loads(config_path.read_text(encoding="utf-8"))
+    rewrite_tables(config_path, {"imap": {**dict(config.get("imap", {})), **imap}})
+
+
+async def _set_quota(data_dir: Path, address: str, limit: int | None) -> None:
+    store = await _open_store(data_dir)
+    try:
+        account = await store.get_account(address)
+        if account is None:
+            raise AssertionError(f"no account {address}")
+        await store.set_quota(account.id, limit)  # type: ignore[attr-defined]
+    finally:
+        await store.close()
+
+
+def set_quota(data_dir: Path, address: str, limit: int | None) -> None:
+    """Give ``address`` a storage quota of ``limit`` bytes (None: unlimited), through the store."""
+    _run(_set_quota(data_dir, address, limit))
+
+
+def add_user(data_dir: Path, address: str, password: str) -> None:
+    """Create one account with the CLI (works while the server runs)."""
+    run_cli("user", "add", address, "--password-stdin", "--data-dir", str(data_dir),
+            stdin=password + "\n")
+
+
+def rss_kib(pid: int) -> int:
+    """Resident set size of process ``pid`` in KiB (``VmRSS`` of ``/proc/PID/status``)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise ServerError(f"no VmRSS for pid {pid}")
+
+
+_LITERAL_AT_END = re.compile(rb"~?\{(\d+)\+?\}\r\n$")
+
+
+@dataclass(frozen=True)
+class IMAPResponse:
+    """Everything the server sent for one command: untagged lines (literals inline, CRLF
+    stripped) and the tagged completion line."""
+
+    tag: bytes
+    untagged: tuple[bytes, ...]
+    tagged: bytes
+
+    @property
+    def status(self) -> bytes:
+        """OK, NO or BAD (or b"" if the line was cut short)."""
+        parts = self.tagged.split(b" ", 2)
+        return parts[1].upper() if len(parts) > 1 else b""
+
+    def code(self) -> bytes:
+        """The response code of the tagged line without brackets, e.g. b"TOOBIG", or b""."""
+        match = re.match(rb"\S+ \S+ \[([^\]]*)\]", self.tagged)
+        return match.group(1) if match else b""
+
+    def starting(self, prefix: bytes) -> list[bytes]:
+        """The untagged lines that start with ``* PREFIX`` (case-insensitive)."""
+        want = b"* " + prefix.upper()
+        return [line for line in self.untagged if line[: len(want)].upper() == want]
+
+
+class RawIMAP:
+    """A blocking IMAP client that sends exactly the bytes it is given: for hostile input,
+    COMPRESS=DEFLATE and checks of the exact response bytes."""
+
+    def __init__(self, port: int, *, host: str = "127.0.0.1", timeout: float = 10,
+                 tls: ssl.SSLContext | None = None) -> None:
+        sock = socket.create_connection((host, port), timeout=timeout)
+        try:
+            self.sock: socket.socket = tls.wrap_socket(sock) if tls is not None else sock
+        except BaseException:
+            sock.close()
+            raise
+        self.buffer = b""
+        self.counter = 0
+        self._compress: Any = None
+        self._decompress: Any = None
+        self.greeting = self.read_line()
+
+    def __enter__(self) -> RawIMAP:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+    def next_tag(self) -> bytes:
+        self.counter += 1
+        return b"t%d" % self.counter
+
+    def send(self, data: bytes) -> None:
+        if self._compress is not None:
+            import zlib
+
+            data = self._compress.compress(data) + self._compress.flush(zlib.Z_SYNC_FLUSH)
+        self.sock.sendall(data)
+
+    def _recv(self) -> bytes:
+        chunk = self.sock.recv(65536)
+        if chunk and self._decompress is not None:
+            chunk = self._decompress.decompress(chunk)
+            if not chunk:
+                return b"\0"  # compressed bytes that produced no output yet: not EOF
+        self.buffer += chunk
+        return chunk
+
+    def _read_exact_line(self) -> bytes:
+        while b"\r\n" not in self.buffer:
+            if len(self.buffer) > 64 * 1024 * 1024:
+                raise AssertionError("no line end in 64 MiB")
+            if not self._recv():
+                raise ConnectionError(f"connection closed; partial line {self.buffer!r}")
+        line, self.buffer = self.buffer.split(b"\r\n", 1)
+        return line + b"\r\n"
+
+    def read_line(self) -> bytes:
+        """One logical response line: literals read and kept inline, final CRLF removed."""
+        out = b""
+        while True:
+            piece = self._read_exact_line()
+            out += piece
+            match = _LITERAL_AT_END.search(piece)
+            if not match:
+                return out[:-2]
+            size = int(match.group(1))
+            while len(self.buffer) < size:
+                if not self._recv():
+                    raise ConnectionError("connection closed inside a literal")
+            out += self.buffer[:size]
+            self.buffer = self.buffer[size:]
+
+    def read_until(self, tag: bytes) -> IMAPResponse:
+        untagged: list[bytes] = []
+        while True:
+            line = self.read_line()
+            if line.startswith(tag + b" "):
+                return IMAPResponse(tag, tuple(untagged), line)
+            untagged.append(line)
+
+    def command(self, text: str | bytes) -> IMAPResponse:
+        """Send ``TAG text CRLF`` and read to the tagged response."""
+        tag = self.next_tag()
+        body = text.encode() if isinstance(text, str) else text
+        self.send(tag + b" " + body + b"\r\n")
+        return self.read_until(tag)
+
+    def command_literal(self, head: bytes, literal: bytes, tail: bytes = b"") -> IMAPResponse:
+        """``TAG head {n}``, wait for ``+``, then ``literal tail CRLF``; when the server
+        refuses the literal, its tagged answer is returned at once."""
+        tag = self.next_tag()
+        self.send(tag + b" " + head + b" {%d}\r\n" % len(literal))
+        line = self.read_line()
+        if line.startswith(tag + b" "):
+            return IMAPResponse(tag, (), line)
+        if not line.startswith(b"+"):
+            raise AssertionError(f"expected a continuation request, got {line!r}")
+        self.send(literal + tail + b"\r\n")
+        return self.read_until(tag)
+
+    def login(self, user: str, password: str) -> IMAPResponse:
+        response = self.command(f'LOGIN "{user}" "{password}"')
+        assert response.status == b"OK", response
+        return response
+
+    def starttls(self, ctx: ssl.SSLContext) -> None:
+        response = self.command("STARTTLS")
+        assert response.status == b"OK", response
+        assert not self.buffer, f"server sent data after OK to STARTTLS: {self.buffer!r}"
+        self.sock = ctx.wrap_socket(self.sock)
+
+    def compress(self) -> IMAPResponse:
+        """RFC 4978: COMPRESS DEFLATE, then raw deflate (no zlib header) both ways."""
+        import zlib
+
+        response = self.command("COMPRESS DEFLATE")
+        if response.status == b"OK":
+            self._compress = zlib.compressobj(6, zlib.DEFLATED, -15)
+            self._decompress = zlib.decompressobj(-15)
+            if self.buffer:
+                self.buffer = self._decompress.decompress(self.buffer)
+        return response
+
+    def expect_closed(self, timeout: float = 10) -> bytes:
+        """Read until the server closes; return what it sent meanwhile."""
+        self.sock.settimeout(timeout)
+        got = b""
+        try:
+            while True:
+                chunk = self.sock.recv(65536)
+                if not chunk:
+                    return self.buffer + got
+                got += chunk
+        except (ConnectionResetError, ssl.SSLEOFError, ssl.SSLZeroReturnError):
+            return self.buffer + got
+
+
+class AsyncIMAP:
+    """A minimal asyncio IMAP client for the benchmarks: tagged commands, literals inline."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.counter = 0
+
+    @classmethod
+    async def connect(cls, port: int, *, tls: ssl.SSLContext | None = None,
+                      host: str = "127.0.0.1") -> AsyncIMAP:
+        reader, writer = await asyncio.open_connection(
+            host, port, ssl=tls, server_hostname=HOSTNAME if tls is not None else None,
+            limit=64 * 1024 * 1024,
+        )
+        client = cls(reader, writer)
+        greeting = await client.read_line()
+        if not greeting.startswith(b"* OK"):
+            raise ConnectionError(f"bad greeting {greeting!r}")
+        return client
+
+    async def read_line(self) -> bytes:
+        out = b""
+        while True:
+            piece = await self.reader.readline()
+            if not piece.endswith(b"\n"):
+                raise ConnectionError(f"connection closed; partial line {out + piece!r}")
+            out += piece
+            match = _LITERAL_AT_END.search(piece)
+            if not match:
+                return out[:-2]
+            out += await self.reader.readexactly(int(match.group(1)))
+
+    async def read_until(self, tag: bytes) -> IMAPResponse:
+        untagged: list[bytes] = []
+        while True:
+            line = await self.read_line()
+            if line.startswith(tag + b" "):
+                return IMAPResponse(tag, tuple(untagged), line)
+            untagged.append(line)
+
+    async def command(self, text: str | bytes) -> IMAPResponse:
+        self.counter += 1
+        tag = b"a%d" % self.counter
+        body = text.encode() if isinstance(text, str) else text
+        self.writer.write(tag + b" " + body + b"\r\n")
+        return await self.read_until(tag)
+
+    async def close(self) -> None:
+        self.writer.close()
+        with contextlib.suppress(ConnectionError, OSError, ssl.SSLError):
+            await self.writer.wait_closed()

@@ -56,8 +56,11 @@ SHUTDOWN_CODE = (421, "4.3.2")
 EXIT_WITHIN = 5.0  # seconds from SIGTERM to exit once no transaction is in flight
 # A log line: "2024-01-01 10:00:00,123 INFO mailstead.app event key=value ...".
 LOG_LINE_RE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [A-Z]+ \S+ \S+")
-DEV_SMTP_PORTS = {"smtp": 2525, "submission": 2587, "submissions": 2465}
-NOT_YET_LISTENERS = ("imap", "imaps", "pop3", "pop3s", "http")
+DEV_PORTS = {
+    "smtp": 2525, "submission": 2587, "submissions": 2465,
+    "imap": 2143, "imaps": 2993, "pop3": 2110, "pop3s": 2995,
+}
+NOT_YET_LISTENERS = ("http",)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -524,7 +527,7 @@ def _port_free(port: int) -> bool:
 
 
 def test_dev_config_starts_as_is(tmp_path: Path) -> None:
-    busy = [p for p in DEV_SMTP_PORTS.values() if not _port_free(p)]
+    busy = [p for p in DEV_PORTS.values() if not _port_free(p)]
     if busy:
         pytest.skip(f"the --dev ports {busy} are in use on this machine")
     data = tmp_path / "dev"
@@ -534,13 +537,13 @@ def test_dev_config_starts_as_is(tmp_path: Path) -> None:
     server = Server(data)
     try:
         server.start(timeout=20)
-        assert server.ports == DEV_SMTP_PORTS
+        assert server.ports == DEV_PORTS
         printed = [line.strip() for line in server.stdout_lines]
-        for name, port in DEV_SMTP_PORTS.items():
+        for name, port in DEV_PORTS.items():
             assert f"mailstead: {name} listening on 127.0.0.1:{port}" in printed, printed
         reported = re.findall(r"listener\.not_implemented listener=(\w+)", server.log_text())
         assert sorted(reported) == sorted(NOT_YET_LISTENERS), server.log_text()
-        with RawSMTP(DEV_SMTP_PORTS["smtp"]) as client:
+        with RawSMTP(DEV_PORTS["smtp"]) as client:
             greeting = client.read_reply()
             assert greeting.code == 220, greeting
             assert HOSTNAME in greeting.text, greeting

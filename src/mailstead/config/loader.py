@@ -21,8 +21,10 @@ from mailstead.config.model import (
     Config,
     DNSConfig,
     HostPort,
+    IMAPConfig,
     ListenConfig,
     LogConfig,
+    POP3Config,
     SMTPConfig,
     TLSConfig,
 )
@@ -46,6 +48,19 @@ PARSERS: dict[tuple[str, str], Parser] = {
     ("smtp", "idle_timeout"): lambda x: v.parse_seconds(x, 1, 86400),
     ("smtp", "max_connections"): lambda x: v.parse_int(x, 1, 1_000_000),
     ("smtp", "max_connections_per_ip"): lambda x: v.parse_int(x, 1, 1_000_000),
+    # RFC 1939 section 3 asks for at least 10 minutes; shorter values are for tests.
+    ("pop3", "idle_timeout"): lambda x: v.parse_seconds(x, 1, 86400),
+    ("pop3", "max_errors"): lambda x: v.parse_int(x, 1, 1000),
+    ("pop3", "auth_failure_delay"): lambda x: v.parse_seconds(x, 0, 60),
+    ("pop3", "max_connections"): lambda x: v.parse_int(x, 1, 1_000_000),
+    ("pop3", "max_connections_per_ip"): lambda x: v.parse_int(x, 1, 1_000_000),
+    # RFC 9051 section 5.4 asks for at least 30 minutes; shorter values are for tests.
+    ("imap", "idle_timeout"): lambda x: v.parse_seconds(x, 1, 86400),
+    ("imap", "max_bad_commands"): lambda x: v.parse_int(x, 1, 1000),
+    ("imap", "max_literal"): lambda x: v.parse_int(x, 0, GIB),
+    ("imap", "max_connections_per_account"): lambda x: v.parse_int(x, 1, 100_000),
+    ("imap", "max_connections"): lambda x: v.parse_int(x, 1, 1_000_000),
+    ("imap", "max_connections_per_ip"): lambda x: v.parse_int(x, 1, 1_000_000),
     ("log", "level"): v.parse_level,
 }
 _TOP_KEYS = ("hostname", *(name for name, _ in SECTIONS))
@@ -147,6 +162,14 @@ def parse_config(text: str, path: Path, data_dir: Path) -> Config:
             "smtp.max_connections_per_ip: must not exceed smtp.max_connections "
             f"({smtp.max_connections}), got {smtp.max_connections_per_ip}",
         )
+    pop3 = POP3Config(**sections["pop3"])
+    if pop3.max_connections_per_ip > pop3.max_connections:
+        raise ld.error(
+            ("pop3", "max_connections_per_ip" if "max_connections_per_ip" in sections["pop3"]
+             else "max_connections"),
+            "pop3.max_connections_per_ip: must not exceed pop3.max_connections "
+            f"({pop3.max_connections}), got {pop3.max_connections_per_ip}",
+        )
     return Config(
         hostname=hostname,
         data_dir=data_dir,
@@ -155,6 +178,8 @@ def parse_config(text: str, path: Path, data_dir: Path) -> Config:
         tls=tls,
         dns=DNSConfig(**sections["dns"]),
         smtp=smtp,
+        pop3=pop3,
+        imap=IMAPConfig(**sections["imap"]),
         log=LogConfig(**sections["log"]),
     )
 

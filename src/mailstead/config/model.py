@@ -191,6 +191,101 @@ class SMTPConfig:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class POP3Config:
+    """Limits of the POP3 listeners (pop3, pop3s)."""
+
+    idle_timeout: float = field(
+        default=600.0,
+        metadata=_doc(
+            "Seconds a client may stay silent before the connection is closed, without "
+            "deleting anything (RFC 1939 section 3: at least 10 minutes).",
+            "number (seconds)",
+            "600",
+        ),
+    )
+    max_errors: int = field(
+        default=10,
+        metadata=_doc(
+            "Bad commands and failed logins per connection before the server closes it.",
+            "integer",
+            "10",
+        ),
+    )
+    auth_failure_delay: float = field(
+        default=2.0,
+        metadata=_doc(
+            "Seconds before a failed login is answered, to slow password guessing; other "
+            "sessions are not held up.",
+            "number (seconds)",
+            "2",
+        ),
+    )
+    max_connections: int = field(
+        default=1000,
+        metadata=_doc(
+            "Simultaneous POP3 connections over all clients; more are refused.", "integer", "1000"
+        ),
+    )
+    max_connections_per_ip: int = field(
+        default=20,
+        metadata=_doc("Simultaneous POP3 connections from one IP address.", "integer", "20"),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class IMAPConfig:
+    """Limits of the IMAP listeners (imap, imaps)."""
+
+    idle_timeout: float = field(
+        default=1800.0,
+        metadata=_doc(
+            "Seconds a client may stay silent (in IDLE too) before the server says BYE and "
+            "closes (RFC 9051 section 5.4: at least 30 minutes; clients renew IDLE every 29).",
+            "number (seconds)",
+            "1800",
+        ),
+    )
+    max_bad_commands: int = field(
+        default=10,
+        metadata=_doc(
+            "Invalid commands in a row before the server answers BYE and closes.",
+            "integer",
+            "10",
+        ),
+    )
+    max_literal: int = field(
+        default=0,
+        metadata=_doc(
+            "Largest literal (and APPEND message, APPENDLIMIT of RFC 7889) in bytes; larger "
+            "ones get NO [TOOBIG] before the client sends them. 0 means smtp.max_message_size.",
+            "integer",
+            "0 (smtp.max_message_size)",
+        ),
+    )
+    max_connections_per_account: int = field(
+        default=50,
+        metadata=_doc(
+            "Simultaneous logged-in IMAP sessions of one account (every device keeps one "
+            "or more open); more logins get NO [UNAVAILABLE].",
+            "integer",
+            "50",
+        ),
+    )
+    max_connections: int = field(
+        default=10000,
+        metadata=_doc(
+            "Simultaneous IMAP connections over all clients; more are refused.",
+            "integer",
+            "10000",
+        ),
+    )
+    max_connections_per_ip: int = field(
+        default=50,
+        metadata=_doc("Simultaneous IMAP connections from one IP address.", "integer", "50"),
+    )
+
+
 LOG_LEVELS: tuple[str, ...] = ("debug", "info", "warning", "error")
 
 
@@ -224,6 +319,8 @@ class Config:
     tls: TLSConfig
     dns: DNSConfig = field(default_factory=DNSConfig)
     smtp: SMTPConfig = field(default_factory=SMTPConfig)
+    pop3: POP3Config = field(default_factory=POP3Config)
+    imap: IMAPConfig = field(default_factory=IMAPConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
 
@@ -233,6 +330,8 @@ SECTIONS: tuple[tuple[str, type[Any]], ...] = (
     ("tls", TLSConfig),
     ("dns", DNSConfig),
     ("smtp", SMTPConfig),
+    ("pop3", POP3Config),
+    ("imap", IMAPConfig),
     ("log", LogConfig),
 )
 CONFIG_FILE_NAME = "mailstead.toml"

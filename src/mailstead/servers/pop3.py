@@ -1,0 +1,324 @@
+"""The POP3 listeners (port 110 with STLS, port 995 with implicit TLS) around the sans-I/O core.
+
+This module never parses: bytes go into ``POP3ServerCore``, its events go to the accounts
+service and the mail store, and their answers go back into the core (DESIGN rule 4). What
+both listeners share (the per-account lock behind ``[IN-USE]`` and the cache of wire sizes)
+lives in one ``Maildrops`` object.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from mailstead.accounts.service import AccountService
+from mailstead.core.errors import StoreError
+from mailstead.observability.log import log_event
+from mailstead.proto.pop3 import replies
+from mailstead.proto.pop3.events import (
+    NEED_DATA,
+    PAUSED,
+    ConnectionClosed,
+    Credentials,
+    MaildropEntry,
+    Pop3Settings,
+    Retrieve,
+    StartTLS,
+    Update,
+)
+from mailstead.proto.pop3.framing import wire_size
+from mailstead.proto.pop3.server import POP3ServerCore
+from mailstead.servers.listener import Connection, ConnectionLost, Interrupted
+from mailstead.storage.interfaces import MailboxInfo, MessageInfo
+
+log = logging.getLogger("mailstead.pop3")
+
+# Wire sizes of this many blobs are remembered; a blob is named by its SHA-256, so a cached
+# size can never be stale, only evicted.
+SIZE_CACHE_ENTRIES = 200_000
+# Blobs read at once while computing the sizes of a maildrop at login.
+SIZE_READS_IN_FLIGHT = 8
+R_READ_FAILED = replies.err("Cannot read this message now, try again later", "SYS/TEMP")
+
+
+class Pop3Store(Protocol):
+    """The part of ``Store`` + ``MailStore`` (storage/interfaces.py) that POP3 uses."""
+
+    async def get_mailbox(self, account_id: int, name: str) -> MailboxInfo | None: ...
+
+    async def list_messages_in(self, mailbox_id: int) -> list[MessageInfo]: ...
+
+    async def delete_messages(self, mailbox_id: int, uids: Sequence[int]) -> list[int]: ...
+
+    async def read_blob(self, blob: str) -> bytes: ...
+
+
+def unique_id(mailbox: MailboxInfo, message: MessageInfo) -> str:
+    """The UIDL of a message: its IMAP identity, so a client switching between IMAP and POP3
+    does not download everything again. At most 21 characters of digits and "." (RFC 1939
+    section 7: 1 to 70 characters in 0x21..0x7E)."""
+    return f"{mailbox.uidvalidity}.{message.uid}"
+
+
+@dataclass(frozen=True, slots=True)
+class OpenMaildrop:
+    mailbox: MailboxInfo
+    messages: tuple[MessageInfo, ...]
+    entries: tuple[MaildropEntry, ...]
+
+
+class Maildrops:
+    """What the POP3 listeners share: the per-account session lock (RFC 1939 section 8 asks
+    for an exclusive-access lock; a second session gets ``[IN-USE]``, RFC 2449 section 8.1.1)
+    and the wire-size cache. IMAP sessions never take the lock."""
+
+    def __init__(self, store: Pop3Store) -> None:
+        self.store = store
+        self._locked: set[int] = set()
+        self._sizes: dict[str, int] = {}
+        # Measurements under way, so sessions opening at once read each blob only once.
+        self._measuring: dict[str, asyncio.Future[int]] = {}
+
+    def try_lock(self, account_id: int) -> bool:
+        if account_id in self._locked:
+            return False
+        self._locked.add(account_id)
+        return True
+
+    def unlock(self, account_id: int) -> None:
+        self._locked.discard(account_id)
+
+    async def open(self, account_id: int) -> OpenMaildrop:
+        """The INBOX snapshot with wire sizes (RFC 1939 section 11: what RETR will send).
+        Raises StoreError."""
+        mailbox = await self.store.get_mailbox(account_id, "INBOX")
+        if mailbox is None:
+            raise StoreError(f"account {account_id} has no INBOX")
+        messages = tuple(await self.store.list_messages_in(mailbox.id))
+        sizes: dict[str, int] = {}
+        for m in messages:
+            cached = self._sizes.get(m.blob)
+            if cached is not None:
+                sizes[m.blob] = cached
+        missing = [b for b in dict.fromkeys(m.blob for m in messages) if b not in sizes]
+        for start in range(0, len(missing), SIZE_READS_IN_FLIGHT):
+            batch = missing[start : start + SIZE_READS_IN_FLIGHT]
+            measured = await asyncio.gather(*(self._measure(blob) for blob in batch))
+            for blob, size in zip(batch, measured, strict=True):
+                sizes[blob] = size
+                self._remember(blob, size)
+        entries = tuple(MaildropEntry(unique_id(mailbox, m), sizes[m.blob]) for m in messages)
+        return OpenMaildrop(mailbox, messages, entries)
+
+    async def _measure(self, blob: str) -> int:
+        running = self._measuring.get(blob)
+        if running is not None:
+            return await asyncio.shield(running)
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._measuring[blob] = future
+        try:
+            data = await self.store.read_blob(blob)
+            size = wire_size(data)
+        except BaseException as exc:
+            error = exc if isinstance(exc, StoreError) else StoreError(
+                f"cannot read blob {blob}: {exc!r}")
+            future.set_exception(error)
+            future.exception()  # retrieved: no "never retrieved" warning when nobody waits
+            if isinstance(exc, StoreError | OSError):
+                raise error from exc
+            raise  # cancellation and bugs go on as they are
+        else:
+            future.set_result(size)
+            return size
+        finally:
+            del self._measuring[blob]
+
+    def _remember(self, blob: str, size: int) -> None:
+        if len(self._sizes) >= SIZE_CACHE_ENTRIES:
+            del self._sizes[next(iter(self._sizes))]  # the oldest entry
+        self._sizes[blob] = size
+
+
+@dataclass(frozen=True, slots=True)
+class POP3ListenerSettings:
+    """What differs between the two POP3 ports, plus the shared limits."""
+
+    name: str  # "pop3" | "pop3s"
+    hostname: str
+    implicit_tls: bool
+    max_errors: int
+    idle_timeout: float  # RFC 1939 section 3: at least 10 minutes
+    auth_failure_delay: float  # seconds before a failed login is answered
+
+
+@dataclass
+class _Session:
+    """One connection's state as the server sees it (the core owns the protocol state)."""
+
+    client: str
+    account_id: int | None = None
+    user: str = "-"
+    drop: OpenMaildrop | None = None
+    retrieved: int = 0
+    deleted: int = 0
+
+
+class POP3Server:
+    """Runs POP3 sessions for one listener."""
+
+    def __init__(
+        self,
+        settings: POP3ListenerSettings,
+        maildrops: Maildrops,
+        accounts: AccountService,
+        tls: ssl.SSLContext | None,
+        shutting_down: asyncio.Event,
+    ) -> None:
+        self._settings = settings
+        self._maildrops = maildrops
+        self._store = maildrops.store
+        self._accounts = accounts
+        self._tls = tls
+        self._shutting_down = shutting_down
+
+    def refusal(self, _client_ip: str) -> bytes:
+        """The greeting of a connection refused by a limit (RFC 2449 section 8.1.2)."""
+        return replies.err("Too many connections from your address, try again later",
+                           "SYS/TEMP").render()
+
+    async def session(self, conn: Connection) -> None:
+        s = self._settings
+        core = POP3ServerCore(Pop3Settings(
+            hostname=s.hostname,
+            tls_active=conn.tls is not None,
+            stls_available=self._tls is not None,
+            max_errors=s.max_errors,
+        ))
+        state = _Session(client=conn.peer_ip)
+        try:
+            await self._run(conn, core, state)
+        finally:
+            if state.account_id is not None:
+                self._maildrops.unlock(state.account_id)
+            if state.drop is not None:
+                log_event(log, "pop3.session", listener=s.name, client=state.client,
+                          user=state.user, retrieved=state.retrieved, deleted=state.deleted)
+
+    async def _run(self, conn: Connection, core: POP3ServerCore, state: _Session) -> None:
+        s = self._settings
+        conn.write(core.data_to_send())
+        while True:
+            event = core.next_event()
+            if event is NEED_DATA:
+                out = core.data_to_send()
+                if out:
+                    conn.write(out)
+                    await conn.drain()
+                if self._shutting_down.is_set():
+                    core.shutdown()
+                    continue
+                try:
+                    async with asyncio.timeout(s.idle_timeout):
+                        data = await conn.read()
+                except TimeoutError:
+                    core.timeout()  # RFC 1939 section 3: the autologout timer
+                    continue
+                except Interrupted:
+                    continue  # shutting down: the check above closes the session
+                core.receive_data(data)
+            elif event is PAUSED:
+                raise RuntimeError("POP3 core paused without an outstanding decision")
+            elif isinstance(event, Credentials):
+                await self._login(core, state, event)
+            elif isinstance(event, Retrieve):
+                await self._retrieve(conn, core, state, event)
+            elif isinstance(event, Update):
+                # Shielded: a shutdown must not cut the removal in half.
+                await asyncio.shield(self._update(core, state, event))
+            elif isinstance(event, StartTLS):
+                if self._tls is None:  # the core only offers STLS with a context
+                    return
+                conn.write(core.data_to_send())
+                await conn.drain()
+                try:
+                    await conn.start_tls(self._tls)
+                except ConnectionLost:
+                    log_event(log, "pop3.tls_failed", client=state.client, listener=s.name)
+                    return
+                core.tls_started()
+            elif isinstance(event, ConnectionClosed):
+                conn.write(core.data_to_send())
+                with contextlib.suppress(ConnectionLost):
+                    await conn.drain()
+                return
+
+    async def _login(self, core: POP3ServerCore, state: _Session, event: Credentials) -> None:
+        if event.authzid and event.authzid.lower() != event.username.lower():
+            core.login_failed(replies.AUTHZ_FAILED)
+            return
+        account = await self._accounts.authenticate(event.username, event.password)
+        if account is None:
+            log_event(log, "pop3.auth_failed", client=state.client, user=event.username,
+                      mechanism=event.mechanism, listener=self._settings.name)
+            # A pause before the answer slows password guessing; only this session waits.
+            await asyncio.sleep(self._settings.auth_failure_delay)
+            core.login_failed(replies.AUTH_FAILED)
+            return
+        if not self._maildrops.try_lock(account.id):
+            log_event(log, "pop3.in_use", client=state.client, user=account.address)
+            core.login_failed(replies.IN_USE)
+            return
+        state.account_id = account.id
+        try:
+            drop = await self._maildrops.open(account.id)
+        except StoreError as exc:
+            log_event(log, "pop3.open_failed", client=state.client, user=account.address,
+                      error=str(exc))
+            self._maildrops.unlock(account.id)
+            state.account_id = None
+            core.login_failed(replies.SYS_TEMP)
+            return
+        state.user = account.address
+        state.drop = drop
+        log_event(log, "pop3.login", client=state.client, user=account.address,
+                  mechanism=event.mechanism, listener=self._settings.name,
+                  messages=len(drop.messages))
+        core.login_ok(drop.entries)
+
+    async def _retrieve(
+        self, conn: Connection, core: POP3ServerCore, state: _Session, event: Retrieve
+    ) -> None:
+        assert state.drop is not None
+        info = state.drop.messages[event.number - 1]
+        try:
+            data = await self._store.read_blob(info.blob)
+        except (StoreError, OSError) as exc:
+            log_event(log, "pop3.read_failed", client=state.client, user=state.user,
+                      uid=info.uid, error=str(exc))
+            core.message_unavailable(R_READ_FAILED)
+            return
+        core.message_content(data)
+        if event.top_lines is None:
+            state.retrieved += 1
+        # Large messages go out before the next command is read (backpressure).
+        conn.write(core.data_to_send())
+        await conn.drain()
+
+    async def _update(self, core: POP3ServerCore, state: _Session, event: Update) -> None:
+        assert state.drop is not None
+        uids = [state.drop.messages[n - 1].uid for n in event.numbers]
+        try:
+            removed = await self._store.delete_messages(state.drop.mailbox.id, uids)
+        except StoreError as exc:
+            log_event(log, "pop3.update_failed", client=state.client, user=state.user,
+                      error=str(exc))
+            core.update_done(False)
+            return
+        state.deleted = len(removed)
+        # UIDs another session expunged meanwhile are gone as asked: still a success.
+        core.update_done(True)
