@@ -15,8 +15,11 @@ from mailstead.accounts.service import AccountService
 from mailstead.config import Config, HostPort
 from mailstead.core.errors import ConfigError
 from mailstead.delivery.service import DeliveryService
+from mailstead.imap.context import IMAPContext
 from mailstead.observability.log import log_event, setup_logging
+from mailstead.servers.imap import IMAPListenerSettings, IMAPServer
 from mailstead.servers.listener import Listener, make_tls_context
+from mailstead.servers.pop3 import Maildrops, POP3ListenerSettings, POP3Server
 from mailstead.servers.smtp import SMTPListenerSettings, SMTPServer
 from mailstead.storage import open_store
 
@@ -26,7 +29,7 @@ log = logging.getLogger("mailstead.app")
 SHUTDOWN_GRACE = 30.0
 
 # Listeners of later issues: configured ones are reported, not silently ignored.
-_NOT_YET = ("imap", "imaps", "pop3", "pop3s", "http", "https")
+_NOT_YET = ("http", "https")
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +92,57 @@ async def run(config: Config) -> None:
                 max_connections=config.smtp.max_connections,
                 max_connections_per_ip=config.smtp.max_connections_per_ip,
                 refuse=server.refusal,
+            ))
+        # POP3 (issue 4): 110 with STLS, 995 with implicit TLS; both share one Maildrops,
+        # whose per-account lock makes a second session on either port get [IN-USE].
+        maildrops = Maildrops(store)
+        for name, implicit in (("pop3", False), ("pop3s", True)):
+            address = getattr(config.listen, name)
+            if address is None:
+                continue
+            pop3 = POP3Server(
+                POP3ListenerSettings(
+                    name=name,
+                    hostname=config.hostname,
+                    implicit_tls=implicit,
+                    max_errors=config.pop3.max_errors,
+                    idle_timeout=config.pop3.idle_timeout,
+                    auth_failure_delay=config.pop3.auth_failure_delay,
+                ),
+                maildrops, accounts, tls, stopping,
+            )
+            listeners.append(Listener(
+                name, address.host, address.port, pop3.session,
+                ssl_context=tls if implicit else None,
+                max_connections=config.pop3.max_connections,
+                max_connections_per_ip=config.pop3.max_connections_per_ip,
+                refuse=pop3.refusal,
+            ))
+        # IMAP (issue 3): 143 with STARTTLS, 993 with implicit TLS; one IMAPContext shares
+        # \Recent bookkeeping and per-account session counts between both ports.
+        imap_ctx = IMAPContext(store, accounts)
+        for name, implicit in (("imap", False), ("imaps", True)):
+            address = getattr(config.listen, name)
+            if address is None:
+                continue
+            imap = IMAPServer(
+                IMAPListenerSettings(
+                    name=name,
+                    hostname=config.hostname,
+                    implicit_tls=implicit,
+                    max_message_size=config.imap.max_literal or config.smtp.max_message_size,
+                    max_bad_commands=config.imap.max_bad_commands,
+                    max_connections_per_account=config.imap.max_connections_per_account,
+                    idle_timeout=config.imap.idle_timeout,
+                ),
+                imap_ctx, tls, stopping,
+            )
+            listeners.append(Listener(
+                name, address.host, address.port, imap.session,
+                ssl_context=tls if implicit else None,
+                max_connections=config.imap.max_connections,
+                max_connections_per_ip=config.imap.max_connections_per_ip,
+                refuse=imap.refusal,
             ))
         for name in _NOT_YET:
             if getattr(config.listen, name) is not None:

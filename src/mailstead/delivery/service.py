@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from mailstead.core.address import Address
@@ -101,6 +101,7 @@ R_NOT_YOUR_SENDER = Reply(553, "5.7.1", "Sender address is not owned by the auth
 R_NOT_YOUR_FROM = Reply(
     553, "5.7.1", "From: header address is not owned by the authenticated account"
 )
+R_MAILBOX_FULL = Reply(452, "4.2.2", "Mailbox full")
 R_TEMP_FAILURE = Reply(451, "4.3.0", "Temporary storage failure, please try again later")
 
 
@@ -145,11 +146,29 @@ class DeliveryService:
             return R_UNKNOWN_USER
         elif res.verdict is Verdict.LOOP:
             return R_LOOP
+        # Quota (issue 3): accounts over their quota get no copy; a recipient that reaches
+        # only such accounts is refused for now (RFC 3463 4.2.2, mailbox full).
+        full = await self._over_quota(res.accounts)
+        if full and len(full) == len(res.accounts) and not res.remote:
+            return R_MAILBOX_FULL
         txn.rcpts.append(str(rcpt))
-        txn.accounts.update(res.accounts)
+        txn.accounts.update({a: v for a, v in res.accounts.items() if a not in full})
         for addr in res.remote:
             txn.remote.setdefault(address_key(addr), addr)
         return R_RCPT_OK
+
+    async def _over_quota(self, accounts: Iterable[int]) -> set[int]:
+        """The accounts whose stored mail has reached their quota (RFC 9208 section 5.1);
+        none when the backend keeps no quotas."""
+        get_quota = getattr(self._store, "get_quota", None)
+        if get_quota is None:
+            return set()
+        full: set[int] = set()
+        for account_id in accounts:
+            quota = await get_quota(account_id)
+            if quota.limit is not None and quota.used >= quota.limit:
+                full.add(account_id)
+        return full
 
     async def deliver(self, session: SessionInfo, txn: Transaction, data: bytes) -> DeliveryOutcome:
         """Checks the content, adds our headers, and makes the message durable."""

@@ -1,0 +1,207 @@
+"""CAPABILITY, LOGOUT, ID, STARTTLS, LOGIN, AUTHENTICATE, ENABLE and COMPRESS.
+
+Passwords are checked by the accounts service, the same as for submission; they are never
+accepted before TLS (RFC 9051 section 6.2.3 LOGINDISABLED, RFC 8314 section 3).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from mailstead.core.secret import Secret
+from mailstead.imap.base import Action, CommandFailed, State
+from mailstead.observability.log import log_event
+from mailstead.proto.imap import response
+from mailstead.proto.imap.ast import (
+    AuthenticateArgs,
+    Command,
+    CompressArgs,
+    EnableArgs,
+    IdArgs,
+    LoginArgs,
+)
+from mailstead.proto.sasl.mechanisms import (
+    Challenge,
+    Done,
+    Failed,
+    SaslDecodeError,
+    decode_response,
+    encode_challenge,
+)
+
+if TYPE_CHECKING:
+    from mailstead.imap.session import IMAPSession
+
+log = logging.getLogger("mailstead.imap")
+
+# RFC 5161 section 4 lists what ENABLE can turn on; these are the ones we implement.
+# RFC 7162 section 3.2.3: enabling QRESYNC enables CONDSTORE as well.
+ENABLEABLE = ("CONDSTORE", "QRESYNC", "UTF8=ACCEPT", "IMAP4REV2")
+
+_EXTENSIONS = (
+    "ENABLE", "IDLE", "NAMESPACE", "UIDPLUS", "MOVE", "UNSELECT", "CHILDREN", "LIST-EXTENDED",
+    "LIST-STATUS", "SPECIAL-USE", "CREATE-SPECIAL-USE", "ESEARCH", "SEARCHRES", "SORT",
+    "THREAD=REFERENCES", "THREAD=ORDEREDSUBJECT", "CONDSTORE", "QRESYNC", "QUOTA",
+    "QUOTA=RES-STORAGE", "UTF8=ACCEPT", "ID", "BINARY", "STATUS=SIZE",
+)
+
+
+def capabilities(s: IMAPSession) -> list[str]:
+    """What this session offers now: STARTTLS and LOGINDISABLED only before TLS, AUTH=PLAIN
+    only once a password may be sent (RFC 9051 section 6.2.3, RFC 4959 SASL-IR)."""
+    caps = ["IMAP4rev1", "IMAP4rev2", "LITERAL+", "SASL-IR"]
+    if s.login_disabled:
+        if s.settings.starttls_available:
+            caps.append("STARTTLS")
+        caps.append("LOGINDISABLED")
+    else:
+        caps.append("AUTH=PLAIN")
+    caps += _EXTENSIONS
+    if s.settings.compress_available and not s.compressed:
+        caps.append("COMPRESS=DEFLATE")
+    # RFC 7889 section 3: the largest message APPEND accepts.
+    caps.append(f"APPENDLIMIT={s.settings.max_message_size}")
+    return caps
+
+
+async def capability(s: IMAPSession, cmd: Command) -> None:
+    s.untagged("CAPABILITY " + " ".join(capabilities(s)))
+    await s.finish(cmd, "CAPABILITY completed")
+
+
+async def logout(s: IMAPSession, cmd: Command) -> None:
+    """RFC 9051 section 6.1.3: BYE, then the tagged OK, then close."""
+    s.untagged("BYE Logging out")
+    s.tagged(cmd.tag, "OK", "LOGOUT completed")
+    s.state = State.LOGOUT
+    s.action = Action.CLOSE
+
+
+async def id_command(s: IMAPSession, cmd: Command) -> None:
+    """RFC 2971: log what the client says about itself, name ourselves."""
+    if isinstance(cmd.args, IdArgs) and cmd.args.params:
+        shown = {k[:30]: (v or "")[:60] for k, v in list(cmd.args.params.items())[:10]}
+        log_event(log, "imap.client_id", client=s.client_ip, **{"id": str(shown)})
+    s.untagged('ID ("name" "Mailstead" "vendor" "Mailstead")')
+    await s.finish(cmd, "ID completed")
+
+
+async def starttls(s: IMAPSession, cmd: Command) -> None:
+    """RFC 9051 section 6.2.1: the server discards what the client pipelined after it."""
+    if s.tls_active or not s.settings.starttls_available:
+        text = "TLS is already active" if s.tls_active else "STARTTLS unavailable"
+        raise CommandFailed("BAD", text)
+    s.tagged(cmd.tag, "OK", "Begin TLS negotiation now")
+    s.action = Action.STARTTLS
+
+
+async def login(s: IMAPSession, cmd: Command) -> None:
+    args = cmd.args
+    if not isinstance(args, LoginArgs):
+        raise CommandFailed("BAD", "LOGIN needs a user name and a password")
+    password = Secret(args.password)
+    if s.login_disabled:
+        raise CommandFailed(
+            "NO", "Plaintext login is disabled: use STARTTLS first", "PRIVACYREQUIRED"
+        )
+    await _check(s, cmd.tag, args.username, password, "LOGIN")
+
+
+async def authenticate(s: IMAPSession, cmd: Command) -> None:
+    """RFC 9051 section 6.2.2 with SASL-IR (RFC 4959); PLAIN only (RFC 4616)."""
+    args = cmd.args
+    if not isinstance(args, AuthenticateArgs):
+        raise CommandFailed("BAD", "AUTHENTICATE needs a mechanism")
+    if s.login_disabled:
+        raise CommandFailed("NO", "Authentication is disabled before STARTTLS", "PRIVACYREQUIRED")
+    if args.mechanism.upper() not in s.sasl.mechanisms:
+        raise CommandFailed("NO", "Unsupported authentication mechanism", "CANNOT")
+    initial: bytes | None = None
+    if args.initial_response is not None:
+        # RFC 4959 section 3: "=" is an empty initial response.
+        if args.initial_response == b"=":
+            initial = b""
+        else:
+            try:
+                initial = decode_response(args.initial_response)
+            except SaslDecodeError:
+                raise CommandFailed("BAD", "Invalid base64 in the initial response") from None
+    step = s.sasl.start(args.mechanism, initial)
+    await _sasl_result(s, cmd.tag, step)
+
+
+async def sasl_step(s: IMAPSession, line: bytes) -> None:
+    """The client's line after a ``+`` challenge; ``*`` cancels (RFC 9051 section 6.2.2)."""
+    tag, s.sasl_tag = s.sasl_tag, ""
+    if line.strip() == b"*":
+        s.sasl.cancel()
+        s._bad(tag, "Authentication cancelled")
+        return
+    try:
+        decoded = decode_response(line.strip())
+    except SaslDecodeError:
+        s.sasl.cancel()
+        s._bad(tag, "Invalid base64 in the authentication response")
+        return
+    await _sasl_result(s, tag, s.sasl.step(decoded))
+
+
+async def _sasl_result(s: IMAPSession, tag: str, step: Challenge | Done | Failed) -> None:
+    if isinstance(step, Challenge):
+        s.raw(response.continuation(encode_challenge(step.data).decode("ascii")))
+        s.sasl_tag = tag
+        s.action = Action.SASL
+    elif isinstance(step, Failed):
+        s.tagged(tag, "NO", f"Authentication failed: {step.reason}", "AUTHENTICATIONFAILED")
+    elif step.authzid and step.authzid.lower() != step.username.lower():
+        # RFC 4616 section 2: we let a user act only as themselves.
+        s.tagged(tag, "NO", "Authorization identity must match the user", "AUTHORIZATIONFAILED")
+    else:
+        await _check(s, tag, step.username, step.password, "PLAIN")
+
+
+async def _check(s: IMAPSession, tag: str, username: str, password: Secret, how: str) -> None:
+    account = await s.ctx.accounts.authenticate(username, password)
+    if account is None:
+        log_event(log, "imap.auth_failed", client=s.client_ip, user=username[:100],
+                  mechanism=how)
+        s.tagged(tag, "NO", "Invalid credentials", "AUTHENTICATIONFAILED")
+        return
+    if not s.ctx.acquire(account.id, s.settings.max_connections_per_account):
+        log_event(log, "imap.too_many_sessions", client=s.client_ip, user=account.address)
+        s.tagged(tag, "NO", "Too many connections for this account", "UNAVAILABLE")
+        return
+    s.account = account
+    s.state = State.AUTHENTICATED
+    s.watch = s.ctx.store.watch(account.id)
+    log_event(log, "imap.login", client=s.client_ip, user=account.address, mechanism=how)
+    # RFC 9051 section 6.2.3: the OK may carry the capabilities, saving a round trip.
+    s.tagged(tag, "OK", "Logged in", "CAPABILITY " + " ".join(capabilities(s)))
+
+
+async def enable(s: IMAPSession, cmd: Command) -> None:
+    """RFC 5161: ``* ENABLED`` lists what this command newly turned on."""
+    wanted = cmd.args.capabilities if isinstance(cmd.args, EnableArgs) else ()
+    newly: list[str] = []
+    for cap in wanted:
+        name = cap.upper()
+        todo = ["CONDSTORE", "QRESYNC"] if name == "QRESYNC" else [name]
+        for item in todo:
+            if item in ENABLEABLE and item not in s.enabled:
+                s.enabled.add(item)
+                newly.append("IMAP4rev2" if item == "IMAP4REV2" else item)
+    s.untagged("ENABLED" + "".join(" " + n for n in newly))
+    await s.finish(cmd, "ENABLE completed")
+
+
+async def compress(s: IMAPSession, cmd: Command) -> None:
+    """RFC 4978 section 3: after the OK, both directions are raw DEFLATE."""
+    mech = cmd.args.mechanism.upper() if isinstance(cmd.args, CompressArgs) else ""
+    if mech != "DEFLATE":
+        raise CommandFailed("BAD", "Only COMPRESS DEFLATE is supported")
+    if s.compressed or not s.settings.compress_available:
+        raise CommandFailed("NO", "Compression is already active", "COMPRESSIONACTIVE")
+    s.tagged(cmd.tag, "OK", "DEFLATE active")
+    s.compressed = True
+    s.action = Action.COMPRESS

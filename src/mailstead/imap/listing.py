@@ -1,0 +1,207 @@
+"""LIST (with LIST-EXTENDED, LIST-STATUS, SPECIAL-USE and CHILDREN), LSUB and STATUS.
+
+RFC 9051 sections 6.3.9-6.3.11, RFC 5258 (selection and return options), RFC 5819 (STATUS
+in LIST), RFC 6154 (special-use attributes), RFC 3348 (child attributes).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+
+from mailstead.imap import names
+from mailstead.imap.base import CommandFailed
+from mailstead.proto.imap import response
+from mailstead.proto.imap.ast import Command, ListArgs, StatusArgs
+from mailstead.storage.interfaces import MailboxInfo
+
+if TYPE_CHECKING:
+    from mailstead.imap.session import IMAPSession
+
+STATUS_ITEMS = (
+    "MESSAGES", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "DELETED", "SIZE", "RECENT",
+    "HIGHESTMODSEQ", "APPENDLIMIT",
+)
+_NEEDS_MESSAGES = frozenset({"UNSEEN", "DELETED", "SIZE", "RECENT"})
+
+
+def _account(s: IMAPSession) -> int:
+    assert s.account is not None
+    return s.account.id
+
+
+async def status_values(s: IMAPSession, info: MailboxInfo, items: tuple[str, ...]) -> bytes:
+    """``(MESSAGES 3 UNSEEN 1 ...)`` in the order asked (RFC 9051 section 7.3.2)."""
+    wanted = [i.upper() for i in items]
+    msgs = (
+        await s.ctx.store.list_messages_in(info.id)
+        if any(i in _NEEDS_MESSAGES for i in wanted) else []
+    )
+    out: list[str] = []
+    for item in wanted:
+        if item in {i.split(" ")[0] for i in out}:
+            continue
+        if item == "MESSAGES":
+            value = info.messages
+        elif item == "UIDNEXT":
+            value = info.uidnext
+        elif item == "UIDVALIDITY":
+            value = info.uidvalidity
+        elif item == "UNSEEN":
+            value = sum(1 for m in msgs if "\\Seen" not in m.flags)
+        elif item == "DELETED":  # RFC 9051 section 6.3.11
+            value = sum(1 for m in msgs if "\\Deleted" in m.flags)
+        elif item == "SIZE":  # RFC 8438 STATUS=SIZE
+            value = sum(m.size for m in msgs)
+        elif item == "RECENT":
+            start = s.ctx.recent.peek(info.id)
+            value = sum(1 for m in msgs if m.uid >= start)
+        elif item == "HIGHESTMODSEQ":  # RFC 7162 section 3.1.6
+            value = info.highestmodseq
+        elif item == "APPENDLIMIT":  # RFC 7889 section 4
+            value = s.settings.max_message_size
+        else:
+            raise CommandFailed("BAD", f"Unknown STATUS item {item[:30]}")
+        out.append(f"{item} {value}")
+    return ("(" + " ".join(out) + ")").encode("ascii")
+
+
+async def status(s: IMAPSession, cmd: Command) -> None:
+    args = cmd.args
+    if not isinstance(args, StatusArgs) or not args.items:
+        raise CommandFailed("BAD", "STATUS needs a mailbox and a list of items")
+    name = names.from_wire(args.raw, utf8=s.utf8)
+    info = await s.ctx.store.get_mailbox(_account(s), name)
+    if info is None:
+        raise CommandFailed("NO", "No such mailbox", "NONEXISTENT")
+    values = await status_values(s, info, args.items)
+    s.untagged(b"STATUS " + response.mailbox(info.name, utf8=s.utf8) + b" " + values)
+    await s.finish(cmd, "STATUS completed")
+
+
+def _decode(raw: bytes, utf8: bool) -> str:
+    """A reference or pattern as Unicode; wildcards stay (they are refused only in names)."""
+    try:
+        return names.decode_wire(raw, utf8=utf8)
+    except names.MailboxNameError:
+        raise CommandFailed("BAD", "Invalid mailbox pattern encoding") from None
+
+
+def _inbox_case(name: str) -> str:
+    first, sep, rest = name.partition(names.DELIMITER)
+    return names.INBOX + sep + rest if names.is_inbox(first) else name
+
+
+async def list_command(s: IMAPSession, cmd: Command) -> None:
+    """LIST and LSUB. Every listed mailbox gets \\HasChildren or \\HasNoChildren (RFC 3348;
+    RFC 5258 section 4 allows it without RETURN (CHILDREN)) and its special-use attribute
+    (RFC 6154 section 2 allows it without RETURN (SPECIAL-USE))."""
+    args = cmd.args
+    if not isinstance(args, ListArgs):
+        raise CommandFailed("BAD", f"{cmd.name} needs a reference and a pattern")
+    reference = _decode(args.reference, s.utf8)
+    patterns = [_decode(p, s.utf8) for p in args.patterns]
+    selection = {o.upper() for o in args.selection}
+    returns = {o.upper() for o in args.returns}
+    if "RECURSIVEMATCH" in selection and not selection - {"RECURSIVEMATCH", "REMOTE"}:
+        # RFC 5258 section 3: RECURSIVEMATCH alone is an error.
+        raise CommandFailed("BAD", "RECURSIVEMATCH needs another selection option")
+    if not args.lsub and patterns == [""] and not selection:
+        # RFC 9051 section 6.3.9: an empty pattern asks for the delimiter and root.
+        s.untagged(b'LIST (\\Noselect) "/" ""')
+        await s.finish(cmd, "LIST completed")
+        return
+    acct = _account(s)
+    boxes = {b.name: b for b in await s.ctx.store.list_mailboxes(acct)}
+    want_subs = args.lsub or "SUBSCRIBED" in selection or "SUBSCRIBED" in returns
+    subs = (
+        {_inbox_case(n) for n in await s.ctx.store.list_subscriptions(acct)}
+        if want_subs else set()
+    )
+    everything = set(boxes)
+    for name in list(everything):
+        everything.update(names.parent_names(name))
+    regexes = [names.pattern_regex(reference, p) for p in patterns if p or reference]
+    if args.lsub:
+        _lsub(s, regexes, subs, boxes)
+        await s.finish(cmd, "LSUB completed")
+        return
+    subscribed_only = "SUBSCRIBED" in selection
+    special_only = "SPECIAL-USE" in selection
+    recursive = "RECURSIVEMATCH" in selection
+    if subscribed_only:
+        candidates = set(subs)
+        if recursive:
+            for sub in subs:
+                candidates.update(names.parent_names(sub))
+    else:
+        candidates = everything
+    for name in sorted(candidates, key=names.sort_key):
+        if not any(rx.fullmatch(name) for rx in regexes):
+            continue
+        info = boxes.get(name)
+        if special_only and (info is None or info.special_use is None):
+            continue
+        childinfo = False
+        if subscribed_only and name not in subs:
+            # Only here through RECURSIVEMATCH: a parent of a subscribed mailbox
+            # (RFC 5258 section 3.5, CHILDINFO).
+            childinfo = True
+        attrs = _attributes(name, info, everything, name in subs,
+                            show_subscribed=want_subs)
+        line = (
+            b"LIST (" + " ".join(attrs).encode() + b') "/" '
+            + response.mailbox(name, utf8=s.utf8)
+        )
+        if childinfo:
+            line += b' ("CHILDINFO" ("SUBSCRIBED"))'
+        s.untagged(line)
+        if args.status and info is not None:
+            # RFC 5819 section 2: STATUS right after the LIST of a selectable mailbox.
+            values = await status_values(s, info, args.status)
+            s.untagged(b"STATUS " + response.mailbox(name, utf8=s.utf8) + b" " + values)
+    await s.finish(cmd, "LIST completed")
+
+
+def _attributes(
+    name: str,
+    info: MailboxInfo | None,
+    everything: set[str],
+    subscribed: bool,
+    *,
+    show_subscribed: bool,
+) -> list[str]:
+    attrs: list[str] = []
+    if info is None:
+        # RFC 5258 section 3: \NonExistent implies \Noselect; an implied parent of an
+        # existing mailbox is \Noselect with children (RFC 9051 section 7.3.1).
+        attrs.append("\\NonExistent" if name not in everything else "\\Noselect")
+    prefix = name + names.DELIMITER
+    if name in everything:
+        has_children = any(other.startswith(prefix) for other in everything)
+        attrs.append("\\HasChildren" if has_children else "\\HasNoChildren")
+    if show_subscribed and subscribed:
+        attrs.append("\\Subscribed")
+    if info is not None and info.special_use:
+        attrs.append(info.special_use)
+    return attrs
+
+
+def _lsub(
+    s: IMAPSession,
+    regexes: list[re.Pattern[str]],
+    subs: set[str],
+    boxes: dict[str, MailboxInfo],
+) -> None:
+    """RFC 3501 section 6.3.9: subscribed names; a parent matched only through ``%`` is
+    listed \\Noselect."""
+    shown: dict[str, bool] = {}
+    for sub in subs:
+        if any(rx.fullmatch(sub) for rx in regexes):
+            shown[sub] = sub in boxes
+        for parent in names.parent_names(sub):
+            if parent not in subs and any(rx.fullmatch(parent) for rx in regexes):
+                shown.setdefault(parent, False)
+    for name in sorted(shown, key=names.sort_key):
+        attrs = b"()" if shown[name] else b"(\\Noselect)"
+        s.untagged(b"LSUB " + attrs + b' "/" ' + response.mailbox(name, utf8=s.utf8))

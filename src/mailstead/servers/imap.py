@@ -1,0 +1,277 @@
+"""The IMAP listeners (port 143 with STARTTLS, 993 with implicit TLS): sockets, TLS,
+COMPRESS=DEFLATE, timeouts and IDLE around the framer, the parser and the session.
+
+This module never parses (DESIGN rule 4): bytes go into ``CommandFramer``, frames into
+``parse_command``, commands into ``IMAPSession``, and its bytes back to the client. The
+session tells the server when to upgrade to TLS, start compressing, read a SASL line, idle,
+or close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+import zlib
+from dataclasses import dataclass
+
+from mailstead.imap.base import Action, State
+from mailstead.imap.context import IMAPContext, IMAPSettings
+from mailstead.imap.session import IMAPSession
+from mailstead.observability.log import log_event
+from mailstead.proto.imap import response
+from mailstead.proto.imap.framing import (
+    NEED_DATA,
+    CommandFrame,
+    CommandFramer,
+    Event,
+    LineTooLong,
+    LiteralTooBig,
+    NeedContinuation,
+    RawLine,
+)
+from mailstead.proto.imap.parser import ParseError, parse_command
+from mailstead.servers.listener import Connection, ConnectionLost, Interrupted
+
+log = logging.getLogger("mailstead.imap")
+
+# RFC 9051 section 4: no line limit is set by the protocol; 64 KiB holds any real command
+# (a UID set of a 50,000-message mailbox included) without letting a client exhaust memory.
+MAX_LINE = 64 * 1024
+# Decompress at most this much per read, so a small DEFLATE bomb cannot balloon in memory
+# (the framer then applies its own line and literal limits).
+INFLATE_CHUNK = 256 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class IMAPListenerSettings:
+    """What differs between the two IMAP ports, plus the shared limits."""
+
+    name: str  # "imap" | "imaps"
+    hostname: str
+    implicit_tls: bool
+    max_message_size: int  # APPENDLIMIT and the largest literal
+    max_bad_commands: int
+    max_connections_per_account: int
+    # RFC 9051 section 5.4: the autologout timer is at least 30 minutes; the same bound holds
+    # in IDLE, which clients renew every 29 minutes (RFC 2177 section 3).
+    idle_timeout: float = 1800.0
+    keepalive: float = 120.0  # "* OK Still here" while idling, for NATs and firewalls
+
+
+class _Stream:
+    """The connection as the IMAP loop sees it: plain, or raw DEFLATE after COMPRESS."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self._inflate: zlib._Decompress | None = None
+        self._deflate: zlib._Compress | None = None
+        self._tail = b""
+
+    @property
+    def compressed(self) -> bool:
+        return self._deflate is not None
+
+    def start_compression(self) -> None:
+        # RFC 4978 section 3: raw DEFLATE (RFC 1951) without zlib headers in both directions.
+        self._inflate = zlib.decompressobj(wbits=-15)
+        self._deflate = zlib.compressobj(wbits=-15)
+
+    def inflate(self, data: bytes) -> bytes:
+        """Decompress input (bounded per call; the rest stays for the next ``read``)."""
+        if self._inflate is None:
+            return data
+        out = self._inflate.decompress(self._tail + data, INFLATE_CHUNK)
+        self._tail = self._inflate.unconsumed_tail
+        return out
+
+    async def read(self) -> bytes:
+        """Some bytes of input, b"" at end of input. Raises zlib.error on corrupt DEFLATE."""
+        while True:
+            if self._tail:
+                out = self.inflate(b"")
+                if out:
+                    return out
+            data = await self.conn.read()
+            if not data:
+                return b""
+            out = self.inflate(data)
+            if out or self._inflate is None:
+                return out
+
+    def write(self, data: bytes) -> None:
+        if not data:
+            return
+        if self._deflate is not None:
+            # RFC 4978 section 4: flush after each batch of responses so the client can act.
+            data = self._deflate.compress(data) + self._deflate.flush(zlib.Z_SYNC_FLUSH)
+        self.conn.write(data)
+
+    async def send(self, data: bytes) -> None:
+        self.write(data)
+        await self.conn.drain()
+
+
+class _Closed(Exception):
+    """The session is over (LOGOUT, BYE, timeout, end of input)."""
+
+
+class IMAPServer:
+    """Runs IMAP sessions for one listener."""
+
+    def __init__(
+        self,
+        settings: IMAPListenerSettings,
+        ctx: IMAPContext,
+        tls: ssl.SSLContext | None,
+        shutting_down: asyncio.Event,
+    ) -> None:
+        self._settings = settings
+        self._ctx = ctx
+        self._tls = tls
+        self._shutting_down = shutting_down
+
+    def refusal(self, _client_ip: str) -> bytes:
+        """A connection refused by the per-IP or total limit (RFC 9051 section 7.1.5 BYE)."""
+        return b"* BYE [UNAVAILABLE] Too many connections from your address, try later\r\n"
+
+    async def session(self, conn: Connection) -> None:
+        s = self._settings
+        sess = IMAPSession(
+            self._ctx,
+            IMAPSettings(
+                hostname=s.hostname,
+                tls_active=conn.tls is not None,
+                starttls_available=self._tls is not None and not s.implicit_tls,
+                max_message_size=s.max_message_size,
+                max_bad_commands=s.max_bad_commands,
+                max_connections_per_account=s.max_connections_per_account,
+            ),
+            client_ip=conn.peer_ip,
+        )
+        stream = _Stream(conn)
+        framer = CommandFramer(max_line=MAX_LINE, max_literal=s.max_message_size)
+        try:
+            await stream.send(sess.greeting())
+            await self._loop(sess, stream, framer)
+        except (_Closed, ConnectionLost, zlib.error):
+            pass
+        finally:
+            await sess.close()
+            with contextlib.suppress(ConnectionLost):
+                await conn.drain()
+
+    # ------------------------------------------------------------------ input
+
+    async def _next(self, sess: IMAPSession, stream: _Stream, framer: CommandFramer) -> Event:
+        """The next framer event, reading (with the autologout timer) as needed."""
+        while True:
+            event = framer.next_event()
+            if event is not NEED_DATA:
+                assert not isinstance(event, type(NEED_DATA))
+                return event
+            await stream.conn.drain()
+            if self._shutting_down.is_set() and not framer.in_command:
+                await stream.send(sess.shutdown())
+                raise _Closed
+            try:
+                async with asyncio.timeout(self._settings.idle_timeout):
+                    data = await stream.read()
+            except TimeoutError:
+                # RFC 9051 section 5.4: the autologout timer fired.
+                await stream.send(sess.timeout())
+                raise _Closed from None
+            except Interrupted:
+                continue  # shutting down: the check above says goodbye when idle
+            if not data:
+                raise _Closed
+            framer.receive_data(data)
+
+    async def _loop(self, sess: IMAPSession, stream: _Stream, framer: CommandFramer) -> None:
+        while sess.state is not State.LOGOUT:
+            event = await self._next(sess, stream, framer)
+            if isinstance(event, NeedContinuation):
+                # RFC 9051 section 4.3: the go-ahead for a synchronising literal.
+                stream.write(response.continuation("Ready for literal data"))
+                continue
+            if isinstance(event, LineTooLong):
+                stream.write(sess.parse_error(event.tag, "Command line too long"))
+            elif isinstance(event, LiteralTooBig):
+                # RFC 7889 section 4: refused before the client sends the octets.
+                stream.write(sess.parse_error(
+                    event.tag, f"Literal larger than {self._settings.max_message_size} octets",
+                    "NO", "TOOBIG",
+                ))
+            elif isinstance(event, RawLine):
+                stream.write(sess.parse_error(None, "Unexpected line"))
+            elif isinstance(event, CommandFrame):
+                try:
+                    cmd = parse_command(event)
+                except ParseError as exc:
+                    stream.write(sess.parse_error(exc.tag, exc.text, exc.status, exc.code))
+                else:
+                    stream.write(await sess.execute(cmd))
+                    await self._act(sess, stream, framer)
+            if sess.action is Action.CLOSE:
+                break
+        await stream.conn.drain()
+
+    # ------------------------------------------------------------------ actions
+
+    async def _act(self, sess: IMAPSession, stream: _Stream, framer: CommandFramer) -> None:
+        while sess.action is Action.SASL:
+            framer.expect_line()
+            event = await self._next(sess, stream, framer)
+            line = event.data if isinstance(event, RawLine) else b"*"
+            stream.write(await sess.sasl_continue(line))
+        if sess.action is Action.STARTTLS:
+            await stream.conn.drain()
+            # RFC 9051 section 6.2.1 (and RFC 3207 section 5): input pipelined after
+            # STARTTLS came in plaintext and is discarded; start_tls drops its own buffer.
+            framer.take_buffered()
+            assert self._tls is not None
+            try:
+                await stream.conn.start_tls(self._tls)
+            except ConnectionLost:
+                log_event(log, "imap.tls_failed", client=stream.conn.peer_ip)
+                raise _Closed from None
+            sess.tls_started()
+        elif sess.action is Action.COMPRESS:
+            await stream.conn.drain()
+            pending = framer.take_buffered()
+            stream.start_compression()
+            # Bytes after the COMPRESS command were already compressed (RFC 4978 section 3).
+            framer.receive_data(stream.inflate(pending))
+        elif sess.action is Action.IDLE:
+            await self._idle(sess, stream, framer)
+
+    async def _idle(self, sess: IMAPSession, stream: _Stream, framer: CommandFramer) -> None:
+        """Wait for DONE while pushing mailbox changes as they happen (RFC 2177)."""
+        await stream.conn.drain()
+        watcher = asyncio.get_running_loop().create_task(self._push(sess, stream))
+        try:
+            framer.expect_line()
+            event = await self._next(sess, stream, framer)
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+        if isinstance(event, RawLine):
+            stream.write(await sess.idle_done(event.data))
+        elif isinstance(event, LineTooLong):
+            stream.write(sess.parse_error(sess.idle_tag or None, "Line too long in IDLE"))
+
+    async def _push(self, sess: IMAPSession, stream: _Stream) -> None:
+        watch = sess.watch
+        if watch is None:
+            return
+        while True:
+            changed = await watch.wait(self._settings.keepalive)
+            if changed:
+                stream.write(await sess.idle_wakeup())
+            else:
+                # RFC 9051 section 5.4: untagged responses keep the client from timing out.
+                stream.write(b"* OK Still here\r\n")
+            with contextlib.suppress(ConnectionLost):
+                await stream.conn.drain()

@@ -1,0 +1,79 @@
+"""Mailbox name rules: refused names, INBOX, wire encodings, LIST patterns."""
+
+from __future__ import annotations
+
+import pytest
+
+from mailstead.imap import names
+
+
+@pytest.mark.parametrize(
+    "bad",
+    ["", "/abs", "a//b", "a/", "../x", "a/../b", "a/./b", "a\x00b", "tab\there", "del\x7f",
+     "a*b", "50%", "x" * 256, "/".join(["a"] * 40)],
+)
+def test_refused(bad: str) -> None:
+    with pytest.raises(names.MailboxNameError):
+        names.normalise(bad)
+
+
+def test_inbox_is_case_insensitive_also_as_a_parent() -> None:
+    assert names.normalise("inbox") == "INBOX"
+    assert names.normalise("InBoX/Sub") == "INBOX/Sub"
+    assert names.normalise("Inboxes") == "Inboxes"
+    assert names.is_inbox("iNbOx")
+
+
+def test_create_may_end_in_the_delimiter() -> None:
+    assert names.normalise("Projects/", allow_trailing_delimiter=True) == "Projects"
+    with pytest.raises(names.MailboxNameError):
+        names.normalise("Projects//", allow_trailing_delimiter=True)
+
+
+def test_nfc_normalisation() -> None:
+    assert names.normalise("Cafe\u0301") == "Caf\u00e9"
+
+
+def test_wire_forms() -> None:
+    # RFC 3501 section 5.1.3 example.
+    assert names.decode_wire(b"~peter/mail/&U,BTFw-/&ZeVnLIqe-", utf8=False) == (
+        "~peter/mail/\u53f0\u5317/\u65e5\u672c\u8a9e"
+    )
+    assert names.encode_wire("Entw\u00fcrfe", utf8=False) == "Entw&APw-rfe"
+    assert names.encode_wire("Entw\u00fcrfe", utf8=True) == "Entw\u00fcrfe"
+    assert names.decode_wire("Entw\u00fcrfe".encode(), utf8=True) == "Entw\u00fcrfe"
+    with pytest.raises(names.MailboxNameError):
+        names.decode_wire("Entw\u00fcrfe".encode(), utf8=False)  # 8-bit needs UTF8=ACCEPT
+    with pytest.raises(names.MailboxNameError):
+        names.decode_wire(b"\xff", utf8=True)
+    with pytest.raises(names.MailboxNameError):
+        names.decode_wire(b"&bad", utf8=False)
+
+
+def test_from_wire_checks_the_decoded_name() -> None:
+    with pytest.raises(names.MailboxNameError):
+        names.from_wire(b"&AC4ALg-", utf8=False)  # ".." hidden in modified UTF-7
+    assert names.from_wire(b"a/b/", utf8=True, allow_trailing_delimiter=True) == "a/b"
+
+
+def test_parents() -> None:
+    assert names.parent_names("a/b/c") == ["a", "a/b"]
+    assert names.parent_names("a") == []
+
+
+@pytest.mark.parametrize(
+    ("reference", "pattern", "name", "match"),
+    [
+        ("", "*", "a/b/c", True),
+        ("", "%", "a/b", False),
+        ("", "%", "a", True),
+        ("", "a/%", "a/b", True),
+        ("", "a/%", "a/b/c", False),
+        ("a/", "%", "a/b", True),
+        ("", "inbox", "INBOX", True),
+        ("", "INBOX/*", "INBOX/x", True),
+        ("", "a.b", "axb", False),
+    ],
+)
+def test_patterns(reference: str, pattern: str, name: str, match: bool) -> None:
+    assert bool(names.pattern_regex(reference, pattern).fullmatch(name)) is match
