@@ -7,7 +7,7 @@ accepted before TLS (RFC 9051 section 6.2.3 LOGINDISABLED, RFC 8314 section 3).
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, assert_never
 
 from mailstead.core.secret import Secret
 from mailstead.imap.base import Action, CommandFailed, State
@@ -21,14 +21,7 @@ from mailstead.proto.imap.ast import (
     IdArgs,
     LoginArgs,
 )
-from mailstead.proto.sasl.mechanisms import (
-    Challenge,
-    Done,
-    Failed,
-    SaslDecodeError,
-    decode_response,
-    encode_challenge,
-)
+from mailstead.proto.sasl import exchange as sasl
 
 if TYPE_CHECKING:
     from mailstead.imap.session import IMAPSession
@@ -115,50 +108,47 @@ async def authenticate(s: IMAPSession, cmd: Command) -> None:
         raise CommandFailed("BAD", "AUTHENTICATE needs a mechanism")
     if s.login_disabled:
         raise CommandFailed("NO", "Authentication is disabled before STARTTLS", "PRIVACYREQUIRED")
-    if args.mechanism.upper() not in s.sasl.mechanisms:
-        raise CommandFailed("NO", "Unsupported authentication mechanism", "CANNOT")
-    initial: bytes | None = None
-    if args.initial_response is not None:
-        # RFC 4959 section 3: "=" is an empty initial response.
-        if args.initial_response == b"=":
-            initial = b""
-        else:
-            try:
-                initial = decode_response(args.initial_response)
-            except SaslDecodeError:
-                raise CommandFailed("BAD", "Invalid base64 in the initial response") from None
-    step = s.sasl.start(args.mechanism, initial)
-    await _sasl_result(s, cmd.tag, step)
+    outcome = _exchange(s).start(args.mechanism, args.initial_response)
+    if isinstance(outcome, sasl.Malformed):
+        # Raised, not answered here, so that the session counts it among bad commands.
+        raise CommandFailed("BAD", "Invalid base64 in the initial response")
+    await _sasl_reply(s, cmd.tag, outcome)
 
 
 async def sasl_step(s: IMAPSession, line: bytes) -> None:
     """The client's line after a ``+`` challenge; ``*`` cancels (RFC 9051 section 6.2.2)."""
     tag, s.sasl_tag = s.sasl_tag, ""
-    if line.strip() == b"*":
-        s.sasl.cancel()
-        s._bad(tag, "Authentication cancelled")
-        return
-    try:
-        decoded = decode_response(line.strip())
-    except SaslDecodeError:
-        s.sasl.cancel()
-        s._bad(tag, "Invalid base64 in the authentication response")
-        return
-    await _sasl_result(s, tag, s.sasl.step(decoded))
+    await _sasl_reply(s, tag, _exchange(s).respond(line))
 
 
-async def _sasl_result(s: IMAPSession, tag: str, step: Challenge | Done | Failed) -> None:
-    if isinstance(step, Challenge):
-        s.raw(response.continuation(encode_challenge(step.data).decode("ascii")))
-        s.sasl_tag = tag
-        s.action = Action.SASL
-    elif isinstance(step, Failed):
-        s.tagged(tag, "NO", f"Authentication failed: {step.reason}", "AUTHENTICATIONFAILED")
-    elif step.authzid and step.authzid.lower() != step.username.lower():
-        # RFC 4616 section 2: we let a user act only as themselves.
-        s.tagged(tag, "NO", "Authorization identity must match the user", "AUTHORIZATIONFAILED")
-    else:
-        await _check(s, tag, step.username, step.password, "PLAIN")
+def _exchange(s: IMAPSession) -> sasl.SaslExchange:
+    # The session owns the SaslServer (and with it the exchange's state); this is only a view.
+    return sasl.SaslExchange.wrap(s.sasl)
+
+
+async def _sasl_reply(s: IMAPSession, tag: str, outcome: sasl.Outcome) -> None:
+    """RFC 9051 section 6.2.2: a ``+`` continuation, or the tagged answer that ends it."""
+    match outcome:
+        case sasl.Continue(challenge):
+            s.raw(response.continuation(challenge.decode("ascii")))
+            s.sasl_tag = tag
+            s.action = Action.SASL
+        case sasl.Cancelled():
+            s._bad(tag, "Authentication cancelled")
+        case sasl.Malformed():
+            s._bad(tag, "Invalid base64 in the authentication response")
+        case sasl.Unsupported():
+            s.tagged(tag, "NO", "Unsupported authentication mechanism", "CANNOT")
+        case sasl.Rejected(reason):
+            s.tagged(tag, "NO", f"Authentication failed: {reason}", "AUTHENTICATIONFAILED")
+        case sasl.Authenticated() if not outcome.acts_as_self:
+            # RFC 4616 section 2: we let a user act only as themselves.
+            s.tagged(tag, "NO", "Authorization identity must match the user",
+                     "AUTHORIZATIONFAILED")
+        case sasl.Authenticated(mechanism, _, username, password):
+            await _check(s, tag, username, password, mechanism)
+        case _:
+            assert_never(outcome)
 
 
 async def _check(s: IMAPSession, tag: str, username: str, password: Secret, how: str) -> None:

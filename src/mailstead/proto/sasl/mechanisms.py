@@ -1,10 +1,9 @@
 """Sans-I/O SASL server mechanisms PLAIN (RFC 4616) and LOGIN (draft-murchison-sasl-login).
 
-``SaslServer`` works on decoded octets: base64 is the carrier of SMTP, IMAP and POP3 alike, so
-``decode_response``/``encode_challenge`` live here too and every protocol core uses them, but
-the cancel (``*``) and empty-response (``=``) conventions stay with each protocol because
-their wording differs. Checking the password is never done here: ``Done`` carries the
-credentials (the password as a ``Secret``) to the accounts service.
+``SaslServer`` works on decoded octets. The line-protocol glue around it (base64, ``=`` for an
+empty initial response, ``*`` to cancel) is ``exchange.py``, shared by SMTP, IMAP and POP3.
+Checking the password is never done here: ``Done`` carries the credentials (the password as a
+``Secret``) to the accounts service.
 """
 
 from __future__ import annotations
@@ -42,9 +41,15 @@ class Done:
     """The exchange is complete: verify these credentials."""
 
     mechanism: str
-    authzid: str
+    authzid: str  # "" when the client named no authorisation identity
     username: str
     password: Secret
+
+    @property
+    def acts_as_self(self) -> bool:
+        """True unless the client asked to act as someone else: RFC 4616 section 2 leaves that
+        to policy, and ours is that a user may only be themselves."""
+        return not self.authzid or self.authzid.lower() == self.username.lower()
 
 
 @dataclass(frozen=True, slots=True)
