@@ -125,6 +125,8 @@ class QueueEntry:
     next_attempt: float
     created_at: float
     last_error: str | None
+    warned: bool = False  # a delay warning DSN was sent for this recipient (issue 5)
+    last_attempt: float | None = None  # when the last attempt ended (issue 5)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -252,7 +254,78 @@ class MailStore(Protocol):
         networked backends, by other nodes)."""
 
 
-class Store(MailStore, Protocol):
+# ---------------------------------------------------------------------------------------------
+# Outbound delivery (issue 5): queue state transitions and DKIM keys.
+
+
+@dataclass(frozen=True, slots=True)
+class QueueUpdate:
+    """The outcome of one attempt for one queue row (``QueueEntry.id``)."""
+
+    id: int
+    state: str  # "delivered" | "deferred" | "bounced"
+    next_attempt: float | None = None  # for "deferred"
+    last_error: str | None = None  # the remote reply or the local reason, one line
+    warned: bool = False  # True: a delay warning DSN went out (recorded once, never unset)
+
+
+@dataclass(frozen=True, slots=True)
+class DkimKey:
+    domain: str
+    selector: str  # e.g. "ms202611r" (dated, algorithm-tagged)
+    algorithm: str  # "rsa-sha256" | "ed25519-sha256"
+    private_key: str  # PEM (PKCS#8); never logged
+    public_key: str  # the p= value of the DNS record (base64)
+    created_at: float
+    active: bool
+
+
+class OutboundStore(Protocol):
+    """The queue as the outbound workers and the queue CLI see it (DESIGN rule 7)."""
+
+    async def claim_due(self, now: float, limit: int, lease: float) -> list[QueueEntry]:
+        """Atomically moves up to ``limit`` rows in state queued/deferred with
+        ``next_attempt <= now`` to "active" (``next_attempt = now + lease``), oldest first,
+        new mail before long-deferred mail so a backlog of retries cannot starve it."""
+
+    async def update_queue(self, updates: Sequence[QueueUpdate]) -> None:
+        """Records attempt outcomes in one transaction; ``attempts`` grows by one each.
+        Rows already delivered or bounced (or deleted) are left as they are: a final state
+        is never undone."""
+
+    async def recover_active(self, now: float) -> int:
+        """Rows left "active" by a process that died (lease expired) go back to "queued";
+        returns how many. Called at start-up and periodically."""
+
+    async def queue_entries(self, queue_id: str) -> list[QueueEntry]:
+        """All rows of one message (any state); [] when unknown."""
+
+    async def retry_queue(self, queue_id: str | None, now: float) -> int:
+        """Makes deferred rows (of one message, or all) due now; returns how many."""
+
+    async def delete_queue(self, queue_id: str) -> int:
+        """Removes every row of the message whatever its state; returns how many."""
+
+    async def count_sent_since(self, account_id: int, since: float) -> int:
+        """Outbound recipients queued by ``account_id`` (``auth_account_id``) since ``since``:
+        the per-sender hourly limit."""
+
+    async def add_dkim_key(self, key: DkimKey) -> None:
+        """Raises AlreadyExists for the same (domain, selector)."""
+
+    async def dkim_keys(self, domain: str) -> list[DkimKey]:
+        """Every key of the domain, newest first."""
+
+    async def set_dkim_active(self, domain: str, selectors: Sequence[str]) -> None:
+        """Exactly these selectors sign from now on (rotation keeps the old ones published
+        but inactive until the admin removes them)."""
+
+    async def purge_finished(self, before: float) -> int:
+        """Deletes delivered and bounced rows whose last attempt ended before ``before`` (so
+        their bodies can be garbage-collected); returns how many."""
+
+
+class Store(MailStore, OutboundStore, Protocol):
     """The whole persistent state of a Mailstead installation (mailbox access included, so
     every service sees one interface)."""
 

@@ -37,18 +37,20 @@ from mailstead.storage.interfaces import (
     AcceptResult,
     Account,
     Alias,
+    DkimKey,
     FlagOp,
     IncomingMessage,
     MailboxChanges,
     MailboxInfo,
     MessageInfo,
     QueueEntry,
+    QueueUpdate,
     Quota,
     StoreFlagsResult,
     address_key,
 )
 from mailstead.storage.migrate import migrate_sqlite
-from mailstead.storage.sqlite import admin, fts, mailboxes, messages
+from mailstead.storage.sqlite import admin, fts, mailboxes, messages, outbound
 from mailstead.storage.sqlite.writer import Writer, inbox_name
 from mailstead.storage.watch import Watch, WatchHub
 
@@ -339,14 +341,52 @@ class SQLiteStore:
     # Outbound queue ----------------------------------------------------------------------
 
     async def list_queue(self) -> list[QueueEntry]:
-        def run(conn: sqlite3.Connection) -> list[QueueEntry]:
-            rows = conn.execute(
-                "SELECT id, queue_id, mail_from, rcpt_to, blob, state, attempts, next_attempt,"
-                " created_at, last_error FROM queue ORDER BY id"
-            ).fetchall()
-            return [QueueEntry(*r) for r in rows]
+        return await self._in_reader(outbound.list_queue)
 
-        return await self._in_reader(run)
+    # Outbound delivery (interfaces.OutboundStore, outbound.py) ------------------------------
+
+    async def claim_due(self, now: float, limit: int, lease: float) -> list[QueueEntry]:
+        return await self._write(lambda c: outbound.claim_due(c, now, limit, lease))
+
+    async def update_queue(self, updates: Sequence[QueueUpdate]) -> None:
+        wanted = tuple(updates)
+        if wanted:
+            ended = time.time()
+            await self._write(lambda c: outbound.update_queue(c, wanted, ended))
+
+    async def recover_active(self, now: float) -> int:
+        return await self._write(lambda c: outbound.recover_active(c, now))
+
+    async def queue_entries(self, queue_id: str) -> list[QueueEntry]:
+        return await self._in_reader(lambda c: outbound.queue_entries(c, queue_id))
+
+    async def retry_queue(self, queue_id: str | None, now: float) -> int:
+        return await self._write(lambda c: outbound.retry_queue(c, queue_id, now))
+
+    async def delete_queue(self, queue_id: str) -> int:
+        return await self._write(lambda c: outbound.delete_queue(c, queue_id))
+
+    async def purge_finished(self, before: float) -> int:
+        return await self._write(lambda c: outbound.purge_finished(c, before))
+
+    async def count_sent_since(self, account_id: int, since: float) -> int:
+        rows = self._lookup(
+            "SELECT COUNT(*) FROM queue WHERE auth_account_id = ? AND created_at >= ?",
+            (account_id, since),
+        )
+        count = rows[0][0]
+        assert isinstance(count, int)
+        return count
+
+    async def add_dkim_key(self, key: DkimKey) -> None:
+        await self._write(lambda c: outbound.add_dkim_key(c, key))
+
+    async def dkim_keys(self, domain: str) -> list[DkimKey]:
+        return await self._in_reader(lambda c: outbound.dkim_keys(c, domain))
+
+    async def set_dkim_active(self, domain: str, selectors: Sequence[str]) -> None:
+        wanted = tuple(selectors)
+        await self._write(lambda c: outbound.set_dkim_active(c, domain, wanted))
 
     # Maintenance -------------------------------------------------------------------------
 
