@@ -8,7 +8,8 @@ same time whether or not the account exists.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 
 from argon2 import PasswordHasher
 
@@ -24,6 +25,7 @@ from mailstead.accounts.passwords import (
 from mailstead.core.address import AddressError, parse_address
 from mailstead.core.errors import MailsteadError, NotFound
 from mailstead.core.secret import Secret
+from mailstead.mailauth.dkim import generate_dkim_keys
 from mailstead.storage.interfaces import Account, Alias, Store, address_key
 
 # RFC 5321 section 4.5.3.1.3: a path is at most 256 octets with its angle brackets.
@@ -58,17 +60,48 @@ def normalise_address(text: str) -> str:
 class AccountService:
     """Validated administration and authentication on top of one Store."""
 
-    def __init__(self, store: Store, hasher: PasswordHasher = DEFAULT_HASHER) -> None:
+    def __init__(
+        self,
+        store: Store,
+        hasher: PasswordHasher = DEFAULT_HASHER,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._store = store
         self._hasher = hasher
+        self._clock = clock
         self._dummy_hash: str | None = None
 
     # Domains
 
     async def add_domain(self, name: str) -> str:
-        """Make ``name`` a local domain; returns its normalised form. Raises AlreadyExists."""
+        """Make ``name`` a local domain with its DKIM keys (RSA and Ed25519, active at once);
+        returns its normalised form. Raises AlreadyExists.
+
+        Either the domain and both keys exist afterwards, or (when storing a key fails) the
+        domain is removed again, so no domain ever sends mail unsigned by accident.
+        """
         domain = _domain(name)
+        keys = await asyncio.to_thread(generate_dkim_keys, domain, self._clock())
         await self._store.add_domain(domain)
+        try:
+            stale = [k.selector for k in await self._store.dkim_keys(domain)]
+            if stale:  # left by an earlier domain of the same name: keep them, inactive
+                keys = await asyncio.to_thread(
+                    generate_dkim_keys, domain, self._clock(), existing=stale
+                )
+            for key in keys:
+                await self._store.add_dkim_key(key)
+            await self._store.set_dkim_active(domain, [k.selector for k in keys])
+        except BaseException:
+            try:
+                await self._store.remove_domain(domain)
+            except Exception as exc:  # keep the original error; this one only adds context
+                raise AccountError(
+                    f"{domain} was added but its DKIM keys could not be stored ({exc}); "
+                    f"create them with: mailstead dkim rotate {domain}"
+                ) from None
+            raise
         return domain
 
     async def remove_domain(self, name: str) -> None:
