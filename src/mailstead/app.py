@@ -9,7 +9,8 @@ import logging
 import signal
 import ssl
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
 
 from mailstead.accounts.service import AccountService
 from mailstead.config import Config, HostPort
@@ -22,6 +23,10 @@ from mailstead.servers.listener import Listener, make_tls_context
 from mailstead.servers.pop3 import Maildrops, POP3ListenerSettings, POP3Server
 from mailstead.servers.smtp import SMTPListenerSettings, SMTPServer
 from mailstead.storage import open_store
+from mailstead.storage.interfaces import Store
+
+if TYPE_CHECKING:
+    from mailstead.queue.workers import QueueWorkers
 
 log = logging.getLogger("mailstead.app")
 
@@ -46,6 +51,94 @@ _SMTP_PORTS = (
 )
 
 
+class _RemotePort:
+    """Sends MX deliveries to ``[queue] remote_port`` instead of 25 (tests on unprivileged
+    ports); smarthost routes keep their own port."""
+
+    def __init__(self, router: Any, port: int) -> None:
+        self._router = router
+        self._port = port
+
+    async def route(self, domain: str) -> Any:
+        route = await self._router.route(domain)
+        if route.kind != "mx" or self._port == 25:
+            return route
+        return replace(route, targets=[replace(t, port=self._port) for t in route.targets])
+
+
+def _outbound(config: Config, store: Store) -> QueueWorkers:
+    """The outbound side (issue 5): resolver, MTA-STS, router, SMTP client, DKIM signer and
+    the queue workers, from ``[dns]`` and ``[queue]``."""
+    from mailstead.dns.resolver import DnsPythonResolver
+    from mailstead.mailauth.dkim import DkimSigner
+    from mailstead.queue.client import OutboundClient, default_tls_context
+    from mailstead.queue.mtasts import HttpsPolicyFetcher, MtaStsCache, TlsRptCounters
+    from mailstead.queue.routing import Router, Smarthost
+    from mailstead.queue.schedule import RetryPolicy
+    from mailstead.queue.workers import QueueWorkers, WorkerSettings
+
+    q = config.queue
+    nameservers = [(ns.host, ns.port) for ns in config.dns.nameservers] or None
+    resolver = DnsPythonResolver(nameservers)
+
+    def verifying_context() -> ssl.SSLContext:
+        ctx = ssl.create_default_context(
+            cafile=str(q.tls_ca_file) if q.tls_ca_file is not None else None
+        )
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2  # RFC 8996, RFC 8461 section 4.2
+        return ctx
+
+    def client_context(verify: bool) -> ssl.SSLContext:
+        # Opportunistic STARTTLS does not authenticate (RFC 7435); MTA-STS enforce and
+        # smarthosts verify against [queue] tls_ca_file or the system's trust store.
+        return verifying_context() if verify else default_tls_context(False)
+
+    try:
+        fetch_context = verifying_context()
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(
+            f"cannot load queue.tls_ca_file {q.tls_ca_file}: {exc}; fix [queue] tls_ca_file"
+        ) from exc
+    tlsrpt = TlsRptCounters()
+    mta_sts = MtaStsCache(
+        resolver,
+        HttpsPolicyFetcher(resolver, port=q.mta_sts_port, ssl_context=fetch_context),
+        tlsrpt=tlsrpt,
+    )
+    smarthosts = {
+        domain: Smarthost(
+            host=sh.host,
+            port=sh.port,
+            tls=sh.tls,  # type: ignore[arg-type]
+            username=sh.username,
+            password=sh.password,
+        )
+        for domain, sh in q.smarthost.items()
+    }
+    router = Router(resolver, smarthosts, mta_sts, own_names=(config.hostname,))
+    client = OutboundClient(
+        config.hostname,
+        connect_timeout=q.connect_timeout,
+        command_timeout=q.command_timeout,
+        tls_context_factory=client_context,
+        tlsrpt=tlsrpt,
+    )
+    # A lease must outlast the longest attempt: every target's connection, then the commands
+    # with DATA's longer final wait (RFC 5321 section 4.5.3.2), so a slow attempt is never
+    # claimed twice.
+    lease = max(600.0, 10 * q.connect_timeout + 8 * q.command_timeout)
+    settings = WorkerSettings(
+        hostname=config.hostname,
+        policy=RetryPolicy.from_config(q),
+        max_connections=q.max_connections,
+        max_per_domain=q.max_connections_per_domain,
+        lease=lease,
+        poll_interval=min(1.0, min(q.retry_schedule) / 2),
+    )
+    return QueueWorkers(store, _RemotePort(router, q.remote_port), client, DkimSigner(store),
+                        settings)
+
+
 def _load_tls(config: Config) -> ssl.SSLContext:
     try:
         return make_tls_context(config.tls.cert, config.tls.key)
@@ -63,9 +156,16 @@ async def run(config: Config) -> None:
     store = await open_store(config.data_dir)
     stopping = asyncio.Event()
     listeners: list[Listener] = []
+    workers: QueueWorkers | None = None
     try:
         accounts = AccountService(store)
-        delivery = DeliveryService(store, config.hostname)
+        workers = _outbound(config, store)
+        delivery = DeliveryService(
+            store,
+            config.hostname,
+            sender_hourly_limit=config.queue.sender_hourly_limit,
+            on_queued=workers.wake,
+        )
         for port in _SMTP_PORTS:
             address: HostPort | None = getattr(config.listen, port.name)
             if address is None:
@@ -161,6 +261,10 @@ async def run(config: Config) -> None:
             shown = f"[{host}]" if ":" in host else host
             print(f"mailstead: {listener.name} listening on {shown}:{port_no}", flush=True)
 
+        # Outbound delivery starts once the listeners are up (a DSN to a local sender needs
+        # nothing else) and stops before the store closes.
+        await workers.start()
+
         stop = asyncio.Event()
 
         def _reload() -> None:
@@ -185,13 +289,18 @@ async def run(config: Config) -> None:
         stopping.set()
         for listener in listeners:
             listener.stop_accepting()
-        await asyncio.gather(*(lst.wait_sessions(SHUTDOWN_GRACE) for lst in listeners))
+        await asyncio.gather(
+            workers.stop(SHUTDOWN_GRACE),
+            *(lst.wait_sessions(SHUTDOWN_GRACE) for lst in listeners),
+        )
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             with contextlib.suppress(Exception):
                 loop.remove_signal_handler(sig)
         for listener in listeners:
             listener.stop_accepting()
+        if workers is not None:
+            await workers.stop(0)
         await store.close()
         log_event(log, "server.stopped")
 

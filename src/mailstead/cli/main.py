@@ -12,7 +12,8 @@ import sys
 from collections.abc import Callable, Sequence
 
 from mailstead import __version__
-from mailstead.cli import admin
+from mailstead.cli import admin, dkim, dns
+from mailstead.cli import queue as queue_cli
 from mailstead.cli.context import ENV_DATA_DIR, Context, real_context
 from mailstead.cli.init import init
 from mailstead.config.loader import load_config
@@ -186,6 +187,50 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("source", metavar="SOURCE")
     p.add_argument("targets", metavar="TARGET", nargs="*", help="only these targets")
+
+    keys = _group(sub, "dkim", "manage the DKIM signing keys of a domain")
+    p = _add(keys, "list", dkim.dkim_list, "print the DKIM keys of a domain and their state")
+    p.add_argument("domain", metavar="DOMAIN")
+    p = _add(
+        keys,
+        "rotate",
+        dkim.dkim_rotate,
+        "create a new DKIM key pair (RSA and Ed25519) for a domain",
+        description="Create a new RSA-2048 and Ed25519 key for DOMAIN and print their DNS "
+        "records. They sign only after 'mailstead dkim activate DOMAIN' (publish them first), "
+        "or at once with --activate or when no key signs yet. Old keys stay published.",
+    )
+    p.add_argument("domain", metavar="DOMAIN")
+    p.add_argument("--activate", action="store_true", help="sign with the new keys at once")
+    p = _add(
+        keys,
+        "activate",
+        dkim.dkim_activate,
+        "choose the DKIM keys that sign a domain's mail",
+        description="Sign DOMAIN's mail with exactly the given selectors (default: the newest "
+        "key of each algorithm); the others stay published but stop signing.",
+    )
+    p.add_argument("domain", metavar="DOMAIN")
+    p.add_argument("selectors", metavar="SELECTOR", nargs="*")
+
+    queue_cli.register(sub, _add, _group)
+
+    p = _add(
+        sub,
+        "dns",
+        dns.dns,
+        "print the DNS records a domain must publish",
+        description="Print, in zone-file syntax, every record DOMAIN needs: MX, SPF, DKIM, "
+        "DMARC, MTA-STS (and the policy file to serve), TLS-RPT, SRV records for mail "
+        "clients, autoconfig names, and the reverse DNS (PTR) the hosting provider must set.",
+    )
+    p.add_argument("domain", metavar="DOMAIN")
+    p.add_argument(
+        "--address",
+        metavar="IP",
+        action="append",
+        help="a public address of this server (repeatable), for the A/AAAA and PTR records",
+    )
 
     p = _add(
         sub,

@@ -8,6 +8,8 @@ from mailstead.config.model import (
     HostPort,
     ListenConfig,
     LogConfig,
+    QueueConfig,
+    SmarthostConfig,
     SMTPConfig,
     TLSConfig,
 )
@@ -19,7 +21,9 @@ __all__ = [
     "HostPort",
     "ListenConfig",
     "LogConfig",
+    "QueueConfig",
     "SMTPConfig",
+    "SmarthostConfig",
     "TLSConfig",
     "load_config",
     "parse_config",

@@ -25,6 +25,7 @@ from mailstead.config.model import (
     ListenConfig,
     LogConfig,
     POP3Config,
+    QueueConfig,
     SMTPConfig,
     TLSConfig,
 )
@@ -61,6 +62,20 @@ PARSERS: dict[tuple[str, str], Parser] = {
     ("imap", "max_connections_per_account"): lambda x: v.parse_int(x, 1, 100_000),
     ("imap", "max_connections"): lambda x: v.parse_int(x, 1, 1_000_000),
     ("imap", "max_connections_per_ip"): lambda x: v.parse_int(x, 1, 1_000_000),
+    ("queue", "retry_schedule"): v.parse_schedule,
+    # RFC 5321 section 4.5.4.1: the give-up time SHOULD be at least 4-5 days; shorter values
+    # are allowed for tests and for admins who prefer fast bounces.
+    ("queue", "expire_after"): lambda x: v.parse_seconds(x, 1, 30 * 86400),
+    ("queue", "delay_warning"): lambda x: v.parse_seconds(x, 0, 30 * 86400),
+    ("queue", "max_connections"): lambda x: v.parse_int(x, 1, 10_000),
+    ("queue", "max_connections_per_domain"): lambda x: v.parse_int(x, 1, 10_000),
+    ("queue", "remote_port"): lambda x: v.parse_int(x, 1, 65535),
+    ("queue", "connect_timeout"): lambda x: v.parse_seconds(x, 0.1, 600),
+    ("queue", "command_timeout"): lambda x: v.parse_seconds(x, 0.1, 3600),
+    ("queue", "sender_hourly_limit"): lambda x: v.parse_int(x, 0, 10_000_000),
+    ("queue", "smarthost"): v.parse_smarthosts,
+    ("queue", "tls_ca_file"): v.parse_path,
+    ("queue", "mta_sts_port"): lambda x: v.parse_int(x, 1, 65535),
     ("log", "level"): v.parse_level,
 }
 _TOP_KEYS = ("hostname", *(name for name, _ in SECTIONS))
@@ -170,6 +185,17 @@ def parse_config(text: str, path: Path, data_dir: Path) -> Config:
             "pop3.max_connections_per_ip: must not exceed pop3.max_connections "
             f"({pop3.max_connections}), got {pop3.max_connections_per_ip}",
         )
+    queue_raw = sections["queue"]
+    if "tls_ca_file" in queue_raw:
+        queue_raw["tls_ca_file"] = data_dir / queue_raw["tls_ca_file"]
+    queue = QueueConfig(**queue_raw)
+    if queue.max_connections_per_domain > queue.max_connections:
+        raise ld.error(
+            ("queue", "max_connections_per_domain"
+             if "max_connections_per_domain" in sections["queue"] else "max_connections"),
+            "queue.max_connections_per_domain: must not exceed queue.max_connections "
+            f"({queue.max_connections}), got {queue.max_connections_per_domain}",
+        )
     return Config(
         hostname=hostname,
         data_dir=data_dir,
@@ -180,6 +206,7 @@ def parse_config(text: str, path: Path, data_dir: Path) -> Config:
         smtp=smtp,
         pop3=pop3,
         imap=IMAPConfig(**sections["imap"]),
+        queue=queue,
         log=LogConfig(**sections["log"]),
     )
 

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mailstead.core.secret import Secret
+
 MIB = 1024 * 1024
 
 
@@ -286,6 +288,136 @@ class IMAPConfig:
     )
 
 
+SMARTHOST_TLS: tuple[str, ...] = ("starttls", "implicit", "none")
+
+
+@dataclass(frozen=True, slots=True)
+class SmarthostConfig:
+    """A relay that takes the mail of one destination domain instead of its MX hosts."""
+
+    host: str
+    port: int = 587
+    tls: str = "starttls"  # one of SMARTHOST_TLS
+    username: str | None = None
+    password: Secret | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class QueueConfig:
+    """Outbound delivery: retries, bounces, concurrency, routes and sending limits."""
+
+    retry_schedule: tuple[float, ...] = field(
+        default=(300.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0),
+        metadata=_doc(
+            "Seconds to wait after the 1st, 2nd, ... failed attempt of a recipient (4xx reply "
+            "or no connection); the last value repeats until expire_after.",
+            "array of numbers (seconds)",
+            "[300, 900, 1800, 3600, 7200, 14400] (5 m, 15 m, 30 m, 1 h, 2 h, then every 4 h)",
+        ),
+    )
+    expire_after: float = field(
+        default=5 * 86400.0,
+        metadata=_doc(
+            "Seconds after which a recipient still not delivered is bounced to the sender "
+            "(RFC 5321 section 4.5.4.1: give up after at least 4-5 days).",
+            "number (seconds)",
+            "432000 (5 days)",
+        ),
+    )
+    delay_warning: float = field(
+        default=4 * 3600.0,
+        metadata=_doc(
+            "Seconds after which the sender is told once that a recipient is delayed (an RFC "
+            "3464 'delayed' notice); 0 turns the warning off.",
+            "number (seconds)",
+            "14400 (4 hours)",
+        ),
+    )
+    max_connections: int = field(
+        default=100,
+        metadata=_doc(
+            "Outgoing SMTP transactions in progress at once, over all destinations.",
+            "integer",
+            "100",
+        ),
+    )
+    max_connections_per_domain: int = field(
+        default=20,
+        metadata=_doc(
+            "Outgoing SMTP transactions in progress at once to one destination domain (so "
+            "one slow or big destination cannot take every connection).",
+            "integer",
+            "20",
+        ),
+    )
+    remote_port: int = field(
+        default=25,
+        metadata=_doc(
+            "TCP port of the MX hosts delivered to (RFC 5321 section 4.5.4: 25; other values "
+            "are for tests on unprivileged ports).",
+            "integer",
+            "25",
+        ),
+    )
+    connect_timeout: float = field(
+        default=30.0,
+        metadata=_doc(
+            "Seconds to wait for a TCP connection and the greeting of each MX address before "
+            "trying the next one.",
+            "number (seconds)",
+            "30",
+        ),
+    )
+    command_timeout: float = field(
+        default=300.0,
+        metadata=_doc(
+            "Seconds to wait for each reply of the remote server (RFC 5321 section 4.5.3.2: "
+            "5 minutes; the end of DATA is given twice this, as the RFC's 10 minutes).",
+            "number (seconds)",
+            "300",
+        ),
+    )
+    tls_ca_file: Path | None = field(
+        default=None,
+        metadata=_doc(
+            "PEM file of the certificate authorities trusted when a peer's certificate must be "
+            "verified (MTA-STS enforce, smarthosts, MTA-STS policy fetches). Relative to the "
+            "data directory.",
+            "string (path)",
+            "the system's trust store",
+        ),
+    )
+    mta_sts_port: int = field(
+        default=443,
+        metadata=_doc(
+            "HTTPS port of mta-sts.DOMAIN where MTA-STS policies are fetched (RFC 8461 "
+            "section 3.3: 443; other values are for tests).",
+            "integer",
+            "443",
+        ),
+    )
+    sender_hourly_limit: int = field(
+        default=500,
+        metadata=_doc(
+            "Outgoing recipients one account may submit per hour; beyond it submission answers "
+            "451 4.7.1 so a stolen password cannot ruin the domain's reputation. 0: no limit.",
+            "integer",
+            "500",
+        ),
+    )
+    smarthost: dict[str, SmarthostConfig] = field(
+        default_factory=dict,
+        metadata=_doc(
+            "Relays by recipient domain, e.g. [queue.smarthost.\"example.com\"] with host, port "
+            "(587), tls (\"starttls\", \"implicit\" or \"none\"), username and password; the "
+            "domain \"*\" routes every domain without a more specific entry (for providers that "
+            "block port 25).",
+            "table of tables",
+            "none: MX routing for every domain",
+        ),
+    )
+
+
 LOG_LEVELS: tuple[str, ...] = ("debug", "info", "warning", "error")
 
 
@@ -321,6 +453,7 @@ class Config:
     smtp: SMTPConfig = field(default_factory=SMTPConfig)
     pop3: POP3Config = field(default_factory=POP3Config)
     imap: IMAPConfig = field(default_factory=IMAPConfig)
+    queue: QueueConfig = field(default_factory=QueueConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
 
@@ -332,6 +465,7 @@ SECTIONS: tuple[tuple[str, type[Any]], ...] = (
     ("smtp", SMTPConfig),
     ("pop3", POP3Config),
     ("imap", IMAPConfig),
+    ("queue", QueueConfig),
     ("log", LogConfig),
 )
 CONFIG_FILE_NAME = "mailstead.toml"

@@ -87,6 +87,18 @@ def render_config(hostname: str, listen: ListenConfig) -> str:
                 pem = "fullchain.pem" if f.name == "cert" else "privkey.pem"
                 out.append(f'# {f.name} = "/etc/letsencrypt/live/{hostname}/{pem}"')
                 out.append(f"#   (default: {f.metadata['default']})")
+            elif name == "queue" and f.name == "smarthost":
+                out.append('# [queue.smarthost."*"]   (default: none, MX routing)')
+                out.append('# host = "smtp.provider.example"')
+                out.append("# port = 587")
+                out.append('# tls = "starttls"')
+                out.append('# username = "you@provider.example"')
+                out.append('# password = "..."')
+            elif name == "queue" and f.name == "tls_ca_file":
+                out.append('# tls_ca_file = "/etc/ssl/certs/ca-certificates.crt"')
+            elif name == "queue" and f.name == "retry_schedule":
+                delays = ", ".join(_default_toml(x) for x in f.default)  # type: ignore[union-attr]
+                out.append(f"# {f.name} = [{delays}]")
             elif name == "dns":
                 out.append('# nameservers = ["127.0.0.1:53"]   (default: the system resolver)')
             else:

@@ -11,7 +11,8 @@ import math
 from pathlib import Path
 
 from mailstead.accounts.names import DomainNameError, ascii_domain
-from mailstead.config.model import LOG_LEVELS, HostPort
+from mailstead.config.model import LOG_LEVELS, SMARTHOST_TLS, HostPort, SmarthostConfig
+from mailstead.core.secret import Secret
 
 MAX_VALUE_SHOWN = 60
 
@@ -167,3 +168,82 @@ def parse_level(value: object) -> str:
     if not isinstance(value, str) or value.strip().lower() not in LOG_LEVELS:
         raise BadValue(f"expected one of {', '.join(LOG_LEVELS)}, got {shown(value)}")
     return value.strip().lower()
+
+
+def parse_schedule(value: object) -> tuple[float, ...]:
+    """The retry delays: a non-empty array of 1 to 100 numbers of seconds, each 1 s to 7 days."""
+    if not isinstance(value, list) or not 1 <= len(value) <= 100:
+        raise BadValue(
+            f"expected an array of 1 to 100 delays in seconds like [300, 900], got {shown(value)}"
+        )
+    out = []
+    for index, item in enumerate(value, start=1):
+        try:
+            out.append(parse_seconds(item, 1, 7 * 86400))
+        except BadValue as exc:
+            raise BadValue(f"item {index}: {exc}") from None
+    return tuple(out)
+
+
+_SMARTHOST_KEYS = ("host", "port", "tls", "username", "password")
+
+
+def _smarthost(value: object) -> SmarthostConfig:
+    if not isinstance(value, dict):
+        raise BadValue(
+            f"expected a table with host, port, tls, username, password, got {shown(value)}"
+        )
+    unknown = [k for k in value if k not in _SMARTHOST_KEYS]
+    if unknown:
+        raise BadValue(
+            f"key {unknown[0]!r} is unknown (expected one of: {', '.join(_SMARTHOST_KEYS)})"
+        )
+    host = value.get("host")
+    if not isinstance(host, str):
+        raise BadValue(
+            f'host: expected a host name like "smtp.provider.example", got {shown(host)}'
+        )
+    try:
+        host = _check_host(host.strip(), ip_only=False)
+    except (ValueError, DomainNameError):
+        raise BadValue(f"host: not a host name or IP address: {shown(host)}") from None
+    port = value.get("port", 587)
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        raise BadValue(f"port: expected an integer from 1 to 65535, got {shown(port)}")
+    tls = value.get("tls", "starttls")
+    if not isinstance(tls, str) or tls not in SMARTHOST_TLS:
+        raise BadValue(f"tls: expected one of {', '.join(SMARTHOST_TLS)}, got {shown(tls)}")
+    username = value.get("username")
+    password = value.get("password")
+    if username is not None and (not isinstance(username, str) or not username):
+        raise BadValue("username: expected a non-empty string")
+    if password is not None and (not isinstance(password, str) or not password):
+        raise BadValue("password: expected a non-empty string")
+    if (username is None) != (password is None):
+        raise BadValue("give both username and password, or neither")
+    if username is not None and tls == "none":
+        raise BadValue('a password is never sent without TLS: set tls = "starttls" or "implicit"')
+    return SmarthostConfig(
+        host=host,
+        port=port,
+        tls=tls,
+        username=username,
+        password=Secret(password) if password is not None else None,
+    )
+
+
+def parse_smarthosts(value: object) -> dict[str, SmarthostConfig]:
+    """``{domain: {host, port, tls, username, password}}``; the domain "*" matches any."""
+    if not isinstance(value, dict):
+        raise BadValue(f'expected tables like [queue.smarthost."example.com"], got {shown(value)}')
+    out: dict[str, SmarthostConfig] = {}
+    for domain, table in value.items():
+        try:
+            name = "*" if domain == "*" else ascii_domain(domain)
+        except DomainNameError as exc:
+            raise BadValue(f"{shown(domain)}: {exc}") from None
+        try:
+            out[name] = _smarthost(table)
+        except BadValue as exc:
+            raise BadValue(f"{shown(domain)}: {exc}") from None
+    return out

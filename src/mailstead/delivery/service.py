@@ -103,6 +103,15 @@ R_NOT_YOUR_FROM = Reply(
 )
 R_MAILBOX_FULL = Reply(452, "4.2.2", "Mailbox full")
 R_TEMP_FAILURE = Reply(451, "4.3.0", "Temporary storage failure, please try again later")
+# RFC 3463 4.7.1 (delivery not authorized, temporary): the per-sender hourly limit (issue 5).
+R_RATE_LIMITED = Reply(
+    451,
+    "4.7.1",
+    "Sending limit reached: this account may send to at most {limit} outside recipients per "
+    "hour; try again later, and tell your administrator if you did not send this mail",
+)
+# The window of the per-sender limit, in seconds.
+RATE_WINDOW = 3600.0
 
 
 class DeliveryService:
@@ -114,8 +123,15 @@ class DeliveryService:
         hostname: str,
         *,
         clock: Callable[[], float] = time.time,
+        sender_hourly_limit: int = 0,
+        on_queued: Callable[[], None] | None = None,
     ) -> None:
+        """``sender_hourly_limit``: outside recipients one account may submit per hour (0: no
+        limit); ``on_queued`` is called after a message with outside recipients is stored
+        (it wakes the queue workers)."""
         self._store = store
+        self._hourly_limit = sender_hourly_limit
+        self._on_queued = on_queued
         self._hostname = hostname
         self._resolver = RecipientResolver(store)
         self._clock = clock
@@ -148,6 +164,10 @@ class DeliveryService:
             return R_LOOP
         # Quota (issue 3): accounts over their quota get no copy; a recipient that reaches
         # only such accounts is refused for now (RFC 3463 4.2.2, mailbox full).
+        if res.remote and session.account is not None:
+            limited = await self._rate_limited(session.account, txn, len(res.remote))
+            if limited is not None:
+                return limited
         full = await self._over_quota(res.accounts)
         if full and len(full) == len(res.accounts) and not res.remote:
             return R_MAILBOX_FULL
@@ -156,6 +176,20 @@ class DeliveryService:
         for addr in res.remote:
             txn.remote.setdefault(address_key(addr), addr)
         return R_RCPT_OK
+
+    async def _rate_limited(self, account: Account, txn: Transaction, adding: int) -> Reply | None:
+        """The per-sender hourly limit on outside recipients (issue 5): rows the account
+        queued in the last hour plus those of this transaction, before adding ``adding``."""
+        if self._hourly_limit <= 0:
+            return None
+        since = self._clock() - RATE_WINDOW
+        sent = await self._store.count_sent_since(account.id, since)
+        if sent + len(txn.remote) + adding > self._hourly_limit:
+            log.warning("hourly sending limit reached for account %s", account.id)
+            limit = self._hourly_limit
+            return Reply(R_RATE_LIMITED.code, R_RATE_LIMITED.enhanced,
+                         R_RATE_LIMITED.text.format(limit=limit))
+        return None
 
     async def _over_quota(self, accounts: Iterable[int]) -> set[int]:
         """The accounts whose stored mail has reached their quota (RFC 9208 section 5.1);
@@ -215,6 +249,8 @@ class DeliveryService:
         except StoreError:
             log.exception("could not store message %s", queue_id)
             return DeliveryOutcome(R_TEMP_FAILURE, queue_id, len(stored), 0, 0)
+        if txn.remote and self._on_queued is not None:
+            self._on_queued()
         reply = Reply(250, "2.0.0", f"Ok: queued as {queue_id}")
         return DeliveryOutcome(reply, queue_id, len(stored), len(txn.accounts), len(txn.remote))
 

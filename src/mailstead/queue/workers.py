@@ -1,0 +1,560 @@
+"""The outbound queue manager: claims due recipients, delivers them, records every outcome.
+
+DESIGN rule 7 (Postfix ``qmgr``, mox ``queue``): the queue is explicit per-recipient states in
+the store. A loop claims due rows in batches with a lease (``OutboundStore.claim_due``), groups
+the rows of one message by destination domain into one SMTP transaction, and runs the
+transactions under two bounds: connections in total and per destination domain. Each attempt
+ends in one outcome per recipient: delivered, deferred on the retry schedule (4xx, no
+connection), or bounced (5xx, expiry, loop, null MX) with a DSN to the sender. Recipients in a
+local domain never leave the process: they are delivered locally by the same two-phase store
+path as inbound mail. A row left "active" by a process that died is retried after restart.
+
+Ordering that matters for "never lost": a DSN is made durable before the rows it reports are
+marked bounced, and a message is marked delivered only after the remote server's 250 (a crash
+between the two repeats the delivery; only rows in flight at a crash can be delivered twice).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import re
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from mailstead.core.address import AddressError, parse_address
+from mailstead.core.errors import StoreError
+from mailstead.core.reply import Reply
+from mailstead.delivery.headers import from_addresses, split_header
+from mailstead.delivery.recipients import RecipientResolver, Verdict
+from mailstead.observability.log import log_event
+from mailstead.queue.dsn import DsnRecipient, Notifier, one_line, status_of
+from mailstead.queue.schedule import RetryPolicy
+from mailstead.storage.interfaces import (
+    QueueEntry,
+    QueueUpdate,
+    Store,
+)
+
+log = logging.getLogger("mailstead.queue")
+
+# RFC 5321 section 6.3: counting Received: fields detects loops; Postfix's hopcount_limit (50)
+# is the threshold the issue asks for. Such a message is bounced without any attempt.
+MAX_HOPS = 50
+_RECEIVED = re.compile(rb"^received[ \t]*:", re.IGNORECASE | re.MULTILINE)
+
+# Replies for outcomes decided here rather than by a remote server (RFC 3463 codes).
+R_LOOP = Reply(554, "5.4.6", "Routing loop detected: the message passed more than 50 servers")
+R_NULL_MX = Reply(556, "5.1.10", "The recipient's domain accepts no mail (null MX, RFC 7505)")
+R_NO_DOMAIN = Reply(550, "5.1.2", "The recipient's domain does not exist in the DNS")
+R_UNKNOWN_LOCAL = Reply(550, "5.1.1", "No such user here")
+R_LOCAL_LOOP = Reply(550, "5.4.6", "Alias expansion loop for this recipient")
+R_LOCAL_TRICK = Reply(550, "5.7.1", "Routing characters in the local part are not accepted")
+R_BAD_ADDRESS = Reply(550, "5.1.3", "The recipient address is not valid")
+
+
+class Target(Protocol):
+    host: str
+    address: str
+    port: int
+
+
+class Route(Protocol):
+    """What the worker uses of ``queue.routing.Route``."""
+
+    @property
+    def kind(self) -> str: ...  # "mx" | "smarthost" | "null_mx" | "no_domain"
+
+    @property
+    def reason(self) -> str: ...
+
+
+class Router(Protocol):
+    async def route(self, domain: str) -> Any: ...
+
+
+class RcptResult(Protocol):
+    @property
+    def rcpt(self) -> str: ...
+
+    @property
+    def reply(self) -> Reply: ...
+
+    @property
+    def permanent(self) -> bool: ...
+
+
+class Client(Protocol):
+    async def deliver(
+        self,
+        route: Any,
+        mail_from: str,
+        rcpts: Sequence[str],
+        data: bytes,
+        *,
+        smtputf8: bool,
+        eight_bit: bool,
+    ) -> Any: ...
+
+
+class Signer(Protocol):
+    async def sign(self, data: bytes, domain: str) -> bytes: ...
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSettings:
+    """How the workers run; built from ``[queue]`` in app.py."""
+
+    hostname: str
+    policy: RetryPolicy = field(default_factory=RetryPolicy)
+    max_connections: int = 100
+    max_per_domain: int = 20
+    # A claimed row is "active" this long; it must outlast the longest attempt (connection
+    # attempts to every MX address plus every command timeout), or a slow attempt could be
+    # claimed twice. ``app.py`` derives it from the timeouts.
+    lease: float = 3600.0
+    batch: int = 500
+    poll_interval: float = 1.0
+    maintenance_interval: float = 60.0
+    keep_finished: float = 7 * 86400.0  # delivered/bounced rows kept for `queue show`
+
+
+@dataclass(slots=True)
+class Outcome:
+    """The result of one attempt for one row, before it is recorded."""
+
+    entry: QueueEntry
+    state: str  # delivered | deferred | bounced
+    reply: Reply | None = None
+    reason: str | None = None
+    remote_mta: str | None = None
+    next_attempt: float | None = None
+    warn: bool = False
+
+    @property
+    def error_text(self) -> str | None:
+        if self.reply is not None:
+            return one_line(str(self.reply), 500)
+        return one_line(self.reason, 500) if self.reason else None
+
+
+def received_count(data: bytes) -> int:
+    """How many Received: fields the header section has (RFC 5321 section 6.3)."""
+    header, _ = split_header(data)
+    return len(_RECEIVED.findall(header))
+
+
+def domain_of(address: str) -> str:
+    return address.rpartition("@")[2].lower()
+
+
+def needs_smtputf8(mail_from: str, rcpts: Iterable[str], data: bytes) -> bool:
+    """RFC 6531 section 3.4: UTF-8 in an envelope address or in the header section."""
+    header, _ = split_header(data)
+    return not mail_from.isascii() or any(not r.isascii() for r in rcpts) or not header.isascii()
+
+
+class QueueWorkers:
+    """Runs the outbound queue of one process; ``start`` after the listeners, ``stop`` before
+    the store closes."""
+
+    def __init__(
+        self,
+        store: Store,
+        router: Router,
+        client: Client,
+        signer: Signer | None,
+        settings: WorkerSettings,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._router = router
+        self._client = client
+        self._signer = signer
+        self._settings = settings
+        self._policy = settings.policy
+        self._clock = clock
+        self._resolver = RecipientResolver(store)
+        self._notifier = Notifier(store, settings.hostname, clock=clock, on_queued=self.wake)
+        self._total = asyncio.Semaphore(settings.max_connections)
+        self._domains: dict[str, tuple[asyncio.Semaphore, int]] = {}
+        self._wake = asyncio.Event()
+        self._jobs: set[asyncio.Task[None]] = set()
+        self._active_rows = 0
+        self._loop_task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._last_maintenance = -math.inf
+        self._pending: list[tuple[list[QueueUpdate], asyncio.Future[None]]] = []
+        self._flushing = False
+        self._flush_task: asyncio.Task[None] | None = None
+
+    # Life cycle ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Recovers rows a previous process left in flight, then starts the loop."""
+        # At start-up no other process serves this queue, so every lease is stale.
+        recovered = await self._store.recover_active(math.inf)
+        if recovered:
+            log_event(
+                log,
+                "queue.recovered",
+                rows=recovered,
+                note="attempts interrupted by the last shutdown are retried",
+            )
+        self._loop_task = asyncio.create_task(self._loop(), name="queue-loop")
+
+    def wake(self) -> None:
+        """New mail was queued: look for due rows now rather than at the next poll."""
+        self._wake.set()
+
+    async def stop(self, grace: float) -> None:
+        """Stops claiming; in-flight attempts get ``grace`` seconds to finish, the rest are
+        cancelled and their rows stay "active" until the next start recovers them."""
+        self._stopping = True
+        self._wake.set()
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+        if self._jobs:
+            _done, pending = await asyncio.wait(set(self._jobs), timeout=grace)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.gather(*pending, return_exceptions=True)
+                log_event(
+                    log,
+                    "queue.stopped_in_flight",
+                    jobs=len(pending),
+                    note="retried at the next start",
+                )
+
+    async def run_due(self) -> int:
+        """Claims and processes every due row once, waiting for the attempts (tests, CLI)."""
+        claimed = await self._claim()
+        while self._jobs:
+            await asyncio.wait(set(self._jobs))
+        return claimed
+
+    # The loop --------------------------------------------------------------------------------
+
+    async def _loop(self) -> None:
+        s = self._settings
+        while not self._stopping:
+            try:
+                await self._maintenance()
+                window = s.max_connections * 4 - self._active_rows
+                claimed = await self._claim(min(s.batch, window)) if window > 0 else 0
+            except StoreError as exc:
+                log_event(log, "queue.store_error", error=str(exc))
+                claimed = 0
+            except Exception:
+                log.exception("queue loop failed; continuing")
+                claimed = 0
+            if claimed and self._active_rows < s.max_connections * 4:
+                continue  # more may be due right now
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), s.poll_interval)
+
+    async def _maintenance(self) -> None:
+        now = self._clock()
+        if now - self._last_maintenance < self._settings.maintenance_interval:
+            return
+        self._last_maintenance = now
+        recovered = await self._store.recover_active(now)
+        if recovered:
+            log_event(log, "queue.lease_expired", rows=recovered)
+        purged = await self._store.purge_finished(now - self._settings.keep_finished)
+        if purged:
+            log_event(log, "queue.purged", rows=purged)
+
+    async def _claim(self, limit: int | None = None) -> int:
+        s = self._settings
+        rows = await self._store.claim_due(self._clock(), limit or s.batch, s.lease)
+        groups: dict[tuple[str, str], list[QueueEntry]] = {}
+        for row in rows:
+            groups.setdefault((row.queue_id, domain_of(row.rcpt_to)), []).append(row)
+        for (_qid, domain), entries in groups.items():
+            self._active_rows += len(entries)
+            task = asyncio.create_task(self._job(domain, entries))
+            self._jobs.add(task)
+            task.add_done_callback(self._job_done)
+        return len(rows)
+
+    def _job_done(self, task: asyncio.Task[None]) -> None:
+        self._jobs.discard(task)
+        self._wake.set()  # a slot is free
+
+    @contextlib.asynccontextmanager
+    async def _slot(self, domain: str) -> Any:
+        sem, users = self._domains.get(domain, (None, 0))
+        if sem is None:
+            sem = asyncio.Semaphore(self._settings.max_per_domain)
+        self._domains[domain] = (sem, users + 1)
+        try:
+            async with self._total, sem:
+                yield
+        finally:
+            sem, users = self._domains[domain]
+            if users <= 1:
+                del self._domains[domain]
+            else:
+                self._domains[domain] = (sem, users - 1)
+
+    async def _job(self, domain: str, entries: list[QueueEntry]) -> None:
+        try:
+            async with self._slot(domain):
+                started = time.monotonic()
+                outcomes, peer, tls = await self._attempt(domain, entries)
+            self._log_attempt(domain, entries, outcomes, peer, tls, time.monotonic() - started)
+            await self._finish(entries[0], outcomes)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # a bug must not kill the loop; the lease brings the rows back
+            log.exception("queue job for %s failed", domain)
+        finally:
+            self._active_rows -= len(entries)
+
+    # One attempt -------------------------------------------------------------------------------
+
+    async def _attempt(
+        self, domain: str, entries: list[QueueEntry]
+    ) -> tuple[list[Outcome], str | None, str | None]:
+        first = entries[0]
+        try:
+            data = await self._store.read_blob(first.blob)
+        except StoreError as exc:
+            log_event(log, "queue.blob_unreadable", queue_id=first.queue_id, error=str(exc))
+            return self._all(entries, None, f"message body unreadable: {exc}"), None, None
+        if received_count(data) > MAX_HOPS:
+            return [Outcome(e, "bounced", R_LOOP) for e in entries], None, None
+        try:
+            if await self._store.is_local_domain(domain):
+                return await self._deliver_local(entries, data), None, None
+        except StoreError as exc:
+            return self._all(entries, None, f"local delivery failed: {exc}"), None, None
+        try:
+            route = await self._router.route(domain)
+        except Exception as exc:  # RouteTemporary and any DNS trouble: try again later
+            reason = getattr(exc, "reason", None) or str(exc) or type(exc).__name__
+            return self._all(entries, None, f"routing {domain}: {reason}"), None, None
+        if route.kind == "null_mx":
+            return [Outcome(e, "bounced", R_NULL_MX) for e in entries], None, None
+        if route.kind == "no_domain":
+            return [Outcome(e, "bounced", R_NO_DOMAIN) for e in entries], None, None
+        try:
+            signed = await self._sign(first, data)
+        except Exception as exc:  # never send unsigned because of a store hiccup
+            return self._all(entries, None, f"DKIM signing failed: {exc}"), None, None
+        rcpts = [e.rcpt_to for e in entries]
+        try:
+            result = await self._client.deliver(
+                route,
+                first.mail_from,
+                rcpts,
+                signed + data,
+                smtputf8=needs_smtputf8(first.mail_from, rcpts, data),
+                eight_bit=not data.isascii(),
+            )
+        except Exception as exc:
+            log.debug("delivery to %s raised", domain, exc_info=True)
+            return self._all(entries, None, f"delivery to {domain} failed: {exc}"), None, None
+        peer: str | None = getattr(result, "peer", None) or None
+        tls: str | None = getattr(result, "tls", None)
+        by_rcpt: dict[str, RcptResult] = {r.rcpt: r for r in _rcpt_results(result)}
+        outcomes = []
+        for e in entries:
+            r = by_rcpt.get(e.rcpt_to)
+            if r is None:
+                outcomes.append(self._defer(e, None, "no reply for this recipient", peer))
+            elif r.reply.is_positive:
+                outcomes.append(Outcome(e, "delivered", r.reply, remote_mta=peer))
+            elif r.permanent:
+                outcomes.append(Outcome(e, "bounced", r.reply, remote_mta=peer))
+            else:
+                outcomes.append(self._defer(e, r.reply, None, peer))
+        return outcomes, peer, tls
+
+    def _all(
+        self, entries: Iterable[QueueEntry], reply: Reply | None, reason: str
+    ) -> list[Outcome]:
+        return [self._defer(e, reply, reason, None) for e in entries]
+
+    def _defer(
+        self, entry: QueueEntry, reply: Reply | None, reason: str | None, peer: str | None
+    ) -> Outcome:
+        """A temporary failure: deferred on the schedule, or bounced once expired."""
+        now = self._clock()
+        when = self._policy.next_attempt(entry, now)
+        if when is None:
+            return Outcome(entry, "bounced", reply, reason or "", remote_mta=peer)
+        warn = self._policy.should_warn(entry, now)
+        return Outcome(entry, "deferred", reply, reason, peer, next_attempt=when, warn=warn)
+
+    async def _sign(self, entry: QueueEntry, data: bytes) -> bytes:
+        """DKIM by the author's domain when it is ours, else by the envelope sender's."""
+        if self._signer is None:
+            return b""
+        header, _ = split_header(data)
+        domain = ""
+        authors = from_addresses(header) or []
+        if authors and await self._store.is_local_domain(authors[0].domain):
+            domain = authors[0].domain
+        elif entry.mail_from:
+            domain = domain_of(entry.mail_from)
+        if not domain or not await self._store.is_local_domain(domain):
+            return b""
+        return await self._signer.sign(data, domain)
+
+    async def _deliver_local(self, entries: list[QueueEntry], data: bytes) -> list[Outcome]:
+        """Recipients whose domain became local (an alias target added later, a DSN to a local
+        sender): the same resolution and atomic store write as inbound mail."""
+        outcomes: list[Outcome] = []
+        accounts: dict[int, str] = {}
+        remote: dict[str, str] = {}
+        accepted: list[QueueEntry] = []
+        for e in entries:
+            try:
+                address = parse_address(e.rcpt_to)
+            except AddressError:
+                outcomes.append(Outcome(e, "bounced", R_BAD_ADDRESS))
+                continue
+            res = await self._resolver.resolve(address)
+            if res.verdict is Verdict.UNKNOWN_USER or res.verdict is Verdict.NOT_LOCAL:
+                outcomes.append(Outcome(e, "bounced", R_UNKNOWN_LOCAL))
+            elif res.verdict is Verdict.LOOP:
+                outcomes.append(Outcome(e, "bounced", R_LOCAL_LOOP))
+            elif res.verdict is Verdict.RELAY_TRICK:
+                outcomes.append(Outcome(e, "bounced", R_LOCAL_TRICK))
+            else:
+                accounts.update(res.accounts)
+                for target in res.remote:
+                    remote.setdefault(target.lower(), target)
+                accepted.append(e)
+        if accepted:
+            ok = Reply(250, "2.0.0", "Delivered locally")
+            try:
+                await self._notifier.inject(
+                    data, accepted[0].mail_from, accounts, list(remote.values())
+                )
+            except StoreError as exc:
+                outcomes += self._all(accepted, None, f"local delivery failed: {exc}")
+            else:
+                outcomes += [Outcome(e, "delivered", ok) for e in accepted]
+        return outcomes
+
+    # Recording -----------------------------------------------------------------------------
+
+    async def _finish(self, first: QueueEntry, outcomes: list[Outcome]) -> None:
+        """Sends the DSNs these outcomes call for, then records the outcomes."""
+        bounced = [o for o in outcomes if o.state == "bounced"]
+        warned = [o for o in outcomes if o.state == "deferred" and o.warn]
+        if first.mail_from and (bounced or warned):
+            now = self._clock()
+            recipients = [self._dsn_recipient(o, "failed", now) for o in bounced]
+            recipients += [self._dsn_recipient(o, "delayed", now) for o in warned]
+            try:
+                await self._notifier.send(first, recipients)
+            except StoreError as exc:
+                # Keep the rows alive rather than lose the notice: retried in a minute.
+                log_event(log, "queue.dsn_failed", queue_id=first.queue_id, error=str(exc))
+                later = self._clock() + 60.0
+                for o in bounced:
+                    o.state, o.next_attempt = "deferred", later
+                for o in warned:
+                    o.warn = False
+        updates = [
+            QueueUpdate(o.entry.id, o.state, o.next_attempt, o.error_text, warned=o.warn)
+            for o in outcomes
+        ]
+        await self._record(updates)
+
+    def _dsn_recipient(self, o: Outcome, action: str, now: float) -> DsnRecipient:
+        reply = o.reply
+        if reply is not None:
+            status = status_of(reply)
+        else:
+            status = "5.4.7" if action == "failed" else "4.4.7"  # RFC 3463: delivery time expired
+        if action == "failed" and not status.startswith("5"):
+            status = "5" + status[1:]  # a temporary failure that expired is now permanent
+        if action == "delayed" and not status.startswith("4"):
+            status = "4" + status[1:]
+        return DsnRecipient(
+            rcpt=o.entry.rcpt_to,
+            action=action,
+            status=status,
+            diagnostic=str(reply) if reply is not None else None,
+            remote_mta=o.remote_mta,
+            last_attempt=now,
+            retry_until=self._policy.expires_at(o.entry) if action == "delayed" else None,
+            reason=o.reason,
+        )
+
+    async def _record(self, updates: list[QueueUpdate]) -> None:
+        """Records outcomes; concurrent callers share one store transaction (and its fsync)."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((updates, future))
+        if not self._flushing:
+            self._flushing = True
+            self._flush_task = asyncio.create_task(self._flush())
+        await future
+
+    async def _flush(self) -> None:
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, []
+                merged = [u for updates, _ in batch for u in updates]
+                try:
+                    await self._store.update_queue(merged)
+                except Exception as exc:
+                    for _, fut in batch:
+                        if not fut.done():
+                            fut.set_exception(exc)
+                else:
+                    for _, fut in batch:
+                        if not fut.done():
+                            fut.set_result(None)
+        finally:
+            self._flushing = False
+
+    def _log_attempt(
+        self,
+        domain: str,
+        entries: Sequence[QueueEntry],
+        outcomes: Sequence[Outcome],
+        peer: str | None,
+        tls: str | None,
+        seconds: float,
+    ) -> None:
+        counts = {"delivered": 0, "deferred": 0, "bounced": 0}
+        for o in outcomes:
+            counts[o.state] = counts.get(o.state, 0) + 1
+        worst = next((o for o in outcomes if o.state != "delivered"), None)
+        log_event(
+            log,
+            "queue.attempt",
+            queue_id=entries[0].queue_id,
+            domain=domain,
+            rcpts=len(entries),
+            attempt=entries[0].attempts + 1,
+            peer=peer,
+            tls=tls,
+            ms=round(seconds * 1000),
+            **counts,
+            reply=worst.error_text if worst else None,
+        )
+
+
+def _rcpt_results(result: Any) -> list[RcptResult]:
+    """The per-recipient results of an ``AttemptResult``."""
+    for name in ("rcpts", "results", "recipients"):
+        value = getattr(result, name, None)
+        if value is not None:
+            return list(value)
+    return []

@@ -1,0 +1,374 @@
+"""Outbound delivery test kit: a DNS server on loopback (dnslib), Mailstead instances on
+chosen loopback addresses, scripted aiosmtpd peers, and mailbox polling.
+
+Free of pytest so bench/ can import it (like helpers.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dnslib import AAAA, MX, QTYPE, RCODE, RR, TXT, A, DNSRecord
+from dnslib.server import BaseResolver, DNSLogger, DNSServer
+from helpers import Server, ServerError, read_mailbox, read_queue, rewrite_tables, run_cli
+
+PASSWORD = "Correct-Horse-9"
+
+
+class Zone(BaseResolver):  # type: ignore[misc]
+    """Answers from in-memory records: ``records[(name, type)] = [values]``; names absent
+    from every record are NXDOMAIN, present names without the type are NODATA."""
+
+    def __init__(self) -> None:
+        self.records: dict[tuple[str, str], list[Any]] = {}
+        self.lock = threading.Lock()
+
+    def add(self, name: str, rtype: str, value: Any) -> None:
+        with self.lock:
+            self.records.setdefault((name.lower().rstrip("."), rtype), []).append(value)
+
+    def resolve(self, request: DNSRecord, handler: Any) -> DNSRecord:
+        reply = request.reply()
+        qname = str(request.q.qname).lower().rstrip(".")
+        qtype = QTYPE[request.q.qtype]
+        with self.lock:
+            values = list(self.records.get((qname, qtype), []))
+            known = any(name == qname for name, _ in self.records)
+        if not known:
+            reply.header.rcode = RCODE.NXDOMAIN
+            return reply
+        for value in values:
+            if qtype == "A":
+                rdata: Any = A(value)
+            elif qtype == "AAAA":
+                rdata = AAAA(value)
+            elif qtype == "MX":
+                rdata = MX(value[1], value[0])
+            else:
+                chunks = [value[i:i + 255] for i in range(0, len(value), 255)] or [""]
+                rdata = TXT(chunks)
+            reply.add_answer(RR(request.q.qname, QTYPE.reverse[qtype], rdata=rdata, ttl=60))
+        return reply
+
+
+class DnsFixture:
+    """A UDP+TCP DNS server for ``zone`` on 127.0.0.1 at a free port."""
+
+    def __init__(self, zone: Zone) -> None:
+        self.zone = zone
+        port = free_port("127.0.0.1")
+        self.port = port
+        quiet = DNSLogger(log="-request,-reply,-truncated,-error,-recv,-send,-data",
+                          prefix=False)
+        self.udp = DNSServer(zone, address="127.0.0.1", port=port, logger=quiet)
+        self.tcp = DNSServer(zone, address="127.0.0.1", port=port, tcp=True, logger=quiet)
+        self.udp.start_thread()
+        self.tcp.start_thread()
+
+    def stop(self) -> None:
+        self.udp.stop()
+        self.tcp.stop()
+        self.udp.server.server_close()
+        self.tcp.server.server_close()
+
+
+def free_port(*hosts: str) -> int:
+    """A TCP (and UDP) port free on every one of ``hosts`` right now."""
+    for _ in range(200):
+        with socket.socket() as s:
+            s.bind((hosts[0], 0))
+            port = int(s.getsockname()[1])
+        try:
+            for host in hosts:
+                for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+                    with socket.socket(socket.AF_INET, kind) as t:
+                        t.bind((host, port))
+        except OSError:
+            continue
+        return port
+    raise ServerError("no common free port")
+
+
+@dataclass
+class Instance:
+    """One Mailstead installation serving ``domain`` as ``hostname`` on address ``ip``."""
+
+    data_dir: Path
+    domain: str
+    hostname: str
+    ip: str
+    server: Server | None = None
+    users: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ports(self) -> dict[str, int]:
+        assert self.server is not None
+        return self.server.ports
+
+    def start(self) -> Instance:
+        self.server = Server(self.data_dir).start(timeout=30)
+        return self
+
+    def stop(self) -> int | None:
+        return self.server.stop() if self.server is not None else None
+
+    def log(self) -> str:
+        return self.server.log_text() if self.server is not None else ""
+
+    def inbox(self, address: str, mailbox: str = "INBOX") -> list[bytes]:
+        return read_mailbox(self.data_dir, address, mailbox)
+
+    def queue(self) -> list[Any]:
+        return read_queue(self.data_dir)
+
+    def dkim_records(self) -> list[tuple[str, str]]:
+        """(selector, TXT value) of every DKIM key of the domain, from ``mailstead dns``."""
+        out = run_cli("dkim", "list", self.domain, "--data-dir", str(self.data_dir))
+        del out
+        return _dkim_from_store(self.data_dir, self.domain)
+
+
+def _dkim_from_store(data_dir: Path, domain: str) -> list[tuple[str, str]]:
+    async def go() -> list[tuple[str, str]]:
+        from mailstead.storage import open_store
+
+        store = await open_store(data_dir)
+        try:
+            keys = await store.dkim_keys(domain)
+        finally:
+            await store.close()
+        out = []
+        for k in keys:
+            kind = "rsa" if k.algorithm.startswith("rsa") else "ed25519"
+            out.append((k.selector, f"v=DKIM1; k={kind}; p={k.public_key}"))
+        return out
+
+    return asyncio.run(go())
+
+
+def make_instance(
+    root: Path,
+    domain: str,
+    ip: str,
+    *,
+    dns_port: int,
+    smtp_port: int,
+    queue: Mapping[str, Any] | None = None,
+    users: Mapping[str, str] | None = None,
+) -> Instance:
+    """``mailstead init`` for ``domain`` (host ``mail.DOMAIN``), listeners on ``ip``: smtp on
+    ``smtp_port``, the others on free ports; DNS from the test server; ``[queue]`` merged."""
+    hostname = f"mail.{domain}"
+    data_dir = root / domain
+    run_cli("init", "--data-dir", str(data_dir), "--hostname", hostname, "--domain", domain,
+            "--dev")
+    config_path = data_dir / "mailstead.toml"
+    tomllib.loads(config_path.read_text(encoding="utf-8"))
+    listen = {"smtp": f"{ip}:{smtp_port}", "submission": f"{ip}:0", "imaps": f"{ip}:0"}
+    q: dict[str, Any] = {"remote_port": smtp_port, "retry_schedule": [1, 2],
+                         "connect_timeout": 3, "command_timeout": 10}
+    q.update(queue or {})
+    rewrite_tables(config_path, {
+        "listen": listen,
+        "dns": {"nameservers": [f"127.0.0.1:{dns_port}"]},
+        "queue": q,
+    })
+    inst = Instance(data_dir, domain, hostname, ip)
+    for address, password in (users or {}).items():
+        run_cli("user", "add", address, "--password-stdin", "--data-dir", str(data_dir),
+                stdin=password + "\n")
+        inst.users[address] = password
+    if not _dkim_from_store(data_dir, domain):
+        run_cli("dkim", "rotate", domain, "--activate", "--data-dir", str(data_dir))
+    return inst
+
+
+def publish(zone: Zone, inst: Instance, *, dkim: bool = True) -> None:
+    """MX, A, SPF, DKIM and DMARC records of ``inst``'s domain."""
+    zone.add(inst.domain, "MX", (10, inst.hostname))
+    zone.add(inst.hostname, "A", inst.ip)
+    zone.add(inst.domain, "TXT", "v=spf1 mx -all")
+    zone.add(f"_dmarc.{inst.domain}", "TXT", f"v=DMARC1; p=reject; rua=mailto:dmarc@{inst.domain}")
+    if dkim:
+        for selector, value in inst.dkim_records():
+            zone.add(f"{selector}._domainkey.{inst.domain}", "TXT", value)
+
+
+def wait_for(check: Callable[[], Any], timeout: float, what: str, *,
+             log: Callable[[], str] | None = None) -> Any:
+    """Polls ``check`` until it returns something truthy; fails with ``what`` (and a log)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            tail = log()[-6000:] if log is not None else ""
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}\n{tail}")
+        time.sleep(0.1)
+
+
+def submit(inst: Instance, sender: str, rcpts: list[str], message: bytes) -> None:
+    """Authenticated submission over STARTTLS on ``inst``'s submission port (587's role)."""
+    import smtplib
+
+    from helpers import tls_context
+
+    assert inst.server is not None
+    with smtplib.SMTP(inst.ip, inst.ports["submission"], timeout=20) as smtp:
+        smtp.starttls(context=tls_context(inst.server.cert_path, inst.hostname))
+        smtp.login(sender, inst.users[sender])
+        smtp.sendmail(sender, rcpts, message)
+
+
+def make_mail(sender: str, rcpt: str, subject: str, body: str = "Hello Bob.\r\n") -> bytes:
+    return (
+        f"From: Alice <{sender}>\r\nTo: <{rcpt}>\r\nSubject: {subject}\r\n"
+        f"Date: Mon, 24 Nov 2025 10:00:00 +0000\r\nMessage-ID: <{subject}@test>\r\n"
+        f"MIME-Version: 1.0\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n{body}"
+    ).encode()
+
+
+class ScriptedPeer:
+    """An aiosmtpd server on ``ip:port`` whose RCPT replies come from ``script`` (a list of
+    replies used in turn; the last repeats); accepted messages are kept in ``received``."""
+
+    def __init__(self, ip: str, port: int, script: list[str]) -> None:
+        from aiosmtpd.controller import Controller
+
+        self.script = list(script)
+        self.received: list[tuple[str, list[str], bytes]] = []
+        self.rcpt_calls = 0
+        peer = self
+
+        class Handler:
+            async def handle_RCPT(self, server: Any, session: Any, envelope: Any,
+                                  address: str, options: Any) -> str:
+                reply = peer.script[min(peer.rcpt_calls, len(peer.script) - 1)]
+                peer.rcpt_calls += 1
+                if reply.startswith("250"):
+                    envelope.rcpt_tos.append(address)
+                return reply
+
+            async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+                peer.received.append((envelope.mail_from, list(envelope.rcpt_tos),
+                                      bytes(envelope.original_content)))
+                return "250 2.0.0 Ok: queued"
+
+        self.controller = Controller(Handler(), hostname=ip, port=port)
+        self.controller.start()
+
+    def stop(self) -> None:
+        self.controller.stop()
+
+
+class FastSink:
+    """A minimal asyncio SMTP sink (not aiosmtpd, so it is never the bottleneck) on ``ip:port``
+    in a thread of its own: PIPELINING, 8BITMIME, SMTPUTF8, no TLS; every message is accepted
+    and the value of its ``X-Token`` header is appended to ``tokens``."""
+
+    def __init__(self, ip: str, port: int) -> None:
+        self.ip, self.port = ip, port
+        self.tokens: list[str] = []
+        self.signed = 0  # messages carrying two DKIM-Signature fields
+        self.lock = threading.Lock()
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._server: asyncio.base_events.Server | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise ServerError("sink did not start")
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._server = self._loop.run_until_complete(
+            asyncio.start_server(self._session, self.ip, self.port, limit=1 << 24))
+        self._ready.set()
+        self._loop.run_forever()
+
+    async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            writer.write(b"220 sink.test ESMTP\r\n")
+            while True:
+                line = await reader.readline()
+                if not line:
+                    return
+                verb = line[:4].upper()
+                if verb in (b"EHLO", b"HELO"):
+                    writer.write(b"250-sink.test\r\n250-PIPELINING\r\n250-8BITMIME\r\n"
+                                 b"250-SMTPUTF8\r\n250 SIZE 100000000\r\n")
+                elif verb == b"DATA":
+                    writer.write(b"354 go\r\n")
+                    await writer.drain()
+                    data = await reader.readuntil(b"\r\n.\r\n")
+                    token = b""
+                    for header_line in data.split(b"\r\n\r\n", 1)[0].split(b"\r\n"):
+                        if header_line.lower().startswith(b"x-token:"):
+                            token = header_line[8:].strip()
+                    with self.lock:
+                        self.tokens.append(token.decode())
+                        self.signed += data.count(b"\r\nDKIM-Signature:") + data.startswith(
+                            b"DKIM-Signature:") >= 2
+                    writer.write(b"250 2.0.0 ok\r\n")
+                elif verb == b"QUIT":
+                    writer.write(b"221 bye\r\n")
+                    await writer.drain()
+                    return
+                else:
+                    writer.write(b"250 ok\r\n")
+                if not reader._buffer:  # type: ignore[attr-defined]  # flush per pipeline group
+                    await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            return
+        finally:
+            writer.close()
+
+    def count(self) -> int:
+        with self.lock:
+            return len(self.tokens)
+
+    def stop(self) -> None:
+        async def close() -> None:
+            assert self._server is not None
+            self._server.close()
+
+        asyncio.run_coroutine_threadsafe(close(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
+
+
+def queue_directly(data_dir: Path, sender: str, rcpt: str, count: int, size: int = 1024) -> None:
+    """Puts ``count`` messages of about ``size`` bytes for ``rcpt`` straight into the queue of
+    a stopped (or running) instance, as submission would; each carries ``X-Token: N``."""
+    from mailstead.storage.interfaces import IncomingMessage
+
+    async def go() -> None:
+        from mailstead.storage import open_store
+
+        store = await open_store(data_dir)
+        try:
+            async def one(i: int) -> None:
+                head = (f"From: <{sender}>\r\nTo: <{rcpt}>\r\nSubject: load {i}\r\n"
+                        f"Message-ID: <load{i}@test>\r\nX-Token: {i}\r\n\r\n")
+                body = ("x" * 70 + "\r\n") * max(1, (size - len(head)) // 72)
+                await store.accept_message(IncomingMessage(
+                    data=(head + body).encode(), queue_id=f"L{i:06d}", mail_from=sender,
+                    local=[], remote=[rcpt], internal_date=time.time(), envelope="{}",
+                    bodystructure="{}"))
+
+            for start in range(0, count, 500):
+                await asyncio.gather(*(one(i) for i in range(start, min(count, start + 500))))
+        finally:
+            await store.close()
+
+    asyncio.run(go())
