@@ -8,7 +8,12 @@ MAILSTEAD := $(PY) -m mailstead
 DEMO := demo-data
 STAMP := $(VENV)/.installed
 # swaks needs the Perl TLS and SASL modules for STARTTLS and AUTH.
-TEST_DEBS := swaks isync openssl fetchmail libio-socket-ssl-perl libnet-ssleay-perl libauthen-sasl-perl
+# chromium and chromium-driver run the end-to-end browser test (tests/integration/test_web_browser.py).
+# postfix and dovecot: check-client is tested against them too (tests/integration/
+# test_check_client_postfix.py runs them as root on loopback ports, with its own config).
+TEST_DEBS := swaks isync openssl fetchmail libio-socket-ssl-perl libnet-ssleay-perl libauthen-sasl-perl \
+	postfix dovecot-imapd dovecot-pop3d \
+	chromium chromium-driver
 
 .PHONY: help venv run test test-deps lint docs bench clean distclean
 
@@ -49,12 +54,15 @@ run: venv
 test-deps:
 	@if command -v swaks >/dev/null && command -v mbsync >/dev/null && command -v openssl >/dev/null \
 	    && command -v fetchmail >/dev/null \
+	    && command -v postfix >/dev/null && command -v dovecot >/dev/null \
+	    && test -x /usr/lib/dovecot/pop3 && test -x /usr/lib/dovecot/imap \
+	    && command -v chromium >/dev/null && command -v chromedriver >/dev/null \
 	    && perl -MIO::Socket::SSL -MAuthen::SASL -e1 2>/dev/null; then \
 	  :; \
 	elif [ "$$(id -u)" = 0 ]; then \
-	  apt-get update && apt-get install -y $(TEST_DEBS); \
+	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y $(TEST_DEBS); \
 	elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then \
-	  sudo apt-get update && sudo apt-get install -y $(TEST_DEBS); \
+	  sudo apt-get update && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y $(TEST_DEBS); \
 	else \
 	  echo "warning: swaks/isync/openssl missing and no root or sudo: the tests that need them will fail or skip" >&2; \
 	fi

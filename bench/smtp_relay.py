@@ -3,6 +3,10 @@ to a raw asyncio SMTP sink on loopback, DKIM signing on (RSA-2048 + Ed25519). Pr
 delivered messages per second (issue 5 target: at least 500/s on a 2-core machine).
 
     PYTHONPATH=src .venv/bin/python bench/smtp_relay.py [--messages N] [--size BYTES]
+        [--connections N] [--reuse-time SECONDS]
+
+``--reuse-time 0`` turns outbound connection reuse off ([queue] connection_reuse_time), to
+compare one connection per message with idle sessions reused after RSET.
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ def main() -> int:
     parser.add_argument("--messages", type=int, default=10_000)
     parser.add_argument("--size", type=int, default=4096)
     parser.add_argument("--connections", type=int, default=50)
+    parser.add_argument("--reuse-time", type=float, default=5.0,
+                        help="[queue] connection_reuse_time (0: a connection per message)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         zone = Zone()
@@ -38,7 +44,8 @@ def main() -> int:
         inst = make_instance(Path(tmp), "a.test", "127.0.0.2", dns_port=dns_server.port,
                              smtp_port=port,
                              queue={"max_connections": args.connections,
-                                    "max_connections_per_domain": args.connections})
+                                    "max_connections_per_domain": args.connections,
+                                    "connection_reuse_time": args.reuse_time})
         zone.add("sink.test", "MX", (10, "mx.sink.test"))
         zone.add("mx.sink.test", "A", "127.0.0.7")
         t0 = time.monotonic()
@@ -59,7 +66,8 @@ def main() -> int:
             assert inst.server is not None
             cpu = inst.server.cpu_seconds()
             delivered = sink.count()
-            print(f"delivered {delivered} messages in {elapsed:.2f} s: "
+            print(f"reuse {args.reuse_time:g} s: delivered {delivered} messages in "
+                  f"{elapsed:.2f} s: "
                   f"{delivered / elapsed:.0f} messages/s (server CPU {cpu:.1f} s; "
                   f"{sink.signed} carried both DKIM signatures)")
         finally:

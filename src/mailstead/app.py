@@ -9,13 +9,14 @@ import logging
 import signal
 import ssl
 import sys
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from mailstead.accounts.service import AccountService
 from mailstead.config import Config, HostPort
 from mailstead.core.errors import ConfigError
 from mailstead.delivery.service import DeliveryService
+from mailstead.filters.pipeline import Pipeline, Stage
 from mailstead.imap.context import IMAPContext
 from mailstead.observability.log import log_event, setup_logging
 from mailstead.servers.imap import IMAPListenerSettings, IMAPServer
@@ -24,6 +25,7 @@ from mailstead.servers.pop3 import Maildrops, POP3ListenerSettings, POP3Server
 from mailstead.servers.smtp import SMTPListenerSettings, SMTPServer
 from mailstead.storage import open_store
 from mailstead.storage.interfaces import Store
+from mailstead.web.server import WebServer, start_web
 
 if TYPE_CHECKING:
     from mailstead.queue.workers import QueueWorkers
@@ -33,8 +35,6 @@ log = logging.getLogger("mailstead.app")
 # How long a stopping server lets busy sessions finish their transaction (SIGTERM).
 SHUTDOWN_GRACE = 30.0
 
-# Listeners of later issues: configured ones are reported, not silently ignored.
-_NOT_YET = ("http", "https")
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,21 +49,6 @@ _SMTP_PORTS = (
     _SMTPPort("submission", submission=True, implicit_tls=False),
     _SMTPPort("submissions", submission=True, implicit_tls=True),
 )
-
-
-class _RemotePort:
-    """Sends MX deliveries to ``[queue] remote_port`` instead of 25 (tests on unprivileged
-    ports); smarthost routes keep their own port."""
-
-    def __init__(self, router: Any, port: int) -> None:
-        self._router = router
-        self._port = port
-
-    async def route(self, domain: str) -> Any:
-        route = await self._router.route(domain)
-        if route.kind != "mx" or self._port == 25:
-            return route
-        return replace(route, targets=[replace(t, port=self._port) for t in route.targets])
 
 
 def _outbound(config: Config, store: Store) -> QueueWorkers:
@@ -109,19 +94,24 @@ def _outbound(config: Config, store: Store) -> QueueWorkers:
         domain: Smarthost(
             host=sh.host,
             port=sh.port,
-            tls=sh.tls,  # type: ignore[arg-type]
+            tls=sh.tls,
             username=sh.username,
             password=sh.password,
         )
         for domain, sh in q.smarthost.items()
     }
-    router = Router(resolver, smarthosts, mta_sts, own_names=(config.hostname,))
+    # MX hosts listen on [queue] remote_port (25; tests use unprivileged ports); smarthost
+    # routes keep their own port.
+    router = Router(resolver, smarthosts, mta_sts, own_names=(config.hostname,),
+                    port=q.remote_port)
     client = OutboundClient(
         config.hostname,
         connect_timeout=q.connect_timeout,
         command_timeout=q.command_timeout,
         tls_context_factory=client_context,
         tlsrpt=tlsrpt,
+        reuse_time=q.connection_reuse_time,
+        max_idle=q.max_connections,
     )
     # A lease must outlast the longest attempt: every target's connection, then the commands
     # with DATA's longer final wait (RFC 5321 section 4.5.3.2), so a slow attempt is never
@@ -135,8 +125,33 @@ def _outbound(config: Config, store: Store) -> QueueWorkers:
         lease=lease,
         poll_interval=min(1.0, min(q.retry_schedule) / 2),
     )
-    return QueueWorkers(store, _RemotePort(router, q.remote_port), client, DkimSigner(store),
-                        settings)
+    return QueueWorkers(store, router, client, DkimSigner(store), settings, tlsrpt=tlsrpt)
+
+
+def _filters(config: Config) -> Pipeline | None:
+    """The inbound filter pipeline of port-25 mail (issue 9): sender authentication from
+    ``[auth_checks]`` over the ``[dns]`` resolver; None when nothing is enabled."""
+    from mailstead.dns.resolver import DnsPythonResolver
+    from mailstead.filters.auth import AuthStage, FailAction
+    from mailstead.mailauth.dmarc import OrgDomains
+    from mailstead.mailauth.verify import AuthVerifier
+
+    checks = config.auth_checks
+    stages: list[Stage] = []
+    if checks.enable:
+        nameservers = [(ns.host, ns.port) for ns in config.dns.nameservers] or None
+        verifier = AuthVerifier(
+            DnsPythonResolver(nameservers),
+            OrgDomains(),
+            trusted_arc_sealers=checks.trusted_arc_sealers,
+        )
+        stages.append(AuthStage(
+            verifier,
+            config.hostname,
+            on_reject=FailAction(checks.dmarc_reject_action),
+            on_quarantine=FailAction(checks.quarantine_action),
+        ))
+    return Pipeline(stages) if stages else None
 
 
 def _load_tls(config: Config) -> ssl.SSLContext:
@@ -156,15 +171,18 @@ async def run(config: Config) -> None:
     store = await open_store(config.data_dir)
     stopping = asyncio.Event()
     listeners: list[Listener] = []
+    web_servers: list[WebServer] = []
     workers: QueueWorkers | None = None
+    accounts: AccountService | None = None
     try:
-        accounts = AccountService(store)
+        accounts = AccountService.from_config(store, config)
         workers = _outbound(config, store)
         delivery = DeliveryService(
             store,
             config.hostname,
             sender_hourly_limit=config.queue.sender_hourly_limit,
             on_queued=workers.wake,
+            filters=_filters(config),
         )
         for port in _SMTP_PORTS:
             address: HostPort | None = getattr(config.listen, port.name)
@@ -244,10 +262,6 @@ async def run(config: Config) -> None:
                 max_connections_per_ip=config.imap.max_connections_per_ip,
                 refuse=imap.refusal,
             ))
-        for name in _NOT_YET:
-            if getattr(config.listen, name) is not None:
-                log_event(log, "listener.not_implemented", listener=name,
-                          note="this version does not serve it yet")
         for listener in listeners:
             try:
                 await listener.start()
@@ -260,6 +274,16 @@ async def run(config: Config) -> None:
             host, port_no = listener.bound
             shown = f"[{host}]" if ":" in host else host
             print(f"mailstead: {listener.name} listening on {shown}:{port_no}", flush=True)
+        # HTTP and HTTPS (issue 7): autoconfig, autodiscover, the Apple profile and the card,
+        # told the ports the mail listeners really got; HTTPS shares the live context `tls`.
+        bound = {lst.name: lst.bound[1] for lst in listeners if lst.bound is not None}
+        await start_web(config, store, tls, bound, web_servers, grace=SHUTDOWN_GRACE,
+                        accounts=accounts)
+        for web in web_servers:
+            assert web.bound is not None
+            host, port_no = web.bound
+            shown = f"[{host}]" if ":" in host else host
+            print(f"mailstead: {web.name} listening on {shown}:{port_no}", flush=True)
 
         # Outbound delivery starts once the listeners are up (a DSN to a local sender needs
         # nothing else) and stops before the store closes.
@@ -289,9 +313,12 @@ async def run(config: Config) -> None:
         stopping.set()
         for listener in listeners:
             listener.stop_accepting()
+        for web in web_servers:
+            web.stop_accepting()
         await asyncio.gather(
             workers.stop(SHUTDOWN_GRACE),
             *(lst.wait_sessions(SHUTDOWN_GRACE) for lst in listeners),
+            *(web.wait_stopped(SHUTDOWN_GRACE + 5) for web in web_servers),
         )
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
@@ -299,8 +326,13 @@ async def run(config: Config) -> None:
                 loop.remove_signal_handler(sig)
         for listener in listeners:
             listener.stop_accepting()
+        for web in web_servers:
+            web.stop_accepting()
+        await asyncio.gather(*(web.wait_stopped(5) for web in web_servers))
         if workers is not None:
             await workers.stop(0)
+        if accounts is not None:
+            await accounts.close()  # the last audit rows
         await store.close()
         log_event(log, "server.stopped")
 

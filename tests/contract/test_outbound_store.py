@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from mailstead.core.errors import AlreadyExists, NotFound, StoreError
+from mailstead.core.errors import AlreadyExists, InUse, NotFound, StoreError
 from mailstead.storage.interfaces import DkimKey, IncomingMessage, QueueUpdate, Store
 from mailstead.storage.sqlite.store import SQLiteStore
 
@@ -130,5 +130,49 @@ def test_dkim_keys(path_and_opener: tuple[Path, Any]) -> None:
         with pytest.raises(NotFound):
             await store.set_dkim_active("a.test", ["nope"])
         assert await store.dkim_keys("other.test") == []
+
+    run(path_and_opener, body)
+
+
+def test_remove_dkim_key_refuses_active_and_unknown_keys(
+        path_and_opener: tuple[Path, Any]) -> None:
+    async def body(store: Store) -> None:
+        await store.add_domain("a.test")
+        await store.add_dkim_key(DkimKey("a.test", "old", "rsa-sha256", "PEM1", "P1", 1.0, False))
+        await store.add_dkim_key(DkimKey("a.test", "new", "rsa-sha256", "PEM2", "P2", 2.0, True))
+        await store.add_dkim_key(DkimKey("b.test", "old", "rsa-sha256", "PEM3", "P3", 1.0, False))
+        with pytest.raises(InUse):
+            await store.remove_dkim_key("a.test", "new")
+        with pytest.raises(NotFound):
+            await store.remove_dkim_key("a.test", "nope")
+        await store.remove_dkim_key("A.test", "old")
+        assert [k.selector for k in await store.dkim_keys("a.test")] == ["new"]
+        with pytest.raises(NotFound):
+            await store.remove_dkim_key("a.test", "old")
+        # The same selector of another domain is untouched.
+        assert [k.selector for k in await store.dkim_keys("b.test")] == ["old"]
+
+    run(path_and_opener, body)
+
+
+def test_remove_domain_removes_its_dkim_keys(path_and_opener: tuple[Path, Any]) -> None:
+    async def body(store: Store) -> None:
+        await store.add_domain("a.test")
+        await store.add_domain("b.test")
+        for domain in ("a.test", "b.test"):
+            await store.add_dkim_key(DkimKey(domain, "s1", "rsa-sha256", "PEM", "P", 1.0, True))
+            await store.add_dkim_key(DkimKey(domain, "s2", "ed25519-sha256", "PEM", "P", 1.0,
+                                             True))
+        await store.remove_domain("a.test")
+        assert await store.dkim_keys("a.test") == []
+        assert len(await store.dkim_keys("b.test")) == 2
+        # A domain that cannot be removed (it has an account) keeps its keys.
+        await store.add_account("x@b.test", "hash")
+        with pytest.raises(InUse):
+            await store.remove_domain("b.test")
+        assert len(await store.dkim_keys("b.test")) == 2
+        # Added again later, the domain starts without keys.
+        await store.add_domain("a.test")
+        assert await store.dkim_keys("a.test") == []
 
     run(path_and_opener, body)

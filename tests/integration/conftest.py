@@ -106,7 +106,7 @@ def imap_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
 def imap_account(imap_server: Harness) -> tuple[str, str]:
     """A fresh account (address, password) on ``imap_server``, so tests do not share mailboxes."""
     name = f"u{uuid.uuid4().hex[:12]}"
-    address, password = f"{name}@example.test", f"{name}-Pw-1"
+    address, password = f"{name}@example.test", f"Pw-{uuid.uuid4().hex}"
     try:
         add_user(imap_server.data_dir, address, password)
     except ServerError as exc:

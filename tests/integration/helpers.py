@@ -37,7 +37,7 @@ DOMAIN = "example.test"
 READY_LINE = "mailstead: ready"
 LISTENING_RE = re.compile(r"^mailstead: (\S+) listening on (\S+):(\d+)\s*$")
 # The listeners a test may use; every key of [listen] is rewritten to loopback port 0 anyway.
-LISTENERS = ("smtp", "submission", "submissions", "imap", "imaps")
+LISTENERS = ("smtp", "submission", "submissions", "imap", "imaps", "http", "https")
 
 
 class ServerError(RuntimeError):
@@ -507,11 +507,17 @@ def rich_message(token: str, *, sender: str = "sender@remote.test",
     )
 
 
+# Fields the server prepends to a stored message: the trace (RFC 5321 section 4.4), the
+# sender-authentication verdict (RFC 8601) and the spam filter's tags.
+ADDED_FIELDS = (b"received:", b"authentication-results:", b"x-spam-")
+
+
 def split_received(stored: bytes) -> tuple[list[bytes], bytes]:
-    """The leading ``Received:`` fields (with folded lines) and the bytes after them."""
+    """The leading fields the server added (``Received:``, ``Authentication-Results:``,
+    ``X-Spam-*``, with folded lines) and the bytes after them: what the client sent."""
     fields: list[bytes] = []
     rest = stored
-    while rest[:9].lower() == b"received:":
+    while rest[:24].lower().startswith(ADDED_FIELDS):
         end = 0
         while True:
             nl = rest.find(b"\r\n", end)

@@ -7,7 +7,12 @@ Free of pytest so bench/ can import it (like helpers.py).
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import http.server
 import socket
+import ssl
+import subprocess
+import sys
 import threading
 import time
 import tomllib
@@ -16,9 +21,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from dnslib import AAAA, MX, QTYPE, RCODE, RR, TXT, A, DNSRecord
 from dnslib.server import BaseResolver, DNSLogger, DNSServer
-from helpers import Server, ServerError, read_mailbox, read_queue, rewrite_tables, run_cli
+from helpers import (
+    REPO,
+    Server,
+    ServerError,
+    child_env,
+    read_mailbox,
+    read_queue,
+    rewrite_tables,
+    run_cli,
+)
 
 PASSWORD = "Correct-Horse-9"
 
@@ -239,17 +257,29 @@ def make_mail(sender: str, rcpt: str, subject: str, body: str = "Hello Bob.\r\n"
 
 class ScriptedPeer:
     """An aiosmtpd server on ``ip:port`` whose RCPT replies come from ``script`` (a list of
-    replies used in turn; the last repeats); accepted messages are kept in ``received``."""
+    replies used in turn; the last repeats); accepted messages are kept in ``received``.
+    With ``tls_context`` it offers STARTTLS; ``mails`` has the MAIL commands it saw and
+    ``tls`` whether each accepted message came over TLS."""
 
-    def __init__(self, ip: str, port: int, script: list[str]) -> None:
+    def __init__(self, ip: str, port: int, script: list[str],
+                 tls_context: ssl.SSLContext | None = None) -> None:
         from aiosmtpd.controller import Controller
 
         self.script = list(script)
         self.received: list[tuple[str, list[str], bytes]] = []
+        self.mails: list[str] = []
+        self.tls: list[bool] = []
         self.rcpt_calls = 0
         peer = self
 
         class Handler:
+            async def handle_MAIL(self, server: Any, session: Any, envelope: Any,
+                                  address: str, options: list[str]) -> str:
+                peer.mails.append(address)
+                envelope.mail_from = address
+                envelope.mail_options.extend(options)
+                return "250 2.1.0 Ok"
+
             async def handle_RCPT(self, server: Any, session: Any, envelope: Any,
                                   address: str, options: Any) -> str:
                 reply = peer.script[min(peer.rcpt_calls, len(peer.script) - 1)]
@@ -261,9 +291,11 @@ class ScriptedPeer:
             async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
                 peer.received.append((envelope.mail_from, list(envelope.rcpt_tos),
                                       bytes(envelope.original_content)))
+                peer.tls.append(session.ssl is not None)
                 return "250 2.0.0 Ok: queued"
 
-        self.controller = Controller(Handler(), hostname=ip, port=port)
+        extra: dict[str, Any] = {"tls_context": tls_context} if tls_context else {}
+        self.controller = Controller(Handler(), hostname=ip, port=port, **extra)
         self.controller.start()
 
     def stop(self) -> None:
@@ -372,3 +404,111 @@ def queue_directly(data_dir: Path, sender: str, rcpt: str, count: int, size: int
             await store.close()
 
     asyncio.run(go())
+
+
+# ---------------------------------------------------------------------------------------------
+# The CLI with its exit status, a test CA, and an HTTPS server for MTA-STS policies
+
+
+@dataclass
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+
+def cli(*args: str, timeout: float = 60) -> CliResult:
+    """``python -m mailstead ARGS`` with its exit status and both streams (run_cli raises on
+    a failure; these tests look at failures too)."""
+    proc = subprocess.run([sys.executable, "-m", "mailstead", *args], capture_output=True,
+                          text=True, timeout=timeout, env=child_env(), cwd=REPO, check=False)
+    return CliResult(proc.returncode, proc.stdout, proc.stderr)
+
+
+class LocalCA:
+    """A certificate authority for the test and the server certificates it issues, as PEM
+    files under ``directory`` (``ca_path`` is what ``[queue] tls_ca_file`` points at)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Mailstead Test CA")])
+        now = dt.datetime.now(dt.UTC)
+        self.cert = (
+            x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(self.key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(hours=1))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(x509.KeyUsage(True, False, False, False, False, True, True, False,
+                                         False), critical=True)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(self.key.public_key()),
+                           critical=False)
+            .sign(self.key, hashes.SHA256()))
+        self.ca_path = directory / "ca.pem"
+        self.ca_path.write_bytes(self.cert.public_bytes(serialization.Encoding.PEM))
+
+    def issue(self, *names: str) -> tuple[Path, Path]:
+        key = ec.generate_private_key(ec.SECP256R1())
+        now = dt.datetime.now(dt.UTC)
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
+            .issuer_name(self.cert.subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(hours=1))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]),
+                           critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
+                self.key.public_key()), critical=False)
+            .sign(self.key, hashes.SHA256()))
+        cert_path = self.directory / f"{names[0]}.pem"
+        key_path = self.directory / f"{names[0]}.key"
+        cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                               serialization.PrivateFormat.PKCS8,
+                                               serialization.NoEncryption()))
+        return cert_path, key_path
+
+    def server_context(self, *names: str) -> ssl.SSLContext:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(*self.issue(*names))
+        return context
+
+
+class PolicyServer:
+    """HTTPS on ``ip:port`` serving ``policy`` at /.well-known/mta-sts.txt (RFC 8461 section
+    3.3) with a certificate for ``host``; counts the fetches in ``fetches``."""
+
+    def __init__(self, ip: str, port: int, host: str, policy: str, ca: LocalCA) -> None:
+        self.policy = policy
+        self.fetches = 0
+        owner = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                if self.path != "/.well-known/mta-sts.txt":
+                    self.send_error(404)
+                    return
+                owner.fetches += 1
+                body = owner.policy.encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+        self.httpd = http.server.ThreadingHTTPServer((ip, port), Handler)
+        self.httpd.socket = ca.server_context(host).wrap_socket(self.httpd.socket,
+                                                                server_side=True)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(10)

@@ -58,9 +58,9 @@ EXIT_WITHIN = 5.0  # seconds from SIGTERM to exit once no transaction is in flig
 LOG_LINE_RE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [A-Z]+ \S+ \S+")
 DEV_PORTS = {
     "smtp": 2525, "submission": 2587, "submissions": 2465,
-    "imap": 2143, "imaps": 2993, "pop3": 2110, "pop3s": 2995,
+    "imap": 2143, "imaps": 2993, "pop3": 2110, "pop3s": 2995, "http": 8080,
 }
-NOT_YET_LISTENERS = ("http",)
+NOT_YET_LISTENERS: tuple[str, ...] = ()
 
 
 # ---------------------------------------------------------------------------------------------

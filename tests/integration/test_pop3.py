@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import imaplib
 import poplib
 import re
 import smtplib
@@ -437,3 +438,79 @@ def test_connections_per_ip_limit(pop: Harness) -> None:
     finally:
         for conn in conns:
             conn.close()
+
+
+def _imap_append_raw(h: Harness, address: str, password: str, messages: list[bytes]) -> None:
+    """APPENDs ``messages`` byte for byte (imaplib.append would rewrite their line endings)."""
+    with socket.create_connection(("127.0.0.1", h.port("imaps")), timeout=15) as plain, \
+            h.tls().wrap_socket(plain, server_hostname="mail.example.test") as sock:
+        buffer = b""
+
+        def reply(tag: bytes) -> bytes:
+            nonlocal buffer
+            while True:
+                while b"\r\n" not in buffer:
+                    chunk = sock.recv(65536)
+                    assert chunk, "IMAP connection closed"
+                    buffer += chunk
+                line, buffer = buffer.split(b"\r\n", 1)
+                if line.startswith(tag):
+                    return line
+
+        reply(b"* OK")
+        sock.sendall(b"a1 LOGIN %s %s\r\n" % (address.encode(), password.encode()))
+        assert reply(b"a1 ").startswith(b"a1 OK"), "IMAP login failed"
+        for n, data in enumerate(messages, start=2):
+            tag = b"a%d" % n
+            sock.sendall(tag + b" APPEND INBOX {%d}\r\n" % len(data))
+            assert reply(b"+").startswith(b"+")
+            sock.sendall(data + b"\r\n")
+            assert reply(tag + b" ").startswith(tag + b" OK")
+        sock.sendall(b"a0 LOGOUT\r\n")
+
+
+def test_bare_lf_sizes_agree_between_list_retr_and_imap(pop: Harness) -> None:
+    """Messages stored with bare LFs and an unterminated last line (only IMAP APPEND can do
+    that): LIST/STAT come from the stored wire size, without reading bodies, and still equal
+    what RETR sends; IMAP RFC822.SIZE equals the BODY[] it sends, in CRLF form."""
+    address, password = user(10)
+    stored = [
+        b"From: a@remote.test\nSubject: bare lf\n\nline one\n.dot line\nno final newline",
+        b"From: a@remote.test\r\nSubject: mixed\r\n\r\nbody\nmore\r\nbare cr\r here\n",
+        b"From: a@remote.test\r\nSubject: plain\r\n\r\nall CRLF\r\n",
+    ]
+    _imap_append_raw(pop, address, password, stored)
+    assert [data for _, data in inbox(pop, address)[1]] == stored
+    crlf = [data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n") for data in stored]
+    wire = [data if data.endswith(b"\r\n") else data + b"\r\n" for data in crlf]
+
+    client = login(pop, 10)
+    try:
+        resp, listing, _ = client.list()
+        assert resp.startswith(b"+OK")
+        assert listing == [b"%d %d" % (n, len(w)) for n, w in enumerate(wire, start=1)]
+        assert client.stat() == (3, sum(len(w) for w in wire))
+        for n, expected in enumerate(wire, start=1):
+            resp, lines, octets = client.retr(n)
+            assert resp == b"+OK %d octets" % len(expected)
+            # poplib undoes the byte-stuffing and drops the CRLFs: rebuild what was sent.
+            assert joined(lines) == expected
+            assert octets == len(expected)  # poplib counts the octets after un-stuffing
+    finally:
+        client.quit()
+
+    imap = imaplib.IMAP4_SSL("127.0.0.1", pop.port("imaps"), ssl_context=pop.tls(), timeout=15)
+    try:
+        imap.login(address, password)
+        imap.select("INBOX", readonly=True)
+        typ, data = imap.fetch("1:3", "(RFC822.SIZE BODY.PEEK[])")
+        assert typ == "OK"
+        fetched = [item for item in data if isinstance(item, tuple)]
+        assert len(fetched) == 3
+        for (head, body), expected in zip(fetched, crlf, strict=True):
+            size = re.search(rb"RFC822\.SIZE (\d+)", head)
+            assert size is not None
+            assert int(size.group(1)) == len(body) == len(expected)
+            assert body == expected
+    finally:
+        imap.logout()

@@ -1,12 +1,19 @@
 """Password hashing with argon2id (RFC 9106), and the rules a new password must meet.
 
-The hasher's parameters are argon2-cffi's defaults, RFC 9106's second recommended option
-(t=3, 64 MiB, p=4); ``needs_rehash`` tells when a stored hash used weaker ones.
+The default hasher's parameters are argon2-cffi's defaults, RFC 9106's second recommended
+option (t=3, 64 MiB, p=4); ``make_hasher`` builds one from ``[security]``, and
+``needs_rehash`` tells when a stored hash used other ones (it is then rehashed at login).
+
+The rules follow NIST SP 800-63B section 5.1.1.2: at least 8 characters, no composition
+rules, and a check against passwords known to be common and against context-specific words
+(here the address). The common list ships in ``data/common-passwords.txt``.
 """
 
 from __future__ import annotations
 
+import functools
 import unicodedata
+from importlib import resources
 
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -14,6 +21,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from mailstead.core.errors import MailsteadError
 from mailstead.core.secret import Secret
 
+# NIST SP 800-63B section 5.1.1.2: memorized secrets SHALL be at least 8 characters.
 MIN_LENGTH = 8
 # Long enough for any passphrase or generated password; bounded so a hostile client cannot
 # make each AUTH attempt hash megabytes.
@@ -22,13 +30,31 @@ MAX_LENGTH = 1024
 DEFAULT_HASHER = PasswordHasher(type=Type.ID)
 
 
+def make_hasher(time_cost: int, memory_cost: int, parallelism: int) -> PasswordHasher:
+    """An argon2id hasher with these parameters (memory in KiB), 16-byte salt, 32-byte tag."""
+    return PasswordHasher(
+        time_cost=time_cost, memory_cost=memory_cost, parallelism=parallelism, type=Type.ID
+    )
+
+
+@functools.cache
+def common_passwords() -> frozenset[str]:
+    """The shipped list of common passwords, lower-case (loaded once; immutable)."""
+    text = resources.files("mailstead.accounts").joinpath("data/common-passwords.txt")
+    return frozenset(
+        line.strip() for line in text.read_text("utf-8").splitlines()
+        if line.strip() and not line.startswith("#")
+    )
+
+
 class PasswordRuleError(MailsteadError, ValueError):
     """A new password does not meet the rules; the message says which."""
 
 
-def check_password_rules(password: Secret) -> None:
-    """Refuse passwords shorter than 8 characters, absurdly long ones, and control characters
-    (NUL cannot pass SASL PLAIN, RFC 4616 section 2; line breaks cannot pass IMAP LOGIN)."""
+def check_password_rules(password: Secret, address: str | None = None) -> None:
+    """Refuse passwords shorter than 8 characters, absurdly long ones, control characters
+    (NUL cannot pass SASL PLAIN, RFC 4616 section 2; line breaks cannot pass IMAP LOGIN),
+    common ones, and ones that are little more than the address's local part."""
     value = password.reveal()
     if len(value) < MIN_LENGTH:
         raise PasswordRuleError(f"password is too short: use at least {MIN_LENGTH} characters")
@@ -36,6 +62,26 @@ def check_password_rules(password: Secret) -> None:
         raise PasswordRuleError(f"password is too long: use at most {MAX_LENGTH} characters")
     if any(unicodedata.category(ch) == "Cc" for ch in value):
         raise PasswordRuleError("password contains a control character (e.g. a tab or newline)")
+    folded = value.casefold()
+    if folded in common_passwords() or folded.strip() in common_passwords():
+        raise PasswordRuleError(
+            "password is one of the most common passwords and would be guessed at once; "
+            "choose another (a few unrelated words make a good one)"
+        )
+    if address is not None:
+        local = address.rpartition("@")[0].casefold()
+        # NIST SP 800-63B section 5.1.1.2 "context-specific words": what is left after taking
+        # out the user name must be a password on its own (so "alice-Secret-1" passes for
+        # alice@, "alice2024!" does not).
+        if len(local) >= 3 and local in folded:
+            rest = folded.replace(local, "")
+            if len(rest) < MIN_LENGTH:
+                raise PasswordRuleError(
+                    "password is too close to the address: without the user name it must "
+                    f"still have at least {MIN_LENGTH} characters"
+                )
+        if folded == address.casefold():
+            raise PasswordRuleError("password must not be the address")
 
 
 def hash_password(password: Secret, hasher: PasswordHasher = DEFAULT_HASHER) -> str:

@@ -8,25 +8,47 @@ same time whether or not the account exists.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 from argon2 import PasswordHasher
 
+from mailstead.accounts import apppasswords
+from mailstead.accounts.keys import SecurityKeys, equal
+from mailstead.accounts.login import Guard, LoginFailure, LoginResult, SecuritySettings
 from mailstead.accounts.names import DomainNameError, normalise_domain
 from mailstead.accounts.passwords import (
     DEFAULT_HASHER,
     MAX_LENGTH,
     check_password_rules,
     hash_password,
+    make_hasher,
     needs_rehash,
     verify_password,
 )
+from mailstead.accounts.throttle import network_key
 from mailstead.core.address import AddressError, parse_address
 from mailstead.core.errors import MailsteadError, NotFound
 from mailstead.core.secret import Secret
 from mailstead.mailauth.dkim import generate_dkim_keys
-from mailstead.storage.interfaces import Account, Alias, Store, address_key
+from mailstead.storage.interfaces import (
+    Account,
+    Alias,
+    AppPassword,
+    LoginRecord,
+    Store,
+    address_key,
+)
+
+if TYPE_CHECKING:
+    from mailstead.accounts.security import SecurityAdmin
+    from mailstead.config.model import Config
+
+T = TypeVar("T")
 
 # RFC 5321 section 4.5.3.1.3: a path is at most 256 octets with its angle brackets.
 MAX_ADDRESS = 254
@@ -57,8 +79,24 @@ def normalise_address(text: str) -> str:
     return f"{str(address).rpartition('@')[0]}@{_domain(address.domain)}"
 
 
+@dataclass(frozen=True, slots=True)
+class _Checked:
+    """The outcome of the credential check alone (before throttling and audit)."""
+
+    account: Account | None
+    reason: LoginFailure | None
+    audit_reason: str
+    app: AppPassword | None = None
+
+
 class AccountService:
-    """Validated administration and authentication on top of one Store."""
+    """Validated administration and authentication on top of one Store.
+
+    ``login`` is the one way every protocol (and later the web) checks a password: it applies
+    the block list and failure delays, checks the account password or an app password,
+    enforces two-factor rules and writes the audit log. Without ``keys`` (a process that has
+    no data directory) app passwords and two-factor accounts cannot log in.
+    """
 
     def __init__(
         self,
@@ -66,11 +104,52 @@ class AccountService:
         hasher: PasswordHasher = DEFAULT_HASHER,
         *,
         clock: Callable[[], float] = time.time,
+        keys: SecurityKeys | None = None,
+        security: SecuritySettings | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._store = store
         self._hasher = hasher
         self._clock = clock
+        self._keys = keys
+        self._sleep = sleep
         self._dummy_hash: str | None = None
+        self.guard = Guard(store, security or SecuritySettings(), clock)
+        # argon2 runs in threads, off the event loop; at most this many at once, so a burst
+        # of logins queues instead of oversubscribing the CPU (each hash already uses
+        # ``parallelism`` lanes) and of holding many times memory_cost at once.
+        self._hash_slots = asyncio.Semaphore(max(1, (os.cpu_count() or 2) - 1))
+
+    @classmethod
+    def from_config(cls, store: Store, config: Config) -> AccountService:
+        """The service as ``[security]`` and the data directory's key file configure it."""
+        sec = config.security
+        return cls(
+            store,
+            make_hasher(sec.argon2_time_cost, sec.argon2_memory_cost, sec.argon2_parallelism),
+            keys=SecurityKeys.load_or_create(Path(config.data_dir)),
+            security=SecuritySettings(
+                max_failures=sec.max_failures,
+                failure_window=sec.failure_window,
+                block_duration=sec.block_duration,
+                failure_delay=sec.failure_delay,
+                max_failure_delay=sec.max_failure_delay,
+                trusted_networks=sec.trusted_networks,
+                audit_retention=sec.audit_retention,
+                issuer=config.hostname,
+            ),
+        )
+
+    @property
+    def security(self) -> SecurityAdmin:
+        """Two-factor, app-password, audit and block administration (accounts/security.py)."""
+        from mailstead.accounts.security import SecurityAdmin
+
+        return SecurityAdmin(self, self._store, self._keys, self.guard, self._clock)
+
+    async def close(self) -> None:
+        """Write the queued audit rows; call before closing the store."""
+        await self.guard.close()
 
     # Domains
 
@@ -126,15 +205,15 @@ class AccountService:
         """Create an account with its default mailboxes. Raises AccountError (bad address,
         foreign domain, weak password) or AlreadyExists."""
         normalised = await self._local_address(address)
-        check_password_rules(password)
-        password_hash = await asyncio.to_thread(hash_password, password, self._hasher)
+        check_password_rules(password, normalised)
+        password_hash = await self._hash(hash_password, password, self._hasher)
         return await self._store.add_account(normalised, password_hash)
 
     async def set_password(self, address: str, password: Secret) -> None:
         """Replace the password of an account. Raises AccountError or NotFound."""
         normalised = normalise_address(address)
-        check_password_rules(password)
-        password_hash = await asyncio.to_thread(hash_password, password, self._hasher)
+        check_password_rules(password, normalised)
+        password_hash = await self._hash(hash_password, password, self._hasher)
         await self._store.set_password(normalised, password_hash)
 
     async def remove_user(self, address: str) -> None:
@@ -194,33 +273,125 @@ class AccountService:
 
     async def _dummy(self) -> str:
         if self._dummy_hash is None:
-            self._dummy_hash = await asyncio.to_thread(
+            self._dummy_hash = await self._hash(
                 hash_password, Secret("mailstead-dummy-password"), self._hasher
             )
         return self._dummy_hash
 
     async def authenticate(self, username: str, password: Secret) -> Account | None:
-        """The account when ``username`` (a full address) and ``password`` match, else None.
+        """The account when ``username`` and ``password`` open it, else None: ``login`` for
+        callers without a protocol or client address (kept for compatibility)."""
+        result = await self.login(
+            username, password, protocol="internal", client_ip="", mechanism="-"
+        )
+        return result.account if result.ok else None
 
-        An unknown or malformed username is checked against a dummy hash so the answer takes
-        as long as for a real account: timing must not reveal which accounts exist.
+    async def login(
+        self, username: str, password: Secret, *, protocol: str, client_ip: str, mechanism: str
+    ) -> LoginResult:
+        """Check a login from ``client_ip`` over ``protocol`` ("imap", "pop3", "smtp"...).
+
+        A blocked network is refused before any password check; a network with recent
+        failures first waits (growing delays); then the account password or an app password
+        is checked (with two-factor authentication on, only an app password opens a
+        protocol). Failures are counted and may block the network. Every attempt is audited.
         """
-        account: Account | None = None
-        if len(username) <= MAX_ADDRESS:
-            try:
-                account = await self._store.get_account(normalise_address(username))
-            except AccountError:
-                account = None
+        guard = self.guard
+        network = network_key(client_ip)
+        user_key = address_key(username[: MAX_ADDRESS + 1])
+        trusted = not client_ip or guard.trusted(client_ip)
+
+        def done(checked: _Checked) -> LoginResult:
+            app = checked.app
+            guard.audit(LoginRecord(
+                at=self._clock(), account_id=checked.account.id if checked.account else None,
+                username=username, protocol=protocol, client_ip=client_ip, mechanism=mechanism,
+                success=checked.reason is None, reason=checked.audit_reason,
+                app_password=app.name if app else None, app_password_id=app.id if app else None,
+            ))
+            if checked.reason is not None:
+                return LoginResult(False, None, checked.reason)
+            return LoginResult(True, checked.account, None, app.name if app else None)
+
+        async def refused(reason: LoginFailure) -> LoginResult:
+            # Audited under the account (a cheap indexed read) so its owner sees the attack.
+            return done(_Checked(await self._find(username), reason, reason.value))
+
+        delay = 0.0
+        if not trusted:
+            if await guard.blocked(network):
+                guard.stats.refused_blocked += 1
+                return await refused(LoginFailure.BLOCKED)
+            if guard.throttle.over_limit(network, self._clock()):
+                guard.stats.refused_rate_limited += 1
+                return await refused(LoginFailure.RATE_LIMITED)
+            delay = guard.throttle.delay_for(network, user_key, self._clock())
+        guard.throttle.begin(network)
+        try:
+            if delay > 0:
+                await self._sleep(delay)
+                if await guard.blocked(network):  # blocked while this attempt waited
+                    guard.stats.refused_blocked += 1
+                    return await refused(LoginFailure.BLOCKED)
+            guard.stats.password_checks += 1
+            checked = await self._check(username, password, protocol)
+        finally:
+            guard.throttle.end(network)
+        if checked.reason is LoginFailure.BAD_CREDENTIALS and not trusted:
+            failures = guard.throttle.record_failure(network, user_key, self._clock())
+            if failures >= guard.settings.max_failures:
+                await guard.block(network, failures)
+        return done(checked)
+
+    async def _check(self, username: str, password: Secret, protocol: str) -> _Checked:
+        """The credential check. An unknown or malformed username is checked against a dummy
+        hash so the answer takes as long as for a real account: timing must not reveal which
+        accounts exist."""
+        bad = _Checked(None, LoginFailure.BAD_CREDENTIALS, "bad_credentials")
+        account = await self._find(username)
         if account is None or len(password.reveal()) > MAX_LENGTH:
-            await asyncio.to_thread(verify_password, await self._dummy(), password, self._hasher)
-            return None
-        ok = await asyncio.to_thread(verify_password, account.password_hash, password, self._hasher)
+            await self._hash(verify_password, await self._dummy(), password, self._hasher)
+            return bad
+        candidate = apppasswords.normalise(password.reveal())
+        if candidate is not None and self._keys is not None:
+            digest = self._keys.digest("app", candidate)
+            match: AppPassword | None = None
+            for app in await self._store.list_app_passwords(account.id):
+                # Every stored digest is compared, in constant time.
+                if equal(app.digest, digest) and match is None:
+                    match = app
+            if match is not None:
+                if match.protocols and protocol not in match.protocols:
+                    return _Checked(account, LoginFailure.BAD_CREDENTIALS,
+                                    f"app_password_not_for_{protocol}"[:40], match)
+                return _Checked(account, None, "ok", match)
+        ok = await self._hash(verify_password, account.password_hash, password, self._hasher)
         if not ok:
-            return None
+            return _Checked(account, LoginFailure.BAD_CREDENTIALS, "bad_credentials")
         if needs_rehash(account.password_hash, self._hasher):
             try:
-                new_hash = await asyncio.to_thread(hash_password, password, self._hasher)
+                new_hash = await self._hash(hash_password, password, self._hasher)
                 await self._store.set_password(account.address, new_hash)
             except NotFound:
-                return None  # removed while we were checking
-        return account
+                return bad  # removed while we were checking
+        if await self._store.get_second_factor(account.id) is not None:
+            return _Checked(account, LoginFailure.APP_PASSWORD_REQUIRED, "app_password_required")
+        return _Checked(account, None, "ok")
+
+    async def _hash(self, fn: Callable[..., T], *args: object) -> T:
+        async with self._hash_slots:
+            return await asyncio.to_thread(fn, *args)
+
+    async def _find(self, username: str) -> Account | None:
+        """The account a client names, or None (also for a malformed or oversized name)."""
+        if len(username) > MAX_ADDRESS:
+            return None
+        try:
+            return await self._store.get_account(normalise_address(username))
+        except AccountError:
+            return None
+
+    async def verify_second_factor(self, account: Account, code: str) -> bool:
+        """True when ``code`` is a current TOTP code of the account (RFC 6238, one step of
+        drift each way, each code once) or one of its unused recovery codes (then used up)."""
+        return await self.security.verify_second_factor(account, code)

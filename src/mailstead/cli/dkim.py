@@ -1,9 +1,10 @@
-"""``mailstead dkim list|rotate|activate DOMAIN``: the DKIM keys of a local domain.
+"""``mailstead dkim list|rotate|activate|remove DOMAIN``: the DKIM keys of a local domain.
 
 Rotation is two steps unless asked otherwise: ``rotate`` adds a new key pair that does not
 sign yet and prints its DNS records; once they are published, ``activate`` switches signing
 to it. The old keys stay in the store and in ``mailstead dns`` so mail signed with them
-still verifies while it is in transit or re-checked.
+still verifies while it is in transit or re-checked, until ``remove`` deletes a retired one
+(never a key that signs).
 """
 
 from __future__ import annotations
@@ -12,10 +13,11 @@ import argparse
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from mailstead.accounts.names import DomainNameError, domain_forms
 from mailstead.cli.context import CommandError, Context
-from mailstead.mailauth.dkim import activate_dkim_keys, rotate_dkim_keys
+from mailstead.mailauth.dkim import activate_dkim_keys, remove_dkim_key, rotate_dkim_keys
 from mailstead.mailauth.records import Record, dkim_record_value, txt_rdata
 from mailstead.storage.interfaces import DkimKey, Store
 
@@ -101,3 +103,30 @@ def dkim_activate(ctx: Context, args: argparse.Namespace) -> int:
         ctx.out(f"{domain} now signs with {', '.join(selectors)}")
 
     return with_store(ctx, args, domain, action)
+
+
+def dkim_remove(ctx: Context, args: argparse.Namespace) -> int:
+    ascii_name, domain = local_domain(args.domain)
+
+    async def action(store: Store) -> None:
+        key = await remove_dkim_key(store, domain, args.selector)
+        ctx.out(f"removed DKIM key {key.selector} ({key.algorithm}) of {domain}")
+        ctx.out(f"its DNS record can go too: {key.selector}._domainkey.{ascii_name}. TXT")
+
+    return with_store(ctx, args, domain, action)
+
+
+def register_remove(keys: argparse._SubParsersAction[argparse.ArgumentParser],
+                    add: Callable[..., Any]) -> None:
+    """Adds ``dkim remove DOMAIN SELECTOR`` to the ``dkim`` group of cli/main.py."""
+    p = add(
+        keys,
+        "remove",
+        dkim_remove,
+        "delete a retired DKIM key of a domain",
+        description="Delete the key SELECTOR of DOMAIN (see 'mailstead dkim list'). A key that "
+        "still signs is refused: switch signing to other keys first with 'mailstead dkim "
+        "rotate' or 'activate'. Remove its DNS record afterwards.",
+    )
+    p.add_argument("domain", metavar="DOMAIN")
+    p.add_argument("selector", metavar="SELECTOR")

@@ -12,9 +12,11 @@ import sys
 from collections.abc import Callable, Sequence
 
 from mailstead import __version__
-from mailstead.cli import admin, dkim, dns
+from mailstead.cli import admin, apppasswords, card, dkim, dns, security, twofactor
 from mailstead.cli import queue as queue_cli
+from mailstead.cli.check_client import register as register_check_client
 from mailstead.cli.context import ENV_DATA_DIR, Context, real_context
+from mailstead.cli.doctor import register as register_doctor
 from mailstead.cli.init import init
 from mailstead.config.loader import load_config
 from mailstead.core.errors import MailsteadError
@@ -156,6 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("address", metavar="ADDRESS", help="the full address, e.g. alice@example.org")
     _password_stdin(p)
+    admin.admin_flag(p)
     p = _add(users, "list", admin.user_list, "print the accounts, one address per line")
     p.add_argument("--domain", metavar="D", help="only the accounts of domain D")
     p = _add(users, "passwd", admin.user_passwd, "change the password of an account")
@@ -163,6 +166,10 @@ def build_parser() -> argparse.ArgumentParser:
     _password_stdin(p)
     p = _add(users, "remove", admin.user_remove, "delete an account and all its mail")
     p.add_argument("address", metavar="ADDRESS")
+    admin.register(users, _add)
+    twofactor.register(users, _add, _group)
+    apppasswords.register(sub, _add, _group)
+    security.register(sub, _add, _group)
 
     aliases = _group(sub, "alias", "manage forwarding addresses")
     p = _add(
@@ -212,8 +219,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("domain", metavar="DOMAIN")
     p.add_argument("selectors", metavar="SELECTOR", nargs="*")
+    dkim.register_remove(keys, _add)
 
     queue_cli.register(sub, _add, _group)
+    register_doctor(sub, _add)
+    register_check_client(sub, _add)
 
     p = _add(
         sub,
@@ -232,21 +242,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="a public address of this server (repeatable), for the A/AAAA and PTR records",
     )
 
-    p = _add(
-        sub,
-        "card",
-        admin.card,
-        "print the mail client settings of an account",
-        description="Print what to type into a mail client (Thunderbird, Apple Mail, K-9...) "
-        "for ADDRESS: servers, ports and security for IMAP, POP3 and SMTP, from this "
-        "installation's configuration.",
-    )
-    p.add_argument("address", metavar="ADDRESS")
-    p.add_argument(
-        "--password-file",
-        metavar="FILE",
-        help="show the password from the first line of FILE (for the demo account)",
-    )
+    for name, help_text in (
+        ("client-setup", "print the mail client settings of an account"),
+        ("card", "the same as client-setup (its older name)"),
+    ):
+        p = _add(
+            sub,
+            name,
+            card.client_setup,
+            help_text,
+            description="Print what to type into a mail client (Thunderbird, Apple Mail, "
+            "K-9...) for ADDRESS: servers, ports and security for IMAP, POP3 and SMTP, from "
+            "this installation's configuration. With --mobileconfig FILE, also write an Apple "
+            "configuration profile (signed when the certificate is not self-signed). The same "
+            "card is served at https://HOSTNAME/setup?email=ADDRESS.",
+        )
+        card.register(p)
     return parser
 
 

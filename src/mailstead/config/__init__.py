@@ -3,12 +3,14 @@
 from mailstead.config.loader import load_config, parse_config
 from mailstead.config.model import (
     CONFIG_FILE_NAME,
+    AuthChecksConfig,
     Config,
     DNSConfig,
     HostPort,
     ListenConfig,
     LogConfig,
     QueueConfig,
+    SecurityConfig,
     SmarthostConfig,
     SMTPConfig,
     TLSConfig,
@@ -16,6 +18,7 @@ from mailstead.config.model import (
 
 __all__ = [
     "CONFIG_FILE_NAME",
+    "AuthChecksConfig",
     "Config",
     "DNSConfig",
     "HostPort",
@@ -23,6 +26,7 @@ __all__ = [
     "LogConfig",
     "QueueConfig",
     "SMTPConfig",
+    "SecurityConfig",
     "SmarthostConfig",
     "TLSConfig",
     "load_config",

@@ -18,14 +18,17 @@ from mailstead.config.lines import KeyLines
 from mailstead.config.model import (
     CONFIG_FILE_NAME,
     SECTIONS,
+    AuthChecksConfig,
     Config,
     DNSConfig,
+    DoctorConfig,
     HostPort,
     IMAPConfig,
     ListenConfig,
     LogConfig,
     POP3Config,
     QueueConfig,
+    SecurityConfig,
     SMTPConfig,
     TLSConfig,
 )
@@ -34,6 +37,9 @@ from mailstead.core.errors import ConfigError
 Parser = Callable[[object], object]
 
 GIB = 1024 * 1024 * 1024
+
+# What [auth_checks] may do with a message failing DMARC (filters.auth.FailAction).
+_DMARC_ACTIONS = ("reject", "junk", "accept")
 
 # The parser of every TOML key, by (table, key); "" is the top level.
 PARSERS: dict[tuple[str, str], Parser] = {
@@ -72,11 +78,32 @@ PARSERS: dict[tuple[str, str], Parser] = {
     ("queue", "remote_port"): lambda x: v.parse_int(x, 1, 65535),
     ("queue", "connect_timeout"): lambda x: v.parse_seconds(x, 0.1, 600),
     ("queue", "command_timeout"): lambda x: v.parse_seconds(x, 0.1, 3600),
+    ("queue", "connection_reuse_time"): lambda x: v.parse_seconds(x, 0, 300),
     ("queue", "sender_hourly_limit"): lambda x: v.parse_int(x, 0, 10_000_000),
     ("queue", "smarthost"): v.parse_smarthosts,
     ("queue", "tls_ca_file"): v.parse_path,
     ("queue", "mta_sts_port"): lambda x: v.parse_int(x, 1, 65535),
+    # RFC 9106 section 4 recommends t=3 with 64 MiB (or t=1 with 2 GiB); lower values are
+    # accepted for tests and small machines, the docs say what they cost.
+    ("security", "argon2_time_cost"): lambda x: v.parse_int(x, 1, 100),
+    ("security", "argon2_memory_cost"): lambda x: v.parse_int(x, 8, 4 * 1024 * 1024),
+    ("security", "argon2_parallelism"): lambda x: v.parse_int(x, 1, 64),
+    ("security", "max_failures"): lambda x: v.parse_int(x, 1, 100_000),
+    ("security", "failure_window"): lambda x: v.parse_seconds(x, 1, 7 * 86400),
+    ("security", "block_duration"): lambda x: v.parse_seconds(x, 1, 30 * 86400),
+    ("security", "failure_delay"): lambda x: v.parse_seconds(x, 0, 60),
+    ("security", "max_failure_delay"): lambda x: v.parse_seconds(x, 0, 600),
+    ("security", "trusted_networks"): v.parse_networks,
+    ("security", "audit_retention"): lambda x: v.parse_seconds(x, 86400, 10 * 366 * 86400),
     ("log", "level"): v.parse_level,
+    ("auth_checks", "enable"): v.parse_bool,
+    ("auth_checks", "dmarc_reject_action"): lambda x: v.parse_choice(x, _DMARC_ACTIONS),
+    ("auth_checks", "quarantine_action"): lambda x: v.parse_choice(x, _DMARC_ACTIONS),
+    ("auth_checks", "trusted_arc_sealers"): v.parse_domains,
+    ("doctor", "dnsbl_zones"): v.parse_domains,
+    ("doctor", "probe_host"): lambda x: v.parse_optional_endpoint(x, 25),
+    # RFC 5905 section 7.2 / RFC 4330 section 4: NTP servers listen on UDP port 123.
+    ("doctor", "time_server"): lambda x: v.parse_optional_endpoint(x, 123),
 }
 _TOP_KEYS = ("hostname", *(name for name, _ in SECTIONS))
 _TOML_POSITION = re.compile(r"\s*\(at line (\d+), column (\d+)\)\s*$")
@@ -207,7 +234,10 @@ def parse_config(text: str, path: Path, data_dir: Path) -> Config:
         pop3=pop3,
         imap=IMAPConfig(**sections["imap"]),
         queue=queue,
+        auth_checks=AuthChecksConfig(**sections["auth_checks"]),
+        security=SecurityConfig(**sections["security"]),
         log=LogConfig(**sections["log"]),
+        doctor=DoctorConfig(**sections["doctor"]),
     )
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 from mailstead.core.secret import Secret
 
@@ -288,7 +288,10 @@ class IMAPConfig:
     )
 
 
-SMARTHOST_TLS: tuple[str, ...] = ("starttls", "implicit", "none")
+# How a smarthost is reached: STARTTLS on a plain port (RFC 3207), TLS from the first byte
+# (RFC 8314 section 3, port 465), or in the clear (no credentials allowed then).
+SmarthostTls = Literal["starttls", "implicit", "none"]
+SMARTHOST_TLS: tuple[SmarthostTls, ...] = get_args(SmarthostTls)
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,7 +300,7 @@ class SmarthostConfig:
 
     host: str
     port: int = 587
-    tls: str = "starttls"  # one of SMARTHOST_TLS
+    tls: SmarthostTls = "starttls"
     username: str | None = None
     password: Secret | None = None
 
@@ -377,6 +380,16 @@ class QueueConfig:
             "300",
         ),
     )
+    connection_reuse_time: float = field(
+        default=5.0,
+        metadata=_doc(
+            "Seconds a connection to a remote server that ended its transaction cleanly is "
+            "kept open for the next message to the same server (checked with RSET before it "
+            "is used again); 0 closes every connection after its message.",
+            "number (seconds)",
+            "5",
+        ),
+    )
     tls_ca_file: Path | None = field(
         default=None,
         metadata=_doc(
@@ -418,6 +431,82 @@ class QueueConfig:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class SecurityConfig:
+    """Password hashing, brute-force protection and the login audit (issue 6)."""
+
+    argon2_time_cost: int = field(
+        default=3,
+        metadata=_doc(
+            "argon2id passes over memory (RFC 9106 section 4: 3 with 64 MiB is the second "
+            "recommended option). Stored hashes are upgraded at the next login when this "
+            "changes. `bench/auth.py` shows the logins per second a setting allows.",
+            "integer",
+            "3",
+        ),
+    )
+    argon2_memory_cost: int = field(
+        default=65536,
+        metadata=_doc("argon2id memory per hash in KiB (65536 = 64 MiB).", "integer", "65536"),
+    )
+    argon2_parallelism: int = field(
+        default=4,
+        metadata=_doc("argon2id lanes (threads) per hash.", "integer", "4"),
+    )
+    max_failures: int = field(
+        default=10,
+        metadata=_doc(
+            "Failed logins from one client network (an IPv4 address, or an IPv6 /64) within "
+            "failure_window that block it for block_duration; over every protocol.",
+            "integer",
+            "10",
+        ),
+    )
+    failure_window: float = field(
+        default=600.0,
+        metadata=_doc("Seconds over which failed logins are counted.", "number (seconds)", "600"),
+    )
+    block_duration: float = field(
+        default=900.0,
+        metadata=_doc(
+            "Seconds a blocked network gets a temporary failure without its password being "
+            "checked (`mailstead security unblock` lifts a block early).",
+            "number (seconds)",
+            "900",
+        ),
+    )
+    failure_delay: float = field(
+        default=0.5,
+        metadata=_doc(
+            "Seconds a login waits after one earlier failure from its network (or, from a "
+            "network that failed too, for its account); doubles with each further failure.",
+            "number (seconds)",
+            "0.5",
+        ),
+    )
+    max_failure_delay: float = field(
+        default=8.0,
+        metadata=_doc("The longest such wait.", "number (seconds)", "8"),
+    )
+    trusted_networks: tuple[str, ...] = field(
+        default=(),
+        metadata=_doc(
+            'Networks never delayed or blocked, e.g. ["192.0.2.0/24", "2001:db8::/48"] for '
+            "an office or a webmail host; their failures are still audited.",
+            "array of strings (CIDR)",
+            "none",
+        ),
+    )
+    audit_retention: float = field(
+        default=90 * 86400.0,
+        metadata=_doc(
+            "Seconds login attempts are kept in the audit log (`mailstead user logins`).",
+            "number (seconds)",
+            "7776000 (90 days)",
+        ),
+    )
+
+
 LOG_LEVELS: tuple[str, ...] = ("debug", "info", "warning", "error")
 
 
@@ -429,6 +518,89 @@ class LogConfig:
         default="info",
         metadata=_doc(
             "Least severe events written: " + ", ".join(LOG_LEVELS) + ".", "string", '"info"'
+        ),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class AuthChecksConfig:
+    """Sender authentication of mail received on port 25 (issue 9): SPF, DKIM, DMARC, ARC."""
+
+    enable: bool = field(
+        default=True,
+        metadata=_doc(
+            "Check SPF (RFC 7208), DKIM (RFC 6376), DMARC (RFC 7489) and ARC (RFC 8617) on "
+            "every message received on port 25, through [dns], and add one "
+            "Authentication-Results header (RFC 8601) naming this server's hostname. "
+            "Submission (587/465) is never checked.",
+            "boolean",
+            "true",
+        ),
+    )
+    dmarc_reject_action: str = field(
+        default="reject",
+        metadata=_doc(
+            "What to do with mail whose sender domain publishes DMARC p=reject and that fails "
+            "it: \"reject\" (refused at end of DATA with 550 5.7.1), \"junk\" (delivered "
+            "into the Junk mailbox) or \"accept\" (delivered normally, only marked in "
+            "Authentication-Results).",
+            'string: "reject", "junk" or "accept"',
+            '"reject"',
+        ),
+    )
+    quarantine_action: str = field(
+        default="junk",
+        metadata=_doc(
+            "What to do with mail that fails a DMARC p=quarantine policy: \"junk\", "
+            "\"reject\" or \"accept\", as above.",
+            'string: "junk", "reject" or "accept"',
+            '"junk"',
+        ),
+    )
+    trusted_arc_sealers: tuple[str, ...] = field(
+        default=(),
+        metadata=_doc(
+            "Domains (the d= of the newest ARC-Seal) whose valid ARC chain excuses a DMARC "
+            "failure, e.g. a mailing list or forwarding service you trust (RFC 7489 section "
+            "7.2 local policy).",
+            "array of domain names",
+            "[] (a DMARC failure is never excused)",
+        ),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class DoctorConfig:
+    """What ``mailstead doctor`` checks against outside this server (issue 8)."""
+
+    dnsbl_zones: tuple[str, ...] = field(
+        default=("zen.spamhaus.org", "bl.spamcop.net", "b.barracudacentral.org"),
+        metadata=_doc(
+            "DNS blocklist zones (RFC 5782) on which the server's addresses are looked up; "
+            "a listing makes many receivers refuse our mail. Some zones refuse queries from "
+            "public resolvers: use a resolver of your own in [dns].",
+            "array of domain names",
+            '["zen.spamhaus.org", "bl.spamcop.net", "b.barracudacentral.org"]',
+        ),
+    )
+    probe_host: HostPort | None = field(
+        default=HostPort("gmail-smtp-in.l.google.com", 25),
+        metadata=_doc(
+            "A remote mail server the doctor connects to on port 25 to learn whether outgoing "
+            "SMTP is blocked by the hosting provider (many block it; then set a smarthost in "
+            '[queue.smarthost."*"]). An empty string turns the check off.',
+            _HP,
+            '"gmail-smtp-in.l.google.com:25"',
+        ),
+    )
+    time_server: HostPort | None = field(
+        default=HostPort("pool.ntp.org", 123),
+        metadata=_doc(
+            "An NTP server (SNTP, RFC 4330) the doctor compares the clock with; a wrong clock "
+            "breaks two-factor codes, DKIM signature times and certificate checks. The port "
+            "defaults to 123. An empty string turns the check off.",
+            _HP,
+            '"pool.ntp.org:123"',
         ),
     )
 
@@ -454,7 +626,10 @@ class Config:
     pop3: POP3Config = field(default_factory=POP3Config)
     imap: IMAPConfig = field(default_factory=IMAPConfig)
     queue: QueueConfig = field(default_factory=QueueConfig)
+    auth_checks: AuthChecksConfig = field(default_factory=AuthChecksConfig)
+    security: SecurityConfig = field(default_factory=SecurityConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    doctor: DoctorConfig = field(default_factory=DoctorConfig)
 
 
 # The TOML tables and the dataclass behind each, in the order the docs list them.
@@ -466,6 +641,9 @@ SECTIONS: tuple[tuple[str, type[Any]], ...] = (
     ("pop3", POP3Config),
     ("imap", IMAPConfig),
     ("queue", QueueConfig),
+    ("auth_checks", AuthChecksConfig),
+    ("security", SecurityConfig),
     ("log", LogConfig),
+    ("doctor", DoctorConfig),
 )
 CONFIG_FILE_NAME = "mailstead.toml"

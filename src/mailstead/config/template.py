@@ -99,6 +99,8 @@ def render_config(hostname: str, listen: ListenConfig) -> str:
             elif name == "queue" and f.name == "retry_schedule":
                 delays = ", ".join(_default_toml(x) for x in f.default)  # type: ignore[union-attr]
                 out.append(f"# {f.name} = [{delays}]")
+            elif name == "security" and f.name == "trusted_networks":
+                out.append('# trusted_networks = ["192.0.2.0/24"]   (default: none)')
             elif name == "dns":
                 out.append('# nameservers = ["127.0.0.1:53"]   (default: the system resolver)')
             else:

@@ -210,9 +210,12 @@ def _smarthost(value: object) -> SmarthostConfig:
     port = value.get("port", 587)
     if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
         raise BadValue(f"port: expected an integer from 1 to 65535, got {shown(port)}")
-    tls = value.get("tls", "starttls")
-    if not isinstance(tls, str) or tls not in SMARTHOST_TLS:
-        raise BadValue(f"tls: expected one of {', '.join(SMARTHOST_TLS)}, got {shown(tls)}")
+    tls_value = value.get("tls", "starttls")
+    tls = next((mode for mode in SMARTHOST_TLS if mode == tls_value), None)
+    if tls is None:
+        raise BadValue(
+            f"tls: expected one of {', '.join(SMARTHOST_TLS)}, got {shown(tls_value)}"
+        )
     username = value.get("username")
     password = value.get("password")
     if username is not None and (not isinstance(username, str) or not username):
@@ -247,3 +250,63 @@ def parse_smarthosts(value: object) -> dict[str, SmarthostConfig]:
         except BadValue as exc:
             raise BadValue(f"{shown(domain)}: {exc}") from None
     return out
+
+
+def parse_networks(value: object) -> tuple[str, ...]:
+    """An array of networks in CIDR form ("192.0.2.0/24", "2001:db8::/48", or a single
+    address); returned normalised. Host bits set are refused, as they are usually a typo."""
+    if not isinstance(value, list):
+        raise BadValue(f'expected an array like ["192.0.2.0/24"], got {shown(value)}')
+    out: list[str] = []
+    for index, item in enumerate(value, start=1):
+        if not isinstance(item, str):
+            raise BadValue(f"item {index}: expected a network like \"192.0.2.0/24\", got "
+                           f"{shown(item)}")
+        try:
+            out.append(str(ipaddress.ip_network(item.strip(), strict=True)))
+        except ValueError as exc:
+            raise BadValue(f"item {index}: {shown(item)} is not a network ({exc})") from None
+    return tuple(out)
+
+
+def parse_bool(value: object) -> bool:
+    """A TOML boolean (true or false); strings like "yes" are refused."""
+    if not isinstance(value, bool):
+        raise BadValue(f"expected true or false, got {shown(value)}")
+    return value
+
+
+def parse_choice(value: object, choices: tuple[str, ...]) -> str:
+    """One of ``choices``, case-insensitive."""
+    if not isinstance(value, str) or value.strip().lower() not in choices:
+        raise BadValue(f"expected one of {', '.join(choices)}, got {shown(value)}")
+    return value.strip().lower()
+
+
+def parse_domains(value: object) -> tuple[str, ...]:
+    """An array of domain names, returned lower-case without a trailing dot."""
+    if not isinstance(value, list):
+        raise BadValue(f'expected an array like ["lists.example.org"], got {shown(value)}')
+    out: list[str] = []
+    for index, item in enumerate(value, start=1):
+        try:
+            out.append(parse_hostname(item).lower().rstrip("."))
+        except BadValue as exc:
+            raise BadValue(f"item {index}: {exc}") from None
+    return tuple(out)
+
+
+def parse_optional_endpoint(value: object, default_port: int) -> HostPort | None:
+    """A remote "host:port" (a name or an address; the port defaults to ``default_port``),
+    or "" for "off"."""
+    expected = f'expected "host" or "host:port", or "" to turn the check off, got {shown(value)}'
+    if not isinstance(value, str):
+        raise BadValue(expected)
+    if not value.strip():
+        return None
+    try:
+        host, port = _split_host_port(value.strip())
+        return HostPort(_check_host(host, ip_only=False),
+                        default_port if port is None else _port(port, 1))
+    except (ValueError, DomainNameError):
+        raise BadValue(expected) from None

@@ -12,10 +12,10 @@ import logging
 import secrets
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from mailstead.core.address import Address
-from mailstead.core.errors import StoreError
+from mailstead.core.errors import NotFound, StoreError
 from mailstead.core.message import summarize
 from mailstead.core.reply import Reply
 from mailstead.delivery.headers import (
@@ -26,6 +26,7 @@ from mailstead.delivery.headers import (
     submission_fixups,
 )
 from mailstead.delivery.recipients import RecipientResolver, Verdict, strip_plus
+from mailstead.filters.pipeline import FilterContext, Pipeline
 from mailstead.storage.interfaces import Account, IncomingMessage, LocalDelivery, Store, address_key
 
 log = logging.getLogger("mailstead.delivery")
@@ -125,10 +126,12 @@ class DeliveryService:
         clock: Callable[[], float] = time.time,
         sender_hourly_limit: int = 0,
         on_queued: Callable[[], None] | None = None,
+        filters: Pipeline | None = None,
     ) -> None:
         """``sender_hourly_limit``: outside recipients one account may submit per hour (0: no
         limit); ``on_queued`` is called after a message with outside recipients is stored
-        (it wakes the queue workers)."""
+        (it wakes the queue workers); ``filters`` run on MX mail before it is stored."""
+        self._filters = filters
         self._store = store
         self._hourly_limit = sender_hourly_limit
         self._on_queued = on_queued
@@ -210,6 +213,25 @@ class DeliveryService:
         now = self._clock()
         header, _rest = split_header(data)
         extra = b""
+        mailbox = "INBOX"
+        if not session.submission and self._filters is not None:
+            # Issue 9: sender authentication and filters on MX mail only, before storing
+            # (DESIGN rule 6), so a refusal is an SMTP reply rather than a bounce.
+            ctx = FilterContext(
+                session=session,
+                mail_from=str(txn.sender) if txn.sender is not None else "",
+                recipients=tuple(txn.rcpts),
+                accounts=tuple(txn.accounts),
+                data=data,
+                header=header,
+            )
+            filtered = await self._filters.run(ctx)
+            if filtered.reply is not None:
+                log.info("message %s refused by filter %s: %s", queue_id, filtered.stage,
+                         filtered.reply)
+                return DeliveryOutcome(filtered.reply, queue_id, len(data), 0, 0)
+            data = filtered.data
+            mailbox = filtered.mailbox or mailbox
         if session.submission:
             reply = await self._check_from(session, header)
             if reply is not None:
@@ -237,7 +259,7 @@ class DeliveryService:
             data=stored,
             queue_id=queue_id,
             mail_from=str(txn.sender) if txn.sender is not None else "",
-            local=[LocalDelivery(account_id=a) for a in txn.accounts],
+            local=[LocalDelivery(account_id=a, mailbox=mailbox) for a in txn.accounts],
             remote=list(txn.remote.values()),
             internal_date=now,
             envelope=summary.envelope,
@@ -245,7 +267,17 @@ class DeliveryService:
             auth_account_id=session.account.id if session.account else None,
         )
         try:
-            await self._store.accept_message(message)
+            try:
+                await self._store.accept_message(message)
+            except NotFound:
+                if mailbox == "INBOX":
+                    raise
+                # The user removed the filter's target mailbox (Junk): INBOX rather than 451.
+                log.warning("mailbox %s missing for message %s, delivering to INBOX",
+                            mailbox, queue_id)
+                message = replace(message, local=[LocalDelivery(account_id=a)
+                                                  for a in txn.accounts])
+                await self._store.accept_message(message)
         except StoreError:
             log.exception("could not store message %s", queue_id)
             return DeliveryOutcome(R_TEMP_FAILURE, queue_id, len(stored), 0, 0)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, assert_never
 
+from mailstead.accounts.login import LoginFailure
 from mailstead.core.secret import Secret
 from mailstead.imap.base import Action, CommandFailed, State
 from mailstead.observability.log import log_event
@@ -152,11 +153,21 @@ async def _sasl_reply(s: IMAPSession, tag: str, outcome: sasl.Outcome) -> None:
 
 
 async def _check(s: IMAPSession, tag: str, username: str, password: Secret, how: str) -> None:
-    account = await s.ctx.accounts.authenticate(username, password)
-    if account is None:
+    result = await s.ctx.accounts.login(
+        username, password, protocol="imap", client_ip=s.client_ip, mechanism=how
+    )
+    account = result.account
+    if not result.ok or account is None:
         log_event(log, "imap.auth_failed", client=s.client_ip, user=username[:100],
-                  mechanism=how)
-        s.tagged(tag, "NO", "Invalid credentials", "AUTHENTICATIONFAILED")
+                  mechanism=how, reason=result.reason)
+        if result.temporary:  # RFC 5530 section 3: UNAVAILABLE, a temporary failure
+            s.tagged(tag, "NO", "Too many failed logins from your address, try again later",
+                     "UNAVAILABLE")
+        elif result.reason is LoginFailure.APP_PASSWORD_REQUIRED:
+            s.tagged(tag, "NO", "Two-factor authentication is on for this account: use an "
+                     "app-specific password", "AUTHENTICATIONFAILED")
+        else:
+            s.tagged(tag, "NO", "Invalid credentials", "AUTHENTICATIONFAILED")
         return
     if not s.ctx.acquire(account.id, s.settings.max_connections_per_account):
         log_event(log, "imap.too_many_sessions", client=s.client_ip, user=account.address)

@@ -191,6 +191,32 @@ async def activate_dkim_keys(
     return wanted
 
 
+class DkimKeyRemoval(DkimKeyStore, Protocol):
+    """The store with key deletion (``OutboundStore.remove_dkim_key``)."""
+
+    async def remove_dkim_key(self, domain: str, selector: str) -> None: ...
+
+
+async def remove_dkim_key(store: DkimKeyRemoval, domain: str, selector: str) -> DkimKey:
+    """Delete a retired key of ``domain`` and return it. Raises DkimError when there is no
+    such key or when it still signs: the next message would go out unsigned, and mail in
+    transit would carry signatures no verifier can check once the record is gone (verifiers
+    fetch the key from DNS when they check, RFC 6376 section 6.1.2), so the admin switches
+    signing to other keys first."""
+    keys = {k.selector: k for k in await store.dkim_keys(domain)}
+    key = keys.get(selector)
+    if key is None:
+        known = ", ".join(sorted(keys)) or "none"
+        raise DkimError(f"{domain} has no DKIM selector {selector} (its selectors: {known})")
+    if key.active:
+        raise DkimError(
+            f"DKIM selector {selector} of {domain} signs mail now; switch signing to other "
+            f"keys first (mailstead dkim rotate/activate {domain})"
+        )
+    await store.remove_dkim_key(domain, selector)
+    return key
+
+
 # Canonicalisation (RFC 6376 section 3.4) ----------------------------------------------------
 
 

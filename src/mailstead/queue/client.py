@@ -14,7 +14,6 @@ MAIL is sent, the outcome belongs to that server and no other target is tried.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import encodings.idna
 import logging
 import ssl
@@ -23,7 +22,6 @@ from dataclasses import dataclass
 
 from mailstead.core.reply import Reply
 from mailstead.proto.smtp.client import (
-    NEED_DATA,
     AuthDone,
     ClientEvent,
     Closed,
@@ -37,10 +35,9 @@ from mailstead.proto.smtp.client import (
 )
 from mailstead.queue.mtasts import TlsRptCounters
 from mailstead.queue.routing import Route, Target
+from mailstead.queue.sessions import Connection, SessionCache
 
 log = logging.getLogger(__name__)
-
-READ_SIZE = 65536
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,48 +99,13 @@ class _Failure(Exception):
         self.plaintext_retry = plaintext_retry
 
 
-class _Connection:
-    """A connected socket driven through the client core, with a timeout on every wait."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                 core: SMTPClientCore, timeout: float) -> None:
-        self.reader = reader
-        self.writer = writer
-        self.core = core
-        self.timeout = timeout
-
-    async def flush(self, timeout: float | None = None) -> None:
-        data = self.core.data_to_send()
-        if data:
-            self.writer.write(data)
-            await asyncio.wait_for(self.writer.drain(), timeout or self.timeout)
-
-    async def event(self, timeout: float | None = None) -> ClientEvent:
-        """The next event, reading as needed; connection trouble becomes ``Closed``."""
-        try:
-            await self.flush(timeout)
-            while True:
-                event = self.core.next_event()
-                if event is not NEED_DATA:
-                    return event
-                chunk = await asyncio.wait_for(self.reader.read(READ_SIZE),
-                                               timeout or self.timeout)
-                self.core.receive_data(chunk)
-                await self.flush(timeout)
-        except TimeoutError:
-            return Closed("timed out waiting for the server")
-        except (OSError, ssl.SSLError) as exc:
-            return Closed(f"connection error: {exc}")
-
-    def close(self) -> None:
-        self.writer.close()
-
-
 class OutboundClient:
     """Delivers messages to remote servers (see the module docstring).
 
     ``tls_context_factory(verify)`` builds the TLS context; tests pass one trusting their CA.
-    ``tlsrpt`` counts TLS outcomes per policy domain (RFC 8460).
+    ``tlsrpt`` counts TLS outcomes per policy domain (RFC 8460). ``reuse_time`` > 0 keeps a
+    session that ended cleanly that many seconds for the next message to the same target
+    (at most ``max_idle`` such sessions; see ``queue.sessions``); ``close`` ends them.
     """
 
     def __init__(
@@ -155,6 +117,8 @@ class OutboundClient:
         data_timeout: float = 600.0,
         tls_context_factory: Callable[[bool], ssl.SSLContext] = default_tls_context,
         tlsrpt: TlsRptCounters | None = None,
+        reuse_time: float = 0.0,
+        max_idle: int = 100,
     ) -> None:
         SMTPClientCore(hostname)  # validates the EHLO name once, here
         self._hostname = hostname
@@ -165,6 +129,12 @@ class OutboundClient:
         self._data_timeout = data_timeout
         self._tls_context_factory = tls_context_factory
         self._tlsrpt = tlsrpt
+        self._sessions = SessionCache(reuse_time, max_idle) if reuse_time > 0 else None
+
+    async def close(self) -> None:
+        """Ends the idle sessions kept for reuse (QUIT); deliveries may still follow."""
+        if self._sessions is not None:
+            await self._sessions.close()
 
     async def deliver(
         self,
@@ -204,6 +174,10 @@ class OutboundClient:
         if sendable:
             for target in route.targets:
                 peer = f"{target.host}[{target.address}]:{target.port}"
+                outcome = await self._reuse(target, peer, route, mail_from, sendable, data,
+                                            smtputf8, eight_bit)
+                if outcome is not None:
+                    break
                 try:
                     outcome = await self._attempt(target, peer, route, mail_from, sendable,
                                                   data, smtputf8, eight_bit, use_tls=True)
@@ -233,6 +207,46 @@ class OutboundClient:
         return AttemptResult([RcptResult(r, reply, reply.is_permanent) for r in rcpts],
                              None, peer)
 
+    @staticmethod
+    def _key(target: Target, route: Route) -> tuple[object, ...]:
+        """Sessions are shared only between routes asking the same of them: the same target,
+        the same TLS demand (a session opened without verification never carries mail that
+        MTA-STS or a smarthost requires verified) and the same credentials."""
+        smarthost = route.smarthost
+        return (target.host.lower(), target.address, target.port, route.tls_required,
+                smarthost.tls if smarthost else None, smarthost.username if smarthost else None)
+
+    async def _reuse(
+        self, target: Target, peer: str, route: Route, mail_from: str, rcpts: list[str],
+        data: bytes, smtputf8: bool, eight_bit: bool,
+    ) -> AttemptResult | None:
+        """The transaction on an idle session to ``target`` that still answers RSET, or None
+        (no such session: the caller connects afresh; nothing was sent but RSET)."""
+        if self._sessions is None:
+            return None
+        key = self._key(target, route)
+        while (conn := self._sessions.take(key)) is not None:
+            if not await conn.reset():
+                conn.close()
+                await conn.wait_closed()
+                continue
+            try:
+                return await self._transaction(conn, peer, mail_from, rcpts, data,
+                                               smtputf8, eight_bit)
+            finally:
+                await self._release(conn, key)
+        return None
+
+    async def _release(self, conn: Connection, key: tuple[object, ...]) -> None:
+        """Keeps a session that is idle and healthy for the next message, or ends it."""
+        if self._sessions is not None and self._sessions.put(key, conn):
+            return
+        if conn.core.idle:
+            conn.core.quit()
+            await conn.event(min(self._command_timeout, 10.0))
+        conn.close()
+        await conn.wait_closed()
+
     async def _attempt(
         self, target: Target, peer: str, route: Route, mail_from: str, rcpts: list[str],
         data: bytes, smtputf8: bool, eight_bit: bool, *, use_tls: bool,
@@ -256,18 +270,24 @@ class OutboundClient:
         except (OSError, ssl.SSLError) as exc:
             raise _Failure(Reply(451, "4.4.1", f"{peer}: connection failed: "
                                  f"{exc.strerror or exc}")) from exc
-        conn = _Connection(reader, writer, SMTPClientCore(self._hostname),
-                           self._command_timeout)
+        conn = Connection(reader, writer, SMTPClientCore(self._hostname),
+                          self._command_timeout)
+        ready = False
         try:
-            return await self._session(conn, target, peer, route, mail_from, rcpts, data,
-                                       smtputf8, eight_bit, implicit=implicit,
-                                       use_tls=use_tls, context=context)
+            await self._session(conn, target, peer, route, implicit=implicit,
+                                use_tls=use_tls, context=context, rcpts=rcpts)
+            ready = True
         finally:
-            conn.close()
-            with contextlib.suppress(OSError, ssl.SSLError, TimeoutError):
-                await asyncio.wait_for(writer.wait_closed(), 1.0)
+            if not ready:
+                conn.close()
+                await conn.wait_closed()
+        try:
+            return await self._transaction(conn, peer, mail_from, rcpts, data, smtputf8,
+                                           eight_bit)
+        finally:
+            await self._release(conn, self._key(target, route))
 
-    async def _ready(self, conn: _Connection, peer: str) -> Extensions:
+    async def _ready(self, conn: Connection, peer: str) -> Extensions:
         event = await conn.event()
         if isinstance(event, Ready):
             return event.extensions
@@ -287,10 +307,11 @@ class OutboundClient:
         return Reply(451, "4.5.0", f"{peer}: unexpected {type(event).__name__}")
 
     async def _session(
-        self, conn: _Connection, target: Target, peer: str, route: Route, mail_from: str,
-        rcpts: list[str], data: bytes, smtputf8: bool, eight_bit: bool, *, implicit: bool,
-        use_tls: bool, context: ssl.SSLContext | None,
-    ) -> AttemptResult:
+        self, conn: Connection, target: Target, peer: str, route: Route, *, implicit: bool,
+        use_tls: bool, context: ssl.SSLContext | None, rcpts: list[str],
+    ) -> None:
+        """Greeting, EHLO, STARTTLS and AUTH as the route asks; leaves ``conn`` ready for a
+        transaction (``extensions``, ``tls`` set) or raises _Failure."""
         core = conn.core
         extensions = await self._ready(conn, peer)
         if not implicit and use_tls and context is not None and "STARTTLS" in extensions:
@@ -323,11 +344,18 @@ class OutboundClient:
                 reply = self._session_reply(peer, event)
                 raise _Failure(Reply(451, "4.7.8", f"smarthost authentication failed: "
                                      f"{reply.text}"))
+        conn.extensions, conn.tls = extensions, tls
+
+    async def _transaction(
+        self, conn: Connection, peer: str, mail_from: str, rcpts: list[str], data: bytes,
+        smtputf8: bool, eight_bit: bool,
+    ) -> AttemptResult:
+        """One mail transaction on a ready session; the caller keeps or ends the session."""
+        core, extensions, tls = conn.core, conn.extensions, conn.tls
+        conn.uses += 1
         need_utf8 = smtputf8 or _needs_utf8(mail_from) or any(_needs_utf8(r) for r in rcpts)
         refusal = self._refusal(extensions, data, need_utf8, eight_bit, peer)
         if refusal is not None:
-            core.quit()
-            await conn.event(5.0)
             return AttemptResult([RcptResult(r, refusal, True) for r in rcpts], tls, peer)
         params: list[str] = []
         if extensions.size is not None or "SIZE" in extensions:
@@ -358,11 +386,9 @@ class OutboundClient:
         for i, rcpt in enumerate(rcpts):
             reply = event.final(i)
             results.append(RcptResult(rcpt, reply, reply.is_permanent))
-        core.quit()
-        await conn.event(min(self._command_timeout, 10.0))
         return AttemptResult(results, tls, peer)
 
-    async def _start_tls(self, conn: _Connection, target: Target, peer: str, route: Route,
+    async def _start_tls(self, conn: Connection, target: Target, peer: str, route: Route,
                          rcpts: list[str], context: ssl.SSLContext) -> Extensions:
         if getattr(conn.reader, "_buffer", b""):
             # RFC 3207 section 5 (CVE-2011-0411): plaintext arrived behind the 220 reply.
@@ -387,7 +413,7 @@ class OutboundClient:
         conn.core.tls_started()
         return await self._ready(conn, peer)
 
-    def _tls_description(self, conn: _Connection, route: Route) -> str | None:
+    def _tls_description(self, conn: Connection, route: Route) -> str | None:
         ssl_object = conn.writer.get_extra_info("ssl_object")
         if not isinstance(ssl_object, ssl.SSLObject):
             return None

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from mailstead.dns.resolver import DnsError, DnsTemporary, Resolver
+from mailstead.observability.log import log_event, log_event_at
 
 log = logging.getLogger(__name__)
 
@@ -335,16 +336,26 @@ class TlsRptCounters:
     def failure(self, domain: str, policy_type: str, result_type: str) -> None:
         failures = self._entry(domain, policy_type).failures
         failures[result_type] = failures.get(result_type, 0) + 1
-        log.warning("tls-rpt failure domain=%s policy=%s result=%s", domain, policy_type,
-                    result_type)
+        log_event_at(log, logging.WARNING, "tlsrpt.failure", domain=domain, policy=policy_type,
+                     result=result_type)
 
     def snapshot(self) -> dict[tuple[str, str], TlsRptCounts]:
         return {k: TlsRptCounts(v.successes, dict(v.failures)) for k, v in self._counts.items()}
 
-    def log_and_reset(self) -> None:
-        """Logs one line per policy domain (the daily summary) and starts counting afresh."""
-        for (domain, policy_type), counts in sorted(self._counts.items()):
-            log.info("tls-rpt domain=%s policy=%s success=%d failure=%d %s", domain,
-                     policy_type, counts.successes, sum(counts.failures.values()),
-                     " ".join(f"{k}={v}" for k, v in sorted(counts.failures.items())))
-        self._counts.clear()
+    def log_and_reset(self) -> dict[tuple[str, str], TlsRptCounts]:
+        """Logs one structured line per (policy domain, policy type) with the RFC 8460
+        section 4.4 summary numbers (``total-successful-session-count``,
+        ``total-failure-session-count`` and the failures by result type), starts counting
+        afresh, and returns what was logged. Nothing is logged when nothing was counted."""
+        counts, self._counts = self._counts, {}
+        for (domain, policy_type), c in sorted(counts.items()):
+            log_event(
+                log,
+                "tlsrpt.summary",
+                domain=domain,
+                policy=policy_type,
+                success=c.successes,
+                failure=sum(c.failures.values()),
+                results=",".join(f"{k}={v}" for k, v in sorted(c.failures.items())) or "none",
+            )
+        return counts

@@ -7,11 +7,13 @@ transactions under two bounds: connections in total and per destination domain. 
 ends in one outcome per recipient: delivered, deferred on the retry schedule (4xx, no
 connection), or bounced (5xx, expiry, loop, null MX) with a DSN to the sender. Recipients in a
 local domain never leave the process: they are delivered locally by the same two-phase store
-path as inbound mail. A row left "active" by a process that died is retried after restart.
+path as inbound mail (``local.py``). A row left "active" by a process that died is retried
+after restart. The TLS-RPT counters are logged from the maintenance pass every hour.
 
 Ordering that matters for "never lost": a DSN is made durable before the rows it reports are
-marked bounced, and a message is marked delivered only after the remote server's 250 (a crash
-between the two repeats the delivery; only rows in flight at a crash can be delivered twice).
+marked bounced (``recorder.py``), and a message is marked delivered only after the remote
+server's 250 (a crash between the two repeats the delivery; only rows in flight at a crash can
+be delivered twice). The shapes of what the loop drives live in ``outcome.py``.
 """
 
 from __future__ import annotations
@@ -20,89 +22,43 @@ import asyncio
 import contextlib
 import logging
 import math
-import re
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
-from mailstead.core.address import AddressError, parse_address
 from mailstead.core.errors import StoreError
 from mailstead.core.reply import Reply
 from mailstead.delivery.headers import from_addresses, split_header
-from mailstead.delivery.recipients import RecipientResolver, Verdict
+from mailstead.delivery.recipients import RecipientResolver
 from mailstead.observability.log import log_event
-from mailstead.queue.dsn import DsnRecipient, Notifier, one_line, status_of
-from mailstead.queue.schedule import RetryPolicy
-from mailstead.storage.interfaces import (
-    QueueEntry,
-    QueueUpdate,
-    Store,
+from mailstead.queue.dsn import Notifier
+from mailstead.queue.local import deliver_local
+from mailstead.queue.mtasts import TlsRptCounters
+from mailstead.queue.outcome import (
+    MAX_HOPS,
+    R_LOOP,
+    R_NO_DOMAIN,
+    R_NULL_MX,
+    Client,
+    Outcome,
+    RcptResult,
+    Router,
+    Signer,
+    domain_of,
+    needs_smtputf8,
+    rcpt_results,
+    received_count,
 )
+from mailstead.queue.recorder import Recorder
+from mailstead.queue.schedule import RetryPolicy
+from mailstead.storage.interfaces import QueueEntry, Store
 
 log = logging.getLogger("mailstead.queue")
 
-# RFC 5321 section 6.3: counting Received: fields detects loops; Postfix's hopcount_limit (50)
-# is the threshold the issue asks for. Such a message is bounced without any attempt.
-MAX_HOPS = 50
-_RECEIVED = re.compile(rb"^received[ \t]*:", re.IGNORECASE | re.MULTILINE)
-
-# Replies for outcomes decided here rather than by a remote server (RFC 3463 codes).
-R_LOOP = Reply(554, "5.4.6", "Routing loop detected: the message passed more than 50 servers")
-R_NULL_MX = Reply(556, "5.1.10", "The recipient's domain accepts no mail (null MX, RFC 7505)")
-R_NO_DOMAIN = Reply(550, "5.1.2", "The recipient's domain does not exist in the DNS")
-R_UNKNOWN_LOCAL = Reply(550, "5.1.1", "No such user here")
-R_LOCAL_LOOP = Reply(550, "5.4.6", "Alias expansion loop for this recipient")
-R_LOCAL_TRICK = Reply(550, "5.7.1", "Routing characters in the local part are not accepted")
-R_BAD_ADDRESS = Reply(550, "5.1.3", "The recipient address is not valid")
-
-
-class Target(Protocol):
-    host: str
-    address: str
-    port: int
-
-
-class Route(Protocol):
-    """What the worker uses of ``queue.routing.Route``."""
-
-    @property
-    def kind(self) -> str: ...  # "mx" | "smarthost" | "null_mx" | "no_domain"
-
-    @property
-    def reason(self) -> str: ...
-
-
-class Router(Protocol):
-    async def route(self, domain: str) -> Any: ...
-
-
-class RcptResult(Protocol):
-    @property
-    def rcpt(self) -> str: ...
-
-    @property
-    def reply(self) -> Reply: ...
-
-    @property
-    def permanent(self) -> bool: ...
-
-
-class Client(Protocol):
-    async def deliver(
-        self,
-        route: Any,
-        mail_from: str,
-        rcpts: Sequence[str],
-        data: bytes,
-        *,
-        smtputf8: bool,
-        eight_bit: bool,
-    ) -> Any: ...
-
-
-class Signer(Protocol):
-    async def sign(self, data: bytes, domain: str) -> bytes: ...
+# RFC 8460 section 4 reports cover whole days; the counters are logged (and restarted) at
+# this interval so the log holds the raw numbers of each day's report in hourly slices.
+TLSRPT_INTERVAL = 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,41 +77,7 @@ class WorkerSettings:
     poll_interval: float = 1.0
     maintenance_interval: float = 60.0
     keep_finished: float = 7 * 86400.0  # delivered/bounced rows kept for `queue show`
-
-
-@dataclass(slots=True)
-class Outcome:
-    """The result of one attempt for one row, before it is recorded."""
-
-    entry: QueueEntry
-    state: str  # delivered | deferred | bounced
-    reply: Reply | None = None
-    reason: str | None = None
-    remote_mta: str | None = None
-    next_attempt: float | None = None
-    warn: bool = False
-
-    @property
-    def error_text(self) -> str | None:
-        if self.reply is not None:
-            return one_line(str(self.reply), 500)
-        return one_line(self.reason, 500) if self.reason else None
-
-
-def received_count(data: bytes) -> int:
-    """How many Received: fields the header section has (RFC 5321 section 6.3)."""
-    header, _ = split_header(data)
-    return len(_RECEIVED.findall(header))
-
-
-def domain_of(address: str) -> str:
-    return address.rpartition("@")[2].lower()
-
-
-def needs_smtputf8(mail_from: str, rcpts: Iterable[str], data: bytes) -> bool:
-    """RFC 6531 section 3.4: UTF-8 in an envelope address or in the header section."""
-    header, _ = split_header(data)
-    return not mail_from.isascii() or any(not r.isascii() for r in rcpts) or not header.isascii()
+    tlsrpt_interval: float = TLSRPT_INTERVAL
 
 
 class QueueWorkers:
@@ -171,7 +93,10 @@ class QueueWorkers:
         settings: WorkerSettings,
         *,
         clock: Callable[[], float] = time.time,
+        tlsrpt: TlsRptCounters | None = None,
     ) -> None:
+        """``tlsrpt``: the counters the client and MTA-STS cache fill; logged and restarted
+        every ``settings.tlsrpt_interval`` seconds and at ``stop``."""
         self._store = store
         self._router = router
         self._client = client
@@ -189,9 +114,9 @@ class QueueWorkers:
         self._loop_task: asyncio.Task[None] | None = None
         self._stopping = False
         self._last_maintenance = -math.inf
-        self._pending: list[tuple[list[QueueUpdate], asyncio.Future[None]]] = []
-        self._flushing = False
-        self._flush_task: asyncio.Task[None] | None = None
+        self._recorder = Recorder(store, self._notifier, self._policy, clock=clock)
+        self._tlsrpt = tlsrpt
+        self._last_tlsrpt = clock()
 
     # Life cycle ------------------------------------------------------------------------------
 
@@ -233,6 +158,18 @@ class QueueWorkers:
                     jobs=len(pending),
                     note="retried at the next start",
                 )
+        close = getattr(self._client, "close", None)
+        if close is not None:
+            with contextlib.suppress(Exception):
+                await close()
+        self.report_tls()
+
+    def report_tls(self) -> None:
+        """Logs the TLS-RPT counters gathered since the last report (one structured line per
+        policy domain, RFC 8460 section 4.4's summary numbers) and restarts them."""
+        self._last_tlsrpt = self._clock()
+        if self._tlsrpt is not None:
+            self._tlsrpt.log_and_reset()
 
     async def run_due(self) -> int:
         """Claims and processes every due row once, waiting for the attempts (tests, CLI)."""
@@ -273,6 +210,8 @@ class QueueWorkers:
         purged = await self._store.purge_finished(now - self._settings.keep_finished)
         if purged:
             log_event(log, "queue.purged", rows=purged)
+        if now - self._last_tlsrpt >= self._settings.tlsrpt_interval:
+            self.report_tls()
 
     async def _claim(self, limit: int | None = None) -> int:
         s = self._settings
@@ -313,7 +252,7 @@ class QueueWorkers:
                 started = time.monotonic()
                 outcomes, peer, tls = await self._attempt(domain, entries)
             self._log_attempt(domain, entries, outcomes, peer, tls, time.monotonic() - started)
-            await self._finish(entries[0], outcomes)
+            await self._recorder.finish(entries[0], outcomes)
         except asyncio.CancelledError:
             raise
         except Exception:  # a bug must not kill the loop; the lease brings the rows back
@@ -336,7 +275,9 @@ class QueueWorkers:
             return [Outcome(e, "bounced", R_LOOP) for e in entries], None, None
         try:
             if await self._store.is_local_domain(domain):
-                return await self._deliver_local(entries, data), None, None
+                outcomes = await deliver_local(self._resolver, self._notifier, entries, data,
+                                               lambda rows, why: self._all(rows, None, why))
+                return outcomes, None, None
         except StoreError as exc:
             return self._all(entries, None, f"local delivery failed: {exc}"), None, None
         try:
@@ -367,7 +308,7 @@ class QueueWorkers:
             return self._all(entries, None, f"delivery to {domain} failed: {exc}"), None, None
         peer: str | None = getattr(result, "peer", None) or None
         tls: str | None = getattr(result, "tls", None)
-        by_rcpt: dict[str, RcptResult] = {r.rcpt: r for r in _rcpt_results(result)}
+        by_rcpt: dict[str, RcptResult] = {r.rcpt: r for r in rcpt_results(result)}
         outcomes = []
         for e in entries:
             r = by_rcpt.get(e.rcpt_to)
@@ -412,117 +353,6 @@ class QueueWorkers:
             return b""
         return await self._signer.sign(data, domain)
 
-    async def _deliver_local(self, entries: list[QueueEntry], data: bytes) -> list[Outcome]:
-        """Recipients whose domain became local (an alias target added later, a DSN to a local
-        sender): the same resolution and atomic store write as inbound mail."""
-        outcomes: list[Outcome] = []
-        accounts: dict[int, str] = {}
-        remote: dict[str, str] = {}
-        accepted: list[QueueEntry] = []
-        for e in entries:
-            try:
-                address = parse_address(e.rcpt_to)
-            except AddressError:
-                outcomes.append(Outcome(e, "bounced", R_BAD_ADDRESS))
-                continue
-            res = await self._resolver.resolve(address)
-            if res.verdict is Verdict.UNKNOWN_USER or res.verdict is Verdict.NOT_LOCAL:
-                outcomes.append(Outcome(e, "bounced", R_UNKNOWN_LOCAL))
-            elif res.verdict is Verdict.LOOP:
-                outcomes.append(Outcome(e, "bounced", R_LOCAL_LOOP))
-            elif res.verdict is Verdict.RELAY_TRICK:
-                outcomes.append(Outcome(e, "bounced", R_LOCAL_TRICK))
-            else:
-                accounts.update(res.accounts)
-                for target in res.remote:
-                    remote.setdefault(target.lower(), target)
-                accepted.append(e)
-        if accepted:
-            ok = Reply(250, "2.0.0", "Delivered locally")
-            try:
-                await self._notifier.inject(
-                    data, accepted[0].mail_from, accounts, list(remote.values())
-                )
-            except StoreError as exc:
-                outcomes += self._all(accepted, None, f"local delivery failed: {exc}")
-            else:
-                outcomes += [Outcome(e, "delivered", ok) for e in accepted]
-        return outcomes
-
-    # Recording -----------------------------------------------------------------------------
-
-    async def _finish(self, first: QueueEntry, outcomes: list[Outcome]) -> None:
-        """Sends the DSNs these outcomes call for, then records the outcomes."""
-        bounced = [o for o in outcomes if o.state == "bounced"]
-        warned = [o for o in outcomes if o.state == "deferred" and o.warn]
-        if first.mail_from and (bounced or warned):
-            now = self._clock()
-            recipients = [self._dsn_recipient(o, "failed", now) for o in bounced]
-            recipients += [self._dsn_recipient(o, "delayed", now) for o in warned]
-            try:
-                await self._notifier.send(first, recipients)
-            except StoreError as exc:
-                # Keep the rows alive rather than lose the notice: retried in a minute.
-                log_event(log, "queue.dsn_failed", queue_id=first.queue_id, error=str(exc))
-                later = self._clock() + 60.0
-                for o in bounced:
-                    o.state, o.next_attempt = "deferred", later
-                for o in warned:
-                    o.warn = False
-        updates = [
-            QueueUpdate(o.entry.id, o.state, o.next_attempt, o.error_text, warned=o.warn)
-            for o in outcomes
-        ]
-        await self._record(updates)
-
-    def _dsn_recipient(self, o: Outcome, action: str, now: float) -> DsnRecipient:
-        reply = o.reply
-        if reply is not None:
-            status = status_of(reply)
-        else:
-            status = "5.4.7" if action == "failed" else "4.4.7"  # RFC 3463: delivery time expired
-        if action == "failed" and not status.startswith("5"):
-            status = "5" + status[1:]  # a temporary failure that expired is now permanent
-        if action == "delayed" and not status.startswith("4"):
-            status = "4" + status[1:]
-        return DsnRecipient(
-            rcpt=o.entry.rcpt_to,
-            action=action,
-            status=status,
-            diagnostic=str(reply) if reply is not None else None,
-            remote_mta=o.remote_mta,
-            last_attempt=now,
-            retry_until=self._policy.expires_at(o.entry) if action == "delayed" else None,
-            reason=o.reason,
-        )
-
-    async def _record(self, updates: list[QueueUpdate]) -> None:
-        """Records outcomes; concurrent callers share one store transaction (and its fsync)."""
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append((updates, future))
-        if not self._flushing:
-            self._flushing = True
-            self._flush_task = asyncio.create_task(self._flush())
-        await future
-
-    async def _flush(self) -> None:
-        try:
-            while self._pending:
-                batch, self._pending = self._pending, []
-                merged = [u for updates, _ in batch for u in updates]
-                try:
-                    await self._store.update_queue(merged)
-                except Exception as exc:
-                    for _, fut in batch:
-                        if not fut.done():
-                            fut.set_exception(exc)
-                else:
-                    for _, fut in batch:
-                        if not fut.done():
-                            fut.set_result(None)
-        finally:
-            self._flushing = False
-
     def _log_attempt(
         self,
         domain: str,
@@ -550,11 +380,3 @@ class QueueWorkers:
             reply=worst.error_text if worst else None,
         )
 
-
-def _rcpt_results(result: Any) -> list[RcptResult]:
-    """The per-recipient results of an ``AttemptResult``."""
-    for name in ("rcpts", "results", "recipients"):
-        value = getattr(result, name, None)
-        if value is not None:
-            return list(value)
-    return []

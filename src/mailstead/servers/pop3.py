@@ -2,8 +2,8 @@
 
 This module never parses: bytes go into ``POP3ServerCore``, its events go to the accounts
 service and the mail store, and their answers go back into the core (DESIGN rule 4). What
-both listeners share (the per-account lock behind ``[IN-USE]`` and the cache of wire sizes)
-lives in one ``Maildrops`` object.
+both listeners share (the per-account lock behind ``[IN-USE]``) lives in one ``Maildrops``
+object. Message sizes come from the store, measured once at delivery: a login reads no body.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from mailstead.accounts.login import LoginFailure
 from mailstead.accounts.service import AccountService
 from mailstead.core.errors import StoreError
 from mailstead.observability.log import log_event
@@ -38,12 +39,13 @@ from mailstead.storage.interfaces import MailboxInfo, MessageInfo
 
 log = logging.getLogger("mailstead.pop3")
 
-# Wire sizes of this many blobs are remembered; a blob is named by its SHA-256, so a cached
-# size can never be stale, only evicted.
-SIZE_CACHE_ENTRIES = 200_000
-# Blobs read at once while computing the sizes of a maildrop at login.
-SIZE_READS_IN_FLIGHT = 8
 R_READ_FAILED = replies.err("Cannot read this message now, try again later", "SYS/TEMP")
+R_APP_PASSWORD = replies.err(
+    "Two-factor authentication is on for this account: use an app-specific password", "AUTH"
+)
+R_AUTH_TEMPORARY = replies.err(
+    "Too many failed logins from your address, try again later", "SYS/TEMP"
+)
 
 
 class Pop3Store(Protocol):
@@ -65,6 +67,13 @@ def unique_id(mailbox: MailboxInfo, message: MessageInfo) -> str:
     return f"{mailbox.uidvalidity}.{message.uid}"
 
 
+def retr_size(message: MessageInfo) -> int:
+    """The octets RETR sends for ``message`` before byte-stuffing, which LIST and STAT report
+    (RFC 1939 sections 5 and 11): its CRLF form, plus the CRLF that completes a last line
+    lacking one (RFC 1939 section 3). Equal to ``framing.wire_size`` of the stored bytes."""
+    return message.wire_size + 2 if message.unterminated else message.wire_size
+
+
 @dataclass(frozen=True, slots=True)
 class OpenMaildrop:
     mailbox: MailboxInfo
@@ -74,15 +83,12 @@ class OpenMaildrop:
 
 class Maildrops:
     """What the POP3 listeners share: the per-account session lock (RFC 1939 section 8 asks
-    for an exclusive-access lock; a second session gets ``[IN-USE]``, RFC 2449 section 8.1.1)
-    and the wire-size cache. IMAP sessions never take the lock."""
+    for an exclusive-access lock; a second session gets ``[IN-USE]``, RFC 2449 section 8.1.1).
+    IMAP sessions never take the lock."""
 
     def __init__(self, store: Pop3Store) -> None:
         self.store = store
         self._locked: set[int] = set()
-        self._sizes: dict[str, int] = {}
-        # Measurements under way, so sessions opening at once read each blob only once.
-        self._measuring: dict[str, asyncio.Future[int]] = {}
 
     def try_lock(self, account_id: int) -> bool:
         if account_id in self._locked:
@@ -94,54 +100,14 @@ class Maildrops:
         self._locked.discard(account_id)
 
     async def open(self, account_id: int) -> OpenMaildrop:
-        """The INBOX snapshot with wire sizes (RFC 1939 section 11: what RETR will send).
-        Raises StoreError."""
+        """The INBOX snapshot with the sizes RETR will send (RFC 1939 section 11), from the
+        message rows alone. Raises StoreError."""
         mailbox = await self.store.get_mailbox(account_id, "INBOX")
         if mailbox is None:
             raise StoreError(f"account {account_id} has no INBOX")
         messages = tuple(await self.store.list_messages_in(mailbox.id))
-        sizes: dict[str, int] = {}
-        for m in messages:
-            cached = self._sizes.get(m.blob)
-            if cached is not None:
-                sizes[m.blob] = cached
-        missing = [b for b in dict.fromkeys(m.blob for m in messages) if b not in sizes]
-        for start in range(0, len(missing), SIZE_READS_IN_FLIGHT):
-            batch = missing[start : start + SIZE_READS_IN_FLIGHT]
-            measured = await asyncio.gather(*(self._measure(blob) for blob in batch))
-            for blob, size in zip(batch, measured, strict=True):
-                sizes[blob] = size
-                self._remember(blob, size)
-        entries = tuple(MaildropEntry(unique_id(mailbox, m), sizes[m.blob]) for m in messages)
+        entries = tuple(MaildropEntry(unique_id(mailbox, m), retr_size(m)) for m in messages)
         return OpenMaildrop(mailbox, messages, entries)
-
-    async def _measure(self, blob: str) -> int:
-        running = self._measuring.get(blob)
-        if running is not None:
-            return await asyncio.shield(running)
-        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._measuring[blob] = future
-        try:
-            data = await self.store.read_blob(blob)
-            size = wire_size(data)
-        except BaseException as exc:
-            error = exc if isinstance(exc, StoreError) else StoreError(
-                f"cannot read blob {blob}: {exc!r}")
-            future.set_exception(error)
-            future.exception()  # retrieved: no "never retrieved" warning when nobody waits
-            if isinstance(exc, StoreError | OSError):
-                raise error from exc
-            raise  # cancellation and bugs go on as they are
-        else:
-            future.set_result(size)
-            return size
-        finally:
-            del self._measuring[blob]
-
-    def _remember(self, blob: str, size: int) -> None:
-        if len(self._sizes) >= SIZE_CACHE_ENTRIES:
-            del self._sizes[next(iter(self._sizes))]  # the oldest entry
-        self._sizes[blob] = size
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,13 +227,22 @@ class POP3Server:
         if event.authzid and event.authzid.lower() != event.username.lower():
             core.login_failed(replies.AUTHZ_FAILED)
             return
-        account = await self._accounts.authenticate(event.username, event.password)
-        if account is None:
+        result = await self._accounts.login(
+            event.username, event.password, protocol="pop3", client_ip=state.client,
+            mechanism=event.mechanism,
+        )
+        account = result.account
+        if not result.ok or account is None:
             log_event(log, "pop3.auth_failed", client=state.client, user=event.username,
-                      mechanism=event.mechanism, listener=self._settings.name)
+                      mechanism=event.mechanism, listener=self._settings.name,
+                      reason=result.reason)
+            if result.temporary:  # RFC 3206 section 4: SYS/TEMP
+                core.login_failed(R_AUTH_TEMPORARY)
+                return
             # A pause before the answer slows password guessing; only this session waits.
             await asyncio.sleep(self._settings.auth_failure_delay)
-            core.login_failed(replies.AUTH_FAILED)
+            core.login_failed(R_APP_PASSWORD if result.reason is
+                              LoginFailure.APP_PASSWORD_REQUIRED else replies.AUTH_FAILED)
             return
         if not self._maildrops.try_lock(account.id):
             log_event(log, "pop3.in_use", client=state.client, user=account.address)
@@ -302,6 +277,12 @@ class POP3Server:
                       uid=info.uid, error=str(exc))
             core.message_unavailable(R_READ_FAILED)
             return
+        listed = state.drop.entries[event.number - 1].size
+        if event.top_lines is None and (sent := wire_size(data)) != listed:
+            # The stored figure disagrees with the body (a damaged row or blob): the RETR
+            # reply still counts what is sent; the log says which message to look at.
+            log_event(log, "pop3.size_mismatch", client=state.client, user=state.user,
+                      uid=info.uid, listed=listed, sent=sent)
         core.message_content(data)
         if event.top_lines is None:
             state.retrieved += 1

@@ -12,6 +12,7 @@ import logging
 import ssl
 from dataclasses import dataclass
 
+from mailstead.accounts.login import LoginFailure
 from mailstead.accounts.service import AccountService
 from mailstead.core.reply import Reply
 from mailstead.delivery.service import DeliveryService, SessionInfo, Transaction
@@ -36,6 +37,13 @@ log = logging.getLogger("mailstead.smtp")
 
 R_AUTH_FAILED = Reply(535, "5.7.8", "Authentication credentials invalid")
 R_AUTHZ_FAILED = Reply(535, "5.7.8", "Authorization identity must match the user name")
+R_APP_PASSWORD = Reply(
+    535, "5.7.8", "Two-factor authentication is on for this account: use an app-specific "
+    "password, not the account password"
+)
+# RFC 4954 section 6: 454 4.7.0 "Temporary authentication failure".
+R_AUTH_TEMPORARY = Reply(454, "4.7.0", "Temporary authentication failure: too many failed "
+                         "logins from your address, try again later")
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,13 +175,18 @@ class SMTPServer:
         if event.authzid and event.authzid.lower() != event.username.lower():
             core.auth_result(False, R_AUTHZ_FAILED)
             return
-        account = await self._accounts.authenticate(event.username, event.password)
-        if account is None:
+        result = await self._accounts.login(
+            event.username, event.password, protocol="smtp", client_ip=info.client_ip,
+            mechanism=event.mechanism,
+        )
+        if not result.ok or result.account is None:
             log_event(log, "smtp.auth_failed", client=info.client_ip, user=event.username,
-                      mechanism=event.mechanism)
-            core.auth_result(False, R_AUTH_FAILED)
+                      mechanism=event.mechanism, reason=result.reason)
+            core.auth_result(False, R_AUTH_TEMPORARY if result.temporary else
+                             R_APP_PASSWORD if result.reason is LoginFailure.APP_PASSWORD_REQUIRED
+                             else R_AUTH_FAILED)
             return
-        info.account = account
+        info.account = result.account
         core.auth_result(True)
 
     def _log(

@@ -73,6 +73,17 @@ class MessageInfo:
     blob: str  # SHA-256 hex of the stored bytes
     envelope: str  # JSON, see core/message.py
     bodystructure: str  # JSON, see core/message.py
+    # Octets of the message with every line break as CRLF (RFC 5322 section 2.1): ``size``
+    # plus one CR per bare LF. IMAP RFC822.SIZE (RFC 9051 section 7.5.2) and what IMAP
+    # BODY[] sends. A negative value (the default, for callers that predate it) means ``size``.
+    wire_size: int = -1
+    # The last line lacks a line break (possible after IMAP APPEND); POP3 completes it with
+    # CRLF before the terminator (RFC 1939 section 3), so RETR sends 2 octets more.
+    unterminated: bool = False
+
+    def __post_init__(self) -> None:
+        if self.wire_size < 0:
+            object.__setattr__(self, "wire_size", self.size)
 
 
 @dataclass(frozen=True, slots=True)
@@ -320,12 +331,122 @@ class OutboundStore(Protocol):
         """Exactly these selectors sign from now on (rotation keeps the old ones published
         but inactive until the admin removes them)."""
 
+    async def remove_dkim_key(self, domain: str, selector: str) -> None:
+        """Deletes one key that does not sign; raises NotFound when there is no such key and
+        InUse when it is active. (``remove_domain`` deletes all the domain's keys.)"""
+
     async def purge_finished(self, before: float) -> int:
         """Deletes delivered and bounced rows whose last attempt ended before ``before`` (so
         their bodies can be garbage-collected); returns how many."""
 
 
-class Store(MailStore, OutboundStore, Protocol):
+# ---------------------------------------------------------------------------------------------
+# Account security (issue 6): two-factor secrets, recovery codes, app passwords, login audit
+# and IP blocks. Secrets arrive here already encrypted or hashed (accounts/keys.py).
+
+
+@dataclass(frozen=True, slots=True)
+class SecondFactor:
+    """An account's TOTP enrolment (RFC 6238)."""
+
+    account_id: int
+    secret: str  # encrypted by accounts/keys.py; never logged
+    last_counter: int  # the last time step accepted, -1 before the first (RFC 6238 section 5.2)
+    created_at: float
+    recovery_codes_left: int
+
+
+@dataclass(frozen=True, slots=True)
+class AppPassword:
+    """An app-specific password; ``digest`` is its keyed hash, the password itself is gone."""
+
+    id: int
+    account_id: int
+    name: str
+    digest: str
+    protocols: tuple[str, ...]  # () means every protocol
+    created_at: float
+    last_used: float | None
+    last_ip: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class LoginRecord:
+    """One login attempt for the audit log."""
+
+    at: float
+    account_id: int | None  # None when the user name matched no account
+    username: str
+    protocol: str  # "imap" | "pop3" | "smtp" | "web" | "cli"
+    client_ip: str
+    mechanism: str
+    success: bool
+    reason: str  # "ok", "bad_credentials", "app_password_required", "blocked", ...
+    app_password: str | None = None  # the name of the app password used
+    app_password_id: int | None = None  # not stored: lets the store update last_used/last_ip
+
+
+@dataclass(frozen=True, slots=True)
+class IpBlock:
+    network: str  # an IPv4 address or an IPv6 /64 such as "2001:db8:1:2::/64"
+    until: float
+    failures: int
+    created_at: float
+    reason: str
+
+
+class SecurityStore(Protocol):
+    """What accounts/ keeps for two-factor login, app passwords, the audit and IP blocks."""
+
+    async def get_second_factor(self, account_id: int) -> SecondFactor | None: ...
+
+    async def set_second_factor(
+        self, account_id: int, secret: str, recovery_digests: Sequence[str], created_at: float
+    ) -> None:
+        """Turns TOTP on (replacing any previous secret and recovery codes). Raises NotFound."""
+
+    async def remove_second_factor(self, account_id: int) -> bool:
+        """Turns TOTP off and drops the recovery codes; False when it was off."""
+
+    async def use_totp_counter(self, account_id: int, counter: int) -> bool:
+        """Records ``counter`` as used if it is newer than the last one; False (a replay, or
+        2FA off) otherwise. Atomic, so one code opens at most one login."""
+
+    async def use_recovery_code(self, account_id: int, digest: str) -> bool:
+        """Deletes the code with this digest; True when it existed (single use, atomic)."""
+
+    async def add_app_password(
+        self, account_id: int, name: str, digest: str, protocols: Sequence[str], created_at: float
+    ) -> AppPassword:
+        """Raises AlreadyExists for a name the account uses already (case-insensitive)."""
+
+    async def list_app_passwords(self, account_id: int) -> list[AppPassword]:
+        """Oldest first."""
+
+    async def revoke_app_password(self, account_id: int, name: str) -> None:
+        """Raises NotFound."""
+
+    async def add_login_records(self, records: Sequence[LoginRecord]) -> None:
+        """Appends audit rows in one transaction and sets last_used/last_ip of the app
+        passwords used by successful ones."""
+
+    async def list_logins(self, account_id: int, limit: int) -> list[LoginRecord]:
+        """The newest ``limit`` attempts of the account, newest first."""
+
+    async def prune_logins(self, before: float) -> int:
+        """Deletes audit rows older than ``before``; returns how many."""
+
+    async def add_block(self, block: IpBlock) -> None:
+        """Blocks ``block.network`` (replacing an existing block of it)."""
+
+    async def active_blocks(self, now: float) -> list[IpBlock]:
+        """Blocks with ``until > now``, soonest to end first (expired rows are ignored)."""
+
+    async def remove_block(self, network: str) -> bool:
+        """Lifts the block; False when there was none."""
+
+
+class Store(MailStore, OutboundStore, SecurityStore, Protocol):
     """The whole persistent state of a Mailstead installation (mailbox access included, so
     every service sees one interface)."""
 
@@ -387,3 +508,16 @@ class Store(MailStore, OutboundStore, Protocol):
 
     # Outbound queue
     async def list_queue(self) -> list[QueueEntry]: ...
+
+    # Administrators (issue 7)
+    async def set_admin(self, address: str, admin: bool) -> None:
+        """Grants or takes away the web admin pages. Raises NotFound."""
+
+    async def is_admin(self, account_id: int) -> bool:
+        """False for an unknown account."""
+
+    async def list_admin_ids(self) -> list[int]: ...
+
+    async def recent_login_failures(self, limit: int) -> list[LoginRecord]:
+        """The newest failed login attempts of all accounts (and unknown names), newest
+        first, at most ``limit``."""

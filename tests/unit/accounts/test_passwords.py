@@ -6,7 +6,9 @@ from argon2 import PasswordHasher
 from mailstead.accounts.passwords import (
     PasswordRuleError,
     check_password_rules,
+    common_passwords,
     hash_password,
+    make_hasher,
     needs_rehash,
     verify_password,
 )
@@ -54,5 +56,45 @@ def test_rules_refuse(password: str, why: str) -> None:
 
 
 def test_rules_accept_eight_characters_and_unicode() -> None:
-    check_password_rules(Secret("12345678"))
+    check_password_rules(Secret("tq7-vbn2"))
     check_password_rules(Secret("pässwörd ünicode"))
+
+
+@pytest.mark.parametrize("password", ["12345678", "password1", "Password1", "qwertyuiop"])
+def test_rules_refuse_common_passwords(password: str) -> None:
+    # NIST SP 800-63B section 5.1.1.2: compare against lists of commonly used passwords.
+    with pytest.raises(PasswordRuleError, match="most common"):
+        check_password_rules(Secret(password))
+
+
+def test_shipped_list_is_large_and_lower_case() -> None:
+    words = common_passwords()
+    assert len(words) > 8000
+    assert all(w == w.lower() and len(w) >= 8 for w in words)
+
+
+@pytest.mark.parametrize(
+    ("password", "ok"),
+    [
+        ("alice-Secret-1", True),  # "-Secret-1" alone is 9 characters
+        ("Alice2024!", False),
+        ("xalicex", False),  # too short anyway
+        ("ALICE@example.test", False),
+        ("bob and alice walk far", True),
+    ],
+)
+def test_rules_refuse_passwords_built_on_the_address(password: str, ok: bool) -> None:
+    if ok:
+        check_password_rules(Secret(password), "alice@example.test")
+    else:
+        with pytest.raises(PasswordRuleError):
+            check_password_rules(Secret(password), "alice@example.test")
+
+
+def test_make_hasher_parameters_and_rehash() -> None:
+    cheap = make_hasher(1, 8, 1)
+    h = hash_password(Secret("correct horse"), cheap)
+    assert "$argon2id$" in h
+    assert "m=8,t=1,p=1" in h
+    assert not needs_rehash(h, cheap)
+    assert needs_rehash(h, make_hasher(2, 8, 1))

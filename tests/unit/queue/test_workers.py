@@ -4,13 +4,17 @@ outcomes, loops, local recipients, DSNs and their absence for null senders."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from mailstead.core.reply import Reply
+from mailstead.queue.mtasts import TlsRptCounters
 from mailstead.queue.schedule import RetryPolicy
 from mailstead.queue.workers import QueueWorkers, WorkerSettings
 from mailstead.storage.interfaces import IncomingMessage, Store
@@ -150,3 +154,56 @@ def test_local_domain_rows_are_delivered_locally(tmp_path: Path) -> None:
             await store.close()
 
     asyncio.run(go())
+
+
+class ClosingClient(Client):
+    def __init__(self) -> None:
+        super().__init__({})
+        self.closed = 0
+
+    async def close(self) -> None:
+        self.closed += 1
+
+
+def test_tlsrpt_counters_are_logged_each_interval_and_at_stop(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    now = [1000.0]
+    counters = TlsRptCounters()
+
+    async def go() -> None:
+        store, _alice = await _setup(tmp_path)
+        client = ClosingClient()
+        settings = WorkerSettings(hostname="mail.a.test", poll_interval=0.01,
+                                  maintenance_interval=0.0, tlsrpt_interval=3600.0)
+        w = QueueWorkers(store, Router({}), client, None, settings, clock=lambda: now[0],
+                         tlsrpt=counters)
+        try:
+            await w.start()
+            counters.success("b.test", "sts")
+            counters.success("b.test", "sts")
+            counters.failure("c.test", "sts", "certificate-host-mismatch")
+            await asyncio.sleep(0.1)
+            assert "tlsrpt.summary" not in caplog.text  # the hour has not passed
+            now[0] += 3600.0
+            await asyncio.sleep(0.1)
+            summaries = [r.getMessage() for r in caplog.records
+                         if r.getMessage().startswith("tlsrpt.summary")]
+            assert summaries == [
+                "tlsrpt.summary domain=b.test policy=sts success=2 failure=0 results=none",
+                "tlsrpt.summary domain=c.test policy=sts success=0 failure=1 "
+                'results="certificate-host-mismatch=1"',
+            ]
+            assert counters.snapshot() == {}  # counting afresh
+            counters.success("d.test", "no-policy-found")
+            caplog.clear()
+            await w.stop(1.0)
+            assert client.closed == 1  # idle outbound sessions ended
+            assert [r.getMessage() for r in caplog.records
+                    if r.getMessage().startswith("tlsrpt.summary")] == [
+                "tlsrpt.summary domain=d.test policy=no-policy-found success=1 failure=0 "
+                "results=none"]
+        finally:
+            await store.close()
+
+    with caplog.at_level(logging.INFO, logger="mailstead"):
+        asyncio.run(go())

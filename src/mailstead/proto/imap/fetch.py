@@ -2,9 +2,11 @@
 
 ENVELOPE, BODY and BODYSTRUCTURE come from the JSON computed at delivery (core/message.py)
 without touching the message; only section, BINARY and RFC822* items need its bytes, which
-the caller passes lazily. Grammar: RFC 9051 section 7.5.2 and section 9 (msg-att). RFC 3501
-renders every item identically, except that IMAP4rev2 adds message/global (rendered like
-message/rfc822) and the FONT media type, which only change what a rev1 client may see.
+the caller passes lazily. Message text goes out in CRLF form (a stored bare LF as CRLF), so
+BODY[] is exactly RFC822.SIZE octets, the stored ``wire_size``. Grammar: RFC 9051 section
+7.5.2 and section 9 (msg-att). RFC 3501 renders every item identically, except that
+IMAP4rev2 adds message/global (rendered like message/rfc822) and the FONT media type, which
+only change what a rev1 client may see.
 """
 
 from __future__ import annotations
@@ -51,6 +53,8 @@ class MessageLike(Protocol):
     @property
     def size(self) -> int: ...
     @property
+    def wire_size(self) -> int: ...
+    @property
     def blob(self) -> str: ...
     @property
     def envelope(self) -> str: ...
@@ -72,6 +76,16 @@ class FetchResult:
     data: bytes
     set_seen: bool = False
     unknown_cte: bool = False
+
+
+def crlf_text(data: bytes) -> bytes:
+    """``data`` with every bare LF as CRLF; CRLF and bare CR stay. RFC 9051 section 2.3.4
+    (RFC822.SIZE) and RFC 5322 section 2.1 count a message in CRLF form, so the text items
+    are sent that way: BODY[] then has exactly RFC822.SIZE octets. Two C-speed counts decide;
+    a message stored from SMTP (always CRLF) is returned as it is."""
+    if data.count(b"\n") == data.count(b"\r\n"):
+        return data
+    return data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
 
 
 def needs_body(atts: Sequence[FetchAtt]) -> bool:
@@ -301,7 +315,8 @@ def render_fetch(
         elif name == "INTERNALDATE":
             add(b"INTERNALDATE", internal_date(msg.internal_date, tz_offset_minutes))
         elif name == "RFC822.SIZE":
-            add(b"RFC822.SIZE", number(msg.size))
+            # RFC 9051 section 7.5.2: the size in RFC 5322 (CRLF) form, what BODY[] sends.
+            add(b"RFC822.SIZE", number(msg.wire_size))
         elif name in ("BODYSTRUCTURE", "BODY"):
             if structure is None:
                 structure = _loads(msg.bodystructure)
@@ -316,22 +331,26 @@ def render_fetch(
         elif name == "THREADID":  # RFC 8474 section 5.2: NIL when threads are not tracked
             add(b"THREADID", NIL)
         elif name == "RFC822":
-            add(b"RFC822", literal(load()))
+            add(b"RFC822", literal(crlf_text(load())))
         elif name == "RFC822.HEADER":
             if structure is None:
                 structure = _loads(msg.bodystructure)
             add(b"RFC822.HEADER",
-                literal(sections.extract(load(), _node(structure), Section(text="HEADER"))))
+                literal(crlf_text(
+                    sections.extract(load(), _node(structure), Section(text="HEADER")))))
         elif name == "RFC822.TEXT":
             if structure is None:
                 structure = _loads(msg.bodystructure)
             add(b"RFC822.TEXT",
-                literal(sections.extract(load(), _node(structure), Section(text="TEXT"))))
+                literal(crlf_text(
+                    sections.extract(load(), _node(structure), Section(text="TEXT")))))
         elif name == "BODY[]":
             if structure is None:
                 structure = _loads(msg.bodystructure)
             section = att.section or Section()
-            data = sections.extract(load(), _node(structure), section)
+            # Sections are cut from the stored bytes (the offsets recorded at delivery refer
+            # to them), then sent in CRLF form; a partial range counts octets as sent.
+            data = crlf_text(sections.extract(load(), _node(structure), section))
             add(_item_name(att, "BODY"), literal(sections.apply_partial(data, att.partial)))
         elif name in ("BINARY[]", "BINARY.SIZE"):
             if structure is None:

@@ -44,7 +44,10 @@ class Searchable(Protocol):
     @property
     def internal_date(self) -> float: ...
     @property
-    def size(self) -> int: ...
+    def wire_size(self) -> int:
+        """RFC822.SIZE: the size in CRLF form, which LARGER/SMALLER and SORT SIZE compare
+        (RFC 9051 section 6.4.4, RFC 5256 section 3)."""
+        ...
     @property
     def envelope(self) -> str: ...
 
@@ -178,8 +181,8 @@ def _compile(
     if name in ("LARGER", "SMALLER"):
         limit = _required(key.number, name)
         if name == "LARGER":
-            return lambda i: msgs[i].size > limit
-        return lambda i: msgs[i].size < limit
+            return lambda i: msgs[i].wire_size > limit
+        return lambda i: msgs[i].wire_size < limit
     if name == "MODSEQ":  # RFC 7162 section 3.1.5: mod-sequence at least the value
         least = _required(key.number, name)
         return lambda i: msgs[i].modseq >= least

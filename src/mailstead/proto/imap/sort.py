@@ -42,7 +42,10 @@ class Sortable(Protocol):
     @property
     def internal_date(self) -> float: ...
     @property
-    def size(self) -> int: ...
+    def wire_size(self) -> int:
+        """RFC822.SIZE: the size in CRLF form, which LARGER/SMALLER and SORT SIZE compare
+        (RFC 9051 section 6.4.4, RFC 5256 section 3)."""
+        ...
     @property
     def envelope(self) -> str: ...
 
@@ -194,7 +197,7 @@ def _key_function(name: str) -> Callable[[Sortable, dict[str, Any]], Any]:
     if name == "ARRIVAL":
         return lambda m, env: m.internal_date
     if name == "SIZE":
-        return lambda m, env: m.size
+        return lambda m, env: m.wire_size
     if name == "DATE":
         return lambda m, env: sent_date(env, m.internal_date)
     if name == "SUBJECT":

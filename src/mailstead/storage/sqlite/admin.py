@@ -11,7 +11,7 @@ import time
 from collections.abc import Sequence
 
 from mailstead.core.errors import AlreadyExists, InUse, NotFound, StoreError
-from mailstead.storage.interfaces import DEFAULT_MAILBOXES, Account, address_key
+from mailstead.storage.interfaces import DEFAULT_MAILBOXES, Account, LoginRecord, address_key
 
 
 def split_domain(address: str) -> str:
@@ -53,6 +53,9 @@ def remove_domain(conn: sqlite3.Connection, name: str) -> None:
             "remove them first"
         )
     conn.execute("DELETE FROM domains WHERE id = ?", (ident,))
+    # The domain's DKIM keys go with it (same transaction): a private key must not outlive
+    # the domain, and a domain added again later gets fresh keys, not its old ones.
+    conn.execute("DELETE FROM dkim_keys WHERE domain = ?", (name.lower(),))
 
 
 def next_uidvalidity(conn: sqlite3.Connection) -> int:
@@ -142,3 +145,48 @@ def remove_alias(conn: sqlite3.Connection, source: str, targets: Sequence[str]) 
         )
         if cur.rowcount == 0:  # raising rolls back the targets already removed: all or nothing
             raise NotFound(f"alias {source} has no target {target}")
+
+
+# Administrators (issue 7, migration 0006) ------------------------------------------------
+
+
+def set_admin(conn: sqlite3.Connection, address: str, admin: bool) -> None:
+    cur = conn.execute(
+        "UPDATE accounts SET is_admin = ? WHERE address_key = ?",
+        (1 if admin else 0, address_key(address)),
+    )
+    if cur.rowcount == 0:
+        raise NotFound(f"no account {address}")
+
+
+def is_admin(conn: sqlite3.Connection, account_id: int) -> bool:
+    row = conn.execute("SELECT is_admin FROM accounts WHERE id = ?", (account_id,)).fetchone()
+    return row is not None and bool(row[0])
+
+
+def list_admin_ids(conn: sqlite3.Connection) -> list[int]:
+    rows = conn.execute("SELECT id FROM accounts WHERE is_admin = 1 ORDER BY id").fetchall()
+    return [int(r[0]) for r in rows]
+
+
+def recent_login_failures(conn: sqlite3.Connection, limit: int) -> list[LoginRecord]:
+    """The newest failed attempts of every account (and of unknown names), newest first."""
+    rows = conn.execute(
+        "SELECT at, account_id, username, protocol, client_ip, mechanism, reason, app_password"
+        " FROM login_audit WHERE success = 0 ORDER BY at DESC, id DESC LIMIT ?",
+        (limit,),
+    ).fetchall()
+    return [
+        LoginRecord(
+            at=float(r[0]),
+            account_id=None if r[1] is None else int(r[1]),
+            username=str(r[2]),
+            protocol=str(r[3]),
+            client_ip=str(r[4]),
+            mechanism=str(r[5]),
+            success=False,
+            reason=str(r[6]),
+            app_password=None if r[7] is None else str(r[7]),
+        )
+        for r in rows
+    ]

@@ -10,13 +10,15 @@ transaction and add the changed account to ``touched``.
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from mailstead.core.errors import NotFound, StoreError
 from mailstead.storage import flags as flagset
+from mailstead.storage.blobs import BlobStore
 from mailstead.storage.interfaces import (
     FlagChange,
     FlagOp,
@@ -24,7 +26,9 @@ from mailstead.storage.interfaces import (
     MessageInfo,
     StoreFlagsResult,
 )
-from mailstead.storage.sqlite.writer import MAX_UID
+from mailstead.storage.sqlite.writer import MAX_UID, WireShape, wire_shape
+
+log = logging.getLogger(__name__)
 
 # How many expunged UIDs each mailbox remembers exactly for QRESYNC; older ones are
 # compacted away (see migration 0002 and ``changes_since``).
@@ -32,7 +36,7 @@ VANISHED_KEEP = 20_000
 
 _COLUMNS = (
     "SELECT id, mailbox_id, uid, modseq, flags, internal_date, size, blob, envelope,"
-    " bodystructure FROM messages"
+    " bodystructure, wire_size, unterminated FROM messages"
 )
 
 
@@ -56,17 +60,69 @@ def state(conn: sqlite3.Connection, mailbox_id: int) -> MailboxState:
     return MailboxState(*(int(v) for v in row))
 
 
-def _infos(rows: list[Any]) -> list[MessageInfo]:
-    return [
-        MessageInfo(r[0], r[1], r[2], r[3], tuple(r[4].split()), r[5], r[6], r[7], r[8], r[9])
-        for r in rows
-    ]
+@dataclass(slots=True)
+class Unmeasured:
+    """Measures the rows stored before migration 0004 (``wire_size`` NULL) while a read lists
+    them. SQL cannot read blob files, so the figures are filled lazily: the reader measures
+    each such blob once, and the caller hands ``found`` to ``save_wire`` in a write
+    transaction so the next listing reads them from the row. One instance per read call."""
+
+    blobs: BlobStore
+    found: dict[str, WireShape] = field(default_factory=dict)
+
+    def shape(self, blob: str, size: int) -> WireShape:
+        known = self.found.get(blob)
+        if known is not None:
+            return known
+        try:
+            data = self.blobs.read(blob)
+        except (NotFound, OSError) as exc:
+            # RETR of this message fails anyway; report the stored size and try again on
+            # the next listing rather than recording a guess.
+            log.warning("cannot measure message body %s: %s", blob[:80], exc)
+            return WireShape(size, False)
+        shape = wire_shape(data)
+        self.found[blob] = shape
+        return shape
 
 
-def list_in(conn: sqlite3.Connection, mailbox_id: int) -> list[MessageInfo]:
+def _infos(rows: list[Any], unmeasured: Unmeasured | None = None) -> list[MessageInfo]:
+    """MessageInfo of rows selected with ``_COLUMNS``. A row from before migration 0004 is
+    measured through ``unmeasured``; without one it reports the stored size."""
+    infos = []
+    for r in rows:
+        if r[10] is not None:
+            wire, unterminated = int(r[10]), bool(r[11])
+        elif unmeasured is not None:
+            wire, unterminated = unmeasured.shape(r[7], int(r[6]))
+        else:
+            wire, unterminated = int(r[6]), False
+        infos.append(MessageInfo(
+            r[0], r[1], r[2], r[3], tuple(r[4].split()), r[5], r[6], r[7], r[8], r[9],
+            wire, unterminated,
+        ))
+    return infos
+
+
+def list_in(
+    conn: sqlite3.Connection, mailbox_id: int, unmeasured: Unmeasured | None = None
+) -> list[MessageInfo]:
     state(conn, mailbox_id)
     rows = conn.execute(_COLUMNS + " WHERE mailbox_id = ? ORDER BY uid", (mailbox_id,))
-    return _infos(rows.fetchall())
+    return _infos(rows.fetchall(), unmeasured)
+
+
+def save_wire(conn: sqlite3.Connection, found: dict[str, WireShape]) -> int:
+    """Records lazily measured figures on every row of each blob still lacking them (copies
+    share the blob); returns how many rows were filled."""
+    filled = 0
+    for blob, shape in found.items():
+        filled += conn.execute(
+            "UPDATE messages SET wire_size = ?, unterminated = ?"
+            " WHERE blob = ? AND wire_size IS NULL",
+            (shape.size, int(shape.unterminated), blob),
+        ).rowcount
+    return filled
 
 
 def _uid_json(uids: Sequence[int]) -> str:
@@ -219,8 +275,10 @@ def copy(
     messages (RFC 6851 section 3.3: atomically, as one command)."""
     src = state(conn, src_id)
     dst = state(conn, dst_id)
+    # wire_size and unterminated travel with the copy (NULL stays NULL: measured lazily).
     rows = conn.execute(
-        "SELECT uid, flags, internal_date, size, blob, envelope, bodystructure FROM messages"
+        "SELECT uid, flags, internal_date, size, blob, envelope, bodystructure, wire_size,"
+        " unterminated FROM messages"
         " WHERE mailbox_id = ? AND uid IN (SELECT value FROM json_each(?)) ORDER BY uid",
         (src_id, _uid_json(uids)),
     ).fetchall()
@@ -237,7 +295,8 @@ def copy(
     pairs = [(int(r[0]), first + i) for i, r in enumerate(rows)]
     conn.executemany(
         "INSERT INTO messages (mailbox_id, uid, modseq, flags, internal_date, size, blob,"
-        " envelope, bodystructure) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " envelope, bodystructure, wire_size, unterminated)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [(dst_id, new, modseq, *r[1:]) for (_, new), r in zip(pairs, rows, strict=True)],
     )
     touched.add(dst.account_id)
@@ -247,12 +306,18 @@ def copy(
     return pairs
 
 
-def changes_since(conn: sqlite3.Connection, mailbox_id: int, since: int) -> MailboxChanges:
+def changes_since(
+    conn: sqlite3.Connection,
+    mailbox_id: int,
+    since: int,
+    unmeasured: Unmeasured | None = None,
+) -> MailboxChanges:
     mailbox = state(conn, mailbox_id)
     changed = _infos(
         conn.execute(
             _COLUMNS + " WHERE mailbox_id = ? AND modseq > ? ORDER BY uid", (mailbox_id, since)
-        ).fetchall()
+        ).fetchall(),
+        unmeasured,
     )
     if since >= mailbox.vanished_floor:
         vanished = [

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 
-from mailstead.core.errors import AlreadyExists, NotFound, StoreError
+from mailstead.core.errors import AlreadyExists, InUse, NotFound, StoreError
 from mailstead.storage.interfaces import DkimKey, QueueEntry, QueueUpdate
 
 QUEUE_COLUMNS = (
@@ -202,3 +202,17 @@ def set_dkim_active(conn: sqlite3.Connection, domain: str, selectors: Sequence[s
         "UPDATE dkim_keys SET active = ? WHERE domain = ? AND selector = ?",
         [(int(s in wanted), name, s) for s in sorted(known)],
     )
+
+
+def remove_dkim_key(conn: sqlite3.Connection, domain: str, selector: str) -> None:
+    """Deletes one inactive key; NotFound when there is no such key, InUse when it signs
+    (checked in the same transaction, so a concurrent ``activate`` cannot slip in between)."""
+    name = domain.lower()
+    row = conn.execute(
+        "SELECT active FROM dkim_keys WHERE domain = ? AND selector = ?", (name, selector)
+    ).fetchone()
+    if row is None:
+        raise NotFound(f"no DKIM selector {selector} for {domain}")
+    if row[0]:
+        raise InUse(f"DKIM selector {selector} of {domain} still signs mail")
+    conn.execute("DELETE FROM dkim_keys WHERE domain = ? AND selector = ?", (name, selector))

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import os
 import sqlite3
 import threading
@@ -37,24 +38,31 @@ from mailstead.storage.interfaces import (
     AcceptResult,
     Account,
     Alias,
+    AppPassword,
     DkimKey,
     FlagOp,
     IncomingMessage,
+    IpBlock,
+    LoginRecord,
     MailboxChanges,
     MailboxInfo,
     MessageInfo,
     QueueEntry,
     QueueUpdate,
     Quota,
+    SecondFactor,
     StoreFlagsResult,
     address_key,
 )
 from mailstead.storage.migrate import migrate_sqlite
-from mailstead.storage.sqlite import admin, fts, mailboxes, messages, outbound
-from mailstead.storage.sqlite.writer import Writer, inbox_name
+from mailstead.storage.sqlite import admin, fts, mailboxes, messages, outbound, security
+from mailstead.storage.sqlite import admin as admin_sql
+from mailstead.storage.sqlite.writer import WireShape, Writer, inbox_name, wire_shape
 from mailstead.storage.watch import Watch, WatchHub
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 DB_NAME = "mailstead.db"
 BUSY_TIMEOUT_MS = 10_000
@@ -281,17 +289,18 @@ class SQLiteStore:
             raise StoreError("a message needs at least one local or remote recipient")
         data = message.data
         if len(data) > LARGE_BLOB:
-            name = await asyncio.to_thread(self._write_large, data)
-            return await self._writer.accept(message, name, blob_durable=True)
+            name, wire = await asyncio.to_thread(self._write_large, data)
+            return await self._writer.accept(message, name, blob_durable=True, wire=wire)
         return await self._writer.accept(message, blob_hash(data), blob_durable=False)
 
-    def _write_large(self, data: bytes) -> str:
+    def _write_large(self, data: bytes) -> tuple[str, WireShape]:
+        """Hashes, writes and fsyncs a large body, and measures it while it is at hand."""
         name = blob_hash(data)
         try:
             self.blobs.write(name, data)
         except OSError as exc:
             raise StoreError("could not write the message to disk") from exc
-        return name
+        return name, wire_shape(data)
 
     async def list_mailboxes(self, account_id: int) -> list[MailboxInfo]:
         def run(conn: sqlite3.Connection) -> list[MailboxInfo]:
@@ -309,25 +318,31 @@ class SQLiteStore:
         """Messages by ascending UID; raises NotFound when the mailbox does not exist."""
         name = inbox_name(mailbox)
 
-        def run(conn: sqlite3.Connection) -> list[MessageInfo]:
+        def run(conn: sqlite3.Connection, unmeasured: messages.Unmeasured) -> list[MessageInfo]:
             row = conn.execute(
                 "SELECT id FROM mailboxes WHERE account_id = ? AND name = ?", (account_id, name)
             ).fetchone()
             if row is None:
                 raise NotFound(f"no mailbox {name!r}")
-            rows = conn.execute(
-                "SELECT id, mailbox_id, uid, modseq, flags, internal_date, size, blob, envelope,"
-                " bodystructure FROM messages WHERE mailbox_id = ? ORDER BY uid",
-                (row[0],),
-            ).fetchall()
-            return [
-                MessageInfo(
-                    r[0], r[1], r[2], r[3], tuple(r[4].split()), r[5], r[6], r[7], r[8], r[9]
-                )
-                for r in rows
-            ]
+            return messages.list_in(conn, int(row[0]), unmeasured)
 
-        return await self._in_reader(run)
+        return await self._measured_read(run)
+
+    async def _measured_read(
+        self, fn: Callable[[sqlite3.Connection, messages.Unmeasured], T]
+    ) -> T:
+        """A read that lists messages: rows from before migration 0004 are measured in the
+        reader thread (``messages.Unmeasured``) and their figures written back, so each is
+        measured once. A failed write-back only costs a measurement next time."""
+        unmeasured = messages.Unmeasured(self.blobs)
+        result = await self._in_reader(lambda c: fn(c, unmeasured))
+        if unmeasured.found:
+            found = dict(unmeasured.found)
+            try:
+                await self._write(lambda c: messages.save_wire(c, found))
+            except StoreError as exc:
+                log.warning("cannot record the wire sizes of %d bodies: %s", len(found), exc)
+        return result
 
     async def read_blob(self, blob: str) -> bytes:
         self._check_open()
@@ -388,6 +403,9 @@ class SQLiteStore:
         wanted = tuple(selectors)
         await self._write(lambda c: outbound.set_dkim_active(c, domain, wanted))
 
+    async def remove_dkim_key(self, domain: str, selector: str) -> None:
+        await self._write(lambda c: outbound.remove_dkim_key(c, domain, selector))
+
     # Maintenance -------------------------------------------------------------------------
 
     async def collect_garbage(self, grace: float = 3600.0) -> int:
@@ -446,7 +464,7 @@ class SQLiteStore:
         return await self._in_reader(lambda c: mailboxes.list_subscriptions(c, account_id))
 
     async def list_messages_in(self, mailbox_id: int) -> list[MessageInfo]:
-        return await self._in_reader(lambda c: messages.list_in(c, mailbox_id))
+        return await self._measured_read(lambda c, u: messages.list_in(c, mailbox_id, u))
 
     async def store_flags(
         self,
@@ -490,7 +508,9 @@ class SQLiteStore:
         )
 
     async def changes_since(self, mailbox_id: int, modseq: int) -> MailboxChanges:
-        return await self._in_reader(lambda c: messages.changes_since(c, mailbox_id, modseq))
+        return await self._measured_read(
+            lambda c, u: messages.changes_since(c, mailbox_id, modseq, u)
+        )
 
     async def search_text(self, mailbox_id: int, text: str, *, part: str) -> set[int]:
         """See ``fts.py``: the mailbox's pending blobs are indexed first (read and extracted
@@ -516,3 +536,88 @@ class SQLiteStore:
     def watch(self, account_id: int) -> Watch:
         """A watch on this process's changes to the account (no I/O, so not a coroutine)."""
         return self.hub.watch(account_id)
+
+    # Account security (interfaces.SecurityStore, security.py) ------------------------------
+
+    async def get_second_factor(self, account_id: int) -> SecondFactor | None:
+        return await self._in_reader(lambda c: security.get_second_factor(c, account_id))
+
+    async def set_second_factor(
+        self, account_id: int, secret: str, recovery_digests: Sequence[str], created_at: float
+    ) -> None:
+        digests = tuple(recovery_digests)
+        await self._write(
+            lambda c: security.set_second_factor(c, account_id, secret, digests, created_at)
+        )
+
+    async def remove_second_factor(self, account_id: int) -> bool:
+        return await self._write(lambda c: security.remove_second_factor(c, account_id))
+
+    async def use_totp_counter(self, account_id: int, counter: int) -> bool:
+        return await self._write(lambda c: security.use_totp_counter(c, account_id, counter))
+
+    async def use_recovery_code(self, account_id: int, digest: str) -> bool:
+        return await self._write(lambda c: security.use_recovery_code(c, account_id, digest))
+
+    async def add_app_password(
+        self, account_id: int, name: str, digest: str, protocols: Sequence[str], created_at: float
+    ) -> AppPassword:
+        wanted = tuple(protocols)
+        return await self._write(
+            lambda c: security.add_app_password(c, account_id, name, digest, wanted, created_at)
+        )
+
+    async def list_app_passwords(self, account_id: int) -> list[AppPassword]:
+        # On the loop thread (see _lookup): every login with an app password asks, and a
+        # revocation by the CLI must be seen by the very next attempt.
+        self._check_open()
+        try:
+            return security.list_app_passwords(self._read, account_id)
+        except sqlite3.Error as exc:
+            raise StoreError(f"database read failed: {exc}") from exc
+
+    async def revoke_app_password(self, account_id: int, name: str) -> None:
+        await self._write(lambda c: security.revoke_app_password(c, account_id, name))
+
+    async def add_login_records(self, records: Sequence[LoginRecord]) -> None:
+        wanted = tuple(records)
+        if wanted:
+            await self._write(lambda c: security.add_login_records(c, wanted))
+
+    async def list_logins(self, account_id: int, limit: int) -> list[LoginRecord]:
+        return await self._in_reader(lambda c: security.list_logins(c, account_id, limit))
+
+    async def prune_logins(self, before: float) -> int:
+        return await self._write(lambda c: security.prune_logins(c, before))
+
+    async def add_block(self, block: IpBlock) -> None:
+        await self._write(lambda c: security.add_block(c, block))
+
+    async def active_blocks(self, now: float) -> list[IpBlock]:
+        self._check_open()
+        try:
+            return security.active_blocks(self._read, now)
+        except sqlite3.Error as exc:
+            raise StoreError(f"database read failed: {exc}") from exc
+
+    async def remove_block(self, network: str) -> bool:
+        return await self._write(lambda c: security.remove_block(c, network))
+
+    # Administrators (issue 7) --------------------------------------------------------------
+
+    async def set_admin(self, address: str, admin: bool) -> None:
+        await self._write(lambda c: admin_sql.set_admin(c, address, admin))
+
+    async def is_admin(self, account_id: int) -> bool:
+        self._check_open()
+        try:
+            return admin_sql.is_admin(self._read, account_id)
+        except sqlite3.Error as exc:
+            raise StoreError(f"database read failed: {exc}") from exc
+
+    async def list_admin_ids(self) -> list[int]:
+        return await self._in_reader(admin_sql.list_admin_ids)
+
+    async def recent_login_failures(self, limit: int) -> list[LoginRecord]:
+        wanted = max(1, min(limit, 10_000))
+        return await self._in_reader(lambda c: admin_sql.recent_login_failures(c, wanted))

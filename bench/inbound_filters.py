@@ -1,0 +1,174 @@
+"""Inbound throughput with sender authentication (SPF + DKIM + DMARC) against the plain path.
+
+Starts a DNS server on loopback (dnslib) serving SPF, a DKIM key and a DMARC p=reject policy
+for sender.test, then runs the same load as bench/smtp_inbound.py twice against a real
+``mailstead serve``: once with ``[auth_checks] enable = false`` (the plain path) and once with
+the checks on, every message DKIM-signed (relaxed/relaxed, RSA-2048) before the clock starts.
+The resolver's TTL cache makes all but the first lookups cache hits, as on a busy MX.
+Prints messages/s for both and the ratio (target: the checks cost less than half).
+
+    python bench/inbound_filters.py [--clients 20] [--messages 3000] [--size 4096]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO / "src"), str(REPO / "tests" / "integration")]
+
+import dkim  # noqa: E402 (the path set-up above must come first)
+from cryptography.hazmat.primitives import serialization  # noqa: E402
+from cryptography.hazmat.primitives.asymmetric import rsa  # noqa: E402
+from dnslib import QTYPE, RCODE, RR, TXT, DNSRecord  # noqa: E402
+from dnslib.server import BaseResolver, DNSHandler, DNSLogger, DNSServer  # noqa: E402
+from helpers import (  # noqa: E402
+    LoadStats,
+    Server,
+    Users,
+    dot_stuff,
+    init_data_dir,
+    load_client,
+    make_message,
+    percentile,
+    rewrite_tables,
+)
+
+RECIPIENTS = [f"bench{i}@example.test" for i in range(1, 5)]
+USERS = Users(passwords={address: "bench-Secret-1" for address in RECIPIENTS})
+SENDER = "news@sender.test"
+
+
+class Zone(BaseResolver):  # type: ignore[misc]
+    """TXT records for sender.test; NXDOMAIN for everything else."""
+
+    def __init__(self, records: dict[str, list[str]]) -> None:
+        self.records = records
+        self.queries = 0
+
+    def resolve(self, request: DNSRecord, handler: DNSHandler) -> DNSRecord:
+        self.queries += 1
+        reply = request.reply()
+        name = str(request.q.qname).rstrip(".").lower()
+        if name not in self.records:
+            reply.header.rcode = RCODE.NXDOMAIN
+        elif request.q.qtype == QTYPE.TXT:
+            for text in self.records[name]:
+                raw = text.encode()
+                chunks = [raw[i:i + 255] for i in range(0, len(raw), 255)]
+                reply.add_answer(RR(name, QTYPE.TXT, ttl=3600, rdata=TXT(chunks)))
+        return reply
+
+
+def keypair() -> tuple[bytes, str]:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption())
+    pub = key.public_key().public_bytes(serialization.Encoding.DER,
+                                        serialization.PublicFormat.SubjectPublicKeyInfo)
+    return pem, base64.b64encode(pub).decode()
+
+
+def build(count: int, size: int, pem: bytes | None) -> list[tuple[str, str, str, bytes]]:
+    """(token, sender, recipient, dot-stuffed payload), signed when ``pem`` is given."""
+    out = []
+    filler = b"The quick brown fox jumps over the lazy dog 0123456789 abcdefghij.\r\n"
+    for n in range(count):
+        token = f"bench-{n}-{random.getrandbits(32):08x}"
+        rcpt = RECIPIENTS[n % len(RECIPIENTS)]
+        head = make_message(token, sender=SENDER, to=rcpt, body=b"")
+        message = make_message(token, sender=SENDER, to=rcpt,
+                               body=filler * max(1, (size - len(head)) // len(filler)))
+        if pem is not None:
+            message = dkim.sign(message, b"bench", b"sender.test", pem,
+                                canonicalize=(b"relaxed", b"relaxed"),
+                                include_headers=[b"from", b"to", b"subject", b"date",
+                                                 b"message-id"]) + message
+        out.append((token, SENDER, rcpt, dot_stuff(message)))
+    return out
+
+
+async def load(port: int, clients: int, jobs: list[tuple[str, str, str, bytes]]
+               ) -> tuple[LoadStats, float]:
+    stats = LoadStats()
+    stop = asyncio.Event()
+    shared = iter(jobs)
+    start = time.perf_counter()
+    await asyncio.gather(*(load_client(port, shared, stats, stop) for _ in range(clients)))
+    return stats, time.perf_counter() - start
+
+
+def run(base: Path, name: str, checks: bool, dns_port: int, clients: int,
+        jobs: list[tuple[str, str, str, bytes]]) -> float:
+    data_dir = base / name
+    init_data_dir(data_dir, USERS, {"max_connections": 1000, "max_connections_per_ip": 1000})
+    rewrite_tables(data_dir / "mailstead.toml", {
+        "dns": {"nameservers": [f"127.0.0.1:{dns_port}"]},
+        "auth_checks": {"enable": checks},
+    })
+    server = Server(data_dir, log_path=base / f"{name}.log").start()
+    try:
+        # One message first so the DNS cache is warm, as on a server that has been running.
+        asyncio.run(load(server.ports["smtp"], 1, jobs[:1]))
+        cpu_before = server.cpu_seconds()
+        stats, wall = asyncio.run(load(server.ports["smtp"], clients, jobs[1:]))
+        cpu = server.cpu_seconds() - cpu_before
+    finally:
+        code = server.stop()
+    accepted = len(stats.accepted)
+    ms = [v * 1000 for v in stats.latencies]
+    rate = accepted / wall
+    print(f"{name:>6}: {accepted} accepted in {wall:.2f} s = {rate:.1f} messages/s; "
+          f"p50 {percentile(ms, 50):.2f} ms, p99 {percentile(ms, 99):.2f} ms; "
+          f"server CPU {cpu / max(accepted, 1) * 1e6:.0f} us/message; errors {stats.errors}; "
+          f"exit {code}")
+    if stats.errors:
+        print(f"        e.g. {stats.error_samples[:3]}")
+    return rate
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--clients", type=int, default=20)
+    parser.add_argument("--messages", type=int, default=3000)
+    parser.add_argument("--size", type=int, default=4096, help="approximate bytes per message")
+    args = parser.parse_args(argv)
+
+    pem, pub = keypair()
+    zone = Zone({
+        "sender.test": ["v=spf1 ip4:127.0.0.0/8 -all"],
+        "bench._domainkey.sender.test": [f"v=DKIM1; k=rsa; p={pub}"],
+        "_dmarc.sender.test": ["v=DMARC1; p=reject"],
+    })
+    dns = DNSServer(zone, port=0, address="127.0.0.1", tcp=False,
+                    logger=DNSLogger(logf=lambda _s: None))
+    dns.start_thread()
+    plain_jobs = build(args.messages + 1, args.size, None)
+    signed_jobs = build(args.messages + 1, args.size, pem)
+    print(f"clients {args.clients}, messages {args.messages}, size ~{args.size} bytes")
+    try:
+        with tempfile.TemporaryDirectory(prefix="mailstead-bench-") as tmp:
+            base = Path(tmp)
+            port = dns.server.server_address[1]
+            plain = run(base, "plain", False, port, args.clients, plain_jobs)
+            before = zone.queries
+            checked = run(base, "checks", True, port, args.clients, signed_jobs)
+            print(f"DNS queries during the checked run: {zone.queries - before}")
+    finally:
+        dns.stop()
+        dns.server.server_close()
+    ratio = checked / plain if plain else 0.0
+    print(f"with checks: {ratio:.0%} of plain throughput "
+          f"(target: at least 50%) -> {'ok' if ratio >= 0.5 else 'BELOW TARGET'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,63 @@
+"""App-specific passwords: generation, the form people type them in, and protocol names.
+
+A generated password is 16 lower-case letters (26^16, about 75 bits, from ``secrets``),
+shown in groups of four as iCloud and Google do. Because it is random and long, a fast keyed
+hash (HMAC-SHA256 with DATA/security.key, see keys.py) protects it as well as argon2 would
+protect a human password: 2^75 guesses are out of reach even with the key, and without the
+key a stolen database allows no guessing at all. That makes checking cheap: one HMAC per
+login and a constant-time comparison per stored app password, instead of an argon2 run
+(tens of milliseconds) per app password of the account.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import string
+
+LENGTH = 16
+PROTOCOLS: tuple[str, ...] = ("imap", "pop3", "smtp")
+MAX_NAME = 64
+MAX_PER_ACCOUNT = 100
+
+
+def generate() -> str:
+    """A new app password in display form: ``abcd efgh ijkl mnop``."""
+    raw = "".join(secrets.choice(string.ascii_lowercase) for _ in range(LENGTH))
+    return " ".join(raw[i : i + 4] for i in range(0, LENGTH, 4))
+
+
+def normalise(text: str) -> str | None:
+    """The 16 letters of a typed app password (spaces and hyphens dropped, any case), or
+    None when ``text`` cannot be one; used before hashing."""
+    compact = re.sub(r"[ \-]", "", text).lower()
+    if len(compact) != LENGTH or not compact.isascii() or not compact.isalpha():
+        return None
+    return compact
+
+
+def parse_protocols(text: str | None) -> tuple[str, ...]:
+    """``"imap,smtp"`` -> ("imap", "smtp"); None or "" or "all" -> () (every protocol).
+    Raises ValueError naming the unknown protocol."""
+    if text is None or text.strip().lower() in ("", "all"):
+        return ()
+    out: list[str] = []
+    for item in text.split(","):
+        name = item.strip().lower()
+        if name not in PROTOCOLS:
+            raise ValueError(f"unknown protocol {item.strip()!r} (use {', '.join(PROTOCOLS)})")
+        if name not in out:
+            out.append(name)
+    return tuple(out)
+
+
+def check_name(name: str) -> str:
+    """The name as stored (trimmed). Raises ValueError for an empty, long or unprintable one."""
+    text = name.strip()
+    if not text:
+        raise ValueError("an app password needs a name, e.g. --name iPhone")
+    if len(text) > MAX_NAME:
+        raise ValueError(f"the name is too long: at most {MAX_NAME} characters")
+    if not text.isprintable():
+        raise ValueError("the name contains control characters")
+    return text

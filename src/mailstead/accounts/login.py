@@ -1,0 +1,204 @@
+"""What a login attempt returns, the security settings, and the machinery around the password
+check that every protocol shares: the block list (kept in the store, cached briefly), the
+in-memory failure counters and the buffered audit log.
+
+The audit is written in batches (one transaction per ``AUDIT_FLUSH_DELAY`` or
+``AUDIT_BATCH`` rows) so that a guessing attack costs the store one commit per batch, not one
+fsync per attempt; the buffer is bounded and counts what it had to drop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import Enum
+
+from mailstead.accounts.throttle import Throttle
+from mailstead.core.errors import StoreError
+from mailstead.observability.log import log_event, log_event_at
+from mailstead.storage.interfaces import Account, IpBlock, LoginRecord, SecurityStore
+
+log = logging.getLogger("mailstead.security")
+
+BLOCK_CACHE_SECONDS = 2.0  # how soon a block or an unblock made by another process applies
+AUDIT_FLUSH_DELAY = 0.25
+AUDIT_BATCH = 500
+AUDIT_MAX_PENDING = 20_000
+PRUNE_INTERVAL = 3600.0
+MAX_USERNAME_AUDITED = 200
+
+
+class LoginFailure(Enum):
+    """Why a login failed, in the terms each protocol maps to its own reply."""
+
+    BAD_CREDENTIALS = "bad_credentials"
+    # 2FA is on and the account password was given
+    APP_PASSWORD_REQUIRED = "app_password_required"  # noqa: S105
+    BLOCKED = "blocked"  # the client's network is blocked: no password was checked
+    RATE_LIMITED = "rate_limited"  # too many attempts under way from a failing network
+
+
+@dataclass(frozen=True, slots=True)
+class LoginResult:
+    ok: bool
+    account: Account | None = None
+    reason: LoginFailure | None = None
+    app_password_name: str | None = None
+
+    @property
+    def temporary(self) -> bool:
+        """True for BLOCKED and RATE_LIMITED: the protocols answer with a temporary failure."""
+        return self.reason in (LoginFailure.BLOCKED, LoginFailure.RATE_LIMITED)
+
+
+@dataclass(frozen=True, slots=True)
+class SecuritySettings:
+    """``[security]`` of the config, minus the argon2 parameters (which make the hasher)."""
+
+    max_failures: int = 10
+    failure_window: float = 600.0
+    block_duration: float = 900.0
+    failure_delay: float = 0.5
+    max_failure_delay: float = 8.0
+    trusted_networks: tuple[str, ...] = ()
+    audit_retention: float = 90 * 86400.0
+    issuer: str = "Mailstead"  # shown by authenticator apps next to the account
+
+
+@dataclass
+class GuardStats:
+    """Counters for tests, benchmarks and the log."""
+
+    attempts: int = 0
+    password_checks: int = 0
+    refused_blocked: int = 0
+    refused_rate_limited: int = 0
+    blocks: int = 0
+    audit_dropped: int = 0
+    by_reason: dict[str, int] = field(default_factory=dict)
+
+
+class Guard:
+    """Block list, failure counters and audit buffer of one process."""
+
+    def __init__(
+        self, store: SecurityStore, settings: SecuritySettings, clock: Callable[[], float]
+    ) -> None:
+        self._store = store
+        self.settings = settings
+        self._clock = clock
+        self.throttle = Throttle(
+            max_failures=settings.max_failures,
+            window=settings.failure_window,
+            delay=settings.failure_delay,
+            max_delay=settings.max_failure_delay,
+        )
+        self._trusted = tuple(ipaddress.ip_network(n) for n in settings.trusted_networks)
+        self._blocks: dict[str, float] = {}
+        self._blocks_read_at = float("-inf")
+        self._pending: list[LoginRecord] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self._last_prune = float("-inf")
+        self.stats = GuardStats()
+
+    def trusted(self, client_ip: str) -> bool:
+        try:
+            addr = ipaddress.ip_address(client_ip.split("%", 1)[0])
+        except ValueError:
+            return False
+        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+            addr = addr.ipv4_mapped
+        return any(addr in net for net in self._trusted)
+
+    async def blocked(self, network: str) -> bool:
+        """Whether ``network`` is blocked now, from a copy of the store's block table at most
+        BLOCK_CACHE_SECONDS old. A store failure keeps the last known blocks (fail safe for
+        the owner: an outage never blocks anyone new)."""
+        now = self._clock()
+        if now - self._blocks_read_at >= BLOCK_CACHE_SECONDS:
+            try:
+                rows = await self._store.active_blocks(now)
+            except StoreError as exc:
+                log_event_at(log, logging.WARNING, "security.blocks_unreadable", error=str(exc))
+            else:
+                self._blocks = {b.network: b.until for b in rows}
+                self._blocks_read_at = now
+        until = self._blocks.get(network)
+        return until is not None and until > now
+
+    async def block(self, network: str, failures: int) -> None:
+        now = self._clock()
+        until = now + self.settings.block_duration
+        self._blocks[network] = until
+        self.throttle.forget(network)
+        self.stats.blocks += 1
+        log_event_at(log, logging.WARNING, "security.blocked", network=network,
+                     failures=failures, seconds=int(self.settings.block_duration))
+        reason = f"{failures} failed logins in {int(self.settings.failure_window)} s"
+        try:
+            await self._store.add_block(IpBlock(network, until, failures, now, reason))
+        except StoreError as exc:  # still blocked in this process
+            log_event_at(log, logging.ERROR, "security.block_not_stored", network=network,
+                         error=str(exc))
+
+    def audit(self, record: LoginRecord) -> None:
+        """Queue one audit row; written within AUDIT_FLUSH_DELAY seconds."""
+        self.stats.attempts += 1
+        self.stats.by_reason[record.reason] = self.stats.by_reason.get(record.reason, 0) + 1
+        if len(self._pending) >= AUDIT_MAX_PENDING:
+            self.stats.audit_dropped += 1
+            return
+        self._pending.append(
+            LoginRecord(
+                at=record.at,
+                account_id=record.account_id,
+                username=record.username[:MAX_USERNAME_AUDITED],
+                protocol=record.protocol[:20],
+                client_ip=record.client_ip[:64],
+                mechanism=record.mechanism[:40],
+                success=record.success,
+                reason=record.reason,
+                app_password=record.app_password,
+                app_password_id=record.app_password_id,
+            )
+        )
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.get_running_loop().create_task(self._flush_later())
+
+    async def _flush_later(self) -> None:
+        await asyncio.sleep(AUDIT_FLUSH_DELAY)
+        await self.flush()
+
+    async def flush(self) -> None:
+        """Write every queued audit row now; prune old rows once an hour."""
+        while self._pending:
+            batch, self._pending = self._pending[:AUDIT_BATCH], self._pending[AUDIT_BATCH:]
+            try:
+                await self._store.add_login_records(batch)
+            except StoreError as exc:
+                self.stats.audit_dropped += len(batch)
+                log_event_at(log, logging.ERROR, "security.audit_failed", rows=len(batch),
+                             error=str(exc))
+        now = self._clock()
+        if now - self._last_prune >= PRUNE_INTERVAL:
+            self._last_prune = now
+            try:
+                pruned = await self._store.prune_logins(now - self.settings.audit_retention)
+            except StoreError as exc:
+                log_event_at(log, logging.ERROR, "security.prune_failed", error=str(exc))
+            else:
+                if pruned:
+                    log_event(log, "security.audit_pruned", rows=pruned)
+
+    async def close(self) -> None:
+        """Flush what is queued; stop the background flush."""
+        task, self._flusher = self._flusher, None
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.flush()

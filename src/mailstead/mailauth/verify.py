@@ -1,0 +1,376 @@
+"""Sender authentication of one inbound message: SPF, DKIM, DMARC and ARC together.
+
+DKIM and ARC signatures are checked by dkimpy, which is synchronous and would do its own DNS:
+the keys are fetched first through our async ``Resolver`` (concurrently, cached by it), and
+dkimpy is then given a lookup function that only answers from those prefetched records. Small
+messages are verified inline (a thread hop costs more than the hashing); large ones in a
+thread so that body hashing never stalls the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import random
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+import dkim
+
+from mailstead.accounts.names import DomainNameError, domain_forms
+from mailstead.delivery.headers import from_addresses
+from mailstead.dns.resolver import DnsError, DnsTemporary, Resolver
+from mailstead.mailauth.dkim import normalise_line_endings, split_message
+from mailstead.mailauth.dmarc import DmarcOutcome, DmarcResult, OrgDomains, Policy, check_dmarc
+from mailstead.mailauth.results import ResultItem, render
+from mailstead.mailauth.spf import SpfOutcome, SpfResult, check_helo, check_mailfrom
+
+log = logging.getLogger("mailstead.mailauth")
+
+
+class _DkimpyLog:
+    """dkimpy reports every bad signature at ERROR level; a bad signature from the internet is
+    routine, so its chatter goes to our debug log."""
+
+    def _emit(self, msg: object, *args: object, **_kwargs: object) -> None:
+        log.debug("dkimpy: " + str(msg), *args)
+
+    debug = info = warning = error = exception = _emit
+
+
+_dkimpy_log = _DkimpyLog()
+
+# RFC 6376 section 6.1: verifiers MAY limit the number of signatures they try; a hostile
+# message with thousands of signatures must not cost thousands of DNS queries.
+MAX_SIGNATURES = 8
+# RFC 8617 section 4.2.1: at most 50 ARC sets.
+MAX_ARC_SETS = 50
+# Messages up to this size are verified on the event loop, larger ones in a thread.
+INLINE_LIMIT = 256 * 1024
+_TAG = re.compile(rb"(?:^|;)\s*([a-z]+)\s*=\s*([^;]*)", re.IGNORECASE)
+_KEY_LABEL = re.compile(rb"^[A-Za-z0-9_\-.]{1,253}$")
+
+
+class _Key(Enum):
+    TEMPORARY = "temporary"
+    MISSING = "missing"
+
+
+@dataclass(frozen=True, slots=True)
+class DkimOutcome:
+    """One DKIM-Signature: result (RFC 8601 section 2.7.1), d=, s=, the start of b=, why."""
+
+    result: str  # pass | fail | neutral | temperror | permerror
+    domain: str
+    selector: str
+    b: str
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ArcOutcome:
+    """The ARC chain (RFC 8617 section 5.2): none, pass or fail; ``sealer`` is the d= of the
+    newest ARC-Seal, ``instance`` its i=."""
+
+    result: str  # none | pass | fail
+    instance: int = 0
+    sealer: str = ""
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class AuthResults:
+    """Everything sender authentication found out about one message."""
+
+    spf: SpfOutcome  # the MAIL FROM identity (HELO for the null sender)
+    helo: SpfOutcome
+    dkim: tuple[DkimOutcome, ...]
+    dmarc: DmarcOutcome
+    arc: ArcOutcome
+    mail_from: str
+    helo_name: str
+    overridden: str = ""  # why a failing DMARC disposition was not applied
+    extra: tuple[ResultItem, ...] = field(default=())
+
+    def items(self) -> list[ResultItem]:
+        """The resinfos of our Authentication-Results field, in a fixed order."""
+        out: list[ResultItem] = []
+        if self.mail_from:
+            out.append(ResultItem("spf", self.spf.result,
+                                  properties=(("smtp.mailfrom", self.mail_from),)))
+            if self.helo_name and self.helo.result is not SpfResult.NONE:
+                out.append(ResultItem("spf", self.helo.result,
+                                      properties=(("smtp.helo", self.helo_name),)))
+        else:
+            # RFC 7208 section 2.4: for the null sender the MAIL FROM check is of the HELO.
+            out.append(ResultItem("spf", self.spf.result,
+                                  properties=(("smtp.helo", self.helo_name or "unknown"),)))
+        if not self.dkim:
+            out.append(ResultItem("dkim", "none"))
+        for d in self.dkim:
+            out.append(ResultItem("dkim", d.result, reason=d.reason, properties=(
+                ("header.d", d.domain), ("header.s", d.selector), ("header.b", d.b))))
+        dm = self.dmarc
+        comment = ""
+        if dm.policy is not None:
+            comment = f"p={dm.policy} dis={dm.disposition}"
+            if self.overridden:
+                comment += f" override={self.overridden}"
+        props = (("header.from", dm.from_domain),) if dm.from_domain else ()
+        reason = dm.reason if dm.result in (DmarcResult.PERMERROR, DmarcResult.TEMPERROR) else ""
+        out.append(ResultItem("dmarc", dm.result, comment=comment, reason=reason,
+                              properties=props))
+        arc = self.arc
+        arc_comment = f"i={arc.instance} d={arc.sealer}" if arc.instance else ""
+        out.append(ResultItem("arc", arc.result, comment=arc_comment,
+                              reason=arc.reason if arc.result == "fail" else ""))
+        out.extend(self.extra)
+        return out
+
+    def header(self, authserv_id: str) -> bytes:
+        """Our Authentication-Results field, CRLF-terminated."""
+        return render(authserv_id, self.items())
+
+
+def _tags(value: bytes) -> dict[bytes, bytes]:
+    out: dict[bytes, bytes] = {}
+    for m in _TAG.finditer(re.sub(rb"\r\n[ \t]", b" ", value)):
+        out.setdefault(m.group(1).lower(), re.sub(rb"\s+", b"", m.group(2)))
+    return out
+
+
+def _key_name(tags: dict[bytes, bytes]) -> str | None:
+    s, d = tags.get(b"s", b""), tags.get(b"d", b"")
+    if not _KEY_LABEL.match(s) or not _KEY_LABEL.match(d):
+        return None
+    return (s + b"._domainkey." + d).decode("ascii").lower().rstrip(".")
+
+
+def _text(value: bytes) -> str:
+    return value.decode("ascii", "replace")
+
+
+class AuthVerifier:
+    """Runs SPF, DKIM, ARC and DMARC for inbound messages over one resolver.
+
+    ``random`` draws the pct sample of DMARC (RFC 7489 section 6.6.4); ``trusted_arc_sealers``
+    are domains whose passing ARC chain excuses a DMARC failure (RFC 7489 section 7.2 local
+    policy, the forwarding case RFC 8617 was made for).
+    """
+
+    def __init__(
+        self,
+        resolver: Resolver,
+        orgs: OrgDomains,
+        *,
+        random: Callable[[], float] = random.random,
+        trusted_arc_sealers: Sequence[str] = (),
+        spf_timeout: float = 20.0,
+    ) -> None:
+        self._resolver = resolver
+        self._orgs = orgs
+        self._random = random
+        self._trusted = {d.lower().rstrip(".") for d in trusted_arc_sealers}
+        self._spf_timeout = spf_timeout
+
+    async def verify(
+        self, *, client_ip: str, helo: str | None, mail_from: str, data: bytes
+    ) -> AuthResults:
+        """All checks for ``data`` as received (CRLF line endings, before our own headers).
+
+        ``mail_from`` is the reverse-path ("" for the null sender). Never raises on any
+        message or DNS content; DNS failures become temperror results.
+        """
+        message = normalise_line_endings(data)
+        fields, _body = split_message(message)
+        dkim_fields = [raw for name, raw in fields if name == b"dkim-signature"]
+        arc_fields = [raw for name, raw in fields
+                      if name in (b"arc-seal", b"arc-message-signature")]
+        names: set[str] = set()
+        for raw in dkim_fields[:MAX_SIGNATURES] + arc_fields[: 2 * MAX_ARC_SETS]:
+            name = _key_name(_tags(raw.split(b":", 1)[1]))
+            if name is not None:
+                names.add(name)
+        spf_task = check_mailfrom(self._resolver, client_ip, mail_from, helo,
+                                  timeout=self._spf_timeout)
+        helo_task = check_helo(self._resolver, client_ip, helo, timeout=self._spf_timeout)
+        spf, helo_result, keys = await asyncio.gather(spf_task, helo_task, self._keys(names))
+        if len(message) <= INLINE_LIMIT:
+            dkims, arc = _signatures(message, dkim_fields, keys, bool(arc_fields))
+        else:
+            dkims, arc = await asyncio.to_thread(
+                _signatures, message, dkim_fields, keys, bool(arc_fields))
+        header_end = message.find(b"\r\n\r\n")
+        dmarc = await self._dmarc(message[: header_end + 2] if header_end >= 0 else message,
+                                  spf, dkims)
+        overridden = ""
+        if (dmarc.result is DmarcResult.FAIL and dmarc.disposition is not Policy.NONE
+                and arc.result == "pass" and arc.sealer in self._trusted):
+            overridden = f"arc:{arc.sealer}"
+            dmarc = DmarcOutcome(dmarc.result, dmarc.from_domain, dmarc.policy, Policy.NONE,
+                                 dmarc.reason)
+        helo_name = (helo or "").strip()
+        return AuthResults(spf=spf, helo=helo_result, dkim=dkims, dmarc=dmarc, arc=arc,
+                           mail_from=mail_from, helo_name=helo_name, overridden=overridden)
+
+    async def _keys(self, names: set[str]) -> dict[str, bytes | _Key]:
+        """The TXT record of each key name (the first one with a p= tag), or why not."""
+        async def one(name: str) -> tuple[str, bytes | _Key]:
+            try:
+                texts = await self._resolver.txt(name)
+            except DnsTemporary:
+                return name, _Key.TEMPORARY
+            except DnsError:
+                return name, _Key.MISSING
+            for text in texts:
+                if "p=" in text:
+                    return name, text.encode("utf-8", "replace")
+            return name, _Key.MISSING
+
+        return dict(await asyncio.gather(*(one(n) for n in sorted(names))))
+
+    async def _dmarc(self, header: bytes, spf: SpfOutcome,
+                     dkims: Sequence[DkimOutcome]) -> DmarcOutcome:
+        """RFC 7489 section 6.6.1: the domain of the single From: field; with several From
+        domains each is evaluated and the strictest outcome is kept."""
+        froms = from_addresses(header)
+        if froms is None:
+            return DmarcOutcome(DmarcResult.PERMERROR, "", reason="unparseable From: header")
+        domains = list(dict.fromkeys(_ascii_domain(a.domain) for a in froms))
+        if not domains:
+            return DmarcOutcome(DmarcResult.PERMERROR, "", reason="no From: header")
+        spf_domain = spf.domain if spf.result is SpfResult.PASS else None
+        passing = [d.domain for d in dkims if d.result == "pass"]
+        sample = self._random()
+        outcomes = [
+            await check_dmarc(self._resolver, self._orgs, d, spf_pass_domain=spf_domain,
+                              dkim_pass_domains=passing, sample=sample)
+            for d in domains[:5]
+        ]
+        return max(outcomes, key=_severity)
+
+
+_RANK = {DmarcResult.PASS: 0, DmarcResult.NONE: 1, DmarcResult.PERMERROR: 2,
+         DmarcResult.TEMPERROR: 3, DmarcResult.FAIL: 4}
+_DISPOSITION = {Policy.NONE: 0, Policy.QUARANTINE: 1, Policy.REJECT: 2}
+
+
+def _severity(o: DmarcOutcome) -> tuple[int, int]:
+    return _DISPOSITION[o.disposition], _RANK[o.result]
+
+
+def _ascii_domain(domain: str) -> str:
+    try:
+        return domain_forms(domain)[0]
+    except DomainNameError:
+        return domain.lower()
+
+
+def _signatures(
+    message: bytes, dkim_fields: Sequence[bytes], keys: dict[str, bytes | _Key], has_arc: bool
+) -> tuple[tuple[DkimOutcome, ...], ArcOutcome]:
+    """DKIM and ARC verification with dkimpy over prefetched keys (CPU only, no I/O)."""
+
+    def dnsfunc(name: bytes | str, timeout: float = 5) -> bytes | None:
+        key = (name.decode("ascii", "replace") if isinstance(name, bytes) else name)
+        found = keys.get(key.lower().rstrip("."))
+        return found if isinstance(found, bytes) else None
+
+    outcomes: list[DkimOutcome] = []
+    if dkim_fields:
+        verifier = _CachedKeyDKIM(message, logger=_dkimpy_log, minkey=1024)
+        for idx, raw in enumerate(dkim_fields[:MAX_SIGNATURES]):
+            outcomes.append(_one_dkim(verifier, idx, raw, keys, dnsfunc))
+    arc = _arc(message, dnsfunc) if has_arc else ArcOutcome("none")
+    return tuple(outcomes), arc
+
+
+@functools.lru_cache(maxsize=1024)
+def _parse_key(name: str, record: bytes) -> tuple[Any, ...] | None:
+    """dkimpy's parse of a key record (pure-Python ASN.1, the costliest step after the RSA
+    arithmetic), cached by its text: a busy MX sees the same few keys all day."""
+    try:
+        return tuple(dkim.evaluate_pk(name, record))
+    except Exception:  # KeyFormatError, binascii errors, anything a hostile record causes
+        return None
+
+
+class _CachedKeyDKIM(dkim.DKIM):  # type: ignore[misc]
+    """dkimpy's verifier, taking the parsed key from ``_parse_key`` instead of parsing the
+    record again for every signature."""
+
+    def verify_sig(self, sig: Any, include_headers: Any, sig_header: Any,
+                   dnsfunc: Callable[..., bytes | None]) -> Any:
+        name = (sig[b"s"] + b"._domainkey." + sig[b"d"]).decode("ascii", "replace").lower()
+        record = dnsfunc(name)
+        parsed = _parse_key(name, record) if record is not None else None
+        if parsed is None:
+            return False
+        self.pk, self.keysize, self.ktag, self.seqtlsrpt = parsed
+        return self.verify_sig_process(sig, include_headers, sig_header, dnsfunc)
+
+
+def _one_dkim(
+    verifier: dkim.DKIM,
+    idx: int,
+    raw: bytes,
+    keys: dict[str, bytes | _Key],
+    dnsfunc: Callable[..., bytes | None],
+) -> DkimOutcome:
+    tags = _tags(raw.split(b":", 1)[1])
+    d, s, b = _text(tags.get(b"d", b"")), _text(tags.get(b"s", b"")), _text(tags.get(b"b", b""))
+
+    def out(result: str, reason: str = "") -> DkimOutcome:
+        return DkimOutcome(result, d.lower(), s, b[:8], reason)
+
+    name = _key_name(tags)
+    if name is None:
+        return out("permerror", "signature has no valid d= or s=")
+    key = keys.get(name, _Key.MISSING)
+    if key is _Key.TEMPORARY:
+        return out("temperror", "key lookup failed")
+    if key is _Key.MISSING:
+        # RFC 6376 section 6.1.2: no key record is a permanent failure.
+        return out("permerror", "no key for signature")
+    parsed = _parse_key(name, key)
+    if parsed is None:
+        return out("permerror", "unusable key")
+    try:
+        ok = verifier.verify(idx=idx, dnsfunc=dnsfunc)
+    except dkim.ValidationError as exc:
+        text = str(exc)
+        if text.startswith("body hash mismatch"):
+            return out("fail", "body hash did not verify")
+        return out("fail", text[:80])
+    except dkim.KeyFormatError as exc:
+        return out("permerror", str(exc)[:80])
+    except dkim.DKIMException as exc:
+        return out("permerror", str(exc)[:80])
+    except Exception as exc:  # dkimpy on hostile input: never let it escape
+        log.debug("dkim verification error: %r", exc)
+        return out("permerror", "signature could not be verified")
+    return out("pass") if ok else out("fail", "signature did not verify")
+
+
+def _arc(message: bytes, dnsfunc: Callable[..., bytes | None]) -> ArcOutcome:
+    """RFC 8617 section 5.2 chain validation through dkimpy."""
+    try:
+        verifier = dkim.ARC(message, logger=_dkimpy_log, minkey=1024)
+        cv, results, reason = verifier.verify(dnsfunc=dnsfunc)
+    except Exception as exc:  # malformed ARC headers: the chain fails, nothing escapes
+        log.debug("arc verification error: %r", exc)
+        return ArcOutcome("fail", reason="malformed ARC set")
+    newest = results[0] if results else {}
+    instance = int(newest.get("instance", 0) or 0)
+    sealer = _text(newest.get("as-domain", b"") or b"").lower()
+    if instance > MAX_ARC_SETS:
+        return ArcOutcome("fail", instance, sealer, "too many ARC sets")
+    if cv == dkim.CV_Pass:
+        return ArcOutcome("pass", instance, sealer)
+    if cv == dkim.CV_None:
+        return ArcOutcome("none")
+    return ArcOutcome("fail", instance, sealer, str(reason)[:80])

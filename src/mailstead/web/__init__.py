@@ -1,0 +1,1 @@
+"""The web front end (ASGI): client autoconfiguration, the Apple profile, the settings card."""

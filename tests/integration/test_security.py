@@ -1,0 +1,376 @@
+"""Account security against a real ``mailstead serve`` over IMAP (imaplib), POP3 (poplib) and
+submission (smtplib): two-factor refusals in each protocol's words, app passwords, revocation,
+recovery codes, and a guessing attack from 127.0.0.5 while the owner logs in from 127.0.0.6."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import imaplib
+import poplib
+import re
+import smtplib
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pyotp
+import pytest
+from helpers import (
+    REPO,
+    Harness,
+    Server,
+    ServerError,
+    Users,
+    child_env,
+    init_data_dir,
+    rewrite_tables,
+    run_cli,
+)
+
+ALICE = "alice@example.test"
+ALICE_PW = "alice-Secret-1"
+BOB = "bob@example.test"
+BOB_PW = "bob-Secret-2"
+ATTACKER = "127.0.0.5"
+OWNER = "127.0.0.6"
+SECURITY: dict[str, Any] = {
+    "argon2_time_cost": 1,
+    "argon2_memory_cost": 8192,
+    "argon2_parallelism": 1,
+    "max_failures": 10,
+    "failure_window": 600,
+    "block_duration": 900,
+    "failure_delay": 0.05,
+    "max_failure_delay": 0.2,
+}
+
+
+class LoginError(Exception):
+    """A refused login; ``kind`` is "auth" (permanent) or "temp", ``text`` the reply."""
+
+    def __init__(self, kind: str, text: str) -> None:
+        super().__init__(f"{kind}: {text}")
+        self.kind = kind
+        self.text = text
+
+
+def _connect(port: int, source: str | None, timeout: float) -> socket.socket:
+    return socket.create_connection(
+        ("127.0.0.1", port), timeout, source_address=(source, 0) if source else None
+    )
+
+
+class IMAP(imaplib.IMAP4_SSL):
+    """imaplib over implicit TLS from a chosen source address."""
+
+    def __init__(self, port: int, ctx: ssl.SSLContext, source: str | None) -> None:
+        self.source = source
+        super().__init__("127.0.0.1", port, ssl_context=ctx, timeout=15)
+
+    def _create_socket(self, timeout: float | None) -> socket.socket:
+        sock = _connect(self.port, self.source, timeout or 15)
+        return self.ssl_context.wrap_socket(sock, server_hostname=self.host)
+
+
+class POP3(poplib.POP3_SSL):
+    """poplib over implicit TLS from a chosen source address."""
+
+    def __init__(self, port: int, ctx: ssl.SSLContext, source: str | None) -> None:
+        self.source = source
+        super().__init__("127.0.0.1", port, context=ctx, timeout=15)
+
+    def _create_socket(self, timeout: float) -> socket.socket:
+        sock = _connect(self.port, self.source, timeout)
+        return self.context.wrap_socket(sock, server_hostname=self.host)
+
+
+class Clients:
+    """One login per call, each on a fresh connection, over the three protocols."""
+
+    def __init__(self, h: Harness) -> None:
+        self.h = h
+        self.ctx = h.tls()
+
+    def imap(self, user: str, password: str, source: str | None = None) -> None:
+        client = IMAP(self.h.port("imaps"), self.ctx, source)
+        try:
+            client.login(user, password)
+        except imaplib.IMAP4.error as exc:
+            text = str(exc)
+            raise LoginError("temp" if "[UNAVAILABLE]" in text else "auth", text) from None
+        finally:
+            with contextlib.suppress(Exception):
+                client.logout()
+
+    def pop3(self, user: str, password: str, source: str | None = None) -> None:
+        client = POP3(self.h.port("pop3s"), self.ctx, source)
+        try:
+            client.user(user)
+            client.pass_(password)
+        except poplib.error_proto as exc:
+            text = str(exc)
+            raise LoginError("temp" if "[SYS/TEMP]" in text else "auth", text) from None
+        finally:
+            with contextlib.suppress(Exception):
+                client.quit()
+
+    def smtp(self, user: str, password: str, source: str | None = None) -> None:
+        client = smtplib.SMTP_SSL("127.0.0.1", self.h.port("submissions"), context=self.ctx,
+                                  timeout=15, source_address=(source, 0) if source else None)
+        try:
+            auth_plain(client, user, password)
+        finally:
+            with contextlib.suppress(Exception):
+                client.quit()
+
+    def login(self, protocol: str, user: str, password: str, source: str | None = None) -> None:
+        getattr(self, protocol)(user, password, source)
+
+
+def auth_plain(client: smtplib.SMTP, user: str, password: str) -> None:
+    """Exactly one AUTH PLAIN (smtplib.login would retry with LOGIN after a 535)."""
+    client.ehlo("client.example.test")
+    token = base64.b64encode(f"\0{user}\0{password}".encode()).decode()
+    code, text = client.docmd("AUTH", "PLAIN " + token)
+    if code != 235:
+        reply = f"{code} {text.decode(errors='replace')}"
+        raise LoginError("temp" if code == 454 else "auth", reply)
+
+
+PROTOCOLS = ("imap", "pop3", "smtp")
+
+
+@pytest.fixture(scope="module")
+def h(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
+    data_dir = tmp_path_factory.mktemp("security") / "data"
+    try:
+        init_data_dir(data_dir, Users(passwords={ALICE: ALICE_PW, BOB: BOB_PW}))
+        rewrite_tables(data_dir / "mailstead.toml", {
+            "security": SECURITY,
+            "pop3": {"auth_failure_delay": 0, "max_connections_per_ip": 50},
+            "imap": {"max_connections_per_ip": 50},
+        })
+        server = Server(data_dir).start(timeout=20)
+    except ServerError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        yield Harness(server)
+    finally:
+        code = server.stop()
+        log = server.log_text()
+        assert code == 0, log[-5000:]
+        assert "Traceback" not in log, log[-20000:]
+
+
+@pytest.fixture(scope="module")
+def clients(h: Harness) -> Clients:
+    return Clients(h)
+
+
+def cli(h: Harness, *args: str, stdin: str | None = None) -> str:
+    return run_cli(*args, "--data-dir", str(h.data_dir), stdin=stdin)
+
+
+def enable_2fa(h: Harness, address: str) -> list[str]:
+    """``user 2fa enable``, answering its prompt with the code of the secret it printed."""
+    with subprocess.Popen(
+        [sys.executable, "-m", "mailstead", "user", "2fa", "enable", address,
+         "--data-dir", str(h.data_dir)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=child_env(), cwd=REPO,
+    ) as proc:
+        assert proc.stdout is not None
+        assert proc.stdin is not None
+        assert proc.stderr is not None
+        printed = []
+        secret = ""
+        for line in proc.stdout:
+            printed.append(line)
+            if line.startswith("secret:"):
+                secret = line.split()[1]
+                break
+        assert secret, "".join(printed)
+        proc.stdin.write(pyotp.TOTP(secret).now() + "\n")
+        proc.stdin.close()
+        rest = proc.stdout.read()
+        errors = proc.stderr.read()
+        assert proc.wait(timeout=30) == 0, errors
+    text = "".join(printed) + rest
+    assert "otpauth://totp/" in text
+    assert ("\u2580" in text or "\u2584" in text)
+    return re.findall(r"^  ([a-z2-9]{5}-[a-z2-9]{5})$", rest, re.M)
+
+
+def add_app_password(h: Harness, address: str, name: str, protocols: str | None = None) -> str:
+    args = ["app-password", "add", address, "--name", name]
+    if protocols:
+        args += ["--protocols", protocols]
+    out = cli(h, *args)
+    match = re.search(r"^  ([a-z]{4} [a-z]{4} [a-z]{4} [a-z]{4})$", out, re.M)
+    assert match, out
+    return match.group(1)
+
+
+def test_password_works_with_2fa_off(h: Harness, clients: Clients) -> None:
+    for protocol in PROTOCOLS:
+        clients.login(protocol, BOB, BOB_PW)
+        with pytest.raises(LoginError) as refused:
+            clients.login(protocol, BOB, "not the password")
+        assert refused.value.kind == "auth"
+    rows = cli(h, "user", "logins", BOB)
+    assert rows.count(" ok ") + rows.count("ok    ") >= 3
+    assert "bad_credentials" in rows
+
+
+def test_2fa_app_passwords_revocation_and_recovery_codes(h: Harness, clients: Clients) -> None:
+    codes = enable_2fa(h, ALICE)
+    assert len(codes) == 10
+    # The account password alone is refused, in each protocol's words.
+    expected = {
+        "imap": "[AUTHENTICATIONFAILED] Two-factor authentication is on",
+        "pop3": "-ERR [AUTH] Two-factor authentication is on",
+        "smtp": "535 5.7.8 Two-factor authentication is on",
+    }
+    for protocol in PROTOCOLS:
+        with pytest.raises(LoginError) as refused:
+            clients.login(protocol, ALICE, ALICE_PW)
+        assert refused.value.kind == "auth"
+        assert expected[protocol] in refused.value.text, refused.value.text
+        assert "app-specific password" in refused.value.text
+    # An app password works everywhere, however it is typed.
+    app = add_app_password(h, ALICE, "iPhone")
+    clients.imap(ALICE, app)
+    clients.pop3(ALICE, app.replace(" ", ""))
+    clients.smtp(ALICE, app.upper())
+    listed = cli(h, "app-password", "list", ALICE)
+    assert "iPhone" in listed, listed
+    assert "127.0.0.1" in listed, listed
+    assert app not in listed
+    assert app.replace(" ", "") not in listed
+    # Sessions opened before the revocation that try again afterwards are refused too.
+    waiting_imap = IMAP(h.port("imaps"), clients.ctx, None)
+    waiting_smtp = smtplib.SMTP_SSL("127.0.0.1", h.port("submissions"), context=clients.ctx,
+                                    timeout=15)
+    try:
+        cli(h, "app-password", "revoke", ALICE, "iphone")
+        with pytest.raises(imaplib.IMAP4.error, match="AUTHENTICATIONFAILED"):
+            waiting_imap.login(ALICE, app)
+        with pytest.raises(LoginError, match=r"535 5\.7\.8"):
+            auth_plain(waiting_smtp, ALICE, app)
+    finally:
+        with contextlib.suppress(Exception):
+            waiting_imap.logout()
+        with contextlib.suppress(Exception):
+            waiting_smtp.close()
+    for protocol in PROTOCOLS:
+        with pytest.raises(LoginError):
+            clients.login(protocol, ALICE, app)
+    # A restricted app password opens only its protocols.
+    mail_only = add_app_password(h, ALICE, "Laptop", "imap,smtp")
+    clients.imap(ALICE, mail_only)
+    clients.smtp(ALICE, mail_only)
+    with pytest.raises(LoginError):
+        clients.pop3(ALICE, mail_only)
+    # Recovery codes (for the web login and `user 2fa verify`) work once each.
+    assert cli(h, "user", "2fa", "verify", ALICE, codes[0]).strip() == "valid"
+    with pytest.raises(ServerError, match="not valid"):
+        cli(h, "user", "2fa", "verify", ALICE, codes[0])
+    assert cli(h, "user", "2fa", "status", ALICE).strip() == "on, 9 recovery code(s) left"
+    logins = cli(h, "user", "logins", ALICE, "--limit", "200")
+    assert "app_password_required" in logins
+    assert "app-password='iPhone'" in logins
+
+
+def test_guessing_attack_is_blocked_while_the_owner_gets_in(
+    h: Harness, clients: Clients
+) -> None:
+    owner_password = add_app_password(h, ALICE, "Owner phone")
+    attempts = 240
+    outcomes: dict[str, int] = {"auth": 0, "temp": 0, "ok": 0}
+    first_temp: int | None = None
+    owner = {"ok": 0, "failed": 0}
+    owner_errors: list[str] = []
+    stop = threading.Event()
+
+    def owner_loop() -> None:
+        i = 0
+        while not stop.is_set() and i < 150:
+            protocol = PROTOCOLS[i % 3]
+            i += 1
+            try:
+                clients.login(protocol, ALICE, owner_password, OWNER)
+                owner["ok"] += 1
+            except Exception as exc:  # any failure counts against the success rate
+                owner["failed"] += 1
+                owner_errors.append(f"{protocol}: {exc}")
+
+    thread = threading.Thread(target=owner_loop)
+    thread.start()
+    started = time.monotonic()
+    try:
+        for i in range(attempts):
+            protocol = PROTOCOLS[i % 3]
+            try:
+                clients.login(protocol, ALICE, f"guess-{i:04d}-pw", ATTACKER)
+                outcomes["ok"] += 1
+            except LoginError as exc:
+                outcomes[exc.kind] += 1
+                if exc.kind == "temp" and first_temp is None:
+                    first_temp = i
+    finally:
+        stop.set()
+        thread.join(timeout=120)
+    elapsed = time.monotonic() - started
+    time.sleep(0.6)  # the audit is written in batches
+    audit = cli(h, "user", "logins", ALICE, "--limit", "2000")
+    checked = sum(1 for line in audit.splitlines()
+                  if ATTACKER in line and "bad_credentials" in line)
+    blocked_rows = sum(1 for line in audit.splitlines() if ATTACKER in line and "blocked" in line)
+    total_owner = owner["ok"] + owner["failed"]
+    print(
+        f"\nguessing attack: {attempts} attempts from {ATTACKER} in {elapsed:.1f} s, "
+        f"{checked} reached the password check, {outcomes['temp']} refused as blocked "
+        f"(first at attempt {first_temp}); owner from {OWNER}: {owner['ok']}/{total_owner} "
+        f"succeeded ({100.0 * owner['ok'] / max(1, total_owner):.1f} %)"
+    )
+    assert outcomes["ok"] == 0
+    assert checked == SECURITY["max_failures"], audit[-3000:]
+    assert outcomes["auth"] == SECURITY["max_failures"]
+    assert first_temp == SECURITY["max_failures"]
+    assert outcomes["temp"] == attempts - SECURITY["max_failures"]
+    assert blocked_rows == outcomes["temp"]
+    assert total_owner >= 30
+    assert owner["failed"] == 0, owner_errors[:5]
+    # Blocked across protocols even with the right credentials; the block is in the store.
+    for protocol in PROTOCOLS:
+        with pytest.raises(LoginError) as refused:
+            clients.login(protocol, ALICE, owner_password, ATTACKER)
+        assert refused.value.kind == "temp"
+    assert ATTACKER in cli(h, "security", "blocked")
+    cli(h, "security", "unblock", ATTACKER)
+    assert "no blocked addresses" in cli(h, "security", "blocked")
+    deadline = time.monotonic() + 10
+    while True:  # the server re-reads the block list within a few seconds
+        try:
+            clients.imap(ALICE, owner_password, ATTACKER)
+            break
+        except LoginError as exc:
+            kind = exc.kind
+        assert kind == "temp"
+        assert time.monotonic() < deadline, "still blocked 10 s after unblock"
+        time.sleep(0.3)
+
+
+def test_logs_never_show_passwords(h: Harness) -> None:
+    log = h.log()
+    assert "security.blocked" in log
+    for secret in (ALICE_PW, BOB_PW, "guess-0001-pw"):
+        assert secret not in log
+    assert not list(Path(h.data_dir).glob(".security.key.*"))

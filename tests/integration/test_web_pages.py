@@ -1,0 +1,156 @@
+"""The account and admin pages of a real ``mailstead serve`` over HTTPS: a non-admin gets 403
+on every admin route (the routes are enumerated from the application itself, so a new one
+cannot be missed), a form posted without its CSRF token is refused, and an administrator made
+with ``mailstead user add --admin`` (or ``user admin``) gets in."""
+
+from __future__ import annotations
+
+import http.client
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import pytest
+from helpers import HOSTNAME, Server, Users, init_data_dir, run_cli, tls_context
+from starlette.routing import Route
+
+from mailstead.config.loader import load_config
+from mailstead.web.app import WebContext, create_app
+from mailstead.web.security import WebGuard
+
+ALICE, ALICE_PW = "alice@example.test", "correct horse battery"
+ROOT, ROOT_PW = "root@example.test", "staple paper clip"
+COOKIE = "__Host-mailstead"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    data = tmp_path_factory.mktemp("webpages") / "data"
+    init_data_dir(data, Users(passwords={ALICE: ALICE_PW}))
+    run_cli("user", "add", ROOT, "--admin", "--password-stdin", "--data-dir", str(data),
+            stdin=ROOT_PW + "\n")
+    srv = Server(data).start(timeout=30)
+    try:
+        yield srv
+    finally:
+        assert srv.stop() == 0, srv.log_text()[-5000:]
+        assert "Traceback" not in srv.log_text(), srv.log_text()[-5000:]
+
+
+class Browser:
+    """A tiny HTTPS client with one session cookie (pinned to the server's certificate)."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.cookie = ""
+
+    def request(self, method: str, path: str, form: dict[str, str] | None = None
+                ) -> tuple[int, dict[str, str], str]:
+        conn = http.client.HTTPSConnection(
+            "127.0.0.1", self.server.ports["https"],
+            context=tls_context(self.server.cert_path, HOSTNAME), timeout=15)
+        headers = {"host": HOSTNAME}
+        body = None
+        if self.cookie:
+            headers["cookie"] = f"{COOKIE}={self.cookie}"
+        if form is not None:
+            body = urlencode(form)
+            headers["content-type"] = "application/x-www-form-urlencoded"
+        try:
+            conn.request(method, path, body=body, headers=headers)
+            response = conn.getresponse()
+            text = response.read().decode()
+            got = {k.lower(): v for k, v in response.getheaders()}
+            for value in response.headers.get_all("set-cookie") or []:
+                match = re.match(rf"{re.escape(COOKIE)}=([^;]*)", value)
+                if match:
+                    self.cookie = match.group(1)
+            return response.status, got, text
+        finally:
+            conn.close()
+
+    def csrf(self, path: str = "/account") -> str:
+        status, _, html = self.request("GET", path)
+        assert status == 200, html[:500]
+        match = re.search(r'name="csrf" value="([^"]+)"', html)
+        assert match, html[:1000]
+        return match.group(1)
+
+    def sign_in(self, username: str, password: str) -> int:
+        token = self.csrf("/login")
+        status, headers, _ = self.request("POST", "/login", {
+            "csrf": token, "username": username, "password": password})
+        assert status == 303, status
+        return 303 if headers["location"] == "/account" else 0
+
+
+def _admin_routes(data_dir: Path) -> list[tuple[str, str]]:
+    """Every (method, path) under /admin, from an app built like the server's."""
+    from mailstead.web.pagekit import AccountWeb
+    from mailstead.web.sessions import SessionStore
+
+    unused: Any = object()  # building the routes touches neither the store nor the services
+    web = AccountWeb(accounts=unused, store=unused, sessions=SessionStore(lambda: 0.0))
+    app = create_app(WebContext(config=load_config(data_dir), store=unused, account_web=web))
+    assert isinstance(app, WebGuard)
+    routes = [(m, r.path) for r in app.app.routes  # type: ignore[attr-defined]
+              if isinstance(r, Route) and r.path.startswith("/admin")
+              for m in sorted(r.methods or ()) if m != "HEAD"]
+    assert len(routes) >= 15, routes
+    return routes
+
+
+def test_non_admin_gets_403_on_every_admin_route(server: Server) -> None:
+    routes = _admin_routes(server.data_dir)
+    alice = Browser(server)
+    assert alice.sign_in(ALICE, ALICE_PW) == 303
+    token = alice.csrf()
+    for method, path in routes:
+        form = {"csrf": token, "name": "example.test", "address": ALICE, "source": "x@y.test",
+                "queue_id": "x", "network": "192.0.2.1", "password": "a long password"}
+        status, _, text = alice.request(method, path, form if method == "POST" else None)
+        assert status == 403, (method, path, status)
+        assert "for administrators" in text
+    assert "example.test" in run_cli("domain", "list", "--data-dir", str(server.data_dir))
+    # The admin made with `user add --admin` gets every admin page.
+    root = Browser(server)
+    assert root.sign_in(ROOT, ROOT_PW) == 303
+    for method, path in routes:
+        if method == "GET":
+            status, _, text = root.request("GET", path)
+            assert status == 200, (path, text[:500])
+    # Taking the flag away with the CLI applies to the running server's next request.
+    run_cli("user", "admin", ROOT, "--off", "--data-dir", str(server.data_dir))
+    assert root.request("GET", "/admin")[0] == 403
+    run_cli("user", "admin", ROOT, "--data-dir", str(server.data_dir))
+    assert root.request("GET", "/admin")[0] == 200
+
+
+def test_forms_without_csrf_token_are_refused(server: Server) -> None:
+    alice = Browser(server)
+    # The sign-in form itself carries a token.
+    alice.csrf("/login")
+    status, _, _ = alice.request("POST", "/login", {"username": ALICE, "password": ALICE_PW})
+    assert status == 403
+    assert alice.sign_in(ALICE, ALICE_PW) == 303
+    for path, form in (
+        ("/account/app-passwords", {"name": "sneaky"}),
+        ("/account/password", {"current": ALICE_PW, "new": "hijacked pass", "again":
+                               "hijacked pass"}),
+        ("/logout", {}),
+    ):
+        status, _, text = alice.request("POST", path, form)
+        assert status == 403, (path, status)
+        assert "security token" in text
+    status, _, html = alice.request("GET", "/account/app-passwords")
+    assert "sneaky" not in html
+    # A cross-site POST with another session's token fails too.
+    other = Browser(server)
+    foreign = other.csrf("/login")
+    status, _, _ = alice.request("POST", "/account/app-passwords",
+                                 {"csrf": foreign, "name": "sneaky"})
+    assert status == 403
+    # The password did not change.
+    assert Browser(server).sign_in(ALICE, ALICE_PW) == 303
