@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import re
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, cast, get_args
 
@@ -17,6 +18,7 @@ from mailstead.diagnostics.check_client import plan, render, render_json, run
 from mailstead.diagnostics.discovery import discover
 from mailstead.diagnostics.lookup import Lookup
 from mailstead.diagnostics.probe import Credentials, ProbeSettings, Protocol, Security, Target
+from mailstead.dns.resolver import DnsError
 
 _TRY = re.compile(r"(imap|pop3|smtp):(\d{1,5}):(ssl|starttls|none)", re.IGNORECASE)
 
@@ -60,6 +62,22 @@ def _tries(values: list[str], host: str, address: str | None) -> list[Target]:
     return out
 
 
+async def _resolved(lookup: Lookup, targets: list[tuple[int, Target]]
+                    ) -> list[tuple[int, Target]]:
+    """With --nameserver, server names are resolved there too, not by the system: IPv4
+    first, as a client on a network without IPv6 would end up using."""
+    addresses: dict[str, str | None] = {}
+    for host in {t.host for _, t in targets}:
+        try:
+            found = await lookup.addresses(host)
+        except DnsError:
+            addresses[host] = None
+            continue
+        addresses[host] = next((a for a in found if ":" not in a), found[0] if found else None)
+    return [(std, replace(t, address=addresses.get(t.host) or t.address))
+            for std, t in targets]
+
+
 def check_client(ctx: Context, args: argparse.Namespace) -> int:
     email = args.email.strip()
     if email.count("@") != 1 or not all(email.split("@")):
@@ -92,6 +110,8 @@ def check_client(ctx: Context, args: argparse.Namespace) -> int:
         targets = plan(server, address=args.connect, ports=ports, discovered=found,
                        extra=_tries(args.try_ or [], server or email.rpartition("@")[2],
                                     args.connect))
+        if nameservers and not args.connect:
+            targets = await _resolved(lookup, targets)
         report = await run(email, targets, creds, settings)
         if found is not None:
             report.notes = found.notes

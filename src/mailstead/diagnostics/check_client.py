@@ -126,7 +126,19 @@ async def run(email: str, targets: Sequence[tuple[int, Target]], creds: Credenti
     """Probe every target at once; where a user name other than the address was refused,
     try the full address once per protocol to tell a wrong name form from a wrong password."""
     report = Report(email)
-    results = await asyncio.gather(*(probe(t, creds, settings) for _, t in targets))
+
+    async def pop3_in_turn() -> list[ProbeResult]:
+        # RFC 1939 section 8: a POP3 session locks the maildrop exclusively, so logins to
+        # the same account would collide with each other; POP3 settings go one at a time.
+        return [await probe(t, creds, settings) for _, t in targets if t.protocol == "pop3"]
+
+    others, pop3 = await asyncio.gather(
+        asyncio.gather(*(probe(t, creds, settings) for _, t in targets
+                         if t.protocol != "pop3")),
+        pop3_in_turn(),
+    )
+    queues = {"pop3": iter(pop3), "other": iter(others)}
+    results = [next(queues["pop3" if t.protocol == "pop3" else "other"]) for _, t in targets]
     retried: dict[str, ProbeResult] = {}
     for (standard, target), result in zip(targets, results, strict=True):
         username = creds.username if creds else email

@@ -45,6 +45,7 @@ class Cause(Enum):
     APP_PASSWORD = "app_password"  # noqa: S105
     WEB_LOGIN = "web_login"
     BLOCKED = "blocked"
+    IN_USE = "in_use"  # POP3: the password is right but another session holds the maildrop
     TEMPORARY = "temporary"
     PROTOCOL_ERROR = "protocol_error"
 
@@ -168,6 +169,10 @@ _WORDS: dict[Cause, tuple[str, str]] = {
         "wait until the block expires (usually 15 minutes to an hour) with every device "
         "that has the old password turned off, or ask the administrator to lift it "
         "(mailstead security unblock IP)",
+    ),
+    Cause.IN_USE: (
+        "the password is right, but another POP3 session (another device) holds the mailbox",
+        "close the other POP3 client, or use IMAP, which lets several devices in at once",
     ),
     Cause.TEMPORARY: (
         "the server answered with a temporary failure",
@@ -360,6 +365,8 @@ def classify_login(reply: LoginReply) -> Cause:
         return Cause.BLOCKED
     if _NEEDS_TLS.search(both):
         return Cause.LOGIN_BEFORE_TLS
+    if reply.code.upper() == "IN-USE":  # RFC 2449 section 8.1.1: authenticated, but locked
+        return Cause.IN_USE
     if reply.temporary:
         return Cause.TEMPORARY
     return Cause.WRONG_PASSWORD

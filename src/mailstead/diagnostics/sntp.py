@@ -35,11 +35,11 @@ def _from_ntp(data: bytes) -> float:
 
 def request(now: float, nonce: bytes = b"") -> bytes:
     """A client request (RFC 4330 section 5): LI 0, version 4, mode 3, with ``now`` as the
-    transmit timestamp; ``nonce`` (up to 4 bytes) replaces its low fraction bits so a forged
-    answer cannot guess the originate timestamp it must echo."""
+    transmit timestamp; ``nonce`` (up to 2 bytes, a 15 microsecond change) replaces its low
+    fraction bits so a forged answer cannot guess the originate timestamp it must echo."""
     transmit = bytearray(_to_ntp(now))
     if nonce:
-        transmit[8 - len(nonce[:4]) :] = nonce[:4]
+        transmit[8 - len(nonce[:2]) :] = nonce[:2]
     return bytes([0x23]) + bytes(39) + bytes(transmit)
 
 
@@ -103,7 +103,7 @@ async def query(host: str, port: int = 123, timeout: float = 5.0) -> SntpReply:
     except OSError as exc:
         raise SntpError(f"{host}:{port}: {exc.strerror or exc}") from None
     try:
-        sent = request(time.time(), os.urandom(4))
+        sent = request(time.time(), os.urandom(2))
         transport.sendto(sent)
         try:
             data, received_at = await asyncio.wait_for(proto.answer, timeout)
