@@ -13,7 +13,8 @@ STAMP := $(VENV)/.installed
 # test_check_client_postfix.py runs them as root on loopback ports, with its own config).
 TEST_DEBS := swaks isync openssl fetchmail libio-socket-ssl-perl libnet-ssleay-perl libauthen-sasl-perl \
 	postfix dovecot-imapd dovecot-pop3d \
-	chromium chromium-driver
+	chromium chromium-driver \
+	rspamd clamav-daemon
 
 .PHONY: help venv run test test-deps lint docs bench clean distclean
 
@@ -57,6 +58,7 @@ test-deps:
 	    && command -v postfix >/dev/null && command -v dovecot >/dev/null \
 	    && test -x /usr/lib/dovecot/pop3 && test -x /usr/lib/dovecot/imap \
 	    && command -v chromium >/dev/null && command -v chromedriver >/dev/null \
+	    && command -v rspamd >/dev/null && command -v clamd >/dev/null \
 	    && perl -MIO::Socket::SSL -MAuthen::SASL -e1 2>/dev/null; then \
 	  :; \
 	elif [ "$$(id -u)" = 0 ]; then \

@@ -17,17 +17,22 @@ from mailstead.config import Config, HostPort
 from mailstead.core.errors import ConfigError
 from mailstead.delivery.service import DeliveryService
 from mailstead.filters.pipeline import Pipeline, Stage
+from mailstead.filters.spam import JunkLearner
 from mailstead.imap.context import IMAPContext
 from mailstead.observability.log import log_event, setup_logging
 from mailstead.servers.imap import IMAPListenerSettings, IMAPServer
 from mailstead.servers.listener import Listener, make_tls_context
+from mailstead.servers.managesieve import ManageSieveListenerSettings, ManageSieveServer
 from mailstead.servers.pop3 import Maildrops, POP3ListenerSettings, POP3Server
 from mailstead.servers.smtp import SMTPListenerSettings, SMTPServer
+from mailstead.sieve.delivery import SieveRunner
+from mailstead.sieve.limits import SieveLimits
 from mailstead.storage import open_store
 from mailstead.storage.interfaces import Store
 from mailstead.web.server import WebServer, start_web
 
 if TYPE_CHECKING:
+    from mailstead.dns.resolver import DnsPythonResolver
     from mailstead.queue.workers import QueueWorkers
 
 log = logging.getLogger("mailstead.app")
@@ -51,10 +56,19 @@ _SMTP_PORTS = (
 )
 
 
-def _outbound(config: Config, store: Store) -> QueueWorkers:
-    """The outbound side (issue 5): resolver, MTA-STS, router, SMTP client, DKIM signer and
-    the queue workers, from ``[dns]`` and ``[queue]``."""
+def _resolver(config: Config) -> DnsPythonResolver:
+    """The one resolver of the process (``[dns]``): outbound routing, MTA-STS and the inbound
+    checks share it, so they share its cache (issue 9)."""
     from mailstead.dns.resolver import DnsPythonResolver
+
+    nameservers = [(ns.host, ns.port) for ns in config.dns.nameservers] or None
+    return DnsPythonResolver(nameservers)
+
+
+def _outbound(config: Config, store: Store, resolver: DnsPythonResolver) -> QueueWorkers:
+    """The outbound side (issue 5): MTA-STS, router, SMTP client, DKIM signer, ARC sealer
+    and the queue workers, from ``[queue]``, over the shared ``resolver``."""
+    from mailstead.mailauth.arc import ArcSealer
     from mailstead.mailauth.dkim import DkimSigner
     from mailstead.queue.client import OutboundClient, default_tls_context
     from mailstead.queue.mtasts import HttpsPolicyFetcher, MtaStsCache, TlsRptCounters
@@ -63,8 +77,6 @@ def _outbound(config: Config, store: Store) -> QueueWorkers:
     from mailstead.queue.workers import QueueWorkers, WorkerSettings
 
     q = config.queue
-    nameservers = [(ns.host, ns.port) for ns in config.dns.nameservers] or None
-    resolver = DnsPythonResolver(nameservers)
 
     def verifying_context() -> ssl.SSLContext:
         ctx = ssl.create_default_context(
@@ -125,23 +137,41 @@ def _outbound(config: Config, store: Store) -> QueueWorkers:
         lease=lease,
         poll_interval=min(1.0, min(q.retry_schedule) / 2),
     )
-    return QueueWorkers(store, router, client, DkimSigner(store), settings, tlsrpt=tlsrpt)
+    # Issue 9: mail an alias forwards is ARC-sealed (RFC 8617) before it is DKIM-signed.
+    return QueueWorkers(store, router, client, DkimSigner(store), settings, tlsrpt=tlsrpt,
+                        sealer=ArcSealer(store, config.hostname))
 
 
-def _filters(config: Config) -> Pipeline | None:
+def _filters(
+    config: Config, store: Store, resolver: DnsPythonResolver
+) -> tuple[Pipeline | None, JunkLearner | None]:
     """The inbound filter pipeline of port-25 mail (issue 9): sender authentication from
-    ``[auth_checks]`` over the ``[dns]`` resolver; None when nothing is enabled."""
-    from mailstead.dns.resolver import DnsPythonResolver
+    ``[auth_checks]`` over the ``[dns]`` resolver, ClamAV from ``[antivirus]``, then the spam
+    filter of ``[spam]`` (built in, or rspamd); None when nothing is enabled. The learner
+    (or None) is the IMAP hook that trains the spam filter on moves into and out of Junk."""
+    import time
+
     from mailstead.filters.auth import AuthStage, FailAction
+    from mailstead.filters.bayes import BayesClassifier
+    from mailstead.filters.clamav import ClamavStage, ClamdAddress, ClamdClient
+    from mailstead.filters.dnsbl import DnsblChecker
+    from mailstead.filters.greylist import Greylist, GreylistSettings
+    from mailstead.filters.rspamd import RspamdFilter
+    from mailstead.filters.spam import (
+        BuiltinSpamFilter,
+        BuiltinWeights,
+        SpamFilter,
+        SpamPolicy,
+        SpamStage,
+    )
     from mailstead.mailauth.dmarc import OrgDomains
     from mailstead.mailauth.verify import AuthVerifier
 
     checks = config.auth_checks
     stages: list[Stage] = []
     if checks.enable:
-        nameservers = [(ns.host, ns.port) for ns in config.dns.nameservers] or None
         verifier = AuthVerifier(
-            DnsPythonResolver(nameservers),
+            resolver,
             OrgDomains(),
             trusted_arc_sealers=checks.trusted_arc_sealers,
         )
@@ -151,7 +181,79 @@ def _filters(config: Config) -> Pipeline | None:
             on_reject=FailAction(checks.dmarc_reject_action),
             on_quarantine=FailAction(checks.quarantine_action),
         ))
-    return Pipeline(stages) if stages else None
+    av = config.antivirus
+    if av.clamd:
+        stages.append(ClamavStage(
+            ClamdClient(ClamdAddress.parse(av.clamd), max_size=av.max_size),
+            tempfail_when_down=av.on_failure == "tempfail",
+        ))
+    spam = config.spam
+    learner: JunkLearner | None = None
+    if spam.enable:
+        spam_filter: SpamFilter
+        if spam.rspamd:
+            spam_filter = RspamdFilter(
+                spam.rspamd,
+                controller=spam.rspamd_controller or None,
+                password=spam.rspamd_password.reveal() if spam.rspamd_password else None,
+            )
+        else:
+            spam_filter = BuiltinSpamFilter(
+                dnsbl=DnsblChecker(resolver, spam.dnsbl_zones) if spam.dnsbl_zones else None,
+                greylist=Greylist(store, time.time, GreylistSettings(
+                    delay=spam.greylist_delay)) if spam.greylisting else None,
+                bayes=BayesClassifier(store) if spam.bayes else None,
+                weights=BuiltinWeights(dnsbl=spam.dnsbl_score),
+            )
+        stages.append(SpamStage(spam_filter, SpamPolicy(
+            junk_score=spam.junk_score,
+            reject_score=spam.reject_score,
+            reject_to_junk=spam.reject_action == "junk",
+            tempfail_when_down=spam.on_failure == "tempfail",
+        )))
+        if spam.rspamd or spam.bayes:
+            learner = JunkLearner(store, [spam_filter])
+    return (Pipeline(stages) if stages else None), learner
+
+
+def _sieve_limits(config: Config) -> SieveLimits:
+    sv = config.sieve
+    return SieveLimits(max_script_size=sv.max_script_size, max_actions=sv.max_actions,
+                       max_redirects=sv.max_redirects)
+
+
+def _sieve_runner(config: Config, store: Store) -> SieveRunner | None:
+    """The per-account Sieve step of delivery (issue 9), from ``[sieve]``."""
+    if not config.sieve.enable:
+        return None
+    return SieveRunner(store, config.hostname, limits=_sieve_limits(config),
+                       redirects_per_day=config.sieve.redirects_per_day)
+
+
+def _managesieve_listener(
+    config: Config, store: Store, accounts: AccountService, tls: ssl.SSLContext,
+    stopping: asyncio.Event,
+) -> Listener:
+    """The ManageSieve listener (RFC 5804) on ``listen.managesieve``."""
+    sv = config.sieve
+    address = config.listen.managesieve
+    assert address is not None
+    server = ManageSieveServer(
+        ManageSieveListenerSettings(
+            hostname=config.hostname,
+            limits=_sieve_limits(config),
+            max_scripts=sv.max_scripts,
+            max_errors=sv.max_errors,
+            idle_timeout=sv.idle_timeout,
+            auth_failure_delay=sv.auth_failure_delay,
+        ),
+        store, accounts, tls, stopping,
+    )
+    return Listener(
+        "managesieve", address.host, address.port, server.session, ssl_context=None,
+        max_connections=sv.max_connections, max_connections_per_ip=sv.max_connections_per_ip,
+        refuse=server.refusal,
+    )
 
 
 def _load_tls(config: Config) -> ssl.SSLContext:
@@ -176,13 +278,16 @@ async def run(config: Config) -> None:
     accounts: AccountService | None = None
     try:
         accounts = AccountService.from_config(store, config)
-        workers = _outbound(config, store)
+        resolver = _resolver(config)
+        workers = _outbound(config, store, resolver)
+        pipeline, learner = _filters(config, store, resolver)
         delivery = DeliveryService(
             store,
             config.hostname,
             sender_hourly_limit=config.queue.sender_hourly_limit,
             on_queued=workers.wake,
-            filters=_filters(config),
+            filters=pipeline,
+            sieve=_sieve_runner(config, store),
         )
         for port in _SMTP_PORTS:
             address: HostPort | None = getattr(config.listen, port.name)
@@ -236,9 +341,13 @@ async def run(config: Config) -> None:
                 max_connections_per_ip=config.pop3.max_connections_per_ip,
                 refuse=pop3.refusal,
             ))
+        # ManageSieve (issue 9): port 4190, STARTTLS, users edit their Sieve scripts.
+        if config.listen.managesieve is not None:
+            listeners.append(_managesieve_listener(config, store, accounts, tls, stopping))
         # IMAP (issue 3): 143 with STARTTLS, 993 with implicit TLS; one IMAPContext shares
         # \Recent bookkeeping and per-account session counts between both ports.
-        imap_ctx = IMAPContext(store, accounts)
+        imap_ctx = IMAPContext(store, accounts,
+                               copy_hook=learner.on_copy if learner is not None else None)
         for name, implicit in (("imap", False), ("imaps", True)):
             address = getattr(config.listen, name)
             if address is None:

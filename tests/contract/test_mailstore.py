@@ -266,6 +266,55 @@ def test_list_messages_in(opener: Opener, tmp_path: Path) -> None:
     run(body())
 
 
+def test_get_messages_reads_the_uids_asked(opener: Opener, tmp_path: Path) -> None:
+    async def body() -> None:
+        async with opened(opener, tmp_path) as store:
+            alice = await setup(store)
+            for i in range(120):
+                await deliver(store, alice, plain(f"m{i}"), flags=("\\Seen",) if i % 2 else ())
+            inbox = await box(store, alice)
+            await store.expunge(inbox.id, None)  # nothing flagged \Deleted: nothing goes
+            await store.store_flags(inbox.id, [7, 8, 9], FlagOp.ADD, ["\\Deleted"])
+            await store.expunge(inbox.id, None)
+            every = {m.uid: m for m in await store.list_messages_in(inbox.id)}
+            assert len(every) == 117
+            # Loose UIDs, a long run and a short one, out of order, with duplicates, gaps,
+            # expunged (7-9) and never-used UIDs (0, 500, 2**40): only what exists comes back,
+            # ascending, equal to what list_messages_in says of it.
+            wanted = [100, 3, 1, *range(40, 90), 3, 0, 7, 8, 9, 500, 2**40, 118, 119, 120]
+            got = await store.get_messages(inbox.id, wanted)
+            expected = sorted({u for u in wanted if u in every})
+            assert [m.uid for m in got] == expected
+            assert got == [every[u] for u in expected]
+            assert await store.get_messages(inbox.id, []) == []
+            assert await store.get_messages(inbox.id, [7, 500]) == []
+            assert await store.get_messages(inbox.id, None) == list(every.values())
+            # Over the IN-list chunk size: every other UID of the mailbox.
+            odd = [u for u in range(1, 2001, 2)]
+            assert [m.uid for m in await store.get_messages(inbox.id, odd)] == [
+                u for u in odd if u in every
+            ]
+            # Without the JSON columns the rest is the same.
+            light = await store.get_messages(inbox.id, [1, 2, 50], envelope=False,
+                                             bodystructure=False)
+            assert [(m.envelope, m.bodystructure) for m in light] == [("", "")] * 3
+            assert [(m.uid, m.flags, m.modseq, m.internal_date, m.size, m.wire_size, m.blob)
+                    for m in light] == [
+                (m.uid, m.flags, m.modseq, m.internal_date, m.size, m.wire_size, m.blob)
+                for m in (every[1], every[2], every[50])
+            ]
+            only_env = await store.get_messages(inbox.id, [2], bodystructure=False)
+            assert only_env[0].envelope == every[2].envelope
+            assert only_env[0].bodystructure == ""
+            # Another mailbox's messages are never returned.
+            other = await store.create_mailbox(alice, "Elsewhere")
+            assert await store.get_messages(other.id, [1, 2, 3]) == []
+            with pytest.raises(NotFound):
+                await store.get_messages(123_456, [1])
+
+    run(body())
+
+
 def test_store_flags_ops_and_modseq(opener: Opener, tmp_path: Path) -> None:
     async def body() -> None:
         async with opened(opener, tmp_path) as store:

@@ -149,8 +149,23 @@ def _loopback_port0(value: Any) -> Any:
     return "127.0.0.1:0"
 
 
-def configure(data_dir: Path, smtp: Mapping[str, Any] | None = None) -> None:
-    """Put every listener on 127.0.0.1 port 0 and merge ``smtp`` into the ``[smtp]`` table."""
+# Test servers hash with the cheapest argon2id the config accepts (8 KiB, one pass: well
+# under a millisecond instead of ~0.1-0.3 s of CPU per login and per `user add`); what the
+# tests prove about logins does not depend on the cost. The login cache stays on (its
+# default) as in production. bench/auth.py and tests/unit/accounts/test_login_cache.py keep
+# the real cost: pass ``security=REAL_ARGON2``.
+FAST_ARGON2: dict[str, Any] = {
+    "argon2_time_cost": 1,
+    "argon2_memory_cost": 8,
+    "argon2_parallelism": 1,
+}
+REAL_ARGON2: dict[str, Any] = {}
+
+
+def configure(data_dir: Path, smtp: Mapping[str, Any] | None = None,
+              security: Mapping[str, Any] | None = None) -> None:
+    """Put every listener on 127.0.0.1 port 0, merge ``smtp`` into the ``[smtp]`` table and
+    ``security`` (default: FAST_ARGON2) into ``[security]``."""
     config_path = data_dir / "mailstead.toml"
     config = tomllib.loads(config_path.read_text(encoding="utf-8"))
     listen = {key: _loopback_port0(value) for key, value in dict(config.get("listen", {})).items()}
@@ -159,6 +174,9 @@ def configure(data_dir: Path, smtp: Mapping[str, Any] | None = None) -> None:
     tables: dict[str, dict[str, Any]] = {"listen": listen}
     if smtp:
         tables["smtp"] = {**dict(config.get("smtp", {})), **smtp}
+    extra = FAST_ARGON2 if security is None else security
+    if extra:
+        tables["security"] = {**dict(config.get("security", {})), **extra}
     rewrite_tables(config_path, tables)
 
 
@@ -172,13 +190,15 @@ class Users:
 
 
 def init_data_dir(
-    data_dir: Path, users: Users, smtp: Mapping[str, Any] | None = None
+    data_dir: Path, users: Users, smtp: Mapping[str, Any] | None = None,
+    security: Mapping[str, Any] | None = None,
 ) -> None:
-    """``mailstead init --dev`` into ``data_dir``, loopback port 0 listeners, then the users."""
+    """``mailstead init --dev`` into ``data_dir``, loopback port 0 listeners (and cheap argon2
+    unless ``security`` says otherwise, see FAST_ARGON2), then the users."""
     run_cli(
         "init", "--data-dir", str(data_dir), "--hostname", HOSTNAME, "--domain", DOMAIN, "--dev"
     )
-    configure(data_dir, smtp)
+    configure(data_dir, smtp, security)
     for domain in users.domains:
         run_cli("domain", "add", domain, "--data-dir", str(data_dir))
     for address, password in users.passwords.items():

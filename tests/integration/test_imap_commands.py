@@ -213,7 +213,12 @@ def test_select_and_examine(imap_server: Harness, imap_account: Account) -> None
 def test_create_delete_rename(imap_server: Harness, imap_account: Account) -> None:
     with logged_in(imap_server, imap_account) as client:
         assert client.create("Projects/2024/Q1")[0] == "OK"  # parents are created too
-        names = b"\n".join(client.list()[1])
+        # imaplib's default sends ``LIST "" *`` with the bare wildcard as the whole pattern
+        # (RFC 9051 section 9 list-mailbox = 1*list-char).
+        typ, listed = client.list('""', "*")
+        assert typ == "OK", listed
+        names = b"\n".join(listed)
+        assert names == b"\n".join(client.list()[1])
         assert b'"/" Projects/2024/Q1' in names
         assert b'"/" Projects/2024' in names
         typ, data = client.create("Projects")

@@ -59,6 +59,7 @@ LOG_LINE_RE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [A-Z]+ \S+ \S+"
 DEV_PORTS = {
     "smtp": 2525, "submission": 2587, "submissions": 2465,
     "imap": 2143, "imaps": 2993, "pop3": 2110, "pop3s": 2995, "http": 8080,
+    "managesieve": 24190,
 }
 NOT_YET_LISTENERS: tuple[str, ...] = ()
 

@@ -2,6 +2,11 @@
 check that every protocol shares: the block list (kept in the store, cached briefly), the
 in-memory failure counters and the buffered audit log.
 
+A successful password check is remembered for ``login_cache_ttl`` seconds (``LoginCache``),
+like Dovecot's auth_cache: clients open several connections, and each argon2id verification
+costs a tenth of a second of CPU or more. The cache only ever replaces the argon2 step; the
+block list, the delays, the two-factor rule and the audit apply to every attempt.
+
 The audit is written in batches (one transaction per ``AUDIT_FLUSH_DELAY`` or
 ``AUDIT_BATCH`` rows) so that a guessing attack costs the store one commit per batch, not one
 fsync per attempt; the buffer is bounded and counts what it had to drop.
@@ -11,14 +16,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
 import ipaddress
 import logging
-from collections.abc import Callable
+import secrets
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import Enum
 
+from mailstead.accounts.keys import SecurityKeys
 from mailstead.accounts.throttle import Throttle
 from mailstead.core.errors import StoreError
+from mailstead.core.secret import Secret
 from mailstead.observability.log import log_event, log_event_at
 from mailstead.storage.interfaces import Account, IpBlock, LoginRecord, SecurityStore
 
@@ -30,6 +41,7 @@ AUDIT_BATCH = 500
 AUDIT_MAX_PENDING = 20_000
 PRUNE_INTERVAL = 3600.0
 MAX_USERNAME_AUDITED = 200
+LOGIN_CACHE_ENTRIES = 10_000  # LRU bound: about 300 bytes each, so a few MiB at most
 
 
 class LoginFailure(Enum):
@@ -66,6 +78,7 @@ class SecuritySettings:
     max_failure_delay: float = 8.0
     trusted_networks: tuple[str, ...] = ()
     audit_retention: float = 90 * 86400.0
+    login_cache_ttl: float = 300.0  # seconds a verified password skips argon2; 0 = off
     issuer: str = "Mailstead"  # shown by authenticator apps next to the account
 
 
@@ -75,6 +88,7 @@ class GuardStats:
 
     attempts: int = 0
     password_checks: int = 0
+    cache_hits: int = 0  # password checks answered without argon2
     refused_blocked: int = 0
     refused_rate_limited: int = 0
     blocks: int = 0
@@ -202,3 +216,97 @@ class Guard:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.flush()
+
+
+@dataclass(frozen=True, slots=True)
+class _Remembered:
+    digest: bytes  # HMAC-SHA256(key, address || password)
+    password_hash: str  # the stored hash the password was verified against
+    expires: float
+
+
+class LoginCache:
+    """Verified passwords of the last ``ttl`` seconds, by account id, bounded and LRU.
+
+    An entry holds no password: only a keyed digest of address and password (with the
+    server's security key, so a memory dump allows no offline guessing without the key
+    file either) and the stored argon2 hash it was verified against. It counts only while
+    that hash is still the account's: a password change or removal invalidates it at the
+    next login, as the caller passes the account as just read from the store. Entries are
+    never refreshed, so argon2 runs at least once per ``ttl`` for an account in use.
+    """
+
+    def __init__(
+        self,
+        keys: SecurityKeys | None,
+        ttl: float,
+        clock: Callable[[], float],
+        max_entries: int = LOGIN_CACHE_ENTRIES,
+    ) -> None:
+        self.ttl = ttl
+        self._clock = clock
+        self._max = max_entries
+        # Without a key file (a process with no data directory) a per-process random key.
+        self._mac_key = secrets.token_bytes(32)
+        self._keys = keys
+        self._entries: OrderedDict[int, _Remembered] = OrderedDict()
+        self._running: dict[tuple[int, bytes, str], asyncio.Task[bool]] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def _digest(self, address: str, password: Secret) -> bytes:
+        # Length-prefixed, so no (address, password) pair can collide with another.
+        text = f"{len(address)}:{address}{password.reveal()}"
+        if self._keys is not None:
+            return bytes.fromhex(self._keys.digest("login-cache", text))
+        return hmac.new(self._mac_key, text.encode("utf-8"), hashlib.sha256).digest()
+
+    def _hit(self, account: Account, digest: bytes) -> bool:
+        entry = self._entries.get(account.id)
+        if entry is None:
+            return False
+        if entry.expires <= self._clock() or not hmac.compare_digest(
+            entry.password_hash.encode(), account.password_hash.encode()
+        ):
+            del self._entries[account.id]  # expired, or the password was changed
+            return False
+        if not hmac.compare_digest(entry.digest, digest):
+            return False  # another password: argon2 decides (and the entry stays)
+        self._entries.move_to_end(account.id)
+        return True
+
+    async def verify(
+        self, account: Account, password: Secret, check: Callable[[], Awaitable[bool]]
+    ) -> tuple[bool, bool]:
+        """``(matches, from_cache)``: a remembered answer, else ``check()`` (the argon2
+        verification). Concurrent checks of the same password against the same hash share
+        one run, so a client opening five connections at once costs one argon2."""
+        if self.ttl <= 0:
+            return await check(), False
+        digest = self._digest(account.address, password)
+        if self._hit(account, digest):
+            return True, True
+        key = (account.id, digest, account.password_hash)
+        task = self._running.get(key)
+        if task is None:
+            task = asyncio.ensure_future(check())
+            self._running[key] = task
+            task.add_done_callback(lambda _t: self._running.pop(key, None))
+        # Shielded: one cancelled waiter (a client that hung up) does not cancel the others.
+        return await asyncio.shield(task), False
+
+    def remember(self, account: Account, password: Secret) -> None:
+        """Call after a login succeeded with the account password (never after a failure)."""
+        if self.ttl <= 0:
+            return
+        self._entries[account.id] = _Remembered(
+            self._digest(account.address, password), account.password_hash,
+            self._clock() + self.ttl,
+        )
+        self._entries.move_to_end(account.id)
+        while len(self._entries) > self._max:
+            self._entries.popitem(last=False)
+
+    def forget(self, account_id: int) -> None:
+        self._entries.pop(account_id, None)

@@ -19,7 +19,13 @@ from argon2 import PasswordHasher
 
 from mailstead.accounts import apppasswords
 from mailstead.accounts.keys import SecurityKeys, equal
-from mailstead.accounts.login import Guard, LoginFailure, LoginResult, SecuritySettings
+from mailstead.accounts.login import (
+    Guard,
+    LoginCache,
+    LoginFailure,
+    LoginResult,
+    SecuritySettings,
+)
 from mailstead.accounts.names import DomainNameError, normalise_domain
 from mailstead.accounts.passwords import (
     DEFAULT_HASHER,
@@ -115,6 +121,7 @@ class AccountService:
         self._sleep = sleep
         self._dummy_hash: str | None = None
         self.guard = Guard(store, security or SecuritySettings(), clock)
+        self.login_cache = LoginCache(keys, self.guard.settings.login_cache_ttl, clock)
         # argon2 runs in threads, off the event loop; at most this many at once, so a burst
         # of logins queues instead of oversubscribing the CPU (each hash already uses
         # ``parallelism`` lanes) and of holding many times memory_cost at once.
@@ -136,6 +143,7 @@ class AccountService:
                 max_failure_delay=sec.max_failure_delay,
                 trusted_networks=sec.trusted_networks,
                 audit_retention=sec.audit_retention,
+                login_cache_ttl=sec.login_cache_ttl,
                 issuer=config.hostname,
             ),
         )
@@ -365,17 +373,26 @@ class AccountService:
                     return _Checked(account, LoginFailure.BAD_CREDENTIALS,
                                     f"app_password_not_for_{protocol}"[:40], match)
                 return _Checked(account, None, "ok", match)
-        ok = await self._hash(verify_password, account.password_hash, password, self._hasher)
+        current = stored = account.password_hash
+        ok, cached = await self.login_cache.verify(account, password, lambda: self._hash(
+            verify_password, current, password, self._hasher))
         if not ok:
             return _Checked(account, LoginFailure.BAD_CREDENTIALS, "bad_credentials")
+        self.guard.stats.cache_hits += cached
         if needs_rehash(account.password_hash, self._hasher):
             try:
                 new_hash = await self._hash(hash_password, password, self._hasher)
                 await self._store.set_password(account.address, new_hash)
             except NotFound:
                 return bad  # removed while we were checking
+            stored = new_hash
+        # Read on every login, cached or not: enabling 2FA applies to the very next login.
         if await self._store.get_second_factor(account.id) is not None:
+            self.login_cache.forget(account.id)
             return _Checked(account, LoginFailure.APP_PASSWORD_REQUIRED, "app_password_required")
+        if not cached:  # entries are not refreshed: argon2 runs again once one expires
+            self.login_cache.remember(
+                Account(account.id, account.address, stored, account.created_at), password)
         return _Checked(account, None, "ok")
 
     async def _hash(self, fn: Callable[..., T], *args: object) -> T:

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from mailstead import __version__
 from mailstead.cli import admin, apppasswords, card, dkim, dns, security, twofactor
 from mailstead.cli import queue as queue_cli
+from mailstead.cli import sieve as sieve_cli
 from mailstead.cli.check_client import register as register_check_client
 from mailstead.cli.context import ENV_DATA_DIR, Context, real_context
 from mailstead.cli.doctor import register as register_doctor
@@ -222,6 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     dkim.register_remove(keys, _add)
 
     queue_cli.register(sub, _add, _group)
+    sieve_cli.register(sub, _add, _group)
     register_doctor(sub, _add)
     register_check_client(sub, _add)
 

@@ -3,6 +3,7 @@
 from mailstead.config.loader import load_config, parse_config
 from mailstead.config.model import (
     CONFIG_FILE_NAME,
+    AntivirusConfig,
     AuthChecksConfig,
     Config,
     DNSConfig,
@@ -13,11 +14,13 @@ from mailstead.config.model import (
     SecurityConfig,
     SmarthostConfig,
     SMTPConfig,
+    SpamConfig,
     TLSConfig,
 )
 
 __all__ = [
     "CONFIG_FILE_NAME",
+    "AntivirusConfig",
     "AuthChecksConfig",
     "Config",
     "DNSConfig",
@@ -28,6 +31,7 @@ __all__ = [
     "SMTPConfig",
     "SecurityConfig",
     "SmarthostConfig",
+    "SpamConfig",
     "TLSConfig",
     "load_config",
     "parse_config",

@@ -18,6 +18,9 @@ from mailstead.config.lines import KeyLines
 from mailstead.config.model import (
     CONFIG_FILE_NAME,
     SECTIONS,
+    SPAM_ON_FAILURE,
+    SPAM_REJECT_ACTIONS,
+    AntivirusConfig,
     AuthChecksConfig,
     Config,
     DNSConfig,
@@ -29,7 +32,9 @@ from mailstead.config.model import (
     POP3Config,
     QueueConfig,
     SecurityConfig,
+    SieveConfig,
     SMTPConfig,
+    SpamConfig,
     TLSConfig,
 )
 from mailstead.core.errors import ConfigError
@@ -95,11 +100,40 @@ PARSERS: dict[tuple[str, str], Parser] = {
     ("security", "max_failure_delay"): lambda x: v.parse_seconds(x, 0, 600),
     ("security", "trusted_networks"): v.parse_networks,
     ("security", "audit_retention"): lambda x: v.parse_seconds(x, 86400, 10 * 366 * 86400),
+    ("security", "login_cache_ttl"): lambda x: v.parse_seconds(x, 0, 86400),
     ("log", "level"): v.parse_level,
+    ("sieve", "enable"): v.parse_bool,
+    ("sieve", "max_script_size"): lambda x: v.parse_int(x, 1024, 1024 * 1024),
+    ("sieve", "max_scripts"): lambda x: v.parse_int(x, 1, 1000),
+    ("sieve", "max_actions"): lambda x: v.parse_int(x, 1, 1000),
+    ("sieve", "max_redirects"): lambda x: v.parse_int(x, 0, 100),
+    ("sieve", "redirects_per_day"): lambda x: v.parse_int(x, 0, 1_000_000),
+    ("sieve", "max_errors"): lambda x: v.parse_int(x, 1, 1000),
+    ("sieve", "idle_timeout"): lambda x: v.parse_seconds(x, 1, 86400),
+    ("sieve", "auth_failure_delay"): lambda x: v.parse_seconds(x, 0, 60),
+    ("sieve", "max_connections"): lambda x: v.parse_int(x, 1, 1_000_000),
+    ("sieve", "max_connections_per_ip"): lambda x: v.parse_int(x, 1, 1_000_000),
     ("auth_checks", "enable"): v.parse_bool,
     ("auth_checks", "dmarc_reject_action"): lambda x: v.parse_choice(x, _DMARC_ACTIONS),
     ("auth_checks", "quarantine_action"): lambda x: v.parse_choice(x, _DMARC_ACTIONS),
     ("auth_checks", "trusted_arc_sealers"): v.parse_domains,
+    ("spam", "enable"): v.parse_bool,
+    ("spam", "rspamd"): lambda x: v.parse_http_url(x, allow_empty=True),
+    ("spam", "rspamd_controller"): lambda x: v.parse_http_url(x, allow_empty=True),
+    ("spam", "rspamd_password"): v.parse_secret,
+    ("spam", "junk_score"): lambda x: v.parse_number(x, 0.1, 1000),
+    ("spam", "reject_score"): lambda x: v.parse_number(x, 0.1, 1000),
+    ("spam", "reject_action"): lambda x: v.parse_choice(x, SPAM_REJECT_ACTIONS),
+    ("spam", "on_failure"): lambda x: v.parse_choice(x, SPAM_ON_FAILURE),
+    ("spam", "dnsbl_zones"): v.parse_domains,
+    ("spam", "dnsbl_score"): lambda x: v.parse_number(x, -100, 100),
+    ("spam", "greylisting"): v.parse_bool,
+    # RFC 6647 section 5: delays over 5 minutes are unkind; 0 is for tests.
+    ("spam", "greylist_delay"): lambda x: v.parse_seconds(x, 0, 3600),
+    ("spam", "bayes"): v.parse_bool,
+    ("antivirus", "clamd"): v.parse_clamd,
+    ("antivirus", "max_size"): lambda x: v.parse_int(x, 1024, GIB),
+    ("antivirus", "on_failure"): lambda x: v.parse_choice(x, SPAM_ON_FAILURE),
     ("doctor", "dnsbl_zones"): v.parse_domains,
     ("doctor", "probe_host"): lambda x: v.parse_optional_endpoint(x, 25),
     # RFC 5905 section 7.2 / RFC 4330 section 4: NTP servers listen on UDP port 123.
@@ -223,6 +257,13 @@ def parse_config(text: str, path: Path, data_dir: Path) -> Config:
             "queue.max_connections_per_domain: must not exceed queue.max_connections "
             f"({queue.max_connections}), got {queue.max_connections_per_domain}",
         )
+    spam = SpamConfig(**sections["spam"])
+    if spam.junk_score > spam.reject_score:
+        raise ld.error(
+            ("spam", "junk_score" if "junk_score" in sections["spam"] else "reject_score"),
+            f"spam.junk_score ({spam.junk_score:g}) must not exceed spam.reject_score "
+            f"({spam.reject_score:g})",
+        )
     return Config(
         hostname=hostname,
         data_dir=data_dir,
@@ -235,8 +276,11 @@ def parse_config(text: str, path: Path, data_dir: Path) -> Config:
         imap=IMAPConfig(**sections["imap"]),
         queue=queue,
         auth_checks=AuthChecksConfig(**sections["auth_checks"]),
+        spam=spam,
+        antivirus=AntivirusConfig(**sections["antivirus"]),
         security=SecurityConfig(**sections["security"]),
         log=LogConfig(**sections["log"]),
+        sieve=SieveConfig(**sections["sieve"]),
         doctor=DoctorConfig(**sections["doctor"]),
     )
 

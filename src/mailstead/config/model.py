@@ -74,6 +74,13 @@ class ListenConfig:
     pop3s: HostPort | None = field(
         default=None, metadata=_listener("POP3 over implicit TLS (RFC 8314). Standard port 995.")
     )
+    managesieve: HostPort | None = field(
+        default=None,
+        metadata=_listener(
+            "ManageSieve (RFC 5804): mail clients edit their Sieve filters. Standard port "
+            "4190."
+        ),
+    )
     http: HostPort | None = field(
         default=None,
         metadata=_listener("HTTP: mail client autoconfiguration and web pages. Standard port 80."),
@@ -100,6 +107,7 @@ LISTENER_NAMES: tuple[str, ...] = (
     "imaps",
     "pop3",
     "pop3s",
+    "managesieve",
     "http",
     "https",
 )
@@ -505,6 +513,17 @@ class SecurityConfig:
             "7776000 (90 days)",
         ),
     )
+    login_cache_ttl: float = field(
+        default=300.0,
+        metadata=_doc(
+            "Seconds a successful login is remembered so that the same user name and "
+            "password skip argon2id (clients open several connections; like Dovecot's "
+            "auth_cache). A password change, two-factor set-up or account removal applies "
+            "at once; blocks, delays and the audit apply to every login. 0 turns it off.",
+            "number (seconds)",
+            "300",
+        ),
+    )
 
 
 LOG_LEVELS: tuple[str, ...] = ("debug", "info", "warning", "error")
@@ -569,6 +588,237 @@ class AuthChecksConfig:
     )
 
 
+SPAM_ON_FAILURE: tuple[str, ...] = ("accept", "tempfail")
+SPAM_REJECT_ACTIONS: tuple[str, ...] = ("reject", "junk")
+
+
+@dataclass(frozen=True, slots=True)
+class SpamConfig:
+    """Spam filtering of mail received on port 25 (issue 9): the built-in filter or rspamd."""
+
+    enable: bool = field(
+        default=True,
+        metadata=_doc(
+            "Score every message received on port 25 and add X-Spam-Status, X-Spam-Score "
+            "and X-Spam-Symbols header fields (incoming X-Spam-* fields are removed first). "
+            "Without rspamd the built-in filter scores the sender authentication results, "
+            "the DNS blocklists below and each recipient's Bayesian classifier, which learns "
+            "when the user moves mail into or out of Junk by IMAP.",
+            "boolean",
+            "true",
+        ),
+    )
+    rspamd: str = field(
+        default="",
+        metadata=_doc(
+            "The URL of rspamd's normal worker, e.g. \"http://127.0.0.1:11333\": every message "
+            "is checked there (POST /checkv2) instead of by the built-in filter, rspamd's "
+            "action is applied, and moves into or out of Junk are sent to its controller as "
+            "learn requests. Empty: the built-in filter.",
+            "string (http URL)",
+            '""',
+        ),
+    )
+    rspamd_controller: str = field(
+        default="",
+        metadata=_doc(
+            "The URL of rspamd's controller worker for learning; empty means port 11334 on "
+            "the host of `rspamd`.",
+            "string (http URL)",
+            '""',
+        ),
+    )
+    rspamd_password: Secret | None = field(
+        default=None,
+        metadata=_doc(
+            "The controller's enable_password, sent with learn requests; not needed when "
+            "the controller trusts this host (its secure_ip).",
+            "string",
+            "none",
+        ),
+    )
+    junk_score: float = field(
+        default=6.0,
+        metadata=_doc(
+            "Messages scoring this much or more are delivered into the Junk mailbox.",
+            "number",
+            "6.0",
+        ),
+    )
+    reject_score: float = field(
+        default=15.0,
+        metadata=_doc(
+            "Messages scoring this much or more (or that rspamd says to reject) are refused "
+            "at end of DATA with 550 5.7.1 (see reject_action).",
+            "number",
+            "15.0",
+        ),
+    )
+    reject_action: str = field(
+        default="reject",
+        metadata=_doc(
+            "What to do with mail over the reject score: \"reject\" (550 5.7.1, the sender "
+            "learns at once) or \"junk\" (deliver into Junk instead).",
+            'string: "reject" or "junk"',
+            '"reject"',
+        ),
+    )
+    on_failure: str = field(
+        default="accept",
+        metadata=_doc(
+            "When the filter is down or times out: \"accept\" (deliver, tagged "
+            "X-Spam-Status: unchecked) or \"tempfail\" (451, the sender retries later). Mail "
+            "is never lost either way.",
+            'string: "accept" or "tempfail"',
+            '"accept"',
+        ),
+    )
+    dnsbl_zones: tuple[str, ...] = field(
+        default=(),
+        metadata=_doc(
+            "DNS blocklist zones (RFC 5782) the client address is looked up in by the "
+            "built-in filter, e.g. [\"zen.spamhaus.org\"] (Spamhaus refuses queries from "
+            "public resolvers: use your own resolver in [dns]).",
+            "array of domain names",
+            "[]",
+        ),
+    )
+    dnsbl_score: float = field(
+        default=3.0,
+        metadata=_doc("Score added for each zone that lists the client.", "number", "3.0"),
+    )
+    greylisting: bool = field(
+        default=False,
+        metadata=_doc(
+            "Greylisting (RFC 6647) in the built-in filter: the first message of an unknown "
+            "(client /24 or /64, sender, recipient) triplet is answered 451 4.7.1 and accepted "
+            "when retried after greylist_delay; a network that retried correctly is not "
+            "greylisted again for 36 days. Delays first mail from new senders.",
+            "boolean",
+            "false",
+        ),
+    )
+    greylist_delay: float = field(
+        default=300.0,
+        metadata=_doc(
+            "Seconds a new triplet must wait before its retry is accepted (RFC 6647 section 5 "
+            "suggests no more than 5 minutes).",
+            "number (seconds)",
+            "300",
+        ),
+    )
+    bayes: bool = field(
+        default=True,
+        metadata=_doc(
+            "The per-account Bayesian classifier of the built-in filter; it gives no verdict "
+            "before the account has learned 10 spam and 10 ham messages.",
+            "boolean",
+            "true",
+        ),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class AntivirusConfig:
+    """Malware scanning of mail received on port 25 through ClamAV's clamd (issue 9)."""
+
+    clamd: str = field(
+        default="",
+        metadata=_doc(
+            "clamd's socket: a path such as \"/run/clamav/clamd.ctl\" (Debian's "
+            "clamav-daemon) or \"HOST:PORT\". Infected mail is refused at end of DATA with "
+            "554 5.7.1 naming the signature. Empty: no scanning.",
+            "string (socket path or HOST:PORT)",
+            '""',
+        ),
+    )
+    max_size: int = field(
+        default=25 * MIB,
+        metadata=_doc(
+            "Messages larger than this are not scanned (tagged X-Virus-Status: unchecked); "
+            "keep it at or below clamd's StreamMaxLength.",
+            "integer (octets)",
+            "26214400 (25 MiB)",
+        ),
+    )
+    on_failure: str = field(
+        default="accept",
+        metadata=_doc(
+            "When clamd is down: \"accept\" (deliver, tagged X-Virus-Status: unchecked) or "
+            "\"tempfail\" (451, the sender retries later).",
+            'string: "accept" or "tempfail"',
+            '"accept"',
+        ),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class SieveConfig:
+    """Per-account Sieve filtering (RFC 5228) and the ManageSieve listener (RFC 5804)."""
+
+    enable: bool = field(
+        default=True,
+        metadata=_doc(
+            "Run each account's active Sieve script at delivery. Off: every copy goes to "
+            "INBOX (or where the filters put it) and scripts are only stored.",
+            "boolean",
+            "true",
+        ),
+    )
+    max_script_size: int = field(
+        default=65536,
+        metadata=_doc("Octets of one script (the ManageSieve MAXSCRIPTSIZE).", "integer",
+                      "65536"),
+    )
+    max_scripts: int = field(
+        default=20,
+        metadata=_doc("Scripts one account may store.", "integer", "20"),
+    )
+    max_actions: int = field(
+        default=32,
+        metadata=_doc(
+            "Actions one script run may take; more is a runtime error and the message is "
+            "kept (RFC 5228 section 2.10.6).", "integer", "32"),
+    )
+    max_redirects: int = field(
+        default=4,
+        metadata=_doc("Redirects one script run may make (RFC 5228 section 4.2).", "integer",
+                      "4"),
+    )
+    redirects_per_day: int = field(
+        default=100,
+        metadata=_doc(
+            "Messages one account's scripts may redirect per 24 hours; past it the message "
+            "is kept instead, so a hijacked account cannot become a spam relay.",
+            "integer", "100"),
+    )
+    max_errors: int = field(
+        default=10,
+        metadata=_doc("Bad ManageSieve commands and failed logins per connection before the "
+                      "server closes it.", "integer", "10"),
+    )
+    idle_timeout: float = field(
+        default=1800.0,
+        metadata=_doc("Seconds a ManageSieve client may stay silent before it is "
+                      "disconnected.", "number (seconds)", "1800"),
+    )
+    auth_failure_delay: float = field(
+        default=2.0,
+        metadata=_doc("Seconds before a failed ManageSieve login is answered.",
+                      "number (seconds)", "2"),
+    )
+    max_connections: int = field(
+        default=200,
+        metadata=_doc("Simultaneous ManageSieve connections over all clients.", "integer",
+                      "200"),
+    )
+    max_connections_per_ip: int = field(
+        default=10,
+        metadata=_doc("Simultaneous ManageSieve connections from one IP address.", "integer",
+                      "10"),
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class DoctorConfig:
     """What ``mailstead doctor`` checks against outside this server (issue 8)."""
@@ -627,8 +877,11 @@ class Config:
     imap: IMAPConfig = field(default_factory=IMAPConfig)
     queue: QueueConfig = field(default_factory=QueueConfig)
     auth_checks: AuthChecksConfig = field(default_factory=AuthChecksConfig)
+    spam: SpamConfig = field(default_factory=SpamConfig)
+    antivirus: AntivirusConfig = field(default_factory=AntivirusConfig)
     security: SecurityConfig = field(default_factory=SecurityConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    sieve: SieveConfig = field(default_factory=SieveConfig)
     doctor: DoctorConfig = field(default_factory=DoctorConfig)
 
 
@@ -642,8 +895,11 @@ SECTIONS: tuple[tuple[str, type[Any]], ...] = (
     ("imap", IMAPConfig),
     ("queue", QueueConfig),
     ("auth_checks", AuthChecksConfig),
+    ("spam", SpamConfig),
+    ("antivirus", AntivirusConfig),
     ("security", SecurityConfig),
     ("log", LogConfig),
+    ("sieve", SieveConfig),
     ("doctor", DoctorConfig),
 )
 CONFIG_FILE_NAME = "mailstead.toml"

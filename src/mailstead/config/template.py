@@ -21,9 +21,10 @@ DEV_PORTS: dict[str, int] = {
     "imaps": 2993,
     "pop3": 2110,
     "pop3s": 2995,
+    "managesieve": 24190,
     "http": 8080,
 }
-# The IANA-registered ports (RFC 5321, 6409, 8314, 9051, 1939, 9110).
+# The IANA-registered ports (RFC 5321, 6409, 8314, 9051, 1939, 5804, 9110).
 STANDARD_PORTS: dict[str, int] = {
     "smtp": 25,
     "submission": 587,
@@ -32,6 +33,7 @@ STANDARD_PORTS: dict[str, int] = {
     "imaps": 993,
     "pop3": 110,
     "pop3s": 995,
+    "managesieve": 4190,
     "http": 80,
     "https": 443,
 }

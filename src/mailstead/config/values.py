@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import math
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from mailstead.accounts.names import DomainNameError, ascii_domain
 from mailstead.config.model import LOG_LEVELS, SMARTHOST_TLS, HostPort, SmarthostConfig
@@ -308,5 +309,61 @@ def parse_optional_endpoint(value: object, default_port: int) -> HostPort | None
         host, port = _split_host_port(value.strip())
         return HostPort(_check_host(host, ip_only=False),
                         default_port if port is None else _port(port, 1))
+    except (ValueError, DomainNameError):
+        raise BadValue(expected) from None
+
+
+def parse_number(value: object, low: float, high: float) -> float:
+    """A number (integer or float) in [low, high]; TOML booleans are refused."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or not low <= value <= high
+    ):
+        raise BadValue(f"expected a number from {low:g} to {high:g}, got {shown(value)}")
+    return float(value)
+
+
+def parse_http_url(value: object, *, allow_empty: bool = False) -> str:
+    """An ``http://HOST[:PORT]`` base URL (no path), or "" when ``allow_empty``."""
+    expected = f'expected a URL like "http://127.0.0.1:11333", got {shown(value)}'
+    if not isinstance(value, str):
+        raise BadValue(expected)
+    text = value.strip()
+    if not text and allow_empty:
+        return ""
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError:
+        raise BadValue(expected) from None
+    if (parts.scheme != "http" or not parts.hostname or parts.path not in ("", "/")
+            or parts.query or parts.fragment or parts.username or port == 0):
+        raise BadValue(expected)
+    return text.rstrip("/")
+
+
+def parse_secret(value: object) -> Secret:
+    """A non-empty string kept as a ``Secret`` (never logged)."""
+    if not isinstance(value, str) or not value:
+        raise BadValue("expected a non-empty string")
+    return Secret(value)
+
+
+def parse_clamd(value: object) -> str:
+    """clamd's socket: an absolute path, "HOST:PORT", or "" for "off"."""
+    expected = (f'expected a socket path like "/run/clamav/clamd.ctl" or "HOST:PORT", '
+                f"got {shown(value)}")
+    if not isinstance(value, str) or "\x00" in value:
+        raise BadValue(expected)
+    text = value.strip()
+    if not text or text.startswith("/"):
+        return text
+    try:
+        host, port = _split_host_port(text)
+        if port is None:
+            raise ValueError("no port")
+        return f"{_check_host(host, ip_only=False)}:{_port(port, 1)}"
     except (ValueError, DomainNameError):
         raise BadValue(expected) from None

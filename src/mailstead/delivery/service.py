@@ -27,6 +27,7 @@ from mailstead.delivery.headers import (
 )
 from mailstead.delivery.recipients import RecipientResolver, Verdict, strip_plus
 from mailstead.filters.pipeline import FilterContext, Pipeline
+from mailstead.sieve.delivery import SievePlan, SieveRunner
 from mailstead.storage.interfaces import Account, IncomingMessage, LocalDelivery, Store, address_key
 
 log = logging.getLogger("mailstead.delivery")
@@ -127,10 +128,13 @@ class DeliveryService:
         sender_hourly_limit: int = 0,
         on_queued: Callable[[], None] | None = None,
         filters: Pipeline | None = None,
+        sieve: SieveRunner | None = None,
     ) -> None:
         """``sender_hourly_limit``: outside recipients one account may submit per hour (0: no
         limit); ``on_queued`` is called after a message with outside recipients is stored
-        (it wakes the queue workers); ``filters`` run on MX mail before it is stored."""
+        (it wakes the queue workers); ``filters`` run on MX mail before it is stored;
+        ``sieve`` runs each local account's script over its copy (issue 9)."""
+        self._sieve = sieve
         self._filters = filters
         self._store = store
         self._hourly_limit = sender_hourly_limit
@@ -254,13 +258,27 @@ class DeliveryService:
             now=now,
         )
         stored = trace + header + extra + data[len(header):] if extra else trace + data
+        local = [LocalDelivery(account_id=a, mailbox=mailbox) for a in txn.accounts]
+        remote = list(txn.remote.values())
+        plan: SievePlan | None = None
+        if self._sieve is not None and txn.accounts:
+            plan, refusal = await self._sieve_step(txn, data, mailbox)
+            if refusal is not None:
+                return DeliveryOutcome(refusal, queue_id, len(data), 0, 0)
+            local = plan.local
+            remote += [r for r in plan.remote if r not in remote]
+            if not local and not remote:
+                # Every copy was discarded (or rejected with a notice): nothing to store.
+                await self._followups(plan)
+                return DeliveryOutcome(Reply(250, "2.0.0", f"Ok: queued as {queue_id}"),
+                                       queue_id, len(stored), 0, 0)
         summary = summarize(stored)
         message = IncomingMessage(
             data=stored,
             queue_id=queue_id,
             mail_from=str(txn.sender) if txn.sender is not None else "",
-            local=[LocalDelivery(account_id=a, mailbox=mailbox) for a in txn.accounts],
-            remote=list(txn.remote.values()),
+            local=local,
+            remote=remote,
             internal_date=now,
             envelope=summary.envelope,
             bodystructure=summary.bodystructure,
@@ -270,21 +288,49 @@ class DeliveryService:
             try:
                 await self._store.accept_message(message)
             except NotFound:
-                if mailbox == "INBOX":
+                if all(d.mailbox == "INBOX" for d in local):
                     raise
                 # The user removed the filter's target mailbox (Junk): INBOX rather than 451.
                 log.warning("mailbox %s missing for message %s, delivering to INBOX",
                             mailbox, queue_id)
-                message = replace(message, local=[LocalDelivery(account_id=a)
-                                                  for a in txn.accounts])
+                inbox = {(d.account_id, d.flags): LocalDelivery(d.account_id, flags=d.flags)
+                         for d in local}
+                message = replace(message, local=list(inbox.values()))
                 await self._store.accept_message(message)
         except StoreError:
             log.exception("could not store message %s", queue_id)
             return DeliveryOutcome(R_TEMP_FAILURE, queue_id, len(stored), 0, 0)
-        if txn.remote and self._on_queued is not None:
+        if remote and self._on_queued is not None:
             self._on_queued()
+        if plan is not None:
+            await self._followups(plan)
         reply = Reply(250, "2.0.0", f"Ok: queued as {queue_id}")
-        return DeliveryOutcome(reply, queue_id, len(stored), len(txn.accounts), len(txn.remote))
+        copies = len({d.account_id for d in local})
+        return DeliveryOutcome(reply, queue_id, len(stored), copies, len(remote))
+
+    # Sieve (issue 9): the per-account step, after the recipients are known -------------
+
+    async def _sieve_step(
+        self, txn: Transaction, data: bytes, mailbox: str
+    ) -> tuple[SievePlan, Reply | None]:
+        """Each account's script over its copy. When every recipient of the transaction
+        rejects, the refusal is the SMTP reply (RFC 5429 section 2.1: reject at SMTP time
+        is preferred); otherwise rejecting accounts send a notice after delivery."""
+        assert self._sieve is not None
+        mail_from = str(txn.sender) if txn.sender is not None else ""
+        plan = await self._sieve.plan(txn.accounts, mail_from, data, mailbox)
+        if (plan.rejected and len(plan.rejected) == len(txn.accounts) and not txn.remote
+                and not plan.local and not plan.remote):
+            reason = " ".join(next(iter(plan.rejected.values())).split())[:400]
+            plan.followups.clear()  # the SMTP client reports the refusal itself
+            # RFC 5429 section 2.1.1: 550 5.7.1 with the script's reason.
+            return plan, Reply(550, "5.7.1", reason or "Message rejected by the recipient")
+        return plan, None
+
+    async def _followups(self, plan: SievePlan) -> None:
+        assert self._sieve is not None
+        if await self._sieve.send_followups(plan, self._ids.next) and self._on_queued:
+            self._on_queued()
 
     async def _check_from(self, session: SessionInfo, header: bytes) -> Reply | None:
         """RFC 6409 section 6.1: the MSA may refuse a From: the user does not own."""

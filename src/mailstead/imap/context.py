@@ -7,6 +7,7 @@ module-level state).
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from mailstead.accounts.service import AccountService
@@ -63,6 +64,9 @@ class IMAPContext:
     accounts: AccountService
     recent: RecentTracker = field(default_factory=RecentTracker)
     connections: dict[int, int] = field(default_factory=dict)  # account id -> sessions
+    # Called after COPY/MOVE with (account id, source mailbox id, destination mailbox id,
+    # destination UIDs): spam filters learn from moves into and out of Junk (issue 9).
+    copy_hook: Callable[[int, int, int, Sequence[int]], Awaitable[None]] | None = None
 
     def acquire(self, account_id: int, limit: int) -> bool:
         """Count one more session of the account, unless it has ``limit`` already."""

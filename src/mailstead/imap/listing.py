@@ -34,7 +34,7 @@ async def status_values(s: IMAPSession, info: MailboxInfo, items: tuple[str, ...
     """``(MESSAGES 3 UNSEEN 1 ...)`` in the order asked (RFC 9051 section 7.3.2)."""
     wanted = [i.upper() for i in items]
     msgs = (
-        await s.ctx.store.list_messages_in(info.id)
+        await s.ctx.store.get_messages(info.id, None, envelope=False, bodystructure=False)
         if any(i in _NEEDS_MESSAGES for i in wanted) else []
     )
     out: list[str] = []

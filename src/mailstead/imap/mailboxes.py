@@ -74,7 +74,8 @@ async def select(s: IMAPSession, cmd: Command) -> None:
     info = await existing(s, name)
     if args.condstore:
         s.enabled.add("CONDSTORE")  # RFC 7162 section 3.1.8: SELECT (CONDSTORE) enables it
-    msgs = await s.ctx.store.list_messages_in(info.id)
+    # The view needs flags, MODSEQs and sizes only: no envelope or body structure JSON.
+    msgs = await s.ctx.store.get_messages(info.id, None, envelope=False, bodystructure=False)
     uidnext = max(info.uidnext, msgs[-1].uid + 1 if msgs else 1)
     # RFC 3501 section 6.3.2: EXAMINE must not take \Recent away from other sessions.
     recent_from = (

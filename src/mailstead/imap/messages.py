@@ -100,13 +100,36 @@ async def fetch(s: IMAPSession, cmd: Command) -> None:
     await s.finish(cmd, f"{'UID ' if cmd.uid else ''}FETCH completed")
 
 
+# FETCH reads and renders this many messages at a time, then hands the output on
+# (IMAPSession.flush_output): memory stays bounded whatever the set names.
+FETCH_BATCH = 500
+
+
 async def _fetch_messages(
     s: IMAPSession, cmd: Command, atts: list[FetchAtt], uids: list[int], since: int | None
 ) -> None:
+    """Renders the FETCH responses of ``uids``, reading only those messages, in batches."""
+    unknown_cte = False
+    for k in range(0, len(uids), FETCH_BATCH):
+        if await _fetch_batch(s, cmd, atts, uids[k : k + FETCH_BATCH], since):
+            unknown_cte = True
+        await s.flush_output()
+    if unknown_cte:
+        # RFC 3516 section 4.2: a BINARY fetch of an undecodable part.
+        raise CommandFailed("NO", "Unknown Content-Transfer-Encoding", "UNKNOWN-CTE")
+
+
+async def _fetch_batch(
+    s: IMAPSession, cmd: Command, atts: list[FetchAtt], uids: list[int], since: int | None
+) -> bool:
+    """One batch of ``_fetch_messages``; True when a BINARY item met an unknown encoding."""
     view = view_of(s)
     store = s.ctx.store
-    wanted = set(uids)
-    msgs = {m.uid: m for m in await store.list_messages_in(view.mailbox_id) if m.uid in wanted}
+    found = await store.get_messages(
+        view.mailbox_id, uids,
+        envelope=render.needs_envelope(atts), bodystructure=render.needs_bodystructure(atts),
+    )
+    msgs = {m.uid: m for m in found}
     seen_now: set[int] = set()
     if not view.read_only and render.sets_seen(atts):
         # RFC 9051 section 6.4.5: BODY[...] without PEEK sets \Seen (never in EXAMINE).
@@ -145,9 +168,7 @@ async def _fetch_messages(
             unknown_cte = True
             continue
         s.raw(result.data)
-    if unknown_cte:
-        # RFC 3516 section 4.2: a BINARY fetch of an undecodable part.
-        raise CommandFailed("NO", "Unknown Content-Transfer-Encoding", "UNKNOWN-CTE")
+    return unknown_cte
 
 
 def _with(msg: MessageInfo, flags: tuple[str, ...], modseq: int) -> MessageInfo:
@@ -225,6 +246,8 @@ async def copy(s: IMAPSession, cmd: Command) -> None:
             # RFC 9208 section 4.3: over the account's storage quota.
             raise CommandFailed("NO", "Over quota", "OVERQUOTA")
     pairs = await s.ctx.store.copy_messages(view.mailbox_id, uids, dest.id, move=move)
+    if pairs and s.ctx.copy_hook is not None:  # returns at once, never raises
+        await s.ctx.copy_hook(s.account.id, view.mailbox_id, dest.id, [p[1] for p in pairs])
     code = None
     if pairs:
         src = response.sequence_set([p[0] for p in pairs], sort=False)

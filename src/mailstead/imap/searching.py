@@ -35,7 +35,11 @@ async def search(s: IMAPSession, cmd: Command) -> None:
     assert s.view is not None
     view = s.view
     store = s.ctx.store
-    stored = {m.uid: m for m in await store.list_messages_in(view.mailbox_id)}
+    # Most keys need only flags, dates and sizes: the envelope JSON is read only when a key
+    # looks into it, and SORT/THREAD read it below for the matches alone.
+    stored = {m.uid: m for m in await store.get_messages(
+        view.mailbox_id, None, envelope=evaluator.uses_envelope(args.key), bodystructure=False
+    )}
     messages = [
         stored.get(uid) or _placeholder(uid, view.flags.get(uid, ()), 0, view.mailbox_id)
         for uid in view.uids
@@ -57,6 +61,8 @@ async def search(s: IMAPSession, cmd: Command) -> None:
     uids = [view.uids[n - 1] for n in numbers]
     shown = uids if cmd.uid else numbers
     by_number = dict(zip(shown, (messages[n - 1] for n in numbers), strict=True))
+    if cmd.name in ("SORT", "THREAD") and not evaluator.uses_envelope(args.key):
+        by_number = await _with_envelopes(s, by_number)
     modseq = (
         evaluator.highest_modseq(messages, numbers) if evaluator.uses_modseq(args.key) else None
     )
@@ -96,6 +102,17 @@ async def search(s: IMAPSession, cmd: Command) -> None:
             shown, returns or (), tag=cmd.tag, uid=cmd.uid, modseq=modseq
         ))
     await s.finish(cmd, f"{prefix}SEARCH completed")
+
+
+async def _with_envelopes(
+    s: IMAPSession, by_number: dict[int, MessageInfo]
+) -> dict[int, MessageInfo]:
+    """The matched messages again, with their envelopes (SORT and THREAD keys read them)."""
+    assert s.view is not None
+    full = {m.uid: m for m in await s.ctx.store.get_messages(
+        s.view.mailbox_id, [m.uid for m in by_number.values()], bodystructure=False
+    )}
+    return {n: full.get(m.uid, m) for n, m in by_number.items()}
 
 
 def _saved(uids: list[int], returns: list[str]) -> list[int]:

@@ -77,6 +77,9 @@ COMMANDS: dict[str, tuple[Handler, frozenset[State]]] = {
     "THREAD": (searching.search, SELECTED),
 }
 
+# Output buffered before a long command hands it to the server (see ``flush_output``).
+FLUSH_AT = 256 * 1024
+
 # RFC 9051 section 7.5.1 (RFC 3501 section 7.4.1): no EXPUNGE while answering these, unless
 # they are the UID variants; SORT and THREAD are searches too (RFC 5256 section 4).
 _NO_EXPUNGE_DURING = frozenset({"FETCH", "STORE", "SEARCH", "SORT", "THREAD"})
@@ -110,6 +113,9 @@ class IMAPSession:
         self.action = Action.NONE
         self.bad_in_a_row = 0
         self.saved_search: list[int] = []  # RFC 5182 SEARCHRES: UIDs behind "$"
+        # Where a long response goes while it is still being produced (the server's send):
+        # without one, everything waits for ``execute`` to return.
+        self.writer: Callable[[bytes], Awaitable[None]] | None = None
         self._out: list[bytes] = []
 
     # ------------------------------------------------------------------ properties
@@ -158,6 +164,13 @@ class IMAPSession:
         data = b"".join(self._out)
         self._out.clear()
         return data
+
+    async def flush_output(self) -> None:
+        """Hands the output so far to ``writer`` once it passes FLUSH_AT octets, so that a
+        FETCH of a whole mailbox streams in bounded memory (and the client starts reading)
+        instead of being joined into one giant bytes object."""
+        if self.writer is not None and sum(map(len, self._out)) >= FLUSH_AT:
+            await self.writer(self.take_output())
 
     def greeting(self) -> bytes:
         """The untagged OK greeting with the capabilities (RFC 9051 section 7.1.1)."""
@@ -213,6 +226,18 @@ class IMAPSession:
             self._bad(tag or "*", text, code)
         else:
             self.tagged(tag or "*", status, text, code)
+        return self.take_output()
+
+    def literal_too_big(self, tag: str | None, limit: int, *, sync: bool) -> bytes:
+        """A literal over ``limit``: ``NO [TOOBIG]`` (RFC 7889 section 4). After a
+        non-synchronising one the octets are already coming: RFC 7888 section 4 lets the
+        server close rather than read them, so ``* BYE`` follows and the session ends."""
+        self.tagged(tag or "*", "NO", f"Literal larger than {limit} octets", "TOOBIG")
+        if not sync:
+            self.untagged("BYE Literal too big, closing the connection")
+            self.state = State.LOGOUT
+            self.action = Action.CLOSE
+            log_event(log, "imap.literal_too_big", client=self.client_ip)
         return self.take_output()
 
     def _bad(self, tag: str, text: str, code: str | None = None) -> None:

@@ -1,23 +1,23 @@
 """Sender authentication of one inbound message: SPF, DKIM, DMARC and ARC together.
 
-DKIM and ARC signatures are checked by dkimpy, which is synchronous and would do its own DNS:
-the keys are fetched first through our async ``Resolver`` (concurrently, cached by it), and
-dkimpy is then given a lookup function that only answers from those prefetched records. Small
-messages are verified inline (a thread hop costs more than the hashing); large ones in a
+DKIM signatures are checked by ``dkimverify`` (OpenSSL through ``cryptography``), ARC chains
+by dkimpy, which is synchronous and would do its own DNS: the keys are fetched first through
+our async ``Resolver`` (concurrently, cached by it); parsed DKIM keys are cached by the
+verifier, and dkimpy is given a lookup function that only answers from the prefetched records.
+Small messages are verified inline (a thread hop costs more than the hashing); large ones in a
 thread so that body hashing never stalls the event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import random
 import re
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
 
 import dkim
 
@@ -25,6 +25,14 @@ from mailstead.accounts.names import DomainNameError, domain_forms
 from mailstead.delivery.headers import from_addresses
 from mailstead.dns.resolver import DnsError, DnsTemporary, Resolver
 from mailstead.mailauth.dkim import normalise_line_endings, split_message
+from mailstead.mailauth.dkimverify import (
+    DkimPublicKey,
+    DkimVerifyError,
+    KeyCache,
+    Message,
+    parse_signature,
+    verify_signature,
+)
 from mailstead.mailauth.dmarc import DmarcOutcome, DmarcResult, OrgDomains, Policy, check_dmarc
 from mailstead.mailauth.results import ResultItem, render
 from mailstead.mailauth.spf import SpfOutcome, SpfResult, check_helo, check_mailfrom
@@ -52,6 +60,9 @@ MAX_ARC_SETS = 50
 # Messages up to this size are verified on the event loop, larger ones in a thread.
 INLINE_LIMIT = 256 * 1024
 _TAG = re.compile(rb"(?:^|;)\s*([a-z]+)\s*=\s*([^;]*)", re.IGNORECASE)
+_WSP = re.compile(rb"\s+")
+_NAMED = (b"d", b"s", b"b")
+_B_SHOWN = 300  # enough of a folded value for d=, s= and the 8 characters of header.b
 _KEY_LABEL = re.compile(rb"^[A-Za-z0-9_\-.]{1,253}$")
 
 
@@ -69,6 +80,9 @@ class DkimOutcome:
     selector: str
     b: str
     reason: str = ""
+    # l= left part of the body unsigned (RFC 6376 section 8.2): reported as pass, but not
+    # trusted for DMARC alignment, since anyone may have appended the unsigned part.
+    weak: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,9 +151,13 @@ class AuthResults:
 
 
 def _tags(value: bytes) -> dict[bytes, bytes]:
+    """The d=, s= and b= tags of a signature, leniently (for naming it in the results and
+    its key; the strict parse is ``dkimverify.parse_signature``)."""
     out: dict[bytes, bytes] = {}
-    for m in _TAG.finditer(re.sub(rb"\r\n[ \t]", b" ", value)):
-        out.setdefault(m.group(1).lower(), re.sub(rb"\s+", b"", m.group(2)))
+    for m in _TAG.finditer(value):
+        name = m.group(1).lower()
+        if name in _NAMED and name not in out:
+            out[name] = _WSP.sub(b"", m.group(2)[:_B_SHOWN])
     return out
 
 
@@ -170,8 +188,13 @@ class AuthVerifier:
         random: Callable[[], float] = random.random,
         trusted_arc_sealers: Sequence[str] = (),
         spf_timeout: float = 20.0,
+        clock: Callable[[], float] = time.time,
+        key_cache_size: int = 1024,
     ) -> None:
         self._resolver = resolver
+        self._clock = clock
+        # Parsed DKIM keys of this verifier (DESIGN rule 9: no module-level cache), bounded.
+        self._key_cache = KeyCache(key_cache_size)
         self._orgs = orgs
         self._random = random
         self._trusted = {d.lower().rstrip(".") for d in trusted_arc_sealers}
@@ -186,24 +209,31 @@ class AuthVerifier:
         message or DNS content; DNS failures become temperror results.
         """
         message = normalise_line_endings(data)
-        fields, _body = split_message(message)
+        fields, body = split_message(message)
         dkim_fields = [raw for name, raw in fields if name == b"dkim-signature"]
         arc_fields = [raw for name, raw in fields
                       if name in (b"arc-seal", b"arc-message-signature")]
         names: set[str] = set()
-        for raw in dkim_fields[:MAX_SIGNATURES] + arc_fields[: 2 * MAX_ARC_SETS]:
-            name = _key_name(_tags(raw.split(b":", 1)[1]))
+        signatures = [(raw, _tags(raw.split(b":", 1)[1])) for raw in dkim_fields[:MAX_SIGNATURES]]
+        arcs = [_tags(raw.split(b":", 1)[1]) for raw in arc_fields[: 2 * MAX_ARC_SETS]]
+        for tags in [t for _, t in signatures] + arcs:
+            name = _key_name(tags)
             if name is not None:
                 names.add(name)
+        prepared = Message.from_parts(fields, body) if signatures else None
         spf_task = check_mailfrom(self._resolver, client_ip, mail_from, helo,
                                   timeout=self._spf_timeout)
         helo_task = check_helo(self._resolver, client_ip, helo, timeout=self._spf_timeout)
         spf, helo_result, keys = await asyncio.gather(spf_task, helo_task, self._keys(names))
+        # Keys are parsed here, on the event loop, so the cache needs no lock.
+        parsed = {name: self._key_cache.get(name, record)
+                  for name, record in keys.items() if isinstance(record, bytes)}
+        now = self._clock()
+        args = (message, prepared, signatures, keys, parsed, bool(arc_fields), now)
         if len(message) <= INLINE_LIMIT:
-            dkims, arc = _signatures(message, dkim_fields, keys, bool(arc_fields))
+            dkims, arc = _signatures(*args)
         else:
-            dkims, arc = await asyncio.to_thread(
-                _signatures, message, dkim_fields, keys, bool(arc_fields))
+            dkims, arc = await asyncio.to_thread(_signatures, *args)
         header_end = message.find(b"\r\n\r\n")
         dmarc = await self._dmarc(message[: header_end + 2] if header_end >= 0 else message,
                                   spf, dkims)
@@ -244,7 +274,7 @@ class AuthVerifier:
         if not domains:
             return DmarcOutcome(DmarcResult.PERMERROR, "", reason="no From: header")
         spf_domain = spf.domain if spf.result is SpfResult.PASS else None
-        passing = [d.domain for d in dkims if d.result == "pass"]
+        passing = [d.domain for d in dkims if d.result == "pass" and not d.weak]
         sample = self._random()
         outcomes = [
             await check_dmarc(self._resolver, self._orgs, d, spf_pass_domain=spf_domain,
@@ -271,89 +301,69 @@ def _ascii_domain(domain: str) -> str:
 
 
 def _signatures(
-    message: bytes, dkim_fields: Sequence[bytes], keys: dict[str, bytes | _Key], has_arc: bool
+    message: bytes,
+    prepared: Message | None,
+    signatures: Sequence[tuple[bytes, dict[bytes, bytes]]],
+    keys: dict[str, bytes | _Key],
+    parsed: dict[str, DkimPublicKey | DkimVerifyError],
+    has_arc: bool,
+    now: float,
 ) -> tuple[tuple[DkimOutcome, ...], ArcOutcome]:
-    """DKIM and ARC verification with dkimpy over prefetched keys (CPU only, no I/O)."""
+    """DKIM verification (ours, on OpenSSL) and ARC chain validation (dkimpy) over prefetched
+    keys: CPU only, no I/O."""
+    outcomes: list[DkimOutcome] = []
+    if prepared is not None:
+        for raw, tags in signatures:
+            outcomes.append(_one_dkim(prepared, raw, tags, keys, parsed, now))
+    if not has_arc:
+        return tuple(outcomes), ArcOutcome("none")
 
     def dnsfunc(name: bytes | str, timeout: float = 5) -> bytes | None:
         key = (name.decode("ascii", "replace") if isinstance(name, bytes) else name)
         found = keys.get(key.lower().rstrip("."))
         return found if isinstance(found, bytes) else None
 
-    outcomes: list[DkimOutcome] = []
-    if dkim_fields:
-        verifier = _CachedKeyDKIM(message, logger=_dkimpy_log, minkey=1024)
-        for idx, raw in enumerate(dkim_fields[:MAX_SIGNATURES]):
-            outcomes.append(_one_dkim(verifier, idx, raw, keys, dnsfunc))
-    arc = _arc(message, dnsfunc) if has_arc else ArcOutcome("none")
-    return tuple(outcomes), arc
-
-
-@functools.lru_cache(maxsize=1024)
-def _parse_key(name: str, record: bytes) -> tuple[Any, ...] | None:
-    """dkimpy's parse of a key record (pure-Python ASN.1, the costliest step after the RSA
-    arithmetic), cached by its text: a busy MX sees the same few keys all day."""
-    try:
-        return tuple(dkim.evaluate_pk(name, record))
-    except Exception:  # KeyFormatError, binascii errors, anything a hostile record causes
-        return None
-
-
-class _CachedKeyDKIM(dkim.DKIM):  # type: ignore[misc]
-    """dkimpy's verifier, taking the parsed key from ``_parse_key`` instead of parsing the
-    record again for every signature."""
-
-    def verify_sig(self, sig: Any, include_headers: Any, sig_header: Any,
-                   dnsfunc: Callable[..., bytes | None]) -> Any:
-        name = (sig[b"s"] + b"._domainkey." + sig[b"d"]).decode("ascii", "replace").lower()
-        record = dnsfunc(name)
-        parsed = _parse_key(name, record) if record is not None else None
-        if parsed is None:
-            return False
-        self.pk, self.keysize, self.ktag, self.seqtlsrpt = parsed
-        return self.verify_sig_process(sig, include_headers, sig_header, dnsfunc)
+    return tuple(outcomes), _arc(message, dnsfunc)
 
 
 def _one_dkim(
-    verifier: dkim.DKIM,
-    idx: int,
+    message: Message,
     raw: bytes,
+    tags: dict[bytes, bytes],
     keys: dict[str, bytes | _Key],
-    dnsfunc: Callable[..., bytes | None],
+    parsed: dict[str, DkimPublicKey | DkimVerifyError],
+    now: float,
 ) -> DkimOutcome:
-    tags = _tags(raw.split(b":", 1)[1])
     d, s, b = _text(tags.get(b"d", b"")), _text(tags.get(b"s", b"")), _text(tags.get(b"b", b""))
 
-    def out(result: str, reason: str = "") -> DkimOutcome:
-        return DkimOutcome(result, d.lower(), s, b[:8], reason)
+    def out(result: str, reason: str = "", weak: bool = False) -> DkimOutcome:
+        return DkimOutcome(result, d.lower(), s, b[:8], reason, weak)
 
     name = _key_name(tags)
     if name is None:
         return out("permerror", "signature has no valid d= or s=")
+    try:
+        # RFC 6376 section 6.1.1: the signature's own MUSTs come before its key.
+        sig = parse_signature(raw, now)
+    except DkimVerifyError as exc:
+        return out("permerror", str(exc))
     key = keys.get(name, _Key.MISSING)
     if key is _Key.TEMPORARY:
         return out("temperror", "key lookup failed")
     if key is _Key.MISSING:
         # RFC 6376 section 6.1.2: no key record is a permanent failure.
         return out("permerror", "no key for signature")
-    parsed = _parse_key(name, key)
-    if parsed is None:
+    public = parsed.get(name)
+    if public is None:
         return out("permerror", "unusable key")
+    if isinstance(public, DkimVerifyError):
+        return out("permerror", str(public))
     try:
-        ok = verifier.verify(idx=idx, dnsfunc=dnsfunc)
-    except dkim.ValidationError as exc:
-        text = str(exc)
-        if text.startswith("body hash mismatch"):
-            return out("fail", "body hash did not verify")
-        return out("fail", text[:80])
-    except dkim.KeyFormatError as exc:
-        return out("permerror", str(exc)[:80])
-    except dkim.DKIMException as exc:
-        return out("permerror", str(exc)[:80])
-    except Exception as exc:  # dkimpy on hostile input: never let it escape
-        log.debug("dkim verification error: %r", exc)
+        check = verify_signature(message, sig, public)
+    except Exception as exc:  # a bug must cost one signature, never the message
+        log.warning("dkim verification error: %r", exc)
         return out("permerror", "signature could not be verified")
-    return out("pass") if ok else out("fail", "signature did not verify")
+    return out(check.result, check.reason, check.weak)
 
 
 def _arc(message: bytes, dnsfunc: Callable[..., bytes | None]) -> ArcOutcome:

@@ -83,6 +83,12 @@ class Signer(Protocol):
     async def sign(self, data: bytes, domain: str) -> bytes: ...
 
 
+class Sealer(Protocol):
+    """``mailauth.arc.ArcSealer``: the ARC set for forwarded mail, b"" for other mail."""
+
+    async def seal(self, message: bytes, domain: str) -> bytes: ...
+
+
 @dataclass(slots=True)
 class Outcome:
     """The result of one attempt for one row, before it is recorded."""

@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import email.utils
 import logging
 import math
+import re
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -29,7 +31,7 @@ from typing import Any
 
 from mailstead.core.errors import StoreError
 from mailstead.core.reply import Reply
-from mailstead.delivery.headers import from_addresses, split_header
+from mailstead.delivery.headers import from_addresses, header_values, split_header
 from mailstead.delivery.recipients import RecipientResolver
 from mailstead.observability.log import log_event
 from mailstead.queue.dsn import Notifier
@@ -44,6 +46,7 @@ from mailstead.queue.outcome import (
     Outcome,
     RcptResult,
     Router,
+    Sealer,
     Signer,
     domain_of,
     needs_smtputf8,
@@ -94,13 +97,16 @@ class QueueWorkers:
         *,
         clock: Callable[[], float] = time.time,
         tlsrpt: TlsRptCounters | None = None,
+        sealer: Sealer | None = None,
     ) -> None:
         """``tlsrpt``: the counters the client and MTA-STS cache fill; logged and restarted
-        every ``settings.tlsrpt_interval`` seconds and at ``stop``."""
+        every ``settings.tlsrpt_interval`` seconds and at ``stop``. ``sealer``: ARC-seals
+        mail an alias forwards (issue 9) before it is DKIM-signed."""
         self._store = store
         self._router = router
         self._client = client
         self._signer = signer
+        self._sealer = sealer
         self._settings = settings
         self._policy = settings.policy
         self._clock = clock
@@ -290,16 +296,18 @@ class QueueWorkers:
         if route.kind == "no_domain":
             return [Outcome(e, "bounced", R_NO_DOMAIN) for e in entries], None, None
         try:
-            signed = await self._sign(first, data)
+            # RFC 8617 section 5.1: the forwarder's ARC set, then its DKIM signature.
+            sealed = await self._seal(data) + data
+            signed = await self._sign(first, sealed)
         except Exception as exc:  # never send unsigned because of a store hiccup
-            return self._all(entries, None, f"DKIM signing failed: {exc}"), None, None
+            return self._all(entries, None, f"DKIM/ARC signing failed: {exc}"), None, None
         rcpts = [e.rcpt_to for e in entries]
         try:
             result = await self._client.deliver(
                 route,
                 first.mail_from,
                 rcpts,
-                signed + data,
+                signed + sealed,
                 smtputf8=needs_smtputf8(first.mail_from, rcpts, data),
                 eight_bit=not data.isascii(),
             )
@@ -353,6 +361,20 @@ class QueueWorkers:
             return b""
         return await self._signer.sign(data, domain)
 
+    async def _seal(self, data: bytes) -> bytes:
+        """The ARC set of a forwarded message, as the domain of the alias that forwarded it
+        (named by the ``for`` clause of our Received field, else the first local To/Cc
+        address); b"" for other mail (the sealer wants our Authentication-Results)."""
+        if self._sealer is None:
+            return b""
+        header, _ = split_header(data)
+        if b"authentication-results" not in header.lower():
+            return b""
+        for domain in _alias_domains(header):
+            if await self._store.is_local_domain(domain):
+                return await self._sealer.seal(data, domain)
+        return b""
+
     def _log_attempt(
         self,
         domain: str,
@@ -380,3 +402,18 @@ class QueueWorkers:
             reply=worst.error_text if worst else None,
         )
 
+
+_RECEIVED_FOR = re.compile(rb"^Received:(?:[^\r\n]|\r\n[ \t])*?\bfor\s+<([^<>\s]+)>",
+                           re.IGNORECASE)
+
+
+def _alias_domains(header: bytes) -> list[str]:
+    """Candidate alias domains of a forwarded message: the recipient our own (topmost)
+    Received field names (RFC 5321 section 4.4 "for"), then the To and Cc addresses."""
+    out: list[str] = []
+    m = _RECEIVED_FOR.match(header)
+    if m is not None:
+        out.append(domain_of(m.group(1).decode("utf-8", "replace")))
+    listed = header_values(header, "To") + header_values(header, "Cc")
+    out += [domain_of(addr) for _, addr in email.utils.getaddresses(listed) if "@" in addr]
+    return list(dict.fromkeys(d for d in out if d))

@@ -151,6 +151,7 @@ class IMAPServer:
             client_ip=conn.peer_ip,
         )
         stream = _Stream(conn)
+        sess.writer = stream.send  # long responses stream out while they are produced
         framer = CommandFramer(max_line=MAX_LINE, max_literal=s.max_message_size)
         try:
             await stream.send(sess.greeting())
@@ -198,10 +199,10 @@ class IMAPServer:
             if isinstance(event, LineTooLong):
                 stream.write(sess.parse_error(event.tag, "Command line too long"))
             elif isinstance(event, LiteralTooBig):
-                # RFC 7889 section 4: refused before the client sends the octets.
-                stream.write(sess.parse_error(
-                    event.tag, f"Literal larger than {self._settings.max_message_size} octets",
-                    "NO", "TOOBIG",
+                # RFC 7889 section 4: a synchronising literal is refused before the client
+                # sends the octets; a LITERAL+ one is on its way, so the session closes.
+                stream.write(sess.literal_too_big(
+                    event.tag, self._settings.max_message_size, sync=event.sync
                 ))
             elif isinstance(event, RawLine):
                 stream.write(sess.parse_error(None, "Unexpected line"))

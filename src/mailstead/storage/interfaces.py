@@ -222,6 +222,20 @@ class MailStore(Protocol):
     async def list_messages_in(self, mailbox_id: int) -> list[MessageInfo]:
         """Every message of the mailbox in ascending UID order (a consistent snapshot)."""
 
+    async def get_messages(
+        self,
+        mailbox_id: int,
+        uids: Sequence[int] | None,
+        *,
+        envelope: bool = True,
+        bodystructure: bool = True,
+    ) -> list[MessageInfo]:
+        """The messages of ``uids`` that exist (every message when None), ascending by UID,
+        reading only those rows, so one IMAP FETCH of a message costs one message, not the
+        mailbox. ``envelope``/``bodystructure`` False leave those JSON fields empty (``""``)
+        for callers that need only flags, dates and sizes. Raises NotFound for an unknown
+        mailbox."""
+
     async def mailbox_by_id(self, mailbox_id: int) -> MailboxInfo | None: ...
 
     async def store_flags(
@@ -446,7 +460,95 @@ class SecurityStore(Protocol):
         """Lifts the block; False when there was none."""
 
 
-class Store(MailStore, OutboundStore, SecurityStore, Protocol):
+# Spam filtering (issue 9, migration 0007) -------------------------------------------------
+
+
+class SpamStore(Protocol):
+    """What filters/ keeps for greylisting and the per-account Bayesian classifier."""
+
+    async def greylist_touch(self, triplet: str, now: float) -> tuple[float, bool]:
+        """(first_seen, passed) of the triplet, recording it as first seen ``now`` when new
+        (and its last_seen as ``now`` in any case)."""
+
+    async def greylist_restart(self, triplet: str, now: float) -> None:
+        """Starts the triplet's delay over (its retry came too late)."""
+
+    async def greylist_pass(self, triplet: str, network: str, now: float) -> None:
+        """Marks the triplet as passed and ``network`` as one that retries correctly."""
+
+    async def greylist_network_seen(self, network: str) -> float | None:
+        """When ``network`` last passed greylisting; None if never (or pruned)."""
+
+    async def greylist_prune(self, before: float) -> int:
+        """Forgets triplets and networks not seen since ``before``; returns how many."""
+
+    async def bayes_totals(self, account_id: int) -> tuple[int, int]:
+        """(spam, ham) messages learned by the account."""
+
+    async def bayes_tokens(
+        self, account_id: int, tokens: Sequence[int]
+    ) -> dict[int, tuple[int, int]]:
+        """(spam, ham) counts of those of ``tokens`` the account has seen."""
+
+    async def bayes_learn(
+        self, account_id: int, message: str, tokens: Sequence[int], spam: bool
+    ) -> bool:
+        """Counts ``tokens`` of the message ``message`` (its SHA-256) as spam or ham; one
+        learned before as the other class is moved. False when it was learned as this class
+        already, or the account does not exist."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Sieve (issue 9, migration 0008): each account's scripts (RFC 5228, managed over RFC 5804)
+# and the log of automatic sends (vacation once per sender per period, redirects per day).
+
+
+@dataclass(frozen=True, slots=True)
+class SieveScript:
+    name: str
+    content: str
+    active: bool
+    updated_at: float
+
+
+class SieveStore(Protocol):
+    """Scripts by (account, name); names compare exactly (RFC 5804 section 1.6)."""
+
+    async def put_sieve_script(self, account_id: int, name: str, content: str) -> None:
+        """Creates or replaces the script (keeping its active state). Raises NotFound for an
+        unknown account."""
+
+    async def get_sieve_script(self, account_id: int, name: str) -> SieveScript | None: ...
+
+    async def list_sieve_scripts(self, account_id: int) -> list[SieveScript]:
+        """By name."""
+
+    async def active_sieve_script(self, account_id: int) -> SieveScript | None:
+        """The one script run at delivery, if any."""
+
+    async def set_active_sieve_script(self, account_id: int, name: str | None) -> None:
+        """Makes ``name`` the only active script (None: none). Raises NotFound."""
+
+    async def delete_sieve_script(self, account_id: int, name: str) -> None:
+        """Raises NotFound, or InUse for the active script (RFC 5804 section 2.10)."""
+
+    async def rename_sieve_script(self, account_id: int, old: str, new: str) -> None:
+        """Keeps the active state. Raises NotFound or AlreadyExists."""
+
+    async def count_sieve_events(
+        self, account_id: int, kind: str, key: str | None, since: float
+    ) -> int:
+        """Log rows of ``kind`` ("vacation", "redirect") at or after ``since`` (of ``key``
+        only, when given)."""
+
+    async def add_sieve_event(self, account_id: int, kind: str, key: str, at: float) -> None:
+        ...
+
+    async def prune_sieve_events(self, before: float) -> int:
+        """Deletes log rows older than ``before``; returns how many."""
+
+
+class Store(MailStore, OutboundStore, SecurityStore, SpamStore, SieveStore, Protocol):
     """The whole persistent state of a Mailstead installation (mailbox access included, so
     every service sees one interface)."""
 
@@ -521,3 +623,4 @@ class Store(MailStore, OutboundStore, SecurityStore, Protocol):
     async def recent_login_failures(self, limit: int) -> list[LoginRecord]:
         """The newest failed login attempts of all accounts (and unknown names), newest
         first, at most ``limit``."""
+

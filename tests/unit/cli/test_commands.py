@@ -295,7 +295,7 @@ def test_broken_config_is_one_line(run: Run) -> None:
     assert code == 1
     assert err == (
         f"mailstead: {path}:8: key 'listen.smtpp' is unknown (expected one of: smtp, submission, "
-        "submissions, imap, imaps, pop3, pop3s, http, https)\n"
+        "submissions, imap, imaps, pop3, pop3s, managesieve, http, https)\n"
     )
 
 

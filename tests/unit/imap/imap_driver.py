@@ -58,7 +58,8 @@ class Client:
             elif isinstance(event, LineTooLong):
                 out.append(s.parse_error(event.tag, "Command line too long"))
             elif isinstance(event, LiteralTooBig):
-                out.append(s.parse_error(event.tag, "Too big", "NO", "TOOBIG"))
+                out.append(s.literal_too_big(event.tag, s.settings.max_message_size,
+                                             sync=event.sync))
             elif isinstance(event, RawLine):
                 if s.action is Action.SASL:
                     out.append(await s.sasl_continue(event.data))

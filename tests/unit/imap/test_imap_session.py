@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import base64
 from collections.abc import Callable
+from typing import Any
 
+import pytest
 from imap_driver import PASSWORD, USER, Body, World
 
 from mailstead.imap.base import Action, State
@@ -321,6 +323,26 @@ def test_append_quota_and_exists(run: Callable[[Body], None]) -> None:
     run(body)
 
 
+def test_literal_plus_too_big_says_bye(run: Callable[[Body], None]) -> None:
+    # RFC 7888 section 4: a LITERAL+ over the limit is refused and the connection closed,
+    # rather than reading its octets; a synchronising one is refused and the session goes on.
+    async def body(w: World) -> None:
+        c = w.client(max_message_size=1000)
+        await c.login()
+        assert await c.cmd("a APPEND INBOX {5000}") == (
+            "a NO [TOOBIG] Literal larger than 1000 octets\r\n"
+        )
+        assert c.session.state is State.AUTHENTICATED
+        out = await c.send(b"b APPEND INBOX {4000000000+}\r\n" + b"x" * 100)
+        assert out == (b"b NO [TOOBIG] Literal larger than 1000 octets\r\n"
+                       b"* BYE Literal too big, closing the connection\r\n")
+        assert c.session.state is State.LOGOUT
+        assert c.session.action is Action.CLOSE
+        assert await c.send(b"x" * 100 + b"\r\nc NOOP\r\n") == b""
+
+    run(body)
+
+
 def test_search_sort_thread_and_searchres(run: Callable[[Body], None]) -> None:
     async def body(w: World) -> None:
         await w.deliver("banana", body="yellow fruit\r\n")
@@ -395,5 +417,72 @@ def test_smtp_rcpt_refused_when_mailbox_full(run: Callable[[Body], None]) -> Non
         await w.store.set_quota(w.account_id, 10)
         reply = await service.check_recipient(info, Transaction(sender=None), rcpt)
         assert (reply.code, reply.enhanced, reply.text) == (452, "4.2.2", "Mailbox full")
+
+    run(body)
+
+
+def test_fetch_reads_only_the_named_messages_and_streams(
+    run: Callable[[Body], None], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """FETCH asks the store for the UIDs it names (never the whole mailbox), without the
+    JSON columns it does not render, and hands its output on in batches."""
+    from mailstead.imap import messages, session
+
+    monkeypatch.setattr(messages, "FETCH_BATCH", 2)
+    monkeypatch.setattr(session, "FLUSH_AT", 1)
+
+    async def body(w: World) -> None:
+        for i in range(7):
+            await w.deliver(f"m{i}")
+        c = w.client()
+        await c.login()
+        await c.cmd("a SELECT INBOX")
+        reads: list[tuple[list[int] | None, bool, bool]] = []
+        real = w.store.get_messages
+
+        async def spy(mailbox_id: int, uids: Any, *, envelope: bool = True,
+                      bodystructure: bool = True) -> Any:
+            reads.append((None if uids is None else list(uids), envelope, bodystructure))
+            return await real(mailbox_id, uids, envelope=envelope, bodystructure=bodystructure)
+
+        async def whole_mailbox(mailbox_id: int) -> Any:
+            raise AssertionError("FETCH/SEARCH read the whole mailbox")
+
+        monkeypatch.setattr(w.store, "get_messages", spy)
+        monkeypatch.setattr(w.store, "list_messages_in", whole_mailbox)
+        out = await c.cmd("b FETCH 5 BODY.PEEK[HEADER.FIELDS (SUBJECT)]")
+        assert out == ("* 5 FETCH (BODY[HEADER.FIELDS (SUBJECT)] {15}\r\nSubject: m4\r\n\r\n)"
+                       "\r\nb OK FETCH completed\r\n")
+        assert reads == [([5], False, True)]
+        reads.clear()
+        chunks: list[bytes] = []
+
+        async def writer(data: bytes) -> None:
+            chunks.append(data)
+
+        c.session.writer = writer
+        out = await c.cmd("c FETCH 2:6 (UID FLAGS ENVELOPE)")
+        assert reads == [([2, 3], True, False), ([4, 5], True, False), ([6], True, False)]
+        streamed = b"".join(chunks).decode() + out
+        assert [line.split(" (")[0] for line in streamed.splitlines()] == [
+            "* 2 FETCH", "* 3 FETCH", "* 4 FETCH", "* 5 FETCH", "* 6 FETCH", "c OK FETCH completed"
+        ]
+        assert len(chunks) == 3
+        assert out == "c OK FETCH completed\r\n"
+        assert '"m3"' in streamed
+        assert "UID 4 FLAGS (\\Recent)" in streamed
+        c.session.writer = None
+        reads.clear()
+        out = await c.cmd("d UID SEARCH UNSEEN SMALLER 100000")
+        assert out.startswith("* SEARCH 1 2 3 4 5 6 7\r\n")
+        assert reads == [(None, False, False)]  # no key reads the envelope
+        reads.clear()
+        out = await c.cmd("e SEARCH SUBJECT m6")
+        assert out.startswith("* SEARCH 7\r\n")
+        assert reads == [(None, True, False)]
+        reads.clear()
+        out = await c.cmd("f SORT (REVERSE SUBJECT) UTF-8 2:3")
+        assert out.startswith("* SORT 3 2\r\n")
+        assert reads == [(None, False, False), ([2, 3], True, False)]
 
     run(body)

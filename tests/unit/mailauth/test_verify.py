@@ -238,12 +238,16 @@ def test_tampered_arc_chain_fails(dns_port: int, orgs: OrgDomains) -> None:
 
 def test_missing_key_and_garbage_signatures(dns_port: int, orgs: OrgDomains) -> None:
     data = (b"DKIM-Signature: v=1; a=rsa-sha256; d=example.test; s=nokey; h=from; bh=x; b=y\r\n"
+            b"DKIM-Signature: v=1; a=rsa-sha256; d=example.test; s=nokey; h=from; bh=AAAA;\r\n"
+            b"\tb=AAAA\r\n"
             b"DKIM-Signature: \x00\xff garbage ;;; ===\r\n"
             b"ARC-Seal: i=1; cv=none; a=rsa-sha256; d=fwd.test; s=arc; b=zz\r\n"
             + message())
     results = verify(dns_port, orgs, data)
-    assert [d.result for d in results.dkim] == ["permerror", "permerror"]
-    assert results.dkim[0].reason == "no key for signature"
+    assert [d.result for d in results.dkim] == ["permerror", "permerror", "permerror"]
+    # RFC 6376 section 6.1.1: the signature's own tags are checked before its key.
+    assert results.dkim[0].reason == "bh= is not valid base64"
+    assert results.dkim[1].reason == "no key for signature"
     assert results.arc.result == "fail"
     assert results.dmarc.result == "pass"  # SPF still aligns
 

@@ -93,6 +93,24 @@ def needs_body(atts: Sequence[FetchAtt]) -> bool:
     return any(att.name in _BODY_ITEMS for att in atts)
 
 
+# Items rendered without the stored BODYSTRUCTURE JSON (ENVELOPE has its own column, RFC822
+# is the whole message); every other item reads it to find sections or describe the body.
+_NO_STRUCTURE_ITEMS = frozenset({
+    "UID", "FLAGS", "ENVELOPE", "INTERNALDATE", "RFC822.SIZE", "MODSEQ", "SAVEDATE",
+    "EMAILID", "THREADID", "RFC822",
+})
+
+
+def needs_envelope(atts: Sequence[FetchAtt]) -> bool:
+    """Whether ``render_fetch`` reads ``msg.envelope`` (so the caller loads that column)."""
+    return any(att.name == "ENVELOPE" for att in atts)
+
+
+def needs_bodystructure(atts: Sequence[FetchAtt]) -> bool:
+    """Whether ``render_fetch`` reads ``msg.bodystructure`` (so the caller loads it)."""
+    return any(att.name not in _NO_STRUCTURE_ITEMS for att in atts)
+
+
 def sets_seen(atts: Sequence[FetchAtt]) -> bool:
     """Whether fetching ``atts`` implicitly sets ``\\Seen`` (RFC 9051 section 6.4.5)."""
     return any(att.name in _SEEN_ITEMS and not att.peek for att in atts)

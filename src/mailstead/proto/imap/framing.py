@@ -108,13 +108,16 @@ class LineTooLong:
 
 @dataclass(frozen=True, slots=True)
 class LiteralTooBig:
-    """A literal over ``max_literal``: answer ``<tag> NO [TOOBIG]`` (RFC 7889 section 4). For a
-    synchronising literal the client sends nothing more for this command; the octets of a
-    non-synchronising one have already been read and discarded, and the rest of the command
-    is discarded silently."""
+    """A literal over ``max_literal``: answer ``<tag> NO [TOOBIG]`` (RFC 7889 section 4).
+
+    For a synchronising literal (``sync``) the client sends nothing more for this command and
+    framing goes on. A non-synchronising one (``{n+}``) is on its way already and could be
+    gigabytes long: the framer stops (``CommandFramer.closed``) and the server answers
+    ``NO [TOOBIG]``, then ``* BYE``, and closes (RFC 7888 section 4 allows it)."""
 
     tag: str | None
     size: int
+    sync: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,8 +139,8 @@ class CommandFramer:
 
     __slots__ = (
         "_buf", "_chunks", "_discard", "_expect", "_left", "_lines", "_lit_binary",
-        "_literals", "_long", "_long_raw", "_pending", "_scanned", "_size", "_tag",
-        "_tail", "max_line", "max_literal",
+        "_literals", "_long", "_long_raw", "_scanned", "_size", "_tag", "_tail", "closed",
+        "max_line", "max_literal",
     )
 
     def __init__(
@@ -159,13 +162,15 @@ class CommandFramer:
         self._long_raw = False  # ... which was an expect_line() line
         self._tail = b""  # last octets of the over-long line, to spot a LITERAL+ header
         self._expect = False
-        self._pending: LiteralTooBig | None = None
+        # Set after a LiteralTooBig with sync False: the rest of the stream is never framed.
+        self.closed = False
 
     # ------------------------------------------------------------------ server API
 
     def receive_data(self, data: bytes) -> None:
         """Append bytes from the client; then pull events with ``next_event``."""
-        self._buf += data
+        if not self.closed:
+            self._buf += data
 
     def expect_line(self) -> None:
         """Deliver the next line whole as a ``RawLine`` rather than framing it as a command
@@ -190,6 +195,9 @@ class CommandFramer:
         """The next event, or ``NEED_DATA`` when more bytes are needed."""
         buf = self._buf
         while True:
+            if self.closed:
+                buf.clear()
+                return NEED_DATA
             if self._left:
                 take = min(self._left, len(buf))
                 if not take:
@@ -200,11 +208,7 @@ class CommandFramer:
                 self._left -= take
                 if self._left:
                     return NEED_DATA
-                if self._discard:
-                    if self._pending is not None:
-                        pending, self._pending = self._pending, None
-                        return pending
-                else:
+                if not self._discard:
                     self._literals.append(Literal(b"".join(self._chunks), self._lit_binary))
                     self._chunks.clear()
                 continue
@@ -223,7 +227,9 @@ class CommandFramer:
                     continue  # the rest of an over-long expect_line() line
                 line = self._tail + line
                 self._tail = b""
-                self._end_discarded_line(line)
+                fatal = self._end_discarded_line(line)
+                if fatal is not None:
+                    return fatal
                 continue
             framed = self._line(line)
             if framed is not None:
@@ -258,7 +264,7 @@ class CommandFramer:
         raw = self._expect and not self._lines
         self._long, self._long_raw = True, raw
         self._tail = bytes(buf[max(0, len(buf) - keep - _HEADER_TAIL) : len(buf) - keep])
-        tag = self._tag if self._lines else tag_of(bytes(buf[: _TAG_PEEK + 1]))
+        tag = self._tag if self._lines or self._discard else tag_of(bytes(buf[: _TAG_PEEK + 1]))
         del buf[: len(buf) - keep]
         self._scanned = len(buf)
         if raw:
@@ -267,6 +273,7 @@ class CommandFramer:
         already = self._discard
         self._reset()
         self._discard = True
+        self._tag = tag  # for a LiteralTooBig the discarded command may still cause
         return None if already else LineTooLong(tag)
 
     def _budget_used(self) -> int:
@@ -276,14 +283,28 @@ class CommandFramer:
             return 0
         return max(0, self._size - self.max_literal)
 
-    def _end_discarded_line(self, line: bytes) -> None:
+    def _end_discarded_line(self, line: bytes) -> LiteralTooBig | None:
         """A line of a command being discarded ended; skip the LITERAL+ octets it announces
-        (the client sends them unasked), else the command is over."""
+        (the client sends them unasked), else the command is over. Skipping is bounded by
+        ``max_literal``: a bigger LITERAL+ ends the connection instead."""
         header = literal_header(line)
         if header is not None and not header.sync:
+            if header.size > self.max_literal:
+                return self._refuse_non_sync(self._tag, header.size)
             self._left = header.size
-            return
+            return None
         self._reset()
+        return None
+
+    def _refuse_non_sync(self, tag: str | None, size: int) -> LiteralTooBig:
+        """RFC 7888 section 4: a LITERAL+ over the limit may be rejected by closing the
+        connection; reading and discarding it would let one client tie up a connection for
+        up to 2^63 octets, so framing stops here for good."""
+        self._reset()
+        self._left = 0
+        self.closed = True
+        self._buf.clear()
+        return LiteralTooBig(tag, size, sync=False)
 
     def _line(self, line: bytes) -> Event | None:
         if self._expect and not self._lines:
@@ -292,16 +313,16 @@ class CommandFramer:
                 return LineTooLong(None)
             return RawLine(line)
         if self._discard:
-            self._end_discarded_line(line)
-            return None
+            return self._end_discarded_line(line)
         if not self._lines:
             self._tag = tag_of(line)
         if len(line) + 2 > self.max_line - self._budget_used():
             tag = self._tag
             self._reset()
             self._discard = True
-            self._end_discarded_line(line)
-            return LineTooLong(tag)
+            self._tag = tag
+            fatal = self._end_discarded_line(line)
+            return fatal if fatal is not None else LineTooLong(tag)
         header = literal_header(line)
         self._lines.append(line)
         self._size += len(line)
@@ -318,11 +339,8 @@ class CommandFramer:
                 # the client sends neither the literal nor the rest of the command.
                 return LiteralTooBig(tag, n)
             # RFC 7888 section 4: the octets of a non-synchronising literal come anyway;
-            # read and drop them, then refuse.
-            self._discard = True
-            self._left = n
-            self._pending = LiteralTooBig(tag, n)
-            return None
+            # rather than read them all, refuse and close.
+            return self._refuse_non_sync(tag, n)
         self._size += n
         self._left = n
         self._lit_binary = header.binary

@@ -91,6 +91,23 @@ def uses_modseq(key: SearchKey) -> bool:
     return False
 
 
+# Keys that read the stored envelope (RFC 9051 section 6.4.4: the address fields, the
+# subject and the Date: header of the SENT* keys); every other key needs only flags, dates,
+# sizes and UIDs, so the caller may leave the envelope JSON unloaded.
+_ENVELOPE_KEYS = frozenset({*_ADDRESS_KEYS, "SUBJECT", "SENTBEFORE", "SENTON", "SENTSINCE"})
+
+
+def uses_envelope(key: SearchKey) -> bool:
+    """Whether any key reads ``Searchable.envelope`` (else it may be left empty)."""
+    stack = [key]
+    while stack:
+        current = stack.pop()
+        if current.name in _ENVELOPE_KEYS:
+            return True
+        stack.extend(current.children)
+    return False
+
+
 class _Context:
     """Per-search state: lazily parsed envelopes, dates in the server's zone."""
 

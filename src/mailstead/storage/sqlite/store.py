@@ -51,12 +51,15 @@ from mailstead.storage.interfaces import (
     QueueUpdate,
     Quota,
     SecondFactor,
+    SieveScript,
     StoreFlagsResult,
     address_key,
 )
 from mailstead.storage.migrate import migrate_sqlite
 from mailstead.storage.sqlite import admin, fts, mailboxes, messages, outbound, security
 from mailstead.storage.sqlite import admin as admin_sql
+from mailstead.storage.sqlite import sieve as sieve_sql
+from mailstead.storage.sqlite import spam as spam_sql
 from mailstead.storage.sqlite.writer import WireShape, Writer, inbox_name, wire_shape
 from mailstead.storage.watch import Watch, WatchHub
 
@@ -466,6 +469,21 @@ class SQLiteStore:
     async def list_messages_in(self, mailbox_id: int) -> list[MessageInfo]:
         return await self._measured_read(lambda c, u: messages.list_in(c, mailbox_id, u))
 
+    async def get_messages(
+        self,
+        mailbox_id: int,
+        uids: Sequence[int] | None,
+        *,
+        envelope: bool = True,
+        bodystructure: bool = True,
+    ) -> list[MessageInfo]:
+        wanted = None if uids is None else tuple(uids)
+        return await self._measured_read(
+            lambda c, u: messages.get_some(
+                c, mailbox_id, wanted, u, envelope=envelope, bodystructure=bodystructure
+            )
+        )
+
     async def store_flags(
         self,
         mailbox_id: int,
@@ -621,3 +639,82 @@ class SQLiteStore:
     async def recent_login_failures(self, limit: int) -> list[LoginRecord]:
         wanted = max(1, min(limit, 10_000))
         return await self._in_reader(lambda c: admin_sql.recent_login_failures(c, wanted))
+
+    # Spam filtering (interfaces.SpamStore, spam.py) -------------------------------------
+
+    async def greylist_touch(self, triplet: str, now: float) -> tuple[float, bool]:
+        return await self._write(lambda c: spam_sql.greylist_touch(c, triplet, now))
+
+    async def greylist_restart(self, triplet: str, now: float) -> None:
+        await self._write(lambda c: spam_sql.greylist_restart(c, triplet, now))
+
+    async def greylist_pass(self, triplet: str, network: str, now: float) -> None:
+        await self._write(lambda c: spam_sql.greylist_pass(c, triplet, network, now))
+
+    async def greylist_network_seen(self, network: str) -> float | None:
+        self._check_open()
+        try:
+            return spam_sql.greylist_network_seen(self._read, network)  # one indexed row
+        except sqlite3.Error as exc:
+            raise StoreError(f"database read failed: {exc}") from exc
+
+    async def greylist_prune(self, before: float) -> int:
+        return await self._write(lambda c: spam_sql.greylist_prune(c, before))
+
+    async def bayes_totals(self, account_id: int) -> tuple[int, int]:
+        return await self._in_reader(lambda c: spam_sql.bayes_totals(c, account_id))
+
+    async def bayes_tokens(
+        self, account_id: int, tokens: Sequence[int]
+    ) -> dict[int, tuple[int, int]]:
+        wanted = list(tokens)
+        return await self._in_reader(lambda c: spam_sql.bayes_tokens(c, account_id, wanted))
+
+    async def bayes_learn(
+        self, account_id: int, message: str, tokens: Sequence[int], spam: bool
+    ) -> bool:
+        wanted = list(tokens)
+        return await self._write(
+            lambda c: spam_sql.bayes_learn(c, account_id, message, wanted, spam)
+        )
+
+    # Sieve (interfaces.SieveStore, sieve.py) --------------------------------------------
+
+    async def put_sieve_script(self, account_id: int, name: str, content: str) -> None:
+        now = time.time()
+        await self._write(lambda c: sieve_sql.put_script(c, account_id, name, content, now))
+
+    async def get_sieve_script(self, account_id: int, name: str) -> SieveScript | None:
+        return await self._in_reader(lambda c: sieve_sql.get_script(c, account_id, name))
+
+    async def list_sieve_scripts(self, account_id: int) -> list[SieveScript]:
+        return await self._in_reader(lambda c: sieve_sql.list_scripts(c, account_id))
+
+    async def active_sieve_script(self, account_id: int) -> SieveScript | None:
+        # On the loop thread (see _lookup): asked once per local copy at delivery, one row.
+        self._check_open()
+        try:
+            return sieve_sql.active_script(self._read, account_id)
+        except sqlite3.Error as exc:
+            raise StoreError(f"database read failed: {exc}") from exc
+
+    async def set_active_sieve_script(self, account_id: int, name: str | None) -> None:
+        await self._write(lambda c: sieve_sql.set_active(c, account_id, name))
+
+    async def delete_sieve_script(self, account_id: int, name: str) -> None:
+        await self._write(lambda c: sieve_sql.delete_script(c, account_id, name))
+
+    async def rename_sieve_script(self, account_id: int, old: str, new: str) -> None:
+        await self._write(lambda c: sieve_sql.rename_script(c, account_id, old, new))
+
+    async def count_sieve_events(
+        self, account_id: int, kind: str, key: str | None, since: float
+    ) -> int:
+        return await self._in_reader(
+            lambda c: sieve_sql.count_events(c, account_id, kind, key, since))
+
+    async def add_sieve_event(self, account_id: int, kind: str, key: str, at: float) -> None:
+        await self._write(lambda c: sieve_sql.add_event(c, account_id, kind, key, at))
+
+    async def prune_sieve_events(self, before: float) -> int:
+        return await self._write(lambda c: sieve_sql.prune_events(c, before))

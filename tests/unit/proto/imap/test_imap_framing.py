@@ -137,27 +137,56 @@ def test_synchronising_literal_too_big_is_refused_without_reading_it() -> None:
     assert events == [LiteralTooBig("a", 101), CommandFrame((b"b NOOP",))]
 
 
-def test_non_synchronising_literal_too_big_is_read_and_dropped() -> None:
+def test_non_synchronising_literal_too_big_closes_at_once() -> None:
+    # RFC 7888 section 4: rather than read up to 4 GB of unwanted octets, refuse and close.
     framer = CommandFramer(max_literal=100)
-    framer.receive_data(b"a APPEND INBOX {1000+}\r\n")
+    framer.receive_data(b"a APPEND INBOX {4000000000+}\r\n" + b"x" * 50)
+    assert pull(framer) == [LiteralTooBig("a", 4000000000, sync=False)]
+    assert framer.closed
+    framer.receive_data(b"x" * 1000 + b"\r\nb NOOP\r\n")  # nothing is framed any more
     assert pull(framer) == []
-    for _ in range(9):
-        framer.receive_data(b"b NOOP\r\n" * 12 + b"xxxx")  # 100 octets of the literal
-        assert pull(framer) == []
-        assert len(framer._buf) == 0  # nothing kept while skipping
-        assert framer._chunks == []
-    framer.receive_data(b"y" * 100)
-    assert pull(framer) == [LiteralTooBig("a", 1000)]
-    # The rest of the command, with another LITERAL+, is dropped silently.
-    framer.receive_data(b" (\\Seen) {3+}\r\nabc\r\nc NOOP\r\n")
-    assert pull(framer) == [CommandFrame((b"c NOOP",))]
+    assert len(framer._buf) == 0
+
+
+def test_non_synchronising_literal_just_over_the_limit_closes_too() -> None:
+    wire = b"a APPEND INBOX {101+}\r\n" + b"x" * 101 + b"\r\nb NOOP\r\n"
+    for cut in (5, 24, 30):
+        assert feed(wire, [cut], max_literal=100) == [LiteralTooBig("a", 101, sync=False)]
+
+
+def test_non_synchronising_literal_at_the_limit_is_framed() -> None:
+    wire = b"a APPEND INBOX {100+}\r\n" + b"x" * 100 + b"\r\nb NOOP\r\n"
+    assert feed(wire, max_literal=100) == [
+        CommandFrame((b"a APPEND INBOX {100+}", b""), (Literal(b"x" * 100),)),
+        CommandFrame((b"b NOOP",)),
+    ]
 
 
 def test_frame_budget_covers_several_literals() -> None:
     # Each literal fits, but the frame as a whole may not exceed max_line + max_literal.
     wire = b"a X {60+}\r\n" + b"x" * 60 + b" {60+}\r\n" + b"y" * 60 + b"\r\nb NOOP\r\n"
     events = feed(wire, max_line=50, max_literal=60)
-    assert events == [LiteralTooBig("a", 60), CommandFrame((b"b NOOP",))]
+    assert events == [LiteralTooBig("a", 60, sync=False)]
+    # The same with synchronising literals: refused before the octets, framing goes on.
+    wire = b"a X {60}\r\n" + b"x" * 60 + b" {60}\r\nb NOOP\r\n"
+    assert feed(wire, max_line=50, max_literal=60) == [
+        NeedContinuation("a", 60), LiteralTooBig("a", 60), CommandFrame((b"b NOOP",))
+    ]
+
+
+def test_discarded_command_announcing_huge_literal_plus_closes() -> None:
+    # An over-long line ending in {n+}: its octets are skipped only up to max_literal.
+    wire = b"a APPEND x (" + b"\\Seen " * 40 + b") {4000000000+}\r\nxxxx\r\nb NOOP\r\n"
+    for cut in (20, 100, len(wire) - 30):
+        events = feed(wire, [cut], max_line=100, max_literal=1000)
+        # The BAD for the long line comes first only when it was seen before its end.
+        assert events[-1] == LiteralTooBig("a", 4000000000, sync=False)
+        assert events[:-1] in ([], [LineTooLong("a")])
+    wire = b"a LOGIN {3+}\r\nbob " + b"p" * 200 + b" {5000+}\r\nb NOOP\r\n"
+    assert feed(wire, max_line=100, max_literal=1000) == [LiteralTooBig("a", 5000, sync=False)]
+    assert feed(wire, [150], max_line=100, max_literal=1000) == [
+        LineTooLong("a"), LiteralTooBig("a", 5000, sync=False)
+    ]
 
 
 def test_line_too_long_is_reported_once_and_skipped_in_bounded_memory() -> None:

@@ -220,6 +220,13 @@ def test_status() -> None:
 
 
 def test_list_basic_and_lsub() -> None:
+    # RFC 9051 section 9: list-mailbox = 1*list-char / string, and list-char includes the
+    # wildcards, so a bare "*" is a whole pattern (imaplib's default ``LIST "" *``).
+    assert args(b'a LIST "" *') == ListArgs(b"", (b"*",))
+    assert args(b'a LIST "" %') == ListArgs(b"", (b"%",))
+    assert args(b'a LSUB "" *') == ListArgs(b"", (b"*",), lsub=True)
+    assert args(b'a LIST "" (* %)') == ListArgs(b"", (b"*", b"%"))
+    assert args(b'a LIST "" * RETURN (CHILDREN)') == ListArgs(b"", (b"*",), (), ("CHILDREN",))
     assert args(b'a LIST "" "*"') == ListArgs(b"", (b"*",))
     assert args(b"a LIST ~/Mail/ %") == ListArgs(b"~/Mail/", (b"%",))
     assert args(b'a LIST "" INBOX/%/x*') == ListArgs(b"", (b"INBOX/%/x*",))
@@ -244,7 +251,7 @@ def test_list_refusals() -> None:
     for line in (b'a LIST (RECURSIVEMATCH) "" %', b'a LIST (FOO) "" %',
                  b'a LIST "" % RETURN (FOO)', b'a LIST "" () ', b'a LIST ""',
                  b'a LIST "" % (CHILDREN)', b'a LIST "" % RETURN (STATUS ())',
-                 b'a LSUB "" % x'):
+                 b'a LSUB "" % x', b"a LIST * *", b'a LIST "" *)', b'a LIST "" * x'):
         assert bad(line).tag == "a", line
 
 

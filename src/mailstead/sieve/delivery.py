@@ -1,0 +1,229 @@
+"""The per-account Sieve step of delivery: each local account's active script decides what
+happens to its copy, and the follow-up mail (vacation replies, reject notices) goes out.
+
+``DeliveryService`` calls ``plan`` once the recipients are known and the filters have run.
+The plan's local copies and redirect targets join the message's one atomic
+``accept_message`` (DESIGN rule 6); ``send_followups`` runs after the message is durable.
+A broken script, a store hiccup or a limit never loses mail: that account keeps its copy.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from mailstead.core.address import AddressError, parse_address
+from mailstead.core.errors import StoreError
+from mailstead.core.message import summarize
+from mailstead.delivery.recipients import RecipientResolver, Verdict
+from mailstead.sieve.actions import FileInto, Keep, Redirect, Reject, Vacation
+from mailstead.sieve.compile import Script, compile_script
+from mailstead.sieve.interpreter import Envelope, Interpreter
+from mailstead.sieve.limits import SieveLimits
+from mailstead.sieve.message import MessageView
+from mailstead.sieve.parser import SieveError
+from mailstead.sieve.replies import reject_notice, vacation_message, vacation_refusal
+from mailstead.storage.interfaces import IncomingMessage, LocalDelivery, Store, address_key
+
+log = logging.getLogger("mailstead.sieve")
+
+DAY = 86400.0
+# RFC 5228 section 4.2 asks for loop prevention on redirect: a message that has already
+# crossed this many hops (Received: fields) is kept rather than sent on again.
+MAX_REDIRECT_HOPS = 25
+# Compiled scripts kept per process, keyed by their text (compiling is cheap but not free).
+_CACHE_SIZE = 256
+
+
+@dataclass(frozen=True, slots=True)
+class FollowUp:
+    """A message Sieve sends on behalf of ``account_id`` after delivery."""
+
+    account_id: int
+    kind: str  # "vacation" | "reject"
+    to: str
+    data: bytes
+    log_key: str | None = None  # the sieve_log key recorded once it is queued
+
+
+@dataclass(slots=True)
+class SievePlan:
+    local: list[LocalDelivery] = field(default_factory=list)
+    remote: list[str] = field(default_factory=list)  # redirect targets outside
+    rejected: dict[int, str] = field(default_factory=dict)  # account -> reason
+    followups: list[FollowUp] = field(default_factory=list)
+    redirected: dict[int, int] = field(default_factory=dict)  # account -> redirects made
+
+
+class SieveRunner:
+    """Runs each account's active script at delivery."""
+
+    def __init__(
+        self,
+        store: Store,
+        hostname: str,
+        *,
+        limits: SieveLimits | None = None,
+        redirects_per_day: int = 100,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._hostname = hostname
+        self._limits = limits or SieveLimits()
+        self._interpreter = Interpreter(self._limits)
+        self._redirects_per_day = redirects_per_day
+        self._clock = clock
+        self._resolver = RecipientResolver(store)
+        self._cache: dict[str, Script | None] = {}
+
+    def _compiled(self, text: str) -> Script | None:
+        if text in self._cache:
+            return self._cache[text]
+        try:
+            script: Script | None = compile_script(text, self._limits)
+        except SieveError as exc:
+            log.warning("stored sieve script does not compile: %s", exc)
+            script = None
+        if len(self._cache) >= _CACHE_SIZE:
+            self._cache.clear()
+        self._cache[text] = script
+        return script
+
+    async def plan(
+        self, accounts: dict[int, str], mail_from: str, data: bytes, default_mailbox: str
+    ) -> SievePlan:
+        """What each account's script does with its copy of ``data``; never raises."""
+        out = SievePlan()
+        view: MessageView | None = None
+        for account_id, address in accounts.items():
+            keep = LocalDelivery(account_id, default_mailbox)
+            try:
+                stored = await self._store.active_sieve_script(account_id)
+                script = self._compiled(stored.content) if stored is not None else None
+                if script is None:
+                    out.local.append(keep)
+                    continue
+                if view is None:
+                    view = MessageView(data, self._limits.max_body_scan)
+                await self._run_one(out, script, view, account_id, address, mail_from,
+                                    default_mailbox)
+            except (StoreError, AddressError) as exc:
+                log.warning("sieve for account %s failed, keeping: %s", account_id, exc)
+                out.local.append(keep)
+        return out
+
+    async def _run_one(self, out: SievePlan, script: Script, view: MessageView, account_id: int,
+                       address: str, mail_from: str, default_mailbox: str) -> None:
+        names = {m.name for m in await self._store.list_mailboxes(account_id)}
+        lower = {n.lower() for n in names}
+
+        def exists(name: str) -> bool:
+            return name in names or (name.upper() == "INBOX" and "inbox" in lower)
+
+        outcome = self._interpreter.run(script, view, Envelope(mail_from, address), exists)
+        if outcome.error:
+            log.info("sieve runtime error for account %s, keeping: %s", account_id,
+                     outcome.error)
+        copies: list[LocalDelivery] = []
+        for action in outcome.actions:
+            if isinstance(action, Keep):
+                copies.append(LocalDelivery(account_id, default_mailbox, action.flags))
+            elif isinstance(action, FileInto):
+                mailbox = action.mailbox
+                if not exists(mailbox):
+                    if action.create:
+                        await self._store.create_mailbox(account_id, mailbox)
+                        names.add(mailbox)
+                    else:
+                        # RFC 5228 section 4.1: a missing mailbox must not lose the message.
+                        log.info("sieve fileinto %r: no such mailbox, keeping", mailbox)
+                        mailbox = default_mailbox
+                copies.append(LocalDelivery(account_id, mailbox, action.flags))
+            elif isinstance(action, Redirect):
+                if not await self._redirect(out, account_id, action.address, view):
+                    copies.append(LocalDelivery(account_id, default_mailbox))
+            elif isinstance(action, Reject):
+                out.rejected[account_id] = action.reason
+                if mail_from:
+                    notice = reject_notice(action.reason, view, mail_from, address,
+                                           self._hostname, self._clock())
+                    out.followups.append(FollowUp(account_id, "reject", mail_from, notice))
+            elif isinstance(action, Vacation):
+                await self._vacation(out, action, view, account_id, address, mail_from)
+        seen: set[tuple[str, tuple[str, ...]]] = set()
+        for copy in copies:
+            key = (copy.mailbox.lower(), copy.flags)
+            if key not in seen:
+                seen.add(key)
+                out.local.append(copy)
+
+    async def _redirect(self, out: SievePlan, account_id: int, target: str,
+                        view: MessageView) -> bool:
+        """Adds the redirect target to the plan; False when it may not go (then keep)."""
+        if len(view.raw_headers("received")) >= MAX_REDIRECT_HOPS:
+            log.info("sieve redirect skipped for account %s: too many hops", account_id)
+            return False
+        since = self._clock() - DAY
+        done = await self._store.count_sieve_events(account_id, "redirect", None, since)
+        if done + out.redirected.get(account_id, 0) >= self._redirects_per_day:
+            log.warning("sieve redirect limit reached for account %s", account_id)
+            return False
+        try:
+            parsed = parse_address(target)
+        except AddressError:
+            return False
+        res = await self._resolver.resolve(parsed)
+        if res.verdict not in (Verdict.LOCAL, Verdict.NOT_LOCAL):
+            return False
+        out.local.extend(LocalDelivery(a) for a in res.accounts)
+        out.remote.extend(res.remote)
+        out.redirected[account_id] = out.redirected.get(account_id, 0) + 1
+        return True
+
+    async def _vacation(self, out: SievePlan, action: Vacation, view: MessageView,
+                        account_id: int, address: str, mail_from: str) -> None:
+        own = {address_key(address), *(address_key(a) for a in action.addresses)}
+        why = vacation_refusal(view, mail_from, own)
+        if why is not None:
+            log.info("vacation for account %s not sent: %s", account_id, why)
+            return
+        key = f"{action.handle}\n{address_key(mail_from)}"
+        since = self._clock() - action.days * DAY
+        # RFC 5230 section 4.1: at most one reply per sender (and handle) per :days.
+        if await self._store.count_sieve_events(account_id, "vacation", key, since):
+            return
+        data = vacation_message(action, view, mail_from, address, self._hostname, self._clock())
+        out.followups.append(FollowUp(account_id, "vacation", mail_from, data, key))
+
+    async def send_followups(self, plan: SievePlan, new_queue_id: Callable[[], str]) -> bool:
+        """Queues the plan's follow-up mail (null sender, RFC 5230 section 5.1) and records
+        the send log; True when something went to the outbound queue. Never raises."""
+        queued = False
+        now = self._clock()
+        for account_id, count in plan.redirected.items():
+            for _ in range(count):
+                try:
+                    await self._store.add_sieve_event(account_id, "redirect", "", now)
+                except StoreError:
+                    log.exception("could not record a sieve redirect")
+        for item in plan.followups:
+            try:
+                res = await self._resolver.resolve(parse_address(item.to))
+                summary = summarize(item.data)
+                await self._store.accept_message(IncomingMessage(
+                    data=item.data, queue_id=new_queue_id(), mail_from="",
+                    local=[LocalDelivery(a) for a in res.accounts], remote=list(res.remote),
+                    internal_date=now, envelope=summary.envelope,
+                    bodystructure=summary.bodystructure,
+                ))
+                queued = queued or bool(res.remote)
+                if item.log_key is not None:
+                    await self._store.add_sieve_event(item.account_id, item.kind,
+                                                      item.log_key, now)
+                log.info("sieve %s for account %s queued to %s", item.kind, item.account_id,
+                         item.to)
+            except (StoreError, AddressError):
+                log.exception("could not queue a sieve %s", item.kind)
+        return queued

@@ -1,0 +1,85 @@
+"""Comparators and match types (RFC 5228 sections 2.7.1 and 2.7.3, RFC 4790).
+
+``:matches`` uses an iterative wildcard matcher (no regular expressions, no recursion), so
+a hostile pattern costs at most O(len(pattern) * len(value)) steps; it records what each
+wildcard matched for the RFC 5229 section 3.2 match variables.
+"""
+
+from __future__ import annotations
+
+_UPPER = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+_CASEMAP = str.maketrans(_UPPER, _UPPER.lower())
+
+
+def fold(value: str, comparator: str) -> str:
+    """RFC 4790 section 9.2: i;ascii-casemap folds only ASCII letters; i;octet nothing."""
+    return value.translate(_CASEMAP) if comparator == "i;ascii-casemap" else value
+
+
+def _pattern(pattern: str) -> list[tuple[str, str]]:
+    """The pattern as ("lit", char) / ("*", "") / ("?", ""): a backslash quotes the next
+    character (RFC 5228 section 2.7.1)."""
+    out: list[tuple[str, str]] = []
+    i = 0
+    while i < len(pattern):
+        ch = pattern[i]
+        if ch == "\\" and i + 1 < len(pattern):
+            out.append(("lit", pattern[i + 1]))
+            i += 2
+            continue
+        out.append((ch, "") if ch in "*?" else ("lit", ch))
+        i += 1
+    return out
+
+
+def glob(value: str, pattern: str, comparator: str) -> list[str] | None:
+    """None when ``value`` does not match; else the match variables: the whole value, then
+    what each ``*`` and ``?`` matched, left to right (each ``*`` as short as possible)."""
+    pat = _pattern(pattern)
+    text = fold(value, comparator)
+    lits = [(k, fold(c, comparator)) for k, c in pat]
+    # spans[k] = (start, end) in value of wildcard k of the pattern
+    spans: dict[int, tuple[int, int]] = {}
+    p = t = 0
+    star_p = -1  # pattern index of the last "*" seen
+    star_t = 0  # where in text that "*" currently ends
+    while t < len(text):
+        if p < len(lits) and lits[p][0] == "?":
+            spans[p] = (t, t + 1)
+            p += 1
+            t += 1
+        elif p < len(lits) and lits[p][0] == "lit" and lits[p][1] == text[t]:
+            p += 1
+            t += 1
+        elif p < len(lits) and lits[p][0] == "*":
+            star_p, star_t = p, t
+            spans[p] = (t, t)
+            p += 1
+        elif star_p >= 0:
+            # Backtrack: the last "*" swallows one more character; later spans are redone.
+            star_t += 1
+            spans = {k: v for k, v in spans.items() if k <= star_p}
+            spans[star_p] = (spans[star_p][0], star_t)
+            p, t = star_p + 1, star_t
+        else:
+            return None
+    while p < len(lits) and lits[p][0] == "*":
+        spans[p] = (t, t)
+        p += 1
+    if p != len(lits):
+        return None
+    groups = [value]
+    for k in sorted(spans):
+        start, end = spans[k]
+        groups.append(value[start:end])
+    return groups
+
+
+def matches(value: str, key: str, match: str, comparator: str) -> tuple[bool, list[str] | None]:
+    """Does ``value`` match ``key``? The second item is the match variables for :matches."""
+    if match == "is":
+        return fold(value, comparator) == fold(key, comparator), None
+    if match == "contains":
+        return fold(key, comparator) in fold(value, comparator), None
+    groups = glob(value, key, comparator)
+    return groups is not None, groups

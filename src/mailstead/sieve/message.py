@@ -1,0 +1,154 @@
+"""The view of one message a Sieve script tests: decoded header fields, addresses, body text.
+
+Everything is computed lazily and never raises on malformed mail: undecodable octets become
+U+FFFD, broken encoded-words stay as written, and a broken MIME structure yields the text
+that could be found (RFC 5228 section 2.7.2 asks comparisons on the decoded value).
+"""
+
+from __future__ import annotations
+
+import email.errors
+import email.header
+import email.parser
+import email.policy
+import email.utils
+import re
+from email.message import Message
+
+_FIELD = re.compile(rb"^([!-9;-~]+)[ \t]*:(.*)\Z", re.DOTALL)
+
+
+def split_message(data: bytes) -> tuple[bytes, bytes]:
+    """Header block (with its final blank line) and body."""
+    for sep in (b"\r\n\r\n", b"\n\n"):
+        end = data.find(sep)
+        if end >= 0:
+            cut = end + len(sep)
+            crlf = data.find(b"\n\n")
+            if sep == b"\r\n\r\n" and 0 <= crlf < end:
+                return data[:crlf + 2], data[crlf + 2:]
+            return data[:cut], data[cut:]
+    return data, b""
+
+
+def decode_words(raw: str) -> str:
+    """RFC 2047 encoded-words decoded (RFC 5228 section 2.7.2); left as is when broken."""
+    if "=?" not in raw:
+        return raw
+    try:
+        return str(email.header.make_header(email.header.decode_header(raw)))
+    except (ValueError, LookupError, UnicodeError, email.errors.HeaderParseError):
+        return raw
+
+
+class MessageView:
+    """One message as the interpreter sees it."""
+
+    def __init__(self, data: bytes, max_body_scan: int = 1 << 20) -> None:
+        self.data = data
+        self.size = len(data)
+        header, self._body = split_message(data)
+        self._fields: list[tuple[str, str]] = []
+        self._max_body = max_body_scan
+        # Decoded body text by content-type selection: parsed once per message, however many
+        # body tests a script has.
+        self._text: dict[tuple[str, ...] | None, list[str]] = {}
+        current: list[bytes] | None = None
+        name = ""
+        for line in header.splitlines():
+            if line[:1] in (b" ", b"\t") and current is not None:
+                current.append(line)
+                continue
+            if current is not None:
+                self._fields.append((name, self._unfold(current)))
+                current = None
+            m = _FIELD.match(line)
+            if m:
+                name = m.group(1).decode("ascii").lower()
+                current = [m.group(2)]
+        if current is not None:
+            self._fields.append((name, self._unfold(current)))
+
+    @staticmethod
+    def _unfold(parts: list[bytes]) -> str:
+        # RFC 5322 section 2.2.3: unfolding removes the CRLF before the whitespace.
+        raw = b"".join(parts).decode("utf-8", "replace")
+        return raw.strip(" \t")
+
+    def headers(self, name: str) -> list[str]:
+        """Decoded values of every field called ``name`` (case-insensitive), in order."""
+        key = name.lower()
+        return [decode_words(v) for n, v in self._fields if n == key]
+
+    def raw_headers(self, name: str) -> list[str]:
+        key = name.lower()
+        return [v for n, v in self._fields if n == key]
+
+    def addresses(self, name: str) -> list[str]:
+        """The addr-specs of an address header field (RFC 5228 section 5.1); group names
+        and display names are left out."""
+        out: list[str] = []
+        for value in self.raw_headers(name):
+            try:
+                pairs = email.utils.getaddresses([value])
+            except (ValueError, IndexError, TypeError):
+                continue
+            out.extend(addr for _, addr in pairs if addr)
+        return out
+
+    def body_raw(self) -> str:
+        return self._body[: self._max_body].decode("utf-8", "replace")
+
+    def body_text(self, types: tuple[str, ...] | None = None) -> list[str]:
+        """The decoded text of the MIME parts (RFC 5173 section 5.2 :text = text/*, and
+        :content with the given types), at most ``max_body_scan`` characters in all."""
+        if types not in self._text:
+            self._text[types] = self._body_text(types)
+        return self._text[types]
+
+    def _body_text(self, types: tuple[str, ...] | None) -> list[str]:
+        try:
+            msg = email.parser.BytesParser(policy=email.policy.compat32).parsebytes(self.data)
+        except Exception:  # the stdlib parser is lenient; belt and braces on hostile input
+            return [self.body_raw()]
+        out: list[str] = []
+        budget = self._max_body
+        try:
+            parts = list(msg.walk())
+        except RecursionError:
+            return [self.body_raw()]
+        for part in parts[:1000]:
+            if part.is_multipart() or budget <= 0:
+                continue
+            if not self._wanted(part, types):
+                continue
+            text = self._decode(part)[:budget]
+            budget -= len(text)
+            out.append(text)
+        return out
+
+    @staticmethod
+    def _wanted(part: Message, types: tuple[str, ...] | None) -> bool:
+        ctype = part.get_content_type().lower()
+        if types is None:
+            return ctype.startswith("text/")
+        for t in types:
+            t = t.lower()
+            # RFC 5173 section 5.2: "" matches everything, "type" a main type, "type/sub".
+            if t == "" or t == ctype or ("/" not in t and ctype.split("/")[0] == t):
+                return True
+        return False
+
+    @staticmethod
+    def _decode(part: Message) -> str:
+        try:
+            payload = part.get_payload(decode=True)
+        except Exception:
+            payload = None
+        if not isinstance(payload, bytes):
+            return ""
+        charset = part.get_content_charset() or "us-ascii"
+        try:
+            return payload.decode(charset, "replace")
+        except LookupError:
+            return payload.decode("utf-8", "replace")

@@ -1,0 +1,205 @@
+"""Sieve end to end: scripts uploaded over ManageSieve (a plain socket client, STARTTLS,
+AUTHENTICATE PLAIN, literals) file, flag and auto-reply as written; vacation replies once
+per sender per period; reject is answered at SMTP time; the CLI sees the same scripts."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import smtplib
+import socket
+import ssl
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from helpers import (
+    DEFAULT_SMTP,
+    HOSTNAME,
+    Server,
+    Users,
+    _open_store,
+    init_data_dir,
+    read_mailbox,
+    read_queue,
+    run_cli,
+    tls_context,
+)
+
+ALICE = "alice@example.test"
+BOB = "bob@example.test"
+PASSWORD = "correct horse battery staple"
+
+SCRIPT = '''require ["fileinto", "mailbox", "imap4flags", "variables", "vacation"];
+# File list mail by its tag, flagged, and answer everything while away.
+if header :matches "Subject" "[*] *" {
+    setflag "\\\\Flagged $List";
+    fileinto :create "Lists/${1}";
+}
+vacation :days 7 :subject "Out of office" text:
+I am away until Monday.
+..and this line started with a dot.
+.
+;
+'''
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    data_dir = tmp_path_factory.mktemp("sieve") / "data"
+    init_data_dir(data_dir, Users(passwords={ALICE: PASSWORD, BOB: PASSWORD}), DEFAULT_SMTP)
+    srv = Server(data_dir).start(timeout=20)
+    try:
+        yield srv
+    finally:
+        code = srv.stop()
+        log = srv.log_text()
+        assert code == 0, log[-5000:]
+        assert "Traceback" not in log, log[-20000:]
+
+
+class SieveClient:
+    """A minimal ManageSieve client over a socket (RFC 5804)."""
+
+    def __init__(self, port: int, cert: Path) -> None:
+        self.sock: socket.socket | ssl.SSLSocket = socket.create_connection(
+            ("127.0.0.1", port), timeout=10)
+        self.buf = b""
+        self.cert = cert
+
+    def line(self) -> bytes:
+        while b"\r\n" not in self.buf:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("closed")
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\r\n", 1)
+        return line
+
+    def response(self) -> list[bytes]:
+        """Lines up to and including the OK/NO/BYE line; literals are inlined."""
+        lines: list[bytes] = []
+        while True:
+            line = self.line()
+            if line.endswith(b"}") and b"{" in line:
+                size = int(line[line.rindex(b"{") + 1:-1].rstrip(b"+"))
+                while len(self.buf) < size:
+                    self.buf += self.sock.recv(65536)
+                line = self.buf[:size]
+                self.buf = self.buf[size:]
+            lines.append(line)
+            if line.split(b" ")[0] in (b"OK", b"NO", b"BYE"):
+                return lines
+
+    def command(self, data: bytes) -> list[bytes]:
+        self.sock.sendall(data)
+        return self.response()
+
+    def starttls(self) -> list[bytes]:
+        assert self.command(b"STARTTLS\r\n")[-1].startswith(b"OK")
+        self.sock = tls_context(self.cert, HOSTNAME).wrap_socket(
+            self.sock, server_hostname=HOSTNAME)
+        return self.response()
+
+    def login(self, user: str, password: str) -> list[bytes]:
+        token = base64.b64encode(f"\0{user}\0{password}".encode())
+        return self.command(b'AUTHENTICATE "PLAIN" "' + token + b'"\r\n')
+
+    def put(self, name: str, script: str) -> list[bytes]:
+        raw = script.encode()
+        return self.command(b'PUTSCRIPT "%s" {%d+}\r\n' % (name.encode(), len(raw))
+                            + raw + b"\r\n")
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def _upload(server: Server, user: str, name: str, script: str) -> None:
+    client = SieveClient(server.ports["managesieve"], server.cert_path)
+    try:
+        greeting = client.response()
+        assert b'"SASL" ""' in greeting
+        assert b'"STARTTLS"' in greeting
+        caps = client.starttls()
+        assert b'"SASL" "PLAIN"' in caps
+        assert b"vacation" in caps[2]
+        assert client.login(user, PASSWORD)[-1] == b'OK "Logged in"'
+        assert client.put(name, script)[-1].startswith(b"OK")
+        assert client.command(b'SETACTIVE "%s"\r\n' % name.encode())[-1].startswith(b"OK")
+        listing = client.command(b"LISTSCRIPTS\r\n")
+        assert b'"%s" ACTIVE' % name.encode() in listing
+        got = client.command(b'GETSCRIPT "%s"\r\n' % name.encode())
+        assert got[0] == script.encode()
+        assert client.command(b"LOGOUT\r\n")[-1].startswith(b"OK")
+    finally:
+        client.close()
+
+
+def _flags(data_dir: Path, address: str, mailbox: str) -> list[tuple[str, ...]]:
+    async def go() -> list[tuple[str, ...]]:
+        store = await _open_store(data_dir)
+        try:
+            account = await store.get_account(address)
+            assert account is not None
+            return [m.flags for m in await store.list_messages(account.id, mailbox)]
+        finally:
+            await store.close()
+
+    return asyncio.run(go())
+
+
+def _send(server: Server, rcpts: list[str], subject: str, sender: str,
+          extra: str = "") -> None:
+    msg = (f"From: {sender}\r\nTo: {', '.join(rcpts)}\r\nSubject: {subject}\r\n"
+           f"Message-ID: <{abs(hash(subject + sender))}@remote.test>\r\n{extra}\r\nbody\r\n")
+    with smtplib.SMTP("127.0.0.1", server.ports["smtp"], timeout=15) as smtp:
+        smtp.sendmail(sender, rcpts, msg.encode())
+
+
+def test_managesieve_script_files_flags_and_replies_once(server: Server) -> None:
+    _upload(server, ALICE, "main", SCRIPT)
+    _send(server, [ALICE], "[dev] nightly build", "carol@remote.test")
+    (stored,) = read_mailbox(server.data_dir, ALICE, "Lists/dev")
+    assert b"nightly build" in stored
+    assert _flags(server.data_dir, ALICE, "Lists/dev") == [("\\Flagged", "$List")]
+    assert read_mailbox(server.data_dir, ALICE, "INBOX") == []
+    replies = [q for q in read_queue(server.data_dir) if q.rcpt_to == "carol@remote.test"]
+    assert len(replies) == 1
+    assert replies[0].mail_from == ""
+    # Once per sender per period (RFC 5230 section 4.1): the second message gets no reply,
+    # and list mail never gets one.
+    _send(server, [ALICE], "second", "carol@remote.test")
+    _send(server, [ALICE], "list post", "dave@remote.test",
+          extra="List-Id: <dev.lists.remote.test>\r\n")
+    assert len(read_mailbox(server.data_dir, ALICE, "INBOX")) == 2
+    assert [q.rcpt_to for q in read_queue(server.data_dir)
+            if q.rcpt_to.endswith("@remote.test")] == ["carol@remote.test"]
+    # The CLI sees the same script.
+    listing = run_cli("sieve", "list", ALICE, "--data-dir", str(server.data_dir))
+    assert "main  (active)" in listing
+
+
+def test_reject_is_answered_at_smtp_time(server: Server) -> None:
+    _upload(server, BOB, "no-spam", 'require "reject";\r\nif header :contains "subject" '
+            '"lottery" { reject "I do not play the lottery."; }\r\n')
+    with pytest.raises(smtplib.SMTPDataError) as info:
+        _send(server, [BOB], "You won the lottery", "spammer@remote.test")
+    assert info.value.smtp_code == 550
+    assert b"5.7.1 I do not play the lottery." in info.value.smtp_error
+    _send(server, [BOB], "hello", "friend@remote.test")
+    assert len(read_mailbox(server.data_dir, BOB, "INBOX")) == 1
+
+
+def test_putscript_with_an_error_is_refused(server: Server) -> None:
+    client = SieveClient(server.ports["managesieve"], server.cert_path)
+    try:
+        client.response()
+        client.starttls()
+        assert client.login(ALICE, "wrong password")[-1].startswith(b"NO")
+        client.login(ALICE, PASSWORD)
+        answer = client.command(b'PUTSCRIPT "bad" "fileinto \\"x\\";"\r\n')
+        assert answer[-1].startswith(b'NO "line 1: fileinto needs require')
+        assert client.command(b'DELETESCRIPT "main"\r\n')[-1].startswith(b"NO (ACTIVE)")
+        assert client.command(b'GETSCRIPT "nope"\r\n')[-1].startswith(b"NO (NONEXISTENT)")
+    finally:
+        client.close()
