@@ -54,8 +54,12 @@ def build_messages(count: int, size: int) -> list[tuple[str, str, str, bytes, by
     return out
 
 
-def prepare(data_dir: Path) -> None:
-    """Init ``data_dir`` (or reuse an initialised one, adding the bench users if missing)."""
+def prepare(data_dir: Path, filters: bool = False) -> None:
+    """Init ``data_dir`` (or reuse an initialised one, adding the bench users if missing).
+
+    Without ``filters`` the sender-authentication checks and the spam filter are turned off,
+    so this measures the core path (SMTP, policy, durable delivery); bench/inbound_filters.py
+    measures what the checks cost on top of it."""
     limits = {"max_connections": 1000, "max_connections_per_ip": 1000,
               "max_message_size": 50 * 1024 * 1024}
     if (data_dir / "mailstead.toml").exists():
@@ -71,6 +75,11 @@ def prepare(data_dir: Path) -> None:
                     raise
     else:
         init_data_dir(data_dir, USERS, limits)
+    if not filters:
+        from helpers import rewrite_tables
+
+        rewrite_tables(data_dir / "mailstead.toml",
+                       {"auth_checks": {"enable": False}, "spam": {"enable": False}})
 
 
 async def run_load(port: int, clients: int,
@@ -90,11 +99,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=4096, help="approximate bytes per message")
     parser.add_argument("--data-dir", type=Path, help="default: a new temporary directory")
     parser.add_argument("--sample", type=int, default=200, help="messages checked in the store")
+    parser.add_argument("--filters", action="store_true",
+                        help="keep the default inbound checks on (SPF/DKIM/DMARC, spam filter)")
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory(prefix="mailstead-bench-") as tmp:
         data_dir = args.data_dir or Path(tmp) / "data"
-        prepare(data_dir)
+        prepare(data_dir, args.filters)
         jobs = build_messages(args.messages, args.size)
         server = Server(data_dir, log_path=Path(tmp) / "serve.log").start()
         try:

@@ -546,7 +546,12 @@ class SQLiteStore:
         return fts.prepare(self.blobs, fts.pending_blobs(conn, 500, mailbox_id))
 
     async def get_quota(self, account_id: int) -> Quota:
-        return await self._in_reader(lambda c: mailboxes.get_quota(c, account_id))
+        # On the loop thread (see _lookup): asked for every local recipient at RCPT, one row.
+        self._check_open()
+        try:
+            return mailboxes.get_quota(self._read, account_id)
+        except sqlite3.Error as exc:
+            raise StoreError(f"database read failed: {exc}") from exc
 
     async def set_quota(self, account_id: int, limit: int | None) -> None:
         await self._write(lambda c: mailboxes.set_quota(c, account_id, limit))
