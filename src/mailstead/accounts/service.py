@@ -299,10 +299,10 @@ class AccountService:
     ) -> LoginResult:
         """Check a login from ``client_ip`` over ``protocol`` ("imap", "pop3", "smtp"...).
 
-        A blocked network is refused before any password check; a network with recent
-        failures first waits (growing delays); then the account password or an app password
-        is checked (with two-factor authentication on, only an app password opens a
-        protocol). Failures are counted and may block the network. Every attempt is audited.
+        A blocked network is refused before any password check; then the account password
+        or an app password is checked (with two-factor authentication on, only an app password opens a
+        protocol). Failures are counted, answered after a growing delay, and may block the
+        network. Every attempt is audited.
         """
         guard = self.guard
         network = network_key(client_ip)
@@ -325,7 +325,6 @@ class AccountService:
             # Audited under the account (a cheap indexed read) so its owner sees the attack.
             return done(_Checked(await self._find(username), reason, reason.value))
 
-        delay = 0.0
         if not trusted:
             if await guard.blocked(network):
                 guard.stats.refused_blocked += 1
@@ -333,22 +332,25 @@ class AccountService:
             if guard.throttle.over_limit(network, self._clock()):
                 guard.stats.refused_rate_limited += 1
                 return await refused(LoginFailure.RATE_LIMITED)
-            delay = guard.throttle.delay_for(network, user_key, self._clock())
         guard.throttle.begin(network)
         try:
-            if delay > 0:
-                await self._sleep(delay)
-                if await guard.blocked(network):  # blocked while this attempt waited
-                    guard.stats.refused_blocked += 1
-                    return await refused(LoginFailure.BLOCKED)
             guard.stats.password_checks += 1
             checked = await self._check(username, password, protocol)
+            if checked.reason is LoginFailure.BAD_CREDENTIALS and not trusted:
+                now = self._clock()
+                failures = guard.throttle.record_failure(network, user_key, now)
+                if failures >= guard.settings.max_failures:
+                    await guard.block(network, failures)
+                # The failure answer waits, growing with the network's (or the account's)
+                # failures, as Dovecot's auth_failure_delay does: guessing one connection at
+                # a time slows down, parallel guessing hits over_limit and the block, and a
+                # correct password is never delayed (a user who mistyped once is not
+                # slowed on every connection their phone opens afterwards).
+                delay = guard.throttle.delay_for(network, user_key, now)
+                if delay > 0:
+                    await self._sleep(delay)
         finally:
             guard.throttle.end(network)
-        if checked.reason is LoginFailure.BAD_CREDENTIALS and not trusted:
-            failures = guard.throttle.record_failure(network, user_key, self._clock())
-            if failures >= guard.settings.max_failures:
-                await guard.block(network, failures)
         return done(checked)
 
     async def _check(self, username: str, password: Secret, protocol: str) -> _Checked:
