@@ -19,6 +19,14 @@ from mailstead.delivery.service import DeliveryService
 from mailstead.filters.pipeline import Pipeline, Stage
 from mailstead.filters.spam import JunkLearner
 from mailstead.imap.context import IMAPContext
+from mailstead.maintenance import (
+    FIRST_DELAY,
+    HOURLY,
+    Job,
+    Maintenance,
+    greylist_job,
+    sieve_events_job,
+)
 from mailstead.observability.log import log_event, setup_logging
 from mailstead.servers.imap import IMAPListenerSettings, IMAPServer
 from mailstead.servers.listener import Listener, make_tls_context
@@ -143,12 +151,13 @@ def _outbound(config: Config, store: Store, resolver: DnsPythonResolver) -> Queu
 
 
 def _filters(
-    config: Config, store: Store, resolver: DnsPythonResolver
+    config: Config, store: Store, resolver: DnsPythonResolver, jobs: list[Job] | None = None
 ) -> tuple[Pipeline | None, JunkLearner | None]:
     """The inbound filter pipeline of port-25 mail (issue 9): sender authentication from
     ``[auth_checks]`` over the ``[dns]`` resolver, ClamAV from ``[antivirus]``, then the spam
     filter of ``[spam]`` (built in, or rspamd); None when nothing is enabled. The learner
-    (or None) is the IMAP hook that trains the spam filter on moves into and out of Junk."""
+    (or None) is the IMAP hook that trains the spam filter on moves into and out of Junk.
+    Housekeeping the filters need (greylist pruning) is appended to ``jobs``."""
     import time
 
     from mailstead.filters.auth import AuthStage, FailAction
@@ -198,10 +207,13 @@ def _filters(
                 password=spam.rspamd_password.reveal() if spam.rspamd_password else None,
             )
         else:
+            greylist = Greylist(store, time.time, GreylistSettings(
+                delay=spam.greylist_delay)) if spam.greylisting else None
+            if greylist is not None and jobs is not None:
+                jobs.append(greylist_job(greylist))
             spam_filter = BuiltinSpamFilter(
                 dnsbl=DnsblChecker(resolver, spam.dnsbl_zones) if spam.dnsbl_zones else None,
-                greylist=Greylist(store, time.time, GreylistSettings(
-                    delay=spam.greylist_delay)) if spam.greylisting else None,
+                greylist=greylist,
                 bayes=BayesClassifier(store) if spam.bayes else None,
                 weights=BuiltinWeights(dnsbl=spam.dnsbl_score),
             )
@@ -256,6 +268,16 @@ def _managesieve_listener(
     )
 
 
+def _maintenance(
+    config: Config, store: Store, jobs: list[Job], *, interval: float = HOURLY,
+    first_delay: float = FIRST_DELAY,
+) -> Maintenance:
+    """The hourly housekeeping task: Sieve's send log (when Sieve is on) and ``jobs``."""
+    if config.sieve.enable:
+        jobs = [sieve_events_job(store), *jobs]
+    return Maintenance(jobs, interval=interval, first_delay=first_delay)
+
+
 def _load_tls(config: Config) -> ssl.SSLContext:
     try:
         return make_tls_context(config.tls.cert, config.tls.key)
@@ -275,12 +297,15 @@ async def run(config: Config) -> None:
     listeners: list[Listener] = []
     web_servers: list[WebServer] = []
     workers: QueueWorkers | None = None
+    maintenance: Maintenance | None = None
     accounts: AccountService | None = None
     try:
         accounts = AccountService.from_config(store, config)
         resolver = _resolver(config)
         workers = _outbound(config, store, resolver)
-        pipeline, learner = _filters(config, store, resolver)
+        jobs: list[Job] = []
+        pipeline, learner = _filters(config, store, resolver, jobs)
+        maintenance = _maintenance(config, store, jobs)
         delivery = DeliveryService(
             store,
             config.hostname,
@@ -397,6 +422,7 @@ async def run(config: Config) -> None:
         # Outbound delivery starts once the listeners are up (a DSN to a local sender needs
         # nothing else) and stops before the store closes.
         await workers.start()
+        await maintenance.start()  # hourly pruning of greylist and Sieve log rows
 
         stop = asyncio.Event()
 
@@ -426,6 +452,7 @@ async def run(config: Config) -> None:
             web.stop_accepting()
         await asyncio.gather(
             workers.stop(SHUTDOWN_GRACE),
+            maintenance.stop(),
             *(lst.wait_sessions(SHUTDOWN_GRACE) for lst in listeners),
             *(web.wait_stopped(SHUTDOWN_GRACE + 5) for web in web_servers),
         )
@@ -440,6 +467,8 @@ async def run(config: Config) -> None:
         await asyncio.gather(*(web.wait_stopped(5) for web in web_servers))
         if workers is not None:
             await workers.stop(0)
+        if maintenance is not None:
+            await maintenance.stop(0)
         if accounts is not None:
             await accounts.close()  # the last audit rows
         await store.close()

@@ -6,12 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import imaplib
+import re
 import smtplib
 import socket
 import ssl
 from collections.abc import Iterator
 from pathlib import Path
 
+import dkim
+import dns.resolver
 import pytest
 from helpers import (
     DEFAULT_SMTP,
@@ -22,13 +26,26 @@ from helpers import (
     init_data_dir,
     read_mailbox,
     read_queue,
+    rewrite_tables,
     run_cli,
     tls_context,
 )
+from outbound_helpers import (
+    DnsFixture,
+    Instance,
+    ScriptedPeer,
+    Zone,
+    free_port,
+    make_instance,
+    make_mail,
+    publish,
+)
+from outbound_helpers import wait_for as outbound_wait_for
 
 ALICE = "alice@example.test"
 BOB = "bob@example.test"
 PASSWORD = "correct horse battery staple"
+SINK_IP = "127.0.0.4"
 
 SCRIPT = '''require ["fileinto", "mailbox", "imap4flags", "variables", "vacation"];
 # File list mail by its tag, flagged, and answer everything while away.
@@ -203,3 +220,135 @@ def test_putscript_with_an_error_is_refused(server: Server) -> None:
         assert client.command(b'GETSCRIPT "nope"\r\n')[-1].startswith(b"NO (NONEXISTENT)")
     finally:
         client.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# App passwords limited to ManageSieve (issue 9, with issue 6's app passwords)
+
+
+def _app_password(server: Server, address: str, name: str, protocols: str) -> str:
+    out = run_cli("app-password", "add", address, "--name", name, "--protocols", protocols,
+                  "--data-dir", str(server.data_dir))
+    match = re.search(r"^  ([a-z]{4} [a-z]{4} [a-z]{4} [a-z]{4})$", out, re.M)
+    assert match is not None, out
+    return match.group(1)
+
+
+def _managesieve_login(server: Server, user: str, password: str) -> list[bytes]:
+    client = SieveClient(server.ports["managesieve"], server.cert_path)
+    try:
+        client.response()
+        client.starttls()
+        answer = client.login(user, password)
+        if answer[-1].startswith(b"OK"):
+            # Logged in for real: the session can read the account's scripts.
+            assert client.command(b"LISTSCRIPTS\r\n")[-1].startswith(b"OK")
+        return answer
+    finally:
+        client.close()
+
+
+def test_managesieve_accepts_an_app_password_limited_to_it(server: Server) -> None:
+    sieve_only = _app_password(server, BOB, "Thunderbird filters", "managesieve")
+    assert _managesieve_login(server, BOB, sieve_only)[-1] == b'OK "Logged in"'
+    # The same password opens nothing else...
+    imap = imaplib.IMAP4("127.0.0.1", server.ports["imap"], timeout=15)
+    try:
+        imap.starttls(ssl_context=tls_context(server.cert_path, HOSTNAME))
+        with pytest.raises(imaplib.IMAP4.error):
+            imap.login(BOB, sieve_only)
+    finally:
+        imap.shutdown()
+    # ...and a password for the mail protocols does not open ManageSieve.
+    mail_only = _app_password(server, BOB, "Phone", "imap,smtp")
+    assert _managesieve_login(server, BOB, mail_only)[-1].startswith(b"NO")
+
+
+# ---------------------------------------------------------------------------------------------
+# Sieve redirect: the forwarded copy is ARC-sealed like an alias forward (RFC 8617)
+
+REDIRECT = 'redirect "friend@remote.test";\r\n'
+
+
+@pytest.fixture(scope="module")
+def forwarder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Instance,
+                                                                          ScriptedPeer,
+                                                                          DnsFixture]]:
+    root: Path = tmp_path_factory.mktemp("sieve-arc")
+    zone = Zone()
+    dns_server = DnsFixture(zone)
+    port = free_port("127.0.0.2", SINK_IP)
+    a = make_instance(root, "a.test", "127.0.0.2", dns_port=dns_server.port, smtp_port=port,
+                      users={"alice@a.test": PASSWORD, "bob@a.test": PASSWORD})
+    rewrite_tables(a.data_dir / "mailstead.toml", {"auth_checks": {"enable": True}})
+    script = root / "redirect.sieve"
+    script.write_text(REDIRECT, encoding="utf-8")
+    run_cli("sieve", "put", "alice@a.test", "forward", str(script),
+            "--data-dir", str(a.data_dir))
+    publish(zone, a)
+    zone.add("sender.test", "TXT", "v=spf1 ip4:127.0.0.1 -all")
+    zone.add("_dmarc.sender.test", "TXT", "v=DMARC1; p=none")
+    zone.add("remote.test", "MX", (10, "mx.remote.test"))
+    zone.add("mx.remote.test", "A", SINK_IP)
+    sink = ScriptedPeer(SINK_IP, port, ["250 2.1.5 Ok"])
+    a.start()
+    try:
+        yield a, sink, dns_server
+    finally:
+        code = a.stop()
+        sink.stop()
+        dns_server.stop()
+        assert code == 0, a.log()[-4000:]
+        assert "Traceback" not in a.log(), a.log()[-8000:]
+
+
+def _sealed_at_sink(forwarder: tuple[Instance, ScriptedPeer, DnsFixture], rcpts: list[str],
+                    data: bytes, token: bytes) -> bytes:
+    a, sink, dns_server = forwarder
+    with smtplib.SMTP(a.ip, a.ports["smtp"], timeout=20) as client:
+        client.ehlo("client.sender.test")
+        client.sendmail("news@sender.test", rcpts, data)
+    found = outbound_wait_for(lambda: [m for _, r, m in sink.received
+                                       if token in m and r == ["friend@remote.test"]],
+                              30, f"the redirected message {token!r}", log=a.log)
+    message: bytes = found[0]
+    header = message.split(b"\r\n\r\n", 1)[0]
+    unfolded = b" ".join(header.split())
+    for name in (b"ARC-Seal: i=1;", b"ARC-Message-Signature: i=1;",
+                 b"ARC-Authentication-Results: i=1; mail.a.test;"):
+        assert header.count(name.split(b":")[0] + b":") == 1, header.decode()
+        assert name in header, header.decode()
+    assert b"d=a.test" in unfolded
+    assert b"spf=pass smtp.mailfrom=news@sender.test" in unfolded
+    resolver = dns.resolver.Resolver(configure=False)
+    resolver.nameservers = ["127.0.0.1"]
+    resolver.port = dns_server.port
+
+    def lookup(name: bytes, timeout: int = 5) -> bytes:
+        answer = resolver.resolve(name.decode().rstrip("."), "TXT")
+        return b"".join(b"".join(r.strings) for r in answer)
+
+    cv, results, reason = dkim.arc_verify(message, dnsfunc=lookup)
+    assert cv == dkim.CV_Pass, (reason, results)
+    return message
+
+
+def test_sieve_redirect_is_arc_sealed(
+    forwarder: tuple[Instance, ScriptedPeer, DnsFixture],
+) -> None:
+    a = forwarder[0]
+    data = make_mail("news@sender.test", "alice@a.test", "sieve-redirect-1")
+    _sealed_at_sink(forwarder, ["alice@a.test"], data, b"sieve-redirect-1")
+    # A redirect keeps no local copy (RFC 5228 section 4.2: no implicit keep).
+    assert read_mailbox(a.data_dir, "alice@a.test") == []
+
+
+def test_sieve_redirect_of_list_mail_to_several_recipients_is_sealed(
+    forwarder: tuple[Instance, ScriptedPeer, DnsFixture],
+) -> None:
+    # Two recipients (so our Received names none) and a To: that is not ours: the seal
+    # must still be made, by the domain the server itself belongs to.
+    a = forwarder[0]
+    data = make_mail("news@sender.test", "list@lists.other.test", "sieve-redirect-2")
+    _sealed_at_sink(forwarder, ["alice@a.test", "bob@a.test"], data, b"sieve-redirect-2")
+    assert len(read_mailbox(a.data_dir, "bob@a.test")) == 1

@@ -16,7 +16,10 @@ import secrets
 import string
 
 LENGTH = 16
-PROTOCOLS: tuple[str, ...] = ("imap", "pop3", "smtp")
+# The protocol names the servers pass to ``AccountService.login``; an app password limited to
+# some of them opens only those. "web" is deliberately absent: the web sign-in refuses every
+# app password (a stolen device password must not reach the account settings).
+PROTOCOLS: tuple[str, ...] = ("imap", "pop3", "smtp", "managesieve")
 MAX_NAME = 64
 MAX_PER_ACCOUNT = 100
 
@@ -37,13 +40,16 @@ def normalise(text: str) -> str | None:
 
 
 def parse_protocols(text: str | None) -> tuple[str, ...]:
-    """``"imap,smtp"`` -> ("imap", "smtp"); None or "" or "all" -> () (every protocol).
-    Raises ValueError naming the unknown protocol."""
+    """``"imap,smtp"`` -> ("imap", "smtp"); None or "" or "all" -> () (every mail protocol).
+    Raises ValueError naming the unknown protocol ("web" included: see PROTOCOLS)."""
     if text is None or text.strip().lower() in ("", "all"):
         return ()
     out: list[str] = []
     for item in text.split(","):
         name = item.strip().lower()
+        if name == "web":
+            raise ValueError("app passwords never open the web pages: sign in there with "
+                             "the account password")
         if name not in PROTOCOLS:
             raise ValueError(f"unknown protocol {item.strip()!r} (use {', '.join(PROTOCOLS)})")
         if name not in out:

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from mailstead.accounts import apppasswords
 from mailstead.accounts.service import AccountService
 from mailstead.cli.admin import run_service
 from mailstead.cli.context import Context
@@ -21,7 +22,7 @@ def _when(ts: float | None) -> str:
 def add(ctx: Context, args: argparse.Namespace) -> int:
     async def action(svc: AccountService) -> None:
         app, text = await svc.security.add_app_password(args.address, args.name, args.protocols)
-        where = ", ".join(app.protocols) if app.protocols else "IMAP, POP3 and SMTP"
+        where = ", ".join(app.protocols) if app.protocols else "IMAP, POP3, SMTP and ManageSieve"
         ctx.out(f"app password {app.name!r} for {args.address} ({where}):")
         ctx.out(f"  {text}")
         ctx.out("Type it into the mail client as the password; it is not shown again.")
@@ -62,13 +63,13 @@ def register(sub: Any, adder: Adder, group: Grouper) -> None:
     p = adder(apps, "add", add, "create an app-specific password and print it once",
               description="Create a password for one mail client or device: 16 random letters "
               "shown once in groups of four. With two-factor authentication on, only these "
-              "open IMAP, POP3 and SMTP.",
+              "open IMAP, POP3, SMTP and ManageSieve (never the web pages).",
               epilog='example:\n  mailstead app-password add alice@example.org --name "iPhone" '
               "--protocols imap,smtp")
     p.add_argument("address", metavar="ADDRESS")
     p.add_argument("--name", required=True, help="what it is for, e.g. iPhone")
     p.add_argument("--protocols", metavar="LIST",
-                   help="comma-separated: imap, pop3, smtp (default: all)")
+                   help=f"comma-separated: {', '.join(apppasswords.PROTOCOLS)} (default: all)")
     p = adder(apps, "list", list_, "print the app passwords of an account (never the passwords)")
     p.add_argument("address", metavar="ADDRESS")
     p = adder(apps, "revoke", revoke, "delete an app password; it stops working at once")

@@ -275,7 +275,14 @@ class LearnSource(Protocol):
 
     async def mailbox_by_id(self, mailbox_id: int) -> MailboxInfo | None: ...
 
-    async def list_messages_in(self, mailbox_id: int) -> list[MessageInfo]: ...
+    async def get_messages(
+        self,
+        mailbox_id: int,
+        uids: Sequence[int] | None,
+        *,
+        envelope: bool = True,
+        bodystructure: bool = True,
+    ) -> list[MessageInfo]: ...
 
     async def read_blob(self, blob: str) -> bytes: ...
 
@@ -320,9 +327,11 @@ class JunkLearner:
                            and dst.special_use not in ("\\Junk", "\\Trash"))
             if not into_junk and not out_of_junk:
                 return
-            wanted = set(uids)
-            messages = [m for m in await self._store.list_messages_in(dst_id)
-                        if m.uid in wanted and m.size <= MAX_LEARN_SIZE]
+            # Only the moved rows, without the JSON the learner does not need: a move into
+            # a Junk folder of 100 000 messages must not read all of them.
+            found = await self._store.get_messages(dst_id, sorted(set(uids)), envelope=False,
+                                                   bodystructure=False)
+            messages = [m for m in found if m.size <= MAX_LEARN_SIZE]
             for m in messages:
                 data = await self._store.read_blob(m.blob)
                 for f in self._filters:

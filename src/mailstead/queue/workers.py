@@ -362,17 +362,27 @@ class QueueWorkers:
         return await self._signer.sign(data, domain)
 
     async def _seal(self, data: bytes) -> bytes:
-        """The ARC set of a forwarded message, as the domain of the alias that forwarded it
-        (named by the ``for`` clause of our Received field, else the first local To/Cc
-        address); b"" for other mail (the sealer wants our Authentication-Results)."""
+        """The ARC set of a forwarded message (an alias or a Sieve redirect), as the domain
+        of the recipient that forwarded it (named by the ``for`` clause of our Received
+        field, else the first local To/Cc address, else the local domain our hostname is in:
+        a redirect of list mail sent to several of our users names none of them); b"" for
+        other mail (the sealer wants our Authentication-Results)."""
         if self._sealer is None:
             return b""
         header, _ = split_header(data)
         if b"authentication-results" not in header.lower():
             return b""
-        for domain in _alias_domains(header):
+        labels = self._settings.hostname.lower().rstrip(".").split(".")
+        own = [".".join(labels[i:]) for i in range(len(labels) - 1)]
+        tried: set[str] = set()
+        for domain in [*_alias_domains(header), *own]:
+            if domain in tried:
+                continue
+            tried.add(domain)
             if await self._store.is_local_domain(domain):
-                return await self._sealer.seal(data, domain)
+                sealed = await self._sealer.seal(data, domain)
+                if sealed:  # b"": no key for this domain, try the next candidate
+                    return sealed
         return b""
 
     def _log_attempt(

@@ -77,6 +77,8 @@ class SieveRunner:
         self._clock = clock
         self._resolver = RecipientResolver(store)
         self._cache: dict[str, Script | None] = {}
+        # Scripts (by identity) that may use mailboxexists: a cheap over-estimate from the text.
+        self._lists_mailboxes: set[int] = set()
 
     def _compiled(self, text: str) -> Script | None:
         if text in self._cache:
@@ -88,7 +90,10 @@ class SieveRunner:
             script = None
         if len(self._cache) >= _CACHE_SIZE:
             self._cache.clear()
+            self._lists_mailboxes.clear()
         self._cache[text] = script
+        if script is not None and "mailboxexists" in text.lower():
+            self._lists_mailboxes.add(id(script))
         return script
 
     async def plan(
@@ -116,13 +121,25 @@ class SieveRunner:
 
     async def _run_one(self, out: SievePlan, script: Script, view: MessageView, account_id: int,
                        address: str, mail_from: str, default_mailbox: str) -> None:
-        names = {m.name for m in await self._store.list_mailboxes(account_id)}
-        lower = {n.lower() for n in names}
+        # Mailbox existence is looked up per fileinto target rather than by listing the
+        # account's mailboxes (with their message counts) for every delivery; only a script
+        # using the RFC 5490 mailboxexists test, which the interpreter asks synchronously,
+        # gets the full list up front.
+        known: dict[str, bool] = {}
+        if id(script) in self._lists_mailboxes:
+            for m in await self._store.list_mailboxes(account_id):
+                known[m.name] = True
 
-        def exists(name: str) -> bool:
-            return name in names or (name.upper() == "INBOX" and "inbox" in lower)
+        def listed(name: str) -> bool:
+            return known.get("INBOX" if name.upper() == "INBOX" else name, False)
 
-        outcome = self._interpreter.run(script, view, Envelope(mail_from, address), exists)
+        async def exists(name: str) -> bool:
+            key = "INBOX" if name.upper() == "INBOX" else name
+            if key not in known:
+                known[key] = await self._store.get_mailbox(account_id, key) is not None
+            return known[key]
+
+        outcome = self._interpreter.run(script, view, Envelope(mail_from, address), listed)
         if outcome.error:
             log.info("sieve runtime error for account %s, keeping: %s", account_id,
                      outcome.error)
@@ -132,10 +149,10 @@ class SieveRunner:
                 copies.append(LocalDelivery(account_id, default_mailbox, action.flags))
             elif isinstance(action, FileInto):
                 mailbox = action.mailbox
-                if not exists(mailbox):
+                if not await exists(mailbox):
                     if action.create:
                         await self._store.create_mailbox(account_id, mailbox)
-                        names.add(mailbox)
+                        known[mailbox] = True
                     else:
                         # RFC 5228 section 4.1: a missing mailbox must not lose the message.
                         log.info("sieve fileinto %r: no such mailbox, keeping", mailbox)

@@ -4,6 +4,7 @@ learner, against a real SQLite store where state is involved."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from pathlib import Path
 
 from mailstead.delivery.service import SessionInfo
@@ -22,7 +23,13 @@ from mailstead.filters.spam import (
     Symbol,
 )
 from mailstead.storage import open_store
-from mailstead.storage.interfaces import IncomingMessage, LocalDelivery, Store
+from mailstead.storage.interfaces import (
+    IncomingMessage,
+    LocalDelivery,
+    MailboxInfo,
+    MessageInfo,
+    Store,
+)
 
 MX = SessionInfo(client_ip="192.0.2.7", submission=False, helo="client.remote.test")
 MESSAGE = (b"X-Spam-Status: No, score=-100\r\nX-Spam-Flag: NO\r\nFrom: a@remote.test\r\n"
@@ -199,3 +206,59 @@ async def deliver(store: Store, account_id: int, data: bytes) -> None:
     await store.accept_message(IncomingMessage(
         data=data, queue_id="q1", mail_from="", local=[LocalDelivery(account_id)], remote=[],
         internal_date=1000.0, envelope="{}", bodystructure="{}"))
+
+
+class OnlyRows:
+    """The store as the learner sees it, proving it asks for the moved rows only: reading the
+    whole mailbox (``list_messages_in``) fails the test."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.asked: list[tuple[int, list[int] | None]] = []
+
+    async def mailbox_by_id(self, mailbox_id: int) -> MailboxInfo | None:
+        return await self.store.mailbox_by_id(mailbox_id)
+
+    async def get_messages(self, mailbox_id: int, uids: Sequence[int] | None, *,
+                           envelope: bool = True,
+                           bodystructure: bool = True) -> list[MessageInfo]:
+        self.asked.append((mailbox_id, None if uids is None else list(uids)))
+        return await self.store.get_messages(mailbox_id, uids, envelope=envelope,
+                                             bodystructure=bodystructure)
+
+    async def list_messages_in(self, mailbox_id: int) -> list[MessageInfo]:
+        raise AssertionError("the learner read the whole mailbox")
+
+    async def read_blob(self, blob: str) -> bytes:
+        return await self.store.read_blob(blob)
+
+
+def test_junk_learner_reads_only_the_moved_messages(tmp_path: Path) -> None:
+    async def main() -> None:
+        store = await open_store(tmp_path)
+        try:
+            await store.add_domain("example.test")
+            account = await store.add_account("alice@example.test", "x")
+            boxes = {b.name: b for b in await store.list_mailboxes(account.id)}
+            inbox, junk = boxes["INBOX"], boxes["Junk"]
+            # Junk already holds older spam that must not be learned again.
+            for i in range(5):
+                await store.accept_message(IncomingMessage(
+                    data=MESSAGE.replace(b"hello", b"old %d" % i), queue_id=f"o{i}",
+                    mail_from="", local=[LocalDelivery(account.id, "Junk")], remote=[],
+                    internal_date=1000.0, envelope="{}", bodystructure="{}"))
+            await deliver(store, account.id, MESSAGE)
+            fake = Fake(SpamResult(0))
+            source = OnlyRows(store)
+            learner = JunkLearner(source, [fake])
+            pairs = await store.copy_messages(inbox.id, [1], junk.id, move=True)
+            moved = [p[1] for p in pairs]
+            # A UID that no longer exists (expunged meanwhile) is skipped, not an error.
+            await learner.on_copy(account.id, inbox.id, junk.id, [*moved, 999])
+            await learner.drain()
+            assert source.asked == [(junk.id, [*moved, 999])]
+            assert [(a, d, s) for a, d, s in fake.learned] == [(account.id, MESSAGE, True)]
+        finally:
+            await store.close()
+
+    asyncio.run(main())
