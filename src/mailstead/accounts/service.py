@@ -300,9 +300,9 @@ class AccountService:
         """Check a login from ``client_ip`` over ``protocol`` ("imap", "pop3", "smtp"...).
 
         A blocked network is refused before any password check; then the account password
-        or an app password is checked (with two-factor authentication on, only an app password opens a
-        protocol). Failures are counted, answered after a growing delay, and may block the
-        network. Every attempt is audited.
+        or an app password is checked (with two-factor authentication on, only an app
+        password opens a protocol). Failures are counted, answered after a growing delay,
+        and may block the network. Every attempt is audited.
         """
         guard = self.guard
         network = network_key(client_ip)
