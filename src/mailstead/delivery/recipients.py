@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import NamedTuple, Protocol, runtime_checkable
 
 from mailstead.core.address import Address, AddressError, parse_address
-from mailstead.storage.interfaces import Store, address_key
+from mailstead.storage.interfaces import Account, Store, address_key
 
 # Alias chains deeper than this are a configuration loop; RFC 5321 section 6.3 asks servers to
 # detect loops, and a bounded depth is how we do it for local expansion.
@@ -30,11 +31,32 @@ class Verdict(Enum):
     LOOP = "loop"  # alias expansion failed: 550 5.4.6 (RFC 3463 routing loop)
 
 
+class AccountState(NamedTuple):
+    """What the store said about an account along with finding it (``RecipientLookup``)."""
+
+    full: bool  # at or over its quota
+    sieve: bool  # has an active Sieve script
+
+
+@runtime_checkable
+class RecipientLookup(Protocol):
+    """A store that answers everything RCPT needs about one address in one read (the SQLite
+    store does): whether ``domain`` is local, the account of the exact ``address``, and that
+    account's ``AccountState``. Optional: with a store without it, the resolver asks
+    ``is_local_domain`` and ``get_account``, and delivery reads the quota and script itself."""
+
+    async def lookup_recipient(
+        self, domain: str, address: str
+    ) -> tuple[bool, Account | None, bool, bool]: ...
+
+
 @dataclass(slots=True)
 class Resolution:
     verdict: Verdict
     accounts: dict[int, str] = field(default_factory=dict)  # account id -> address
     remote: list[str] = field(default_factory=list)
+    # The accounts whose state came with the lookup; the others' is unknown.
+    states: dict[int, AccountState] = field(default_factory=dict)
 
 
 def is_relay_trick(address: Address) -> bool:
@@ -51,17 +73,39 @@ def strip_plus(local: str) -> str | None:
 
 class RecipientResolver:
     """Resolves addresses against the store on every RCPT; nothing is cached, so changes made
-    with the CLI while the server runs apply to the next RCPT."""
+    with the CLI while the server runs apply to the next RCPT. With a ``RecipientLookup``
+    store, an address that is an account costs one read."""
 
     def __init__(self, store: Store) -> None:
         self._store = store
+        self._lookup = store if isinstance(store, RecipientLookup) else None
+
+    async def _probe(self, address: Address, out: Resolution) -> tuple[bool, bool]:
+        """(the domain is local, the exact address is an account, now in ``out``): one store
+        read with a ``RecipientLookup``, else a domain check only (the account is then looked
+        up by ``_expand_local``)."""
+        if self._lookup is None:
+            return await self._store.is_local_domain(address.domain), False
+        local, account, full, sieve = await self._lookup.lookup_recipient(
+            address.domain, f"{address.local}@{address.domain}"
+        )
+        if account is None or not local:
+            return local, False
+        out.accounts[account.id] = account.address
+        out.states[account.id] = AccountState(full, sieve)
+        return True, True
 
     async def resolve(self, address: Address) -> Resolution:
-        if address.is_address_literal or not await self._store.is_local_domain(address.domain):
+        if address.is_address_literal:
             return Resolution(Verdict.NOT_LOCAL, remote=[str(address)])
-        if is_relay_trick(address):
-            return Resolution(Verdict.RELAY_TRICK)
         result = Resolution(Verdict.LOCAL)
+        local, found = await self._probe(address, result)
+        if not local:
+            return Resolution(Verdict.NOT_LOCAL, remote=[str(address)])
+        if is_relay_trick(address):  # refused even when such an account exists
+            return Resolution(Verdict.RELAY_TRICK)
+        if found:
+            return result
         ok = await self._expand_local(address, result, depth=0, seen=set())
         if not ok:
             return Resolution(Verdict.LOOP)
@@ -81,8 +125,15 @@ class RecipientResolver:
             parsed = parse_address(addr)
         except AddressError:
             return True  # an unusable alias target is skipped, not fatal for the rest
-        if parsed.is_address_literal or not await self._store.is_local_domain(parsed.domain):
+        if parsed.is_address_literal:
             out.remote.append(addr)
+            return True
+        local, found = await self._probe(parsed, out)
+        if not local:
+            out.remote.append(addr)
+            return True
+        if found:
+            seen.add(address_key(f"{parsed.local}@{parsed.domain}"))
             return True
         return await self._expand_local(parsed, out, depth, seen)
 
@@ -91,11 +142,13 @@ class RecipientResolver:
     ) -> bool:
         """Like ``_expand`` for an address already known to be in a local domain."""
         seen.add(address_key(f"{parsed.local}@{parsed.domain}"))
-        for candidate in self._candidates(parsed):
-            account = await self._store.get_account(candidate)
-            if account is not None:
-                out.accounts[account.id] = account.address
-                return True
+        for n, candidate in enumerate(self._candidates(parsed)):
+            # The exact address was already looked up by ``_probe`` with a RecipientLookup.
+            if n > 0 or self._lookup is None:
+                account = await self._store.get_account(candidate)
+                if account is not None:
+                    out.accounts[account.id] = account.address
+                    return True
             targets = await self._store.get_alias(candidate)
             if targets is not None:
                 return await self._expand_all(targets, out, depth, seen)

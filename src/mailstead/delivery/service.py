@@ -78,6 +78,10 @@ class Transaction:
     rcpts: list[str] = field(default_factory=list)  # as the client named them
     accounts: dict[int, str] = field(default_factory=dict)
     remote: dict[str, str] = field(default_factory=dict)  # key -> address
+    # Accounts known at RCPT to have no active Sieve script (from the recipient lookup), so
+    # delivery skips the Sieve step when every account is one of them; like the recipients
+    # themselves, this is resolved once per transaction.
+    plain: set[int] = field(default_factory=set)
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,11 +179,14 @@ class DeliveryService:
             limited = await self._rate_limited(session.account, txn, len(res.remote))
             if limited is not None:
                 return limited
-        full = await self._over_quota(res.accounts)
+        # The lookup already told the quota state of the accounts it found (one read).
+        full = {a for a, state in res.states.items() if state.full}
+        full |= await self._over_quota(a for a in res.accounts if a not in res.states)
         if full and len(full) == len(res.accounts) and not res.remote:
             return R_MAILBOX_FULL
         txn.rcpts.append(str(rcpt))
         txn.accounts.update({a: v for a, v in res.accounts.items() if a not in full})
+        txn.plain.update(a for a, state in res.states.items() if not state.sieve)
         for addr in res.remote:
             txn.remote.setdefault(address_key(addr), addr)
         return R_RCPT_OK
@@ -201,11 +208,12 @@ class DeliveryService:
     async def _over_quota(self, accounts: Iterable[int]) -> set[int]:
         """The accounts whose stored mail has reached their quota (RFC 9208 section 5.1);
         none when the backend keeps no quotas."""
-        get_quota = getattr(self._store, "get_quota", None)
+        wanted = list(accounts)
+        get_quota = getattr(self._store, "get_quota", None) if wanted else None
         if get_quota is None:
             return set()
         full: set[int] = set()
-        for account_id in accounts:
+        for account_id in wanted:
             quota = await get_quota(account_id)
             if quota.limit is not None and quota.used >= quota.limit:
                 full.add(account_id)
@@ -261,7 +269,7 @@ class DeliveryService:
         local = [LocalDelivery(account_id=a, mailbox=mailbox) for a in txn.accounts]
         remote = list(txn.remote.values())
         plan: SievePlan | None = None
-        if self._sieve is not None and txn.accounts:
+        if self._sieve is not None and txn.accounts and not txn.accounts.keys() <= txn.plain:
             plan, refusal = await self._sieve_step(txn, data, mailbox)
             if refusal is not None:
                 return DeliveryOutcome(refusal, queue_id, len(data), 0, 0)

@@ -11,7 +11,8 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from email import policy
 from email.message import EmailMessage
@@ -26,6 +27,12 @@ MAX_TOKENS = 3000  # distinct tokens kept per message
 # No verdict before the account has learned this many of each class (a classifier trained on
 # three messages guesses).
 MIN_LEARNED = 10
+# The per-account totals gate every classification ("trained enough?") and are a SUM over
+# the learned messages: kept this long, and dropped at once when this classifier learns, so
+# a message costs no database read for an untrained account. Learning elsewhere (another
+# node) is seen within this time; a few seconds of stale totals only nudge probabilities.
+TOTALS_TTL = 30.0
+_MAX_TOTALS = 10_000  # accounts whose totals are kept
 INTERESTING = 150  # tokens furthest from 0.5 used for the verdict (Graham, Robinson)
 # Robinson's prior: strength s and assumed probability x of a token seen rarely.
 _S = 1.0
@@ -127,12 +134,35 @@ class BayesVerdict:
 class BayesClassifier:
     """Classifies and learns per account over a ``SpamStore``."""
 
-    def __init__(self, store: SpamStore, *, min_learned: int = MIN_LEARNED) -> None:
+    def __init__(
+        self,
+        store: SpamStore,
+        *,
+        min_learned: int = MIN_LEARNED,
+        totals_ttl: float = TOTALS_TTL,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._store = store
         self._min = min_learned
+        self._ttl = totals_ttl
+        self._clock = clock
+        self._totals: dict[int, tuple[float, int, int]] = {}  # account -> (expires, spam, ham)
+
+    async def _account_totals(self, account_id: int) -> tuple[int, int]:
+        """(spam, ham) messages the account has learned, from the short-lived cache."""
+        now = self._clock()
+        cached = self._totals.get(account_id)
+        if cached is not None and cached[0] > now:
+            return cached[1], cached[2]
+        nspam, nham = await self._store.bayes_totals(account_id)
+        if self._ttl > 0:
+            if len(self._totals) >= _MAX_TOTALS:
+                self._totals.clear()
+            self._totals[account_id] = (now + self._ttl, nspam, nham)
+        return nspam, nham
 
     async def classify(self, account_id: int, data: bytes) -> BayesVerdict:
-        nspam, nham = await self._store.bayes_totals(account_id)
+        nspam, nham = await self._account_totals(account_id)
         if nspam < self._min or nham < self._min:
             return BayesVerdict(None)
         toks = tokens(data)
@@ -146,4 +176,7 @@ class BayesClassifier:
     async def learn(self, account_id: int, data: bytes, spam: bool) -> bool:
         """Learns the message as spam or ham; False when it had been learned so already."""
         message = hashlib.sha256(data).hexdigest()
-        return await self._store.bayes_learn(account_id, message, tokens(data), spam)
+        try:
+            return await self._store.bayes_learn(account_id, message, tokens(data), spam)
+        finally:
+            self._totals.pop(account_id, None)  # the next message reads the new totals

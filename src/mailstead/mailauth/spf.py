@@ -94,6 +94,8 @@ class _Term:
     arg: str  # domain-spec / network, "" when absent
     cidr4: int | None = None
     cidr6: int | None = None
+    # ip4/ip6: the network, built once when the record is parsed rather than per check.
+    network: ipaddress.IPv4Network | ipaddress.IPv6Network | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,7 +228,8 @@ def _mechanism(qualifier: str, name: str, rest: str) -> _Term:
                 raise _PermError(f"prefix length {length} out of range")
         prefix = int(length) if length else bits
         return _Term(qualifier, name, net, prefix if name == "ip4" else None,
-                     prefix if name == "ip6" else None)
+                     prefix if name == "ip6" else None,
+                     ipaddress.ip_network(f"{addr}/{prefix}", strict=False))
     raise _PermError(f"unknown mechanism {name!r}")
 
 
@@ -398,8 +401,10 @@ class _Evaluator:
         if name == "all":
             return True
         if name in ("ip4", "ip6"):
-            bits = term.cidr4 if name == "ip4" else term.cidr6
-            net = ipaddress.ip_network(f"{term.arg}/{bits}", strict=False)
+            net = term.network
+            if net is None:  # a _Term built by hand: the network from its parts
+                bits = term.cidr4 if name == "ip4" else term.cidr6
+                net = ipaddress.ip_network(f"{term.arg}/{bits}", strict=False)
             return net.version == self._ip.version and self._ip in net
         self._count()  # every other mechanism costs a lookup (section 4.6.4)
         target = self.expand(term.arg, domain) if term.arg else domain

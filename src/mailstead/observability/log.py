@@ -9,6 +9,8 @@ from __future__ import annotations
 import logging
 import re
 import sys
+import time
+from typing import cast
 
 from mailstead.core.secret import Secret
 
@@ -23,6 +25,7 @@ _BARE = re.compile(r"[A-Za-z0-9_.:/@+\-]+")
 _KEY_BAD = re.compile(r"[^A-Za-z0-9_.\-]")
 _HANDLER_NAME = "mailstead-stderr"
 MAX_VALUE = 2000  # characters of one value kept in a line; the rest is cut
+_NO_FILE = "(unknown file)"  # what logging itself records when it cannot find the caller
 
 
 def escape(text: str) -> str:
@@ -51,13 +54,18 @@ def escape(text: str) -> str:
 
 def format_value(value: object) -> str:
     """One logfmt value: bare when it is a simple token, else double-quoted and escaped."""
-    if isinstance(value, Secret):
+    kind = type(value)
+    if kind is int:
+        return str(value)  # digits and "-" only: always bare (bool is another type)
+    if kind is str:
+        text = cast(str, value)  # the common case first (a subclass takes the str() path)
+    elif isinstance(value, Secret):
         return "***"
-    if value is None:
+    elif value is None:
         return '""'
-    if isinstance(value, bool):
+    elif isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, bytes):
+    elif isinstance(value, bytes):
         text = value.decode("utf-8", "backslashreplace")
     else:
         try:
@@ -76,7 +84,9 @@ def format_event(event: str, /, **fields: object) -> str:
     name = _KEY_BAD.sub("_", event) or "event"
     parts = [name]
     for key, value in fields.items():
-        parts.append(f"{_KEY_BAD.sub('_', key) or '_'}={format_value(value)}")
+        # An ASCII identifier (every key in our code) is already clean: no regex for it.
+        clean = key if key.isidentifier() and key.isascii() else _KEY_BAD.sub("_", key) or "_"
+        parts.append(f"{clean}={format_value(value)}")
     return " ".join(parts)
 
 
@@ -89,7 +99,11 @@ def log_event_at(logger: logging.Logger, level: int, event: str, /, **fields: ob
     """Like ``log_event`` at another level (``logging.WARNING``...); formats nothing when the
     level is disabled, so debug events cost little."""
     if logger.isEnabledFor(level):
-        logger.log(level, "%s", format_event(event, **fields))
+        # The record is made directly: ``Logger.log`` would walk the stack to find the caller
+        # (``findCaller``) for a file name and line that our format never shows, and that
+        # walk costs more than the rest of an event on the delivery hot path.
+        message = format_event(event, **fields)
+        logger.handle(logger.makeRecord(logger.name, level, _NO_FILE, 0, message, (), None))
 
 
 def _one_line(text: str) -> str:
@@ -101,13 +115,32 @@ def _one_line(text: str) -> str:
 
 class OneLineFormatter(logging.Formatter):
     """``TIME LEVEL LOGGER message``; messages and tracebacks from any library are escaped too,
-    so the one-line-per-event rule holds for records we did not format ourselves."""
+    so the one-line-per-event rule holds for records we did not format ourselves.
+
+    The same text as ``Formatter("%(asctime)s %(levelname)s %(name)s %(message)s")``, built
+    without the generic machinery: the date part is formatted once per second, since every SMTP
+    transaction logs a line."""
 
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s %(message)s")
+        self._second = -1
+        self._stamp = ""
 
     def format(self, record: logging.LogRecord) -> str:
-        return _one_line(super().format(record))
+        record.message = record.getMessage()
+        second = int(record.created)
+        if second != self._second:  # a race between threads only formats the same text twice
+            self._stamp = time.strftime(self.default_time_format, self.converter(record.created))
+            self._second = second
+        record.asctime = f"{self._stamp},{int(record.msecs):03d}"
+        text = f"{record.asctime} {record.levelname} {record.name} {record.message}"
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            text = f"{text}\n{record.exc_text}"
+        if record.stack_info:
+            text = f"{text}\n{self.formatStack(record.stack_info)}"
+        return _one_line(text)
 
 
 def setup_logging(level: str) -> None:
@@ -125,3 +158,8 @@ def setup_logging(level: str) -> None:
     handler.setFormatter(OneLineFormatter())
     root.addHandler(handler)
     root.setLevel(number)
+    # Our format shows neither process nor thread; not collecting them makes every record
+    # cheaper (os.getpid, the multiprocessing lookup and the thread name on each line).
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
+    logging.logThreads = False

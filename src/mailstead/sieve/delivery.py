@@ -136,7 +136,12 @@ class SieveRunner:
         async def exists(name: str) -> bool:
             key = "INBOX" if name.upper() == "INBOX" else name
             if key not in known:
-                known[key] = await self._store.get_mailbox(account_id, key) is not None
+                # The backend's cheap probe when it has one (SQLite: on the loop thread).
+                probe = getattr(self._store, "sieve_mailbox_exists", None)
+                if probe is not None:
+                    known[key] = bool(await probe(account_id, key))
+                else:
+                    known[key] = await self._store.get_mailbox(account_id, key) is not None
             return known[key]
 
         outcome = self._interpreter.run(script, view, Envelope(mail_from, address), listed)

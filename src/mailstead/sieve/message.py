@@ -53,6 +53,9 @@ class MessageView:
         # Decoded body text by content-type selection: parsed once per message, however many
         # body tests a script has.
         self._text: dict[tuple[str, ...] | None, list[str]] = {}
+        # Parsed addresses by field name: scripts test From: in several rules, and each
+        # account's script runs over the same view.
+        self._addresses: dict[str, tuple[str, ...]] = {}
         current: list[bytes] | None = None
         name = ""
         for line in header.splitlines():
@@ -87,14 +90,18 @@ class MessageView:
     def addresses(self, name: str) -> list[str]:
         """The addr-specs of an address header field (RFC 5228 section 5.1); group names
         and display names are left out."""
-        out: list[str] = []
-        for value in self.raw_headers(name):
-            try:
-                pairs = email.utils.getaddresses([value])
-            except (ValueError, IndexError, TypeError):
-                continue
-            out.extend(addr for _, addr in pairs if addr)
-        return out
+        key = name.lower()
+        found = self._addresses.get(key)
+        if found is None:
+            out: list[str] = []
+            for value in self.raw_headers(key):
+                try:
+                    pairs = email.utils.getaddresses([value])
+                except (ValueError, IndexError, TypeError):
+                    continue
+                out.extend(addr for _, addr in pairs if addr)
+            found = self._addresses[key] = tuple(out)
+        return list(found)
 
     def body_raw(self) -> str:
         return self._body[: self._max_body].decode("utf-8", "replace")

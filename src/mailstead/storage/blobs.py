@@ -15,6 +15,7 @@ the rename made durable, so a name that exists after a crash always holds the co
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
 import os
@@ -64,12 +65,34 @@ class BlobStore:
 
     def __init__(self, root: Path, *, parallelism: int = 16, sync: SyncMode | None = None) -> None:
         self.root = root
+        self._root = str(root)
         self._parallelism = parallelism
+        # Second-level directories seen to exist, so a batch does not stat them again (blobs
+        # are removed, directories never are; one removed behind our back is recreated).
+        self._dirs: set[str] = set()
         root.mkdir(mode=_DIR_MODE, parents=True, exist_ok=True)
         self._syncfs = _find_syncfs() if sync in (None, "syncfs") else None
         if sync == "syncfs" and self._syncfs is None:
             raise OSError("syncfs(2) is not available on this system")
         self.sync_mode: SyncMode = "syncfs" if self._syncfs is not None else "fsync"
+        self._make_first_level()
+
+    def _make_first_level(self) -> None:
+        """Creates the 256 ``ab/`` directories up front (once per store; later opens only
+        list the root), so a delivery creates at most one directory, and fsyncs the root
+        when any was new, since deliveries then never fsync it."""
+        present = set(os.listdir(self._root))
+        created = False
+        for n in range(256):
+            name = f"{n:02x}"
+            if name not in present:
+                try:
+                    os.mkdir(os.path.join(self._root, name), _DIR_MODE)
+                    created = True
+                except FileExistsError:
+                    continue
+        if created:
+            _fsync_dir(self.root)
 
     def _sync_filesystem(self) -> None:
         assert self._syncfs is not None
@@ -83,12 +106,16 @@ class BlobStore:
 
     def path(self, name: str) -> Path:
         """Where blob ``name`` lives; raises NotFound for a malformed name."""
+        return Path(self._file(name))
+
+    def _file(self, name: str) -> str:
+        """``path`` as a string (the hot paths skip pathlib's per-call overhead)."""
         if not is_blob_name(name):
             raise NotFound(f"no such blob: {name[:80]!r}")
-        return self.root / name[:2] / name[2:4] / name
+        return f"{self._root}/{name[:2]}/{name[2:4]}/{name}"
 
     def exists(self, name: str) -> bool:
-        return self.path(name).exists()
+        return os.path.exists(self._file(name))
 
     def read(self, name: str) -> bytes:
         """The bytes of blob ``name``; raises NotFound."""
@@ -113,43 +140,57 @@ class BlobStore:
         """
         unique: dict[str, bytes] = {}
         for name, data in items:
-            self.path(name)  # validates
+            self._file(name)  # validates
             unique.setdefault(name, data)
         if not unique:
             return
         if self._syncfs is None:
             self._write_fsync(unique, pool)
             return
-        for name in unique:
-            self._ensure_dir(self.path(name).parent)
         for name, data in unique.items():
-            self._write_direct(self.path(name), data)
+            self._write_direct(self._file(name), data)
         # One flush makes every new file, its name, and every new directory durable.
         self._sync_filesystem()
 
-    def _write_direct(self, final: Path, data: bytes) -> None:
+    def _write_direct(self, final: str, data: bytes) -> None:
         """syncfs mode: create ``final`` directly (a rename per blob is a costly metadata
         operation here). Nothing references the file until the batch's syncfs and commit have
         both succeeded; a leftover from a crash or a concurrent writer is read back and, if its
         bytes differ, atomically replaced through a temp file."""
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
         try:
-            fd = os.open(final, flags, _FILE_MODE)
+            fd = self._create(final)
         except FileExistsError:
             try:
-                if final.read_bytes() == data:
-                    return
+                with open(final, "rb") as f:
+                    if f.read() == data:
+                        return
             except FileNotFoundError:
                 pass
-            os.replace(_write_temp(final, data, sync=False), final)
+            path = Path(final)
+            os.replace(_write_temp(path, data, sync=False), path)
             return
         try:
             _write_all(fd, data)
         except BaseException:
             os.close(fd)
-            final.unlink(missing_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(final)
             raise
         os.close(fd)
+
+    def _create(self, final: str) -> int:
+        """``O_EXCL``-creates ``final``, making its directory first when it is not known to
+        exist; raises FileExistsError when the file exists."""
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+        directory = os.path.dirname(final)
+        if directory not in self._dirs:
+            self._ensure_dir(Path(directory))
+            self._dirs.add(directory)
+        try:
+            return os.open(final, flags, _FILE_MODE)
+        except FileNotFoundError:  # the directory was removed after we saw it
+            self._ensure_dir(Path(directory))
+            return os.open(final, flags, _FILE_MODE)
 
     def _write_fsync(self, unique: dict[str, bytes], pool: ThreadPoolExecutor | None) -> None:
         dirs: set[Path] = set()

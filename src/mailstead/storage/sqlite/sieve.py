@@ -10,6 +10,7 @@ import sqlite3
 
 from mailstead.core.errors import AlreadyExists, InUse, NotFound
 from mailstead.storage.interfaces import SieveScript
+from mailstead.storage.sqlite.writer import inbox_name
 
 
 def _check_account(conn: sqlite3.Connection, account_id: int) -> None:
@@ -40,6 +41,13 @@ def active_script(conn: sqlite3.Connection, account_id: int) -> SieveScript | No
         "SELECT name, content, active, updated_at FROM sieve_scripts"
         " WHERE account_id = ? AND active = 1", (account_id,)).fetchone()
     return None if row is None else SieveScript(row[0], row[1], True, float(row[3]))
+
+
+def mailbox_exists(conn: sqlite3.Connection, account_id: int, name: str) -> bool:
+    """Whether the account has mailbox ``name`` (INBOX in any case): one probe of the
+    (account_id, name) index, without the message counts ``get_mailbox`` adds."""
+    return conn.execute("SELECT 1 FROM mailboxes WHERE account_id = ? AND name = ?",
+                        (account_id, inbox_name(name))).fetchone() is not None
 
 
 def list_scripts(conn: sqlite3.Connection, account_id: int) -> list[SieveScript]:

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple, TypeVar
 
 from mailstead.core.errors import NotFound, StoreError
-from mailstead.storage.blobs import BlobStore
+from mailstead.storage.blobs import BlobStore, blob_hash
 from mailstead.storage.flags import canonical_flags
 from mailstead.storage.interfaces import AcceptResult, IncomingMessage
 from mailstead.storage.sqlite import fts
@@ -81,7 +81,7 @@ class AcceptOp:
     """One ``accept_message`` waiting for the next batch."""
 
     message: IncomingMessage
-    blob: str
+    blob: str  # "" until the writer thread hashes the body (see ``Writer.accept``)
     blob_durable: bool  # a large body was already written and fsync'd by the caller
     wire: WireShape
     loop: asyncio.AbstractEventLoop
@@ -110,6 +110,14 @@ def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | Non
         future.set_exception(error)
     else:
         future.set_result(result)
+
+
+_Settlement = tuple["asyncio.Future[Any]", Any, BaseException | None]
+
+
+def _settle_all(settlements: list[_Settlement]) -> None:
+    for future, result, error in settlements:
+        _settle(future, result, error)
 
 
 def _as_store_error(exc: BaseException) -> StoreError:
@@ -146,18 +154,22 @@ class Writer:
     def accept(
         self,
         message: IncomingMessage,
-        blob: str,
+        blob: str | None,
         *,
         blob_durable: bool,
         wire: WireShape | None = None,
     ) -> asyncio.Future[AcceptResult]:
-        """Queues the delivery for the next batch. ``wire`` is ``wire_shape(message.data)``
-        when the caller measured it already (off the loop, for a large body); otherwise it is
-        measured here, on the caller's thread, so the writer thread never scans bodies."""
+        """Queues the delivery for the next batch. ``blob`` None: the writer thread hashes the
+        body (for a small one: hashlib hands the GIL over for anything above 2 KiB, and on the
+        event-loop thread that hand-over costs more than the hash). ``wire`` is
+        ``wire_shape(message.data)`` when the caller measured it already (off the loop, for a
+        large body); otherwise it is measured here, on the caller's thread."""
+        if blob is None and blob_durable:
+            raise ValueError("a durable blob needs its name")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[AcceptResult] = loop.create_future()
         shape = wire_shape(message.data) if wire is None else wire
-        self._put(AcceptOp(message, blob, blob_durable, shape, loop, future))
+        self._put(AcceptOp(message, blob or "", blob_durable, shape, loop, future))
         return future
 
     def call(
@@ -307,6 +319,9 @@ class Writer:
     def _accept_batch(self, ops: list[AcceptOp]) -> None:
         if not ops:
             return
+        for op in ops:
+            if not op.blob:
+                op.blob = blob_hash(op.message.data)
         try:
             self._blobs.write_many(
                 [(op.blob, op.message.data) for op in ops if not op.blob_durable], self._pool
@@ -345,15 +360,28 @@ class Writer:
         if accounts:
             self._index_due = True
             self._publish(accounts)
+        self._resolve_many(ops, outcomes)
+
+    def _resolve_many(
+        self, ops: list[AcceptOp], outcomes: list[tuple[AcceptResult | None, BaseException | None]]
+    ) -> None:
+        """Settles a batch's futures with one cross-thread call per event loop (each call
+        wakes the loop and takes the GIL hand-over) instead of one per message."""
+        by_loop: dict[asyncio.AbstractEventLoop, list[_Settlement]] = {}
         for op, (result, err) in zip(ops, outcomes, strict=True):
-            self._resolve(op, result, err)
+            by_loop.setdefault(op.loop, []).append((op.future, result, err))
+        for loop, settlements in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_settle_all, settlements)
+            except RuntimeError:  # the caller's loop is closed: nobody is waiting any more
+                log.debug("store results dropped: event loop closed")
 
     def _insert(self, conn: sqlite3.Connection, op: AcceptOp, now: float) -> AcceptResult:
         """All rows of one message; raises to roll back to its savepoint."""
         msg = op.message
         # Re-check under the write lock: a garbage collector in another process deletes
         # unreferenced blob files while holding this same lock (see SQLiteStore.collect_garbage).
-        if not self._blobs.path(op.blob).exists():
+        if not self._blobs.exists(op.blob):
             raise StoreError("message body vanished before commit; retry")
         conn.execute(
             "INSERT INTO blobs (hash, size, created_at) VALUES (?, ?, ?)"
