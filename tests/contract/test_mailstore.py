@@ -23,13 +23,7 @@ from mailstead.storage.interfaces import (
 from mailstead.storage.sqlite.store import SQLiteStore
 
 Opener = Callable[[Path], Awaitable[Store]]
-BACKENDS: dict[str, Opener] = {"sqlite": SQLiteStore.open}
 _counter = itertools.count()
-
-
-@pytest.fixture(params=sorted(BACKENDS))
-def opener(request: pytest.FixtureRequest) -> Opener:
-    return BACKENDS[request.param]
 
 
 def run(coro: Awaitable[Any]) -> Any:

@@ -11,14 +11,12 @@ import pytest
 
 from mailstead.core.errors import AlreadyExists, InUse, NotFound, StoreError
 from mailstead.storage.interfaces import DkimKey, IncomingMessage, QueueUpdate, Store
-from mailstead.storage.sqlite.store import SQLiteStore
-
-BACKENDS = {"sqlite": SQLiteStore.open}
 
 
-@pytest.fixture(params=sorted(BACKENDS))
-def path_and_opener(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[Path, Any]:
-    return tmp_path / "data", BACKENDS[request.param]
+@pytest.fixture
+def path_and_opener(opener: Any, tmp_path: Path) -> tuple[Path, Any]:
+    """The ``opener`` fixture of conftest.py (one run per backend) with a fresh directory."""
+    return tmp_path / "data", opener
 
 
 def run(path_and_opener: tuple[Path, Any], body: Any) -> None:

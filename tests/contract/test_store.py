@@ -15,15 +15,8 @@ import pytest
 from mailstead.core.errors import AlreadyExists, InUse, NotFound, StoreError
 from mailstead.storage import open_store
 from mailstead.storage.interfaces import DEFAULT_MAILBOXES, IncomingMessage, LocalDelivery, Store
-from mailstead.storage.sqlite.store import SQLiteStore
 
 Opener = Callable[[Path], Awaitable[Store]]
-BACKENDS: dict[str, Opener] = {"sqlite": SQLiteStore.open}
-
-
-@pytest.fixture(params=sorted(BACKENDS))
-def opener(request: pytest.FixtureRequest) -> Opener:
-    return BACKENDS[request.param]
 
 
 def run(coro: Awaitable[Any]) -> Any:

@@ -14,10 +14,9 @@ import pytest
 
 from mailstead.proto.pop3.framing import wire_size as pop3_wire_size
 from mailstead.storage.interfaces import IncomingMessage, LocalDelivery, MessageInfo, Store
-from mailstead.storage.sqlite.store import LARGE_BLOB, SQLiteStore
+from mailstead.storage.sqlite.store import LARGE_BLOB
 
 Opener = Callable[[Path], Awaitable[Store]]
-BACKENDS: dict[str, Opener] = {"sqlite": SQLiteStore.open}
 
 CRLF_ONLY = b"From: a@remote.test\r\nSubject: crlf\r\n\r\nbody\r\n"
 BARE_LF = b"From: a@remote.test\nSubject: bare\n\nline\n.dot\nlast line, no break"
@@ -27,11 +26,6 @@ ENDS_IN_CR = b"Subject: cr\r\n\r\nends in a bare CR\r"
 
 def crlf_form(data: bytes) -> bytes:
     return data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
-
-
-@pytest.fixture(params=sorted(BACKENDS))
-def opener(request: pytest.FixtureRequest) -> Opener:
-    return BACKENDS[request.param]
 
 
 def run(opener: Opener, path: Path, body: Callable[[Store, int], Awaitable[Any]]) -> Any:
