@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from mailstead.accounts.service import AccountService
 from mailstead.config import Config, HostPort
 from mailstead.core.errors import ConfigError
+from mailstead.core.nodeid import node_name
 from mailstead.delivery.service import DeliveryService
 from mailstead.filters.pipeline import Pipeline, Stage
 from mailstead.filters.spam import JunkLearner
@@ -24,6 +25,7 @@ from mailstead.maintenance import (
     HOURLY,
     Job,
     Maintenance,
+    auth_failures_job,
     greylist_job,
     sieve_events_job,
 )
@@ -31,7 +33,7 @@ from mailstead.observability.log import log_event, setup_logging
 from mailstead.servers.imap import IMAPListenerSettings, IMAPServer
 from mailstead.servers.listener import Listener, make_tls_context
 from mailstead.servers.managesieve import ManageSieveListenerSettings, ManageSieveServer
-from mailstead.servers.pop3 import Maildrops, POP3ListenerSettings, POP3Server
+from mailstead.servers.pop3 import LeaseLock, Maildrops, POP3ListenerSettings, POP3Server
 from mailstead.servers.smtp import SMTPListenerSettings, SMTPServer
 from mailstead.sieve.delivery import SieveRunner
 from mailstead.sieve.limits import SieveLimits
@@ -135,14 +137,15 @@ def _outbound(config: Config, store: Store, resolver: DnsPythonResolver) -> Queu
     )
     # A lease must outlast the longest attempt: every target's connection, then the commands
     # with DATA's longer final wait (RFC 5321 section 4.5.3.2), so a slow attempt is never
-    # claimed twice.
-    lease = max(600.0, 10 * q.connect_timeout + 8 * q.command_timeout)
+    # claimed twice; [queue] lease may set it (the loader checks it is not shorter).
+    lease = q.lease or max(600.0, 10 * q.connect_timeout + 8 * q.command_timeout)
     settings = WorkerSettings(
         hostname=config.hostname,
         policy=RetryPolicy.from_config(q),
         max_connections=q.max_connections,
         max_per_domain=q.max_connections_per_domain,
         lease=lease,
+        node=node_name(config.data_dir),
         poll_interval=min(1.0, min(q.retry_schedule) / 2),
     )
     # Issue 9: mail an alias forwards is ARC-sealed (RFC 8617) before it is DKIM-signed.
@@ -272,7 +275,10 @@ def _maintenance(
     config: Config, store: Store, jobs: list[Job], *, interval: float = HOURLY,
     first_delay: float = FIRST_DELAY,
 ) -> Maintenance:
-    """The hourly housekeeping task: Sieve's send log (when Sieve is on) and ``jobs``."""
+    """The hourly housekeeping task: Sieve's send log (when Sieve is on), failed logins
+    (counted in the store when it is shared by nodes) and ``jobs``."""
+    if store.networked:
+        jobs = [auth_failures_job(store, config.security.failure_window), *jobs]
     if config.sieve.enable:
         jobs = [sieve_events_job(store), *jobs]
     return Maintenance(jobs, interval=interval, first_delay=first_delay)
@@ -292,7 +298,7 @@ async def run(config: Config) -> None:
     """Starts every configured listener and serves until SIGTERM/SIGINT."""
     loop = asyncio.get_running_loop()
     tls = _load_tls(config)
-    store = await open_store(config.data_dir)
+    store = await open_store(config.data_dir, config.store)
     stopping = asyncio.Event()
     listeners: list[Listener] = []
     web_servers: list[WebServer] = []
@@ -342,8 +348,9 @@ async def run(config: Config) -> None:
                 refuse=server.refusal,
             ))
         # POP3 (issue 4): 110 with STLS, 995 with implicit TLS; both share one Maildrops,
-        # whose per-account lock makes a second session on either port get [IN-USE].
-        maildrops = Maildrops(store)
+        # whose per-account lock makes a second session on either port get [IN-USE]; with
+        # a store shared by nodes, the lock is a lease in it (on any node's ports).
+        maildrops = Maildrops(store, LeaseLock(store) if store.networked else None)
         for name, implicit in (("pop3", False), ("pop3s", True)):
             address = getattr(config.listen, name)
             if address is None:

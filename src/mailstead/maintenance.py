@@ -1,5 +1,6 @@
 """Periodic housekeeping of the running server: stored state that only grows unless somebody
-removes the old rows (Sieve's vacation and redirect log, greylisting triplets).
+removes the old rows (Sieve's vacation and redirect log, greylisting triplets, failed logins
+counted in a shared store).
 
 ``app.py`` starts one ``Maintenance`` next to the queue workers and stops it before the store
 closes. Each job runs soon after start and then every ``interval`` seconds (hourly); a failing
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from mailstead.filters.greylist import Greylist
 from mailstead.observability.log import log_event
 from mailstead.sieve.interpreter import VACATION_DAYS_MAX
-from mailstead.storage.interfaces import SieveStore
+from mailstead.storage.interfaces import SharedStateStore, SieveStore
 
 log = logging.getLogger("mailstead.maintenance")
 
@@ -49,6 +50,18 @@ def sieve_events_job(
         return await store.prune_sieve_events(clock() - retention)
 
     return Job("sieve_events", run)
+
+
+def auth_failures_job(
+    store: SharedStateStore, window: float, clock: Callable[[], float] = time.time
+) -> Job:
+    """Forgets failed logins older than the failure window (``[security] failure_window``),
+    which no delay or block decision reads any more (accounts/throttle.py StoreCounter)."""
+
+    async def run() -> int:
+        return await store.prune_auth_failures(clock() - window)
+
+    return Job("auth_failures", run)
 
 
 def greylist_job(greylist: Greylist) -> Job:

@@ -36,6 +36,7 @@ from helpers import (
     read_queue,
     rewrite_tables,
     run_cli,
+    store_args,
 )
 
 PASSWORD = "Correct-Horse-9"
@@ -182,12 +183,13 @@ def make_instance(
     queue: Mapping[str, Any] | None = None,
     users: Mapping[str, str] | None = None,
 ) -> Instance:
-    """``mailstead init`` for ``domain`` (host ``mail.DOMAIN``), listeners on ``ip``: smtp on
-    ``smtp_port``, the others on free ports; DNS from the test server; ``[queue]`` merged."""
+    """``mailstead init`` for ``domain`` (host ``mail.DOMAIN``) with the store under test
+    (``helpers.store_backend``), listeners on ``ip``: smtp on ``smtp_port``, the others on
+    free ports; DNS from the test server; ``[queue]`` merged."""
     hostname = f"mail.{domain}"
     data_dir = root / domain
     run_cli("init", "--data-dir", str(data_dir), "--hostname", hostname, "--domain", domain,
-            "--dev")
+            "--dev", *store_args())
     config_path = data_dir / "mailstead.toml"
     tomllib.loads(config_path.read_text(encoding="utf-8"))
     listen = {"smtp": f"{ip}:{smtp_port}", "submission": f"{ip}:0", "imaps": f"{ip}:0"}
@@ -379,9 +381,14 @@ class FastSink:
         self._loop.close()
 
 
-def queue_directly(data_dir: Path, sender: str, rcpt: str, count: int, size: int = 1024) -> None:
+def queue_directly(data_dir: Path, sender: str, rcpt: str, count: int, size: int = 1024, *,
+                   burst: bool = True) -> None:
     """Puts ``count`` messages of about ``size`` bytes for ``rcpt`` straight into the queue of
-    a stopped (or running) instance, as submission would; each carries ``X-Token: N``."""
+    a stopped (or running) instance, as submission would; each carries ``X-Token: N``.
+
+    ``burst``: all at once, as concurrent submissions would (PostgreSQL then numbers the rows
+    in whatever order the transactions commit); without it one after another, so the queue
+    listing shows them in queue-ID order on every backend."""
     from mailstead.storage.interfaces import IncomingMessage
 
     async def go() -> None:
@@ -398,6 +405,10 @@ def queue_directly(data_dir: Path, sender: str, rcpt: str, count: int, size: int
                     local=[], remote=[rcpt], internal_date=time.time(), envelope="{}",
                     bodystructure="{}"))
 
+            if not burst:
+                for i in range(count):
+                    await one(i)
+                return
             for start in range(0, count, 500):
                 await asyncio.gather(*(one(i) for i in range(start, min(count, start + 500))))
         finally:

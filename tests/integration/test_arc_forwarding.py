@@ -42,8 +42,8 @@ SINK_IP = "127.0.0.4"
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Instance, ScriptedPeer,
-                                                                      DnsFixture]]:
+def setup(tmp_path_factory: pytest.TempPathFactory, store_backend: str
+          ) -> Iterator[tuple[Instance, ScriptedPeer, DnsFixture]]:
     root: Path = tmp_path_factory.mktemp("arc")
     zone = Zone()
     server = DnsFixture(zone)

@@ -58,7 +58,7 @@ def stop_server(server: Server) -> None:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def server(tmp_path_factory: pytest.TempPathFactory, store_backend: str) -> Iterator[Server]:
     srv = start_server(tmp_path_factory.mktemp("checkclient") / "data")
     try:
         yield srv

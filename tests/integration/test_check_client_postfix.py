@@ -24,6 +24,9 @@ from helpers import REPO, child_env
 
 from mailstead.core.certs import generate_self_signed
 
+# Postfix and Dovecot are checked, not Mailstead: no store is involved.
+pytestmark = pytest.mark.backends("sqlite", reason="checks Postfix and Dovecot; no Mailstead store")
+
 HOST = "mail.example.test"
 USER, PASSWORD = "carol@example.test", "Carol-pass-789"
 

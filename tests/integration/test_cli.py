@@ -7,6 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+from helpers import new_database, store_args
+
+from mailstead.config import load_config
+from pgserver import shared_server
+
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 
 
@@ -55,6 +61,7 @@ def test_admin_session(tmp_path: Path) -> None:
             "--domain",
             "demo.test",
             "--dev",
+            *store_args(),
         )
     )
     fails(
@@ -150,3 +157,39 @@ def test_errors_and_help(tmp_path: Path) -> None:
     assert "serve" in text
     assert "card" in text
     assert "--password-stdin" in ok(cli("user", "passwd", "--help"))
+
+
+@pytest.mark.backends("postgresql", reason="about init --store with a PostgreSQL URI")
+def test_init_with_postgresql_store(tmp_path: Path) -> None:
+    dsn = new_database()
+    first, second = tmp_path / "a", tmp_path / "b"
+    init = ("--hostname", "mail.demo.test", "--domain", "demo.test", "--dev", "--store", dsn)
+    assert "with local domain demo.test" in ok(cli("init", "--data-dir", str(first), *init))
+    store = load_config(first).store
+    assert (store.backend, store.dsn) == ("postgresql", dsn)
+    assert not (first / "mailstead.db").exists()  # nothing of the store in the data dir
+    ok(cli("user", "add", "demo@demo.test", "--password-stdin", stdin="demo password\n",
+           data_dir=first))
+    # A second node on the same database joins the installation: same domain, same users.
+    assert "joining the installation" in ok(cli("init", "--data-dir", str(second), *init))
+    assert ok(cli("user", "list", data_dir=second)) == "demo@demo.test\n"
+
+
+@pytest.mark.backends("postgresql", reason="about init --store with a PostgreSQL URI")
+def test_init_with_unusable_store_leaves_nothing(tmp_path: Path) -> None:
+    base = ("--hostname", "mail.demo.test", "--domain", "demo.test", "--dev")
+    data = tmp_path / "data"
+    # Port 1 on loopback: nothing listens there, the connection is refused at once.
+    unreachable = "postgresql://mailstead:s3cret@127.0.0.1:1/mailstead"
+    result = cli("init", "--data-dir", str(data), *base, "--store", unreachable)
+    fails(result, "cannot connect to PostgreSQL at postgresql://mailstead@127.0.0.1:1/mailstead")
+    assert "s3cret" not in result.stderr
+    assert list(data.iterdir()) == []  # a retry starts clean
+    missing = shared_server().dsn("no_such_database")
+    fails(cli("init", "--data-dir", str(data), *base, "--store", missing),
+          'database "no_such_database" does not exist')
+    assert list(data.iterdir()) == []
+    other = tmp_path / "other"
+    fails(cli("init", "--data-dir", str(other), *base, "--store", "mysql://db.test/x"),
+          "--store: expected a URI like postgresql://")
+    assert not other.exists()

@@ -102,7 +102,7 @@ class Setup:
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
+def setup(tmp_path_factory: pytest.TempPathFactory, store_backend: str) -> Iterator[Setup]:
     data_dir = tmp_path_factory.mktemp("doctor") / "data"
     init_data_dir(data_dir, Users({"alice@example.test": "Alice-pass-123"}))
     zone = Zone()

@@ -42,7 +42,7 @@ def fetchmail() -> str:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
+def server(tmp_path_factory: pytest.TempPathFactory, store_backend: str) -> Iterator[Harness]:
     data_dir = tmp_path_factory.mktemp("fetchmail") / "data"
     try:
         init_data_dir(data_dir, Users(passwords={ADDRESS: PASSWORD}), DEFAULT_SMTP)
@@ -60,9 +60,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
 
 
 async def _stored(data_dir: Path) -> dict[str, bytes]:
-    from mailstead.storage.sqlite.store import SQLiteStore
+    from mailstead.storage import open_store
 
-    store = await SQLiteStore.open(data_dir)
+    store = await open_store(data_dir)
     try:
         account = await store.get_account(ADDRESS)
         assert account is not None

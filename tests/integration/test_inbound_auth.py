@@ -55,7 +55,7 @@ class Zone(BaseResolver):  # type: ignore[misc]
 
 
 @pytest.fixture(scope="module")
-def auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
+def auth_server(tmp_path_factory: pytest.TempPathFactory, store_backend: str) -> Iterator[Harness]:
     dns = DNSServer(Zone(), port=0, address="127.0.0.1", tcp=False,
                     logger=DNSLogger(logf=lambda _s: None))
     dns.start_thread()

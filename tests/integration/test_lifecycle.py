@@ -42,6 +42,7 @@ from helpers import (
     rich_message,
     run_cli,
     split_received,
+    store_args,
     tls_context,
     with_token,
 )
@@ -527,14 +528,15 @@ def _port_free(port: int) -> bool:
     return True
 
 
+# The --dev ports are fixed: one run at a time, and the store has nothing to do with them.
+@pytest.mark.backends("sqlite", reason="about the fixed --dev listener ports, not the store")
 def test_dev_config_starts_as_is(tmp_path: Path) -> None:
     busy = [p for p in DEV_PORTS.values() if not _port_free(p)]
     if busy:
         pytest.skip(f"the --dev ports {busy} are in use on this machine")
     data = tmp_path / "dev"
-    run_cli(
-        "init", "--data-dir", str(data), "--hostname", HOSTNAME, "--domain", "example.test", "--dev"
-    )
+    run_cli("init", "--data-dir", str(data), "--hostname", HOSTNAME, "--domain", "example.test",
+            "--dev", *store_args())
     server = Server(data)
     try:
         server.start(timeout=20)

@@ -31,7 +31,8 @@ DOWN_IP = "127.0.0.13"
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Instance, Zone, int]]:
+def world(tmp_path_factory: pytest.TempPathFactory, store_backend: str
+          ) -> Iterator[tuple[Instance, Zone, int]]:
     root: Path = tmp_path_factory.mktemp("qcli")
     zone = Zone()
     dns_server = DnsFixture(zone)
@@ -64,7 +65,8 @@ def test_queue_commands_with_the_server_stopped(world: tuple[Instance, Zone, int
     a, _zone, _port = world
     assert a.server is None
     assert q(a, "list") == (0, "the queue is empty\n", "")
-    queue_directly(a.data_dir, ALICE, "rcpt@down.test", 3)  # L000000 .. L000002
+    # One after another: the listing below expects them in this order (L000000 .. L000002).
+    queue_directly(a.data_dir, ALICE, "rcpt@down.test", 3, burst=False)
 
     code, out, err = q(a, "list")
     assert (code, err) == (0, "")

@@ -29,8 +29,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Instance, Instance, Zone,
-                                                                      DnsFixture]]:
+def pair(tmp_path_factory: pytest.TempPathFactory, store_backend: str
+         ) -> Iterator[tuple[Instance, Instance, Zone, DnsFixture]]:
     root: Path = tmp_path_factory.mktemp("outbound")
     zone = Zone()
     server = DnsFixture(zone)

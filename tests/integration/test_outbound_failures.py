@@ -29,7 +29,8 @@ ALICE = "alice@a.test"
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Instance, Zone, int]]:
+def world(tmp_path_factory: pytest.TempPathFactory, store_backend: str
+          ) -> Iterator[tuple[Instance, Zone, int]]:
     zone = Zone()
     server = DnsFixture(zone)
     port = free_port("127.0.0.2", "127.0.0.4", "127.0.0.5", "127.0.0.6")

@@ -33,7 +33,8 @@ PEER_IP = "127.0.0.14"
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Instance, ScriptedPeer]]:
+def world(tmp_path_factory: pytest.TempPathFactory, store_backend: str
+          ) -> Iterator[tuple[Instance, ScriptedPeer]]:
     zone = Zone()
     dns_server = DnsFixture(zone)
     port = free_port("127.0.0.2", PEER_IP)

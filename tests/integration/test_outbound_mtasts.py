@@ -35,7 +35,7 @@ POLICY = "version: STSv1\r\nmode: enforce\r\nmx: mx.g.test\r\nmax_age: 86400\r\n
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory
+def world(tmp_path_factory: pytest.TempPathFactory, store_backend: str
           ) -> Iterator[tuple[Instance, LocalCA, PolicyServer, int]]:
     root: Path = tmp_path_factory.mktemp("mtasts")
     ca = LocalCA(root)

@@ -43,7 +43,7 @@ AUTH_REFUSED = re.compile(rb"^-ERR \[AUTH\] .*turn on SSL/TLS")
 
 
 @pytest.fixture(scope="module")
-def pop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
+def pop(tmp_path_factory: pytest.TempPathFactory, store_backend: str) -> Iterator[Harness]:
     data_dir = tmp_path_factory.mktemp("pop3") / "data"
     try:
         init_data_dir(data_dir, USERS, DEFAULT_SMTP)
@@ -72,9 +72,9 @@ def deliver(h: Harness, to: str, messages: list[bytes]) -> None:
 
 
 async def _inbox(data_dir: Path, address: str) -> tuple[int, list[tuple[int, bytes]]]:
-    from mailstead.storage.sqlite.store import SQLiteStore
+    from mailstead.storage import open_store
 
-    store = await SQLiteStore.open(data_dir)
+    store = await open_store(data_dir)
     try:
         account = await store.get_account(address)
         assert account is not None

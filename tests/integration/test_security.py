@@ -148,7 +148,7 @@ PROTOCOLS = ("imap", "pop3", "smtp")
 
 
 @pytest.fixture(scope="module")
-def h(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
+def h(tmp_path_factory: pytest.TempPathFactory, store_backend: str) -> Iterator[Harness]:
     data_dir = tmp_path_factory.mktemp("security") / "data"
     try:
         init_data_dir(data_dir, Users(passwords={ALICE: ALICE_PW, BOB: BOB_PW}))

@@ -62,7 +62,7 @@ I am away until Monday.
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def server(tmp_path_factory: pytest.TempPathFactory, store_backend: str) -> Iterator[Server]:
     data_dir = tmp_path_factory.mktemp("sieve") / "data"
     init_data_dir(data_dir, Users(passwords={ALICE: PASSWORD, BOB: PASSWORD}), DEFAULT_SMTP)
     srv = Server(data_dir).start(timeout=20)
@@ -271,9 +271,8 @@ REDIRECT = 'redirect "friend@remote.test";\r\n'
 
 
 @pytest.fixture(scope="module")
-def forwarder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Instance,
-                                                                          ScriptedPeer,
-                                                                          DnsFixture]]:
+def forwarder(tmp_path_factory: pytest.TempPathFactory, store_backend: str
+              ) -> Iterator[tuple[Instance, ScriptedPeer, DnsFixture]]:
     root: Path = tmp_path_factory.mktemp("sieve-arc")
     zone = Zone()
     dns_server = DnsFixture(zone)

@@ -168,7 +168,8 @@ def _dns(port: int) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def builtin(tmp_path_factory: pytest.TempPathFactory, dns_port: int) -> Iterator[Server]:
+def builtin(tmp_path_factory: pytest.TempPathFactory, store_backend: str,
+            dns_port: int) -> Iterator[Server]:
     server = start_server(tmp_path_factory.mktemp("spam-builtin"), "builtin", {
         "dns": _dns(dns_port),
         "spam": {"enable": True, "dnsbl_zones": ["bl1.test", "bl2.test"], "dnsbl_score": 8.0,
@@ -213,7 +214,8 @@ def test_unlisted_and_error_answers_reach_the_inbox_unforgeable(builtin: Server)
 
 
 @pytest.fixture(scope="module")
-def greylisting(tmp_path_factory: pytest.TempPathFactory, dns_port: int) -> Iterator[Server]:
+def greylisting(tmp_path_factory: pytest.TempPathFactory, store_backend: str,
+                dns_port: int) -> Iterator[Server]:
     server = start_server(tmp_path_factory.mktemp("spam-grey"), "grey", {
         "dns": _dns(dns_port),
         "spam": {"enable": True, "greylisting": True, "greylist_delay": 2, "bayes": False},
@@ -343,8 +345,9 @@ def _real_tables(dns_port: int, normal: int, controller: int, clamd: str,
 
 
 @pytest.fixture(scope="module")
-def daemons(tmp_path_factory: pytest.TempPathFactory, dns_port: int, rspamd: tuple[int, int],
-            clamd: str) -> Iterator[tuple[Server, Callable[[str], Server]]]:
+def daemons(tmp_path_factory: pytest.TempPathFactory, store_backend: str, dns_port: int,
+            rspamd: tuple[int, int], clamd: str
+            ) -> Iterator[tuple[Server, Callable[[str], Server]]]:
     """A server filtering through the real rspamd and clamd; the second item restarts it
     with another ``[spam] reject_action``."""
     normal, controller = rspamd

@@ -69,7 +69,7 @@ def wait_for(browser: WebDriver, css: str, timeout: float = 15) -> WebElement:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def server(tmp_path_factory: pytest.TempPathFactory, store_backend: str) -> Iterator[Server]:
     data = tmp_path_factory.mktemp("browser") / "data"
     init_data_dir(data, USERS)
     srv = Server(data).start(timeout=30)

@@ -36,7 +36,7 @@ def _start(data: Path) -> Server:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def server(tmp_path_factory: pytest.TempPathFactory, store_backend: str) -> Iterator[Server]:
     data = tmp_path_factory.mktemp("web") / "data"
     init_data_dir(data, USERS)
     srv = _start(data)

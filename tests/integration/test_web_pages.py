@@ -26,7 +26,7 @@ COOKIE = "__Host-mailstead"
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def server(tmp_path_factory: pytest.TempPathFactory, store_backend: str) -> Iterator[Server]:
     data = tmp_path_factory.mktemp("webpages") / "data"
     init_data_dir(data, Users(passwords={ALICE: ALICE_PW}))
     run_cli("user", "add", ROOT, "--admin", "--password-stdin", "--data-dir", str(data),

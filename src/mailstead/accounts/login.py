@@ -1,6 +1,7 @@
 """What a login attempt returns, the security settings, and the machinery around the password
 check that every protocol shares: the block list (kept in the store, cached briefly), the
-in-memory failure counters and the buffered audit log.
+failure counters (in memory, or in the store when several nodes share it: throttle.py) and
+the buffered audit log.
 
 A successful password check is remembered for ``login_cache_ttl`` seconds (``LoginCache``),
 like Dovecot's auth_cache: clients open several connections, and each argon2id verification
@@ -27,11 +28,24 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from mailstead.accounts.keys import SecurityKeys
-from mailstead.accounts.throttle import Throttle
+from mailstead.accounts.throttle import (
+    FailureCounter,
+    MemoryCounter,
+    StoreCounter,
+    Throttle,
+    failure_delay,
+    rate_limited,
+)
 from mailstead.core.errors import StoreError
 from mailstead.core.secret import Secret
 from mailstead.observability.log import log_event, log_event_at
-from mailstead.storage.interfaces import Account, IpBlock, LoginRecord, SecurityStore
+from mailstead.storage.interfaces import (
+    Account,
+    IpBlock,
+    LoginRecord,
+    SecurityStore,
+    SharedStateStore,
+)
 
 log = logging.getLogger("mailstead.security")
 
@@ -97,10 +111,20 @@ class GuardStats:
 
 
 class Guard:
-    """Block list, failure counters and audit buffer of one process."""
+    """Block list, failure counters and audit buffer of one process.
+
+    With ``shared`` (a store other nodes use too) the failure counts are read from and
+    written to it, so every node delays and blocks a guessing network alike; without, they
+    stay in this process's ``throttle``. Attempts under way are counted per process.
+    """
 
     def __init__(
-        self, store: SecurityStore, settings: SecuritySettings, clock: Callable[[], float]
+        self,
+        store: SecurityStore,
+        settings: SecuritySettings,
+        clock: Callable[[], float],
+        *,
+        shared: SharedStateStore | None = None,
     ) -> None:
         self._store = store
         self.settings = settings
@@ -110,6 +134,10 @@ class Guard:
             window=settings.failure_window,
             delay=settings.failure_delay,
             max_delay=settings.max_failure_delay,
+        )
+        self.failures: FailureCounter = (
+            MemoryCounter(self.throttle) if shared is None
+            else StoreCounter(shared, settings.failure_window, self.throttle)
         )
         self._trusted = tuple(ipaddress.ip_network(n) for n in settings.trusted_networks)
         self._blocks: dict[str, float] = {}
@@ -144,11 +172,30 @@ class Guard:
         until = self._blocks.get(network)
         return until is not None and until > now
 
+    async def over_limit(self, network: str, account: str) -> bool:
+        """Whether this attempt is refused unchecked: the network has failed, and its
+        failures plus its attempts under way here reach ``max_failures``."""
+        failures, _ = await self.failures.counts(network, account, self._clock())
+        return rate_limited(self.settings.max_failures, failures,
+                            self.throttle.in_flight(network))
+
+    async def failed(self, network: str, account: str) -> float:
+        """Counts a failed login (or second factor) of ``network`` for ``account`` and blocks
+        the network once it reaches ``max_failures``; returns the seconds the failure answer
+        waits (0 for the attempt that blocked: the block answers the next ones)."""
+        now = self._clock()
+        mine, theirs = await self.failures.record(network, account, now)
+        if mine >= self.settings.max_failures:
+            await self.block(network, mine)
+            return 0.0
+        s = self.settings
+        return failure_delay(s.failure_delay, s.max_failure_delay, mine, theirs)
+
     async def block(self, network: str, failures: int) -> None:
         now = self._clock()
         until = now + self.settings.block_duration
         self._blocks[network] = until
-        self.throttle.forget(network)
+        await self.failures.forget(network)
         self.stats.blocks += 1
         log_event_at(log, logging.WARNING, "security.blocked", network=network,
                      failures=failures, seconds=int(self.settings.block_duration))

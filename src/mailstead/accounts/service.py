@@ -113,14 +113,20 @@ class AccountService:
         keys: SecurityKeys | None = None,
         security: SecuritySettings | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        shared_failures: bool | None = None,
     ) -> None:
+        """``shared_failures``: count failed logins in the store rather than in this process;
+        by default exactly when other nodes share the store (``Store.networked``)."""
         self._store = store
         self._hasher = hasher
         self._clock = clock
         self._keys = keys
         self._sleep = sleep
         self._dummy_hash: str | None = None
-        self.guard = Guard(store, security or SecuritySettings(), clock)
+        if shared_failures is None:
+            shared_failures = store.networked
+        self.guard = Guard(store, security or SecuritySettings(), clock,
+                           shared=store if shared_failures else None)
         self.login_cache = LoginCache(keys, self.guard.settings.login_cache_ttl, clock)
         # argon2 runs in threads, off the event loop; at most this many at once, so a burst
         # of logins queues instead of oversubscribing the CPU (each hash already uses
@@ -329,7 +335,7 @@ class AccountService:
             if await guard.blocked(network):
                 guard.stats.refused_blocked += 1
                 return await refused(LoginFailure.BLOCKED)
-            if guard.throttle.over_limit(network, self._clock()):
+            if await guard.over_limit(network, user_key):
                 guard.stats.refused_rate_limited += 1
                 return await refused(LoginFailure.RATE_LIMITED)
         guard.throttle.begin(network)
@@ -337,16 +343,13 @@ class AccountService:
             guard.stats.password_checks += 1
             checked = await self._check(username, password, protocol)
             if checked.reason is LoginFailure.BAD_CREDENTIALS and not trusted:
-                now = self._clock()
-                failures = guard.throttle.record_failure(network, user_key, now)
-                if failures >= guard.settings.max_failures:
-                    await guard.block(network, failures)
+                # Counted (on every node when the store is shared) and possibly blocked.
                 # The failure answer waits, growing with the network's (or the account's)
                 # failures, as Dovecot's auth_failure_delay does: guessing one connection at
                 # a time slows down, parallel guessing hits over_limit and the block, and a
                 # correct password is never delayed (a user who mistyped once is not
                 # slowed on every connection their phone opens afterwards).
-                delay = guard.throttle.delay_for(network, user_key, now)
+                delay = await guard.failed(network, user_key)
                 if delay > 0:
                     await self._sleep(delay)
         finally:

@@ -7,12 +7,26 @@ next attempts and, past ``max_failures`` within ``window``, block it (the block 
 kept in the store so every process and the CLI see it). Account failures only ever slow down
 networks that have failed themselves, so an attacker can never lock the owner out.
 Every table is bounded, so a flood of addresses cannot grow memory without limit.
+
+Where the counts live is a ``FailureCounter``: ``MemoryCounter`` (the ``Throttle`` tables of
+this process, for the embedded store, which has one node) or ``StoreCounter`` (the store's
+``auth_failures`` table, when several nodes share a PostgreSQL store, so failures on one node
+delay and block the attacker on every other). The policy (``failure_delay``, ``rate_limited``)
+is the same for both. Attempts under way are always counted per process (``Throttle.begin``).
 """
 
 from __future__ import annotations
 
 import ipaddress
+import logging
 from collections import deque
+from typing import Protocol
+
+from mailstead.core.errors import StoreError
+from mailstead.observability.log import log_event_at
+from mailstead.storage.interfaces import SharedStateStore
+
+log = logging.getLogger("mailstead.security")
 
 MAX_KEYS = 100_000
 ACCOUNT_HISTORY = 64
@@ -45,6 +59,22 @@ def parse_network(text: str) -> str:
         raise ValueError("give an address, or an IPv6 /64")
     ipaddress.ip_address(value)
     return network_key(value)
+
+
+def failure_delay(delay: float, max_delay: float, network: int, account: int) -> float:
+    """Seconds a failure answer waits: 0 for a network without recent failures (the owner on
+    a clean network is never slowed), else ``delay`` doubled per failure of the network or of
+    the account, whichever has more, up to ``max_delay``."""
+    if network == 0 or delay <= 0:
+        return 0.0
+    worst = max(network, account)
+    return float(min(max_delay, delay * 2 ** min(worst - 1, 32)))
+
+
+def rate_limited(max_failures: int, failures: int, in_flight: int) -> bool:
+    """True when a network that has failed already has so many attempts under way that they
+    could pass the threshold together: parallel guessing stops at the threshold."""
+    return failures > 0 and failures + in_flight >= max_failures
 
 
 class Throttle:
@@ -86,20 +116,19 @@ class Throttle:
         return self._count(self._accounts, account, now)
 
     def delay_for(self, network: str, account: str, now: float) -> float:
-        """Seconds to wait before checking: 0 for a network without recent failures (the
-        owner on a clean network is never slowed), else ``delay`` doubled per failure of the
-        network or of the account, whichever has more, up to ``max_delay``."""
+        """``failure_delay`` from this process's counts."""
         mine = self.network_failures(network, now)
-        if mine == 0 or self.delay <= 0:
-            return 0.0
-        worst = max(mine, self.account_failures(account, now))
-        return float(min(self.max_delay, self.delay * 2 ** min(worst - 1, 32)))
+        theirs = self.account_failures(account, now) if mine else 0
+        return failure_delay(self.delay, self.max_delay, mine, theirs)
 
     def over_limit(self, network: str, now: float) -> bool:
-        """True when a network that has failed already has so many attempts under way that
-        they could pass the threshold together: parallel guessing stops at the threshold."""
+        """``rate_limited`` from this process's counts."""
         failures = self.network_failures(network, now)
-        return failures > 0 and failures + self._in_flight.get(network, 0) >= self.max_failures
+        return rate_limited(self.max_failures, failures, self.in_flight(network))
+
+    def in_flight(self, network: str) -> int:
+        """Attempts of ``network`` under way in this process (between ``begin`` and ``end``)."""
+        return self._in_flight.get(network, 0)
 
     def begin(self, network: str) -> None:
         self._in_flight[network] = self._in_flight.get(network, 0) + 1
@@ -134,3 +163,73 @@ class Throttle:
             del table[key]
         while len(table) >= self._max_keys:  # still full: drop the oldest entries
             del table[next(iter(table))]
+
+
+class FailureCounter(Protocol):
+    """Where failed logins are counted: (network failures, account failures) within the
+    failure window, as of ``now``."""
+
+    async def counts(self, network: str, account: str, now: float) -> tuple[int, int]: ...
+
+    async def record(self, network: str, account: str, now: float) -> tuple[int, int]:
+        """Counts one failure; returns the counts including it."""
+
+    async def forget(self, network: str) -> None:
+        """After a block: the network starts afresh once the block ends or is lifted."""
+
+
+class MemoryCounter:
+    """The counts of one process, in a ``Throttle`` (the embedded store: one node)."""
+
+    def __init__(self, throttle: Throttle) -> None:
+        self.throttle = throttle
+
+    async def counts(self, network: str, account: str, now: float) -> tuple[int, int]:
+        t = self.throttle
+        return t.network_failures(network, now), t.account_failures(account, now)
+
+    async def record(self, network: str, account: str, now: float) -> tuple[int, int]:
+        mine = self.throttle.record_failure(network, account, now)
+        return mine, self.throttle.account_failures(account, now)
+
+    async def forget(self, network: str) -> None:
+        self.throttle.forget(network)
+
+
+class StoreCounter:
+    """The counts of every node, in the store's ``auth_failures`` table (issue 10).
+
+    Each failure is also counted in ``local`` (this process's ``Throttle``), which answers
+    while the store cannot: an outage of the database never stops the counting on this node.
+    The rows are deleted past the window by the hourly maintenance (``prune_auth_failures``).
+    """
+
+    def __init__(self, store: SharedStateStore, window: float, local: Throttle) -> None:
+        self._store = store
+        self._window = window
+        self._local = MemoryCounter(local)
+
+    async def counts(self, network: str, account: str, now: float) -> tuple[int, int]:
+        try:
+            return await self._store.auth_failures(network, account, now - self._window)
+        except StoreError as exc:
+            log_event_at(log, logging.WARNING, "security.failures_unreadable", error=str(exc))
+            return await self._local.counts(network, account, now)
+
+    async def record(self, network: str, account: str, now: float) -> tuple[int, int]:
+        local = await self._local.record(network, account, now)
+        try:
+            await self._store.add_auth_failure(network, account, now)
+            return await self._store.auth_failures(network, account, now - self._window)
+        except StoreError as exc:
+            log_event_at(log, logging.WARNING, "security.failure_not_stored", network=network,
+                         error=str(exc))
+            return local
+
+    async def forget(self, network: str) -> None:
+        await self._local.forget(network)
+        try:
+            await self._store.clear_auth_failures(network)
+        except StoreError as exc:  # the rows age out of the window, and the block holds
+            log_event_at(log, logging.WARNING, "security.failures_not_cleared",
+                         network=network, error=str(exc))

@@ -1,7 +1,9 @@
 """``mailstead init``: a new data directory with a config, a store, a domain and a certificate.
 
 Everything is validated before anything is written, and a failure half-way removes what was
-created, so a retry starts clean (init refuses a non-empty directory).
+created, so a retry starts clean (init refuses a non-empty directory). With ``--store
+postgresql://...`` the config points at that database and the domain is created there; a
+database another node initialised already is joined (its domain is kept as it is).
 """
 
 from __future__ import annotations
@@ -17,10 +19,11 @@ from mailstead.accounts.names import DomainNameError, normalise_domain
 from mailstead.accounts.service import AccountService
 from mailstead.cli.context import CommandError, Context
 from mailstead.config.loader import load_config
-from mailstead.config.model import CONFIG_FILE_NAME
+from mailstead.config.model import CONFIG_FILE_NAME, StoreConfig
 from mailstead.config.template import dev_listen, render_config, standard_listen
-from mailstead.config.values import BadValue, parse_hostname
+from mailstead.config.values import BadValue, parse_dsn, parse_hostname
 from mailstead.core.certs import generate_self_signed
+from mailstead.core.errors import AlreadyExists
 
 
 def _prepare_dir(path: Path) -> None:
@@ -54,6 +57,20 @@ def _clean(path: Path) -> None:
             child.unlink(missing_ok=True)
 
 
+def parse_store(value: str | None) -> StoreConfig:
+    """``--store``: "sqlite" (the default, embedded in the data directory) or a PostgreSQL
+    connection URI."""
+    if value is None or value.strip().lower() == "sqlite":
+        return StoreConfig()
+    try:
+        dsn = parse_dsn(value)
+    except BadValue as exc:
+        raise CommandError(f"--store: {exc}") from None
+    if not dsn:
+        raise CommandError('--store: expected "sqlite" or a URI like postgresql://USER@HOST/DB')
+    return StoreConfig(backend="postgresql", dsn=dsn)
+
+
 def init(ctx: Context, args: argparse.Namespace) -> int:
     data_dir = ctx.data_dir(args.data_dir)
     try:
@@ -64,28 +81,45 @@ def init(ctx: Context, args: argparse.Namespace) -> int:
         domain = normalise_domain(args.domain)
     except DomainNameError as exc:
         raise CommandError(f"--domain: {exc}") from None
+    store_config = parse_store(args.store)
     listen = dev_listen() if args.dev else standard_listen()
     _prepare_dir(data_dir)
     try:
-        _write_config(data_dir / CONFIG_FILE_NAME, render_config(hostname, listen))
+        _write_config(
+            data_dir / CONFIG_FILE_NAME, render_config(hostname, listen, store_config)
+        )
         config = load_config(data_dir)
         loopback = [ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("::1")]
         generate_self_signed(
             hostname, config.tls.cert, config.tls.key, ip_addresses=loopback if args.dev else ()
         )
 
-        async def create_store() -> None:
+        async def create_store() -> bool:
+            """Creates the domain; True when a shared database had it already."""
             store = await ctx.open_store(data_dir)
             try:
                 await AccountService(store).add_domain(domain)
+            except AlreadyExists:
+                # Only a shared database can hold the domain before init: another node
+                # made it, and this one joins the installation.
+                if not store.networked:
+                    raise
+                return True
             finally:
                 await store.close()
+            return False
 
-        asyncio.run(create_store())
+        joined = asyncio.run(create_store())
     except BaseException:
         _clean(data_dir)
         raise
-    ctx.out(f"Initialised {data_dir} for {hostname}, with local domain {domain}.")
+    if joined:
+        ctx.out(
+            f"Initialised {data_dir} for {hostname}, joining the installation in the "
+            f"database (it serves {domain} already)."
+        )
+    else:
+        ctx.out(f"Initialised {data_dir} for {hostname}, with local domain {domain}.")
     ctx.out("Next steps:")
     ctx.out(f"  mailstead user add postmaster@{domain} --data-dir {data_dir}")
     ctx.out(f"  mailstead serve --data-dir {data_dir}")

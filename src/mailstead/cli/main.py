@@ -15,6 +15,7 @@ from mailstead import __version__
 from mailstead.cli import admin, apppasswords, card, dkim, dns, security, twofactor
 from mailstead.cli import queue as queue_cli
 from mailstead.cli import sieve as sieve_cli
+from mailstead.cli import store as store_cli
 from mailstead.cli.check_client import register as register_check_client
 from mailstead.cli.context import ENV_DATA_DIR, Context, real_context
 from mailstead.cli.doctor import register as register_doctor
@@ -110,7 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
         "create a new data directory",
         description="Create a data directory: a commented mailstead.toml (mode 0600), the "
         "store with DOMAIN as a local domain, and a self-signed certificate for HOSTNAME in "
-        "DIR/tls/. Refuses a directory that is not empty.",
+        "DIR/tls/. Refuses a directory that is not empty. With --store postgresql://..., the "
+        "store is that database; a database another node initialised is joined.",
         epilog="example:\n  mailstead init --data-dir /var/lib/mailstead "
         "--hostname mail.example.org --domain example.org",
     )
@@ -122,6 +124,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="listen on 127.0.0.1 on unprivileged ports (smtp 2525, submission 2587, "
         "submissions 2465, imap 2143, imaps 2993, pop3 2110, pop3s 2995, http 8080) instead "
         "of the standard ports on all addresses",
+    )
+    p.add_argument(
+        "--store",
+        metavar="STORE",
+        help='where the state lives: "sqlite" (default, embedded in DIR) or a PostgreSQL URI '
+        "such as postgresql://mailstead@db.example.org/mailstead, shared by several nodes "
+        "(written to [store] in mailstead.toml)",
     )
 
     _add(
@@ -224,6 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     queue_cli.register(sub, _add, _group)
     sieve_cli.register(sub, _add, _group)
+    store_cli.register(sub, _add, _group)
     register_doctor(sub, _add)
     register_check_client(sub, _add)
 

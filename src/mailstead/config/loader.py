@@ -35,6 +35,7 @@ from mailstead.config.model import (
     SieveConfig,
     SMTPConfig,
     SpamConfig,
+    StoreConfig,
     TLSConfig,
 )
 from mailstead.core.errors import ConfigError
@@ -52,6 +53,9 @@ PARSERS: dict[tuple[str, str], Parser] = {
     **{("listen", f.name): v.parse_listen for f in dataclasses.fields(ListenConfig)},
     ("tls", "cert"): v.parse_path,
     ("tls", "key"): v.parse_path,
+    ("store", "backend"): v.parse_backend,
+    ("store", "dsn"): v.parse_dsn,
+    ("store", "pool_size"): lambda x: v.parse_int(x, 1, 1000),
     ("dns", "nameservers"): v.parse_nameservers,
     # RFC 5321 section 4.5.3.1.7: a server must accept messages of at least 64K octets.
     ("smtp", "max_message_size"): lambda x: v.parse_int(x, 65536, GIB),
@@ -84,6 +88,7 @@ PARSERS: dict[tuple[str, str], Parser] = {
     ("queue", "connect_timeout"): lambda x: v.parse_seconds(x, 0.1, 600),
     ("queue", "command_timeout"): lambda x: v.parse_seconds(x, 0.1, 3600),
     ("queue", "connection_reuse_time"): lambda x: v.parse_seconds(x, 0, 300),
+    ("queue", "lease"): lambda x: v.parse_seconds(x, 0, 86400),
     ("queue", "sender_hourly_limit"): lambda x: v.parse_int(x, 0, 10_000_000),
     ("queue", "smarthost"): v.parse_smarthosts,
     ("queue", "tls_ca_file"): v.parse_path,
@@ -257,6 +262,21 @@ def parse_config(text: str, path: Path, data_dir: Path) -> Config:
             "queue.max_connections_per_domain: must not exceed queue.max_connections "
             f"({queue.max_connections}), got {queue.max_connections_per_domain}",
         )
+    longest = 10 * queue.connect_timeout + 8 * queue.command_timeout
+    if queue.lease and queue.lease < longest:
+        raise ld.error(
+            ("queue", "lease"),
+            f"queue.lease ({queue.lease:g} s) must outlast the longest delivery attempt, "
+            f"10 x connect_timeout + 8 x command_timeout = {longest:g} s, or a slow attempt "
+            "could be claimed twice; raise it or lower the timeouts",
+        )
+    store = StoreConfig(**sections["store"])
+    if store.backend == "postgresql" and not store.dsn:
+        raise ld.error(
+            ("store", "backend"),
+            'store.backend is "postgresql" but store.dsn is not set; give the connection URI, '
+            'e.g. dsn = "postgresql://mailstead@127.0.0.1/mailstead"',
+        )
     spam = SpamConfig(**sections["spam"])
     if spam.junk_score > spam.reject_score:
         raise ld.error(
@@ -270,6 +290,7 @@ def parse_config(text: str, path: Path, data_dir: Path) -> Config:
         config_path=path,
         listen=listen,
         tls=tls,
+        store=store,
         dns=DNSConfig(**sections["dns"]),
         smtp=smtp,
         pop3=pop3,

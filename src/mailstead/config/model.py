@@ -388,6 +388,17 @@ class QueueConfig:
             "300",
         ),
     )
+    lease: float = field(
+        default=0.0,
+        metadata=_doc(
+            "Seconds a node owns a recipient it is delivering; when the node dies, the "
+            "recipient is retried (by any node sharing the store) once this has passed. It "
+            "must outlast the longest attempt, 10 x connect_timeout + 8 x command_timeout, or "
+            "a slow attempt could be claimed twice. 0: that sum, at least 600.",
+            "number (seconds)",
+            "0 (derived: 2700 with the default timeouts)",
+        ),
+    )
     connection_reuse_time: float = field(
         default=5.0,
         metadata=_doc(
@@ -527,6 +538,41 @@ class SecurityConfig:
 
 
 LOG_LEVELS: tuple[str, ...] = ("debug", "info", "warning", "error")
+
+
+@dataclass(frozen=True, slots=True)
+class StoreConfig:
+    """Where the state lives: the embedded SQLite store in the data directory, or PostgreSQL
+    shared by several nodes (issue 10)."""
+
+    backend: str = field(
+        default="sqlite",
+        metadata=_doc(
+            '"sqlite" (embedded, in the data directory; one node) or "postgresql" (every '
+            "node that points at the same database serves the same accounts and mailboxes).",
+            "string",
+            '"sqlite"',
+        ),
+    )
+    dsn: str = field(
+        default="",
+        metadata=_doc(
+            "The PostgreSQL connection URI for backend = \"postgresql\", e.g. "
+            '"postgresql://mailstead@127.0.0.1/mailstead"; a password may be given in the URI '
+            "or in ~/.pgpass. Message bodies are kept in the database too, so the nodes need "
+            "no shared filesystem.",
+            "string (URI)",
+            '""',
+        ),
+    )
+    pool_size: int = field(
+        default=10,
+        metadata=_doc(
+            "Connections each node keeps to PostgreSQL (plus one for change notifications).",
+            "integer",
+            "10",
+        ),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -871,6 +917,7 @@ class Config:
     config_path: Path = field(metadata={"toml": "no"})
     listen: ListenConfig
     tls: TLSConfig
+    store: StoreConfig = field(default_factory=StoreConfig)
     dns: DNSConfig = field(default_factory=DNSConfig)
     smtp: SMTPConfig = field(default_factory=SMTPConfig)
     pop3: POP3Config = field(default_factory=POP3Config)
@@ -889,6 +936,7 @@ class Config:
 SECTIONS: tuple[tuple[str, type[Any]], ...] = (
     ("listen", ListenConfig),
     ("tls", TLSConfig),
+    ("store", StoreConfig),
     ("dns", DNSConfig),
     ("smtp", SMTPConfig),
     ("pop3", POP3Config),

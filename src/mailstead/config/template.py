@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import textwrap
 
-from mailstead.config.model import SECTIONS, HostPort, ListenConfig
+from mailstead.config.model import SECTIONS, HostPort, ListenConfig, StoreConfig
 
 # The ports of a --dev installation: the standard ones moved above 1024 so no privilege is
 # needed, on loopback only.
@@ -65,8 +65,12 @@ def _default_toml(value: object) -> str:
     return str(value)
 
 
-def render_config(hostname: str, listen: ListenConfig) -> str:
-    """The text of a fresh mailstead.toml for ``hostname`` with the given listeners."""
+def render_config(hostname: str, listen: ListenConfig, store: StoreConfig | None = None) -> str:
+    """The text of a fresh mailstead.toml for ``hostname`` with the given listeners; ``store``
+    (default: the embedded SQLite store) is written out when it is not the default, so
+    ``mailstead init --store postgresql://...`` yields a config that points at the database."""
+    store = store or StoreConfig()
+    default_store = StoreConfig()
     out = [
         "# Mailstead configuration. Reference: docs/config.md; the server reads this file at",
         "# start-up. Lines starting with # are comments; uncomment a setting to change it.",
@@ -103,6 +107,8 @@ def render_config(hostname: str, listen: ListenConfig) -> str:
                 out.append(f"# {f.name} = [{delays}]")
             elif name == "security" and f.name == "trusted_networks":
                 out.append('# trusted_networks = ["192.0.2.0/24"]   (default: none)')
+            elif name == "store" and getattr(store, f.name) != getattr(default_store, f.name):
+                out.append(f"{f.name} = {_default_toml(getattr(store, f.name))}")
             elif name == "dns":
                 out.append('# nameservers = ["127.0.0.1:53"]   (default: the system resolver)')
             else:

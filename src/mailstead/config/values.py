@@ -164,6 +164,28 @@ def parse_seconds(value: object, low: float, high: float) -> float:
     return float(value)
 
 
+STORE_BACKENDS = ("sqlite", "postgresql")
+
+
+def parse_backend(value: object) -> str:
+    """The store backend name, case-insensitive."""
+    if not isinstance(value, str) or value.strip().lower() not in STORE_BACKENDS:
+        raise BadValue(f"expected one of {', '.join(STORE_BACKENDS)}, got {shown(value)}")
+    return value.strip().lower()
+
+
+def parse_dsn(value: object) -> str:
+    """A PostgreSQL connection URI (``postgresql://`` or ``postgres://``), or empty."""
+    if not isinstance(value, str):
+        raise BadValue(f"expected a string, got {shown(value)}")
+    text = value.strip()
+    if text and not text.startswith(("postgresql://", "postgres://")):
+        raise BadValue(
+            f"expected a URI like postgresql://USER@HOST/DATABASE, got {shown(value)}"
+        )
+    return text
+
+
 def parse_level(value: object) -> str:
     """A log level name, case-insensitive."""
     if not isinstance(value, str) or value.strip().lower() not in LOG_LEVELS:

@@ -8,7 +8,8 @@ ends in one outcome per recipient: delivered, deferred on the retry schedule (4x
 connection), or bounced (5xx, expiry, loop, null MX) with a DSN to the sender. Recipients in a
 local domain never leave the process: they are delivered locally by the same two-phase store
 path as inbound mail (``local.py``). A row left "active" by a process that died is retried
-after restart. The TLS-RPT counters are logged from the maintenance pass every hour.
+after restart (embedded store) or, when several nodes share the store, by any node once its
+lease has run out. The TLS-RPT counters are logged from the maintenance pass every hour.
 
 Ordering that matters for "never lost": a DSN is made durable before the rows it reports are
 marked bounced (``recorder.py``), and a message is marked delivered only after the remote
@@ -55,7 +56,7 @@ from mailstead.queue.outcome import (
 )
 from mailstead.queue.recorder import Recorder
 from mailstead.queue.schedule import RetryPolicy
-from mailstead.storage.interfaces import QueueEntry, Store
+from mailstead.storage.interfaces import QueueEntry, QueueUpdate, Store
 
 log = logging.getLogger("mailstead.queue")
 
@@ -76,8 +77,13 @@ class WorkerSettings:
     # attempts to every MX address plus every command timeout), or a slow attempt could be
     # claimed twice. ``app.py`` derives it from the timeouts.
     lease: float = 3600.0
+    # This node's name (core/nodeid.py), recorded on the rows it claims: at start-up a node
+    # takes its own in-flight rows back at once, other nodes' only when their lease ends.
+    node: str = ""
     batch: int = 500
     poll_interval: float = 1.0
+    # Expired leases are looked for at every maintenance pass and at least 4 times per lease,
+    # so the rows of a node that died are retried soon after their lease ends.
     maintenance_interval: float = 60.0
     keep_finished: float = 7 * 86400.0  # delivered/bounced rows kept for `queue show`
     tlsrpt_interval: float = TLSRPT_INTERVAL
@@ -116,10 +122,12 @@ class QueueWorkers:
         self._domains: dict[str, tuple[asyncio.Semaphore, int]] = {}
         self._wake = asyncio.Event()
         self._jobs: set[asyncio.Task[None]] = set()
+        self._job_rows: dict[asyncio.Task[None], list[QueueEntry]] = {}
         self._active_rows = 0
         self._loop_task: asyncio.Task[None] | None = None
         self._stopping = False
         self._last_maintenance = -math.inf
+        self._last_recover = -math.inf
         self._recorder = Recorder(store, self._notifier, self._policy, clock=clock)
         self._tlsrpt = tlsrpt
         self._last_tlsrpt = clock()
@@ -128,8 +136,13 @@ class QueueWorkers:
 
     async def start(self) -> None:
         """Recovers rows a previous process left in flight, then starts the loop."""
-        # At start-up no other process serves this queue, so every lease is stale.
-        recovered = await self._store.recover_active(math.inf)
+        # With the embedded store no other process serves this queue at start-up, so every
+        # lease is stale. A shared store's "active" rows may belong to a live node: only
+        # expired leases and this node's own rows (claimed before it went down) come back.
+        shared = bool(getattr(self._store, "networked", False))
+        recovered = await self._store.recover_active(
+            self._clock() if shared else math.inf, self._settings.node or None
+        )
         if recovered:
             log_event(
                 log,
@@ -145,7 +158,8 @@ class QueueWorkers:
 
     async def stop(self, grace: float) -> None:
         """Stops claiming; in-flight attempts get ``grace`` seconds to finish, the rest are
-        cancelled and their rows stay "active" until the next start recovers them."""
+        cancelled: their rows stay "active" until the next start recovers them (embedded
+        store) or are made due at once for every node (shared store)."""
         self._stopping = True
         self._wake.set()
         if self._loop_task is not None:
@@ -154,21 +168,36 @@ class QueueWorkers:
                 await self._loop_task
         if self._jobs:
             _done, pending = await asyncio.wait(set(self._jobs), timeout=grace)
+            rows = [e for task in pending for e in self._job_rows.get(task, [])]
             for task in pending:
                 task.cancel()
             if pending:
                 await asyncio.gather(*pending, return_exceptions=True)
+                shared = bool(getattr(self._store, "networked", False))
+                if shared:
+                    await self._release(rows)
                 log_event(
                     log,
                     "queue.stopped_in_flight",
                     jobs=len(pending),
-                    note="retried at the next start",
+                    note="due again now" if shared else "retried at the next start",
                 )
         close = getattr(self._client, "close", None)
         if close is not None:
             with contextlib.suppress(Exception):
                 await close()
         self.report_tls()
+
+    async def _release(self, rows: Sequence[QueueEntry]) -> None:
+        """Gives the leases of interrupted attempts back (due now, as deferred), so that with
+        a shared store the other nodes, or this one once restarted, retry them at once rather
+        than after the lease: a node that starts takes back only expired leases."""
+        now = self._clock()
+        updates = [QueueUpdate(e.id, "deferred", now, "interrupted by a shutdown") for e in rows]
+        try:
+            await self._store.update_queue(updates)
+        except StoreError as exc:  # the leases run out instead
+            log_event(log, "queue.release_failed", rows=len(updates), error=str(exc))
 
     def report_tls(self) -> None:
         """Logs the TLS-RPT counters gathered since the last report (one structured line per
@@ -207,12 +236,15 @@ class QueueWorkers:
 
     async def _maintenance(self) -> None:
         now = self._clock()
-        if now - self._last_maintenance < self._settings.maintenance_interval:
+        s = self._settings
+        if now - self._last_recover >= min(s.maintenance_interval, s.lease / 4):
+            self._last_recover = now
+            recovered = await self._store.recover_active(now)
+            if recovered:
+                log_event(log, "queue.lease_expired", rows=recovered)
+        if now - self._last_maintenance < s.maintenance_interval:
             return
         self._last_maintenance = now
-        recovered = await self._store.recover_active(now)
-        if recovered:
-            log_event(log, "queue.lease_expired", rows=recovered)
         purged = await self._store.purge_finished(now - self._settings.keep_finished)
         if purged:
             log_event(log, "queue.purged", rows=purged)
@@ -221,7 +253,7 @@ class QueueWorkers:
 
     async def _claim(self, limit: int | None = None) -> int:
         s = self._settings
-        rows = await self._store.claim_due(self._clock(), limit or s.batch, s.lease)
+        rows = await self._store.claim_due(self._clock(), limit or s.batch, s.lease, s.node)
         groups: dict[tuple[str, str], list[QueueEntry]] = {}
         for row in rows:
             groups.setdefault((row.queue_id, domain_of(row.rcpt_to)), []).append(row)
@@ -229,11 +261,13 @@ class QueueWorkers:
             self._active_rows += len(entries)
             task = asyncio.create_task(self._job(domain, entries))
             self._jobs.add(task)
+            self._job_rows[task] = entries
             task.add_done_callback(self._job_done)
         return len(rows)
 
     def _job_done(self, task: asyncio.Task[None]) -> None:
         self._jobs.discard(task)
+        self._job_rows.pop(task, None)
         self._wake.set()  # a slot is free
 
     @contextlib.asynccontextmanager

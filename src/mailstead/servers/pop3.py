@@ -4,6 +4,10 @@ This module never parses: bytes go into ``POP3ServerCore``, its events go to the
 service and the mail store, and their answers go back into the core (DESIGN rule 4). What
 both listeners share (the per-account lock behind ``[IN-USE]``) lives in one ``Maildrops``
 object. Message sizes come from the store, measured once at delivery: a login reads no body.
+
+The lock is ``LocalLock`` (in memory) for a store of one node, and ``LeaseLock`` (a lease in
+the store, renewed while the session lives) when several nodes share the store, so a second
+session on any node gets ``[IN-USE]`` and the lock of a node that died expires by itself.
 """
 
 from __future__ import annotations
@@ -11,15 +15,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import secrets
+import socket
 import ssl
-from collections.abc import Sequence
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from mailstead.accounts.login import LoginFailure
 from mailstead.accounts.service import AccountService
 from mailstead.core.errors import StoreError
-from mailstead.observability.log import log_event
+from mailstead.observability.log import log_event, log_event_at
 from mailstead.proto.pop3 import replies
 from mailstead.proto.pop3.events import (
     NEED_DATA,
@@ -35,7 +43,7 @@ from mailstead.proto.pop3.events import (
 from mailstead.proto.pop3.framing import wire_size
 from mailstead.proto.pop3.server import POP3ServerCore
 from mailstead.servers.listener import Connection, ConnectionLost, Interrupted
-from mailstead.storage.interfaces import MailboxInfo, MessageInfo
+from mailstead.storage.interfaces import MailboxInfo, MessageInfo, SharedStateStore
 
 log = logging.getLogger("mailstead.pop3")
 
@@ -46,6 +54,9 @@ R_APP_PASSWORD = replies.err(
 R_AUTH_TEMPORARY = replies.err(
     "Too many failed logins from your address, try again later", "SYS/TEMP"
 )
+# A lease outlives a node that died by at most this long; sessions renew theirs every third
+# of it, so a renewal can fail twice (a database hiccup) before the lock is at risk.
+LEASE_TTL = 60.0
 
 
 class Pop3Store(Protocol):
@@ -81,23 +92,113 @@ class OpenMaildrop:
     entries: tuple[MaildropEntry, ...]
 
 
+class MaildropLock(Protocol):
+    """The exclusive-access lock of each account's maildrop (RFC 1939 section 8), held by
+    one session (``holder``, unique per session) at a time."""
+
+    async def acquire(self, account_id: int, holder: str) -> bool:
+        """True when ``holder`` now holds the lock, False when another session does.
+        Raises StoreError when that cannot be known."""
+
+    async def release(self, account_id: int, holder: str) -> None:
+        """Gives the lock up if ``holder`` holds it; never raises."""
+
+
+class LocalLock:
+    """The lock in this process's memory: enough when no other node serves the store."""
+
+    def __init__(self) -> None:
+        self._holders: dict[int, str] = {}
+
+    async def acquire(self, account_id: int, holder: str) -> bool:
+        return self._holders.setdefault(account_id, holder) == holder
+
+    async def release(self, account_id: int, holder: str) -> None:
+        if self._holders.get(account_id) == holder:
+            del self._holders[account_id]
+
+
+class LeaseLock:
+    """The lock as a store lease ``pop3:<account id>`` shared by every node (issue 10).
+
+    The owner is this process's ``node`` id plus the session's holder. A held lease is
+    renewed every ``ttl / 3`` seconds until released, so a node that dies (or loses the
+    database) holds it at most ``ttl`` seconds more.
+    """
+
+    def __init__(
+        self,
+        store: SharedStateStore,
+        *,
+        ttl: float = LEASE_TTL,
+        node: str | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._ttl = ttl
+        self._clock = clock
+        # Host and pid for the operator reading the leases table; the random part keeps two
+        # processes apart even when containers give them the same host name and pid.
+        self.node = node or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        self._renewers: dict[tuple[int, str], asyncio.Task[None]] = {}
+
+    def _lease(self, account_id: int, holder: str) -> tuple[str, str]:
+        return f"pop3:{account_id}", f"{self.node}/{holder}"
+
+    async def acquire(self, account_id: int, holder: str) -> bool:
+        name, owner = self._lease(account_id, holder)
+        if not await self._store.acquire_lease(name, owner, self._clock(), self._ttl):
+            return False
+        key = (account_id, holder)
+        if key not in self._renewers:
+            self._renewers[key] = asyncio.get_running_loop().create_task(
+                self._renew(name, owner), name=f"lease {name}")
+        return True
+
+    async def _renew(self, name: str, owner: str) -> None:
+        while True:
+            await asyncio.sleep(self._ttl / 3)
+            try:
+                held = await self._store.acquire_lease(name, owner, self._clock(), self._ttl)
+            except StoreError as exc:
+                log_event_at(log, logging.WARNING, "pop3.lock_renew_failed", lease=name,
+                             error=str(exc))
+                continue
+            if not held:  # expired while the store was away, and another session took it
+                log_event_at(log, logging.WARNING, "pop3.lock_lost", lease=name)
+                return
+
+    async def release(self, account_id: int, holder: str) -> None:
+        task = self._renewers.pop((account_id, holder), None)
+        if task is not None:
+            task.cancel()
+            # Wait for it to end: a renewal still in flight must not re-create the lease
+            # after the delete below.
+            await asyncio.wait([task])
+        name, owner = self._lease(account_id, holder)
+        try:
+            await self._store.release_lease(name, owner)
+        except StoreError as exc:  # it expires by itself
+            log_event_at(log, logging.WARNING, "pop3.lock_release_failed", lease=name,
+                         error=str(exc))
+
+
 class Maildrops:
     """What the POP3 listeners share: the per-account session lock (RFC 1939 section 8 asks
     for an exclusive-access lock; a second session gets ``[IN-USE]``, RFC 2449 section 8.1.1).
-    IMAP sessions never take the lock."""
+    IMAP sessions never take the lock. ``lock`` defaults to ``LocalLock``; a store shared by
+    several nodes needs ``LeaseLock``."""
 
-    def __init__(self, store: Pop3Store) -> None:
+    def __init__(self, store: Pop3Store, lock: MaildropLock | None = None) -> None:
         self.store = store
-        self._locked: set[int] = set()
+        self.lock: MaildropLock = lock if lock is not None else LocalLock()
 
-    def try_lock(self, account_id: int) -> bool:
-        if account_id in self._locked:
-            return False
-        self._locked.add(account_id)
-        return True
+    async def try_lock(self, account_id: int, holder: str) -> bool:
+        """Raises StoreError."""
+        return await self.lock.acquire(account_id, holder)
 
-    def unlock(self, account_id: int) -> None:
-        self._locked.discard(account_id)
+    async def unlock(self, account_id: int, holder: str) -> None:
+        await self.lock.release(account_id, holder)
 
     async def open(self, account_id: int) -> OpenMaildrop:
         """The INBOX snapshot with the sizes RETR will send (RFC 1939 section 11), from the
@@ -127,6 +228,8 @@ class _Session:
     """One connection's state as the server sees it (the core owns the protocol state)."""
 
     client: str
+    # Identifies the session as the holder of the maildrop lock.
+    holder: str = field(default_factory=lambda: secrets.token_hex(8))
     account_id: int | None = None
     user: str = "-"
     drop: OpenMaildrop | None = None
@@ -169,11 +272,16 @@ class POP3Server:
         try:
             await self._run(conn, core, state)
         finally:
-            if state.account_id is not None:
-                self._maildrops.unlock(state.account_id)
+            await self._unlock(state)
             if state.drop is not None:
                 log_event(log, "pop3.session", listener=s.name, client=state.client,
                           user=state.user, retrieved=state.retrieved, deleted=state.deleted)
+
+    async def _unlock(self, state: _Session) -> None:
+        """Releases the session's maildrop lock, if it holds it (once)."""
+        account_id, state.account_id = state.account_id, None
+        if account_id is not None:
+            await self._maildrops.unlock(account_id, state.holder)
 
     async def _run(self, conn: Connection, core: POP3ServerCore, state: _Session) -> None:
         s = self._settings
@@ -218,6 +326,10 @@ class POP3Server:
                     return
                 core.tls_started()
             elif isinstance(event, ConnectionClosed):
+                # The lock goes before the last reply (QUIT's +OK, after any UPDATE, RFC 1939
+                # section 6) does, so a client that reconnects at once is never told
+                # [IN-USE]: with a lease, releasing takes a database round trip.
+                await self._unlock(state)
                 conn.write(core.data_to_send())
                 with contextlib.suppress(ConnectionLost):
                     await conn.drain()
@@ -244,7 +356,14 @@ class POP3Server:
             core.login_failed(R_APP_PASSWORD if result.reason is
                               LoginFailure.APP_PASSWORD_REQUIRED else replies.AUTH_FAILED)
             return
-        if not self._maildrops.try_lock(account.id):
+        try:
+            locked = await self._maildrops.try_lock(account.id, state.holder)
+        except StoreError as exc:
+            log_event(log, "pop3.lock_failed", client=state.client, user=account.address,
+                      error=str(exc))
+            core.login_failed(replies.SYS_TEMP)
+            return
+        if not locked:
             log_event(log, "pop3.in_use", client=state.client, user=account.address)
             core.login_failed(replies.IN_USE)
             return
@@ -254,7 +373,7 @@ class POP3Server:
         except StoreError as exc:
             log_event(log, "pop3.open_failed", client=state.client, user=account.address,
                       error=str(exc))
-            self._maildrops.unlock(account.id)
+            await self._maildrops.unlock(account.id, state.holder)
             state.account_id = None
             core.login_failed(replies.SYS_TEMP)
             return

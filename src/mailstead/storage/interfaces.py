@@ -308,19 +308,25 @@ class DkimKey:
 class OutboundStore(Protocol):
     """The queue as the outbound workers and the queue CLI see it (DESIGN rule 7)."""
 
-    async def claim_due(self, now: float, limit: int, lease: float) -> list[QueueEntry]:
+    async def claim_due(
+        self, now: float, limit: int, lease: float, owner: str = ""
+    ) -> list[QueueEntry]:
         """Atomically moves up to ``limit`` rows in state queued/deferred with
         ``next_attempt <= now`` to "active" (``next_attempt = now + lease``), oldest first,
-        new mail before long-deferred mail so a backlog of retries cannot starve it."""
+        new mail before long-deferred mail so a backlog of retries cannot starve it; the rows
+        record ``owner`` (the claiming node's name) for ``recover_active``. With several
+        nodes, no row is claimed by two of them."""
 
     async def update_queue(self, updates: Sequence[QueueUpdate]) -> None:
         """Records attempt outcomes in one transaction; ``attempts`` grows by one each.
         Rows already delivered or bounced (or deleted) are left as they are: a final state
         is never undone."""
 
-    async def recover_active(self, now: float) -> int:
-        """Rows left "active" by a process that died (lease expired) go back to "queued";
-        returns how many. Called at start-up and periodically."""
+    async def recover_active(self, now: float, owner: str | None = None) -> int:
+        """Rows left "active" by a process that died (lease expired) go back to "queued",
+        and with ``owner`` also every active row that node claimed whatever its lease (the
+        node is starting again: its attempts died with it); returns how many. Called at
+        start-up and periodically."""
 
     async def queue_entries(self, queue_id: str) -> list[QueueEntry]:
         """All rows of one message (any state); [] when unknown."""
@@ -548,9 +554,44 @@ class SieveStore(Protocol):
         """Deletes log rows older than ``before``; returns how many."""
 
 
-class Store(MailStore, OutboundStore, SecurityStore, SpamStore, SieveStore, Protocol):
+# ---------------------------------------------------------------------------------------------
+# State that must hold across nodes (issue 10, migration 0009): leases (the POP3 maildrop lock)
+# and failed-login counts (brute-force protection). Both backends keep them in the database;
+# with SQLite (one node) the server may keep its counters in memory instead (``networked``).
+
+
+class SharedStateStore(Protocol):
+    async def acquire_lease(self, name: str, owner: str, now: float, ttl: float) -> bool:
+        """Takes the lease ``name`` for ``owner`` until ``now + ttl`` when it is free, expired
+        or already ``owner``'s (then it is renewed); False when another owner holds it.
+        Atomic: of two nodes asking at once, exactly one gets it."""
+
+    async def release_lease(self, name: str, owner: str) -> None:
+        """Gives the lease up if ``owner`` holds it (else nothing happens)."""
+
+    async def add_auth_failure(self, network: str, account: str, at: float) -> None:
+        """Records one failed login of client ``network`` (throttle.network_key) for
+        ``account`` (the name tried, lower-cased)."""
+
+    async def auth_failures(self, network: str, account: str, since: float) -> tuple[int, int]:
+        """(failures of ``network``, failures for ``account``) with ``at > since``."""
+
+    async def clear_auth_failures(self, network: str) -> None:
+        """Forgets the network's failures (after it was blocked: it starts afresh)."""
+
+    async def prune_auth_failures(self, before: float) -> int:
+        """Deletes failures at or before ``before``; returns how many."""
+
+
+class Store(
+    MailStore, OutboundStore, SecurityStore, SpamStore, SieveStore, SharedStateStore, Protocol
+):
     """The whole persistent state of a Mailstead installation (mailbox access included, so
     every service sees one interface)."""
+
+    # True when other Mailstead nodes may share this store (PostgreSQL): then state that one
+    # process could keep in memory (login failure counts, the POP3 lock) must live here.
+    networked: bool
 
     async def close(self) -> None: ...
 

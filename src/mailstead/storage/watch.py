@@ -119,6 +119,13 @@ class WatchHub:
         for loop, future in wake:
             _schedule(loop, future)
 
+    def publish_all(self) -> None:
+        """Tells every watcher that something may have changed (after notifications were
+        lost, e.g. a reconnect to PostgreSQL)."""
+        with self.lock:
+            accounts = list(self._by_account)
+        self.publish(accounts)
+
     def watchers(self, account_id: int) -> int:
         """How many watchers the account has (for metrics and tests)."""
         with self.lock:

@@ -147,11 +147,8 @@ class AuthPages:
         self._audit(request, pending, False, "bad_second_factor")
         # A wrong code counts like a wrong password (the same per-network failure counters
         # and blocks), and a few of them send the person back to the password.
-        if not trusted:
-            now = self.web.clock()
-            failures = guard.throttle.record_failure(network, address_key(pending.address), now)
-            if failures >= guard.settings.max_failures:
-                await guard.block(network, failures)
+        if not trusted:  # counted on every node when the store is shared; no delay here
+            await guard.failed(network, address_key(pending.address))
         pending.attempts += 1
         if pending.attempts >= MAX_CODE_ATTEMPTS:
             session.pending = None

@@ -1,5 +1,5 @@
-"""Account security (issue 6) against the real SQLite store: login outcomes, two-factor,
-app passwords, brute-force blocks, the audit log and the key file."""
+"""Account security (issue 6) against the real store of each backend: login outcomes,
+two-factor, app passwords, brute-force blocks, the audit log and the key file."""
 
 from __future__ import annotations
 
@@ -21,8 +21,8 @@ from mailstead.accounts.service import AccountService
 from mailstead.accounts.throttle import Throttle, network_key, parse_network
 from mailstead.core.errors import AlreadyExists, NotFound
 from mailstead.core.secret import Secret
-from mailstead.storage import open_store
 from mailstead.storage.interfaces import Store
+from storebackends import BACKENDS, open_backend
 
 T = TypeVar("T")
 FAST = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
@@ -35,11 +35,11 @@ OWNER = "198.51.100.7"
 class World:
     """A store, a service with a hand-driven clock, and the delays it asked to sleep."""
 
-    def __init__(self, tmp: Path, runner: asyncio.Runner, **settings: Any) -> None:
+    def __init__(self, tmp: Path, runner: asyncio.Runner, backend: str, **settings: Any) -> None:
         self.runner = runner
         self.now = 1_800_000_000.0
         self.slept: list[float] = []
-        self.store: Store = self.run(open_store(tmp))
+        self.store: Store = self.run(open_backend(backend, tmp))
         self.keys = SecurityKeys.load_or_create(tmp)
         self.settings = SecuritySettings(**settings)
         self.svc = self.service()
@@ -73,10 +73,10 @@ class World:
         return self.run(self.svc.security.confirm_two_factor(setup, code))
 
 
-@pytest.fixture
-def world(tmp_path: Path) -> Iterator[World]:
+@pytest.fixture(params=BACKENDS)
+def world(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[World]:
     with asyncio.Runner() as runner:
-        w = World(tmp_path, runner, failure_delay=0.5, max_failure_delay=8.0)
+        w = World(tmp_path, runner, request.param, failure_delay=0.5, max_failure_delay=8.0)
         try:
             yield w
         finally:
@@ -211,9 +211,11 @@ def test_block_expires(world: World) -> None:
     assert world.login(PASSWORD, ip=ATTACKER).ok
 
 
-def test_ipv6_counts_per_64_and_trusted_networks_are_never_blocked(tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_ipv6_counts_per_64_and_trusted_networks_are_never_blocked(
+        tmp_path: Path, backend: str) -> None:
     with asyncio.Runner() as runner:
-        w = World(tmp_path, runner, max_failures=3, failure_delay=0.0,
+        w = World(tmp_path, runner, backend, max_failures=3, failure_delay=0.0,
                   trusted_networks=("192.0.2.0/24",))
         try:
             for host in ("2001:db8:1:2::1", "2001:db8:1:2::2", "2001:db8:1:2:ffff::9"):

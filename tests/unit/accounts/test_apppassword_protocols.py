@@ -21,7 +21,7 @@ from mailstead.accounts.service import AccountService
 from mailstead.cli.context import Context
 from mailstead.cli.main import main
 from mailstead.core.secret import Secret
-from mailstead.storage import open_store
+from storebackends import BACKENDS, open_backend
 
 FAST = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
 USER = "alice@example.test"
@@ -41,9 +41,9 @@ def test_parse_protocols_knows_managesieve_and_never_web() -> None:
 
 
 class World:
-    def __init__(self, tmp: Path, runner: asyncio.Runner) -> None:
+    def __init__(self, tmp: Path, runner: asyncio.Runner, backend: str) -> None:
         self.runner = runner
-        self.store = runner.run(open_store(tmp))
+        self.store = runner.run(open_backend(backend, tmp))
         self.svc = AccountService(self.store, FAST, keys=SecurityKeys.load_or_create(tmp))
         runner.run(self.svc.add_domain("example.test"))
         runner.run(self.svc.add_user(USER, Secret(PASSWORD)))
@@ -53,10 +53,10 @@ class World:
                                               client_ip="198.51.100.7", mechanism="PLAIN"))
 
 
-@pytest.fixture
-def world(tmp_path: Path) -> Iterator[World]:
+@pytest.fixture(params=BACKENDS)
+def world(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[World]:
     with asyncio.Runner() as runner:
-        w = World(tmp_path, runner)
+        w = World(tmp_path, runner, request.param)
         try:
             yield w
         finally:

@@ -1,12 +1,15 @@
-"""The Bayesian classifier: tokens, the combination, and learning per account in SQLite."""
+"""The Bayesian classifier: tokens, the combination, and learning per account in the store
+(each backend)."""
 
 from __future__ import annotations
 
 import asyncio
 from pathlib import Path
 
+import pytest
+
 from mailstead.filters.bayes import BayesClassifier, combine, token_probability, tokens
-from mailstead.storage import open_store
+from storebackends import BACKENDS, open_backend
 
 
 def msg(subject: str, body: str) -> bytes:
@@ -43,9 +46,10 @@ def test_probability_and_combination() -> None:
     assert combine([]) == 0.5
 
 
-def test_learn_then_classify_per_account(tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_learn_then_classify_per_account(tmp_path: Path, backend: str) -> None:
     async def main() -> None:
-        store = await open_store(tmp_path)
+        store = await open_backend(backend, tmp_path)
         try:
             await store.add_domain("example.test")
             alice = await store.add_account("alice@example.test", "x")

@@ -1,12 +1,14 @@
-"""Greylisting over a real SQLite store with an injected clock."""
+"""Greylisting over the real store of each backend with an injected clock."""
 
 from __future__ import annotations
 
 import asyncio
 from pathlib import Path
 
+import pytest
+
 from mailstead.filters.greylist import Greylist, GreyResult, client_network, triplet_key
-from mailstead.storage import open_store
+from storebackends import BACKENDS, open_backend
 
 
 def test_networks_and_keys() -> None:
@@ -17,9 +19,10 @@ def test_networks_and_keys() -> None:
     assert triplet_key("n", "A@X.test", "B@Y.test") == triplet_key("n", "a@x.test", "b@y.test")
 
 
-def test_delay_retry_window_and_auto_allow(tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_delay_retry_window_and_auto_allow(tmp_path: Path, backend: str) -> None:
     async def main() -> None:
-        store = await open_store(tmp_path)
+        store = await open_backend(backend, tmp_path)
         now = [10_000.0]
         grey = Greylist(store, lambda: now[0])
         try:

@@ -17,6 +17,7 @@ from mailstead.dns.resolver import DnsPythonResolver
 from mailstead.filters.greylist import LIFETIME
 from mailstead.maintenance import SIEVE_EVENT_RETENTION, Job, Maintenance
 from mailstead.storage import open_store
+from storebackends import BACKENDS, open_backend
 
 
 def _config(tmp: Path, *, greylisting: bool, sieve: bool = True) -> Config:
@@ -25,16 +26,19 @@ def _config(tmp: Path, *, greylisting: bool, sieve: bool = True) -> Config:
                   spam=SpamConfig(greylisting=greylisting), sieve=SieveConfig(enable=sieve))
 
 
-def test_server_prunes_greylist_and_sieve_log_periodically(tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_server_prunes_greylist_and_sieve_log_periodically(tmp_path: Path, backend: str) -> None:
     async def main() -> None:
-        store = await open_store(tmp_path)
+        store = await open_backend(backend, tmp_path)
         try:
             config = _config(tmp_path, greylisting=True)
             jobs: list[Job] = []
             app._filters(config, store, DnsPythonResolver([("127.0.0.1", 1)]), jobs)
             assert [j.name for j in jobs] == ["greylist"]
             maintenance = app._maintenance(config, store, jobs, interval=0.05, first_delay=0)
-            assert [j.name for j in maintenance.jobs] == ["sieve_events", "greylist"]
+            # A store shared by nodes keeps failed logins too, and prunes them.
+            shared = ["auth_failures"] if store.networked else []
+            assert [j.name for j in maintenance.jobs] == ["sieve_events", *shared, "greylist"]
             await store.add_domain("example.test")
             account = await store.add_account("alice@example.test", "x")
             now = time.time()

@@ -1,11 +1,13 @@
 """The spam stage (headers, thresholds, filter down), the built-in filter and the Junk
-learner, against a real SQLite store where state is involved."""
+learner, against a real store where state is involved (greylisting: each backend)."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
 from pathlib import Path
+
+import pytest
 
 from mailstead.delivery.service import SessionInfo
 from mailstead.dns.resolver import StaticResolver
@@ -30,6 +32,7 @@ from mailstead.storage.interfaces import (
     MessageInfo,
     Store,
 )
+from storebackends import BACKENDS, open_backend
 
 MX = SessionInfo(client_ip="192.0.2.7", submission=False, helo="client.remote.test")
 MESSAGE = (b"X-Spam-Status: No, score=-100\r\nX-Spam-Flag: NO\r\nFrom: a@remote.test\r\n"
@@ -154,9 +157,10 @@ def test_builtin_scores_dnsbl_listing() -> None:
     assert result.action is SpamAction.NO_ACTION
 
 
-def test_builtin_greylists_then_passes(tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_builtin_greylists_then_passes(tmp_path: Path, backend: str) -> None:
     async def main() -> None:
-        store = await open_store(tmp_path)
+        store = await open_backend(backend, tmp_path)
         now = [1000.0]
         try:
             spam = BuiltinSpamFilter(greylist=Greylist(store, lambda: now[0]))

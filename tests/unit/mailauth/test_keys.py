@@ -1,4 +1,5 @@
-"""DKIM key management: the ``domain add`` hook, rotation and activation on the real store."""
+"""DKIM key management: the ``domain add`` hook, rotation and activation on the real store
+(each backend)."""
 
 from __future__ import annotations
 
@@ -20,8 +21,8 @@ from mailstead.mailauth.dkim import (
     activate_dkim_keys,
     rotate_dkim_keys,
 )
-from mailstead.storage import open_store
 from mailstead.storage.interfaces import DkimKey, Store
+from storebackends import BACKENDS, open_backend
 
 T = TypeVar("T")
 FAST = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
@@ -39,9 +40,9 @@ def run() -> Iterator[Run]:
         yield runner.run
 
 
-@pytest.fixture
-def store(run: Run, tmp_path: Path) -> Iterator[Store]:
-    opened = run(open_store(tmp_path / "data"))
+@pytest.fixture(params=BACKENDS)
+def store(run: Run, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Store]:
+    opened = run(open_backend(request.param, tmp_path / "data"))
     yield opened
     run(opened.close())
 

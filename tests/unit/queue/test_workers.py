@@ -1,5 +1,5 @@
-"""The queue workers against a real SQLite store with a scripted router and client: grouping,
-outcomes, loops, local recipients, DSNs and their absence for null senders."""
+"""The queue workers against the real store of each backend with a scripted router and
+client: grouping, outcomes, loops, local recipients, DSNs and their absence for null senders."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from mailstead.queue.mtasts import TlsRptCounters
 from mailstead.queue.schedule import RetryPolicy
 from mailstead.queue.workers import QueueWorkers, WorkerSettings
 from mailstead.storage.interfaces import IncomingMessage, Store
-from mailstead.storage.sqlite.store import SQLiteStore
+from storebackends import BACKENDS, open_backend
 
 MSG = b"From: <alice@a.test>\r\nTo: <x@b.test>\r\nSubject: t\r\n\r\nbody\r\n"
 
@@ -64,8 +64,8 @@ class Client:
                            for r in rcpts])
 
 
-async def _setup(tmp: Path) -> tuple[Store, int]:
-    store = await SQLiteStore.open(tmp / "data")
+async def _setup(tmp: Path, backend: str = "sqlite") -> tuple[Store, int]:
+    store = await open_backend(backend, tmp / "data")
     await store.add_domain("a.test")
     alice = await store.add_account("alice@a.test", "x")
     return store, alice.id
@@ -82,9 +82,10 @@ def _workers(store: Store, client: Client, kinds: dict[str, str] | None = None) 
                         clock=lambda: time.time() + 1)
 
 
-def test_grouping_outcomes_and_dsn(tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_grouping_outcomes_and_dsn(tmp_path: Path, backend: str) -> None:
     async def go() -> None:
-        store, alice = await _setup(tmp_path)
+        store, alice = await _setup(tmp_path, backend)
         try:
             client = Client({"x@b.test": Reply(250, "2.1.5", "ok"),
                              "y@b.test": Reply(550, "5.1.1", "no such user"),
@@ -113,9 +114,10 @@ def test_grouping_outcomes_and_dsn(tmp_path: Path) -> None:
     asyncio.run(go())
 
 
-def test_loop_null_mx_and_null_sender(tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_loop_null_mx_and_null_sender(tmp_path: Path, backend: str) -> None:
     async def go() -> None:
-        store, alice = await _setup(tmp_path)
+        store, alice = await _setup(tmp_path, backend)
         try:
             client = Client({})
             looped = b"Received: from x by y\r\n" * 51 + MSG
@@ -136,9 +138,10 @@ def test_loop_null_mx_and_null_sender(tmp_path: Path) -> None:
     asyncio.run(go())
 
 
-def test_local_domain_rows_are_delivered_locally(tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_local_domain_rows_are_delivered_locally(tmp_path: Path, backend: str) -> None:
     async def go() -> None:
-        store, alice = await _setup(tmp_path)
+        store, alice = await _setup(tmp_path, backend)
         try:
             client = Client({})
             await _queue(store, ["alice@a.test", "ghost@a.test"], sender="bob@b.test")

@@ -1,4 +1,4 @@
-"""The per-account Sieve step of delivery against a real SQLite store."""
+"""The per-account Sieve step of delivery against the real store of each backend."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pytest
 from mailstead.core.address import parse_address
 from mailstead.delivery.service import DeliveryService, SessionInfo, Transaction
 from mailstead.sieve.delivery import SieveRunner
-from mailstead.storage import open_store
 from mailstead.storage.interfaces import Store
+from storebackends import BACKENDS, open_backend
 
 NOW = 1_700_000_000.0
 MSG = (b"From: Sender <sender@remote.test>\r\nTo: alice@example.test\r\n"
@@ -34,10 +34,11 @@ def loop() -> Iterator[asyncio.AbstractEventLoop]:
     lp.close()
 
 
-@pytest.fixture
-def store(tmp_path: Path, loop: asyncio.AbstractEventLoop) -> Iterator[Store]:
+@pytest.fixture(params=BACKENDS)
+def store(tmp_path: Path, loop: asyncio.AbstractEventLoop,
+          request: pytest.FixtureRequest) -> Iterator[Store]:
     async def setup() -> Store:
-        st = await open_store(tmp_path)
+        st = await open_backend(request.param, tmp_path)
         await st.add_domain("example.test")
         await st.add_account("alice@example.test", "x")
         await st.add_account("bob@example.test", "x")
@@ -201,5 +202,24 @@ def test_script_store_operations(store: Store, loop: asyncio.AbstractEventLoop) 
         await store.add_sieve_event(alice, "vacation", "k", 10.0)
         assert await store.count_sieve_events(alice, "vacation", "k", 5.0) == 1
         assert await store.prune_sieve_events(11.0) == 1
+
+    loop.run_until_complete(go())
+
+
+def test_concurrent_fileinto_create_of_a_new_mailbox(
+    store: Store, loop: asyncio.AbstractEventLoop
+) -> None:
+    # Deliveries racing to create the same new mailbox (RFC 5490 section 3.2 :create): one
+    # creates it, the others find it created meanwhile; every copy is filed there.
+    svc = _service(store, Clock())
+
+    async def go() -> None:
+        alice = await _script(store, "alice@example.test",
+                              'require ["fileinto", "mailbox"]; fileinto :create "Lists";')
+        replies = await asyncio.gather(*(_deliver(svc, ["alice@example.test"])
+                                         for _ in range(4)))
+        assert [code for code, _ in replies] == [250] * 4
+        assert len(await store.list_messages(alice, "Lists")) == 4
+        assert await store.list_messages(alice, "INBOX") == []
 
     loop.run_until_complete(go())

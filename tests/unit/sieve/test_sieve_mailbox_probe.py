@@ -1,26 +1,30 @@
-"""Sieve's cheap fileinto-target probe on SQLite, and its use by SieveRunner; MessageView's
-parsed addresses are computed once per field and handed out as copies."""
+"""Sieve's cheap fileinto-target probe on each backend, and its use by SieveRunner;
+MessageView's parsed addresses are computed once per field and handed out as copies."""
 
 from __future__ import annotations
 
 import asyncio
 from pathlib import Path
 
+import pytest
+
 from mailstead.sieve.delivery import SieveRunner
 from mailstead.sieve.message import MessageView
-from mailstead.storage import open_store
+from mailstead.storage.postgres.store import PostgresStore
 from mailstead.storage.sqlite.store import SQLiteStore
+from storebackends import BACKENDS, open_backend
 
 MSG = (b"From: Sender <sender@remote.test>\r\nTo: alice@example.test\r\n"
        b"Subject: report\r\n\r\nhello\r\n")
 SCRIPT = 'require ["fileinto"]; fileinto "Reports"; fileinto "Missing";'
 
 
-def test_sieve_mailbox_exists_on_sqlite(tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_sieve_mailbox_exists(tmp_path: Path, backend: str) -> None:
     async def main() -> None:
-        store = await open_store(tmp_path)
+        store = await open_backend(backend, tmp_path)
         try:
-            assert isinstance(store, SQLiteStore)
+            assert isinstance(store, (SQLiteStore, PostgresStore))  # both have the probe
             await store.add_domain("example.test")
             alice = await store.add_account("alice@example.test", "x")
             bob = await store.add_account("bob@example.test", "x")
@@ -36,9 +40,11 @@ def test_sieve_mailbox_exists_on_sqlite(tmp_path: Path) -> None:
     asyncio.run(main())
 
 
-def test_runner_files_into_existing_and_keeps_for_missing_mailboxes(tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_runner_files_into_existing_and_keeps_for_missing_mailboxes(
+        tmp_path: Path, backend: str) -> None:
     async def main() -> None:
-        store = await open_store(tmp_path)
+        store = await open_backend(backend, tmp_path)
         try:
             await store.add_domain("example.test")
             alice = await store.add_account("alice@example.test", "x")

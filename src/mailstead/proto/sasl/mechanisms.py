@@ -67,6 +67,10 @@ Step = Challenge | Done | Failed
 def decode_response(data: bytes) -> bytes:
     """Strictly decode a base64 client response (RFC 4648 section 4, no whitespace, padding
     required); raises SaslDecodeError."""
+    # CPython's strict mode still accepts a stray "=" after a complete quantum ("////=");
+    # RFC 4648 section 4 encodings are whole 4-character quanta.
+    if len(data) % 4:
+        raise SaslDecodeError("invalid base64")
     try:
         return binascii.a2b_base64(data, strict_mode=True)
     except (binascii.Error, ValueError):

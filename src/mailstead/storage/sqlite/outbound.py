@@ -49,7 +49,9 @@ def _due_ids(conn: sqlite3.Connection, state: str, now: float, limit: int) -> li
     return [int(r[0]) for r in rows]
 
 
-def claim_due(conn: sqlite3.Connection, now: float, limit: int, lease: float) -> list[QueueEntry]:
+def claim_due(
+    conn: sqlite3.Connection, now: float, limit: int, lease: float, owner: str = ""
+) -> list[QueueEntry]:
     """Moves up to ``limit`` due rows to "active" with a lease, and returns them.
 
     Fairness (DESIGN rule 7, Postfix qmgr's split between the incoming and deferred queues):
@@ -69,9 +71,9 @@ def claim_due(conn: sqlite3.Connection, now: float, limit: int, lease: float) ->
         part = chosen[start : start + _CHUNK]
         marks = ",".join("?" * len(part))
         rows = conn.execute(
-            f"UPDATE queue SET state = 'active', next_attempt = ? WHERE id IN ({marks})"  # noqa: S608
-            f" RETURNING {QUEUE_COLUMNS}",
-            (now + lease, *part),
+            f"UPDATE queue SET state = 'active', next_attempt = ?, claimed_by = ?"  # noqa: S608
+            f" WHERE id IN ({marks}) RETURNING {QUEUE_COLUMNS}",
+            (now + lease, owner, *part),
         ).fetchall()
         claimed.extend(entry(r) for r in rows)
     # One message's rows together, so the worker can group them into one transaction.
@@ -98,14 +100,15 @@ def update_queue(conn: sqlite3.Connection, updates: Sequence[QueueUpdate], now: 
     )
 
 
-def recover_active(conn: sqlite3.Connection, now: float) -> int:
-    """Active rows whose lease ran out go back to "queued", due at once and in their
-    original order (``next_attempt = created_at``). ``now = inf`` recovers every active row:
-    at start-up no lease of this data directory can be held by a live process."""
+def recover_active(conn: sqlite3.Connection, now: float, owner: str | None = None) -> int:
+    """Active rows whose lease ran out (or claimed by ``owner``) go back to "queued", due at
+    once and in their original order (``next_attempt = created_at``). ``now = inf`` recovers
+    every active row: at start-up no lease of this data directory can be held by a live
+    process."""
     cursor = conn.execute(
-        "UPDATE queue SET state = 'queued', next_attempt = created_at"
-        " WHERE state = 'active' AND next_attempt <= ?",
-        (now,),
+        "UPDATE queue SET state = 'queued', next_attempt = created_at, claimed_by = ''"
+        " WHERE state = 'active' AND (next_attempt <= ? OR claimed_by = ?)",
+        (now, owner or None),  # NULL matches no row: expired leases only
     )
     return int(cursor.rowcount)
 

@@ -60,6 +60,7 @@ from mailstead.storage.interfaces import (
 from mailstead.storage.migrate import migrate_sqlite
 from mailstead.storage.sqlite import admin, fts, mailboxes, messages, outbound, security
 from mailstead.storage.sqlite import admin as admin_sql
+from mailstead.storage.sqlite import shared as shared_sql
 from mailstead.storage.sqlite import sieve as sieve_sql
 from mailstead.storage.sqlite import spam as spam_sql
 from mailstead.storage.sqlite.writer import WireShape, Writer, inbox_name, wire_shape
@@ -102,6 +103,8 @@ def _account(row: tuple[int, str, str, float]) -> Account:
 
 class SQLiteStore:
     """Implements ``mailstead.storage.interfaces.Store``; create with ``await SQLiteStore.open``."""
+
+    networked = False  # one node: see interfaces.Store.networked
 
     def __init__(
         self,
@@ -389,8 +392,10 @@ class SQLiteStore:
 
     # Outbound delivery (interfaces.OutboundStore, outbound.py) ------------------------------
 
-    async def claim_due(self, now: float, limit: int, lease: float) -> list[QueueEntry]:
-        return await self._write(lambda c: outbound.claim_due(c, now, limit, lease))
+    async def claim_due(
+        self, now: float, limit: int, lease: float, owner: str = ""
+    ) -> list[QueueEntry]:
+        return await self._write(lambda c: outbound.claim_due(c, now, limit, lease, owner))
 
     async def update_queue(self, updates: Sequence[QueueUpdate]) -> None:
         wanted = tuple(updates)
@@ -398,8 +403,8 @@ class SQLiteStore:
             ended = time.time()
             await self._write(lambda c: outbound.update_queue(c, wanted, ended))
 
-    async def recover_active(self, now: float) -> int:
-        return await self._write(lambda c: outbound.recover_active(c, now))
+    async def recover_active(self, now: float, owner: str | None = None) -> int:
+        return await self._write(lambda c: outbound.recover_active(c, now, owner))
 
     async def queue_entries(self, queue_id: str) -> list[QueueEntry]:
         return await self._in_reader(lambda c: outbound.queue_entries(c, queue_id))
@@ -760,3 +765,24 @@ class SQLiteStore:
 
     async def prune_sieve_events(self, before: float) -> int:
         return await self._write(lambda c: sieve_sql.prune_events(c, before))
+
+    # State shared by nodes (interfaces.SharedStateStore, shared.py) ------------------------
+
+    async def acquire_lease(self, name: str, owner: str, now: float, ttl: float) -> bool:
+        return await self._write(lambda c: shared_sql.acquire_lease(c, name, owner, now, ttl))
+
+    async def release_lease(self, name: str, owner: str) -> None:
+        await self._write(lambda c: shared_sql.release_lease(c, name, owner))
+
+    async def add_auth_failure(self, network: str, account: str, at: float) -> None:
+        await self._write(lambda c: shared_sql.add_auth_failure(c, network, account, at))
+
+    async def auth_failures(self, network: str, account: str, since: float) -> tuple[int, int]:
+        return await self._in_reader(
+            lambda c: shared_sql.auth_failures(c, network, account, since))
+
+    async def clear_auth_failures(self, network: str) -> None:
+        await self._write(lambda c: shared_sql.clear_auth_failures(c, network))
+
+    async def prune_auth_failures(self, before: float) -> int:
+        return await self._write(lambda c: shared_sql.prune_auth_failures(c, before))

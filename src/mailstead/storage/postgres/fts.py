@@ -1,0 +1,168 @@
+"""Full-text search of the PostgreSQL store (IMAP SEARCH BODY/TEXT/HEADER, RFC 9051 6.4.4).
+
+One document per blob in ``fts_docs``: the case-folded header and body text made by
+``textindex.extract``, exactly what SQLite's fts.py indexes, so both backends find the same
+messages. A delivery only records its blob in ``fts_pending`` (a trigger, migration 0002);
+a search first indexes the pending blobs of its mailbox, reading the bodies from
+``blobs.data`` and extracting their text in a thread, so a message delivered a moment ago is
+found. Matching is a substring test (``strpos``) of the folded needle over the documents of
+one mailbox; documents cut at the indexing limit (``complete = 0``) are checked on the full
+text of their body.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from mailstead.storage.sqlite.fts import parse_part
+from mailstead.storage.textindex import IndexText, extract, fold, header_contains
+
+log = logging.getLogger(__name__)
+
+__all__ = ["clean_text", "index_pending", "parse_part", "search"]
+
+# Pending blobs taken per round, and the bytes of bodies held in memory at once while their
+# text is extracted (a single larger body is still read, alone).
+PENDING_CHUNK = 256
+BATCH_BYTES = 8 * 1024 * 1024
+
+# The text columns each part searches; header:NAME narrows the header hits in Python.
+_COLUMNS = {"text": ("header", "body"), "body": ("body",), "header": ("header",)}
+
+
+def clean_text(text: str) -> str:
+    """``text`` as PostgreSQL can store and compare it: no NUL (``fold`` already replaces
+    it) and no lone surrogate, which UTF-8 cannot encode (a strange charset decoder may leave
+    one); those become U+FFFD instead of failing the whole statement."""
+    text = text.replace("\x00", " ")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+    return text
+
+
+def _extract_all(bodies: list[tuple[str, bytes | None]]) -> list[tuple[str, IndexText]]:
+    """Index texts of the bodies (CPU work, run in a thread); a missing body is indexed
+    empty and incomplete, so searches try to read it again (as fts.prepare does)."""
+    out = []
+    for name, data in bodies:
+        if data is None:
+            log.warning("cannot index blob %s: its body is missing", name[:80])
+            out.append((name, IndexText("", "", complete=False)))
+        else:
+            text = extract(data)
+            out.append((name, IndexText(clean_text(text.header), clean_text(text.body),
+                                        text.complete)))
+    return out
+
+
+async def _read_bodies(conn: Any, names: list[str]) -> list[list[tuple[str, bytes | None]]]:
+    """The bodies of ``names`` in batches of about BATCH_BYTES (sizes are read first, so a
+    round of big attachments never sits in memory at once)."""
+    sizes = {
+        str(r[0]): int(r[1])
+        for r in await conn.fetch("SELECT hash, size FROM blobs WHERE hash = ANY($1::text[])",
+                                  names)
+    }
+    groups: list[list[str]] = [[]]
+    total = 0
+    for name in names:
+        size = sizes.get(name, 0)
+        if groups[-1] and total + size > BATCH_BYTES:
+            groups.append([])
+            total = 0
+        groups[-1].append(name)
+        total += size
+    batches = []
+    for group in groups:
+        rows = await conn.fetch("SELECT hash, data FROM blobs WHERE hash = ANY($1::text[])",
+                                group)
+        found = {str(r[0]): bytes(r[1]) for r in rows}
+        batches.append([(name, found.get(name)) for name in group])
+    return batches
+
+
+async def index_pending(conn: Any, mailbox_id: int) -> int:
+    """Indexes every pending blob of the mailbox; returns how many documents were written.
+    Nothing is locked while bodies are parsed; a blob indexed meanwhile by another node is
+    skipped (``ON CONFLICT DO NOTHING``)."""
+    done = 0
+    while True:
+        names = [
+            str(r[0])
+            for r in await conn.fetch(
+                "SELECT p.blob FROM fts_pending p WHERE EXISTS"
+                " (SELECT 1 FROM messages m WHERE m.blob = p.blob AND m.mailbox_id = $1)"
+                " LIMIT $2",
+                mailbox_id, PENDING_CHUNK,
+            )
+        ]
+        if not names:
+            return done
+        for bodies in await _read_bodies(conn, names):
+            docs = await asyncio.to_thread(_extract_all, bodies)
+            async with conn.transaction():
+                await conn.execute(
+                    "INSERT INTO fts_docs (blob, header, body, complete)"
+                    " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::smallint[])"
+                    " ON CONFLICT (blob) DO NOTHING",
+                    [n for n, _ in docs], [t.header for _, t in docs],
+                    [t.body for _, t in docs], [int(t.complete) for _, t in docs],
+                )
+                await conn.execute(
+                    "DELETE FROM fts_pending WHERE blob = ANY($1::text[])", [n for n, _ in docs]
+                )
+            done += len(docs)
+
+
+async def search(conn: Any, mailbox_id: int, text: str, part: str) -> set[int]:
+    """UIDs of ``mailbox_id`` whose ``part`` contains ``text`` (see the module docstring).
+    The caller indexed the pending blobs first and checked that the mailbox exists."""
+    kind, field = parse_part(part)
+    needle = clean_text(fold(text))
+    test = " OR ".join(f"strpos(d.{c}, $2) > 0" for c in _COLUMNS[kind])
+    # Only header:NAME needs the header text back, to check the named field.
+    header = "d.header" if field is not None else "NULL"
+    rows = await conn.fetch(
+        f"SELECT m.uid, {header} FROM messages m JOIN fts_docs d ON d.blob = m.blob"  # noqa: S608
+        f" WHERE m.mailbox_id = $1 AND ({test})",
+        mailbox_id, needle,
+    )
+    found = {
+        int(uid) for uid, head in rows if field is None or header_contains(head, field, needle)
+    }
+    return found | await _scan_incomplete(conn, mailbox_id, needle, kind, field)
+
+
+async def _scan_incomplete(
+    conn: Any, mailbox_id: int, needle: str, kind: str, field: str | None
+) -> set[int]:
+    """Messages whose text was cut at the indexing limit are checked on their full text,
+    one body at a time (they are the big ones)."""
+    rows = await conn.fetch(
+        "SELECT m.uid, m.blob FROM messages m JOIN fts_docs d ON d.blob = m.blob"
+        " WHERE m.mailbox_id = $1 AND d.complete = 0",
+        mailbox_id,
+    )
+    by_blob: dict[str, list[int]] = {}
+    for uid, name in rows:
+        by_blob.setdefault(str(name), []).append(int(uid))
+    found: set[int] = set()
+    for name, uids in by_blob.items():
+        data = await conn.fetchval("SELECT data FROM blobs WHERE hash = $1", name)
+        if data is None:
+            continue
+        full = await asyncio.to_thread(extract, bytes(data), 2**62)
+        if kind == "header":
+            hit = field is not None and header_contains(full.header, field, needle)
+        elif kind == "body":
+            hit = needle in full.body
+        else:
+            hit = needle in full.header or needle in full.body
+        if hit:
+            found.update(uids)
+    return found
+

@@ -1,0 +1,32 @@
+"""The PostgreSQL store: every part of ``interfaces.Store`` in one class, assembled from the
+mixins beside this file (conventions in base.py)."""
+
+from __future__ import annotations
+
+from mailstead.storage.postgres.core import CoreMixin
+from mailstead.storage.postgres.mailstore import MailStoreMixin
+from mailstead.storage.postgres.outbound import OutboundMixin
+from mailstead.storage.postgres.security import SecurityMixin
+from mailstead.storage.postgres.shared import SharedStateMixin
+from mailstead.storage.postgres.sieve import SieveMixin
+from mailstead.storage.postgres.spam import SpamMixin
+
+
+class PostgresStore(
+    CoreMixin,
+    MailStoreMixin,
+    OutboundMixin,
+    SecurityMixin,
+    SpamMixin,
+    SieveMixin,
+    SharedStateMixin,
+):
+    """Implements ``mailstead.storage.interfaces.Store``; create with ``await
+    PostgresStore.open(dsn)``."""
+
+    @classmethod
+    async def open(cls, dsn: str, pool_size: int = 10) -> PostgresStore:
+        """Connects, migrates the schema (under an advisory lock, so several nodes may start
+        at once) and starts listening for other nodes' changes. Raises StoreError."""
+        store: PostgresStore = await cls.connect(dsn, pool_size)
+        return store
