@@ -9,7 +9,8 @@ from mailstead.core.nodeid import FILE_NAME, node_name
 
 def test_made_once_and_kept(tmp_path: Path) -> None:
     first = node_name(tmp_path)
-    assert first and (tmp_path / FILE_NAME).read_text().strip() == first
+    assert first
+    assert (tmp_path / FILE_NAME).read_text().strip() == first
     assert node_name(tmp_path) == first
 
 
