@@ -9,13 +9,14 @@ A broken script, a store hiccup or a limit never loses mail: that account keeps 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from mailstead.core.address import AddressError, parse_address
-from mailstead.core.errors import StoreError
+from mailstead.core.errors import AlreadyExists, StoreError
 from mailstead.core.message import summarize
 from mailstead.delivery.recipients import RecipientResolver, Verdict
 from mailstead.sieve.actions import FileInto, Keep, Redirect, Reject, Vacation
@@ -156,7 +157,10 @@ class SieveRunner:
                 mailbox = action.mailbox
                 if not await exists(mailbox):
                     if action.create:
-                        await self._store.create_mailbox(account_id, mailbox)
+                        # Another delivery to this account may have created it meanwhile
+                        # (RFC 5490 section 3.2 :create: then it is simply used).
+                        with contextlib.suppress(AlreadyExists):
+                            await self._store.create_mailbox(account_id, mailbox)
                         known[mailbox] = True
                     else:
                         # RFC 5228 section 4.1: a missing mailbox must not lose the message.
