@@ -9,17 +9,49 @@ from email.header import decode_header, make_header
 
 from mailstead.core.address import Address, AddressError, parse_address
 
-_HEADER_END = re.compile(rb"\r\n\r\n|\A\r\n")
 _FIELD_NAME = re.compile(rb"^([!-9;-~]+)[ \t]*:", re.MULTILINE)
+# The common shapes of an address field value: ``local@domain``, ``<local@domain>`` or
+# ``Display Name <local@domain>`` with a dot-atom local part, an LDH domain and a display name
+# of plain atoms (RFC 5322 sections 3.2.3 and 3.4). For these the addr-spec is what
+# email.utils.getaddresses gives, without its character-by-character parse.
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]"
+_DOT_ATOM_ADDR = rf"{_ATEXT}+(?:\.{_ATEXT}+)*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*"
+_PLAIN_ADDRESS = re.compile(
+    rf"(?:{_ATEXT}+(?: {_ATEXT}+)* )?<({_DOT_ATOM_ADDR})>|({_DOT_ATOM_ADDR})")
 
 
 def split_header(data: bytes) -> tuple[bytes, bytes]:
     """The header section (with its final CRLF) and the rest (the blank line and body)."""
-    m = _HEADER_END.search(data)
-    if m is None:
+    # What the first match of "CRLF CRLF or a CRLF at the start" gives, with a plain find
+    # (the regex alternation cannot use a literal search and stepped through every octet).
+    end = data.find(b"\r\n\r\n")
+    if end == 0:
+        return data[:2], data[2:]
+    if data.startswith(b"\r\n"):
+        return b"", data
+    if end < 0:
         return data, b""
-    end = m.start() + 2 if m.group() == b"\r\n\r\n" else 0
-    return data[:end], data[end:]
+    return data[:end + 2], data[end + 2:]
+
+
+def plain_address(value: str) -> str | None:
+    """The addr-spec of an address field value of one of the common simple shapes (see
+    ``_PLAIN_ADDRESS``; ``value`` stripped), None for anything else (parse it in full)."""
+    m = _PLAIN_ADDRESS.fullmatch(value)
+    if m is None:
+        return None
+    return m.group(1) or m.group(2)
+
+
+def field_value(raw: bytes) -> str:
+    """The unfolded value of one raw field (name, colon and final CRLF removed), exactly as
+    ``header_values`` gives it."""
+    lines = raw.removesuffix(b"\r\n").split(b"\r\n")
+    m = _FIELD_NAME.match(lines[0])
+    value = lines[0][m.end():] if m is not None else lines[0]
+    for line in lines[1:]:
+        value += b" " + line.lstrip()
+    return value.decode("utf-8", "replace").strip()
 
 
 def header_values(header: bytes, name: str) -> list[str]:
@@ -49,9 +81,16 @@ def has_header(header: bytes, name: str) -> bool:
 
 def from_addresses(header: bytes) -> list[Address] | None:
     """The mailboxes of the From: field(s), or None when a From: address is unparseable."""
+    return mailboxes(header_values(header, "From"))
+
+
+def mailboxes(values: list[str]) -> list[Address] | None:
+    """The mailboxes of address field values (From:), or None when one is unparseable."""
     found: list[Address] = []
-    raw = header_values(header, "From")
-    for _name, addr in email.utils.getaddresses(raw):
+    plain = [plain_address(v) for v in values]
+    pairs = ([("", a) for a in plain if a is not None] if None not in plain
+             else email.utils.getaddresses(values))
+    for _name, addr in pairs:
         if not addr:
             return None
         try:

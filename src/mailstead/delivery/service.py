@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
 from mailstead.core.address import Address
@@ -226,6 +226,7 @@ class DeliveryService:
         header, _rest = split_header(data)
         extra = b""
         mailbox = "INBOX"
+        fields: Sequence[tuple[bytes, bytes]] | None = None  # data's header, when parsed
         if not session.submission and self._filters is not None:
             # Issue 9: sender authentication and filters on MX mail only, before storing
             # (DESIGN rule 6), so a refusal is an SMTP reply rather than a bounce.
@@ -243,6 +244,7 @@ class DeliveryService:
                          filtered.reply)
                 return DeliveryOutcome(filtered.reply, queue_id, len(data), 0, 0)
             data = filtered.data
+            fields = filtered.fields
             mailbox = filtered.mailbox or mailbox
         if session.submission:
             reply = await self._check_from(session, header)
@@ -270,7 +272,7 @@ class DeliveryService:
         remote = list(txn.remote.values())
         plan: SievePlan | None = None
         if self._sieve is not None and txn.accounts and not txn.accounts.keys() <= txn.plain:
-            plan, refusal = await self._sieve_step(txn, data, mailbox)
+            plan, refusal = await self._sieve_step(txn, data, mailbox, fields)
             if refusal is not None:
                 return DeliveryOutcome(refusal, queue_id, len(data), 0, 0)
             local = plan.local
@@ -319,14 +321,15 @@ class DeliveryService:
     # Sieve (issue 9): the per-account step, after the recipients are known -------------
 
     async def _sieve_step(
-        self, txn: Transaction, data: bytes, mailbox: str
+        self, txn: Transaction, data: bytes, mailbox: str,
+        fields: Sequence[tuple[bytes, bytes]] | None,
     ) -> tuple[SievePlan, Reply | None]:
         """Each account's script over its copy. When every recipient of the transaction
         rejects, the refusal is the SMTP reply (RFC 5429 section 2.1: reject at SMTP time
         is preferred); otherwise rejecting accounts send a notice after delivery."""
         assert self._sieve is not None
         mail_from = str(txn.sender) if txn.sender is not None else ""
-        plan = await self._sieve.plan(txn.accounts, mail_from, data, mailbox)
+        plan = await self._sieve.plan(txn.accounts, mail_from, data, mailbox, fields=fields)
         if (plan.rejected and len(plan.rejected) == len(txn.accounts) and not txn.remote
                 and not plan.local and not plan.remote):
             reason = " ".join(next(iter(plan.rejected.values())).split())[:400]

@@ -51,10 +51,13 @@ class AuthStage:
             helo=ctx.session.helo,
             mail_from=ctx.mail_from,
             data=ctx.data,
+            fields=ctx.fields,
         )
         ctx.auth = results
         header = results.header(self._authserv)
-        drop = frozenset(forged_indexes(ctx.fields, self._authserv))
+        drop: frozenset[int] = frozenset()
+        if b"authentication-results" in ctx.header.lower():  # rarely: then look closer
+            drop = frozenset(forged_indexes(ctx.fields, self._authserv))
         dmarc = results.dmarc
         action = self._actions.get(dmarc.disposition, FailAction.ACCEPT)
         if action is FailAction.REJECT:

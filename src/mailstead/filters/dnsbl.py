@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from mailstead.dns.resolver import DnsError, DnsNotFound, Resolver
+from mailstead.mailauth.deadline import bounded
+from mailstead.mailauth.parsecache import ParseCache
 
 log = logging.getLogger("mailstead.filters.dnsbl")
 
@@ -53,23 +55,28 @@ class DnsblChecker:
     """Looks the client up in every configured zone."""
 
     def __init__(
-        self, resolver: Resolver, zones: Sequence[str], *, timeout: float = LOOKUP_TIMEOUT
+        self, resolver: Resolver, zones: Sequence[str], *, timeout: float = LOOKUP_TIMEOUT,
+        cache_size: int = 1024,
     ) -> None:
         self._resolver = resolver
         self._zones = tuple(z.strip(".").lower() for z in zones if z.strip("."))
         self._timeout = timeout
+        # The query names of the clients seen last, one per zone: a pure function of the
+        # address text (the answers themselves are cached, with their TTL, by the resolver).
+        self._names: ParseCache[str, tuple[str | None, ...]] = ParseCache(cache_size)
+
+    def _query_names(self, ip: str) -> tuple[str | None, ...]:
+        return tuple(reversed_name(ip, zone) for zone in self._zones)
 
     @property
     def zones(self) -> tuple[str, ...]:
         return self._zones
 
-    async def _one(self, ip: str, zone: str) -> Listing | None:
-        name = reversed_name(ip, zone)
+    async def _one(self, name: str | None, zone: str) -> Listing | None:
         if name is None:
             return None
         try:
-            async with asyncio.timeout(self._timeout):
-                answers = await self._resolver.addresses(name)
+            answers = await bounded(self._resolver.addresses(name), self._timeout)
         except DnsNotFound:
             return None
         except (DnsError, TimeoutError) as exc:
@@ -94,5 +101,10 @@ class DnsblChecker:
         """The zones listing ``ip``, in configuration order. Never raises for DNS trouble."""
         if not self._zones:
             return []
-        found = await asyncio.gather(*(self._one(ip, z) for z in self._zones))
+        names = self._names.get(ip, self._query_names)
+        if len(names) == 1:  # one zone: no tasks to gather
+            one = await self._one(names[0], self._zones[0])
+            return [one] if one is not None else []
+        found = await asyncio.gather(*(self._one(n, z) for n, z in zip(names, self._zones,
+                                                                      strict=True)))
         return [f for f in found if f is not None]

@@ -9,7 +9,6 @@ accept-then-bounce).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 from collections.abc import Sequence
@@ -18,6 +17,7 @@ from enum import Enum
 from typing import TYPE_CHECKING, Protocol
 
 from mailstead.core.reply import Reply
+from mailstead.mailauth.deadline import bounded
 
 if TYPE_CHECKING:
     from mailstead.delivery.service import SessionInfo
@@ -141,6 +141,9 @@ class PipelineResult:
     data: bytes  # the message with the stages' header changes
     mailbox: str | None = None  # None: INBOX (or wherever delivery would put it)
     stage: str = ""  # the stage that refused
+    # data's header fields as ``parse_fields`` gives them (the ones added, then the ones
+    # kept), for later steps that look at the header (Sieve): parsed once. Empty on refusal.
+    fields: Sequence[tuple[bytes, bytes]] = ()
 
 
 class Pipeline:
@@ -158,8 +161,7 @@ class Pipeline:
         mailbox: str | None = None
         for stage in self.stages:
             try:
-                async with asyncio.timeout(self._timeout):
-                    verdict = await stage.check(ctx)
+                verdict = await bounded(stage.check(ctx), self._timeout)
             except Exception:
                 log.exception("filter stage %s failed", stage.name)
                 return PipelineResult(R_FILTER_FAILURE, ctx.data, stage=stage.name)
@@ -170,7 +172,16 @@ class Pipeline:
             if verdict.mailbox is not None:
                 mailbox = verdict.mailbox
         if not added and not drop:
-            return PipelineResult(None, ctx.data, mailbox)
-        kept = b"".join(raw for i, (_, raw) in enumerate(ctx.fields) if i not in drop)
-        data = b"".join(added) + kept + ctx.data[len(ctx.header):]
-        return PipelineResult(None, data, mailbox)
+            return PipelineResult(None, ctx.data, mailbox, fields=ctx.fields)
+        # A Verdict's fields are valid and unfolded at the name: the name ends at the colon.
+        fields = [(h[:h.index(b":")].lower(), h) for h in added]
+        # One copy of the message: the new fields, then the kept ones (all of them: the
+        # message as it is) and the rest.
+        if not drop:
+            fields.extend(ctx.fields)
+            return PipelineResult(None, b"".join([*added, ctx.data]), mailbox, fields=fields)
+        kept = [f for i, f in enumerate(ctx.fields) if i not in drop]
+        fields.extend(kept)
+        rest = memoryview(ctx.data)[len(ctx.header):]
+        data = b"".join([*added, *(raw for _, raw in kept), rest])
+        return PipelineResult(None, data, mailbox, fields=fields)

@@ -24,6 +24,7 @@ from mailstead.filters.bayes import BayesClassifier
 from mailstead.filters.dnsbl import DnsblChecker
 from mailstead.filters.greylist import Greylist, GreyResult
 from mailstead.filters.pipeline import FilterContext, Verdict
+from mailstead.mailauth.deadline import bounded
 from mailstead.storage.interfaces import MailboxInfo, MessageInfo
 
 log = logging.getLogger("mailstead.filters.spam")
@@ -134,11 +135,12 @@ class SpamStage:
         return SpamAction.NO_ACTION
 
     async def check(self, ctx: FilterContext) -> Verdict:
-        drop = frozenset(i for i, (name, _) in enumerate(ctx.fields)
-                         if name.startswith(b"x-spam-"))
+        drop: frozenset[int] = frozenset()
+        if b"x-spam-" in ctx.header.lower():  # rarely: then find the fields
+            drop = frozenset(i for i, (name, _) in enumerate(ctx.fields)
+                             if name.startswith(b"x-spam-"))
         try:
-            async with asyncio.timeout(self._policy.timeout):
-                result = await self.filter.classify(ctx)
+            result = await bounded(self.filter.classify(ctx), self._policy.timeout)
         except Exception as exc:  # down, timed out or broken: never lose the message
             log.warning("spam filter %s unavailable: %s", self.filter.name, exc)
             if self._policy.tempfail_when_down:

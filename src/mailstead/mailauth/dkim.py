@@ -221,7 +221,10 @@ async def remove_dkim_key(store: DkimKeyRemoval, domain: str, selector: str) -> 
 def normalise_line_endings(data: bytes) -> bytes:
     """Every CR, LF or CRLF becomes CRLF: the form the SMTP client sends (RFC 5321 section
     2.3.8), so the signature covers exactly the bytes that go on the wire."""
-    if data.count(b"\r") == data.count(b"\n") == data.count(b"\r\n"):
+    # Every CR and LF is part of a CRLF when none is left once the CRLFs are gone (one pass
+    # and two memchr scans, cheaper than counting each kind).
+    rest = data.replace(b"\r\n", b"")
+    if b"\r" not in rest and b"\n" not in rest:
         return data
     return _EOL.sub(b"\r\n", data)
 
@@ -260,8 +263,14 @@ def relaxed_header(field: bytes) -> bytes:
     """RFC 6376 section 3.4.2: lower-case name, unfolded, WSP runs as one SP, no WSP around
     the colon or at the end; returned with CRLF."""
     name, _, value = field.partition(b":")
-    value = _WSP_RUN.sub(b" ", _FOLD.sub(b"", value.rstrip(b"\r\n"))).strip(b" ")
-    return name.rstrip(b" \t").lower() + b":" + value + b"\r\n"
+    value = value.rstrip(b"\r\n")
+    # The regexes only when there is work for them: most fields are one line whose
+    # whitespace runs are single spaces already.
+    if b"\r\n" in value:  # unfold: a CRLF before WSP goes (_FOLD), by plain replaces
+        value = value.replace(b"\r\n ", b" ").replace(b"\r\n\t", b"\t")
+    if b"\t" in value or b"  " in value:
+        value = _WSP_RUN.sub(b" ", value)
+    return name.rstrip(b" \t").lower() + b":" + value.strip(b" ") + b"\r\n"
 
 
 def relaxed_body(body: bytes) -> bytes:

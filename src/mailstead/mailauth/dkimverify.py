@@ -11,11 +11,11 @@ exception escapes for any message or record content.
 
 from __future__ import annotations
 
-import base64
 import binascii
 import hashlib
 import re
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -48,16 +48,11 @@ MAX_SIGNED_FIELDS = 512
 # RFC 6376 section 3.5: l= has at most 76 digits; anything that long exceeds every body.
 _MAX_L_DIGITS = 76
 
-# RFC 6376 section 3.2: tag-name = ALPHA *ALNUMPUNC (ALNUMPUNC = ALPHA / DIGIT / "_").
-_TAG_NAME = re.compile(rb"[A-Za-z][A-Za-z0-9_]*\Z")
-_FWS = re.compile(rb"[ \t\r\n]+")
-_BASE64 = re.compile(rb"[A-Za-z0-9+/]*={0,2}\Z")
-_DIGITS = re.compile(rb"[0-9]+\Z")
+# RFC 6376 section 2.8 FWS (with the bare CR/LF some senders fold with): stripped around tag
+# names and values, deleted from base64 values and h= names.
+_FWS_CHARS = b" \t\r\n"
 # RFC 6376 section 3.5 h=: hdr-name (RFC 5322 field-name: printable ASCII except colon).
-_FIELD_NAME = re.compile(rb"[\x21-\x39\x3b-\x7e]+\Z")
-# The b= tag of a DKIM-Signature, for section 3.7's "b= value deleted": the tag starts the
-# value or follows a semicolon; its value runs to the next semicolon or the field's end.
-_B_TAG = re.compile(rb"((?:^|;)[ \t\r\n]*b[ \t\r\n]*=)[^;]*")
+_FIELD_NAMES = re.compile(rb"[\x21-\x39\x3b-\x7e]+(?::[\x21-\x39\x3b-\x7e]+)*\Z")  # h= list
 
 
 class DkimVerifyError(Exception):
@@ -73,26 +68,34 @@ def parse_tags(value: bytes) -> dict[bytes, bytes]:
     tags: dict[bytes, bytes] = {}
     parts = value.split(b";")
     for i, part in enumerate(parts):
-        if not _FWS.sub(b"", part):
+        if not part.strip(_FWS_CHARS):
             if i == len(parts) - 1:
                 break  # a trailing ";" is allowed
             raise DkimVerifyError("empty tag in tag list")
         name, eq, val = part.partition(b"=")
-        name = name.strip(b" \t\r\n")
-        if not eq or not _TAG_NAME.match(name):
+        name = name.strip(_FWS_CHARS)
+        if not eq or not _tag_name(name):
             raise DkimVerifyError("malformed tag list")
         if name in tags:
             raise DkimVerifyError(f"duplicate tag {name.decode('ascii')}=")
-        tags[name] = val.strip(b" \t\r\n")
+        tags[name] = val.strip(_FWS_CHARS)
     return tags
 
 
+def _tag_name(name: bytes) -> bool:
+    """Section 3.2 tag-name = ALPHA *ALNUMPUNC (bytes.isalpha and isalnum are ASCII-only)."""
+    return name[:1].isalpha() and (name.isalnum() or name.replace(b"_", b"").isalnum())
+
+
 def _b64(value: bytes, tag: str) -> bytes:
-    clean = _FWS.sub(b"", value)
-    if not _BASE64.match(clean) or len(clean) % 4:
+    clean = value.translate(None, _FWS_CHARS)  # FWS may appear anywhere in base64 values
+    # At most two "=" of padding, at the end; a whole number of 4-character quanta.
+    if len(clean) % 4 or clean.endswith(b"==="):
         raise DkimVerifyError(f"{tag}= is not valid base64")
     try:
-        return base64.b64decode(clean, validate=True)
+        # Strict mode refuses any other octet and padding before the end (what
+        # base64.b64decode(validate=True) checks, without its wrapper).
+        return binascii.a2b_base64(clean, strict_mode=True)
     except (binascii.Error, ValueError):
         raise DkimVerifyError(f"{tag}= is not valid base64") from None
 
@@ -137,7 +140,7 @@ def parse_key_record(record: bytes) -> DkimPublicKey:
     if b"p" not in tags:
         raise DkimVerifyError("key record has no p= tag")
     # p= empty: "this public key has been revoked" (section 3.6.1).
-    if not _FWS.sub(b"", tags[b"p"]):
+    if not tags[b"p"].translate(None, _FWS_CHARS):
         raise DkimVerifyError("key revoked")
     der = _b64(tags[b"p"], "p")
     flags = frozenset(f.strip(b" \t\r\n").decode("ascii", "replace").lower()
@@ -264,8 +267,9 @@ def parse_signature(raw: bytes, now: float) -> DkimSignature:
     selector = tags[b"s"].decode("ascii", "replace").lower()
     if not domain or not selector:
         raise DkimVerifyError("signature has an empty d= or s=")
-    names = tuple(_FWS.sub(b"", n).lower() for n in tags[b"h"].split(b":"))
-    if len(names) > MAX_SIGNED_FIELDS or not all(_FIELD_NAME.match(n) for n in names):
+    h = tags[b"h"].translate(None, _FWS_CHARS).lower()
+    names = tuple(h.split(b":"))
+    if len(names) > MAX_SIGNED_FIELDS or not _FIELD_NAMES.match(h):
         raise DkimVerifyError("signature has a malformed h= tag")
     # Section 5.4 and 6.1.1: the From field MUST be signed.
     if b"from" not in names:
@@ -304,7 +308,7 @@ def _number(tags: dict[bytes, bytes], name: bytes, digits: int) -> int | None:
     value = tags.get(name)
     if value is None:
         return None
-    if not _DIGITS.match(value) or len(value) > digits:
+    if not value.isdigit() or len(value) > digits:  # bytes.isdigit: ASCII digits only
         raise DkimVerifyError(f"{name.decode()}= is not a decimal number")
     return int(value)
 
@@ -333,14 +337,17 @@ class Message:
     canonicalisation computed once and shared by every signature."""
 
     def __init__(self, data: bytes) -> None:
-        self.fields, self._body = split_message(normalise_line_endings(data))
+        fields, self._body = split_message(normalise_line_endings(data))
+        self.fields: Sequence[tuple[bytes, bytes]] = fields
         self._bodies: dict[str, bytes] = {}
 
     @classmethod
-    def from_parts(cls, fields: list[tuple[bytes, bytes]], body: bytes) -> Message:
-        """From a message already split by ``dkim.split_message`` (of CRLF data)."""
-        message = cls(b"")
-        message.fields, message._body = fields, body
+    def from_parts(cls, fields: Sequence[tuple[bytes, bytes]], body: bytes) -> Message:
+        """From a message already split (of CRLF data): by ``dkim.split_message``, or by
+        ``filters.parse_fields`` (whose entries for malformed lines are named b"", which no
+        h= tag can name)."""
+        message = cls.__new__(cls)
+        message.fields, message._body, message._bodies = fields, body, {}
         return message
 
     def body(self, canon: str) -> bytes:
@@ -354,9 +361,11 @@ class Message:
         """Section 3.7 and 5.4.2: the h= fields (each name takes the last instance not used
         yet, bottom up; a missing one is the null string), then the signature field with an empty
         b= value and no final CRLF, each canonicalised."""
+        wanted = set(sig.headers)
         by_name: dict[bytes, list[bytes]] = {}
         for name, raw in self.fields:
-            by_name.setdefault(name, []).append(raw)
+            if name in wanted:
+                by_name.setdefault(name, []).append(raw)
         canon = relaxed_header if sig.header_canon == "relaxed" else _simple_header
         out: list[bytes] = []
         for name in sig.headers:
@@ -377,7 +386,14 @@ def _simple_header(field: bytes) -> bytes:
 def _strip_b(raw: bytes) -> bytes:
     """The field with the b= value (and the whitespace around it) deleted, section 3.7."""
     name, _, value = raw.rstrip(b"\r\n").partition(b":")
-    return name + b":" + _B_TAG.sub(lambda m: m.group(1), value, count=1) + b"\r\n"
+    # The first tag named b (FWS around the name allowed) keeps its "b=" and loses the rest.
+    parts = value.split(b";")
+    for i, part in enumerate(parts):
+        tag, eq, _ = part.partition(b"=")
+        if eq and tag.strip(_FWS_CHARS) == b"b":
+            parts[i] = tag + eq
+            break
+    return name + b":" + b";".join(parts) + b"\r\n"
 
 
 def verify_signature(message: Message, sig: DkimSignature, key: DkimPublicKey) -> DkimCheck:

@@ -16,6 +16,7 @@ from enum import StrEnum
 from publicsuffixlist import PublicSuffixList
 
 from mailstead.dns.resolver import DnsError, DnsTemporary, Resolver
+from mailstead.mailauth.parsecache import DEFAULT_SIZE, ParseCache
 
 
 class DmarcResult(StrEnum):
@@ -56,6 +57,10 @@ class DmarcRecord:
     pct: int = 100
 
 
+# Parsed policy records by their text (see ``check_dmarc``'s ``records``).
+RecordCache = ParseCache[str, DmarcRecord | None]
+
+
 @dataclass(frozen=True, slots=True)
 class DmarcOutcome:
     """The DMARC result, the policy the domain published and what we decided to do."""
@@ -71,15 +76,21 @@ class OrgDomains:
     """Organizational domains (RFC 7489 section 3.2) from the Public Suffix List.
 
     Loading the list parses about 10,000 rules: build one instance at start-up and share it.
+    It remembers the answers for the names it was asked last (the list never changes while
+    it lives, so an answer is what a new lookup would give).
     """
 
-    def __init__(self, psl: PublicSuffixList | None = None) -> None:
+    def __init__(self, psl: PublicSuffixList | None = None,
+                 cache_size: int = DEFAULT_SIZE) -> None:
         self._psl = psl if psl is not None else PublicSuffixList()
+        self._known: ParseCache[str, str] = ParseCache(cache_size)
 
     def org_domain(self, domain: str) -> str:
         """The registered domain of ``domain`` (one label under its public suffix), or the
         name itself when it is a public suffix or not a valid name."""
-        name = domain.lower().rstrip(".")
+        return self._known.get(domain.lower().rstrip("."), self._registered)
+
+    def _registered(self, name: str) -> str:
         try:
             org = self._psl.privatesuffix(name)
         except (ValueError, TypeError, UnicodeError):
@@ -138,7 +149,8 @@ def parse_record(text: str) -> DmarcRecord | None:
     )
 
 
-async def _lookup(resolver: Resolver, domain: str) -> DmarcRecord | None:
+async def _lookup(resolver: Resolver, domain: str,
+                  cache: RecordCache | None) -> DmarcRecord | None:
     """The one valid record at _dmarc.DOMAIN (section 6.6.3 step 3: zero or several valid
     records mean none). Raises DnsTemporary."""
     try:
@@ -147,7 +159,8 @@ async def _lookup(resolver: Resolver, domain: str) -> DmarcRecord | None:
         raise
     except DnsError:
         return None
-    records = [r for r in (parse_record(t) for t in texts) if r is not None]
+    parse = parse_record if cache is None else (lambda t: cache.get(t, parse_record))
+    records = [r for r in map(parse, texts) if r is not None]
     return records[0] if len(records) == 1 else None
 
 
@@ -159,21 +172,23 @@ async def check_dmarc(
     spf_pass_domain: str | None,
     dkim_pass_domains: Sequence[str],
     sample: float,
+    records: RecordCache | None = None,
 ) -> DmarcOutcome:
     """Evaluate DMARC for ``from_domain``.
 
     ``spf_pass_domain``: the domain SPF authenticated (MAIL FROM or HELO for the null
     sender), None unless SPF passed; ``dkim_pass_domains``: the d= of every valid signature;
-    ``sample``: a uniform random number in [0, 1) for pct (section 6.6.4), injected.
+    ``sample``: a uniform random number in [0, 1) for pct (section 6.6.4), injected;
+    ``records``: parsed policy records by their text, kept by the caller across messages.
     """
     domain = from_domain.lower().rstrip(".")
     org = orgs.org_domain(domain)
     try:
-        record = await _lookup(resolver, domain)
+        record = await _lookup(resolver, domain, records)
         subdomain_policy = False
         if record is None and org != domain:
             # Section 6.6.3 step 4: fall back to the organizational domain.
-            record = await _lookup(resolver, org)
+            record = await _lookup(resolver, org, records)
             subdomain_policy = True
     except DnsTemporary as exc:
         return DmarcOutcome(DmarcResult.TEMPERROR, domain, reason=str(exc))

@@ -24,6 +24,11 @@ _ADDRESS = re.compile(
 )
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _METHOD = re.compile(r"^[A-Za-z0-9][A-Za-z0-9\-_]*$")
+# The methods and results of RFC 8601 section 2.7 (and ARC's, RFC 8617), all matching _METHOD.
+_KNOWN_WORDS = frozenset((
+    "spf", "dkim", "dmarc", "arc", "none", "pass", "fail", "softfail", "neutral", "policy",
+    "temperror", "permerror",
+))
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,12 +46,19 @@ class ResultItem:
 
 
 def _clean(text: str) -> str:
-    return _CONTROL.sub("?", text)[:_MAX_VALUE]
+    # Printable ASCII (the usual case) has no control character to replace.
+    if not (text.isascii() and text.isprintable()):
+        text = _CONTROL.sub("?", text)
+    return text[:_MAX_VALUE]
 
 
 def quote_value(text: str) -> str:
     """A ``value`` (RFC 2045 token or RFC 5322 quoted-string), control characters replaced."""
-    text = _clean(text)
+    return _quoted(_clean(text))
+
+
+def _quoted(text: str) -> str:
+    """``quote_value`` of text ``_clean`` has been through already."""
     if _TOKEN.match(text):
         return text
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
@@ -55,9 +67,9 @@ def quote_value(text: str) -> str:
 def pvalue(text: str) -> str:
     """RFC 8601 section 2.2 pvalue: an address or domain as is, anything else as a value."""
     cleaned = _clean(text)
-    if _ADDRESS.match(cleaned):
+    if "@" in cleaned and _ADDRESS.match(cleaned):  # an address has its "@"
         return cleaned
-    return quote_value(cleaned)
+    return _quoted(cleaned)
 
 
 def _comment(text: str) -> str:
@@ -66,8 +78,13 @@ def _comment(text: str) -> str:
     return f"({cleaned})"
 
 
+def _word(text: str) -> bool:
+    """A valid method or result name (the ones we write all day are known to be)."""
+    return text in _KNOWN_WORDS or _METHOD.match(text) is not None
+
+
 def _tokens(item: ResultItem) -> list[str]:
-    if not _METHOD.match(item.method) or not _METHOD.match(item.result):
+    if not _word(item.method) or not _word(item.result):
         raise ValueError(f"invalid method or result: {item.method}={item.result}")
     out = [f"{item.method}={item.result}"]
     if item.comment:
@@ -88,15 +105,17 @@ def render(authserv_id: str, items: Sequence[ResultItem]) -> bytes:
     if not items:
         return (head + "; none\r\n").encode("utf-8")
     lines = [head + ";"]
+    last = len(items) - 1
     for n, item in enumerate(items):
-        current = "\t"
-        for token in _tokens(item):
-            if current.strip() and len(current) + 1 + len(token) > _FOLD_AT:
+        first, *rest = _tokens(item)
+        current = "\t" + first  # a resinfo starts its own line; tokens are never blank
+        for token in rest:
+            if len(current) + 1 + len(token) > _FOLD_AT:
                 lines.append(current)
                 current = "\t " + token
             else:
-                current = current + (" " if current.strip() else "") + token
-        lines.append(current + (";" if n < len(items) - 1 else ""))
+                current = current + " " + token
+        lines.append(current + (";" if n < last else ""))
     return ("\r\n".join(lines) + "\r\n").encode("utf-8")
 
 

@@ -9,7 +9,6 @@ hostile records: every outcome is one of the seven results of section 2.6.
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import re
 import urllib.parse
@@ -19,6 +18,8 @@ from enum import StrEnum
 from typing import TypeVar
 
 from mailstead.dns.resolver import DnsError, DnsNoDomain, DnsTemporary, Resolver
+from mailstead.mailauth.deadline import bounded
+from mailstead.mailauth.parsecache import DEFAULT_SIZE, ParseCache
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 _T = TypeVar("_T")
@@ -113,8 +114,9 @@ def valid_domain(name: str) -> bool:
     labels = name.split(".")
     if len(labels) < 2:
         return False
-    return all(0 < len(label) <= 63 and label.isascii() and label.isprintable()
-               and " " not in label for label in labels)
+    # Each label printable ASCII without spaces: the same check on the whole name.
+    return (name.isascii() and name.isprintable() and " " not in name
+            and "" not in labels and max(map(len, labels)) <= 63)
 
 
 def _cidr(text: str) -> tuple[int | None, int | None]:
@@ -183,6 +185,34 @@ def parse_record(text: str) -> _Record:
         qualifier, name, rest = m.group(1), m.group(2).lower(), m.group(3)
         directives.append(_mechanism(qualifier, name, rest))
     return _Record(tuple(directives), redirect)
+
+
+def _parse_or_reason(text: str) -> _Record | str:
+    try:
+        return parse_record(text)
+    except _PermError as exc:
+        return str(exc)
+
+
+class SpfCache:
+    """Parsed records by their text and parsed client addresses by theirs, kept by one
+    verifier (DESIGN rule 9) across its checks: both are pure functions of the text, so a
+    hit is exactly what parsing again would give; the DNS answers themselves are the
+    resolver's (and expire with their TTL there)."""
+
+    def __init__(self, maxsize: int = DEFAULT_SIZE) -> None:
+        self._records: ParseCache[str, _Record | str] = ParseCache(maxsize)
+        self._ips: ParseCache[str, IPAddress | None] = ParseCache(maxsize)
+
+    def record(self, text: str) -> _Record:
+        """``parse_record(text)``; raises _PermError as it would."""
+        found = self._records.get(text, _parse_or_reason)
+        if isinstance(found, str):
+            raise _PermError(found)  # a new exception each time: no traceback piles up
+        return found
+
+    def client_ip(self, text: str) -> IPAddress | None:
+        return self._ips.get(text, _client_ip)
 
 
 def _mechanism(qualifier: str, name: str, rest: str) -> _Term:
@@ -254,8 +284,10 @@ def _ip_macro(ip: IPAddress) -> str:
 class _Evaluator:
     """One check_host() with its shared counters (RFC 7208 section 4.6.4)."""
 
-    def __init__(self, resolver: Resolver, ip: IPAddress, sender: str, helo: str) -> None:
+    def __init__(self, resolver: Resolver, ip: IPAddress, sender: str, helo: str,
+                 cache: SpfCache | None = None) -> None:
         self._resolver = resolver
+        self._cache = cache
         self._ip = ip
         self._local, self._sender_domain = _split_sender(sender, helo)
         self._helo = helo
@@ -348,7 +380,8 @@ class _Evaluator:
         if len(spf) > 1:
             return SpfResult.PERMERROR, f"{domain}: more than one SPF record"
         try:
-            record = parse_record(spf[0])
+            record = (self._cache.record(spf[0]) if self._cache is not None
+                      else parse_record(spf[0]))
             return await self._evaluate(record, domain, depth)
         except _PermError as exc:
             return SpfResult.PERMERROR, f"{domain}: {exc}"
@@ -357,7 +390,11 @@ class _Evaluator:
 
     async def _evaluate(self, record: _Record, domain: str, depth: int) -> tuple[SpfResult, str]:
         for term in record.directives:
-            if await self._matches(term, domain, depth):
+            # all, ip4 and ip6 need no DNS: decided here, without a coroutine per term.
+            matched = self._local_match(term)
+            if matched is None:
+                matched = await self._matches(term, domain, depth)
+            if matched:
                 q = term.qualifier
                 return _QUALIFIERS[q], f"{domain}: matched {q}{term.name}"
         # RFC 7208 section 6.1: redirect is ignored when the record has "all".
@@ -396,7 +433,8 @@ class _Evaluator:
             self._void()
         return addrs
 
-    async def _matches(self, term: _Term, domain: str, depth: int) -> bool:
+    def _local_match(self, term: _Term) -> bool | None:
+        """Whether all, ip4 or ip6 matches; None for the mechanisms that need DNS."""
         name = term.name
         if name == "all":
             return True
@@ -406,6 +444,13 @@ class _Evaluator:
                 bits = term.cidr4 if name == "ip4" else term.cidr6
                 net = ipaddress.ip_network(f"{term.arg}/{bits}", strict=False)
             return net.version == self._ip.version and self._ip in net
+        return None
+
+    async def _matches(self, term: _Term, domain: str, depth: int) -> bool:
+        local = self._local_match(term)
+        if local is not None:
+            return local
+        name = term.name
         self._count()  # every other mechanism costs a lookup (section 4.6.4)
         target = self.expand(term.arg, domain) if term.arg else domain
         if name == "include":
@@ -494,20 +539,21 @@ async def check_host(
     helo: str,
     *,
     timeout: float = DEFAULT_TIMEOUT,
+    cache: SpfCache | None = None,
 ) -> SpfOutcome:
     """RFC 7208 check_host(<ip>, <domain>, <sender>): the result for ``domain``.
 
-    ``sender`` is the MAIL FROM address ("" for the null path), ``helo`` the HELO name.
-    Never raises: a timeout is temperror, a client address that is not an IP is permerror.
+    ``sender`` is the MAIL FROM address ("" for the null path), ``helo`` the HELO name;
+    ``cache`` keeps parsed records and addresses across checks. Never raises: a timeout is
+    temperror, a client address that is not an IP is permerror.
     """
-    addr = _client_ip(ip)
+    addr = cache.client_ip(ip) if cache is not None else _client_ip(ip)
     domain = domain.lower().rstrip(".")
     if addr is None:
         return SpfOutcome(SpfResult.PERMERROR, domain, f"client address {ip!r} is not an IP")
-    evaluator = _Evaluator(resolver, addr, sender, helo or "unknown")
+    evaluator = _Evaluator(resolver, addr, sender, helo or "unknown", cache)
     try:
-        async with asyncio.timeout(timeout):
-            result, reason = await evaluator.check_host(domain)
+        result, reason = await bounded(evaluator.check_host(domain), timeout)
     except TimeoutError:
         return SpfOutcome(SpfResult.TEMPERROR, domain, f"{domain}: SPF evaluation timed out")
     return SpfOutcome(result, domain, reason)
@@ -515,7 +561,7 @@ async def check_host(
 
 async def check_mailfrom(
     resolver: Resolver, ip: str, sender: str, helo: str | None, *,
-    timeout: float = DEFAULT_TIMEOUT,
+    timeout: float = DEFAULT_TIMEOUT, cache: SpfCache | None = None,
 ) -> SpfOutcome:
     """The "MAIL FROM" identity (RFC 7208 section 2.4): the sender's domain, or for the null
     sender the HELO name as postmaster@HELO."""
@@ -523,15 +569,18 @@ async def check_mailfrom(
     _, domain = _split_sender(sender, helo_name)
     if not domain:
         return SpfOutcome(SpfResult.NONE, "", "null sender and no HELO name")
-    return await check_host(resolver, ip, domain, sender, helo_name, timeout=timeout)
+    return await check_host(resolver, ip, domain, sender, helo_name, timeout=timeout,
+                            cache=cache)
 
 
 async def check_helo(
-    resolver: Resolver, ip: str, helo: str | None, *, timeout: float = DEFAULT_TIMEOUT
+    resolver: Resolver, ip: str, helo: str | None, *, timeout: float = DEFAULT_TIMEOUT,
+    cache: SpfCache | None = None,
 ) -> SpfOutcome:
     """The "HELO" identity (RFC 7208 section 2.3), none when HELO is an address literal or
     not a domain name."""
     name = (helo or "").lower().rstrip(".")
     if not name or name.startswith("[") or not valid_domain(name):
         return SpfOutcome(SpfResult.NONE, name, "HELO is not a domain name")
-    return await check_host(resolver, ip, name, f"postmaster@{name}", name, timeout=timeout)
+    return await check_host(resolver, ip, name, f"postmaster@{name}", name, timeout=timeout,
+                            cache=cache)

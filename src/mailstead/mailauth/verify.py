@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -22,8 +21,9 @@ from enum import Enum
 import dkim
 
 from mailstead.accounts.names import DomainNameError, domain_forms
-from mailstead.delivery.headers import from_addresses
+from mailstead.delivery.headers import field_value, mailboxes
 from mailstead.dns.resolver import DnsError, DnsTemporary, Resolver
+from mailstead.mailauth.deadline import Inline
 from mailstead.mailauth.dkim import normalise_line_endings, split_message
 from mailstead.mailauth.dkimverify import (
     DkimPublicKey,
@@ -33,9 +33,17 @@ from mailstead.mailauth.dkimverify import (
     parse_signature,
     verify_signature,
 )
-from mailstead.mailauth.dmarc import DmarcOutcome, DmarcResult, OrgDomains, Policy, check_dmarc
+from mailstead.mailauth.dmarc import (
+    DmarcOutcome,
+    DmarcResult,
+    OrgDomains,
+    Policy,
+    RecordCache,
+    check_dmarc,
+)
+from mailstead.mailauth.parsecache import ParseCache
 from mailstead.mailauth.results import ResultItem, render
-from mailstead.mailauth.spf import SpfOutcome, SpfResult, check_helo, check_mailfrom
+from mailstead.mailauth.spf import SpfCache, SpfOutcome, SpfResult, check_helo, check_mailfrom
 
 log = logging.getLogger("mailstead.mailauth")
 
@@ -59,11 +67,12 @@ MAX_SIGNATURES = 8
 MAX_ARC_SETS = 50
 # Messages up to this size are verified on the event loop, larger ones in a thread.
 INLINE_LIMIT = 256 * 1024
-_TAG = re.compile(rb"(?:^|;)\s*([a-z]+)\s*=\s*([^;]*)", re.IGNORECASE)
-_WSP = re.compile(rb"\s+")
-_NAMED = (b"d", b"s", b"b")
+_NAMED = (b"d", b"s", b"b")  # the tags a signature is named by (any case)
+_WSP = b" \t\n\r\x0b\x0c"  # what \s matches in a bytes pattern
+_ARC_FIELDS = (b"arc-seal", b"arc-message-signature")
 _B_SHOWN = 300  # enough of a folded value for d=, s= and the 8 characters of header.b
-_KEY_LABEL = re.compile(rb"^[A-Za-z0-9_\-.]{1,253}$")
+# The octets of a selector or domain we look a key up for: letters, digits, "_", "-", ".".
+_KEY_LABEL_CHARS = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-."
 
 
 class _Key(Enum):
@@ -113,15 +122,17 @@ class AuthResults:
     def items(self) -> list[ResultItem]:
         """The resinfos of our Authentication-Results field, in a fixed order."""
         out: list[ResultItem] = []
+        # Results as plain text: str() of a StrEnum member is str's own (formatting the
+        # member, or its .value, is a Python-level call).
         if self.mail_from:
-            out.append(ResultItem("spf", self.spf.result,
+            out.append(ResultItem("spf", str(self.spf.result),
                                   properties=(("smtp.mailfrom", self.mail_from),)))
             if self.helo_name and self.helo.result is not SpfResult.NONE:
-                out.append(ResultItem("spf", self.helo.result,
+                out.append(ResultItem("spf", str(self.helo.result),
                                       properties=(("smtp.helo", self.helo_name),)))
         else:
             # RFC 7208 section 2.4: for the null sender the MAIL FROM check is of the HELO.
-            out.append(ResultItem("spf", self.spf.result,
+            out.append(ResultItem("spf", str(self.spf.result),
                                   properties=(("smtp.helo", self.helo_name or "unknown"),)))
         if not self.dkim:
             out.append(ResultItem("dkim", "none"))
@@ -131,12 +142,12 @@ class AuthResults:
         dm = self.dmarc
         comment = ""
         if dm.policy is not None:
-            comment = f"p={dm.policy} dis={dm.disposition}"
+            comment = f"p={dm.policy!s} dis={dm.disposition!s}"
             if self.overridden:
                 comment += f" override={self.overridden}"
         props = (("header.from", dm.from_domain),) if dm.from_domain else ()
         reason = dm.reason if dm.result in (DmarcResult.PERMERROR, DmarcResult.TEMPERROR) else ""
-        out.append(ResultItem("dmarc", dm.result, comment=comment, reason=reason,
+        out.append(ResultItem("dmarc", str(dm.result), comment=comment, reason=reason,
                               properties=props))
         arc = self.arc
         arc_comment = f"i={arc.instance} d={arc.sealer}" if arc.instance else ""
@@ -154,16 +165,22 @@ def _tags(value: bytes) -> dict[bytes, bytes]:
     """The d=, s= and b= tags of a signature, leniently (for naming it in the results and
     its key; the strict parse is ``dkimverify.parse_signature``)."""
     out: dict[bytes, bytes] = {}
-    for m in _TAG.finditer(value):
-        name = m.group(1).lower()
-        if name in _NAMED and name not in out:
-            out[name] = _WSP.sub(b"", m.group(2)[:_B_SHOWN])
+    for part in value.split(b";"):
+        # A tag is letters, optional white space, "=" (the first one); only d, s and b count.
+        name, eq, tag_value = part.partition(b"=")
+        name = name.strip(_WSP).lower()
+        if eq and name in _NAMED and name not in out:
+            out[name] = tag_value.lstrip(_WSP)[:_B_SHOWN].translate(None, _WSP)
     return out
+
+
+def _key_label(text: bytes) -> bool:
+    return 0 < len(text) <= 253 and not text.translate(None, _KEY_LABEL_CHARS)
 
 
 def _key_name(tags: dict[bytes, bytes]) -> str | None:
     s, d = tags.get(b"s", b""), tags.get(b"d", b"")
-    if not _KEY_LABEL.match(s) or not _KEY_LABEL.match(d):
+    if not _key_label(s) or not _key_label(d):
         return None
     return (s + b"._domainkey." + d).decode("ascii").lower().rstrip(".")
 
@@ -193,26 +210,48 @@ class AuthVerifier:
     ) -> None:
         self._resolver = resolver
         self._clock = clock
-        # Parsed DKIM keys of this verifier (DESIGN rule 9: no module-level cache), bounded.
+        # Parsed DKIM keys, SPF and DMARC records, client addresses and From domains of this
+        # verifier (DESIGN rule 9: no module-level cache), bounded: each is a pure function
+        # of its text, so a hit is what parsing again would give.
         self._key_cache = KeyCache(key_cache_size)
+        self._spf_cache = SpfCache(key_cache_size)
+        self._dmarc_records: RecordCache = ParseCache(key_cache_size)
+        self._domains: ParseCache[str, str] = ParseCache(key_cache_size)
         self._orgs = orgs
         self._random = random
         self._trusted = {d.lower().rstrip(".") for d in trusted_arc_sealers}
         self._spf_timeout = spf_timeout
 
     async def verify(
-        self, *, client_ip: str, helo: str | None, mail_from: str, data: bytes
+        self, *, client_ip: str, helo: str | None, mail_from: str, data: bytes,
+        fields: Sequence[tuple[bytes, bytes]] | None = None,
     ) -> AuthResults:
         """All checks for ``data`` as received (CRLF line endings, before our own headers).
 
-        ``mail_from`` is the reverse-path ("" for the null sender). Never raises on any
-        message or DNS content; DNS failures become temperror results.
+        ``mail_from`` is the reverse-path ("" for the null sender); ``fields``, when given,
+        are data's header fields as ``filters.parse_fields`` splits them (the pipeline has
+        them already). Never raises on any message or DNS content; DNS failures become
+        temperror results.
         """
         message = normalise_line_endings(data)
-        fields, body = split_message(message)
-        dkim_fields = [raw for name, raw in fields if name == b"dkim-signature"]
-        arc_fields = [raw for name, raw in fields
-                      if name in (b"arc-seal", b"arc-message-signature")]
+        body: bytes
+        if fields is not None and message is data:
+            # The raw fields put together are the header block; the body follows the
+            # blank line (none: no body), as split_message would cut it.
+            end = sum([len(raw) for _, raw in fields])
+            body = message[end + 2:] if message.startswith(b"\r\n", end) else b""
+        else:
+            fields, body = split_message(message)
+        dkim_fields: list[bytes] = []
+        arc_fields: list[bytes] = []
+        from_fields: list[bytes] = []
+        for field_name, raw in fields:
+            if field_name == b"dkim-signature":
+                dkim_fields.append(raw)
+            elif field_name == b"from":
+                from_fields.append(raw)
+            elif field_name in _ARC_FIELDS:
+                arc_fields.append(raw)
         names: set[str] = set()
         signatures = [(raw, _tags(raw.split(b":", 1)[1])) for raw in dkim_fields[:MAX_SIGNATURES]]
         arcs = [_tags(raw.split(b":", 1)[1]) for raw in arc_fields[: 2 * MAX_ARC_SETS]]
@@ -221,10 +260,45 @@ class AuthVerifier:
             if name is not None:
                 names.add(name)
         prepared = Message.from_parts(fields, body) if signatures else None
-        spf_task = check_mailfrom(self._resolver, client_ip, mail_from, helo,
-                                  timeout=self._spf_timeout)
-        helo_task = check_helo(self._resolver, client_ip, helo, timeout=self._spf_timeout)
-        spf, helo_result, keys = await asyncio.gather(spf_task, helo_task, self._keys(names))
+        # SPF for MAIL FROM, SPF for HELO and the key lookups wait for DNS at the same time:
+        # as soon as one check has to wait, the ones after it start in tasks. When the cache
+        # answers (nearly always on a busy MX) they all run here, one after the other, without
+        # the cost of tasks.
+        loop = asyncio.get_running_loop()
+        mailfrom = Inline(check_mailfrom(self._resolver, client_ip, mail_from, helo,
+                                         timeout=self._spf_timeout, cache=self._spf_cache))
+        helo_inline: Inline[SpfOutcome] | None = None
+        helo_task: asyncio.Task[SpfOutcome] | None = None
+        keys_task: asyncio.Task[dict[str, bytes | _Key]] | None = None
+        try:
+            helo_check = check_helo(self._resolver, client_ip, helo,
+                                    timeout=self._spf_timeout, cache=self._spf_cache)
+            if mailfrom.done:
+                helo_inline = Inline(helo_check)
+                if not helo_inline.done and names:
+                    keys_task = loop.create_task(self._keys(names))
+            else:
+                helo_task = loop.create_task(helo_check)
+                if names:
+                    keys_task = loop.create_task(self._keys(names))
+            spf = await mailfrom
+            if helo_inline is not None:
+                helo_result = await helo_inline
+            else:
+                assert helo_task is not None
+                helo_result = await helo_task
+            if keys_task is not None:
+                keys = await keys_task
+            else:
+                keys = await self._keys(names) if names else {}
+        finally:
+            # Cancelled (a stage timeout) or failed: nothing may go on in the background.
+            mailfrom.close()
+            if helo_inline is not None:
+                helo_inline.close()
+            for task in (helo_task, keys_task):
+                if task is not None and not task.done():
+                    task.cancel()
         # Keys are parsed here, on the event loop, so the cache needs no lock.
         parsed = {name: self._key_cache.get(name, record)
                   for name, record in keys.items() if isinstance(record, bytes)}
@@ -234,9 +308,7 @@ class AuthVerifier:
             dkims, arc = _signatures(*args)
         else:
             dkims, arc = await asyncio.to_thread(_signatures, *args)
-        header_end = message.find(b"\r\n\r\n")
-        dmarc = await self._dmarc(message[: header_end + 2] if header_end >= 0 else message,
-                                  spf, dkims)
+        dmarc = await self._dmarc([field_value(raw) for raw in from_fields], spf, dkims)
         overridden = ""
         if (dmarc.result is DmarcResult.FAIL and dmarc.disposition is not Policy.NONE
                 and arc.result == "pass" and arc.sealer in self._trusted):
@@ -261,16 +333,19 @@ class AuthVerifier:
                     return name, text.encode("utf-8", "replace")
             return name, _Key.MISSING
 
+        if len(names) == 1:  # the common case: no tasks to gather
+            name, found = await one(next(iter(names)))
+            return {name: found}
         return dict(await asyncio.gather(*(one(n) for n in sorted(names))))
 
-    async def _dmarc(self, header: bytes, spf: SpfOutcome,
+    async def _dmarc(self, from_values: list[str], spf: SpfOutcome,
                      dkims: Sequence[DkimOutcome]) -> DmarcOutcome:
         """RFC 7489 section 6.6.1: the domain of the single From: field; with several From
         domains each is evaluated and the strictest outcome is kept."""
-        froms = from_addresses(header)
+        froms = mailboxes(from_values)
         if froms is None:
             return DmarcOutcome(DmarcResult.PERMERROR, "", reason="unparseable From: header")
-        domains = list(dict.fromkeys(_ascii_domain(a.domain) for a in froms))
+        domains = list(dict.fromkeys(self._domains.get(a.domain, _ascii_domain) for a in froms))
         if not domains:
             return DmarcOutcome(DmarcResult.PERMERROR, "", reason="no From: header")
         spf_domain = spf.domain if spf.result is SpfResult.PASS else None
@@ -278,7 +353,8 @@ class AuthVerifier:
         sample = self._random()
         outcomes = [
             await check_dmarc(self._resolver, self._orgs, d, spf_pass_domain=spf_domain,
-                              dkim_pass_domains=passing, sample=sample)
+                              dkim_pass_domains=passing, sample=sample,
+                              records=self._dmarc_records)
             for d in domains[:5]
         ]
         return max(outcomes, key=_severity)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from mailstead.core.address import AddressError, parse_address
@@ -98,9 +98,11 @@ class SieveRunner:
         return script
 
     async def plan(
-        self, accounts: dict[int, str], mail_from: str, data: bytes, default_mailbox: str
+        self, accounts: dict[int, str], mail_from: str, data: bytes, default_mailbox: str,
+        *, fields: Sequence[tuple[bytes, bytes]] | None = None,
     ) -> SievePlan:
-        """What each account's script does with its copy of ``data``; never raises."""
+        """What each account's script does with its copy of ``data``; never raises.
+        ``fields``: data's header fields when the filters have parsed them already."""
         out = SievePlan()
         view: MessageView | None = None
         for account_id, address in accounts.items():
@@ -112,7 +114,7 @@ class SieveRunner:
                     out.local.append(keep)
                     continue
                 if view is None:
-                    view = MessageView(data, self._limits.max_body_scan)
+                    view = MessageView(data, self._limits.max_body_scan, fields=fields)
                 await self._run_one(out, script, view, account_id, address, mail_from,
                                     default_mailbox)
             except (StoreError, AddressError) as exc:

@@ -139,6 +139,8 @@ class _Run:
 
     def strings(self, arg: object) -> list[str]:
         assert isinstance(arg, StringList)
+        if not self.vars_on:  # nothing to expand
+            return list(arg.items)
         return [self.expand(v) for v in arg.items]
 
     def string(self, arg: object) -> str:

@@ -13,7 +13,10 @@ _CASEMAP = str.maketrans(_UPPER, _UPPER.lower())
 
 def fold(value: str, comparator: str) -> str:
     """RFC 4790 section 9.2: i;ascii-casemap folds only ASCII letters; i;octet nothing."""
-    return value.translate(_CASEMAP) if comparator == "i;ascii-casemap" else value
+    if comparator != "i;ascii-casemap":
+        return value
+    # On ASCII text str.lower changes exactly the letters A-Z, like the table, at C speed.
+    return value.lower() if value.isascii() else value.translate(_CASEMAP)
 
 
 def _pattern(pattern: str) -> list[tuple[str, str]]:
@@ -32,12 +35,38 @@ def _pattern(pattern: str) -> list[tuple[str, str]]:
     return out
 
 
+def _glob_stars(value: str, text: str, pattern: str) -> list[str] | None:
+    """``glob`` for a (folded) pattern of literal text and ``*`` only, by whole-segment
+    searches: what the general matcher finds, each ``*`` but the last ending where the next
+    literal segment first occurs, the last one where the final segment ends the value."""
+    first, *middle, last = pattern.split("*")
+    if not text.startswith(first):
+        return None
+    groups = [value]
+    t = len(first)
+    for segment in middle:
+        i = text.find(segment, t)
+        if i < 0:
+            return None
+        groups.append(value[t:i])
+        t = i + len(segment)
+    end = len(text) - len(last)
+    if end < t or not text.endswith(last):
+        return None
+    groups.append(value[t:end])
+    return groups
+
+
 def glob(value: str, pattern: str, comparator: str) -> list[str] | None:
     """None when ``value`` does not match; else the match variables: the whole value, then
     what each ``*`` and ``?`` matched, left to right (each ``*`` as short as possible)."""
-    pat = _pattern(pattern)
     text = fold(value, comparator)
-    lits = [(k, fold(c, comparator)) for k, c in pat]
+    pattern = fold(pattern, comparator)  # folding leaves "*", "?" and "\\" as they are
+    if "?" not in pattern and "\\" not in pattern:
+        if "*" not in pattern:
+            return [value] if text == pattern else None
+        return _glob_stars(value, text, pattern)
+    lits = _pattern(pattern)
     # spans[k] = (start, end) in value of wildcard k of the pattern
     spans: dict[int, tuple[int, int]] = {}
     p = t = 0

@@ -12,10 +12,13 @@ import email.header
 import email.parser
 import email.policy
 import email.utils
-import re
+from collections.abc import Sequence
 from email.message import Message
 
-_FIELD = re.compile(rb"^([!-9;-~]+)[ \t]*:(.*)\Z", re.DOTALL)
+from mailstead.delivery.headers import plain_address
+
+# RFC 5322 section 3.6.8: ftext, the octets of a field name (printable ASCII but the colon).
+_FTEXT = bytes(range(0x21, 0x3A)) + bytes(range(0x3B, 0x7F))
 
 
 def split_message(data: bytes) -> tuple[bytes, bytes]:
@@ -24,9 +27,11 @@ def split_message(data: bytes) -> tuple[bytes, bytes]:
         end = data.find(sep)
         if end >= 0:
             cut = end + len(sep)
-            crlf = data.find(b"\n\n")
-            if sep == b"\r\n\r\n" and 0 <= crlf < end:
-                return data[:crlf + 2], data[crlf + 2:]
+            # A bare-LF blank line before the CRLF one ends the header there. Searched only
+            # up to that point: in a CRLF message the search would step through every line.
+            lf = data.find(b"\n\n", 0, end) if sep == b"\r\n\r\n" else -1
+            if lf >= 0:
+                return data[:lf + 2], data[lf + 2:]
             return data[:cut], data[cut:]
     return data, b""
 
@@ -44,11 +49,17 @@ def decode_words(raw: str) -> str:
 class MessageView:
     """One message as the interpreter sees it."""
 
-    def __init__(self, data: bytes, max_body_scan: int = 1 << 20) -> None:
+    def __init__(self, data: bytes, max_body_scan: int = 1 << 20, *,
+                 fields: Sequence[tuple[bytes, bytes]] | None = None) -> None:
+        """``fields``: data's header fields as ``filters.parse_fields`` gives them (lower-case
+        name, raw field; b"" names a malformed line), when they are at hand already."""
         self.data = data
         self.size = len(data)
         header, self._body = split_message(data)
-        self._fields: list[tuple[str, str]] = []
+        # (lower-case name, raw value after the colon, line breaks included): decoded only
+        # for the names a script asks for, once (_values).
+        self._fields: list[tuple[bytes, bytes]] = []
+        self._values: dict[str, list[str]] = {}
         self._max_body = max_body_scan
         # Decoded body text by content-type selection: parsed once per message, however many
         # body tests a script has.
@@ -56,36 +67,52 @@ class MessageView:
         # Parsed addresses by field name: scripts test From: in several rules, and each
         # account's script runs over the same view.
         self._addresses: dict[str, tuple[str, ...]] = {}
+        if fields is not None:
+            # Usable when they make up this header block (less its blank line, if any).
+            size = sum([len(raw) for _, raw in fields])
+            if size <= len(header) and header[size:] in (b"", b"\r\n", b"\n"):
+                self._fields = [(name, raw[raw.index(b":") + 1:]) for name, raw in fields
+                                if name]
+                return
         current: list[bytes] | None = None
-        name = ""
+        name = b""
+        out = self._fields
         for line in header.splitlines():
             if line[:1] in (b" ", b"\t") and current is not None:
                 current.append(line)
                 continue
             if current is not None:
-                self._fields.append((name, self._unfold(current)))
+                out.append((name, b"".join(current)))
                 current = None
-            m = _FIELD.match(line)
-            if m:
-                name = m.group(1).decode("ascii").lower()
-                current = [m.group(2)]
+            # RFC 5322 section 3.6.8 field-name (ftext), then optional WSP and the colon.
+            colon = line.find(b":")
+            if colon > 0:
+                field_name = line[:colon].rstrip(b" \t")
+                if field_name and not field_name.translate(None, _FTEXT):
+                    name = field_name.lower()
+                    current = [line[colon + 1:]]
         if current is not None:
-            self._fields.append((name, self._unfold(current)))
+            out.append((name, b"".join(current)))
 
     @staticmethod
-    def _unfold(parts: list[bytes]) -> str:
+    def _unfold(value: bytes) -> str:
         # RFC 5322 section 2.2.3: unfolding removes the CRLF before the whitespace.
-        raw = b"".join(parts).decode("utf-8", "replace")
-        return raw.strip(" \t")
+        return b"".join(value.splitlines()).decode("utf-8", "replace").strip(" \t")
+
+    def raw_headers(self, name: str) -> list[str]:
+        """Unfolded values (encoded-words as written) of every field called ``name``."""
+        key = name.lower()
+        found = self._values.get(key)
+        if found is None:
+            # Field names are ASCII (ftext): another name matches none.
+            wanted = key.encode("ascii") if key.isascii() else None
+            found = self._values[key] = [self._unfold(v) for n, v in self._fields
+                                         if n == wanted]
+        return list(found)
 
     def headers(self, name: str) -> list[str]:
         """Decoded values of every field called ``name`` (case-insensitive), in order."""
-        key = name.lower()
-        return [decode_words(v) for n, v in self._fields if n == key]
-
-    def raw_headers(self, name: str) -> list[str]:
-        key = name.lower()
-        return [v for n, v in self._fields if n == key]
+        return [decode_words(v) for v in self.raw_headers(name)]
 
     def addresses(self, name: str) -> list[str]:
         """The addr-specs of an address header field (RFC 5228 section 5.1); group names
@@ -95,6 +122,10 @@ class MessageView:
         if found is None:
             out: list[str] = []
             for value in self.raw_headers(key):
+                simple = plain_address(value)
+                if simple is not None:  # the common shapes, without the full parse
+                    out.append(simple)
+                    continue
                 try:
                     pairs = email.utils.getaddresses([value])
                 except (ValueError, IndexError, TypeError):

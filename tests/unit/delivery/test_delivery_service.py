@@ -3,15 +3,28 @@
 from __future__ import annotations
 
 import asyncio
+import email.utils
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mailstead.core.address import parse_address
-from mailstead.delivery.headers import from_addresses, header_values, received_header, split_header
+from mailstead.delivery.headers import (
+    field_value,
+    from_addresses,
+    header_values,
+    mailboxes,
+    plain_address,
+    received_header,
+    split_header,
+)
 from mailstead.delivery.recipients import RecipientResolver, Verdict, is_relay_trick
 from mailstead.delivery.service import DeliveryService, SessionInfo, Transaction
+from mailstead.filters.pipeline import parse_fields
 from mailstead.storage import open_store
 from mailstead.storage.interfaces import Store
 
@@ -146,6 +159,42 @@ def test_submission_sender_rules(loop: asyncio.AbstractEventLoop, store: Store) 
     assert header_values(header, "Message-ID")[0].endswith("@mail.example.test>")
     assert b"with ESMTPSA id" in stored
     assert b"(authenticated as alice@example.test)" in stored
+
+
+@given(st.lists(st.sampled_from([b"\r\n", b"\r", b"\n", b"a", b":"]), max_size=10)
+       .map(b"".join))
+@settings(max_examples=500, deadline=None)
+def test_split_header_is_the_first_blank_line(data: bytes) -> None:
+    # The first CRLF CRLF (or a CRLF at the very start) ends the header, as the regex did.
+    m = re.search(rb"\r\n\r\n|\A\r\n", data)
+    end = len(data) if m is None else (m.start() + 2 if m.group() == b"\r\n\r\n" else 0)
+    assert split_header(data) == (data[:end], data[end:])
+
+
+_ADDRESS_PARTS = st.sampled_from(["a", "b.c", "x-y", "Joe", "Joe Bloggs", "<", ">", "@", " ",
+                                  ".", '"', ",", "(c)", "=?utf-8?q?x?=", "+tag", "\\"])
+
+
+@given(st.lists(_ADDRESS_PARTS, max_size=8).map("".join))
+@settings(max_examples=1000, deadline=None)
+def test_plain_address_shapes_agree_with_the_email_package(value: str) -> None:
+    # The fast path answers only for shapes whose addr-spec getaddresses finds the same.
+    found = plain_address(value.strip())
+    if found is not None:
+        assert [a for _, a in email.utils.getaddresses([value.strip()])] == [found]
+
+
+def test_field_values_unfold_like_header_values() -> None:
+    header = (b"From: Alice <alice@a.test>\r\nSubject: one\r\n two\r\n\tthree \r\n"
+              b"X-Empty:\r\nfrom : <b@b.test>\r\n")
+    fields = [f for f in parse_fields(header) if f[0]]
+    assert [field_value(raw) for name, raw in fields if name == b"from"] == header_values(
+        header, "From")
+    assert [field_value(raw) for name, raw in fields if name == b"subject"] == header_values(
+        header, "Subject") == ["one two three"]
+    assert [a.domain for a in mailboxes(header_values(header, "From")) or []] == [
+        "a.test", "b.test"]
+    assert mailboxes(["Alice <alice@a.test>, junk"]) is None
 
 
 def test_from_addresses_and_received() -> None:

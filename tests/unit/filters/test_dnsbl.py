@@ -38,6 +38,12 @@ def test_listed_unlisted_errors_and_outside_answers() -> None:
     found = asyncio.run(checker.lookup("127.0.0.2"))
     assert found == [Listing("a.test", ("127.0.0.2", "127.0.0.4"))]
     assert asyncio.run(DnsblChecker(resolver, []).lookup("127.0.0.2")) == []
+    # One zone is asked without gathering tasks; the same client twice reuses its query
+    # names (an address that is no IP gives none).
+    single = DnsblChecker(resolver, ["a.test"], cache_size=1)
+    for ip in ("127.0.0.2", "127.0.0.2", "::ffff:127.0.0.2", "not-an-ip", "127.0.0.2"):
+        expected = [] if ip == "not-an-ip" else [Listing("a.test", ("127.0.0.2", "127.0.0.4"))]
+        assert asyncio.run(single.lookup(ip)) == expected
 
 
 class _Listed(BaseResolver):  # type: ignore[misc]

@@ -99,6 +99,23 @@ def test_stages_in_order_headers_drops_and_mailbox() -> None:
     assert result.data == b"X-A: 1\r\nX-B: 2\r\n" + MESSAGE.split(b"\r\n", 1)[1]
 
 
+def test_result_fields_describe_the_result_header() -> None:
+    # The fields handed on (to Sieve) are what parse_fields gives for the new header block,
+    # whether fields were added only, added and dropped, or nothing changed.
+    def header_fields(data: bytes) -> list[tuple[bytes, bytes]]:
+        return parse_fields(data[: data.index(b"\r\n\r\n") + 2])
+
+    folded = b"X-A: 1,\r\n 2\r\n"
+    for stages in ([Fixed("a", Verdict.accept(folded))],
+                   [Fixed("a", Verdict.accept(folded, drop=frozenset({0, 2})))],
+                   [Fixed("a", Verdict.accept())]):
+        result = asyncio.run(Pipeline(stages).run(ctx()))
+        assert list(result.fields) == header_fields(result.data)
+    dropped = asyncio.run(Pipeline([Fixed("a", Verdict.accept(drop=frozenset({1})))]).run(ctx()))
+    assert b"other.test" not in dropped.data
+    assert list(dropped.fields) == header_fields(dropped.data)
+
+
 def test_first_refusal_stops() -> None:
     reject = Fixed("r", Verdict.reject(Reply(554, "5.7.1", "no")))
     after = Fixed("after", Verdict.accept())

@@ -20,12 +20,19 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mailstead.dns.resolver import StaticResolver
-from mailstead.mailauth.dkim import SigningKey, dkim_signature_headers, relaxed_body
+from mailstead.mailauth.dkim import (
+    SigningKey,
+    dkim_signature_headers,
+    relaxed_body,
+    relaxed_header,
+)
 from mailstead.mailauth.dkimverify import (
     DkimPublicKey,
     DkimVerifyError,
     KeyCache,
     Message,
+    _b64,
+    _strip_b,
     parse_key_record,
     parse_signature,
     parse_tags,
@@ -379,3 +386,47 @@ def _reference_relaxed_body(body: bytes) -> bytes:
                 max_size=40).map(b"".join))
 def test_relaxed_body_fast_path_is_unchanged(body: bytes) -> None:
     assert relaxed_body(body) == _reference_relaxed_body(body)
+
+
+def _reference_relaxed_header(field: bytes) -> bytes:
+    """RFC 6376 section 3.4.2 with the two regexes dkim.py ran on every field before its
+    fast path (unfold, then WSP runs to one SP)."""
+    name, _, value = field.partition(b":")
+    value = re.sub(rb"[ \t]+", b" ", re.sub(rb"\r\n(?=[ \t])", b"", value.rstrip(b"\r\n")))
+    return name.rstrip(b" \t").lower() + b":" + value.strip(b" ") + b"\r\n"
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.sampled_from([b"a", b" ", b"\t", b"  ", b"\r\n ", b"\r\n\t", b"\r\n",
+                                 b"\r", b":", b"\r\n\r\n "]), max_size=30).map(b"".join))
+def test_relaxed_header_fast_path_is_unchanged(value: bytes) -> None:
+    field = b"Sub Ject :" + value + b"\r\n"
+    assert relaxed_header(field) == _reference_relaxed_header(field)
+
+
+def _reference_strip_b(raw: bytes) -> bytes:
+    """Section 3.7's "b= value deleted" as the regex it was: the first b tag keeps its "b="."""
+    name, _, value = raw.rstrip(b"\r\n").partition(b":")
+    tag = re.compile(rb"((?:^|;)[ \t\r\n]*b[ \t\r\n]*=)[^;]*")
+    return name + b":" + tag.sub(lambda m: m.group(1), value, count=1) + b"\r\n"
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.sampled_from([b"b", b"bh", b"B", b"=", b";", b" ", b"\r\n\t", b"x",
+                                 b"a=1", b"b=QUJD"]), max_size=14).map(b"".join))
+def test_b_value_removal_is_unchanged(value: bytes) -> None:
+    raw = b"DKIM-Signature:" + value + b"\r\n"
+    assert _strip_b(raw) == _reference_strip_b(raw)
+
+
+def test_base64_values_and_tag_names() -> None:
+    # What base64.b64decode(validate=True) accepted after the FWS went, and nothing else.
+    assert _b64(b"QU\r\n JD\tRA==", "b") == b"ABCD"
+    for bad in (b"QUJD====", b"QUJ", b"QU=D", b"=QUJ", b"QUJ*", b"QUJDR"):
+        with pytest.raises(DkimVerifyError, match="b= is not valid base64"):
+            _b64(bad, "b")
+    # Section 3.2 tag-name = ALPHA *ALNUMPUNC.
+    assert parse_tags(b"a_1=x; B9=y") == {b"a_1": b"x", b"B9": b"y"}
+    for bad in (b"_a=1", b"a-b=1", b"\xc3\xa9=1", b"a b=1"):
+        with pytest.raises(DkimVerifyError, match="malformed tag list"):
+            parse_tags(bad)

@@ -16,6 +16,7 @@ from dnslib import QTYPE, RCODE, RR, TXT, A, DNSRecord
 from dnslib.server import BaseResolver, DNSHandler, DNSLogger, DNSServer
 
 from mailstead.dns.resolver import DnsPythonResolver
+from mailstead.filters.pipeline import parse_fields
 from mailstead.mailauth.dmarc import OrgDomains, Policy
 from mailstead.mailauth.results import ResultItem, authserv_id, forged_indexes, pvalue, render
 from mailstead.mailauth.verify import AuthVerifier
@@ -256,6 +257,51 @@ def test_no_from_header(dns_port: int, orgs: OrgDomains) -> None:
     results = verify(dns_port, orgs, b"Subject: x\r\n\r\nbody\r\n")
     assert results.dmarc.result == "permerror"
     assert 'dmarc=permerror reason="no From: header"' in results.header(HOST).decode()
+
+
+def test_header_fields_of_the_pipeline_give_the_same_results(dns_port: int,
+                                                             orgs: OrgDomains) -> None:
+    # The filters hand their parsed header over; the results are those of parsing the
+    # message here, also for messages that are not CRLF throughout (then it is parsed here).
+    verifier = AuthVerifier(DnsPythonResolver([("127.0.0.1", dns_port)], lifetime=3.0), orgs,
+                            random=lambda: 0.5)
+
+    async def both(data: bytes) -> tuple[Any, Any]:
+        header = data[: data.index(b"\r\n\r\n") + 2]
+        kwargs = {"client_ip": "192.0.2.10", "helo": "mx.example.test",
+                  "mail_from": "alice@example.test", "data": data}
+        return (await verifier.verify(**kwargs),
+                await verifier.verify(**kwargs, fields=parse_fields(header)))
+
+    good = signed(message())
+    for data in (good, good.replace(b"Hello", b"Bye"), b"X-Junk\r\n" + good,
+                 good.replace(b"there.\r\n", b"there.\n"),
+                 signed(message(body=b"")), b"From: <a@example.test>\r\n\r\n"):
+        plain, shared = asyncio.run(both(data))
+        assert shared == plain
+        assert shared.header(HOST) == plain.header(HOST)
+    assert [d.result for d in asyncio.run(both(good))[1].dkim] == ["pass"]
+
+
+def test_second_message_gets_the_same_results(dns_port: int, orgs: OrgDomains) -> None:
+    # The first message waits for DNS (the checks overlap in tasks), the second is answered
+    # from the caches (the checks run one after the other in place): same results.
+    cases = [
+        (signed(message()), "192.0.2.10", "alice@example.test", "mx.example.test"),
+        (message(sender="x@fwd.test"), "203.0.113.5", "x@fwd.test", "fwd.test"),
+        (message(), "192.0.2.10", "", "example.test"),
+        (message(sender="a@flaky.test"), "192.0.2.10", "a@flaky.test", "mx.example.test"),
+    ]
+    async def twice(data: bytes, ip: str, mail_from: str, helo: str) -> list[Any]:
+        verifier = AuthVerifier(DnsPythonResolver([("127.0.0.1", dns_port)], lifetime=3.0),
+                                orgs, random=lambda: 0.5)
+        return [await verifier.verify(client_ip=ip, helo=helo, mail_from=mail_from, data=data)
+                for _ in range(2)]
+
+    for case in cases:
+        first, second = asyncio.run(twice(*case))
+        assert second.header(HOST) == first.header(HOST)
+        assert (second.spf, second.helo, second.dmarc) == (first.spf, first.helo, first.dmarc)
 
 
 # Authentication-Results rendering and parsing (RFC 8601) --------------------------------------

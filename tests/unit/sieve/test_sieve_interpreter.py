@@ -3,8 +3,11 @@
 
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sieve_examples import RFC5228_EXAMPLE
 
+from mailstead.filters.pipeline import parse_fields
 from mailstead.sieve.actions import Discard, FileInto, Keep, Outcome, Redirect, Reject, Vacation
 from mailstead.sieve.compile import compile_script
 from mailstead.sieve.interpreter import Envelope, Interpreter
@@ -152,3 +155,26 @@ def test_vacation_action() -> None:
 
 def test_discard_action_type_is_not_reported() -> None:
     assert not any(isinstance(a, Discard) for a in run(b"discard;").actions)
+
+
+_LINES = st.sampled_from([
+    b"Subject: hi\r\n", b"From: A <a@x.test>\r\n", b" folded\r\n", b"\tmore\r\n",
+    b"not a field\r\n", b"X-Y : spaced\r\n", b"Bad Name: v\r\n", b"To:\r\n", b": x\r\n",
+    b"Caf\xc3\xa9: y\r\n", b"Subject: =?utf-8?q?caf=C3=A9?=\r\n", b"Odd: bare\nLF\r\n",
+])
+
+
+@given(st.lists(_LINES, max_size=8), st.sampled_from([b"\r\nbody\r\n", b"", b"\n\nx"]))
+@settings(max_examples=400, deadline=None)
+def test_view_from_the_filters_fields_is_the_parsed_view(lines: list[bytes],
+                                                         rest: bytes) -> None:
+    # The header the filters parsed already (parse_fields) gives the same view as parsing
+    # the message again; when the two would cut the header differently it is parsed again.
+    data = b"".join(lines) + rest
+    end = data.find(b"\r\n\r\n")
+    header = data[: end + 2] if end >= 0 else data
+    shared, parsed = MessageView(data, fields=parse_fields(header)), MessageView(data)
+    for name in ("subject", "FROM", "x-y", "to", "caf\u00e9", "not a field", "odd"):
+        assert shared.raw_headers(name) == parsed.raw_headers(name)
+        assert shared.headers(name) == parsed.headers(name)
+        assert shared.addresses(name) == parsed.addresses(name)

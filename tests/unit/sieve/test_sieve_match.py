@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import time
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from mailstead.sieve.match import glob, matches
 
 
@@ -35,3 +38,49 @@ def test_hostile_pattern_is_fast() -> None:
     start = time.monotonic()
     assert glob(value, pattern, "i;octet") is None
     assert time.monotonic() - start < 5
+
+
+def _reference_glob(value: str, pattern: str, comparator: str) -> list[str] | None:
+    """The general backtracking matcher, for patterns the fast path of ``glob`` takes."""
+    text = value.lower() if comparator == "i;ascii-casemap" else value
+    pat = pattern.lower() if comparator == "i;ascii-casemap" else pattern
+    spans: dict[int, tuple[int, int]] = {}
+    p = t = 0
+    star_p, star_t = -1, 0
+    while t < len(text):
+        if p < len(pat) and pat[p] == "*":
+            star_p, star_t = p, t
+            spans[p] = (t, t)
+            p += 1
+        elif p < len(pat) and pat[p] == text[t]:
+            p += 1
+            t += 1
+        elif star_p >= 0:
+            star_t += 1
+            spans[star_p] = (spans[star_p][0], star_t)
+            p, t = star_p + 1, star_t
+        else:
+            return None
+    while p < len(pat) and pat[p] == "*":
+        spans[p] = (t, t)
+        p += 1
+    if p != len(pat):
+        return None
+    return [value] + [value[a:b] for _, (a, b) in sorted(spans.items())]
+
+
+@given(st.text(alphabet="abAB.*", max_size=12), st.text(alphabet="abAB.", max_size=14),
+       st.sampled_from(["i;octet", "i;ascii-casemap"]))
+@settings(max_examples=3000, deadline=None)
+def test_star_patterns_capture_like_the_general_matcher(
+    pattern: str, value: str, comparator: str
+) -> None:
+    # Patterns of literals and "*" only are matched by whole-segment searches; the match
+    # variables must be those of the character-by-character matcher (RFC 5229 section 3.2).
+    assert glob(value, pattern, comparator) == _reference_glob(value, pattern, comparator)
+
+
+def test_ascii_casemap_fold_of_non_ascii_text() -> None:
+    # The fast str.lower path is for ASCII only; other text folds A-Z and nothing else.
+    assert matches("ÉTÉ Sale", "Été sale", "is", "i;ascii-casemap") == (False, None)
+    assert matches("été SALE", "été sale", "is", "i;ascii-casemap") == (True, None)
