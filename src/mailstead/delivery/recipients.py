@@ -35,7 +35,7 @@ class AccountState(NamedTuple):
     """What the store said about an account along with finding it (``RecipientLookup``)."""
 
     full: bool  # at or over its quota
-    sieve: bool  # has an active Sieve script
+    script: str | None  # the text of its active Sieve script, None without one
 
 
 @runtime_checkable
@@ -47,7 +47,7 @@ class RecipientLookup(Protocol):
 
     async def lookup_recipient(
         self, domain: str, address: str
-    ) -> tuple[bool, Account | None, bool, bool]: ...
+    ) -> tuple[bool, Account | None, bool, str | None]: ...
 
 
 @dataclass(slots=True)
@@ -86,13 +86,13 @@ class RecipientResolver:
         up by ``_expand_local``)."""
         if self._lookup is None:
             return await self._store.is_local_domain(address.domain), False
-        local, account, full, sieve = await self._lookup.lookup_recipient(
+        local, account, full, script = await self._lookup.lookup_recipient(
             address.domain, f"{address.local}@{address.domain}"
         )
         if account is None or not local:
             return local, False
         out.accounts[account.id] = account.address
-        out.states[account.id] = AccountState(full, sieve)
+        out.states[account.id] = AccountState(full, script)
         return True, True
 
     async def resolve(self, address: Address) -> Resolution:

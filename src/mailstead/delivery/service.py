@@ -78,10 +78,14 @@ class Transaction:
     rcpts: list[str] = field(default_factory=list)  # as the client named them
     accounts: dict[int, str] = field(default_factory=dict)
     remote: dict[str, str] = field(default_factory=dict)  # key -> address
-    # Accounts known at RCPT to have no active Sieve script (from the recipient lookup), so
-    # delivery skips the Sieve step when every account is one of them; like the recipients
-    # themselves, this is resolved once per transaction.
-    plain: set[int] = field(default_factory=set)
+    # The active Sieve script (None: none) of the accounts the recipient lookup read it for,
+    # so delivery neither reads it again nor runs the Sieve step when no account has one;
+    # like the recipients themselves, it is resolved once per transaction.
+    scripts: dict[int, str | None] = field(default_factory=dict)
+
+    def may_run_sieve(self) -> bool:
+        """Whether some account has an active script, or one whose script is not known."""
+        return any(a not in self.scripts or self.scripts[a] is not None for a in self.accounts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,7 +190,7 @@ class DeliveryService:
             return R_MAILBOX_FULL
         txn.rcpts.append(str(rcpt))
         txn.accounts.update({a: v for a, v in res.accounts.items() if a not in full})
-        txn.plain.update(a for a, state in res.states.items() if not state.sieve)
+        txn.scripts.update((a, state.script) for a, state in res.states.items())
         for addr in res.remote:
             txn.remote.setdefault(address_key(addr), addr)
         return R_RCPT_OK
@@ -224,6 +228,7 @@ class DeliveryService:
         queue_id = self._ids.next()
         now = self._clock()
         header, _rest = split_header(data)
+        mail_from = str(txn.sender) if txn.sender is not None else ""  # "" for <>
         extra = b""
         mailbox = "INBOX"
         fields: Sequence[tuple[bytes, bytes]] | None = None  # data's header, when parsed
@@ -232,7 +237,7 @@ class DeliveryService:
             # (DESIGN rule 6), so a refusal is an SMTP reply rather than a bounce.
             ctx = FilterContext(
                 session=session,
-                mail_from=str(txn.sender) if txn.sender is not None else "",
+                mail_from=mail_from,
                 recipients=tuple(txn.rcpts),
                 accounts=tuple(txn.accounts),
                 data=data,
@@ -271,8 +276,8 @@ class DeliveryService:
         local = [LocalDelivery(account_id=a, mailbox=mailbox) for a in txn.accounts]
         remote = list(txn.remote.values())
         plan: SievePlan | None = None
-        if self._sieve is not None and txn.accounts and not txn.accounts.keys() <= txn.plain:
-            plan, refusal = await self._sieve_step(txn, data, mailbox, fields)
+        if self._sieve is not None and txn.may_run_sieve():
+            plan, refusal = await self._sieve_step(txn, mail_from, data, mailbox, fields)
             if refusal is not None:
                 return DeliveryOutcome(refusal, queue_id, len(data), 0, 0)
             local = plan.local
@@ -286,7 +291,7 @@ class DeliveryService:
         message = IncomingMessage(
             data=stored,
             queue_id=queue_id,
-            mail_from=str(txn.sender) if txn.sender is not None else "",
+            mail_from=mail_from,
             local=local,
             remote=remote,
             internal_date=now,
@@ -321,15 +326,15 @@ class DeliveryService:
     # Sieve (issue 9): the per-account step, after the recipients are known -------------
 
     async def _sieve_step(
-        self, txn: Transaction, data: bytes, mailbox: str,
+        self, txn: Transaction, mail_from: str, data: bytes, mailbox: str,
         fields: Sequence[tuple[bytes, bytes]] | None,
     ) -> tuple[SievePlan, Reply | None]:
         """Each account's script over its copy. When every recipient of the transaction
         rejects, the refusal is the SMTP reply (RFC 5429 section 2.1: reject at SMTP time
         is preferred); otherwise rejecting accounts send a notice after delivery."""
         assert self._sieve is not None
-        mail_from = str(txn.sender) if txn.sender is not None else ""
-        plan = await self._sieve.plan(txn.accounts, mail_from, data, mailbox, fields=fields)
+        plan = await self._sieve.plan(txn.accounts, mail_from, data, mailbox, fields=fields,
+                                      scripts=txn.scripts)
         if (plan.rejected and len(plan.rejected) == len(txn.accounts) and not txn.remote
                 and not plan.local and not plan.remote):
             reason = " ".join(next(iter(plan.rejected.values())).split())[:400]

@@ -131,6 +131,9 @@ class BayesVerdict:
     tokens_used: int = 0
 
 
+_UNTRAINED = BayesVerdict(None)  # immutable: shared by every message of an untrained account
+
+
 class BayesClassifier:
     """Classifies and learns per account over a ``SpamStore``."""
 
@@ -164,7 +167,7 @@ class BayesClassifier:
     async def classify(self, account_id: int, data: bytes) -> BayesVerdict:
         nspam, nham = await self._account_totals(account_id)
         if nspam < self._min or nham < self._min:
-            return BayesVerdict(None)
+            return _UNTRAINED
         toks = tokens(data)
         counts = await self._store.bayes_tokens(account_id, toks)
         probs = [token_probability(s, h, nspam, nham) for s, h in counts.values()]

@@ -126,6 +126,7 @@ class SpamStage:
     def __init__(self, spam_filter: SpamFilter, policy: SpamPolicy = SpamPolicy()) -> None:
         self.filter = spam_filter
         self._policy = policy
+        self._required = f"required={policy.junk_score:.2f}"  # the same on every message
 
     def _threshold_action(self, score: float) -> SpamAction:
         if score >= self._policy.reject_score:
@@ -159,10 +160,11 @@ class SpamStage:
             return Verdict.tempfail(R_GREYLIST)
         spam = action >= SpamAction.ADD_HEADER
         symbols = sorted(result.symbols, key=lambda s: (-abs(s.score), s.name))[:MAX_SYMBOLS]
+        score = f"{result.score:.2f}"
         headers = (
-            f"X-Spam-Status: {'Yes' if spam else 'No'}, score={result.score:.2f} "
-            f"required={self._policy.junk_score:.2f}\r\n".encode("ascii"),
-            f"X-Spam-Score: {result.score:.2f}\r\n".encode("ascii"),
+            f"X-Spam-Status: {'Yes' if spam else 'No'}, score={score} {self._required}\r\n"
+            .encode("ascii"),
+            f"X-Spam-Score: {score}\r\n".encode("ascii"),
             _fold("X-Spam-Symbols", [s.render() for s in symbols]),
         )
         if action is SpamAction.JUNK:
@@ -185,30 +187,35 @@ class BuiltinWeights:
     bayes: float = 5.0  # at probability 1.0 (and minus this at 0.0)
 
 
-def auth_symbols(ctx: FilterContext, w: BuiltinWeights) -> list[Symbol]:
-    """Scores from the authentication stage's results (none when it did not run)."""
+def _auth_table(w: BuiltinWeights) -> dict[tuple[str, str], Symbol]:
+    """The symbol of each (method, result) the authentication results score."""
+    return {
+        ("dmarc", "fail"): Symbol("DMARC_FAIL", w.dmarc_fail),
+        ("dmarc", "pass"): Symbol("DMARC_PASS", w.dmarc_pass),
+        ("spf", "fail"): Symbol("SPF_FAIL", w.spf_fail),
+        ("spf", "softfail"): Symbol("SPF_SOFTFAIL", w.spf_softfail),
+        ("spf", "pass"): Symbol("SPF_PASS", w.spf_pass),
+        ("dkim", "pass"): Symbol("DKIM_VALID", w.dkim_valid),
+        ("dkim", "fail"): Symbol("DKIM_INVALID", w.dkim_invalid),
+    }
+
+
+def auth_symbols(ctx: FilterContext, w: BuiltinWeights,
+                 table: dict[tuple[str, str], Symbol] | None = None) -> list[Symbol]:
+    """Scores from the authentication stage's results (none when it did not run);
+    ``table``: ``_auth_table(w)`` made once by the caller (symbols are immutable)."""
     auth = ctx.auth
     if auth is None:
         return []
-    out: list[Symbol] = []
-    dmarc = str(auth.dmarc.result)
-    if dmarc == "fail":
-        out.append(Symbol("DMARC_FAIL", w.dmarc_fail))
-    elif dmarc == "pass":
-        out.append(Symbol("DMARC_PASS", w.dmarc_pass))
-    spf = str(auth.spf.result)
-    if spf == "fail":
-        out.append(Symbol("SPF_FAIL", w.spf_fail))
-    elif spf == "softfail":
-        out.append(Symbol("SPF_SOFTFAIL", w.spf_softfail))
-    elif spf == "pass":
-        out.append(Symbol("SPF_PASS", w.spf_pass))
+    symbols = table if table is not None else _auth_table(w)
+    found = [symbols.get(("dmarc", str(auth.dmarc.result))),
+             symbols.get(("spf", str(auth.spf.result)))]
     results = {d.result for d in auth.dkim}
     if "pass" in results:
-        out.append(Symbol("DKIM_VALID", w.dkim_valid))
+        found.append(symbols[("dkim", "pass")])
     elif "fail" in results:
-        out.append(Symbol("DKIM_INVALID", w.dkim_invalid))
-    return out
+        found.append(symbols[("dkim", "fail")])
+    return [s for s in found if s is not None]
 
 
 class BuiltinSpamFilter:
@@ -229,6 +236,7 @@ class BuiltinSpamFilter:
         self._greylist = greylist
         self._bayes = bayes
         self._w = weights
+        self._auth_table = _auth_table(weights)
 
     async def _bayes_symbol(self, ctx: FilterContext) -> Symbol | None:
         if self._bayes is None or not ctx.accounts:
@@ -249,7 +257,7 @@ class BuiltinSpamFilter:
         return None
 
     async def classify(self, ctx: FilterContext) -> SpamResult:
-        symbols = auth_symbols(ctx, self._w)
+        symbols = auth_symbols(ctx, self._w, self._auth_table)
         if self._dnsbl is not None:
             for listing in await self._dnsbl.lookup(ctx.session.client_ip):
                 name = "RBL_" + clean_symbol(listing.zone.upper().replace(".", "_"))
@@ -264,7 +272,7 @@ class BuiltinSpamFilter:
             if grey is GreyResult.DEFER:
                 action = SpamAction.GREYLIST
                 symbols.append(Symbol("GREYLIST", 0.0))
-        score = round(sum(s.score for s in symbols), 2)
+        score = round(sum([s.score for s in symbols]), 2)
         return SpamResult(score, tuple(symbols), action)
 
     async def learn(self, account_id: int, message: bytes, spam: bool) -> None:

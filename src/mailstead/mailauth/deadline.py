@@ -46,9 +46,9 @@ def _resume(coro: Coroutine[Any, Any, T], yielded: Any) -> Generator[Any, Any, T
 
 class Inline(Generic[T]):
     """``coro`` run now, in the current task, up to its first wait; ``done`` tells whether it
-    ran to its end. Awaiting it gives the result (going on with the coroutine), and must
-    happen in the same task: timers the coroutine armed belong to this task. ``close`` ends
-    a coroutine that will not be awaited."""
+    ran to its end. Awaiting it (once) gives the result, going on with the coroutine, and
+    must happen in the same task: timers the coroutine armed belong to this task. ``close``
+    ends a coroutine that will not be awaited."""
 
     __slots__ = ("_coro", "_value", "_yielded", "done")
 
@@ -69,7 +69,7 @@ class Inline(Generic[T]):
             value: T = self._value
             return value
         value = yield from _resume(self._coro, self._yielded)
-        self.done = True
+        self._value, self.done = value, True
         return value
 
     def close(self) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 FIELD_NAME = "Authentication-Results"
 # RFC 5322 section 2.1.1: lines SHOULD stay within 78 characters; we fold at 76.
@@ -83,7 +84,18 @@ def _word(text: str) -> bool:
     return text in _KNOWN_WORDS or _METHOD.match(text) is not None
 
 
-def _tokens(item: ResultItem) -> list[str]:
+class Resinfo(NamedTuple):
+    """The fields of a ``ResultItem`` as a tuple: what ``AuthResults`` builds for every
+    message (a frozen dataclass costs a call per field to make)."""
+
+    method: str
+    result: str
+    comment: str = ""
+    reason: str = ""
+    properties: tuple[tuple[str, str], ...] = ()
+
+
+def _tokens(item: ResultItem | Resinfo) -> list[str]:
     if not _word(item.method) or not _word(item.result):
         raise ValueError(f"invalid method or result: {item.method}={item.result}")
     out = [f"{item.method}={item.result}"]
@@ -96,7 +108,7 @@ def _tokens(item: ResultItem) -> list[str]:
     return out
 
 
-def render(authserv_id: str, items: Sequence[ResultItem]) -> bytes:
+def render(authserv_id: str, items: Sequence[ResultItem | Resinfo]) -> bytes:
     """The whole field, CRLF-terminated: one resinfo per line, folded between its parts.
 
     With no items the field says ``none`` (RFC 8601 section 2.2 no-result).

@@ -42,7 +42,7 @@ from mailstead.mailauth.dmarc import (
     check_dmarc,
 )
 from mailstead.mailauth.parsecache import ParseCache
-from mailstead.mailauth.results import ResultItem, render
+from mailstead.mailauth.results import Resinfo, ResultItem, render
 from mailstead.mailauth.spf import SpfCache, SpfOutcome, SpfResult, check_helo, check_mailfrom
 
 log = logging.getLogger("mailstead.mailauth")
@@ -75,6 +75,10 @@ _B_SHOWN = 300  # enough of a folded value for d=, s= and the 8 characters of he
 _KEY_LABEL_CHARS = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-."
 
 
+# One DKIM-Signature: the raw field, its d=, s= and b= tags, the name of its key record.
+_Signed = tuple[bytes, dict[bytes, bytes], str | None]
+
+
 class _Key(Enum):
     TEMPORARY = "temporary"
     MISSING = "missing"
@@ -105,6 +109,9 @@ class ArcOutcome:
     reason: str = ""
 
 
+_NO_ARC = ArcOutcome("none")  # immutable: one instance for every message without ARC
+
+
 @dataclass(frozen=True, slots=True)
 class AuthResults:
     """Everything sender authentication found out about one message."""
@@ -121,23 +128,27 @@ class AuthResults:
 
     def items(self) -> list[ResultItem]:
         """The resinfos of our Authentication-Results field, in a fixed order."""
-        out: list[ResultItem] = []
+        return [r if isinstance(r, ResultItem) else ResultItem(*r) for r in self._resinfos()]
+
+    def _resinfos(self) -> list[ResultItem | Resinfo]:
+        """``items`` as the cheaper tuples ``header`` renders from (the extra ones as given)."""
+        out: list[ResultItem | Resinfo] = []
         # Results as plain text: str() of a StrEnum member is str's own (formatting the
         # member, or its .value, is a Python-level call).
         if self.mail_from:
-            out.append(ResultItem("spf", str(self.spf.result),
-                                  properties=(("smtp.mailfrom", self.mail_from),)))
+            out.append(Resinfo("spf", str(self.spf.result),
+                               properties=(("smtp.mailfrom", self.mail_from),)))
             if self.helo_name and self.helo.result is not SpfResult.NONE:
-                out.append(ResultItem("spf", str(self.helo.result),
-                                      properties=(("smtp.helo", self.helo_name),)))
+                out.append(Resinfo("spf", str(self.helo.result),
+                                   properties=(("smtp.helo", self.helo_name),)))
         else:
             # RFC 7208 section 2.4: for the null sender the MAIL FROM check is of the HELO.
-            out.append(ResultItem("spf", str(self.spf.result),
-                                  properties=(("smtp.helo", self.helo_name or "unknown"),)))
+            out.append(Resinfo("spf", str(self.spf.result),
+                               properties=(("smtp.helo", self.helo_name or "unknown"),)))
         if not self.dkim:
-            out.append(ResultItem("dkim", "none"))
+            out.append(Resinfo("dkim", "none"))
         for d in self.dkim:
-            out.append(ResultItem("dkim", d.result, reason=d.reason, properties=(
+            out.append(Resinfo("dkim", d.result, reason=d.reason, properties=(
                 ("header.d", d.domain), ("header.s", d.selector), ("header.b", d.b))))
         dm = self.dmarc
         comment = ""
@@ -147,18 +158,18 @@ class AuthResults:
                 comment += f" override={self.overridden}"
         props = (("header.from", dm.from_domain),) if dm.from_domain else ()
         reason = dm.reason if dm.result in (DmarcResult.PERMERROR, DmarcResult.TEMPERROR) else ""
-        out.append(ResultItem("dmarc", str(dm.result), comment=comment, reason=reason,
-                              properties=props))
+        out.append(Resinfo("dmarc", str(dm.result), comment=comment, reason=reason,
+                           properties=props))
         arc = self.arc
         arc_comment = f"i={arc.instance} d={arc.sealer}" if arc.instance else ""
-        out.append(ResultItem("arc", arc.result, comment=arc_comment,
-                              reason=arc.reason if arc.result == "fail" else ""))
+        out.append(Resinfo("arc", arc.result, comment=arc_comment,
+                           reason=arc.reason if arc.result == "fail" else ""))
         out.extend(self.extra)
         return out
 
     def header(self, authserv_id: str) -> bytes:
         """Our Authentication-Results field, CRLF-terminated."""
-        return render(authserv_id, self.items())
+        return render(authserv_id, self._resinfos())
 
 
 def _tags(value: bytes) -> dict[bytes, bytes]:
@@ -252,11 +263,13 @@ class AuthVerifier:
                 from_fields.append(raw)
             elif field_name in _ARC_FIELDS:
                 arc_fields.append(raw)
-        names: set[str] = set()
-        signatures = [(raw, _tags(raw.split(b":", 1)[1])) for raw in dkim_fields[:MAX_SIGNATURES]]
-        arcs = [_tags(raw.split(b":", 1)[1]) for raw in arc_fields[: 2 * MAX_ARC_SETS]]
-        for tags in [t for _, t in signatures] + arcs:
-            name = _key_name(tags)
+        signatures: list[_Signed] = []
+        for raw in dkim_fields[:MAX_SIGNATURES]:
+            tags = _tags(raw.split(b":", 1)[1])
+            signatures.append((raw, tags, _key_name(tags)))
+        names = {name for _, _, name in signatures if name is not None}
+        for raw in arc_fields[: 2 * MAX_ARC_SETS]:
+            name = _key_name(_tags(raw.split(b":", 1)[1]))
             if name is not None:
                 names.add(name)
         prepared = Message.from_parts(fields, body) if signatures else None
@@ -351,13 +364,12 @@ class AuthVerifier:
         spf_domain = spf.domain if spf.result is SpfResult.PASS else None
         passing = [d.domain for d in dkims if d.result == "pass" and not d.weak]
         sample = self._random()
-        outcomes = [
-            await check_dmarc(self._resolver, self._orgs, d, spf_pass_domain=spf_domain,
-                              dkim_pass_domains=passing, sample=sample,
-                              records=self._dmarc_records)
-            for d in domains[:5]
-        ]
-        return max(outcomes, key=_severity)
+        outcomes = []
+        for d in domains[:5]:  # one, nearly always
+            outcomes.append(await check_dmarc(
+                self._resolver, self._orgs, d, spf_pass_domain=spf_domain,
+                dkim_pass_domains=passing, sample=sample, records=self._dmarc_records))
+        return outcomes[0] if len(outcomes) == 1 else max(outcomes, key=_severity)
 
 
 _RANK = {DmarcResult.PASS: 0, DmarcResult.NONE: 1, DmarcResult.PERMERROR: 2,
@@ -379,7 +391,7 @@ def _ascii_domain(domain: str) -> str:
 def _signatures(
     message: bytes,
     prepared: Message | None,
-    signatures: Sequence[tuple[bytes, dict[bytes, bytes]]],
+    signatures: Sequence[_Signed],
     keys: dict[str, bytes | _Key],
     parsed: dict[str, DkimPublicKey | DkimVerifyError],
     has_arc: bool,
@@ -389,10 +401,10 @@ def _signatures(
     keys: CPU only, no I/O."""
     outcomes: list[DkimOutcome] = []
     if prepared is not None:
-        for raw, tags in signatures:
-            outcomes.append(_one_dkim(prepared, raw, tags, keys, parsed, now))
+        for raw, tags, name in signatures:
+            outcomes.append(_one_dkim(prepared, raw, tags, name, keys, parsed, now))
     if not has_arc:
-        return tuple(outcomes), ArcOutcome("none")
+        return tuple(outcomes), _NO_ARC
 
     def dnsfunc(name: bytes | str, timeout: float = 5) -> bytes | None:
         key = (name.decode("ascii", "replace") if isinstance(name, bytes) else name)
@@ -406,6 +418,7 @@ def _one_dkim(
     message: Message,
     raw: bytes,
     tags: dict[bytes, bytes],
+    name: str | None,
     keys: dict[str, bytes | _Key],
     parsed: dict[str, DkimPublicKey | DkimVerifyError],
     now: float,
@@ -415,7 +428,6 @@ def _one_dkim(
     def out(result: str, reason: str = "", weak: bool = False) -> DkimOutcome:
         return DkimOutcome(result, d.lower(), s, b[:8], reason, weak)
 
-    name = _key_name(tags)
     if name is None:
         return out("permerror", "signature has no valid d= or s=")
     try:
@@ -458,5 +470,5 @@ def _arc(message: bytes, dnsfunc: Callable[..., bytes | None]) -> ArcOutcome:
     if cv == dkim.CV_Pass:
         return ArcOutcome("pass", instance, sealer)
     if cv == dkim.CV_None:
-        return ArcOutcome("none")
+        return _NO_ARC
     return ArcOutcome("fail", instance, sealer, str(reason)[:80])

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from mailstead.core.address import AddressError, parse_address
@@ -100,16 +100,23 @@ class SieveRunner:
     async def plan(
         self, accounts: dict[int, str], mail_from: str, data: bytes, default_mailbox: str,
         *, fields: Sequence[tuple[bytes, bytes]] | None = None,
+        scripts: Mapping[int, str | None] | None = None,
     ) -> SievePlan:
         """What each account's script does with its copy of ``data``; never raises.
-        ``fields``: data's header fields when the filters have parsed them already."""
+        ``fields``: data's header fields when the filters have parsed them already;
+        ``scripts``: the active script (None: none) of accounts whose script was read with
+        the recipient lookup; the others' is read here."""
         out = SievePlan()
         view: MessageView | None = None
         for account_id, address in accounts.items():
             keep = LocalDelivery(account_id, default_mailbox)
             try:
-                stored = await self._store.active_sieve_script(account_id)
-                script = self._compiled(stored.content) if stored is not None else None
+                if scripts is not None and account_id in scripts:
+                    text = scripts[account_id]
+                else:
+                    stored = await self._store.active_sieve_script(account_id)
+                    text = stored.content if stored is not None else None
+                script = self._compiled(text) if text is not None else None
                 if script is None:
                     out.local.append(keep)
                     continue

@@ -7,7 +7,6 @@ is bounded by the script's size, and every string a run builds is bounded by the
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import re
 from collections.abc import Callable
@@ -101,8 +100,7 @@ class Interpreter:
         """The actions for this message; never raises."""
         run = _Run(self.limits, script, message, envelope, mailbox_exists)
         try:
-            with contextlib.suppress(_Stop):
-                run.block(script.commands)
+            run.script(script.commands)
             return Outcome(run.finish())
         except _RuntimeFailure as exc:
             return Outcome((Keep(),), error=str(exc))
@@ -148,6 +146,12 @@ class _Run:
         return self.expand(arg.items[0])
 
     # Commands ------------------------------------------------------------------------
+
+    def script(self, nodes: list[Node]) -> None:
+        try:
+            self.block(nodes)
+        except _Stop:
+            return  # RFC 5228 section 3.3: stop ends the script; the actions so far stand
 
     def block(self, nodes: list[Node]) -> None:
         for node in nodes:
@@ -276,7 +280,7 @@ class _Run:
 
     def finish(self) -> tuple[Action, ...]:
         actions = list(self.s.actions)
-        rejects = sum(isinstance(a, Reject) for a in actions)
+        rejects = len([a for a in actions if isinstance(a, Reject)])
         # RFC 5429 section 2.2: reject is incompatible with keep, fileinto, redirect and
         # vacation; RFC 5230 section 4.7: vacation with reject is an error.
         if rejects and (rejects > 1 or any(

@@ -60,6 +60,7 @@ class MessageView:
         # for the names a script asks for, once (_values).
         self._fields: list[tuple[bytes, bytes]] = []
         self._values: dict[str, list[str]] = {}
+        self._by_name: dict[bytes, list[bytes]] | None = None
         self._max_body = max_body_scan
         # Decoded body text by content-type selection: parsed once per message, however many
         # body tests a script has.
@@ -104,10 +105,13 @@ class MessageView:
         key = name.lower()
         found = self._values.get(key)
         if found is None:
+            if self._by_name is None:  # the fields by name, once per message
+                self._by_name = {}
+                for n, v in self._fields:
+                    self._by_name.setdefault(n, []).append(v)
             # Field names are ASCII (ftext): another name matches none.
-            wanted = key.encode("ascii") if key.isascii() else None
-            found = self._values[key] = [self._unfold(v) for n, v in self._fields
-                                         if n == wanted]
+            raw = self._by_name.get(key.encode("ascii"), []) if key.isascii() else []
+            found = self._values[key] = [self._unfold(v) for v in raw]
         return list(found)
 
     def headers(self, name: str) -> list[str]:

@@ -78,20 +78,20 @@ def test_lookup_recipient_reports_everything_in_one_row(
     alice = run(loop, store.get_account("alice@example.test"))
     assert isinstance(store, RecipientLookup)
     assert run(loop, store.lookup_recipient("EXAMPLE.test", "Alice@Example.Test")) == (
-        True, alice, False, False)
+        True, alice, False, None)
     assert run(loop, store.lookup_recipient("example.test", "nobody@example.test")) == (
-        True, None, False, False)
+        True, None, False, None)
     assert run(loop, store.lookup_recipient("remote.test", "x@remote.test")) == (
-        False, None, False, False)
+        False, None, False, None)
     run(loop, store.put_sieve_script(alice.id, "main", "keep;"))
     run(loop, store.set_active_sieve_script(alice.id, "main"))
     run(loop, store.set_quota(alice.id, 0))  # used 0 >= limit 0: full
     assert run(loop, store.lookup_recipient("example.test", "alice@example.test")) == (
-        True, alice, True, True)
+        True, alice, True, "keep;")
     run(loop, store.set_active_sieve_script(alice.id, None))
     run(loop, store.set_quota(alice.id, None))
     assert run(loop, store.lookup_recipient("example.test", "alice@example.test"))[2:] == (
-        False, False)
+        False, None)
 
 
 @pytest.mark.parametrize(
@@ -123,7 +123,7 @@ def test_resolver_gives_the_same_answer_with_and_without_the_lookup(
     if verdict is Verdict.LOCAL and accounts and "+" not in address:
         # Found through the one read, directly or as alias targets: the state came along.
         assert set(fast.states) == set(fast.accounts)
-        assert all(s == AccountState(full=False, sieve=False) for s in fast.states.values())
+        assert all(s == AccountState(full=False, script=None) for s in fast.states.values())
     slow = run(loop, RecipientResolver(NoLookup(store)).resolve(parse_address(address)))  # type: ignore[arg-type]
     assert slow.states == {}
 
@@ -160,7 +160,7 @@ def test_delivery_skips_sieve_and_quota_reads_for_plain_accounts(
                           sieve=SieveRunner(counting, "mx.example.test"))  # type: ignore[arg-type]
     txn, codes = _transaction(loop, svc, ["alice@example.test", "bob@example.test"])
     assert codes == [250, 250]
-    assert txn.plain == set(txn.accounts)
+    assert txn.scripts == dict.fromkeys(txn.accounts)
     session = SessionInfo(client_ip="192.0.2.1", submission=False)
     out = run(loop, svc.deliver(session, txn, MSG))
     assert (out.reply.code, out.local) == (250, 2)
@@ -177,18 +177,22 @@ def test_an_active_script_still_runs(
     run(loop, store.create_mailbox(alice.id, "Lists"))
     run(loop, store.put_sieve_script(alice.id, "main", 'require "fileinto"; fileinto "Lists";'))
     run(loop, store.set_active_sieve_script(alice.id, "main"))
-    svc = DeliveryService(store, "mx.example.test", sieve=SieveRunner(store, "mx.example.test"))
+    counting = CountingStore(store)
+    svc = DeliveryService(counting, "mx.example.test",  # type: ignore[arg-type]
+                          sieve=SieveRunner(counting, "mx.example.test"))  # type: ignore[arg-type]
     txn, codes = _transaction(loop, svc, ["alice@example.test", "bob@example.test"])
     assert codes == [250, 250]
-    assert txn.plain == {run(loop, store.get_account("bob@example.test")).id}
+    bob = run(loop, store.get_account("bob@example.test"))
+    assert txn.scripts == {alice.id: 'require "fileinto"; fileinto "Lists";', bob.id: None}
     out = run(loop, svc.deliver(SessionInfo(client_ip="192.0.2.1", submission=False), txn, MSG))
     assert out.reply.code == 250
+    assert "active_sieve_script" not in counting.calls  # the script came with the RCPT read
     assert len(run(loop, store.list_messages(alice.id, "Lists"))) == 1
     assert run(loop, store.list_messages(alice.id, "INBOX")) == []
     # The script is switched off: the next transaction sees it at once (nothing cached).
     run(loop, store.set_active_sieve_script(alice.id, None))
     txn, _ = _transaction(loop, svc, ["alice@example.test"])
-    assert alice.id in txn.plain
+    assert txn.scripts[alice.id] is None
     run(loop, svc.deliver(SessionInfo(client_ip="192.0.2.1", submission=False), txn, MSG))
     assert len(run(loop, store.list_messages(alice.id, "INBOX"))) == 1
 

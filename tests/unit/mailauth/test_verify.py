@@ -301,6 +301,9 @@ def test_second_message_gets_the_same_results(dns_port: int, orgs: OrgDomains) -
     for case in cases:
         first, second = asyncio.run(twice(*case))
         assert second.header(HOST) == first.header(HOST)
+        # The field is what rendering the public items gives.
+        assert first.header(HOST) == render(HOST, first.items())
+        assert all(isinstance(item, ResultItem) for item in first.items())
         assert (second.spf, second.helo, second.dmarc) == (first.spf, first.helo, first.dmarc)
 
 

@@ -40,11 +40,12 @@ log = logging.getLogger(__name__)
 _ACCOUNT = "SELECT id, address, password_hash, created_at FROM accounts"
 
 # Everything RCPT asks about an address in one statement (see SQLiteStore.lookup_recipient):
-# domain is local, the account, at or over its quota (RFC 9208 section 5.1), active Sieve.
+# domain is local, the account, at or over its quota (RFC 9208 section 5.1), the text of its
+# active Sieve script.
 _RECIPIENT = (
     "SELECT (SELECT 1 FROM domains WHERE name = $1), a.id, a.address, a.password_hash,"
     " a.created_at, a.quota IS NOT NULL AND a.used_bytes >= a.quota,"
-    " EXISTS (SELECT 1 FROM sieve_scripts s WHERE s.account_id = a.id AND s.active = 1)"
+    " (SELECT s.content FROM sieve_scripts s WHERE s.account_id = a.id AND s.active = 1)"
     " FROM (SELECT 1) AS one LEFT JOIN accounts a ON a.address_key = $2"
 )
 
@@ -250,16 +251,17 @@ class CoreMixin(PgBase):
 
     async def lookup_recipient(
         self, domain: str, address: str
-    ) -> tuple[bool, Account | None, bool, bool]:
-        """(domain is local, account of ``address`` or None, account over quota, account has
-        an active Sieve script), in one round trip; the last two are False without an
-        account. Nothing is cached: a change made elsewhere applies to the next call."""
+    ) -> tuple[bool, Account | None, bool, str | None]:
+        """(domain is local, account of ``address`` or None, account over quota, the text of
+        the account's active Sieve script or None), in one round trip; the last two are
+        False and None without an account. Nothing is cached: a change made elsewhere
+        applies to the next call."""
         async with self._connection("looking up a recipient") as conn:
             row = await conn.fetchrow(_RECIPIENT, domain.lower(), address_key(address))
         local = row[0] is not None
         if row[1] is None:
-            return local, None, False, False
-        return local, _account(row, 1), bool(row[5]), bool(row[6])
+            return local, None, False, None
+        return local, _account(row, 1), bool(row[5]), row[6]
 
     async def list_accounts(self, domain: str | None = None) -> list[Account]:
         async with self._connection("listing accounts") as conn:

@@ -244,21 +244,24 @@ class SQLiteStore:
     _RECIPIENT = (
         "SELECT (SELECT 1 FROM domains WHERE name = ?), a.id, a.address, a.password_hash,"
         " a.created_at, a.quota IS NOT NULL AND a.used_bytes >= a.quota,"
-        " EXISTS (SELECT 1 FROM sieve_scripts s WHERE s.account_id = a.id AND s.active = 1)"
+        " (SELECT s.content FROM sieve_scripts s WHERE s.account_id = a.id AND s.active = 1)"
         " FROM (SELECT 1) LEFT JOIN accounts a ON a.address_key = ?"
     )
 
     async def lookup_recipient(
         self, domain: str, address: str
-    ) -> tuple[bool, Account | None, bool, bool]:
-        """(domain is local, account of ``address`` or None, account over quota, account has
-        an active Sieve script), read in one statement; the last two are False without an
-        account. Nothing is cached: a change made by the CLI applies to the next call."""
+    ) -> tuple[bool, Account | None, bool, str | None]:
+        """(domain is local, account of ``address`` or None, account over quota, the text of
+        the account's active Sieve script or None), read in one statement; the last two are
+        False and None without an account. Nothing is cached: a change made by the CLI
+        applies to the next call."""
         row = self._lookup(self._RECIPIENT, (domain.lower(), address_key(address)))[0]
         local = row[0] is not None
         if row[1] is None:
-            return local, None, False, False
-        return local, _account(row[1:5]), bool(row[5]), bool(row[6])  # type: ignore[arg-type]
+            return local, None, False, None
+        script = row[6]
+        return (local, _account(row[1:5]), bool(row[5]),  # type: ignore[arg-type]
+                None if script is None else str(script))
 
     async def get_account_by_id(self, account_id: int) -> Account | None:
         rows = self._lookup(self._ACCOUNT + " WHERE id = ?", (account_id,))
