@@ -305,12 +305,17 @@ class DeliveryService:
             except NotFound:
                 if all(d.mailbox == "INBOX" for d in local):
                     raise
-                # The user removed the filter's target mailbox (Junk): INBOX rather than 451.
-                log.warning("mailbox %s missing for message %s, delivering to INBOX",
-                            mailbox, queue_id)
-                inbox = {(d.account_id, d.flags): LocalDelivery(d.account_id, flags=d.flags)
-                         for d in local}
-                message = replace(message, local=list(inbox.values()))
+                if plan is not None and self._sieve is not None:
+                    # A target removed since Sieve remembered it, or the filter's Junk.
+                    retry = await self._sieve.settle_missing(plan)
+                else:
+                    # The user removed the filter's target mailbox (Junk): INBOX, not 451.
+                    log.warning("mailbox %s missing for message %s, delivering to INBOX",
+                                mailbox, queue_id)
+                    retry = list({(d.account_id, d.flags): LocalDelivery(d.account_id,
+                                                                           flags=d.flags)
+                                  for d in local}.values())
+                message = replace(message, local=retry)
                 await self._store.accept_message(message)
         except StoreError:
             log.exception("could not store message %s", queue_id)

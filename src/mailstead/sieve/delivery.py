@@ -36,6 +36,8 @@ DAY = 86400.0
 MAX_REDIRECT_HOPS = 25
 # Compiled scripts kept per process, keyed by their text (compiling is cheap but not free).
 _CACHE_SIZE = 256
+# fileinto targets remembered as existing, (account id, name), before the memory starts over.
+_KNOWN_MAILBOXES = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +58,8 @@ class SievePlan:
     rejected: dict[int, str] = field(default_factory=dict)  # account -> reason
     followups: list[FollowUp] = field(default_factory=list)
     redirected: dict[int, int] = field(default_factory=dict)  # account -> redirects made
+    # (account, mailbox) of fileinto :create targets, for ``SieveRunner.settle_missing``.
+    creatable: set[tuple[int, str]] = field(default_factory=set)
 
 
 class SieveRunner:
@@ -78,6 +82,11 @@ class SieveRunner:
         self._clock = clock
         self._resolver = RecipientResolver(store)
         self._cache: dict[str, Script | None] = {}
+        # fileinto targets seen to exist, so a busy rule does not look its mailbox up for
+        # every message (each lookup is a database read on the delivery path). A mailbox
+        # removed since makes the store refuse the delivery; ``settle_missing`` then forgets
+        # them all and looks again.
+        self._existing: set[tuple[int, str]] = set()
         # Scripts (by identity) that may use mailboxexists: a cheap over-estimate from the text.
         self._lists_mailboxes: set[int] = set()
 
@@ -146,12 +155,8 @@ class SieveRunner:
         async def exists(name: str) -> bool:
             key = "INBOX" if name.upper() == "INBOX" else name
             if key not in known:
-                # The backend's cheap probe when it has one (SQLite: on the loop thread).
-                probe = getattr(self._store, "sieve_mailbox_exists", None)
-                if probe is not None:
-                    known[key] = bool(await probe(account_id, key))
-                else:
-                    known[key] = await self._store.get_mailbox(account_id, key) is not None
+                known[key] = ((account_id, key) in self._existing
+                              or await self._mailbox_exists(account_id, key))
             return known[key]
 
         outcome = self._interpreter.run(script, view, Envelope(mail_from, address), listed)
@@ -166,15 +171,14 @@ class SieveRunner:
                 mailbox = action.mailbox
                 if not await exists(mailbox):
                     if action.create:
-                        # Another delivery to this account may have created it meanwhile
-                        # (RFC 5490 section 3.2 :create: then it is simply used).
-                        with contextlib.suppress(AlreadyExists):
-                            await self._store.create_mailbox(account_id, mailbox)
+                        await self._create_mailbox(account_id, mailbox)
                         known[mailbox] = True
                     else:
                         # RFC 5228 section 4.1: a missing mailbox must not lose the message.
                         log.info("sieve fileinto %r: no such mailbox, keeping", mailbox)
                         mailbox = default_mailbox
+                if action.create:
+                    out.creatable.add((account_id, mailbox))
                 copies.append(LocalDelivery(account_id, mailbox, action.flags))
             elif isinstance(action, Redirect):
                 if not await self._redirect(out, account_id, action.address, view):
@@ -193,6 +197,53 @@ class SieveRunner:
             if key not in seen:
                 seen.add(key)
                 out.local.append(copy)
+
+    async def _mailbox_exists(self, account_id: int, name: str) -> bool:
+        """Looks ``name`` up (INBOX spelled as the store does) and remembers it if found."""
+        # The backend's cheap probe when it has one (SQLite: on the loop thread).
+        probe = getattr(self._store, "sieve_mailbox_exists", None)
+        if probe is not None:
+            found = bool(await probe(account_id, name))
+        else:
+            found = await self._store.get_mailbox(account_id, name) is not None
+        if found:
+            self._remember(account_id, name)
+        return found
+
+    async def _create_mailbox(self, account_id: int, name: str) -> None:
+        # Another delivery to this account may have created it meanwhile (RFC 5490 section
+        # 3.2 :create: then it is simply used).
+        with contextlib.suppress(AlreadyExists):
+            await self._store.create_mailbox(account_id, name)
+        self._remember(account_id, name)
+
+    def _remember(self, account_id: int, name: str) -> None:
+        if len(self._existing) >= _KNOWN_MAILBOXES:
+            self._existing.clear()
+        self._existing.add((account_id, name))
+
+    async def settle_missing(self, plan: SievePlan) -> list[LocalDelivery]:
+        """The plan's local copies once the store has refused them for a missing mailbox
+        (removed or renamed since it was remembered): every remembered mailbox is forgotten
+        and each target looked up again; a missing one is created when its fileinto said
+        :create, else the copy goes to INBOX (RFC 5228 section 4.1: nothing is lost)."""
+        self._existing.clear()
+        out: list[LocalDelivery] = []
+        seen: set[tuple[int, str, tuple[str, ...]]] = set()
+        for copy in plan.local:
+            mailbox = "INBOX" if copy.mailbox.upper() == "INBOX" else copy.mailbox
+            if mailbox != "INBOX" and not await self._mailbox_exists(copy.account_id, mailbox):
+                if (copy.account_id, copy.mailbox) in plan.creatable:
+                    await self._create_mailbox(copy.account_id, mailbox)
+                else:
+                    log.info("mailbox %r of account %s is gone, delivering to INBOX",
+                             mailbox, copy.account_id)
+                    mailbox = "INBOX"
+            key = (copy.account_id, mailbox.lower(), copy.flags)
+            if key not in seen:
+                seen.add(key)
+                out.append(LocalDelivery(copy.account_id, mailbox, copy.flags))
+        return out
 
     async def _redirect(self, out: SievePlan, account_id: int, target: str,
                         view: MessageView) -> bool:
