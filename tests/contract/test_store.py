@@ -208,6 +208,10 @@ def test_accept_local_and_remote(opener: Opener, tmp_path: Path) -> None:
                 await store.read_blob("0" * 64)
             with pytest.raises(NotFound):
                 await store.read_blob("../../etc/passwd")
+            # Several at once: each name once, names not found (or malformed) left out.
+            assert await store.read_blobs([result.blob, "0" * 64, result.blob,
+                                           "../../etc/passwd"]) == {result.blob: data}
+            assert await store.read_blobs([]) == {}
             with pytest.raises(NotFound):
                 await store.list_messages(alice, "NoSuchBox")
 

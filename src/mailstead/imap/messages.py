@@ -23,7 +23,7 @@ from mailstead.proto.imap.ast import (
     StoreArgs,
 )
 from mailstead.proto.imap.selected import SelectedView
-from mailstead.storage.interfaces import FlagOp, MessageInfo
+from mailstead.storage.interfaces import FlagOp, MessageInfo, Store
 
 if TYPE_CHECKING:
     from mailstead.imap.session import IMAPSession
@@ -103,6 +103,10 @@ async def fetch(s: IMAPSession, cmd: Command) -> None:
 # FETCH reads and renders this many messages at a time, then hands the output on
 # (IMAPSession.flush_output): memory stays bounded whatever the set names.
 FETCH_BATCH = 500
+# Bodies are read this many at a time, up to about this many bytes (one read each: a round
+# trip per body is what a networked store would cost otherwise).
+BODY_READ_COUNT = 64
+BODY_READ_BYTES = 4 << 20
 
 
 async def _fetch_messages(
@@ -140,6 +144,10 @@ async def _fetch_batch(
                 view.set_flags(change.uid, change.flags, change.modseq)
                 seen_now.add(change.uid)
     needs_body = render.needs_body(atts)
+    bodies = None
+    if needs_body:  # the messages the loop below renders, in its order
+        bodies = _Bodies(store, [msgs[u] for u in uids if u in msgs and view.seq_of(u) is not None
+                                 and (since is None or msgs[u].modseq > since)])
     with_flags = [*atts, FetchAtt("FLAGS")]
     if s.condstore:
         with_flags.append(FetchAtt("MODSEQ"))
@@ -158,7 +166,7 @@ async def _fetch_batch(
         if uid not in seen_now:
             view.set_flags(uid, msg.flags, msg.modseq)
         msg = _with(msg, flags, view.modseqs.get(uid, msg.modseq))
-        body = await store.read_blob(msg.blob) if needs_body else None
+        body = await bodies.read(msg.blob) if bodies is not None else None
         result = render.render_fetch(
             msg, seq, with_flags if report else atts,
             body=body, utf8=s.utf8, uid=cmd.uid,
@@ -169,6 +177,33 @@ async def _fetch_batch(
             continue
         s.raw(result.data)
     return unknown_cte
+
+
+class _Bodies:
+    """The bodies of ``msgs``, asked for in their order: read a group at a time
+    (``BODY_READ_COUNT`` bodies, ``BODY_READ_BYTES``), one group held at once."""
+
+    def __init__(self, store: Store, msgs: list[MessageInfo]) -> None:
+        self._store = store
+        self._msgs = msgs
+        self._next = 0  # the first message of the next group
+        self._group: dict[str, bytes] = {}
+
+    async def read(self, blob: str) -> bytes:
+        found = self._group.get(blob)
+        if found is None:
+            names: list[str] = []
+            size = 0
+            while (self._next < len(self._msgs) and len(names) < BODY_READ_COUNT
+                   and (not names or size + self._msgs[self._next].size <= BODY_READ_BYTES)):
+                names.append(self._msgs[self._next].blob)
+                size += self._msgs[self._next].size
+                self._next += 1
+            if blob in names:
+                self._group = await self._store.read_blobs(names)
+                found = self._group.get(blob)
+        # Asked out of order, or gone meanwhile: alone, with read_blob's errors.
+        return found if found is not None else await self._store.read_blob(blob)
 
 
 def _with(msg: MessageInfo, flags: tuple[str, ...], modseq: int) -> MessageInfo:

@@ -649,6 +649,11 @@ class Store(
     async def read_blob(self, blob: str) -> bytes:
         """Raises NotFound."""
 
+    async def read_blobs(self, blobs: Sequence[str]) -> dict[str, bytes]:
+        """The bodies of ``blobs`` in one read, by name; names not found are left out. For
+        FETCH of many messages, where a read per body costs a round trip on a networked
+        store."""
+
     # Outbound queue
     async def list_queue(self) -> list[QueueEntry]: ...
 

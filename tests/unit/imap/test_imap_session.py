@@ -486,3 +486,52 @@ def test_fetch_reads_only_the_named_messages_and_streams(
         assert reads == [(None, False, False), ([2, 3], True, False)]
 
     run(body)
+
+
+def test_fetch_reads_bodies_in_groups(
+    run: Callable[[Body], None], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Bodies are read a group at a time (a count and a byte budget), each group in one store
+    read, in the order FETCH renders them; a body the group did not hold is read alone."""
+    from mailstead.imap import messages
+
+    monkeypatch.setattr(messages, "BODY_READ_COUNT", 3)
+    monkeypatch.setattr(messages, "BODY_READ_BYTES", 400)
+
+    async def body(w: World) -> None:
+        for i in range(1, 9):
+            await w.deliver(f"m{i}", body="x" * (300 if i == 5 else 10) + "\r\n")
+        c = w.client()
+        await c.login()
+        await c.cmd("a SELECT INBOX")
+        groups: list[int] = []
+        singles: list[str] = []
+        real_many, real_one = w.store.read_blobs, w.store.read_blob
+
+        async def many(blobs: Any) -> Any:
+            groups.append(len(blobs))
+            return await real_many(blobs)
+
+        async def one(blob: str) -> bytes:
+            singles.append(blob)
+            return await real_one(blob)
+
+        monkeypatch.setattr(w.store, "read_blobs", many)
+        monkeypatch.setattr(w.store, "read_blob", one)
+        out = await c.cmd("b FETCH 1:8 BODY.PEEK[TEXT]")
+        assert out.count(" FETCH (") == 8
+        for i in range(1, 9):
+            assert f"* {i} FETCH (BODY[TEXT] " in out
+        assert out.count("x" * 300) == 1
+        # 3 by count; then message 4 and the big 5th pass the byte budget apart; then 3.
+        assert groups == [3, 1, 1, 3]
+        assert singles == []
+        groups.clear()
+        # Only the messages rendered are read: CHANGEDSINCE leaves out those not changed.
+        await c.cmd("c STORE 2,7 +FLAGS (\\Flagged)")
+        out = await c.cmd("d FETCH 1:8 (BODY.PEEK[TEXT]) (CHANGEDSINCE 9)")
+        assert out.count(" FETCH (") == 2
+        assert groups == [2]
+        assert singles == []
+
+    run(body)

@@ -448,6 +448,15 @@ class CoreMixin(PgBase):
             raise NotFound(f"no such blob: {blob[:80]!r}")
         return bytes(data)
 
+    async def read_blobs(self, blobs: Sequence[str]) -> dict[str, bytes]:
+        names = list(dict.fromkeys(blobs))
+        if not names:
+            return {}
+        async with self._connection("reading message bodies") as conn:
+            rows = await conn.fetch(
+                "SELECT hash, data FROM blobs WHERE hash = ANY($1::text[])", names)
+        return {row[0]: bytes(row[1]) for row in rows}
+
     # Outbound queue ----------------------------------------------------------------------
 
     async def list_queue(self) -> list[QueueEntry]:

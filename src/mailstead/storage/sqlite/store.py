@@ -23,6 +23,7 @@ for each other instead of failing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import os
@@ -387,6 +388,21 @@ class SQLiteStore:
             )
         except OSError as exc:
             raise StoreError(f"cannot read blob {blob}: {exc}") from exc
+
+    async def read_blobs(self, blobs: Sequence[str]) -> dict[str, bytes]:
+        self._check_open()
+
+        def run() -> dict[str, bytes]:
+            out: dict[str, bytes] = {}
+            for name in dict.fromkeys(blobs):
+                with contextlib.suppress(NotFound):
+                    out[name] = self.blobs.read(name)
+            return out
+
+        try:  # one hop to a reader thread for the lot
+            return await asyncio.get_running_loop().run_in_executor(self._readers, run)
+        except OSError as exc:
+            raise StoreError(f"cannot read message bodies: {exc}") from exc
 
     # Outbound queue ----------------------------------------------------------------------
 
