@@ -196,6 +196,8 @@ class AdminPages:
         except _REFUSED as exc:
             return await self._users_page(me, str(exc), 400)
         self.web.sessions.drop_account(ident, keep=me.session)
+        if ident == me.account.id:  # an administrator's own: this session goes on
+            await self.kit.restamp(me)
         return self._done(me, "users", f"Set a new password for {address}.")
 
     async def user_admin(self, request: Request, me: SignedIn, form: Form) -> Response:

@@ -83,7 +83,8 @@ class AuthPages:
                     "your account password.", 403, username,
                 )
             signed = self.web.sessions.sign_in(session, result.account.id,
-                                               result.account.address)
+                                               result.account.address,
+                                               result.account.password_hash)
             return self.kit.redirect(HOME, signed)
         if result.reason is LoginFailure.APP_PASSWORD_REQUIRED:
             # The password was right and 2FA is on: ask for the code, under a new session id.
@@ -142,7 +143,8 @@ class AuthPages:
         )
         if ok and account is not None:
             self._audit(request, pending, True, "ok")
-            signed = self.web.sessions.sign_in(session, account.id, account.address)
+            signed = self.web.sessions.sign_in(session, account.id, account.address,
+                                               account.password_hash)
             return self.kit.redirect(HOME, signed)
         self._audit(request, pending, False, "bad_second_factor")
         # A wrong code counts like a wrong password (the same per-network failure counters

@@ -18,7 +18,13 @@ from mailstead.accounts.service import AccountService
 from mailstead.storage.interfaces import Account, Store
 from mailstead.web.pages import Pages
 from mailstead.web.security import Form, FormRefused, parse_form
-from mailstead.web.sessions import COOKIE_HTTP, COOKIE_HTTPS, Session, SessionStore
+from mailstead.web.sessions import (
+    COOKIE_HTTP,
+    COOKIE_HTTPS,
+    Session,
+    SessionStore,
+    credential_stamp,
+)
 
 LOGIN_PATH = "/login"
 NO_STORE = {"cache-control": "no-store"}  # pages with personal data stay out of caches
@@ -61,6 +67,12 @@ class PageKit:
 
     def session_of(self, request: Request) -> Session | None:
         return self.web.sessions.get(request.cookies.get(self.cookie))
+
+    async def restamp(self, me: SignedIn) -> None:
+        """After ``me`` changed its own password: this session goes on with the new one."""
+        changed = await self.web.store.get_account_by_id(me.account.id)
+        if changed is not None:
+            me.session.stamp = credential_stamp(changed.password_hash)
 
     def anonymous(self, request: Request) -> Session:
         """The request's session, or a new one (for the sign-in form's CSRF token)."""
@@ -156,7 +168,9 @@ class PageKit:
                     return self.redirect(LOGIN_PATH)
                 return self.refuse(403, "Sign in first.")
             account = await self.web.store.get_account_by_id(session.account_id)
-            if account is None:  # removed while signed in
+            # Removed while signed in, or its password changed since (here, by the CLI or on
+            # another node: this check is what makes the change end the session there).
+            if account is None or not session.password_unchanged(account.password_hash):
                 self.web.sessions.drop(session)
                 return self.clear_cookie(self.redirect(LOGIN_PATH))
             me = SignedIn(session, account, await self.web.store.is_admin(account.id))

@@ -2,14 +2,18 @@
 
 Sessions live in memory, so they are per process and end with a restart (people sign in
 again): fine for the single-node SQLite installation, where one process serves the web. A
-multi-node deployment needs sticky routing or a store-backed session table. The ids are
-looked up by their SHA-256, so neither the dictionary nor a memory dump holds a usable id,
-and every table is bounded so a flood of sign-in pages cannot grow memory without limit.
+multi-node deployment needs sticky routing or a store-backed session table. A signed-in
+session remembers a digest of the account's password hash, checked on every request, so a
+password changed anywhere (the CLI, another node) ends the sessions signed in before. The
+ids are looked up by their SHA-256, so neither the dictionary nor a memory dump holds a
+usable id, and every table is bounded so a flood of sign-in pages cannot grow memory without
+limit.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import secrets
 from collections import OrderedDict
 from collections.abc import Callable
@@ -38,6 +42,12 @@ def _key(session_id: str) -> str:
     return hashlib.sha256(session_id.encode("utf-8", "surrogatepass")).hexdigest()
 
 
+def credential_stamp(password_hash: str) -> str:
+    """What a signed-in session keeps of its account's password: a digest of the stored
+    hash (a new password, even the same one, gets a new salt and so a new stamp)."""
+    return hashlib.sha256(password_hash.encode("utf-8", "surrogatepass")).hexdigest()
+
+
 @dataclass
 class PendingSignIn:
     """A correct password of an account with 2FA on, waiting for its code."""
@@ -59,6 +69,7 @@ class Session:
     last_seen: float
     account_id: int | None = None
     address: str = ""
+    stamp: str = ""  # credential_stamp of the password it signed in with
     pending: PendingSignIn | None = None
     setup: TwoFactorSetup | None = None  # a 2FA enrolment shown but not yet confirmed
     flash: str = ""  # a one-time message for the next page
@@ -70,6 +81,10 @@ class Session:
     def csrf_ok(self, token: str | None) -> bool:
         """Constant-time comparison of a form's token with the session's."""
         return csrf_matches(self.csrf, token or "")
+
+    def password_unchanged(self, password_hash: str) -> bool:
+        """Whether the account's password is still the one this session signed in with."""
+        return hmac.compare_digest(self.stamp, credential_stamp(password_hash))
 
     def take_flash(self) -> str:
         text, self.flash = self.flash, ""
@@ -104,12 +119,14 @@ class SessionStore:
     def _expired(self, session: Session, now: float) -> bool:
         return now - session.last_seen > self.idle or now - session.created > self.absolute
 
-    def new(self, *, account_id: int | None = None, address: str = "") -> Session:
+    def new(self, *, account_id: int | None = None, address: str = "",
+            stamp: str = "") -> Session:
         """A fresh session with a new id and CSRF token (set the cookie on the response)."""
         now = self._clock()
         session = Session(
             id=secrets.token_urlsafe(_ID_BYTES), csrf=secrets.token_urlsafe(_ID_BYTES),
-            created=now, last_seen=now, account_id=account_id, address=address, fresh=True,
+            created=now, last_seen=now, account_id=account_id, address=address, stamp=stamp,
+            fresh=True,
         )
         table = self._tables[account_id is not None]
         if len(table) >= self._max[account_id is not None]:
@@ -142,11 +159,14 @@ class SessionStore:
         for table in self._tables.values():
             table.pop(_key(session.id), None)
 
-    def sign_in(self, old: Session, account_id: int, address: str) -> Session:
+    def sign_in(self, old: Session, account_id: int, address: str,
+                password_hash: str) -> Session:
         """Replaces ``old`` by a signed-in session with a new id and token, so an id known
-        before the sign-in (session fixation) is worth nothing after it."""
+        before the sign-in (session fixation) is worth nothing after it; ``password_hash``:
+        the account's, as stored (see ``Session.password_unchanged``)."""
         self.drop(old)
-        return self.new(account_id=account_id, address=address)
+        return self.new(account_id=account_id, address=address,
+                        stamp=credential_stamp(password_hash))
 
     def renew(self, old: Session) -> Session:
         """Same state under a new id (after the password step of a 2FA sign-in)."""

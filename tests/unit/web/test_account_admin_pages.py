@@ -258,6 +258,23 @@ def test_password_change_signs_out_other_sessions(s: Site) -> None:
     assert "password is changed" in done.text
     assert s.sessions.get(other.id) is None
     assert s.run(lambda: s.accounts.authenticate(ALICE, Secret("new long secret"))) is not None
+    assert s.client.get("/account").status_code == 200  # this session goes on
+
+
+def test_a_password_changed_elsewhere_ends_the_session(s: Site) -> None:
+    """A password set outside this process (the CLI, another node on the same database)
+    ends the web sessions signed in with the old one at their next request."""
+    assert s.sign_in().status_code == 303
+    assert s.client.get("/account").status_code == 200
+    s.run(lambda: s.accounts.set_password(ALICE, Secret("changed by the CLI")))
+    gone = s.client.get("/account", follow_redirects=False)
+    assert (gone.status_code, gone.headers["location"]) == (303, "/login")
+    assert len(s.sessions) == 0
+    assert s.sign_in(ALICE, "changed by the CLI").status_code == 303
+    assert s.client.get("/account").status_code == 200
+    # The same password set again is a new hash (a new salt): it ends the session too.
+    s.run(lambda: s.accounts.set_password(ALICE, Secret("changed by the CLI")))
+    assert s.client.get("/account", follow_redirects=False).status_code == 303
 
 
 def test_settings_card_page(s: Site) -> None:

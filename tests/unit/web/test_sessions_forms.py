@@ -50,7 +50,9 @@ def test_idle_and_absolute_expiry() -> None:
 def test_sign_in_replaces_the_id_and_anonymous_floods_cannot_evict_users() -> None:
     store = SessionStore(Clock(), max_signed_in=3, max_anonymous=2)
     anon = store.new()
-    user = store.sign_in(anon, 7, "a@example.test")
+    user = store.sign_in(anon, 7, "a@example.test", "$argon2id$stored-hash")
+    assert user.password_unchanged("$argon2id$stored-hash")
+    assert not user.password_unchanged("$argon2id$another-hash")
     assert store.get(anon.id) is None
     assert user.id != anon.id
     assert user.csrf != anon.csrf
