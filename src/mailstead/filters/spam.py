@@ -32,6 +32,10 @@ log = logging.getLogger("mailstead.filters.spam")
 JUNK = "Junk"
 CLASSIFY_TIMEOUT = 30.0  # below the pipeline's 60 s, so a slow filter counts as "down"
 MAX_SYMBOLS = 50
+# X-Spam-Level (SpamAssassin's convention): one "*" per whole point of a positive score, so
+# a Sieve rule needs no numeric comparison (`header :contains "X-Spam-Level" "******"`),
+# which the scores below zero that X-Spam-Score carries would defeat under i;ascii-numeric.
+MAX_LEVEL = 50
 MAX_LEARN_SIZE = 20 * 1024 * 1024
 R_SPAM = Reply(550, "5.7.1", "Message refused as spam")
 # RFC 6647 section 2.1: greylisting answers with a temporary failure; 4.7.1 (RFC 3463
@@ -165,6 +169,7 @@ class SpamStage:
             f"X-Spam-Status: {'Yes' if spam else 'No'}, score={score} {self._required}\r\n"
             .encode("ascii"),
             f"X-Spam-Score: {score}\r\n".encode("ascii"),
+            b"X-Spam-Level: " + b"*" * min(MAX_LEVEL, max(0, int(result.score))) + b"\r\n",
             _fold("X-Spam-Symbols", [s.render() for s in symbols]),
         )
         if action is SpamAction.JUNK:

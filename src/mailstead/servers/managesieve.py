@@ -26,7 +26,7 @@ from mailstead.proto.managesieve.events import (
 )
 from mailstead.proto.managesieve.server import ManageSieveCore, response
 from mailstead.servers.listener import Connection, ConnectionLost, Interrupted
-from mailstead.sieve.compile import EXTENSIONS
+from mailstead.sieve.compile import CAPABILITY_EXTENSIONS
 from mailstead.sieve.limits import SieveLimits
 from mailstead.storage.interfaces import Store
 
@@ -68,7 +68,7 @@ class ManageSieveServer:
         s = self._settings
         core = ManageSieveCore(ManageSieveSettings(
             hostname=s.hostname,
-            extensions=tuple(e for e in EXTENSIONS if not e.startswith("comparator-")),
+            extensions=CAPABILITY_EXTENSIONS,
             tls_active=conn.tls is not None,
             starttls_available=self._tls is not None,
             max_script_size=s.limits.max_script_size,

@@ -11,7 +11,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from mailstead.sieve.dates import DATE_PARTS, parse_zone
 from mailstead.sieve.limits import SieveLimits
+from mailstead.sieve.match import RELATIONS
 from mailstead.sieve.parser import Argument, Command, SieveError, StringList, Tag, Test, parse
 
 # Extensions we implement, as named by ``require`` and in the SIEVE capability (RFC 5804
@@ -19,10 +21,20 @@ from mailstead.sieve.parser import Argument, Command, SieveError, StringList, Ta
 # (RFC 5228 section 2.7.3) and may be required without effect.
 EXTENSIONS: tuple[str, ...] = (
     "fileinto", "reject", "envelope", "body", "imap4flags", "variables", "vacation", "copy",
-    "mailbox", "comparator-i;octet", "comparator-i;ascii-casemap",
+    "mailbox", "relational", "date", "environment", "comparator-i;ascii-numeric",
+    "comparator-i;octet", "comparator-i;ascii-casemap",
 )
-COMPARATORS = ("i;octet", "i;ascii-casemap")
+# What the ManageSieve SIEVE capability lists (RFC 5804 section 1.7): every extension but
+# the two comparators every implementation has. Clients offer i;ascii-numeric only when it
+# is listed (RFC 5231 section 3 makes it part of "relational").
+CAPABILITY_EXTENSIONS: tuple[str, ...] = tuple(
+    e for e in EXTENSIONS if e not in ("comparator-i;octet", "comparator-i;ascii-casemap"))
+COMPARATORS = ("i;octet", "i;ascii-casemap", "i;ascii-numeric")
+# Comparators that must be required before use (RFC 5228 section 2.7.3).
+_COMPARATOR_EXTENSIONS = {"i;ascii-numeric": "comparator-i;ascii-numeric"}
 _MATCH_TYPES = frozenset({"is", "contains", "matches"})
+# RFC 5231 section 4: the relational match types, each followed by its relation.
+_RELATIONAL_MATCH_TYPES = frozenset({"value", "count"})
 _ADDRESS_PARTS = frozenset({"localpart", "domain", "all"})
 _SET_MODIFIERS = frozenset({"lower", "upper", "lowerfirst", "upperfirst", "quotewildcard",
                             "length"})
@@ -55,6 +67,11 @@ _TESTS: dict[str, _Spec] = {
     "hasflag": _Spec((_L, _L), match=True, optional_leading=1, extension="imap4flags"),
     "string": _Spec((_L, _L), match=True, extension="variables"),
     "mailboxexists": _Spec((_L,), extension="mailbox"),
+    # RFC 5260 sections 4 and 5 (the section 6 :index/:last are not implemented).
+    "date": _Spec((_S, _S, _L), {"zone": _S, "originalzone": None}, match=True,
+                  extension="date"),
+    "currentdate": _Spec((_S, _L), {"zone": _S}, match=True, extension="date"),
+    "environment": _Spec((_S, _L), match=True, extension="environment"),  # RFC 5183
     "true": _Spec(()),
     "false": _Spec(()),
     "not": _Spec(()),
@@ -98,6 +115,7 @@ class Node:
     branches: list[tuple[Node | None, list[Node]]] = field(default_factory=list)
     comparator: str = "i;ascii-casemap"  # RFC 5228 section 2.7.3: the default
     match: str = "is"  # RFC 5228 section 2.7.1: the default
+    relation: str = ""  # with match "value" or "count": "gt", "ge", ... (RFC 5231)
     address_part: str = "all"  # RFC 5228 section 2.7.4: the default
 
 
@@ -139,11 +157,25 @@ class _Checker:
             assert isinstance(tag, Tag)
             i += 1
             t = tag.name
-            if spec.match and t in _MATCH_TYPES:
+            if spec.match and (t in _MATCH_TYPES or t in _RELATIONAL_MATCH_TYPES):
                 if seen_match:
                     raise SieveError(f"{name}: more than one match type", line)
                 seen_match = True
                 node.match = t
+                if t in _RELATIONAL_MATCH_TYPES:
+                    self.need("relational", f":{t}", line)
+                    if i >= len(raw) or _kind(raw[i]) != _S:
+                        raise SieveError(f'{name}: :{t} needs a relation such as "ge"', line)
+                    value = raw[i]
+                    assert isinstance(value, StringList)
+                    i += 1
+                    # RFC 5231 section 4: the relation names are case-insensitive; any
+                    # other is an error (found here, before the script is stored).
+                    relation = value.items[0].lower()
+                    if relation not in RELATIONS:
+                        raise SieveError(f"{name}: unknown relation {value.items[0]!r} "
+                                         '(use "gt", "ge", "lt", "le", "eq" or "ne")', line)
+                    node.relation = relation
                 continue
             if spec.address_part and t in _ADDRESS_PARTS:
                 if seen_part:
@@ -162,6 +194,8 @@ class _Checker:
                 if cmp not in COMPARATORS:
                     # RFC 5228 section 2.7.3: an unknown comparator is a compile error.
                     raise SieveError(f"{name}: comparator {cmp!r} is not supported", line)
+                if cmp in _COMPARATOR_EXTENSIONS:
+                    self.need(_COMPARATOR_EXTENSIONS[cmp], f"comparator {cmp}", line)
                 node.comparator = cmp
                 continue
             if t not in spec.tags:
@@ -179,6 +213,11 @@ class _Checker:
                 raise SieveError(f"{name}: :{t} needs a {want} argument", line)
             node.tags[t] = raw[i]
             i += 1
+        if node.comparator == "i;ascii-numeric" and node.match in ("contains", "matches"):
+            # RFC 4790 section 9.1: i;ascii-numeric has no substring operation, and RFC
+            # 5228 section 2.7.3 makes a match type the comparator lacks an error.
+            raise SieveError(f"{name}: :{node.match} cannot be used with i;ascii-numeric",
+                             line)
         rest = raw[i:]
         if any(isinstance(a, Tag) for a in rest):
             raise SieveError(f"{name}: tags must come before the other arguments", line)
@@ -216,6 +255,8 @@ class _Checker:
             raise SieveError("body takes one of :raw, :text, :content", t.line)
         if t.name == "envelope":
             self._envelope_parts(node)
+        if t.name in ("date", "currentdate"):
+            self._date_arguments(node)
         node.tests = [self.test(sub) for sub in t.tests]
         return node
 
@@ -227,6 +268,28 @@ class _Checker:
             # RFC 5228 section 5.4: "from" and "to" are the parts every implementation has.
             if part.lower() not in ("from", "to"):
                 raise SieveError(f"envelope part {part!r} is not supported", node.line)
+
+    def _literal(self, arg: Argument | None) -> str | None:
+        """A single-string argument's text when it can be checked now: None when it holds
+        a variable reference (RFC 5229), known only when the script runs."""
+        assert isinstance(arg, StringList)
+        text = arg.items[0]
+        return None if "variables" in self.required and "${" in text else text
+
+    def _date_arguments(self, node: Node) -> None:
+        if "zone" in node.tags and "originalzone" in node.tags:
+            raise SieveError("date takes :zone or :originalzone, not both", node.line)
+        part = self._literal(node.pos[-2])
+        # RFC 5260 section 4.2: the date parts (case-insensitive).
+        if part is not None and part.lower() not in DATE_PARTS:
+            raise SieveError(f"{node.name}: unknown date part {part!r} (use one of "
+                             f"{', '.join(sorted(DATE_PARTS))})", node.line)
+        if "zone" in node.tags:
+            zone = self._literal(node.tags["zone"])
+            # RFC 5260 section 4.1: the zone is "+hhmm" or "-hhmm".
+            if zone is not None and parse_zone(zone) is None:
+                raise SieveError(f'{node.name}: :zone {zone!r} is not a zone such as "+0100"',
+                                 node.line)
 
     def block(self, cmds: list[Command], top: bool) -> list[Node]:
         out: list[Node] = []

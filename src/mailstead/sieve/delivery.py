@@ -21,7 +21,7 @@ from mailstead.core.message import summarize
 from mailstead.delivery.recipients import RecipientResolver, Verdict
 from mailstead.sieve.actions import FileInto, Keep, Redirect, Reject, Vacation
 from mailstead.sieve.compile import Script, compile_script
-from mailstead.sieve.interpreter import Envelope, Interpreter
+from mailstead.sieve.interpreter import Envelope, Interpreter, SieveEnvironment
 from mailstead.sieve.limits import SieveLimits
 from mailstead.sieve.message import MessageView
 from mailstead.sieve.parser import SieveError
@@ -73,11 +73,15 @@ class SieveRunner:
         limits: SieveLimits | None = None,
         redirects_per_day: int = 100,
         clock: Callable[[], float] = time.time,
+        environment: SieveEnvironment | None = None,
     ) -> None:
+        """``environment``: what the RFC 5183 environment test sees (by default derived
+        from ``hostname``)."""
         self._store = store
         self._hostname = hostname
         self._limits = limits or SieveLimits()
-        self._interpreter = Interpreter(self._limits)
+        self._interpreter = Interpreter(
+            self._limits, environment or SieveEnvironment.for_host(hostname))
         self._redirects_per_day = redirects_per_day
         self._clock = clock
         self._resolver = RecipientResolver(store)
@@ -159,7 +163,10 @@ class SieveRunner:
                               or await self._mailbox_exists(account_id, key))
             return known[key]
 
-        outcome = self._interpreter.run(script, view, Envelope(mail_from, address), listed)
+        # The clock is read only for scripts that can look at it (RFC 5260 currentdate).
+        now = self._clock() if "date" in script.extensions else None
+        outcome = self._interpreter.run(script, view, Envelope(mail_from, address), listed,
+                                        now=now)
         if outcome.error:
             log.info("sieve runtime error for account %s, keeping: %s", account_id,
                      outcome.error)

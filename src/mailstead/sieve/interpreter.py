@@ -3,6 +3,7 @@
 A run never raises: a runtime error (a limit reached, conflicting actions) discards every
 action and keeps the message (RFC 5228 section 2.10.6). There are no loops in Sieve, so a run
 is bounded by the script's size, and every string a run builds is bounded by the limits.
+Nothing here reads a clock: "currentdate" (RFC 5260) sees the time ``run`` is given.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from mailstead import __version__
 from mailstead.sieve.actions import (
     Action,
     Discard,
@@ -23,8 +25,9 @@ from mailstead.sieve.actions import (
     Vacation,
 )
 from mailstead.sieve.compile import Node, Script
+from mailstead.sieve.dates import LOCAL_ZONE, extract, from_timestamp, parse_date
 from mailstead.sieve.limits import SieveLimits
-from mailstead.sieve.match import matches
+from mailstead.sieve.match import matches, relational
 from mailstead.sieve.message import MessageView
 from mailstead.sieve.parser import StringList
 
@@ -57,6 +60,37 @@ class Envelope:
     rcpt_to: str
 
 
+@dataclass(frozen=True, slots=True)
+class SieveEnvironment:
+    """What the RFC 5183 "environment" test reports about where the script runs; an empty
+    string is an item this server does not know."""
+
+    host: str = ""  # "host": this server's fully qualified name
+    domain: str = ""  # "domain": the DNS domain the server belongs to
+    name: str = "Mailstead"
+    version: str = __version__
+    location: str = "MDA"  # scripts run at final delivery
+    phase: str = "during"  # ... while the message is being delivered
+
+    @classmethod
+    def for_host(cls, hostname: str) -> SieveEnvironment:
+        """The environment of a server called ``hostname``. RFC 5183 section 4: "domain"
+        is usually a proper suffix of the host name: mail.example.org is in example.org
+        (a name of two labels or fewer is its own domain)."""
+        host = hostname.rstrip(".").lower()
+        labels = host.split(".")
+        return cls(host=host, domain=".".join(labels[1:]) if len(labels) > 2 else host)
+
+    def item(self, name: str) -> str | None:
+        """The value of item ``name`` (case-insensitive); None when unknown. "remote-host"
+        and "remote-ip" are unknown here: they belong to the SMTP session, which the
+        delivery step does not carry."""
+        value = {"host": self.host, "domain": self.domain, "name": self.name,
+                 "version": self.version, "location": self.location,
+                 "phase": self.phase}.get(name.lower())
+        return value or None
+
+
 @dataclass(slots=True)
 class _State:
     variables: dict[str, str] = field(default_factory=dict)
@@ -87,8 +121,10 @@ def normalize_flags(values: list[str]) -> list[str]:
 class Interpreter:
     """Runs scripts; one instance serves many runs (it keeps no per-run state)."""
 
-    def __init__(self, limits: SieveLimits | None = None) -> None:
+    def __init__(self, limits: SieveLimits | None = None,
+                 environment: SieveEnvironment | None = None) -> None:
         self.limits = limits or SieveLimits()
+        self.environment = environment or SieveEnvironment()
 
     def run(
         self,
@@ -96,9 +132,13 @@ class Interpreter:
         message: MessageView,
         envelope: Envelope,
         mailbox_exists: Callable[[str], bool] = lambda _name: True,
+        *,
+        now: float | None = None,
     ) -> Outcome:
-        """The actions for this message; never raises."""
-        run = _Run(self.limits, script, message, envelope, mailbox_exists)
+        """The actions for this message; never raises. ``now``: the delivery time in
+        seconds since the epoch, which "currentdate" tests (without it they are false)."""
+        run = _Run(self.limits, script, message, envelope, mailbox_exists, self.environment,
+                   now)
         try:
             run.script(script.commands)
             return Outcome(run.finish())
@@ -110,13 +150,16 @@ class Interpreter:
 
 class _Run:
     def __init__(self, limits: SieveLimits, script: Script, message: MessageView,
-                 envelope: Envelope, mailbox_exists: Callable[[str], bool]) -> None:
+                 envelope: Envelope, mailbox_exists: Callable[[str], bool],
+                 environment: SieveEnvironment, now: float | None) -> None:
         self.limits = limits
         self.vars_on = "variables" in script.extensions
         self.msg = message
         self.env = envelope
         self.mailbox_exists = mailbox_exists
         self.s = _State()
+        self.environment = environment
+        self.now = now
 
     # Strings -------------------------------------------------------------------------
 
@@ -314,7 +357,28 @@ class _Run:
             return self.msg.size > limit if "over" in node.tags else self.msg.size < limit
         if n == "mailboxexists":
             return all(self.mailbox_exists(m) for m in self.strings(node.pos[0]))
+        if n in ("environment", "date", "currentdate"):
+            # RFC 5183 section 4, RFC 5260 section 4: an unknown item, or no valid date,
+            # fails the test whatever the match type (:count included).
+            found = (self.environment.item(self.string(node.pos[0])) if n == "environment"
+                     else self.date(node))
+            return found is not None and self.compare(node, [found], self.strings(node.pos[-1]))
         return self.compare(node, self.values(node), self.strings(node.pos[-1]))
+
+    def date(self, node: Node) -> str | None:
+        """The date part a date/currentdate test compares; None when there is none (no
+        such field, no valid date-time in it, no current time given)."""
+        if node.name == "currentdate":
+            moment = from_timestamp(self.now) if self.now is not None else None
+        else:
+            # RFC 5260 section 4: the date test looks at the first field of that name.
+            fields = self.msg.raw_headers(self.string(node.pos[0]))
+            moment = parse_date(fields[0]) if fields else None
+        if "zone" in node.tags:
+            zone: str | None = self.string(node.tags["zone"])
+        else:
+            zone = None if "originalzone" in node.tags else LOCAL_ZONE
+        return extract(moment, self.string(node.pos[-2]), zone) if moment is not None else None
 
     def values(self, node: Node) -> list[str]:
         n = node.name
@@ -346,7 +410,29 @@ class _Run:
             return self.strings(node.pos[0])
         return []
 
+    def count(self, node: Node, values: list[str]) -> int:
+        """RFC 5231 section 4.2: how many entities the test found."""
+        if node.name == "string":
+            # RFC 5229 section 5: the empty string counts 0, any other string 1.
+            return sum(1 for v in values if v)
+        if node.name == "envelope":
+            # The addresses, not the parts: the null reverse-path holds no address.
+            return sum(1 for part in self.strings(node.pos[0])
+                       if (self.env.mail_from if part.lower() == "from" else self.env.rcpt_to))
+        # header: fields; address: addresses; hasflag: flags; body: text parts; date: dates.
+        return len(values)
+
     def compare(self, node: Node, values: list[str], keys: list[str]) -> bool:
+        if node.match == "count":
+            # RFC 5231 section 4.2: the count, as a decimal string, against each key
+            # (so with no values the count is "0"; with no keys nothing matches).
+            count = str(self.count(node, values))
+            return any(relational(count, key, node.relation, node.comparator)
+                       for key in keys)
+        if node.match == "value":
+            # RFC 5231 section 4.1: true if any (value, key) pair stands in the relation.
+            return any(relational(value, key, node.relation, node.comparator)
+                       for value in values for key in keys)
         for value in values:
             for key in keys:
                 ok, groups = matches(value, key, node.match, node.comparator)

@@ -1,14 +1,19 @@
-"""Comparators and match types (RFC 5228 sections 2.7.1 and 2.7.3, RFC 4790).
+"""Comparators and match types (RFC 5228 sections 2.7.1 and 2.7.3, RFC 4790, RFC 5231).
 
 ``:matches`` uses an iterative wildcard matcher (no regular expressions, no recursion), so
 a hostile pattern costs at most O(len(pattern) * len(value)) steps; it records what each
-wildcard matched for the RFC 5229 section 3.2 match variables.
+wildcard matched for the RFC 5229 section 3.2 match variables. The relational match types
+order strings in one linear pass, numbers of any length included (no ``int()``).
 """
 
 from __future__ import annotations
 
 _UPPER = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 _CASEMAP = str.maketrans(_UPPER, _UPPER.lower())
+_UPCASE = str.maketrans(_UPPER.lower(), _UPPER)
+_ASCII_DIGITS = "0123456789"
+# RFC 5231 section 4: relational-match = "gt" / "ge" / "lt" / "le" / "eq" / "ne".
+RELATIONS = frozenset({"gt", "ge", "lt", "le", "eq", "ne"})
 
 
 def fold(value: str, comparator: str) -> str:
@@ -17,6 +22,56 @@ def fold(value: str, comparator: str) -> str:
         return value
     # On ASCII text str.lower changes exactly the letters A-Z, like the table, at C speed.
     return value.lower() if value.isascii() else value.translate(_CASEMAP)
+
+
+def _upcase(value: str) -> str:
+    # RFC 4790 section 9.2: i;ascii-casemap orders as i;octet once a-z are upper-cased
+    # (the direction matters: "_" then sorts after the letters, not before them).
+    return value.upper() if value.isascii() else value.translate(_UPCASE)
+
+
+def _number(value: str) -> str | None:
+    """RFC 4790 section 9.1.1: the number spelt by the leading US-ASCII digits, as digits
+    without leading zeros; None when the string does not start with a digit (it then
+    stands for positive infinity)."""
+    rest = value.lstrip(_ASCII_DIGITS)  # str.isdigit would take non-ASCII digits too
+    digits = value[: len(value) - len(rest)]
+    if not digits:
+        return None
+    return digits.lstrip("0") or "0"
+
+
+def order(left: str, right: str, comparator: str) -> int:
+    """-1, 0 or 1 as ``left`` sorts before, with or after ``right`` in ``comparator``."""
+    if comparator == "i;ascii-numeric":
+        a, b = _number(left), _number(right)
+        if a is None or b is None:
+            # Infinity equals infinity and is greater than every number.
+            return (a is None) - (b is None)
+        # Without leading zeros a longer number is larger; equal lengths sort as text.
+        if len(a) != len(b):
+            return -1 if len(a) < len(b) else 1
+        return (a > b) - (a < b)
+    if comparator == "i;ascii-casemap":
+        left, right = _upcase(left), _upcase(right)
+    # i;octet orders by octets; for UTF-8 text that is the order of the code points.
+    return (left > right) - (left < right)
+
+
+def relational(value: str, key: str, relation: str, comparator: str) -> bool:
+    """RFC 5231 section 4: ``value`` (from the message) ``relation`` ``key`` (the script's)."""
+    c = order(value, key, comparator)
+    if relation == "gt":
+        return c > 0
+    if relation == "ge":
+        return c >= 0
+    if relation == "lt":
+        return c < 0
+    if relation == "le":
+        return c <= 0
+    if relation == "eq":
+        return c == 0
+    return c != 0  # "ne"
 
 
 def _pattern(pattern: str) -> list[tuple[str, str]]:
@@ -106,6 +161,10 @@ def glob(value: str, pattern: str, comparator: str) -> list[str] | None:
 
 def matches(value: str, key: str, match: str, comparator: str) -> tuple[bool, list[str] | None]:
     """Does ``value`` match ``key``? The second item is the match variables for :matches."""
+    if comparator == "i;ascii-numeric":
+        # RFC 4790 section 9.1: equality and ordering only; compile.py refuses :contains
+        # and :matches with this comparator.
+        return match == "is" and order(value, key, comparator) == 0, None
     if match == "is":
         return fold(value, comparator) == fold(key, comparator), None
     if match == "contains":

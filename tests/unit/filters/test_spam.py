@@ -76,7 +76,8 @@ def test_clean_message_is_tagged_and_incoming_spam_headers_are_removed() -> None
     assert mailbox is None
     head = data.split(b"\r\n\r\n")[0]
     assert head.startswith(b"X-Spam-Status: No, score=1.50 required=6.00\r\n"
-                           b"X-Spam-Score: 1.50\r\nX-Spam-Symbols: X(2.00), SPF_PASS(-0.50)\r\n")
+                           b"X-Spam-Score: 1.50\r\nX-Spam-Level: *\r\n"
+                           b"X-Spam-Symbols: X(2.00), SPF_PASS(-0.50)\r\n")
     assert b"score=-100" not in data
     assert b"X-Spam-Flag" not in data
     assert data.endswith(b"From: a@remote.test\r\nTo: alice@example.test\r\n"
