@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import datetime as dt
 import imaplib
 import re
 import smtplib
@@ -194,6 +195,50 @@ def test_managesieve_script_files_flags_and_replies_once(server: Server) -> None
     # The CLI sees the same script.
     listing = run_cli("sieve", "list", ALICE, "--data-dir", str(server.data_dir))
     assert "main  (active)" in listing
+
+
+def _roundcube_script(first: dt.date, last: dt.date) -> str:
+    """What Roundcube's managesieve plugin writes for a numeric rule and a vacation with a
+    start and an end date (RFC 5231 relational, RFC 5260 currentdate)."""
+    required = '"fileinto","mailbox","relational","comparator-i;ascii-numeric","vacation","date"'
+    since = f'currentdate :zone "+0100" :value "ge" "date" "{first.isoformat()}"'
+    until = f'currentdate :zone "+0100" :value "le" "date" "{last.isoformat()}"'
+    return f"""require [{required}];
+# rule:[urgent]
+if header :value "ge" :comparator "i;ascii-numeric" "X-Urgency" "5"
+{{
+\tfileinto :create "Urgent";
+}}
+# rule:[away]
+if allof ({since}, {until})
+{{
+\tvacation :days 1 :subject "Away" "Back soon.";
+}}
+"""
+
+
+def test_roundcube_rules_with_dates_and_numbers(server: Server) -> None:
+    """Uploaded over ManageSieve, run by the server at delivery: the numeric rule files by
+    the number a field starts with, the vacation answers only between its dates."""
+    carol = "carol@example.test"
+    run_cli("user", "add", carol, "--password-stdin", "--data-dir", str(server.data_dir),
+            stdin=PASSWORD + "\n")
+    today = dt.datetime.now(dt.UTC).date()
+    day = dt.timedelta(days=1)
+    _upload(server, carol, "roundcube", _roundcube_script(today - day, today + day))
+    _send(server, [carol], "please act", "erin@remote.test", extra="X-Urgency: 007\r\n")
+    _send(server, [carol], "whenever", "erin@remote.test", extra="X-Urgency: 10x\r\n")
+    _send(server, [carol], "no number", "frank@remote.test", extra="X-Urgency: -3\r\n")
+    # 7, 10 and "-3": not a number, which RFC 4790 section 9.1 ranks above every number.
+    assert len(read_mailbox(server.data_dir, carol, "Urgent")) == 3
+    replied = sorted(q.rcpt_to for q in read_queue(server.data_dir)
+                     if q.rcpt_to in ("erin@remote.test", "frank@remote.test"))
+    assert replied == ["erin@remote.test", "frank@remote.test"]  # once per sender
+    # The same vacation, over two days ago: nobody new gets a reply.
+    _upload(server, carol, "ended", _roundcube_script(today - 9 * day, today - 2 * day))
+    _send(server, [carol], "anyone there", "gina@remote.test", extra="X-Urgency: 1\r\n")
+    assert not [q for q in read_queue(server.data_dir) if q.rcpt_to == "gina@remote.test"]
+    assert any(b"anyone there" in m for m in read_mailbox(server.data_dir, carol, "INBOX"))
 
 
 def test_reject_is_answered_at_smtp_time(server: Server) -> None:
