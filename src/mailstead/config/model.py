@@ -645,8 +645,9 @@ class SpamConfig:
     enable: bool = field(
         default=True,
         metadata=_doc(
-            "Score every message received on port 25 and add X-Spam-Status, X-Spam-Score "
-            "and X-Spam-Symbols header fields (incoming X-Spam-* fields are removed first). "
+            "Score every message received on port 25 and add X-Spam-Status, X-Spam-Score, "
+            "X-Spam-Level (one `*` per whole point above zero) and X-Spam-Symbols header "
+            "fields (incoming X-Spam-* fields are removed first). "
             "Without rspamd the built-in filter scores the sender authentication results, "
             "the DNS blocklists below and each recipient's Bayesian classifier, which learns "
             "when the user moves mail into or out of Junk by IMAP.",
