@@ -430,6 +430,7 @@ async def run(config: Config) -> None:
         # nothing else) and stops before the store closes.
         await workers.start()
         await maintenance.start()  # hourly pruning of greylist and Sieve log rows
+        store.start_indexing()  # new mail is indexed for SEARCH soon after it arrives
 
         stop = asyncio.Event()
 

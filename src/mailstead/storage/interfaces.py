@@ -595,6 +595,10 @@ class Store(
 
     async def close(self) -> None: ...
 
+    def start_indexing(self) -> None:
+        """Indexes new mail for SEARCH in the background from now on, so searches seldom wait
+        for it (the server calls this; short-lived CLI processes do not)."""
+
     # Domains
     async def add_domain(self, name: str) -> None:
         """Raises AlreadyExists."""

@@ -365,3 +365,69 @@ def test_text_postgresql_cannot_hold() -> None:
         assert await a.search_text(inbox.id, "\ud800", part="body") == set()
 
     two_nodes(body)
+
+
+def test_searches_on_two_nodes_share_the_indexing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Searches of one mailbox started at once on two nodes index each pending body once
+    between them (claimed with SKIP LOCKED, the rest waited for), and both find everything."""
+    from mailstead.storage.postgres import fts
+
+    monkeypatch.setattr(fts, "PENDING_CHUNK", 5)
+    extracted: list[str] = []
+    real = fts._extract_all
+
+    def counting(bodies: list[tuple[str, bytes | None]]) -> list[tuple[str, fts.IndexText]]:
+        extracted.extend(name for name, _ in bodies)
+        return real(bodies)
+
+    monkeypatch.setattr(fts, "_extract_all", counting)
+
+    async def body(dsn: str, a: PostgresStore, b: PostgresStore, alice: int) -> None:
+        for i in range(60):
+            await deliver(a, alice, message(f"common word{i}"))
+        inbox = await mailbox(a, alice, "INBOX")
+        found = await asyncio.gather(*(store.search_text(inbox.id, "common", part="body")
+                                       for store in (a, b, a, b)))
+        assert found == [set(range(1, 61))] * 4
+        assert len(extracted) == 60
+        assert len(set(extracted)) == 60
+
+    two_nodes(body)
+
+
+def test_the_background_indexer_empties_the_pending_list(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Started by the server (``start_indexing``), a node indexes what was delivered soon
+    after, whichever node delivered it, so searches find nothing left to index."""
+    from mailstead.storage.postgres import fts
+
+    monkeypatch.setattr(fts, "INDEX_DELAY", 0.05)
+    monkeypatch.setattr(fts, "PENDING_CHUNK", 7)
+
+    async def pending(dsn: str) -> int:
+        conn = await asyncpg.connect(dsn)
+        try:
+            return int(await conn.fetchval("SELECT COUNT(*) FROM fts_pending"))
+        finally:
+            await conn.close()
+
+    async def body(dsn: str, a: PostgresStore, b: PostgresStore, alice: int) -> None:
+        for i in range(20):
+            await deliver(b, alice, message(f"early{i}"))  # before anyone indexes
+        assert await pending(dsn) == 20
+        a.start_indexing()
+        for _ in range(200):
+            if await pending(dsn) == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert await pending(dsn) == 0
+        await deliver(a, alice, message("late"))  # wakes a's indexer
+        for _ in range(200):
+            if await pending(dsn) == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert await pending(dsn) == 0
+        inbox = await mailbox(a, alice, "INBOX")
+        assert await b.search_text(inbox.id, "late", part="body") == {21}
+
+    two_nodes(body)

@@ -27,6 +27,7 @@ import asyncpg
 
 from mailstead.core.errors import StoreError
 from mailstead.storage.migrate import load_migrations
+from mailstead.storage.postgres.fts import BackgroundIndexer
 from mailstead.storage.watch import Watch, WatchHub
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,7 @@ class PgBase:
         self._listener: asyncpg.Connection | None = None
         self._listen_task: asyncio.Task[None] | None = None
         self._closed = False
+        self.indexer = BackgroundIndexer(pool)
 
     @classmethod
     async def connect(cls, dsn: str, pool_size: int = 10) -> Any:
@@ -115,6 +117,10 @@ class PgBase:
         if payload:
             await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, payload)
 
+    def start_indexing(self) -> None:
+        self.check_open()
+        self.indexer.start()
+
     def check_open(self) -> None:
         if self._closed:
             raise StoreError("the store is closed")
@@ -127,6 +133,7 @@ class PgBase:
         if self._closed:
             return
         self._closed = True
+        await self.indexer.stop()
         if self._listen_task is not None:
             self._listen_task.cancel()
         if self._listener is not None:

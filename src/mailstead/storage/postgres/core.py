@@ -403,6 +403,8 @@ class CoreMixin(PgBase):
             (account, first[account, box][0], first[account, box][1] + rank)
             for (account, box), rank in zip(targets, ranks, strict=True)
         )
+        if delivered:
+            self.indexer.wake()
         return AcceptResult(blob=name, delivered=delivered, queued=len(msg.remote))
 
     async def list_mailboxes(self, account_id: int) -> list[MailboxInfo]:

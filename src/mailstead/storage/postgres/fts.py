@@ -3,18 +3,23 @@
 One document per blob in ``fts_docs``: the case-folded header and body text made by
 ``textindex.extract``, exactly what SQLite's fts.py indexes, so both backends find the same
 messages. A delivery only records its blob in ``fts_pending`` (a trigger, migration 0002);
-a search first indexes the pending blobs of its mailbox, reading the bodies from
-``blobs.data`` and extracting their text in a thread, so a message delivered a moment ago is
-found. Matching is a substring test (``strpos``) of the folded needle over the documents of
-one mailbox; documents cut at the indexing limit (``complete = 0``) are checked on the full
-text of their body.
+the server's ``BackgroundIndexer`` indexes pending blobs soon after, and a search first
+indexes whatever of its mailbox is still pending, reading the bodies from ``blobs.data`` and
+extracting their text in a thread, so a message delivered a moment ago is found. Pending
+rows are claimed with ``FOR UPDATE SKIP LOCKED``, so sessions and nodes indexing at the same
+time share the work instead of each doing all of it. Matching is a substring test
+(``strpos``) of the folded needle over the documents of one mailbox; documents cut at the
+indexing limit (``complete = 0``) are checked on the full text of their body.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any
+
+import asyncpg
 
 from mailstead.storage.sqlite.fts import parse_part
 from mailstead.storage.textindex import IndexText, extract, fold, header_contains
@@ -23,10 +28,19 @@ log = logging.getLogger(__name__)
 
 __all__ = ["clean_text", "index_pending", "parse_part", "search"]
 
-# Pending blobs taken per round, and the bytes of bodies held in memory at once while their
-# text is extracted (a single larger body is still read, alone).
-PENDING_CHUNK = 256
+# Pending blobs claimed per transaction, and the bytes of bodies held in memory at once while
+# their text is extracted (a single larger body is still read, alone).
+PENDING_CHUNK = 64
 BATCH_BYTES = 8 * 1024 * 1024
+# The background indexer: how long after a delivery it starts (a burst is indexed together,
+# after it), the pause between chunks (deliveries and sessions go first), and how often it
+# looks for blobs pending without a wake-up (another process's APPEND, a restart).
+INDEX_DELAY = 1.0
+INDEX_PAUSE = 0.02
+INDEX_POLL = 30.0
+# Pending blobs of one mailbox, those another transaction holds (FOR UPDATE: wait for it).
+_PENDING_OF = ("SELECT p.blob FROM fts_pending p WHERE EXISTS"
+               " (SELECT 1 FROM messages m WHERE m.blob = p.blob AND m.mailbox_id = $1)")
 
 # The text columns each part searches; header:NAME narrows the header hits in Python.
 _COLUMNS = {"text": ("header", "body"), "body": ("body",), "header": ("header",)}
@@ -85,37 +99,96 @@ async def _read_bodies(conn: Any, names: list[str]) -> list[list[tuple[str, byte
     return batches
 
 
+async def _index_claimed(conn: Any, names: list[str]) -> None:
+    """Writes the documents of ``names``, whose pending rows the caller's transaction holds,
+    and removes those rows."""
+    for bodies in await _read_bodies(conn, names):
+        docs = await asyncio.to_thread(_extract_all, bodies)
+        await conn.execute(
+            "INSERT INTO fts_docs (blob, header, body, complete)"
+            " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::smallint[])"
+            " ON CONFLICT (blob) DO NOTHING",
+            [n for n, _ in docs], [t.header for _, t in docs],
+            [t.body for _, t in docs], [int(t.complete) for _, t in docs],
+        )
+    await conn.execute("DELETE FROM fts_pending WHERE blob = ANY($1::text[])", names)
+
+
+async def index_some(conn: Any, limit: int = PENDING_CHUNK) -> int:
+    """Indexes up to ``limit`` pending blobs of any mailbox that nobody else is indexing;
+    returns how many (0: nothing left to claim)."""
+    async with conn.transaction():
+        names = [str(r[0]) for r in await conn.fetch(
+            "SELECT blob FROM fts_pending LIMIT $1 FOR UPDATE SKIP LOCKED", limit)]
+        if names:
+            await _index_claimed(conn, names)
+    return len(names)
+
+
 async def index_pending(conn: Any, mailbox_id: int) -> int:
-    """Indexes every pending blob of the mailbox; returns how many documents were written.
-    Nothing is locked while bodies are parsed; a blob indexed meanwhile by another node is
-    skipped (``ON CONFLICT DO NOTHING``)."""
+    """Indexes every pending blob of the mailbox; returns how many this call indexed. Blobs
+    another session or node is indexing are skipped, then waited for, so none of the
+    mailbox's blobs is pending when this returns. Nothing is locked but the claimed
+    pending rows while bodies are parsed."""
     done = 0
     while True:
-        names = [
-            str(r[0])
-            for r in await conn.fetch(
-                "SELECT p.blob FROM fts_pending p WHERE EXISTS"
-                " (SELECT 1 FROM messages m WHERE m.blob = p.blob AND m.mailbox_id = $1)"
-                " LIMIT $2",
-                mailbox_id, PENDING_CHUNK,
-            )
-        ]
-        if not names:
+        async with conn.transaction():
+            names = [str(r[0]) for r in await conn.fetch(
+                _PENDING_OF + " LIMIT $2 FOR UPDATE OF p SKIP LOCKED", mailbox_id, PENDING_CHUNK)]
+            if names:
+                await _index_claimed(conn, names)
+                done += len(names)
+                continue
+        # Nothing left to claim: wait until the other indexers' transactions end (their rows
+        # are then gone), and go on only with rows one of them gave back (a failure).
+        async with conn.transaction():
+            held = await conn.fetchval(_PENDING_OF + " LIMIT 1 FOR UPDATE OF p", mailbox_id)
+        if held is None:
             return done
-        for bodies in await _read_bodies(conn, names):
-            docs = await asyncio.to_thread(_extract_all, bodies)
-            async with conn.transaction():
-                await conn.execute(
-                    "INSERT INTO fts_docs (blob, header, body, complete)"
-                    " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::smallint[])"
-                    " ON CONFLICT (blob) DO NOTHING",
-                    [n for n, _ in docs], [t.header for _, t in docs],
-                    [t.body for _, t in docs], [int(t.complete) for _, t in docs],
-                )
-                await conn.execute(
-                    "DELETE FROM fts_pending WHERE blob = ANY($1::text[])", [n for n, _ in docs]
-                )
-            done += len(docs)
+
+
+class BackgroundIndexer:
+    """Indexes pending blobs soon after deliveries, a chunk at a time, so a search seldom
+    has any to index first (the SQLite store's writer does this when idle). One per server
+    process; nodes share the work through the pending rows' locks."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+            self._wake.set()  # whatever a previous run left pending
+
+    def wake(self) -> None:
+        """Something was delivered: index it after ``INDEX_DELAY``."""
+        self._wake.set()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), INDEX_POLL)
+            self._wake.clear()
+            await asyncio.sleep(INDEX_DELAY)
+            try:
+                while await self._chunk():
+                    await asyncio.sleep(INDEX_PAUSE)
+            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+                # The database is away: searches index for themselves meanwhile.
+                log.warning("store.indexing_failed: %s", exc)
+
+    async def _chunk(self) -> int:
+        async with self._pool.acquire() as conn:
+            return await index_some(conn)
 
 
 async def search(conn: Any, mailbox_id: int, text: str, part: str) -> set[int]:

@@ -107,6 +107,9 @@ class SQLiteStore:
 
     networked = False  # one node: see interfaces.Store.networked
 
+    def start_indexing(self) -> None:
+        """Nothing to start: the writer thread indexes whenever it is idle (fts.py)."""
+
     def __init__(
         self,
         data_dir: Path,
