@@ -32,10 +32,12 @@ __all__ = ["clean_text", "index_pending", "parse_part", "search"]
 # their text is extracted (a single larger body is still read, alone).
 PENDING_CHUNK = 64
 BATCH_BYTES = 8 * 1024 * 1024
-# The background indexer: how long after a delivery it starts (a burst is indexed together,
-# after it), the pause between chunks (deliveries and sessions go first), and how often it
-# looks for blobs pending without a wake-up (another process's APPEND, a restart).
+# The background indexer starts once deliveries pause for INDEX_DELAY (a burst is indexed
+# after it, not against it), but no later than INDEX_MAX_LAG after the first of them; it
+# pauses between chunks so deliveries and sessions go first, and looks for blobs pending
+# without a wake-up (another process's APPEND, a restart) every INDEX_POLL.
 INDEX_DELAY = 1.0
+INDEX_MAX_LAG = 30.0
 INDEX_PAUSE = 0.02
 INDEX_POLL = 30.0
 # Pending blobs of one mailbox, those another transaction holds (FOR UPDATE: wait for it).
@@ -163,7 +165,7 @@ class BackgroundIndexer:
             self._wake.set()  # whatever a previous run left pending
 
     def wake(self) -> None:
-        """Something was delivered: index it after ``INDEX_DELAY``."""
+        """Something was delivered: index it once deliveries pause (see INDEX_DELAY)."""
         self._wake.set()
 
     async def stop(self) -> None:
@@ -174,11 +176,18 @@ class BackgroundIndexer:
             self._task = None
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), INDEX_POLL)
+            latest = loop.time() + INDEX_MAX_LAG
+            while (left := latest - loop.time()) > 0:  # until deliveries pause
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), min(INDEX_DELAY, left))
+                except TimeoutError:
+                    break
             self._wake.clear()
-            await asyncio.sleep(INDEX_DELAY)
             try:
                 while await self._chunk():
                     await asyncio.sleep(INDEX_PAUSE)
