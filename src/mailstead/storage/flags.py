@@ -9,6 +9,7 @@ canonical spelling; keywords are stored as first given and also compared case-in
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from mailstead.core.errors import StoreError
 from mailstead.storage.interfaces import FlagOp
@@ -63,3 +64,24 @@ def apply(current: Sequence[str], op: FlagOp, given: Sequence[str]) -> tuple[str
 def same(a: Sequence[str], b: Sequence[str]) -> bool:
     """True when two flag lists hold the same flags (order does not matter)."""
     return {f.lower() for f in a} == {f.lower() for f in b}
+
+
+def plan_store(
+    rows: Iterable[Sequence[Any]], op: FlagOp, wanted: Sequence[str],
+    unchanged_since: int | None,
+) -> tuple[list[int], list[tuple[int, tuple[str, ...]]]]:
+    """What a STORE does to the stored ``(uid, modseq, flags)`` rows: the UIDs UNCHANGEDSINCE
+    leaves alone, and each changed message's new flags (unchanged ones are not written)."""
+    modified: list[int] = []
+    updates: list[tuple[int, tuple[str, ...]]] = []
+    for uid, modseq, stored in rows:
+        # RFC 7162 section 3.1.3: a message changed after UNCHANGEDSINCE is left alone and
+        # reported in the MODIFIED response code, whatever the STORE would have done.
+        if unchanged_since is not None and int(modseq) > unchanged_since:
+            modified.append(int(uid))
+            continue
+        current = parse_stored(stored)
+        after = apply(current, op, wanted)
+        if not same(current, after):
+            updates.append((int(uid), after))
+    return modified, updates

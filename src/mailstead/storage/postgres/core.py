@@ -32,7 +32,7 @@ from mailstead.storage.interfaces import (
     address_key,
 )
 from mailstead.storage.postgres.base import CHANNEL, PgBase, db_errors
-from mailstead.storage.sqlite.admin import split_domain
+from mailstead.storage.sqlite.admin import failed_login, split_domain
 from mailstead.storage.sqlite.writer import MAX_UID, WireShape, inbox_name, wire_shape
 
 log = logging.getLogger(__name__)
@@ -532,20 +532,7 @@ class CoreMixin(PgBase):
                 " ORDER BY at DESC, id DESC LIMIT $1",
                 wanted,
             )
-        return [
-            LoginRecord(
-                at=float(r[0]),
-                account_id=None if r[1] is None else int(r[1]),
-                username=str(r[2]),
-                protocol=str(r[3]),
-                client_ip=str(r[4]),
-                mechanism=str(r[5]),
-                success=False,
-                reason=str(r[6]),
-                app_password=None if r[7] is None else str(r[7]),
-            )
-            for r in rows
-        ]
+        return [failed_login(r) for r in rows]
 
 
 def _message_infos(rows: Sequence[Any]) -> tuple[list[MessageInfo], dict[str, WireShape]]:

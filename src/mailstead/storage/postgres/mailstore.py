@@ -570,18 +570,7 @@ class MailStoreMixin(PgBase):
                 " WHERE mailbox_id = $1 AND uid = ANY($2::bigint[]) ORDER BY uid",
                 mailbox_id, wanted,
             )
-            modified: list[int] = []
-            updates: list[tuple[int, tuple[str, ...]]] = []
-            for uid, modseq, stored in rows:
-                # RFC 7162 section 3.1.3: a message changed after UNCHANGEDSINCE is left alone
-                # and reported in the MODIFIED response code, whatever the STORE would do.
-                if unchanged_since is not None and int(modseq) > unchanged_since:
-                    modified.append(int(uid))
-                    continue
-                current = flagset.parse_stored(stored)
-                after = flagset.apply(current, op, canonical)
-                if not flagset.same(current, after):
-                    updates.append((int(uid), after))
+            modified, updates = flagset.plan_store(rows, op, canonical, unchanged_since)
             if not updates:
                 return StoreFlagsResult(changed=(), modified=tuple(modified))
             # RFC 7162 section 3.1: one command, one new MODSEQ for every message it changed.

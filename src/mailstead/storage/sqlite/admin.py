@@ -9,6 +9,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from mailstead.core.errors import AlreadyExists, InUse, NotFound, StoreError
 from mailstead.storage.interfaces import DEFAULT_MAILBOXES, Account, LoginRecord, address_key
@@ -176,17 +177,20 @@ def recent_login_failures(conn: sqlite3.Connection, limit: int) -> list[LoginRec
         " FROM login_audit WHERE success = 0 ORDER BY at DESC, id DESC LIMIT ?",
         (limit,),
     ).fetchall()
-    return [
-        LoginRecord(
-            at=float(r[0]),
-            account_id=None if r[1] is None else int(r[1]),
-            username=str(r[2]),
-            protocol=str(r[3]),
-            client_ip=str(r[4]),
-            mechanism=str(r[5]),
-            success=False,
-            reason=str(r[6]),
-            app_password=None if r[7] is None else str(r[7]),
-        )
-        for r in rows
-    ]
+    return [failed_login(r) for r in rows]
+
+
+def failed_login(r: Sequence[Any]) -> LoginRecord:
+    """A ``LoginRecord`` of a failure from its row: at, account_id, username, protocol,
+    client_ip, mechanism, reason, app_password (both backends select these columns)."""
+    return LoginRecord(
+        at=float(r[0]),
+        account_id=None if r[1] is None else int(r[1]),
+        username=str(r[2]),
+        protocol=str(r[3]),
+        client_ip=str(r[4]),
+        mechanism=str(r[5]),
+        success=False,
+        reason=str(r[6]),
+        app_password=None if r[7] is None else str(r[7]),
+    )

@@ -223,18 +223,7 @@ def store_flags(
         " AND uid IN (SELECT value FROM json_each(?)) ORDER BY uid",
         (mailbox_id, _uid_json(uids)),
     ).fetchall()
-    modified: list[int] = []
-    updates: list[tuple[int, tuple[str, ...]]] = []
-    for uid, modseq, stored in rows:
-        # RFC 7162 section 3.1.3: a message changed after UNCHANGEDSINCE is left alone and
-        # reported in the MODIFIED response code, whatever the STORE would have done.
-        if unchanged_since is not None and int(modseq) > unchanged_since:
-            modified.append(int(uid))
-            continue
-        current = flagset.parse_stored(stored)
-        after = flagset.apply(current, op, wanted)
-        if not flagset.same(current, after):
-            updates.append((int(uid), after))
+    modified, updates = flagset.plan_store(rows, op, wanted, unchanged_since)
     if not updates:
         return StoreFlagsResult(changed=(), modified=tuple(modified))
     modseq = _bump(conn, mailbox_id)
