@@ -32,7 +32,8 @@ from mailstead.storage.interfaces import (
     address_key,
 )
 from mailstead.storage.postgres.base import CHANNEL, PgBase, db_errors
-from mailstead.storage.sqlite.admin import failed_login, split_domain
+from mailstead.storage.sqlite.admin import split_domain
+from mailstead.storage.sqlite.security import login_record
 from mailstead.storage.sqlite.writer import MAX_UID, WireShape, inbox_name, wire_shape
 
 log = logging.getLogger(__name__)
@@ -527,12 +528,12 @@ class CoreMixin(PgBase):
         wanted = max(1, min(limit, 10_000))
         async with self._connection("listing failed logins") as conn:
             rows = await conn.fetch(
-                "SELECT at, account_id, username, protocol, client_ip, mechanism, reason,"
-                " app_password FROM login_audit WHERE success = 0"
+                "SELECT at, account_id, username, protocol, client_ip, mechanism, success,"
+                " reason, app_password FROM login_audit WHERE success = 0"
                 " ORDER BY at DESC, id DESC LIMIT $1",
                 wanted,
             )
-        return [failed_login(r) for r in rows]
+        return [login_record(r) for r in rows]
 
 
 def _message_infos(rows: Sequence[Any]) -> tuple[list[MessageInfo], dict[str, WireShape]]:

@@ -18,6 +18,7 @@ from mailstead.core.errors import AlreadyExists, NotFound, StoreError
 from mailstead.storage.interfaces import AppPassword, IpBlock, LoginRecord, SecondFactor
 from mailstead.storage.postgres.base import PgBase, db_errors
 from mailstead.storage.postgres.outbound import pg_text, rowcount
+from mailstead.storage.sqlite.security import login_record
 
 _APP = (
     "SELECT id, account_id, name, digest, protocols, created_at, last_used, last_ip"
@@ -35,20 +36,6 @@ def _app(row: Any) -> AppPassword:
         created_at=float(row[5]),
         last_used=None if row[6] is None else float(row[6]),
         last_ip=None if row[7] is None else str(row[7]),
-    )
-
-
-def _login(row: Any) -> LoginRecord:
-    return LoginRecord(
-        at=float(row[0]),
-        account_id=None if row[1] is None else int(row[1]),
-        username=str(row[2]),
-        protocol=str(row[3]),
-        client_ip=str(row[4]),
-        mechanism=str(row[5]),
-        success=bool(row[6]),
-        reason=str(row[7]),
-        app_password=None if row[8] is None else str(row[8]),
     )
 
 
@@ -233,7 +220,7 @@ class SecurityMixin(PgBase):
                 # SQLite reads a negative LIMIT as "no limit"; PostgreSQL spells that NULL.
                 account_id, None if limit < 0 else limit,
             )
-        return [_login(r) for r in rows]
+        return [login_record(r) for r in rows]
 
     async def prune_logins(self, before: float) -> int:
         self.check_open()

@@ -9,10 +9,10 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Sequence
-from typing import Any
 
 from mailstead.core.errors import AlreadyExists, InUse, NotFound, StoreError
 from mailstead.storage.interfaces import DEFAULT_MAILBOXES, Account, LoginRecord, address_key
+from mailstead.storage.sqlite.security import login_record
 
 
 def split_domain(address: str) -> str:
@@ -173,24 +173,8 @@ def list_admin_ids(conn: sqlite3.Connection) -> list[int]:
 def recent_login_failures(conn: sqlite3.Connection, limit: int) -> list[LoginRecord]:
     """The newest failed attempts of every account (and of unknown names), newest first."""
     rows = conn.execute(
-        "SELECT at, account_id, username, protocol, client_ip, mechanism, reason, app_password"
-        " FROM login_audit WHERE success = 0 ORDER BY at DESC, id DESC LIMIT ?",
+        "SELECT at, account_id, username, protocol, client_ip, mechanism, success, reason,"
+        " app_password FROM login_audit WHERE success = 0 ORDER BY at DESC, id DESC LIMIT ?",
         (limit,),
     ).fetchall()
-    return [failed_login(r) for r in rows]
-
-
-def failed_login(r: Sequence[Any]) -> LoginRecord:
-    """A ``LoginRecord`` of a failure from its row: at, account_id, username, protocol,
-    client_ip, mechanism, reason, app_password (both backends select these columns)."""
-    return LoginRecord(
-        at=float(r[0]),
-        account_id=None if r[1] is None else int(r[1]),
-        username=str(r[2]),
-        protocol=str(r[3]),
-        client_ip=str(r[4]),
-        mechanism=str(r[5]),
-        success=False,
-        reason=str(r[6]),
-        app_password=None if r[7] is None else str(r[7]),
-    )
+    return [login_record(r) for r in rows]

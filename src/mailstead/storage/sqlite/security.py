@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
+from typing import Any
 
 from mailstead.core.errors import AlreadyExists, NotFound
 from mailstead.storage.interfaces import AppPassword, IpBlock, LoginRecord, SecondFactor
@@ -159,20 +160,23 @@ def list_logins(conn: sqlite3.Connection, account_id: int, limit: int) -> list[L
         " app_password FROM login_audit WHERE account_id = ? ORDER BY at DESC, id DESC LIMIT ?",
         (account_id, limit),
     ).fetchall()
-    return [
-        LoginRecord(
-            at=float(r[0]),
-            account_id=None if r[1] is None else int(r[1]),
-            username=str(r[2]),
-            protocol=str(r[3]),
-            client_ip=str(r[4]),
-            mechanism=str(r[5]),
-            success=bool(r[6]),
-            reason=str(r[7]),
-            app_password=None if r[8] is None else str(r[8]),
-        )
-        for r in rows
-    ]
+    return [login_record(r) for r in rows]
+
+
+def login_record(r: Sequence[Any]) -> LoginRecord:
+    """A ``LoginRecord`` from its row: at, account_id, username, protocol, client_ip,
+    mechanism, success, reason, app_password (both backends select these columns)."""
+    return LoginRecord(
+        at=float(r[0]),
+        account_id=None if r[1] is None else int(r[1]),
+        username=str(r[2]),
+        protocol=str(r[3]),
+        client_ip=str(r[4]),
+        mechanism=str(r[5]),
+        success=bool(r[6]),
+        reason=str(r[7]),
+        app_password=None if r[8] is None else str(r[8]),
+    )
 
 
 def prune_logins(conn: sqlite3.Connection, before: float) -> int:
