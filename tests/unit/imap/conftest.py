@@ -8,7 +8,11 @@ from pathlib import Path
 import pytest
 from imap_driver import Body, run_world
 
+from storebackends import BACKENDS
 
-@pytest.fixture
-def run(tmp_path: Path) -> Callable[[Body], None]:
-    return lambda body: run_world(tmp_path, body)
+
+@pytest.fixture(params=BACKENDS)
+def run(tmp_path: Path, request: pytest.FixtureRequest) -> Callable[[Body], None]:
+    """Runs an IMAP session test on each store backend."""
+    backend: str = request.param
+    return lambda body: run_world(tmp_path, body, backend)

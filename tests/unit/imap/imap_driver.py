@@ -28,8 +28,8 @@ from mailstead.proto.imap.framing import (
     RawLine,
 )
 from mailstead.proto.imap.parser import ParseError, parse_command
-from mailstead.storage.interfaces import IncomingMessage, LocalDelivery
-from mailstead.storage.sqlite.store import SQLiteStore
+from mailstead.storage.interfaces import IncomingMessage, LocalDelivery, Store
+from storebackends import open_backend
 
 PASSWORD = "correct horse battery"
 USER = "alice@example.test"
@@ -84,7 +84,7 @@ class Client:
 
 
 class World:
-    def __init__(self, store: SQLiteStore, accounts: AccountService, account_id: int) -> None:
+    def __init__(self, store: Store, accounts: AccountService, account_id: int) -> None:
         self.store = store
         self.accounts = accounts
         self.account_id = account_id
@@ -111,9 +111,10 @@ class World:
 Body = Callable[[World], Awaitable[None]]
 
 
-def run_world(tmp_path: Path, body: Body) -> None:
+def run_world(tmp_path: Path, body: Body, backend: str = "sqlite") -> None:
+    """Runs ``body`` with a fresh store of ``backend`` holding the test user."""
     async def main() -> None:
-        store = await SQLiteStore.open(tmp_path)
+        store = await open_backend(backend, tmp_path)
         try:
             accounts = AccountService(store, FAST)
             await accounts.add_domain("example.test")
