@@ -19,12 +19,12 @@ from webtestlib import make_config
 from mailstead.accounts.keys import SecurityKeys
 from mailstead.accounts.login import SecuritySettings
 from mailstead.accounts.service import AccountService
-from mailstead.storage import open_store
 from mailstead.storage.interfaces import Store
 from mailstead.web.app import WebContext, create_app
 from mailstead.web.pagekit import AccountWeb
 from mailstead.web.security import WebGuard
 from mailstead.web.sessions import SessionStore
+from storebackends import open_backend
 
 T = TypeVar("T")
 FAST = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
@@ -76,12 +76,13 @@ def csrf_of(html: str) -> str:
 
 
 @contextmanager
-def site(tmp_path: Path) -> Iterator[Site]:
-    """The app on https, alice (user) and root (admin) in example.test."""
+def site(tmp_path: Path, backend: str = "sqlite") -> Iterator[Site]:
+    """The app on https, alice (user) and root (admin) in example.test, over a store of
+    ``backend``."""
     config = make_config(tmp_path)
     clock = Clock()
     with anyio.from_thread.start_blocking_portal() as portal:
-        store = portal.call(open_store, tmp_path / "data")
+        store = portal.call(open_backend, backend, tmp_path / "data")
         accounts = AccountService(
             store, FAST, clock=clock, keys=SecurityKeys.load_or_create(tmp_path),
             security=SecuritySettings(max_failures=5, failure_delay=0.0, max_failure_delay=0.0),

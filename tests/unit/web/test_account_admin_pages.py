@@ -1,6 +1,6 @@
 """The sign-in, self-service and admin pages through Starlette's TestClient, against a real
-SQLite store: sessions and cookies, CSRF, 2FA sign-in, app passwords, and the admin checks
-on every admin route."""
+store of each backend: sessions and cookies, CSRF, 2FA sign-in, app passwords, and the admin
+checks on every admin route."""
 
 from __future__ import annotations
 
@@ -15,11 +15,12 @@ from starlette.routing import Route
 from mailstead.core.secret import Secret
 from mailstead.storage.interfaces import IpBlock
 from mailstead.web.sessions import ABSOLUTE_TIMEOUT, IDLE_TIMEOUT
+from storebackends import BACKENDS
 
 
-@pytest.fixture
-def s(tmp_path: Path) -> Iterator[Site]:
-    with site(tmp_path) as built:
+@pytest.fixture(params=BACKENDS)
+def s(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Site]:
+    with site(tmp_path, request.param) as built:
         yield built
 
 
