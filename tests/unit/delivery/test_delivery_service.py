@@ -25,8 +25,8 @@ from mailstead.delivery.headers import (
 from mailstead.delivery.recipients import RecipientResolver, Verdict, is_relay_trick
 from mailstead.delivery.service import DeliveryService, SessionInfo, Transaction
 from mailstead.filters.pipeline import parse_fields
-from mailstead.storage import open_store
 from mailstead.storage.interfaces import Store
+from storebackends import BACKENDS, open_backend
 
 NOW = 1_700_000_000.0
 
@@ -38,10 +38,11 @@ def loop() -> Iterator[asyncio.AbstractEventLoop]:
     lp.close()
 
 
-@pytest.fixture
-def store(tmp_path: Path, loop: asyncio.AbstractEventLoop) -> Iterator[Store]:
+@pytest.fixture(params=BACKENDS)
+def store(tmp_path: Path, loop: asyncio.AbstractEventLoop,
+          request: pytest.FixtureRequest) -> Iterator[Store]:
     async def setup() -> Store:
-        st = await open_store(tmp_path)
+        st = await open_backend(request.param, tmp_path)
         await st.add_domain("example.test")
         await st.add_domain("other-local.test")
         await st.add_account("alice@example.test", "x")
