@@ -28,6 +28,7 @@ from mailstead.maintenance import (
     auth_failures_job,
     greylist_job,
     sieve_events_job,
+    web_sessions_job,
 )
 from mailstead.observability.log import log_event, setup_logging
 from mailstead.servers.imap import IMAPListenerSettings, IMAPServer
@@ -276,7 +277,11 @@ def _maintenance(
     first_delay: float = FIRST_DELAY,
 ) -> Maintenance:
     """The hourly housekeeping task: Sieve's send log (when Sieve is on), failed logins
-    (counted in the store when it is shared by nodes) and ``jobs``."""
+    (counted in the store when it is shared by nodes), expired web sessions (when this node
+    serves the web pages) and ``jobs``."""
+    # The nodes serving the web pages prune the web sessions (a table shared by the nodes).
+    if config.listen.https is not None or config.listen.http is not None:
+        jobs = [web_sessions_job(store), *jobs]
     if store.networked:
         jobs = [auth_failures_job(store, config.security.failure_window), *jobs]
     if config.sieve.enable:

@@ -1,6 +1,6 @@
 """Periodic housekeeping of the running server: stored state that only grows unless somebody
 removes the old rows (Sieve's vacation and redirect log, greylisting triplets, failed logins
-counted in a shared store).
+counted in a shared store, expired web sessions).
 
 ``app.py`` starts one ``Maintenance`` next to the queue workers and stops it before the store
 closes. Each job runs soon after start and then every ``interval`` seconds (hourly); a failing
@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from mailstead.filters.greylist import Greylist
 from mailstead.observability.log import log_event
 from mailstead.sieve.interpreter import VACATION_DAYS_MAX
-from mailstead.storage.interfaces import SharedStateStore, SieveStore
+from mailstead.storage.interfaces import SharedStateStore, SieveStore, WebSessionStore
+from mailstead.web.sessions import ABSOLUTE_TIMEOUT, IDLE_TIMEOUT, MAX_ANONYMOUS, MAX_SIGNED_IN
 
 log = logging.getLogger("mailstead.maintenance")
 
@@ -62,6 +63,22 @@ def auth_failures_job(
         return await store.prune_auth_failures(clock() - window)
 
     return Job("auth_failures", run)
+
+
+def web_sessions_job(
+    store: WebSessionStore, clock: Callable[[], float] = time.time, *,
+    idle: float = IDLE_TIMEOUT, absolute: float = ABSOLUTE_TIMEOUT,
+    max_anonymous: int = MAX_ANONYMOUS, max_signed_in: int = MAX_SIGNED_IN,
+) -> Job:
+    """Removes the web sessions past their idle or absolute timeout (and any beyond the caps),
+    which would otherwise stay until their browser came back: most never do."""
+
+    async def run() -> int:
+        now = clock()
+        return await store.prune_web_sessions(now - idle, now - absolute, max_anonymous,
+                                              max_signed_in)
+
+    return Job("web_sessions", run)
 
 
 def greylist_job(greylist: Greylist) -> Job:

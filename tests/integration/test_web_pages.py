@@ -92,7 +92,8 @@ def _admin_routes(data_dir: Path) -> list[tuple[str, str]]:
     from mailstead.web.sessions import SessionStore
 
     unused: Any = object()  # building the routes touches neither the store nor the services
-    web = AccountWeb(accounts=unused, store=unused, sessions=SessionStore(lambda: 0.0))
+    web = AccountWeb(accounts=unused, store=unused,
+                     sessions=SessionStore(unused, unused, lambda: 0.0))
     app = create_app(WebContext(config=load_config(data_dir), store=unused, account_web=web))
     assert isinstance(app, WebGuard)
     routes = [(m, r.path) for r in app.app.routes  # type: ignore[attr-defined]

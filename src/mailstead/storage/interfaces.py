@@ -583,8 +583,56 @@ class SharedStateStore(Protocol):
         """Deletes failures at or before ``before``; returns how many."""
 
 
+# ---------------------------------------------------------------------------------------------
+# The web pages' sessions (migration 0011, web/sessions.py): in the store so that any node
+# behind a load balancer serves any browser. Rows are keyed by the SHA-256 of the cookie value.
+
+
+@dataclass(frozen=True, slots=True)
+class WebSessionRow:
+    """One stored web session: ``data`` is the session's JSON as web/sessions.py wrote it."""
+
+    account_id: int | None
+    data: str
+    created: float
+    last_seen: float
+
+
+class WebSessionStore(Protocol):
+    async def put_web_session(
+        self, key: str, account_id: int | None, data: str, created: float, last_seen: float
+    ) -> None:
+        """Stores the session ``key``, replacing a row of the same key."""
+
+    async def update_web_session(self, key: str, data: str, last_seen: float) -> bool:
+        """Changes an existing session's data; False (and nothing stored) when the row is
+        gone, so a session ended meanwhile (signed out elsewhere) stays ended."""
+
+    async def get_web_session(self, key: str) -> WebSessionRow | None: ...
+
+    async def touch_web_session(self, key: str, last_seen: float) -> None:
+        """Restarts the session's idle clock (if the row still exists)."""
+
+    async def drop_web_sessions(self, keys: Sequence[str]) -> None: ...
+
+    async def drop_account_web_sessions(self, account_id: int, except_key: str | None) -> int:
+        """Ends every session of the account but ``except_key``; returns how many ended."""
+
+    async def count_web_sessions(self) -> tuple[int, int]:
+        """(anonymous sessions, signed-in sessions)."""
+
+    async def prune_web_sessions(
+        self, idle_before: float, created_before: float, max_anonymous: int, max_signed_in: int
+    ) -> int:
+        """Deletes the sessions last seen before ``idle_before`` or created before
+        ``created_before``, then the least recently seen beyond ``max_anonymous`` anonymous
+        and ``max_signed_in`` signed-in ones (each kind counted apart, so anonymous sessions
+        never push out signed-in ones); returns how many rows went."""
+
+
 class Store(
-    MailStore, OutboundStore, SecurityStore, SpamStore, SieveStore, SharedStateStore, Protocol
+    MailStore, OutboundStore, SecurityStore, SpamStore, SieveStore, SharedStateStore,
+    WebSessionStore, Protocol,
 ):
     """The whole persistent state of a Mailstead installation (mailbox access included, so
     every service sees one interface)."""

@@ -6,7 +6,8 @@ How it works:
 - the SQLite database is read in one read transaction (a consistent snapshot), the blob files
   beside it; the server must be stopped (``processes_using`` finds one that is not);
 - the target is opened with ``PostgresStore.open`` (so its schema is the newest), then one
-  transaction on a dedicated connection copies every table of ``TABLES`` with
+  transaction on a dedicated connection copies every table of ``TABLES`` (not the web
+  sessions, ``SKIPPED``: they end with the move) with
   ``copy_records_to_table`` (binary COPY) in batches, ids unchanged, bodies into
   ``blobs.data``; the user triggers (quota totals, FTS pending rows) are off meanwhile because
   the copied rows already carry their results; identity sequences are moved past the
@@ -54,6 +55,9 @@ TABLES: tuple[str, ...] = (
 SQLITE_ONLY = frozenset(
     {"schema_version", "fts", "fts_data", "fts_idx", "fts_content", "fts_docsize", "fts_config"}
 )
+# Tables of both schemas that are deliberately not copied: web sessions are short-lived and
+# worth nothing after the move (people sign in again on the new store).
+SKIPPED = frozenset({"web_sessions"})
 # Source columns with no PostgreSQL counterpart: fts_docs.id only links a document to its
 # FTS5 row in SQLite.
 DROPPED: dict[str, tuple[str, ...]] = {"fts_docs": ("id",)}
@@ -146,9 +150,11 @@ def processes_using(data_dir: Path) -> list[int]:
 
 
 def sqlite_tables(conn: sqlite3.Connection) -> set[str]:
-    """The data tables of a SQLite store (without SQLite's own and ``SQLITE_ONLY``)."""
+    """The data tables of a SQLite store to copy (without SQLite's own, ``SQLITE_ONLY`` and
+    ``SKIPPED``)."""
     rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
-    return {str(r[0]) for r in rows if not str(r[0]).startswith("sqlite_")} - SQLITE_ONLY
+    names = {str(r[0]) for r in rows if not str(r[0]).startswith("sqlite_")}
+    return names - SQLITE_ONLY - SKIPPED
 
 
 async def copy_to_postgres(

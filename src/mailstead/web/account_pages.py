@@ -120,7 +120,7 @@ class AccountPages:
             return self._password_page(me, str(exc), 400)
         # Anyone else signed in with the old password is signed out (on other nodes at
         # their next request); this session goes on with the new one.
-        self.web.sessions.drop_account(me.account.id, keep=me.session)
+        await self.web.sessions.drop_account(me.account.id, keep=me.session)
         await self.kit.restamp(me)
         me.session.flash = "Your password is changed. Other sessions were signed out."
         return self.kit.redirect("/account", me.session)

@@ -186,7 +186,7 @@ class AdminPages:
             await self.web.accounts.remove_user(address)
         except _REFUSED as exc:
             return await self._users_page(me, str(exc), 400)
-        self.web.sessions.drop_account(ident)
+        await self.web.sessions.drop_account(ident)
         return self._done(me, "users", f"Removed {address} and all its mail.")
 
     async def user_password(self, request: Request, me: SignedIn, form: Form) -> Response:
@@ -195,7 +195,7 @@ class AdminPages:
             await self.web.accounts.set_password(address, Secret(form.get("password")))
         except _REFUSED as exc:
             return await self._users_page(me, str(exc), 400)
-        self.web.sessions.drop_account(ident, keep=me.session)
+        await self.web.sessions.drop_account(ident, keep=me.session)
         if ident == me.account.id:  # an administrator's own: this session goes on
             await self.kit.restamp(me)
         return self._done(me, "users", f"Set a new password for {address}.")

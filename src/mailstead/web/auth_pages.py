@@ -32,12 +32,15 @@ class AuthPages:
         self.web = kit.web
 
     def routes(self) -> list[Route]:
+        # ``saving``: a pending sign-in, a wrong-code count or a shown flash reaches the
+        # store (sessions created here are stored complete by ``SessionStore.new``).
+        saving = self.kit.saving
         return [
-            Route(LOGIN_PATH, self.login_form, methods=["GET"]),
-            Route(LOGIN_PATH, self.login, methods=["POST"]),
-            Route(CODE_PATH, self.code_form, methods=["GET"]),
-            Route(CODE_PATH, self.code, methods=["POST"]),
-            Route("/logout", self.logout, methods=["POST"]),
+            Route(LOGIN_PATH, saving(self.login_form), methods=["GET"]),
+            Route(LOGIN_PATH, saving(self.login), methods=["POST"]),
+            Route(CODE_PATH, saving(self.code_form), methods=["GET"]),
+            Route(CODE_PATH, saving(self.code), methods=["POST"]),
+            Route("/logout", saving(self.logout), methods=["POST"]),
         ]
 
     def _login_page(self, session: Session, error: str = "", status: int = 200,
@@ -46,7 +49,7 @@ class AuthPages:
                                username=username)
 
     async def login_form(self, request: Request) -> Response:
-        session = self.kit.anonymous(request)
+        session = await self.kit.anonymous(request)
         if session.account_id is not None:
             return self.kit.redirect(HOME)
         if session.pending is not None:
@@ -54,10 +57,10 @@ class AuthPages:
         return self._login_page(session)
 
     async def login(self, request: Request) -> Response:
-        session = self.kit.session_of(request)
+        session = await self.kit.session_of(request)
         if session is None:
-            fresh = self.web.sessions.new()
-            fresh.flash = "Your session had expired. Please sign in again."
+            fresh = await self.web.sessions.new(
+                flash="Your session had expired. Please sign in again.")
             return self.kit.redirect(LOGIN_PATH, fresh)
         try:
             form = await self.kit.read_form(request, session)
@@ -82,9 +85,9 @@ class AuthPages:
                     session, "App passwords work only in mail programs. Sign in here with "
                     "your account password.", 403, username,
                 )
-            signed = self.web.sessions.sign_in(session, result.account.id,
-                                               result.account.address,
-                                               result.account.password_hash)
+            signed = await self.web.sessions.sign_in(session, result.account.id,
+                                                     result.account.address,
+                                                     result.account.password_hash)
             return self.kit.redirect(HOME, signed)
         if result.reason is LoginFailure.APP_PASSWORD_REQUIRED:
             # The password was right and 2FA is on: ask for the code, under a new session id.
@@ -93,7 +96,7 @@ class AuthPages:
                 return self._login_page(session, _WRONG, 403, username)
             session.pending = PendingSignIn(account.id, account.address,
                                             self.web.clock() + PENDING_TIMEOUT)
-            return self.kit.redirect(CODE_PATH, self.web.sessions.renew(session))
+            return self.kit.redirect(CODE_PATH, await self.web.sessions.renew(session))
         return self._login_page(session, _WRONG, 403, username)
 
     def _pending(self, session: Session | None) -> PendingSignIn | None:
@@ -106,7 +109,7 @@ class AuthPages:
         return session.pending
 
     async def code_form(self, request: Request) -> Response:
-        session = self.kit.session_of(request)
+        session = await self.kit.session_of(request)
         if self._pending(session) is None:
             return self.kit.redirect(LOGIN_PATH, session)
         return self.kit.render(session, "code.html", error="")
@@ -119,7 +122,7 @@ class AuthPages:
         ))
 
     async def code(self, request: Request) -> Response:
-        session = self.kit.session_of(request)
+        session = await self.kit.session_of(request)
         pending = self._pending(session)
         if session is None or pending is None:
             return self.kit.redirect(LOGIN_PATH, session)
@@ -143,8 +146,8 @@ class AuthPages:
         )
         if ok and account is not None:
             self._audit(request, pending, True, "ok")
-            signed = self.web.sessions.sign_in(session, account.id, account.address,
-                                               account.password_hash)
+            signed = await self.web.sessions.sign_in(session, account.id, account.address,
+                                                     account.password_hash)
             return self.kit.redirect(HOME, signed)
         self._audit(request, pending, False, "bad_second_factor")
         # A wrong code counts like a wrong password (the same per-network failure counters
@@ -160,14 +163,13 @@ class AuthPages:
                                error="That code is not right. Type the current code.")
 
     async def logout(self, request: Request) -> Response:
-        session = self.kit.session_of(request)
+        session = await self.kit.session_of(request)
         if session is None:
             return self.kit.clear_cookie(self.kit.redirect(LOGIN_PATH))
         try:
             await self.kit.read_form(request, session)
         except FormRefused as exc:
             return self.kit.refuse(exc.status, exc.message, session)
-        self.web.sessions.drop(session)
-        fresh = self.web.sessions.new()
-        fresh.flash = "You are signed out."
+        await self.web.sessions.drop(session)
+        fresh = await self.web.sessions.new(flash="You are signed out.")
         return self.kit.redirect(LOGIN_PATH, fresh)

@@ -1,7 +1,8 @@
 """What the sign-in, account and admin pages share: the session from the cookie, rendering
 with the navigation, redirects, and ``PageKit.page``, the one wrapper every signed-in page
 goes through, so that the sign-in check, the admin check and the CSRF check of a POST cannot
-be forgotten by a single route.
+be forgotten by a single route. ``PageKit.saving`` (inside ``page``, and around the sign-in
+routes) writes back to the store whatever a request changed in its session.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from mailstead.web.sessions import (
 )
 
 LOGIN_PATH = "/login"
+# Where a request keeps the sessions it read (its ASGI scope), for ``PageKit.saving``.
+_SCOPE_KEY = "mailstead.sessions"
 NO_STORE = {"cache-control": "no-store"}  # pages with personal data stay out of caches
 
 
@@ -65,8 +68,25 @@ class PageKit:
 
     # Sessions and cookies ----------------------------------------------------------------
 
-    def session_of(self, request: Request) -> Session | None:
-        return self.web.sessions.get(request.cookies.get(self.cookie))
+    async def session_of(self, request: Request) -> Session | None:
+        """The live session of the request's cookie, remembered so that ``saving`` stores
+        what the handler changes in it."""
+        session = await self.web.sessions.get(request.cookies.get(self.cookie))
+        if session is not None:
+            request.scope.setdefault(_SCOPE_KEY, []).append(session)
+        return session
+
+    def saving(self, endpoint: Endpoint) -> Endpoint:
+        """Wraps an endpoint so that the sessions it read through ``session_of`` are saved
+        after it, when it changed them (a flash shown or set, a 2FA step, a new stamp)."""
+
+        async def saved(request: Request) -> Response:
+            response = await endpoint(request)
+            for session in request.scope.get(_SCOPE_KEY, []):
+                await self.web.sessions.save(session)
+            return response
+
+        return saved
 
     async def restamp(self, me: SignedIn) -> None:
         """After ``me`` changed its own password: this session goes on with the new one."""
@@ -74,9 +94,9 @@ class PageKit:
         if changed is not None:
             me.session.stamp = credential_stamp(changed.password_hash)
 
-    def anonymous(self, request: Request) -> Session:
+    async def anonymous(self, request: Request) -> Session:
         """The request's session, or a new one (for the sign-in form's CSRF token)."""
-        return self.session_of(request) or self.web.sessions.new()
+        return await self.session_of(request) or await self.web.sessions.new()
 
     @staticmethod
     def client_ip(request: Request) -> str:
@@ -162,7 +182,7 @@ class PageKit:
         403 on an admin page whatever the method; a POST needs the session's CSRF token."""
 
         async def endpoint(request: Request) -> Response:
-            session = self.session_of(request)
+            session = await self.session_of(request)
             if session is None or session.account_id is None:
                 if request.method in ("GET", "HEAD"):
                     return self.redirect(LOGIN_PATH)
@@ -171,7 +191,7 @@ class PageKit:
             # Removed while signed in, or its password changed since (here, by the CLI or on
             # another node: this check is what makes the change end the session there).
             if account is None or not session.password_unchanged(account.password_hash):
-                self.web.sessions.drop(session)
+                await self.web.sessions.drop(session)
                 return self.clear_cookie(self.redirect(LOGIN_PATH))
             me = SignedIn(session, account, await self.web.store.is_admin(account.id))
             if admin and not me.admin:
@@ -184,4 +204,4 @@ class PageKit:
                     return self.refuse(exc.status, exc.message, session, me)
             return await handler(request, me, form)
 
-        return endpoint
+        return self.saving(endpoint)

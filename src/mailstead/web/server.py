@@ -14,12 +14,14 @@ import socket
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import h11
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from mailstead.accounts.keys import SecurityKeys
 from mailstead.accounts.service import AccountService
 from mailstead.config.model import Config, HostPort
 from mailstead.core.errors import ConfigError
@@ -237,7 +239,11 @@ async def start_web(
     if accounts is None:
         accounts = AccountService.from_config(store, config)
         after_stop = accounts.close
-    web = AccountWeb(accounts=accounts, store=store, sessions=SessionStore(time.time))
+    # Sessions live in the store, so every node serves every browser; the enrolment secrets
+    # in them are encrypted with the security.key every node shares.
+    keys = SecurityKeys.load_or_create(Path(config.data_dir))
+    web = AccountWeb(accounts=accounts, store=store,
+                     sessions=SessionStore(store, keys, time.time))
     ctx = WebContext(config=config, store=store, bound=bound, signer=signer, account_web=web)
     for name in ("https", "http"):
         endpoint: HostPort | None = getattr(config.listen, name)

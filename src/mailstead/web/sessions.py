@@ -1,25 +1,29 @@
-"""Server-side web sessions: a random id in a cookie, everything else in this process.
+"""Server-side web sessions: a random id in a cookie, everything else in the store.
 
-Sessions live in memory, so they are per process and end with a restart (people sign in
-again): fine for the single-node SQLite installation, where one process serves the web. A
-multi-node deployment needs sticky routing or a store-backed session table. A signed-in
+Sessions live in the store's ``web_sessions`` table (interfaces.WebSessionStore), so every
+node on a shared PostgreSQL database knows every session: a load balancer may send each
+request anywhere, and sessions survive a restart. Rows are keyed by the SHA-256 of the cookie
+value, so neither the database nor a backup holds a usable id; the 2FA enrolment secret is
+encrypted with the data directory's security.key (the same on every node). A signed-in
 session remembers a digest of the account's password hash, checked on every request, so a
 password changed anywhere (the CLI, another node) ends the sessions signed in before. The
-ids are looked up by their SHA-256, so neither the dictionary nor a memory dump holds a
-usable id, and every table is bounded so a flood of sign-in pages cannot grow memory without
-limit.
+table is bounded per kind (anonymous, signed in) so a flood of sign-in pages cannot grow it
+without limit, and the idle clock is written at most once a minute, not on every request.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import secrets
-from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
+from mailstead.accounts.keys import SecurityKeyError, SecurityKeys
 from mailstead.accounts.twofactor import TwoFactorSetup
+from mailstead.storage.interfaces import WebSessionRow, WebSessionStore
 from mailstead.web.security import csrf_matches
 
 # OWASP Session Management: an idle timeout of 15-30 minutes for ordinary applications and an
@@ -30,6 +34,9 @@ PENDING_TIMEOUT = 5 * 60.0
 MAX_CODE_ATTEMPTS = 5  # wrong 2FA codes before the password must be given again
 MAX_SIGNED_IN = 50_000
 MAX_ANONYMOUS = 10_000  # sessions holding only a sign-in form's CSRF token
+# How stale a stored last_seen may get: the idle clock is written at most this often per
+# session (so the idle timeout holds to within a minute) rather than on every request.
+TOUCH_INTERVAL = 60.0
 
 # A cookie name starting with "__Host-" is only accepted by browsers when set with Secure,
 # Path=/ and no Domain (RFC 6265bis section 4.1.3.2), so a sibling host cannot plant one.
@@ -74,6 +81,8 @@ class Session:
     setup: TwoFactorSetup | None = None  # a 2FA enrolment shown but not yet confirmed
     flash: str = ""  # a one-time message for the next page
     fresh: bool = False  # created by this request: the response must set the cookie
+    # What ``state()`` was when last read from or written to the store (see SessionStore.save).
+    saved: str = field(default="", repr=False)
 
     def __repr__(self) -> str:  # never print the id or the token
         return f"Session(account_id={self.account_id!r}, address={self.address!r})"
@@ -90,12 +99,25 @@ class Session:
         text, self.flash = self.flash, ""
         return text
 
+    def state(self) -> str:
+        """The session's mutable state as canonical JSON, the enrolment still in clear (for
+        comparing; ``SessionStore`` encrypts it before it is stored)."""
+        return json.dumps({
+            "csrf": self.csrf, "address": self.address, "stamp": self.stamp,
+            "pending": asdict(self.pending) if self.pending is not None else None,
+            "setup": asdict(self.setup) if self.setup is not None else None,
+            "flash": self.flash,
+        }, sort_keys=True)
+
 
 class SessionStore:
-    """The sessions of this process, the clock injected."""
+    """The sessions of every node, kept in the store; the clock injected. ``keys``: the
+    data directory's security keys, which encrypt the 2FA enrolment of a session."""
 
     def __init__(
         self,
+        store: WebSessionStore,
+        keys: SecurityKeys,
         clock: Callable[[], float],
         *,
         idle: float = IDLE_TIMEOUT,
@@ -103,94 +125,144 @@ class SessionStore:
         max_signed_in: int = MAX_SIGNED_IN,
         max_anonymous: int = MAX_ANONYMOUS,
     ) -> None:
+        self._store = store
+        self._keys = keys
         self._clock = clock
         self.idle = idle
         self.absolute = absolute
-        self._max = {True: max_signed_in, False: max_anonymous}
-        # Least recently used first, one table per kind, so anonymous sessions (anyone can
-        # make them) can never push out a signed-in one.
-        self._tables: dict[bool, OrderedDict[str, Session]] = {
-            True: OrderedDict(), False: OrderedDict()
-        }
+        self.max_signed_in = max_signed_in
+        self.max_anonymous = max_anonymous
 
-    def __len__(self) -> int:
-        return sum(len(t) for t in self._tables.values())
+    async def count(self) -> int:
+        """How many sessions the store holds (expired ones not yet pruned included)."""
+        anonymous, signed_in = await self._store.count_web_sessions()
+        return anonymous + signed_in
 
-    def _expired(self, session: Session, now: float) -> bool:
-        return now - session.last_seen > self.idle or now - session.created > self.absolute
+    def _expired(self, created: float, last_seen: float, now: float) -> bool:
+        return now - last_seen > self.idle or now - created > self.absolute
 
-    def new(self, *, account_id: int | None = None, address: str = "",
-            stamp: str = "") -> Session:
-        """A fresh session with a new id and CSRF token (set the cookie on the response)."""
+    # Serialisation -------------------------------------------------------------------------
+
+    def _stored(self, session: Session, key: str) -> str:
+        """The row's ``data``: ``state()`` with the enrolment (secret and URI) encrypted,
+        bound to this session's key so it decrypts in no other row."""
+        data: dict[str, Any] = json.loads(session.state())
+        if data["setup"] is not None:
+            data["setup"] = self._keys.encrypt(json.dumps(data["setup"]), "web-session:" + key)
+        return json.dumps(data)
+
+    def _loaded(self, session_id: str, key: str, row: WebSessionRow) -> Session | None:
+        """The session of a stored row; None when the row cannot be read (then it is
+        treated as unknown, and the person signs in again)."""
+        try:
+            data = json.loads(row.data)
+            pending = data["pending"]
+            setup = data["setup"]
+            session = Session(
+                id=session_id, csrf=str(data["csrf"]), created=row.created,
+                last_seen=row.last_seen, account_id=row.account_id,
+                address=str(data["address"]), stamp=str(data["stamp"]),
+                pending=PendingSignIn(**pending) if pending is not None else None,
+                flash=str(data["flash"]),
+            )
+            if setup is not None:
+                try:
+                    plain = self._keys.decrypt(str(setup), "web-session:" + key)
+                    session.setup = TwoFactorSetup(**json.loads(plain))
+                except SecurityKeyError:  # another security.key: start the enrolment again
+                    session.setup = None
+        except (ValueError, KeyError, TypeError):
+            return None
+        session.saved = session.state()
+        return session
+
+    # Sessions ----------------------------------------------------------------------------
+
+    async def new(
+        self, *, account_id: int | None = None, address: str = "", stamp: str = "",
+        pending: PendingSignIn | None = None, flash: str = "",
+    ) -> Session:
+        """A fresh session with a new id and CSRF token, stored (set the cookie on the
+        response). When its kind is at its cap, the expired and then the least recently
+        seen sessions of that kind make room."""
         now = self._clock()
         session = Session(
             id=secrets.token_urlsafe(_ID_BYTES), csrf=secrets.token_urlsafe(_ID_BYTES),
             created=now, last_seen=now, account_id=account_id, address=address, stamp=stamp,
-            fresh=True,
+            pending=pending, flash=flash, fresh=True,
         )
-        table = self._tables[account_id is not None]
-        if len(table) >= self._max[account_id is not None]:
-            self.prune()
-        while len(table) >= self._max[account_id is not None]:
-            table.popitem(last=False)
-        table[_key(session.id)] = session
+        anonymous, signed_in = await self._store.count_web_sessions()
+        if account_id is None and anonymous >= self.max_anonymous:
+            await self._prune(now, self.max_anonymous - 1, self.max_signed_in)
+        elif account_id is not None and signed_in >= self.max_signed_in:
+            await self._prune(now, self.max_anonymous, self.max_signed_in - 1)
+        key = _key(session.id)
+        await self._store.put_web_session(key, account_id, self._stored(session, key),
+                                          now, now)
+        session.saved = session.state()
         return session
 
-    def get(self, session_id: str | None) -> Session | None:
+    async def get(self, session_id: str | None) -> Session | None:
         """The live session of a cookie value, its idle clock restarted; None when unknown or
         expired (an expired one is removed)."""
         if not session_id or len(session_id) > 100:
             return None
         key = _key(session_id)
+        row = await self._store.get_web_session(key)
+        if row is None:
+            return None
         now = self._clock()
-        for table in self._tables.values():
-            session = table.get(key)
-            if session is None:
-                continue
-            if self._expired(session, now):
-                del table[key]
-                return None
+        if self._expired(row.created, row.last_seen, now):
+            await self._store.drop_web_sessions([key])
+            return None
+        session = self._loaded(session_id, key, row)
+        if session is None:
+            return None
+        if now - row.last_seen >= TOUCH_INTERVAL:
+            await self._store.touch_web_session(key, now)
             session.last_seen = now
-            table.move_to_end(key)
-            return session
-        return None
+        return session
 
-    def drop(self, session: Session) -> None:
-        for table in self._tables.values():
-            table.pop(_key(session.id), None)
+    async def save(self, session: Session) -> None:
+        """Writes what the request changed in the session (flash, pending sign-in, enrolment,
+        stamp), if anything; a session ended meanwhile (signed out elsewhere) stays ended."""
+        state = session.state()
+        if state == session.saved:
+            return
+        key = _key(session.id)
+        await self._store.update_web_session(key, self._stored(session, key),
+                                              session.last_seen)
+        session.saved = state
 
-    def sign_in(self, old: Session, account_id: int, address: str,
-                password_hash: str) -> Session:
+    async def drop(self, session: Session) -> None:
+        await self._store.drop_web_sessions([_key(session.id)])
+
+    async def sign_in(self, old: Session, account_id: int, address: str,
+                      password_hash: str) -> Session:
         """Replaces ``old`` by a signed-in session with a new id and token, so an id known
         before the sign-in (session fixation) is worth nothing after it; ``password_hash``:
         the account's, as stored (see ``Session.password_unchanged``)."""
-        self.drop(old)
-        return self.new(account_id=account_id, address=address,
-                        stamp=credential_stamp(password_hash))
+        await self.drop(old)
+        return await self.new(account_id=account_id, address=address,
+                              stamp=credential_stamp(password_hash))
 
-    def renew(self, old: Session) -> Session:
+    async def renew(self, old: Session) -> Session:
         """Same state under a new id (after the password step of a 2FA sign-in)."""
-        self.drop(old)
-        session = self.new()
-        session.pending = old.pending
-        session.flash = old.flash
-        return session
+        await self.drop(old)
+        return await self.new(pending=old.pending, flash=old.flash)
 
-    def drop_account(self, account_id: int, *, keep: Session | None = None) -> int:
+    async def drop_account(self, account_id: int, *, keep: Session | None = None) -> int:
         """Ends every session of the account except ``keep`` (after a password change, or when
-        the account is removed); returns how many ended."""
-        table = self._tables[True]
-        gone = [k for k, s in table.items() if s.account_id == account_id and s is not keep]
-        for key in gone:
-            del table[key]
-        return len(gone)
+        the account is removed), on every node; returns how many ended."""
+        return await self._store.drop_account_web_sessions(
+            account_id, _key(keep.id) if keep is not None else None
+        )
 
-    def prune(self) -> int:
-        """Removes the expired sessions; returns how many."""
-        now = self._clock()
-        removed = 0
-        for table in self._tables.values():
-            for key in [k for k, s in table.items() if self._expired(s, now)]:
-                del table[key]
-                removed += 1
-        return removed
+    async def _prune(self, now: float, max_anonymous: int, max_signed_in: int) -> int:
+        return await self._store.prune_web_sessions(
+            now - self.idle, now - self.absolute, max_anonymous, max_signed_in
+        )
+
+    async def prune(self) -> int:
+        """Removes the expired sessions and any beyond the caps; returns how many."""
+        return await self._prune(self._clock(), self.max_anonymous, self.max_signed_in)

@@ -5,6 +5,7 @@ failing job is retried without stopping the others, and stop() ends it promptly.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from pathlib import Path
 
@@ -12,11 +13,12 @@ import pytest
 
 from mailstead import app
 from mailstead.config import Config
-from mailstead.config.model import ListenConfig, SieveConfig, SpamConfig, TLSConfig
+from mailstead.config.model import HostPort, ListenConfig, SieveConfig, SpamConfig, TLSConfig
 from mailstead.dns.resolver import DnsPythonResolver
 from mailstead.filters.greylist import LIFETIME
-from mailstead.maintenance import SIEVE_EVENT_RETENTION, Job, Maintenance
+from mailstead.maintenance import SIEVE_EVENT_RETENTION, Job, Maintenance, web_sessions_job
 from mailstead.storage import open_store
+from mailstead.web.sessions import ABSOLUTE_TIMEOUT, IDLE_TIMEOUT
 from storebackends import BACKENDS, open_backend
 
 
@@ -80,6 +82,33 @@ def test_no_greylist_job_without_greylisting_and_none_without_sieve(tmp_path: Pa
             await maintenance.start()  # nothing to do: no task at all
             await maintenance.stop()
             assert maintenance.rounds == 0
+        finally:
+            await store.close()
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_web_node_prunes_expired_web_sessions(tmp_path: Path, backend: str) -> None:
+    async def main() -> None:
+        store = await open_backend(backend, tmp_path)
+        try:
+            config = _config(tmp_path, greylisting=False, sieve=False)
+            web = dataclasses.replace(config, listen=ListenConfig(https=HostPort("127.0.0.1", 443)))
+            assert [j.name for j in app._maintenance(config, store, []).jobs] == (
+                ["auth_failures"] if store.networked else [])
+            assert "web_sessions" in [j.name for j in app._maintenance(web, store, []).jobs]
+            await store.add_domain("example.test")
+            account = await store.add_account("alice@example.test", "x")
+            now = 1_700_000_000.0
+            await store.put_web_session("idle", None, "{}", now - 100, now - IDLE_TIMEOUT - 1)
+            await store.put_web_session("old", account.id, "{}", now - ABSOLUTE_TIMEOUT - 1,
+                                        now)
+            await store.put_web_session("live", account.id, "{}", now - 100, now - 10)
+            job = web_sessions_job(store, lambda: now)
+            assert await job.run() == 2
+            assert await store.get_web_session("live") is not None
+            assert await store.count_web_sessions() == (0, 1)
         finally:
             await store.close()
 

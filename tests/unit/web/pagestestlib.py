@@ -1,5 +1,7 @@
-"""A web app with the account and admin pages over a real SQLite store, for TestClient tests:
-one anyio portal runs the store, the services and every request, and the clock is ours."""
+"""A web app with the account and admin pages over a real store, for TestClient tests: one
+anyio portal runs the store, the services and every request, and the clock is ours. With
+``nodes=2`` two apps (two nodes, each with its own services) share the store behind a
+round-robin balancer without stickiness."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import anyio.from_thread
 import pyotp
 from argon2 import PasswordHasher
 from starlette.testclient import TestClient
+from starlette.types import Receive, Scope, Send
 from webtestlib import make_config
 
 from mailstead.accounts.keys import SecurityKeys
@@ -42,6 +45,21 @@ class Clock:
         return self.now
 
 
+class RoundRobin:
+    """A load balancer without sticky routing: each HTTP request goes to the next node;
+    ``served`` lists the node of every request so far."""
+
+    def __init__(self, apps: list[WebGuard]) -> None:
+        self.apps = apps
+        self.served: list[int] = []
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        node = len(self.served) % len(self.apps)
+        if scope["type"] == "http":
+            self.served.append(node)
+        await self.apps[node](scope, receive, send)
+
+
 @dataclass
 class Site:
     client: TestClient
@@ -51,6 +69,7 @@ class Site:
     sessions: SessionStore
     clock: Clock
     call: Callable[[Callable[[], Coroutine[Any, Any, Any]]], Any]
+    balancer: RoundRobin | None = None  # with nodes=2
 
     def run(self, coro_fn: Callable[[], Coroutine[Any, Any, T]]) -> T:
         result: T = self.call(coro_fn)
@@ -76,32 +95,48 @@ def csrf_of(html: str) -> str:
 
 
 @contextmanager
-def site(tmp_path: Path, backend: str = "sqlite") -> Iterator[Site]:
+def site(tmp_path: Path, backend: str = "sqlite", nodes: int = 1) -> Iterator[Site]:
     """The app on https, alice (user) and root (admin) in example.test, over a store of
-    ``backend``."""
+    ``backend``; with ``nodes`` > 1, that many apps on the one store, requests spread over
+    them in turn (``Site.balancer``; ``Site.app``, ``accounts``, ``sessions``: the first)."""
     config = make_config(tmp_path)
     clock = Clock()
     with anyio.from_thread.start_blocking_portal() as portal:
         store = portal.call(open_backend, backend, tmp_path / "data")
-        accounts = AccountService(
-            store, FAST, clock=clock, keys=SecurityKeys.load_or_create(tmp_path),
-            security=SecuritySettings(max_failures=5, failure_delay=0.0, max_failure_delay=0.0),
-        )
+        keys = SecurityKeys.load_or_create(tmp_path)  # every node has the same security.key
+        services = [
+            AccountService(
+                store, FAST, clock=clock, keys=keys,
+                security=SecuritySettings(max_failures=5, failure_delay=0.0,
+                                          max_failure_delay=0.0),
+            )
+            for _ in range(nodes)
+        ]
         try:
+            accounts = services[0]
             portal.call(accounts.add_domain, "example.test")
             portal.call(_add_user, accounts, ALICE, ALICE_PW)
             portal.call(_add_user, accounts, ROOT, ROOT_PW)
             portal.call(store.set_admin, ROOT, True)
-            sessions = SessionStore(clock)
-            web = AccountWeb(accounts=accounts, store=store, sessions=sessions, clock=clock)
-            app = create_app(WebContext(config=config, store=store, account_web=web,
-                                        bound={"https": 443}))
-            assert isinstance(app, WebGuard)
-            client = TestClient(app, base_url=BASE, raise_server_exceptions=True)
+            apps: list[WebGuard] = []
+            node_sessions: list[SessionStore] = []
+            for node_accounts in services:
+                node_sessions.append(SessionStore(store, keys, clock))
+                web = AccountWeb(accounts=node_accounts, store=store,
+                                 sessions=node_sessions[-1], clock=clock)
+                app = create_app(WebContext(config=config, store=store, account_web=web,
+                                            bound={"https": 443}))
+                assert isinstance(app, WebGuard)
+                apps.append(app)
+            balancer = RoundRobin(apps) if nodes > 1 else None
+            client = TestClient(balancer or apps[0], base_url=BASE,
+                                raise_server_exceptions=True)
             client.portal = portal
-            yield Site(client, app, store, accounts, sessions, clock, portal.call)
+            yield Site(client, apps[0], store, accounts, node_sessions[0], clock, portal.call,
+                       balancer)
         finally:
-            portal.call(accounts.close)
+            for node_accounts in services:
+                portal.call(node_accounts.close)
             portal.call(store.close)
 
 

@@ -240,7 +240,7 @@ def test_app_passwords_created_once_listed_and_revoked(s: Site) -> None:
 
 def test_password_change_signs_out_other_sessions(s: Site) -> None:
     s.sign_in()
-    other = s.sessions.new(account_id=1, address=ALICE)
+    other = s.run(lambda: s.sessions.new(account_id=1, address=ALICE))
     token = s.csrf("/account/password")
     new = "new long secret"
     wrong = s.client.post("/account/password", data={
@@ -257,7 +257,7 @@ def test_password_change_signs_out_other_sessions(s: Site) -> None:
         "csrf": token, "current": ALICE_PW, "new": "new long secret", "again": "new long secret"})
     assert done.status_code == 200
     assert "password is changed" in done.text
-    assert s.sessions.get(other.id) is None
+    assert s.run(lambda: s.sessions.get(other.id)) is None
     assert s.run(lambda: s.accounts.authenticate(ALICE, Secret("new long secret"))) is not None
     assert s.client.get("/account").status_code == 200  # this session goes on
 
@@ -270,7 +270,7 @@ def test_a_password_changed_elsewhere_ends_the_session(s: Site) -> None:
     s.run(lambda: s.accounts.set_password(ALICE, Secret("changed by the CLI")))
     gone = s.client.get("/account", follow_redirects=False)
     assert (gone.status_code, gone.headers["location"]) == (303, "/login")
-    assert len(s.sessions) == 0
+    assert s.run(s.sessions.count) == 0
     assert s.sign_in(ALICE, "changed by the CLI").status_code == 303
     assert s.client.get("/account").status_code == 200
     # The same password set again is a new hash (a new salt): it ends the session too.

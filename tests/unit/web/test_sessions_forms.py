@@ -1,11 +1,19 @@
-"""Sessions (ids, expiry, bounds, fixation) and the form reader (media type, limits, CSRF)."""
+"""Sessions (ids, expiry, bounds, fixation) over a real store of each backend, and the form
+reader (media type, limits, CSRF)."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
 import pytest
 
+from mailstead.accounts.keys import SecurityKeys
 from mailstead.web.security import FormRefused, csrf_matches, parse_form
-from mailstead.web.sessions import SessionStore
+from mailstead.web.sessions import TOUCH_INTERVAL, SessionStore, _key
+from storebackends import BACKENDS, open_backend
 
 FORM = "application/x-www-form-urlencoded"
 
@@ -17,53 +25,142 @@ class Clock:
         return self.now
 
 
-def test_session_ids_are_random_and_looked_up_by_hash() -> None:
-    store = SessionStore(Clock())
-    a, b = store.new(), store.new()
-    assert a.id != b.id
-    assert a.csrf != b.csrf
-    assert len(a.id) >= 43  # 256 bits in base64url
-    assert store.get(a.id) is a
-    assert store.get(a.id + "x") is None
-    assert store.get("") is None
-    assert store.get("x" * 1000) is None
-    assert a.id not in repr(a)
-    assert a.csrf not in repr(a)
+def run_sessions(
+    tmp_path: Path, backend: str, body: Callable[[SessionStore], Awaitable[None]],
+    clock: Clock | None = None, **limits: Any,
+) -> None:
+    """Runs ``body`` with a SessionStore over a fresh store of ``backend`` with accounts 1
+    and 7 (signed-in rows reference their account)."""
+
+    async def main() -> None:
+        store = await open_backend(backend, tmp_path / "data")
+        try:
+            await store.add_domain("example.test")
+            for n in range(1, 8):
+                await store.add_account(f"u{n}@example.test", "hash")
+            keys = SecurityKeys.load_or_create(tmp_path)
+            await body(SessionStore(store, keys, clock or Clock(), **limits))
+        finally:
+            await store.close()
+
+    asyncio.run(main())
 
 
-def test_idle_and_absolute_expiry() -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_session_ids_are_random_and_looked_up_by_hash(tmp_path: Path, backend: str) -> None:
+    async def body(store: SessionStore) -> None:
+        a, b = await store.new(), await store.new()
+        assert a.id != b.id
+        assert a.csrf != b.csrf
+        assert len(a.id) >= 43  # 256 bits in base64url
+        found = await store.get(a.id)
+        assert found is not None
+        assert (found.id, found.csrf) == (a.id, a.csrf)
+        assert await store.get(a.id + "x") is None
+        assert await store.get("") is None
+        assert await store.get("x" * 1000) is None
+        assert a.id not in repr(a)
+        assert a.csrf not in repr(a)
+
+    run_sessions(tmp_path, backend, body)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_idle_and_absolute_expiry(tmp_path: Path, backend: str) -> None:
     clock = Clock()
-    store = SessionStore(clock, idle=100, absolute=250)
-    s = store.new(account_id=1, address="a@example.test")
-    clock.now += 99
-    assert store.get(s.id) is s
-    clock.now += 99
-    assert store.get(s.id) is s
-    clock.now += 99  # 297 s after creation: past the absolute limit although never idle
-    assert store.get(s.id) is None
-    t = store.new()
-    clock.now += 101
-    assert store.get(t.id) is None
-    assert len(store) == 0
+
+    async def body(store: SessionStore) -> None:
+        s = await store.new(account_id=1, address="a@example.test")
+        clock.now += 99
+        assert await store.get(s.id) is not None
+        clock.now += 99
+        assert await store.get(s.id) is not None
+        clock.now += 99  # 297 s after creation: past the absolute limit although never idle
+        assert await store.get(s.id) is None
+        t = await store.new()
+        clock.now += 101
+        assert await store.get(t.id) is None
+        assert await store.count() == 0
+
+    run_sessions(tmp_path, backend, body, clock, idle=100, absolute=250)
 
 
-def test_sign_in_replaces_the_id_and_anonymous_floods_cannot_evict_users() -> None:
-    store = SessionStore(Clock(), max_signed_in=3, max_anonymous=2)
-    anon = store.new()
-    user = store.sign_in(anon, 7, "a@example.test", "$argon2id$stored-hash")
-    assert user.password_unchanged("$argon2id$stored-hash")
-    assert not user.password_unchanged("$argon2id$another-hash")
-    assert store.get(anon.id) is None
-    assert user.id != anon.id
-    assert user.csrf != anon.csrf
-    for _ in range(50):
-        store.new()
-    assert store.get(user.id) is user
-    assert len(store) == 3
-    others = [store.new(account_id=7) for _ in range(2)]
-    assert store.drop_account(7, keep=others[0]) == 2
-    assert store.get(others[0].id) is others[0]
-    assert store.get(user.id) is None
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_sign_in_replaces_the_id_and_anonymous_floods_cannot_evict_users(
+    tmp_path: Path, backend: str
+) -> None:
+    clock = Clock()
+
+    async def body(store: SessionStore) -> None:
+        anon = await store.new()
+        user = await store.sign_in(anon, 7, "a@example.test", "$argon2id$stored-hash")
+        assert user.password_unchanged("$argon2id$stored-hash")
+        assert not user.password_unchanged("$argon2id$another-hash")
+        assert await store.get(anon.id) is None
+        assert user.id != anon.id
+        assert user.csrf != anon.csrf
+        for _ in range(50):
+            clock.now += 0.01  # the oldest anonymous ones go first
+            await store.new()
+        assert await store.get(user.id) is not None
+        assert await store.count() == 3
+        others = [await store.new(account_id=7) for _ in range(2)]
+        assert await store.drop_account(7, keep=others[0]) == 2
+        assert await store.get(others[0].id) is not None
+        assert await store.get(user.id) is None
+
+    run_sessions(tmp_path, backend, body, clock, max_signed_in=3, max_anonymous=2)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_idle_clock_is_written_once_a_minute_and_changes_are_saved(
+    tmp_path: Path, backend: str
+) -> None:
+    clock = Clock()
+
+    async def main() -> None:
+        store = await open_backend(backend, tmp_path / "data")
+        try:
+            sessions = SessionStore(store, SecurityKeys.load_or_create(tmp_path), clock)
+            s = await sessions.new()
+            key = _key(s.id)
+
+            async def last_seen() -> float:
+                row = await store.get_web_session(key)
+                assert row is not None
+                return row.last_seen
+
+            clock.now += TOUCH_INTERVAL - 1
+            assert await sessions.get(s.id) is not None
+            assert await last_seen() == 1000.0  # not written on every request
+            clock.now += 1
+            assert await sessions.get(s.id) is not None
+            assert await last_seen() == 1000.0 + TOUCH_INTERVAL
+            # A change reaches the store (and another node) only when saved; the JSON holds
+            # the state, never the cookie value.
+            read = await sessions.get(s.id)
+            assert read is not None
+            read.flash = "hello"
+            await sessions.save(read)
+            again = await sessions.get(s.id)
+            assert again is not None
+            assert again.take_flash() == "hello"
+            await sessions.save(again)
+            third = await sessions.get(s.id)
+            assert third is not None
+            assert third.flash == ""
+            row = await store.get_web_session(key)
+            assert row is not None
+            assert s.id not in row.data
+            # A session ended meanwhile is not brought back by a save.
+            await sessions.drop(third)
+            again.flash = "late"
+            await sessions.save(again)
+            assert await sessions.get(s.id) is None
+        finally:
+            await store.close()
+
+    asyncio.run(main())
 
 
 def test_csrf_comparison() -> None:

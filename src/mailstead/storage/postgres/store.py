@@ -10,6 +10,7 @@ from mailstead.storage.postgres.security import SecurityMixin
 from mailstead.storage.postgres.shared import SharedStateMixin
 from mailstead.storage.postgres.sieve import SieveMixin
 from mailstead.storage.postgres.spam import SpamMixin
+from mailstead.storage.postgres.websessions import WebSessionMixin
 
 
 class PostgresStore(
@@ -20,6 +21,7 @@ class PostgresStore(
     SpamMixin,
     SieveMixin,
     SharedStateMixin,
+    WebSessionMixin,
 ):
     """Implements ``mailstead.storage.interfaces.Store``; create with ``await
     PostgresStore.open(dsn)``."""

@@ -56,6 +56,7 @@ from mailstead.storage.interfaces import (
     SecondFactor,
     SieveScript,
     StoreFlagsResult,
+    WebSessionRow,
     address_key,
 )
 from mailstead.storage.migrate import migrate_sqlite
@@ -64,6 +65,7 @@ from mailstead.storage.sqlite import admin as admin_sql
 from mailstead.storage.sqlite import shared as shared_sql
 from mailstead.storage.sqlite import sieve as sieve_sql
 from mailstead.storage.sqlite import spam as spam_sql
+from mailstead.storage.sqlite import websessions as web_sql
 from mailstead.storage.sqlite.writer import WireShape, Writer, inbox_name, wire_shape
 from mailstead.storage.watch import Watch, WatchHub
 
@@ -808,3 +810,39 @@ class SQLiteStore:
 
     async def prune_auth_failures(self, before: float) -> int:
         return await self._write(lambda c: shared_sql.prune_auth_failures(c, before))
+
+    # Web sessions (interfaces.WebSessionStore, websessions.py) ---------------------------
+
+    async def put_web_session(
+        self, key: str, account_id: int | None, data: str, created: float, last_seen: float
+    ) -> None:
+        await self._write(lambda c: web_sql.put(c, key, account_id, data, created, last_seen))
+
+    async def update_web_session(self, key: str, data: str, last_seen: float) -> bool:
+        return await self._write(lambda c: web_sql.update(c, key, data, last_seen))
+
+    async def get_web_session(self, key: str) -> WebSessionRow | None:
+        # On the loop thread (see _lookup): one primary-key probe for every web request.
+        self._check_open()
+        try:
+            return web_sql.get(self._read, key)
+        except sqlite3.Error as exc:
+            raise StoreError(f"database read failed: {exc}") from exc
+
+    async def touch_web_session(self, key: str, last_seen: float) -> None:
+        await self._write(lambda c: web_sql.touch(c, key, last_seen))
+
+    async def drop_web_sessions(self, keys: Sequence[str]) -> None:
+        await self._write(lambda c: web_sql.drop(c, keys))
+
+    async def drop_account_web_sessions(self, account_id: int, except_key: str | None) -> int:
+        return await self._write(lambda c: web_sql.drop_account(c, account_id, except_key))
+
+    async def count_web_sessions(self) -> tuple[int, int]:
+        return await self._in_reader(web_sql.count)
+
+    async def prune_web_sessions(
+        self, idle_before: float, created_before: float, max_anonymous: int, max_signed_in: int
+    ) -> int:
+        return await self._write(lambda c: web_sql.prune(
+            c, idle_before, created_before, max_anonymous, max_signed_in))
