@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import http.client
 import json
 import math
 import os
@@ -27,6 +28,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
 
 if TYPE_CHECKING:
     from mailstead.storage.interfaces import Store
@@ -1273,3 +1275,62 @@ class AsyncIMAP:
         self.writer.close()
         with contextlib.suppress(ConnectionError, OSError, ssl.SSLError):
             await self.writer.wait_closed()
+
+
+# The session cookie of the web pages over HTTPS (web/sessions.py COOKIE_HTTPS).
+WEB_COOKIE = "__Host-mailstead"
+
+
+class Browser:
+    """A tiny HTTPS client with one session cookie (pinned to the server's certificate).
+    ``servers``: more nodes to send requests to in turn, as a round-robin load balancer
+    would (each pinned to its own certificate)."""
+
+    def __init__(self, server: Server, *servers: Server) -> None:
+        self.servers = [server, *servers]
+        self.turn = 0
+        self.cookie = ""
+        self.seen: list[int] = []  # which server answered each request
+
+    def request(self, method: str, path: str, form: dict[str, str] | None = None
+                ) -> tuple[int, dict[str, str], str]:
+        index = self.turn % len(self.servers)
+        server = self.servers[index]
+        self.turn += 1
+        self.seen.append(index)
+        conn = http.client.HTTPSConnection(
+            "127.0.0.1", server.ports["https"],
+            context=tls_context(server.cert_path, HOSTNAME), timeout=15)
+        headers = {"host": HOSTNAME}
+        body = None
+        if self.cookie:
+            headers["cookie"] = f"{WEB_COOKIE}={self.cookie}"
+        if form is not None:
+            body = urlencode(form)
+            headers["content-type"] = "application/x-www-form-urlencoded"
+        try:
+            conn.request(method, path, body=body, headers=headers)
+            response = conn.getresponse()
+            text = response.read().decode()
+            got = {k.lower(): v for k, v in response.getheaders()}
+            for value in response.headers.get_all("set-cookie") or []:
+                match = re.match(rf"{re.escape(WEB_COOKIE)}=([^;]*)", value)
+                if match:
+                    self.cookie = match.group(1)
+            return response.status, got, text
+        finally:
+            conn.close()
+
+    def csrf(self, path: str = "/account") -> str:
+        status, _, html = self.request("GET", path)
+        assert status == 200, html[:500]
+        match = re.search(r'name="csrf" value="([^"]+)"', html)
+        assert match, html[:1000]
+        return match.group(1)
+
+    def sign_in(self, username: str, password: str) -> int:
+        token = self.csrf("/login")
+        status, headers, _ = self.request("POST", "/login", {
+            "csrf": token, "username": username, "password": password})
+        assert status == 303, status
+        return 303 if headers["location"] == "/account" else 0

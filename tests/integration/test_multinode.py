@@ -42,6 +42,7 @@ from helpers import (
     DEFAULT_SMTP,
     DOMAIN,
     HOSTNAME,
+    Browser,
     Harness,
     LoadStats,
     RawIMAP,
@@ -488,6 +489,33 @@ def test_pop3_in_use_across_nodes(cluster: Cluster, account: tuple[str, str]) ->
             pop3_login(cluster.a, address, password)
     finally:
         again.quit()
+
+
+def test_web_session_follows_the_browser_across_nodes(
+    cluster: Cluster, account: tuple[str, str]
+) -> None:
+    """The web pages behind a round-robin balancer: each request goes to the other node. The
+    sign-in form one node shows is accepted by the other, pages stay signed in on both, and
+    a sign-out on one ends the session on both (the sessions live in the database)."""
+    address, password = account
+    browser = Browser(cluster.a.server, cluster.b.server)
+    token = browser.csrf("/login")  # node A
+    status, headers, _ = browser.request(  # node B
+        "POST", "/login", {"csrf": token, "username": address, "password": password})
+    assert (status, headers["location"]) == (303, "/account")
+    for _ in range(4):  # B, A, B, A
+        status, _, html = browser.request("GET", "/account")
+        assert status == 200
+        assert address in html
+    assert browser.seen == [0, 1, 0, 1, 0, 1]
+    token = browser.csrf()  # node B
+    signed_in = browser.cookie
+    status, _, _ = browser.request("POST", "/logout", {"csrf": token})  # node A
+    assert status == 303
+    browser.cookie = signed_in  # replayed (the sign-out set a new cookie)
+    for _ in range(2):  # on B then A: signed out on both
+        status, headers, _ = browser.request("GET", "/account")
+        assert (status, headers["location"]) == (303, "/login")
 
 
 def test_brute_force_block_holds_across_nodes(cluster: Cluster, account: tuple[str, str]) -> None:

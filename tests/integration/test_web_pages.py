@@ -5,15 +5,12 @@ with ``mailstead user add --admin`` (or ``user admin``) gets in."""
 
 from __future__ import annotations
 
-import http.client
-import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
 
 import pytest
-from helpers import HOSTNAME, Server, Users, init_data_dir, run_cli, tls_context
+from helpers import Browser, Server, Users, init_data_dir, run_cli
 from starlette.routing import Route
 
 from mailstead.config.loader import load_config
@@ -22,9 +19,6 @@ from mailstead.web.security import WebGuard
 
 ALICE, ALICE_PW = "alice@example.test", "correct horse battery"
 ROOT, ROOT_PW = "root@example.test", "staple paper clip"
-COOKIE = "__Host-mailstead"
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, store_backend: str) -> Iterator[Server]:
     data = tmp_path_factory.mktemp("webpages") / "data"
@@ -37,53 +31,6 @@ def server(tmp_path_factory: pytest.TempPathFactory, store_backend: str) -> Iter
     finally:
         assert srv.stop() == 0, srv.log_text()[-5000:]
         assert "Traceback" not in srv.log_text(), srv.log_text()[-5000:]
-
-
-class Browser:
-    """A tiny HTTPS client with one session cookie (pinned to the server's certificate)."""
-
-    def __init__(self, server: Server) -> None:
-        self.server = server
-        self.cookie = ""
-
-    def request(self, method: str, path: str, form: dict[str, str] | None = None
-                ) -> tuple[int, dict[str, str], str]:
-        conn = http.client.HTTPSConnection(
-            "127.0.0.1", self.server.ports["https"],
-            context=tls_context(self.server.cert_path, HOSTNAME), timeout=15)
-        headers = {"host": HOSTNAME}
-        body = None
-        if self.cookie:
-            headers["cookie"] = f"{COOKIE}={self.cookie}"
-        if form is not None:
-            body = urlencode(form)
-            headers["content-type"] = "application/x-www-form-urlencoded"
-        try:
-            conn.request(method, path, body=body, headers=headers)
-            response = conn.getresponse()
-            text = response.read().decode()
-            got = {k.lower(): v for k, v in response.getheaders()}
-            for value in response.headers.get_all("set-cookie") or []:
-                match = re.match(rf"{re.escape(COOKIE)}=([^;]*)", value)
-                if match:
-                    self.cookie = match.group(1)
-            return response.status, got, text
-        finally:
-            conn.close()
-
-    def csrf(self, path: str = "/account") -> str:
-        status, _, html = self.request("GET", path)
-        assert status == 200, html[:500]
-        match = re.search(r'name="csrf" value="([^"]+)"', html)
-        assert match, html[:1000]
-        return match.group(1)
-
-    def sign_in(self, username: str, password: str) -> int:
-        token = self.csrf("/login")
-        status, headers, _ = self.request("POST", "/login", {
-            "csrf": token, "username": username, "password": password})
-        assert status == 303, status
-        return 303 if headers["location"] == "/account" else 0
 
 
 def _admin_routes(data_dir: Path) -> list[tuple[str, str]]:
