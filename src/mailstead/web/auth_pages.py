@@ -59,9 +59,11 @@ class AuthPages:
     async def login(self, request: Request) -> Response:
         session = await self.kit.session_of(request)
         if session is None:
-            fresh = await self.web.sessions.new(
-                flash="Your session had expired. Please sign in again.")
-            return self.kit.redirect(LOGIN_PATH, fresh)
+            # No cookie (or an expired one): the form again, with a session made now; said
+            # on the page rather than stored as a message, so such posts store nothing.
+            fresh = await self.web.sessions.new()
+            return self._login_page(fresh, "Your session had expired. Please sign in again.",
+                                    400)
         try:
             form = await self.kit.read_form(request, session)
         except FormRefused as exc:
@@ -171,5 +173,7 @@ class AuthPages:
         except FormRefused as exc:
             return self.kit.refuse(exc.status, exc.message, session)
         await self.web.sessions.drop(session)
-        fresh = await self.web.sessions.new(flash="You are signed out.")
+        # Only a signed-in session's sign-out is worth a message (and a stored row).
+        fresh = await self.web.sessions.new(
+            flash="You are signed out." if session.account_id is not None else "")
         return self.kit.redirect(LOGIN_PATH, fresh)

@@ -7,8 +7,15 @@ value, so neither the database nor a backup holds a usable id; the 2FA enrolment
 encrypted with the data directory's security.key (the same on every node). A signed-in
 session remembers a digest of the account's password hash, checked on every request, so a
 password changed anywhere (the CLI, another node) ends the sessions signed in before. The
-table is bounded per kind (anonymous, signed in) so a flood of sign-in pages cannot grow it
-without limit, and the idle clock is written at most once a minute, not on every request.
+table is bounded per kind (anonymous, signed in), and the idle clock is written at most once
+a minute, not on every request.
+
+A session that only shows the sign-in form is not stored at all: its cookie value carries
+its creation time and an HMAC of both under security.key, and its CSRF token is another HMAC
+of that value, so every node can check them; a flood of sign-in pages costs no write and
+cannot push out anyone's stored session (a pending 2FA step, say). It becomes a row once it
+holds something (a pending sign-in, a message for the next page), and ends like any other
+after the idle timeout (counted from when the form was first shown).
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 import secrets
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -43,6 +51,9 @@ TOUCH_INTERVAL = 60.0
 COOKIE_HTTPS = "__Host-mailstead"
 COOKIE_HTTP = "mailstead"
 _ID_BYTES = 32  # 256 bits from the OS CSPRNG (OWASP asks for at least 64 bits of entropy)
+# A sign-in form session's cookie value: 43 random base64url characters, its creation time in
+# whole seconds, and the first 32 hex digits of their HMAC (see ``SessionStore._form_tag``).
+_FORM_ID = re.compile(r"([A-Za-z0-9_-]{43}\.([0-9]{1,12}))\.([0-9a-f]{32})\Z")
 
 
 def _key(session_id: str) -> str:
@@ -81,6 +92,7 @@ class Session:
     setup: TwoFactorSetup | None = None  # a 2FA enrolment shown but not yet confirmed
     flash: str = ""  # a one-time message for the next page
     fresh: bool = False  # created by this request: the response must set the cookie
+    stored: bool = True  # False: a sign-in form session, no row yet (see the module docstring)
     # What ``state()`` was when last read from or written to the store (see SessionStore.save).
     saved: str = field(default="", repr=False)
 
@@ -178,39 +190,74 @@ class SessionStore:
 
     # Sessions ----------------------------------------------------------------------------
 
+    def _form_tag(self, body: str) -> str:
+        return self._keys.digest("web sign-in form id", body)[:32]
+
+    def _form_session(self, session_id: str, created: float, *, fresh: bool) -> Session:
+        """The unstored session of a sign-in form: its token is derived from its id."""
+        session = Session(
+            id=session_id, csrf=self._keys.digest("web sign-in form", session_id),
+            created=created, last_seen=self._clock(), fresh=fresh, stored=False,
+        )
+        session.saved = session.state()
+        return session
+
+    def _form_of(self, session_id: str) -> Session | None:
+        """The sign-in form session a cookie value names, if it is one of ours and live."""
+        match = _FORM_ID.match(session_id)
+        if match is None or not hmac.compare_digest(match[3], self._form_tag(match[1])):
+            return None
+        created = float(match[2])
+        now = self._clock()
+        if self._expired(created, created, now) or created > now + TOUCH_INTERVAL:
+            return None
+        return self._form_session(session_id, created, fresh=False)
+
     async def new(
         self, *, account_id: int | None = None, address: str = "", stamp: str = "",
         pending: PendingSignIn | None = None, flash: str = "",
     ) -> Session:
-        """A fresh session with a new id and CSRF token, stored (set the cookie on the
-        response). When its kind is at its cap, the expired and then the least recently
-        seen sessions of that kind make room."""
+        """A fresh session with a new id (set the cookie on the response). One that only
+        shows the sign-in form is not stored; any other is, and when its kind is at its cap,
+        the expired and then the least recently seen sessions of that kind make room."""
         now = self._clock()
+        if account_id is None and pending is None and not flash:
+            body = f"{secrets.token_urlsafe(_ID_BYTES)}.{int(now)}"
+            return self._form_session(f"{body}.{self._form_tag(body)}", float(int(now)),
+                                      fresh=True)
+        session_id = secrets.token_urlsafe(_ID_BYTES)
         session = Session(
-            id=secrets.token_urlsafe(_ID_BYTES), csrf=secrets.token_urlsafe(_ID_BYTES),
+            id=session_id, csrf=secrets.token_urlsafe(_ID_BYTES),
             created=now, last_seen=now, account_id=account_id, address=address, stamp=stamp,
             pending=pending, flash=flash, fresh=True,
         )
+        await self._insert(session)
+        return session
+
+    async def _insert(self, session: Session) -> None:
+        """Stores ``session`` as a new row, making room under its kind's cap first."""
+        now = self._clock()
         anonymous, signed_in = await self._store.count_web_sessions()
-        if account_id is None and anonymous >= self.max_anonymous:
+        if session.account_id is None and anonymous >= self.max_anonymous:
             await self._prune(now, self.max_anonymous - 1, self.max_signed_in)
-        elif account_id is not None and signed_in >= self.max_signed_in:
+        elif session.account_id is not None and signed_in >= self.max_signed_in:
             await self._prune(now, self.max_anonymous, self.max_signed_in - 1)
         key = _key(session.id)
-        await self._store.put_web_session(key, account_id, self._stored(session, key),
-                                          now, now)
+        await self._store.put_web_session(key, session.account_id,
+                                          self._stored(session, key), session.created, now)
+        session.stored = True
         session.saved = session.state()
-        return session
 
     async def get(self, session_id: str | None) -> Session | None:
         """The live session of a cookie value, its idle clock restarted; None when unknown or
-        expired (an expired one is removed)."""
+        expired (an expired one is removed). A sign-in form session needs no row: its value
+        proves itself (see the module docstring)."""
         if not session_id or len(session_id) > 100:
             return None
         key = _key(session_id)
         row = await self._store.get_web_session(key)
         if row is None:
-            return None
+            return self._form_of(session_id)
         now = self._clock()
         if self._expired(row.created, row.last_seen, now):
             await self._store.drop_web_sessions([key])
@@ -228,6 +275,9 @@ class SessionStore:
         stamp), if anything; a session ended meanwhile (signed out elsewhere) stays ended."""
         state = session.state()
         if state == session.saved:
+            return
+        if not session.stored:  # a sign-in form session now holds something: a row
+            await self._insert(session)
             return
         key = _key(session.id)
         await self._store.update_web_session(key, self._stored(session, key),

@@ -400,3 +400,19 @@ def test_removed_account_loses_its_session(s: Site) -> None:
     s.run(lambda: s.accounts.remove_user(ALICE))
     gone = s.client.get("/account", follow_redirects=False)
     assert gone.headers["location"] == "/login"
+
+
+def test_sign_in_pages_store_nothing(s: Site) -> None:
+    """Anyone can ask for the sign-in page: showing it (and refusing a post without a
+    session) writes no session row, so a flood costs no writes and pushes out nobody."""
+    for _ in range(30):
+        s.client.cookies.clear()
+        assert s.client.get("/login").status_code == 200
+    assert s.run(s.sessions.count) == 0
+    s.client.cookies.clear()
+    bare = s.client.post("/login", data={"username": ALICE, "password": ALICE_PW})
+    assert bare.status_code == 400
+    assert "session had expired" in bare.text
+    assert s.run(s.sessions.count) == 0
+    assert s.sign_in().status_code == 303
+    assert s.run(s.sessions.count) == 1

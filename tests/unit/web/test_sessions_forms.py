@@ -12,7 +12,7 @@ import pytest
 
 from mailstead.accounts.keys import SecurityKeys
 from mailstead.web.security import FormRefused, csrf_matches, parse_form
-from mailstead.web.sessions import TOUCH_INTERVAL, SessionStore, _key
+from mailstead.web.sessions import TOUCH_INTERVAL, PendingSignIn, SessionStore, _key
 from storebackends import BACKENDS, open_backend
 
 FORM = "application/x-www-form-urlencoded"
@@ -96,12 +96,20 @@ def test_sign_in_replaces_the_id_and_anonymous_floods_cannot_evict_users(
         user = await store.sign_in(anon, 7, "a@example.test", "$argon2id$stored-hash")
         assert user.password_unchanged("$argon2id$stored-hash")
         assert not user.password_unchanged("$argon2id$another-hash")
-        assert await store.get(anon.id) is None
+        before = await store.get(anon.id)  # the sign-in form's id signs nobody in (fixation)
+        assert before is not None
+        assert before.account_id is None
         assert user.id != anon.id
         assert user.csrf != anon.csrf
-        for _ in range(50):
-            clock.now += 0.01  # the oldest anonymous ones go first
+        for _ in range(50):  # sign-in forms: stored nowhere, so they push out nobody
             await store.new()
+        assert await store.count() == 1
+        waiting = []
+        for _ in range(4):  # anonymous rows (a pending 2FA step): the newest two are kept
+            clock.now += 0.01
+            waiting.append(await store.new(
+                pending=PendingSignIn(7, "a@example.test", clock.now + 300)))
+        assert [await store.get(w.id) is not None for w in waiting] == [False, False, True, True]
         assert await store.get(user.id) is not None
         assert await store.count() == 3
         others = [await store.new(account_id=7) for _ in range(2)]
@@ -113,6 +121,42 @@ def test_sign_in_replaces_the_id_and_anonymous_floods_cannot_evict_users(
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+def test_sign_in_form_sessions_are_not_stored_until_they_hold_something(
+    tmp_path: Path, backend: str
+) -> None:
+    """A session that only shows the sign-in form costs no row: its cookie value proves
+    itself (an HMAC under security.key) and gives the same form token on every node."""
+    clock = Clock()
+
+    async def body(store: SessionStore) -> None:
+        form = await store.new()
+        assert (form.stored, form.fresh, form.account_id) == (False, True, None)
+        assert await store.count() == 0
+        again = await store.get(form.id)
+        assert again is not None
+        assert (again.csrf, again.stored, again.fresh) == (form.csrf, False, False)
+        head, _, tag = form.id.rpartition(".")
+        other = "1" if tag[0] == "0" else "0"
+        first = "B" if form.id[0] == "A" else "A"
+        for forged in (f"{head}.{other}{tag[1:]}", first + form.id[1:], head, form.id + "0"):
+            assert await store.get(forged) is None
+        # Something to keep (a message for the next page): now a row, under the same cookie.
+        again.flash = "hello"
+        await store.save(again)
+        assert await store.count() == 1
+        kept = await store.get(form.id)
+        assert kept is not None
+        assert kept.stored
+        assert kept.take_flash() == "hello"
+        # A form shown longer ago than the idle timeout has expired with it.
+        late = await store.new()
+        clock.now += 101
+        assert await store.get(late.id) is None
+
+    run_sessions(tmp_path, backend, body, clock, idle=100, absolute=250)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_idle_clock_is_written_once_a_minute_and_changes_are_saved(
     tmp_path: Path, backend: str
 ) -> None:
@@ -121,8 +165,10 @@ def test_idle_clock_is_written_once_a_minute_and_changes_are_saved(
     async def main() -> None:
         store = await open_backend(backend, tmp_path / "data")
         try:
+            await store.add_domain("example.test")
+            account = await store.add_account("u1@example.test", "hash")
             sessions = SessionStore(store, SecurityKeys.load_or_create(tmp_path), clock)
-            s = await sessions.new()
+            s = await sessions.new(account_id=account.id, address=account.address)
             key = _key(s.id)
 
             async def last_seen() -> float:

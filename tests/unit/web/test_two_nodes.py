@@ -148,6 +148,8 @@ def _key_of(cookie: str) -> str:
 
 def test_rows_are_keyed_by_the_cookie_hash(two: Site, tmp_path: Path) -> None:
     two.client.get("/login")
+    assert _rows(two, tmp_path / "data") == []  # a sign-in form is stored nowhere
+    assert two.sign_in().status_code == 303
     cookie = two.client.cookies.get(COOKIE_HTTPS)
     assert cookie
     (row,) = _rows(two, tmp_path / "data")
