@@ -7,6 +7,9 @@ fixture with ``params=BACKENDS``) and opens its store with ``open_backend``.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from mailstead.config.model import StoreConfig
@@ -33,3 +36,34 @@ async def open_backend(backend: str, data_dir: Path) -> Store:
     if dsn is None:
         dsn = _databases[data_dir] = shared_server().new_database()
     return await open_store(data_dir, StoreConfig(backend="postgresql", dsn=dsn, pool_size=4))
+
+
+# What a contract suite gets from tests/contract/conftest.py's ``opener`` fixture.
+Opener = Callable[[Path], Awaitable[Store]]
+
+
+@asynccontextmanager
+async def opened(opener: Opener, path: Path) -> AsyncIterator[Store]:
+    """The store ``opener`` opens in ``path``, closed afterwards."""
+    store = await opener(path)
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+def run_with(opener: Opener, path: Path, body: Callable[[Store], Awaitable[None]]) -> None:
+    """Runs ``body`` on a store opened by ``opener`` in ``path``, in a fresh event loop."""
+    async def main() -> None:
+        async with opened(opener, path) as store:
+            await body(store)
+
+    asyncio.run(main())
+
+
+async def two_accounts(store: Store) -> tuple[int, int]:
+    """alice@ and bob@example.test (the domain made first); their ids."""
+    await store.add_domain("example.test")
+    alice = await store.add_account("alice@example.test", "hash")
+    bob = await store.add_account("bob@example.test", "hash")
+    return alice.id, bob.id

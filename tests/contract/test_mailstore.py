@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import itertools
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +20,8 @@ from mailstead.storage.interfaces import (
     Store,
 )
 from mailstead.storage.sqlite.store import SQLiteStore
+from storebackends import Opener, opened
 
-Opener = Callable[[Path], Awaitable[Store]]
 _counter = itertools.count()
 
 
@@ -31,15 +30,6 @@ def run(coro: Awaitable[Any]) -> Any:
         return await coro
 
     return asyncio.run(wrap())
-
-
-@asynccontextmanager
-async def opened(opener: Opener, path: Path) -> AsyncIterator[Store]:
-    store = await opener(path)
-    try:
-        yield store
-    finally:
-        await store.close()
 
 
 def plain(subject: str = "hello", body: str = "body text", **headers: str) -> bytes:

@@ -4,8 +4,6 @@ run against every backend; single-use codes stay single-use with two stores at o
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -13,26 +11,10 @@ import pytest
 
 from mailstead.core.errors import AlreadyExists, NotFound
 from mailstead.storage.interfaces import IpBlock, LoginRecord, Store
+from storebackends import Opener, opened
+from storebackends import run_with as run
 
-Opener = Callable[[Path], Awaitable[Store]]
 NOW = 1_800_000_000.0
-
-
-@asynccontextmanager
-async def opened(opener: Opener, path: Path) -> AsyncIterator[Store]:
-    store = await opener(path)
-    try:
-        yield store
-    finally:
-        await store.close()
-
-
-def run(opener: Opener, path: Path, body: Callable[[Store], Awaitable[None]]) -> None:
-    async def main() -> None:
-        async with opened(opener, path) as store:
-            await body(store)
-
-    asyncio.run(main())
 
 
 async def alice(store: Store) -> int:

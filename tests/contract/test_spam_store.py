@@ -4,40 +4,16 @@ stores learning at once keep the counts consistent."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 from mailstead.storage.interfaces import Store
+from storebackends import Opener, opened
+from storebackends import run_with as run
+from storebackends import two_accounts as accounts
 
-Opener = Callable[[Path], Awaitable[Store]]
 NOW = 1_800_000_000.0
 # Bayes tokens are 63-bit hashes (filters/bayes.py): include the extremes.
 BIG = 2**63 - 1
-
-
-@asynccontextmanager
-async def opened(opener: Opener, path: Path) -> AsyncIterator[Store]:
-    store = await opener(path)
-    try:
-        yield store
-    finally:
-        await store.close()
-
-
-def run(opener: Opener, path: Path, body: Callable[[Store], Awaitable[None]]) -> None:
-    async def main() -> None:
-        async with opened(opener, path) as store:
-            await body(store)
-
-    asyncio.run(main())
-
-
-async def accounts(store: Store) -> tuple[int, int]:
-    await store.add_domain("example.test")
-    alice = await store.add_account("alice@example.test", "hash")
-    bob = await store.add_account("bob@example.test", "hash")
-    return alice.id, bob.id
 
 
 def test_greylist(opener: Opener, tmp_path: Path) -> None:

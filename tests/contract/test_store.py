@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +14,7 @@ import pytest
 from mailstead.core.errors import AlreadyExists, InUse, NotFound, StoreError
 from mailstead.storage import open_store
 from mailstead.storage.interfaces import DEFAULT_MAILBOXES, IncomingMessage, LocalDelivery, Store
-
-Opener = Callable[[Path], Awaitable[Store]]
+from storebackends import Opener, opened
 
 
 def run(coro: Awaitable[Any]) -> Any:
@@ -24,15 +22,6 @@ def run(coro: Awaitable[Any]) -> Any:
         return await coro
 
     return asyncio.run(wrap())
-
-
-@asynccontextmanager
-async def opened(opener: Opener, path: Path) -> AsyncIterator[Store]:
-    store = await opener(path)
-    try:
-        yield store
-    finally:
-        await store.close()
 
 
 def message(

@@ -5,31 +5,12 @@ never pushing out signed-in ones), and removal with the account."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from mailstead.storage.interfaces import Store, WebSessionRow
-
-Opener = Callable[[Path], Awaitable[Store]]
-
-
-def run(opener: Opener, path: Path, body: Callable[[Store], Awaitable[None]]) -> None:
-    async def main() -> None:
-        store = await opener(path)
-        try:
-            await body(store)
-        finally:
-            await store.close()
-
-    asyncio.run(main())
-
-
-async def accounts(store: Store) -> tuple[int, int]:
-    await store.add_domain("example.test")
-    alice = await store.add_account("alice@example.test", "hash")
-    bob = await store.add_account("bob@example.test", "hash")
-    return alice.id, bob.id
+from storebackends import Opener
+from storebackends import run_with as run
+from storebackends import two_accounts as accounts
 
 
 def test_put_get_update_touch_and_drop(opener: Opener, tmp_path: Path) -> None:

@@ -215,3 +215,14 @@ def header_contains(header: str, name: str, needle: str) -> bool:
         if line.startswith(prefix) and needle in line[len(prefix) :]:
             return True
     return False
+
+
+def text_contains(text: IndexText, kind: str, field: str | None, needle: str) -> bool:
+    """Whether ``text`` matches a search part (``kind`` "text", "body" or "header", with
+    ``field`` for HEADER NAME) for the folded ``needle``; used on a message's full text where
+    its index entry was cut."""
+    if kind == "header":
+        return field is not None and header_contains(text.header, field, needle)
+    if kind == "body":
+        return needle in text.body
+    return needle in text.header or needle in text.body

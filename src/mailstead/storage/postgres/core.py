@@ -32,6 +32,7 @@ from mailstead.storage.interfaces import (
     address_key,
 )
 from mailstead.storage.postgres.base import CHANNEL, PgBase, db_errors
+from mailstead.storage.postgres.outbound import QUEUE_COLUMNS, entry, rowcount
 from mailstead.storage.sqlite.admin import split_domain
 from mailstead.storage.sqlite.security import login_record
 from mailstead.storage.sqlite.writer import MAX_UID, WireShape, inbox_name, wire_shape
@@ -130,29 +131,9 @@ _MESSAGE_COLUMNS = (
     " m.envelope, m.bodystructure, m.wire_size, m.unterminated"
 )
 
-_QUEUE_COLUMNS = (
-    "id, queue_id, mail_from, rcpt_to, blob, state, attempts, next_attempt, created_at,"
-    " last_error, warned, last_attempt"
-)
-
 
 def _account(row: Any, at: int = 0) -> Account:
     return Account(int(row[at]), row[at + 1], row[at + 2], float(row[at + 3]))
-
-
-def _count(status: str) -> int:
-    """Rows affected, from an asyncpg command status such as ``"DELETE 3"``."""
-    tail = status.rsplit(" ", 1)[-1]
-    return int(tail) if tail.isdigit() else 0
-
-
-def _queue_entry(r: Any) -> QueueEntry:
-    return QueueEntry(
-        id=int(r[0]), queue_id=r[1], mail_from=r[2], rcpt_to=r[3], blob=r[4], state=r[5],
-        attempts=int(r[6]), next_attempt=float(r[7]), created_at=float(r[8]),
-        last_error=r[9], warned=bool(r[10]),
-        last_attempt=None if r[11] is None else float(r[11]),
-    )
 
 
 class CoreMixin(PgBase):
@@ -282,7 +263,7 @@ class CoreMixin(PgBase):
                 "UPDATE accounts SET password_hash = $1 WHERE address_key = $2",
                 password_hash, address_key(address),
             )
-        if _count(status) == 0:
+        if rowcount(status) == 0:
             raise NotFound(f"no account {address}")
 
     async def remove_account(self, address: str) -> None:
@@ -292,7 +273,7 @@ class CoreMixin(PgBase):
             status = await conn.execute(
                 "DELETE FROM accounts WHERE address_key = $1", address_key(address)
             )
-        if _count(status) == 0:
+        if rowcount(status) == 0:
             raise NotFound(f"no account {address}")
 
     # Aliases -----------------------------------------------------------------------------
@@ -341,7 +322,7 @@ class CoreMixin(PgBase):
         async with self._connection("removing an alias") as conn, conn.transaction():
             if not wanted:
                 status = await conn.execute("DELETE FROM aliases WHERE source_key = $1", key)
-                if _count(status) == 0:
+                if rowcount(status) == 0:
                     raise NotFound(f"no alias {source}")
                 return
             rows = await conn.fetch(
@@ -464,8 +445,8 @@ class CoreMixin(PgBase):
 
     async def list_queue(self) -> list[QueueEntry]:
         async with self._connection("listing the queue") as conn:
-            rows = await conn.fetch(f"SELECT {_QUEUE_COLUMNS} FROM queue ORDER BY id")  # noqa: S608
-        return [_queue_entry(r) for r in rows]
+            rows = await conn.fetch(f"SELECT {QUEUE_COLUMNS} FROM queue ORDER BY id")  # noqa: S608
+        return [entry(r) for r in rows]
 
     # Maintenance -------------------------------------------------------------------------
 
@@ -509,7 +490,7 @@ class CoreMixin(PgBase):
                 "UPDATE accounts SET is_admin = $1 WHERE address_key = $2",
                 1 if admin else 0, address_key(address),
             )
-        if _count(status) == 0:
+        if rowcount(status) == 0:
             raise NotFound(f"no account {address}")
 
     async def is_admin(self, account_id: int) -> bool:

@@ -22,7 +22,13 @@ from typing import Any
 import asyncpg
 
 from mailstead.storage.sqlite.fts import parse_part
-from mailstead.storage.textindex import IndexText, extract, fold, header_contains
+from mailstead.storage.textindex import (
+    IndexText,
+    extract,
+    fold,
+    header_contains,
+    text_contains,
+)
 
 log = logging.getLogger(__name__)
 
@@ -238,13 +244,7 @@ async def _scan_incomplete(
         if data is None:
             continue
         full = await asyncio.to_thread(extract, bytes(data), 2**62)
-        if kind == "header":
-            hit = field is not None and header_contains(full.header, field, needle)
-        elif kind == "body":
-            hit = needle in full.body
-        else:
-            hit = needle in full.header or needle in full.body
-        if hit:
+        if text_contains(full, kind, field, needle):
             found.update(uids)
     return found
 

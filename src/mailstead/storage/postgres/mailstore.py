@@ -115,30 +115,6 @@ def _uid_list(uids: Sequence[int]) -> list[int]:
     return sorted({int(u) for u in uids if 0 < int(u) <= MAX_UID})
 
 
-# A run of at least this many consecutive UIDs is read as one range; shorter runs go into an
-# ``= ANY`` array (one index probe each). Either way only the rows asked for are read.
-_RANGE_MIN = 32
-
-
-def _runs(ordered: list[int]) -> tuple[list[int], list[int], list[int]]:
-    """(loose UIDs, range starts, range ends) of sorted distinct UIDs."""
-    loose: list[int] = []
-    starts: list[int] = []
-    ends: list[int] = []
-    i = 0
-    while i < len(ordered):
-        j = i
-        while j + 1 < len(ordered) and ordered[j + 1] == ordered[j] + 1:
-            j += 1
-        if j - i + 1 >= _RANGE_MIN:
-            starts.append(ordered[i])
-            ends.append(ordered[j])
-        else:
-            loose.extend(ordered[i : j + 1])
-        i = j + 1
-    return loose, starts, ends
-
-
 async def _measure(conn: Conn, rows: Sequence[Any], found: dict[str, WireShape]) -> None:
     """Measures the bodies of rows copied from a store older than migration 0004 (``wire_size``
     NULL), once each; the caller records ``found`` on the rows afterwards (``_save_wire``)."""
@@ -608,13 +584,20 @@ class MailStoreMixin(PgBase):
                     " AND uid = ANY($2::bigint[]) ORDER BY uid",
                     mailbox_id, wanted,
                 )
-            gone = [int(r[0]) for r in rows]
-            if gone:
-                await _remove(conn, mailbox_id, gone)
-                await self.notify(conn, [int(mailbox["account_id"])])
-            return gone
+            return await self._remove_found(conn, mailbox_id, mailbox, rows)
 
         return await self._write("expunging messages", run)
+
+    async def _remove_found(
+        self, conn: Conn, mailbox_id: int, locked: Any, rows: Sequence[Any]
+    ) -> list[int]:
+        """Removes the messages of ``rows`` (their UID first, ascending) from the mailbox
+        ``_lock`` gave ``locked`` for, and tells the account's watchers; returns the UIDs."""
+        gone = [int(r[0]) for r in rows]
+        if gone:
+            await _remove(conn, mailbox_id, gone)
+            await self.notify(conn, [int(locked["account_id"])])
+        return gone
 
     async def delete_messages(self, mailbox_id: int, uids: Sequence[int]) -> list[int]:
         wanted = _uid_list(uids)
@@ -626,11 +609,7 @@ class MailStoreMixin(PgBase):
                 " ORDER BY uid",
                 mailbox_id, wanted,
             )
-            gone = [int(r[0]) for r in rows]
-            if gone:
-                await _remove(conn, mailbox_id, gone)
-                await self.notify(conn, [int(mailbox["account_id"])])
-            return gone
+            return await self._remove_found(conn, mailbox_id, mailbox, rows)
 
         return await self._write("deleting messages", run)
 
@@ -747,7 +726,8 @@ async def _fetch_uids(conn: Conn, select: str, mailbox_id: int, uids: list[int])
     mailbox is read, so fetching one message costs one row."""
     if not uids:
         return []
-    loose, starts, ends = _runs(uids)
+    runs, loose = reference.uid_runs(uids)
+    starts, ends = [a for a, _ in runs], [b for _, b in runs]
     # ``select`` is one of our own column lists (``_columns``), never client text.
     parts = []
     args: list[Any] = [mailbox_id]

@@ -22,7 +22,13 @@ from collections.abc import Iterable
 
 from mailstead.core.errors import NotFound, StoreError
 from mailstead.storage.blobs import BlobStore
-from mailstead.storage.textindex import IndexText, extract, fold, header_contains
+from mailstead.storage.textindex import (
+    IndexText,
+    extract,
+    fold,
+    header_contains,
+    text_contains,
+)
 
 log = logging.getLogger(__name__)
 
@@ -164,12 +170,6 @@ def _scan_incomplete(
         full = texts[name]
         if full is None:
             continue
-        if kind == "header":
-            hit = field is not None and header_contains(full.header, field, needle)
-        elif kind == "body":
-            hit = needle in full.body
-        else:
-            hit = needle in full.header or needle in full.body
-        if hit:
+        if text_contains(full, kind, field, needle):
             found.add(int(uid))
     return found

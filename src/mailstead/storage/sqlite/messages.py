@@ -130,8 +130,9 @@ def _select(envelope: bool, bodystructure: bool) -> str:
     )
 
 
-def _runs(uids: Sequence[int]) -> tuple[list[tuple[int, int]], list[int]]:
-    """Sorted distinct valid UIDs split into long runs (first, last) and loose UIDs."""
+def uid_runs(uids: Sequence[int]) -> tuple[list[tuple[int, int]], list[int]]:
+    """Sorted distinct valid UIDs split into long runs (first, last) and loose UIDs (the
+    PostgreSQL store reads them the same way)."""
     ordered = sorted({u for u in uids if 0 < u <= MAX_UID})
     runs: list[tuple[int, int]] = []
     loose: list[int] = []
@@ -164,7 +165,7 @@ def get_some(
     if uids is None:
         rows = conn.execute(select + " WHERE mailbox_id = ? ORDER BY uid", (mailbox_id,))
         return _infos(rows.fetchall(), unmeasured)
-    runs, loose = _runs(uids)
+    runs, loose = uid_runs(uids)
     found: list[Any] = []
     for first, last in runs:
         found += conn.execute(
