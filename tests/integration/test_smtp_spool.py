@@ -211,10 +211,17 @@ def test_memory_budget_answers_452(tiny_server: Harness, token: str) -> None:
 
 
 def test_disk_budget_answers_452(tiny_server: Harness, token: str) -> None:
-    """A message bigger than the 256 KiB of temp files allowed is read to its end and refused
-    with 452 4.3.1; nothing is left behind and the session goes on."""
+    """A message bigger than the 256 KiB of temp files allowed is refused with 452 4.3.1: at
+    MAIL when its SIZE= says so (RFC 1870 section 6.2), else once read to its end; nothing
+    is left behind and the session goes on."""
     h = tiny_server
     big = make_message(token + "-big", body=LINE * (300 * 1024 // len(LINE)))
+    with h.raw("smtp") as smtp:
+        assert smtp.read_reply().code == 220
+        smtp.ehlo()
+        reply = smtp.command(f"MAIL FROM:<sender@remote.test> SIZE={len(big)}")
+        assert (reply.code, reply.enhanced) == (452, "4.3.1"), reply
+        assert smtp.command("MAIL FROM:<sender@remote.test> SIZE=1000").code == 250
     with _open_data(h, token) as smtp:
         smtp.send(dot_stuff(big))
         reply = smtp.read_reply()

@@ -32,7 +32,7 @@ from mailstead.proto.smtp.events import (
 )
 from mailstead.proto.smtp.server import SMTPServerCore
 from mailstead.servers.listener import Connection, ConnectionLost, Interrupted
-from mailstead.servers.spool import Spool, SpoolLimits
+from mailstead.servers.spool import R_NO_ROOM, Spool, SpoolLimits
 
 log = logging.getLogger("mailstead.smtp")
 
@@ -138,6 +138,10 @@ class SMTPServer:
                 info.helo, info.esmtp = event.name, event.esmtp
             elif isinstance(event, MailFrom):
                 reply = await self._delivery.check_sender(info, event.sender)
+                if (reply.is_positive and event.size is not None and self._spool is not None
+                        and not self._spool.room_for(event.size)):
+                    # RFC 1870 section 6.2: 452 when the declared size does not fit now.
+                    reply = R_NO_ROOM
                 if reply.is_positive:
                     txn = Transaction(sender=event.sender, smtputf8=event.smtputf8)
                 core.respond(reply)

@@ -76,6 +76,10 @@ class SpoolLimits:
         self.disk_used = 0
         self.commits = ByteGate(memory_budget)
 
+    def room_for(self, size: int) -> bool:
+        """Whether a message of ``size`` octets (a MAIL SIZE= declaration) fits now."""
+        return size <= MEMORY_THRESHOLD or self.disk_used + size <= self.disk_budget
+
     def prepare(self) -> None:
         """Creates the directory and removes what a previous run left (a crash mid-DATA):
         no spool file outlives its process, since nothing acknowledged lives there."""

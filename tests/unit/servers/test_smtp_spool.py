@@ -119,6 +119,19 @@ def test_disk_budget_fails_the_message_and_frees_its_file(tmp_path: Path) -> Non
     assert (limits.memory_used, limits.disk_used) == (0, 0)
 
 
+def test_room_for_a_declared_size(tmp_path: Path) -> None:
+    limits = _limits(tmp_path, disk=MIB)
+    assert limits.room_for(MIB)
+    assert not limits.room_for(MIB + 1)
+    spool = Spool(limits)
+    spool.open()
+    spool.write(b"z" * (MIB // 2))
+    assert not limits.room_for(MIB // 2 + 1)
+    assert limits.room_for(MEMORY_THRESHOLD)  # stays in memory
+    spool.close()
+    assert limits.room_for(MIB)
+
+
 def test_prepare_removes_what_a_crash_left(tmp_path: Path) -> None:
     directory = tmp_path / "tmp"
     directory.mkdir()
