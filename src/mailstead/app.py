@@ -36,6 +36,7 @@ from mailstead.servers.listener import Listener, make_tls_context
 from mailstead.servers.managesieve import ManageSieveListenerSettings, ManageSieveServer
 from mailstead.servers.pop3 import LeaseLock, Maildrops, POP3ListenerSettings, POP3Server
 from mailstead.servers.smtp import SMTPListenerSettings, SMTPServer
+from mailstead.servers.spool import SpoolLimits
 from mailstead.sieve.delivery import SieveRunner
 from mailstead.sieve.limits import SieveLimits
 from mailstead.storage import open_store
@@ -325,6 +326,9 @@ async def run(config: Config) -> None:
             filters=pipeline,
             sieve=_sieve_runner(config, store),
         )
+        spool = SpoolLimits(config.data_dir / "tmp", config.smtp.spool_memory_budget,
+                            config.smtp.spool_disk_budget)
+        spool.prepare()
         for port in _SMTP_PORTS:
             address: HostPort | None = getattr(config.listen, port.name)
             if address is None:
@@ -344,6 +348,7 @@ async def run(config: Config) -> None:
                 accounts,
                 tls,
                 stopping,
+                spool,
             )
             listeners.append(Listener(
                 port.name, address.host, address.port, server.session,

@@ -199,6 +199,28 @@ class SMTPConfig:
         default=20,
         metadata=_doc("Simultaneous SMTP connections from one IP address.", "integer", "20"),
     )
+    spool_memory_budget: int = field(
+        default=64 * MIB,
+        metadata=_doc(
+            "Bytes of message content that unfinished SMTP transactions may hold in memory, "
+            "over all connections: each message keeps its first 64 KiB in memory, the rest "
+            "goes to a temp file under the data directory's tmp/. A DATA or BDAT that finds "
+            "no room gets 452 4.3.1 (RFC 3463: mail system full). Messages being stored are "
+            "read back within the same amount again.",
+            "integer",
+            "67108864 (64 MiB)",
+        ),
+    )
+    spool_disk_budget: int = field(
+        default=2 * 1024 * MIB,
+        metadata=_doc(
+            "Bytes of temp files that unfinished SMTP transactions may hold, over all "
+            "connections; a message that would go over gets 452 4.3.1 at its end of data. "
+            "Keep it well above smtp.max_message_size.",
+            "integer",
+            "2147483648 (2 GiB)",
+        ),
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,6 +32,7 @@ from mailstead.proto.smtp.events import (
 )
 from mailstead.proto.smtp.server import SMTPServerCore
 from mailstead.servers.listener import Connection, ConnectionLost, Interrupted
+from mailstead.servers.spool import R_NO_ROOM, Spool, SpoolLimits
 
 log = logging.getLogger("mailstead.smtp")
 
@@ -70,7 +71,11 @@ class SMTPServer:
         accounts: AccountService,
         tls: ssl.SSLContext | None,
         shutting_down: asyncio.Event,
+        spool: SpoolLimits | None = None,
     ) -> None:
+        """``spool``: where message content waits for the end of data, shared by every
+        listener; None keeps each message in memory (tests of this module only)."""
+        self._spool = spool
         self._settings = settings
         self._delivery = delivery
         self._accounts = accounts
@@ -83,6 +88,16 @@ class SMTPServer:
                      "from your address, try again later").render()
 
     async def session(self, conn: Connection) -> None:
+        spool = Spool(self._spool) if self._spool is not None else None
+        try:
+            await self._session(conn, spool)
+        finally:
+            # Whatever ended the session (QUIT, timeout, a lost connection, a crash), its
+            # unfinished message is forgotten and its temp file removed.
+            if spool is not None:
+                spool.close()
+
+    async def _session(self, conn: Connection, spool: Spool | None) -> None:
         s = self._settings
         core = SMTPServerCore(SessionSettings(
             hostname=s.hostname,
@@ -92,7 +107,7 @@ class SMTPServer:
             max_message_size=s.max_message_size,
             max_recipients=s.max_recipients,
             max_errors=s.max_errors,
-        ))
+        ), spool)
         info = SessionInfo(client_ip=conn.peer_ip, submission=s.submission,
                            tls=conn.tls.describe() if conn.tls else None)
         txn: Transaction | None = None
@@ -123,6 +138,10 @@ class SMTPServer:
                 info.helo, info.esmtp = event.name, event.esmtp
             elif isinstance(event, MailFrom):
                 reply = await self._delivery.check_sender(info, event.sender)
+                if (reply.is_positive and event.size is not None and self._spool is not None
+                        and not self._spool.room_for(event.size)):
+                    # RFC 1870 section 6.2: 452 when the declared size does not fit now.
+                    reply = R_NO_ROOM
                 if reply.is_positive:
                     txn = Transaction(sender=event.sender, smtputf8=event.smtputf8)
                 core.respond(reply)
@@ -132,7 +151,7 @@ class SMTPServer:
                     continue
                 core.respond(await self._delivery.check_recipient(info, txn, event.recipient))
             elif isinstance(event, MessageData):
-                await self._message(core, info, txn, event)
+                await self._message(core, info, txn, event, spool)
                 txn = None
             elif isinstance(event, TransactionReset):
                 if txn is not None and isinstance(event.reply, Reply):
@@ -161,13 +180,23 @@ class SMTPServer:
                 return
 
     async def _message(
-        self, core: SMTPServerCore, info: SessionInfo, txn: Transaction | None, event: MessageData
+        self, core: SMTPServerCore, info: SessionInfo, txn: Transaction | None,
+        event: MessageData, spool: Spool | None,
     ) -> None:
         if txn is None:
             core.respond(Reply(503, "5.5.1", "No transaction in progress"))
             return
-        # Shielded: a shutdown must not cut a commit in half; the client gets its answer.
-        outcome = await asyncio.shield(self._delivery.deliver(info, txn, event.data))
+        if spool is None or self._spool is None:
+            outcome = await asyncio.shield(self._delivery.deliver(info, txn, event.data))
+        else:
+            # The delivery takes the message as bytes: a spooled one is read back into
+            # memory, so how many bytes are read back at once is bounded by the budget.
+            async with self._spool.commits.hold(spool.size if spool.on_disk else 0):
+                data = await spool.read()
+                # Shielded: a shutdown must not cut a commit in half; the client gets
+                # its answer.
+                outcome = await asyncio.shield(self._delivery.deliver(info, txn, data))
+                del data
         core.respond(outcome.reply)
         self._log(info, txn, outcome.queue_id, outcome.reply, outcome.size)
 

@@ -97,7 +97,9 @@ class MessageData:
     """The whole message content arrived (after DATA, dot-unstuffed; or the last BDAT chunk).
 
     Call ``respond`` with 250 only after it is durable. The core resets the transaction after
-    the reply, whatever it is (RFC 5321 section 4.1.1.4)."""
+    the reply, whatever it is (RFC 5321 section 4.1.1.4), which closes the sink. ``data`` is
+    the content when the core kept it itself; empty when the server gave the core its own
+    ``ContentSink``, which then holds it until the reply."""
 
     data: bytes
     sender: Address | None

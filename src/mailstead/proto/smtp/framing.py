@@ -10,6 +10,7 @@ C loops, never a Python loop per byte.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
@@ -97,7 +98,8 @@ class DataProblem(Enum):
 @dataclass(frozen=True, slots=True)
 class DataDone:
     """The end of the data was seen. ``content`` is the dot-unstuffed message (empty when a
-    problem made the core stop keeping it); ``problem`` is the first fault found, or None."""
+    problem made the core stop keeping it, or when it went to the reader's ``out``);
+    ``problem`` is the first fault found, or None."""
 
     content: bytes
     problem: DataProblem | None
@@ -109,13 +111,19 @@ class DataReader:
 
     Faults are recorded but reading goes on to the real end of the data, so the client gets
     one reply at the end and no byte of the message is ever taken as a command. After a
-    fault only a few bytes are retained, whatever the message size.
+    fault only a few bytes are retained, whatever the message size. With ``out`` the
+    unstuffed content is handed to it block by block as it arrives instead of being kept, so
+    the reader holds at most a partial line plus one read; once a fault is found nothing more
+    is handed out (the caller discards what it got).
     """
 
-    __slots__ = ("_buf", "_chunks", "_max_line", "_max_size", "_midline",
+    __slots__ = ("_buf", "_chunks", "_max_line", "_max_size", "_midline", "_out",
                  "_problem", "_size")
 
-    def __init__(self, max_size: int, max_line: int) -> None:
+    def __init__(
+        self, max_size: int, max_line: int, out: Callable[[bytes], None] | None = None
+    ) -> None:
+        self._out = out
         self._max_size = max_size
         self._max_line = max_line
         self._buf = bytearray(CRLF)  # unprocessed data; starts with the CRLF ending a line
@@ -145,7 +153,7 @@ class DataReader:
                 del buf[: len(buf) - keep]
                 return None
             self._note_bare(bytes(buf[:end]))
-            self._size += end
+            self._size += end + 2  # the CRLF ending the line is content too
             del buf[:end]
             self._midline = False
         end = buf.find(END_OF_DATA)
@@ -167,7 +175,8 @@ class DataReader:
             self._fault(DataProblem.LINE_TOO_LONG)
             keep = 1 if buf.endswith(b"\r") else 0
             self._note_bare(bytes(buf[2 : len(buf) - keep]))
-            self._size += len(buf) - 2 - keep
+            # Counted as unstuffed, as _take would: a leading "." is not content.
+            self._size += len(buf) - 2 - keep - (1 if buf[2:3] == b"." else 0)
             del buf[: len(buf) - keep]
             self._midline = True
         return None
@@ -191,17 +200,23 @@ class DataReader:
         if self._size > self._max_size:
             # RFC 1870 section 6.3: refuse after the end of data; keep nothing meanwhile.
             self._fault(DataProblem.TOO_BIG)
-        if self._problem is None:
-            self._chunks.append(unstuffed)
+        if self._problem is None and unstuffed:
+            if self._out is not None:
+                self._out(unstuffed)
+            else:
+                self._chunks.append(unstuffed)
 
 
 class BdatReader:
     """Reads exactly ``size`` octets of one BDAT chunk (RFC 3030 section 2), keeping them
-    only when ``keep`` is set; the octets are opaque (CRLF "." CRLF means nothing here)."""
+    only when ``keep`` is set; the octets are opaque (CRLF "." CRLF means nothing here). With
+    ``out`` the kept octets are handed to it as they arrive instead (the chunk returned is
+    then empty), so a large chunk is never held whole."""
 
-    __slots__ = ("_chunks", "_keep", "remaining")
+    __slots__ = ("_chunks", "_keep", "_out", "remaining")
 
-    def __init__(self, size: int, keep: bool) -> None:
+    def __init__(self, size: int, keep: bool, out: Callable[[bytes], None] | None = None) -> None:
+        self._out = out
         self.remaining = size
         self._keep = keep
         self._chunks: list[bytes] = []
@@ -211,7 +226,9 @@ class BdatReader:
         when not kept), leaving any following bytes in ``inbuf``."""
         take = min(self.remaining, len(inbuf))
         if take:
-            if self._keep:
+            if self._keep and self._out is not None:
+                self._out(bytes(inbuf[:take]))
+            elif self._keep:
                 self._chunks.append(bytes(inbuf[:take]))
             del inbuf[:take]
             self.remaining -= take

@@ -10,8 +10,8 @@ come out in order. Client bytes never raise out of it.
 
 Memory is bounded as long as the server feeds bytes only after ``next_event`` returned
 NEED_DATA (the contract): then the input buffer never holds more than one command line plus
-one read, DATA and BDAT content is consumed as it arrives, and at most one reply per command
-line read is queued.
+one read, DATA and BDAT content is consumed as it arrives and handed to the server's
+``ContentSink`` (see ``sink.py``), and at most one reply per command line read is queued.
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ from mailstead.proto.smtp.events import (
     TransactionReset,
 )
 from mailstead.proto.smtp.framing import BadLine, BdatReader, DataReader, LineProblem, LineReader
+from mailstead.proto.smtp.sink import ContentSink
 from mailstead.proto.smtp.state import (
     COMMANDS,
     TRANSACTION_READY,
@@ -65,7 +66,9 @@ _Decision = MailFrom | RcptTo | MessageData | AuthCredentials
 class SMTPServerCore:
     """One SMTP session; see ``mailstead.proto.smtp.events`` for the calling contract."""
 
-    def __init__(self, settings: SessionSettings) -> None:
+    def __init__(self, settings: SessionSettings, sink: ContentSink | None = None) -> None:
+        """``sink`` receives message content as it arrives (default: kept in memory and
+        handed out as ``MessageData.data``)."""
         self.settings = settings
         self.helo_name: str | None = None
         self.authenticated_as: str | None = None
@@ -82,7 +85,7 @@ class SMTPServerCore:
         self._errors = 0
         self._junk = 0
         self._auth = SmtpAuth(settings.auth_mechanisms)
-        self._txn = Transaction(settings)
+        self._txn = Transaction(settings, sink)
         # One handler per row of the state table: _cmd_ehlo for "EHLO", and so on.
         self._handlers: dict[str, Callable[[str], None]] = {
             verb: getattr(self, f"_cmd_{verb.lower()}") for verb in COMMANDS
@@ -450,8 +453,14 @@ class SMTPServerCore:
         self._decision(event)
 
     def _cmd_data(self, arg: str) -> None:
+        refused = self._txn.start_data()
+        if refused is not None:
+            # No room for the content (452 4.3.1): the transaction stays, the client may
+            # retry; a client that keeps trying is sending junk.
+            self._send(refused)
+            self._count_junk()
+            return
         self._send(replies.START_DATA)
-        self._txn.start_data()
         self._enter(Phase.DATA)
 
     def _cmd_bdat(self, arg: str) -> None:

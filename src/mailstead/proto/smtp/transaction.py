@@ -2,7 +2,8 @@
 reading of its content with DATA (RFC 5321 section 4.1.1.4) or BDAT chunks (RFC 3030).
 
 ``Transaction`` holds no I/O and sends nothing: the core feeds it the input buffer while in
-the DATA or BDAT phase and turns each ``ContentOutcome`` into a reply or a decision event.
+the DATA or BDAT phase and turns each ``ContentOutcome`` into a reply or a decision event. The
+content goes to the session's ``ContentSink`` as it arrives, never into one buffer here.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from mailstead.core.reply import Reply
 from mailstead.proto.smtp import replies
 from mailstead.proto.smtp.events import MailFrom, MessageData, SessionSettings
 from mailstead.proto.smtp.framing import BdatReader, DataProblem, DataReader
+from mailstead.proto.smtp.sink import BufferSink, ContentSink
 
 _DATA_PROBLEM_REPLY = {
     DataProblem.BARE_EOL: replies.BARE_EOL_DATA,
@@ -40,12 +42,14 @@ class Transaction:
     """One session's transaction state; ``reset`` starts over (RSET, EHLO, end of message)."""
 
     __slots__ = (
-        "_bdat_chunks",
+        "_bdat_abort",
         "_bdat_last",
         "_bdat_refusal",
         "_bdat_size",
         "_bdat_total",
+        "_open",
         "_settings",
+        "_sink",
         "bdat",
         "bdat_used",
         "data",
@@ -54,18 +58,20 @@ class Transaction:
         "rcpts",
     )
 
-    def __init__(self, settings: SessionSettings) -> None:
+    def __init__(self, settings: SessionSettings, sink: ContentSink | None = None) -> None:
         self._settings = settings
+        self._sink: ContentSink = sink if sink is not None else BufferSink()
+        self._open = False  # the sink holds (part of) this transaction's content
         self.mail: MailFrom | None = None
         self.rcpts: list[Address] = []
         self.rcpt_attempts = 0
         self.bdat_used = False
         self.data: DataReader | None = None  # set while reading DATA content
         self.bdat: BdatReader | None = None  # set while reading one BDAT chunk
-        self._bdat_chunks: list[bytes] = []
         self._bdat_total = 0
         self._bdat_last = False
         self._bdat_refusal: Reply | None = None
+        self._bdat_abort = False  # the refusal ends the transaction (the sink refused)
         self._bdat_size = 0
 
     def reset(self) -> bool:
@@ -75,21 +81,49 @@ class Transaction:
         self.rcpts = []
         self.rcpt_attempts = 0
         self.bdat_used = False
-        self._bdat_chunks = []
         self._bdat_total = 0
+        self._release()
         return active
 
     def drop_readers(self) -> None:
         """The session is over: release whatever content was buffered."""
         self.data = None
         self.bdat = None
-        self._bdat_chunks.clear()
+        self._release()
+
+    def _release(self) -> None:
+        if self._open:
+            self._open = False
+            self._sink.close()
+
+    def _start_content(self) -> Reply | None:
+        """Open the sink for a new message; its refusal when it has no room."""
+        self._release()
+        refused = self._sink.open()
+        if refused is None:
+            self._open = True
+        else:
+            self._sink.close()
+        return refused
+
+    def _content(self, via_bdat: bool) -> MessageData:
+        mail = self.mail
+        assert mail is not None
+        sink = self._sink
+        data = sink.getvalue() if isinstance(sink, BufferSink) else b""
+        return MessageData(data, mail.sender, tuple(self.rcpts), via_bdat)
 
     # ----------------------------------------------------------------- DATA
 
-    def start_data(self) -> None:
-        """DATA was accepted (354 sent): read the content that follows."""
-        self.data = DataReader(self._settings.max_message_size, self._settings.max_data_line)
+    def start_data(self) -> Reply | None:
+        """DATA passed the sequence checks: read the content that follows, or return the
+        sink's refusal (then no 354 is sent and the transaction stays as it was)."""
+        refused = self._start_content()
+        if refused is not None:
+            return refused
+        self.data = DataReader(self._settings.max_message_size, self._settings.max_data_line,
+                               self._sink.write)
+        return None
 
     def feed_data(self, inbuf: bytearray) -> ContentOutcome | None:
         """Consume DATA content from ``inbuf``; None until CRLF "." CRLF is seen, after which
@@ -102,13 +136,15 @@ class Transaction:
         if done is None:
             return None
         self.data = None
-        if done.problem is not None:
+        failed = self._sink.failure()
+        if done.problem is not None or failed is not None:
             # The data was read to its end, so no byte of it is taken as a command.
             self.reset()
-            return Refusal(_DATA_PROBLEM_REPLY[done.problem], reset=True)
-        mail = self.mail
-        assert mail is not None
-        return MessageData(done.content, mail.sender, tuple(self.rcpts), False)
+            if done.problem is not None:
+                return Refusal(_DATA_PROBLEM_REPLY[done.problem], reset=True)
+            assert failed is not None
+            return Refusal(failed, reset=True)
+        return self._content(via_bdat=False)
 
     # ----------------------------------------------------------------- BDAT
 
@@ -117,10 +153,17 @@ class Transaction:
         used. A chunk that is refused (``refusal``) or that would make the message too big is
         still read to its end and discarded (RFC 3030 section 2)."""
         over = self._bdat_total + size > self._settings.max_message_size
+        self._bdat_abort = False
+        if refusal is None and not self._open:
+            # The first chunk of a message: the sink must have room for it. RFC 3030
+            # section 2: after a refused chunk the client sends no more, so the
+            # transaction is abandoned rather than left to go on without this chunk.
+            refusal = self._start_content()
+            self._bdat_abort = refusal is not None
         self._bdat_refusal = refusal
         self._bdat_last = last
         self._bdat_size = size
-        self.bdat = BdatReader(size, keep=refusal is None and not over)
+        self.bdat = BdatReader(size, keep=refusal is None and not over, out=self._sink.write)
 
     def feed_bdat(self, inbuf: bytearray) -> ContentOutcome | None:
         """Consume the chunk's octets from ``inbuf``; None until the chunk is complete."""
@@ -132,18 +175,19 @@ class Transaction:
         self.bdat = None
         if self._bdat_refusal is not None:
             refusal, self._bdat_refusal = self._bdat_refusal, None
-            return Refusal(refusal, reset=False)
-        mail = self.mail
-        assert mail is not None
+            if self._bdat_abort:
+                self.reset()
+            return Refusal(refusal, reset=self._bdat_abort)
         self.bdat_used = True
         self._bdat_total += self._bdat_size
         if self._bdat_total > self._settings.max_message_size:
             # RFC 1870 section 6.3 / RFC 3030 section 2: refused once the chunk is consumed.
             self.reset()
             return Refusal(replies.TOO_BIG, reset=True)
-        self._bdat_chunks.append(chunk)
+        failed = self._sink.failure()
+        if failed is not None:
+            self.reset()
+            return Refusal(failed, reset=True)
         if not self._bdat_last:
             return replies.octets_received(self._bdat_size)
-        data = b"".join(self._bdat_chunks)
-        self._bdat_chunks = []
-        return MessageData(data, mail.sender, tuple(self.rcpts), True)
+        return self._content(via_bdat=True)
