@@ -13,7 +13,7 @@ from mailstead.core.address import Address
 from mailstead.core.reply import Reply
 from mailstead.proto.smtp import replies
 from mailstead.proto.smtp.events import MailFrom, MessageData, SessionSettings
-from mailstead.proto.smtp.framing import BdatReader, DataProblem, DataReader
+from mailstead.proto.smtp.framing import BdatReader, DataProblem, DataReader, LineEndCheck
 
 _DATA_PROBLEM_REPLY = {
     DataProblem.BARE_EOL: replies.BARE_EOL_DATA,
@@ -41,6 +41,7 @@ class Transaction:
 
     __slots__ = (
         "_bdat_chunks",
+        "_bdat_eol",
         "_bdat_last",
         "_bdat_refusal",
         "_bdat_size",
@@ -67,6 +68,8 @@ class Transaction:
         self._bdat_last = False
         self._bdat_refusal: Reply | None = None
         self._bdat_size = 0
+        # The line-end judge of the BDAT message, across its chunks (None before the first).
+        self._bdat_eol: LineEndCheck | None = None
 
     def reset(self) -> bool:
         """Forget the transaction; True when one was in progress."""
@@ -77,6 +80,7 @@ class Transaction:
         self.bdat_used = False
         self._bdat_chunks = []
         self._bdat_total = 0
+        self._bdat_eol = None
         return active
 
     def drop_readers(self) -> None:
@@ -120,7 +124,12 @@ class Transaction:
         self._bdat_refusal = refusal
         self._bdat_last = last
         self._bdat_size = size
-        self.bdat = BdatReader(size, keep=refusal is None and not over)
+        keep = refusal is None and not over
+        if keep and self._bdat_eol is None:
+            mail = self.mail
+            assert mail is not None
+            self._bdat_eol = LineEndCheck(header_only=mail.body == "BINARYMIME")
+        self.bdat = BdatReader(size, keep=keep, check=self._bdat_eol if keep else None)
 
     def feed_bdat(self, inbuf: bytearray) -> ContentOutcome | None:
         """Consume the chunk's octets from ``inbuf``; None until the chunk is complete."""
@@ -141,6 +150,15 @@ class Transaction:
             # RFC 1870 section 6.3 / RFC 3030 section 2: refused once the chunk is consumed.
             self.reset()
             return Refusal(replies.TOO_BIG, reset=True)
+        eol = self._bdat_eol
+        assert eol is not None
+        if self._bdat_last:
+            eol.finish()
+        if eol.fault:
+            # RFC 5321 section 2.3.8: BDAT content gets DATA's bare CR/LF rule, so that the
+            # header our checks read is the header every later reader sees.
+            self.reset()
+            return Refusal(replies.BARE_EOL_DATA, reset=True)
         self._bdat_chunks.append(chunk)
         if not self._bdat_last:
             return replies.octets_received(self._bdat_size)
