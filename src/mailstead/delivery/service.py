@@ -16,10 +16,10 @@ from dataclasses import dataclass, field, replace
 
 from mailstead.core.address import Address
 from mailstead.core.errors import NotFound, StoreError
-from mailstead.core.message import summarize
+from mailstead.core.message import parse_header, summarize
 from mailstead.core.reply import Reply
+from mailstead.delivery.authorship import Authors, authors
 from mailstead.delivery.headers import (
-    from_addresses,
     protocol_keyword,
     received_header,
     split_header,
@@ -109,7 +109,14 @@ R_UNKNOWN_USER = Reply(550, "5.1.1", "No such user here")
 R_LOOP = Reply(550, "5.4.6", "Alias expansion loop for this recipient")
 R_NOT_YOUR_SENDER = Reply(553, "5.7.1", "Sender address is not owned by the authenticated account")
 R_NOT_YOUR_FROM = Reply(
-    553, "5.7.1", "From: header address is not owned by the authenticated account"
+    553, "5.7.1", "{name}: header address is not owned by the authenticated account"
+)
+# A display name (or comment) that shows another address in front of the user's: the trick
+# that makes a reader see someone else as the author (RFC 7489 section 6.6.1 is why DMARC
+# alone does not catch it).
+R_SHOWN_NOT_YOURS = Reply(
+    550, "5.7.1", "The {name}: header names an address the authenticated account does not "
+    "own (in its display name or comment); write only your own address there"
 )
 R_MAILBOX_FULL = Reply(452, "4.2.2", "Mailbox full")
 R_TEMP_FAILURE = Reply(451, "4.3.0", "Temporary storage failure, please try again later")
@@ -252,7 +259,7 @@ class DeliveryService:
             fields = filtered.fields
             mailbox = filtered.mailbox or mailbox
         if session.submission:
-            reply = await self._check_from(session, header)
+            reply = await self._check_from(session, data)
             if reply is not None:
                 return DeliveryOutcome(reply, queue_id, len(data), 0, 0)
             extra = submission_fixups(header, hostname=self._hostname, queue_id=queue_id, now=now)
@@ -353,15 +360,18 @@ class DeliveryService:
         if await self._sieve.send_followups(plan, self._ids.next) and self._on_queued:
             self._on_queued()
 
-    async def _check_from(self, session: SessionInfo, header: bytes) -> Reply | None:
-        """RFC 6409 section 6.1: the MSA may refuse a From: the user does not own."""
+    async def _check_from(self, session: SessionInfo, data: bytes) -> Reply | None:
+        """RFC 6409 section 6.1: the MSA may refuse an author the user does not own; every
+        address a reader may take for the author is checked (see ``delivery.authorship``)."""
         assert session.account is not None
-        addresses = from_addresses(header)
-        if not addresses:
-            return Reply(550, "5.6.0", "Message has no valid From: header (RFC 5322 section 3.6)")
-        for addr in addresses:
+        found = authors(parse_header(data))
+        if not isinstance(found, Authors):
+            return found
+        for name, addr, shown in found.named:
             if not await self._owns(session.account, addr):
-                return R_NOT_YOUR_FROM
+                title = "-".join(part.capitalize() for part in name.split("-"))
+                template = R_SHOWN_NOT_YOURS if shown else R_NOT_YOUR_FROM
+                return Reply(template.code, template.enhanced, template.text.format(name=title))
         return None
 
     async def _owns(self, account: Account, address: Address) -> bool:

@@ -162,6 +162,39 @@ def test_submission_sender_rules(loop: asyncio.AbstractEventLoop, store: Store) 
     assert b"(authenticated as alice@example.test)" in stored
 
 
+@pytest.mark.parametrize(("data", "code", "enhanced", "words"), [
+    (b"From: alice@example.test\r\nSender: bob@example.test\r\n\r\nhi\r\n", 553, "5.7.1",
+     "Sender: header"),
+    (b"From: alice@example.test\r\nResent-From: bob@example.test\r\n\r\nhi\r\n", 553,
+     "5.7.1", "Resent-From: header"),
+    (b'From: "bob@example.test" <alice@example.test>\r\n\r\nhi\r\n', 550, "5.7.1",
+     "names an address the authenticated account does not own"),
+    (b"From: =?utf-8?b?Ym9iQGV4YW1wbGUudGVzdA==?= <alice@example.test>\r\n\r\nhi\r\n", 550,
+     "5.7.1", "names an address"),
+    (b"From: alice@example.test\r\nFrom: bob@example.test\r\n\r\nhi\r\n", 550, "5.6.0",
+     "more than one From: field"),
+    (b" From: bob@example.test\r\nFrom: alice@example.test\r\n\r\nhi\r\n", 550, "5.6.0",
+     "first line starting with a space"),
+])
+def test_submission_author_tricks_are_refused(
+    loop: asyncio.AbstractEventLoop, store: Store, data: bytes, code: int, enhanced: str,
+    words: str,
+) -> None:
+    svc = DeliveryService(store, "mail.example.test", clock=lambda: NOW)
+    alice = run(loop, store.get_account("alice@example.test"))
+    sub = SessionInfo(client_ip="127.0.0.1", submission=True, esmtp=True, account=alice)
+    txn = Transaction(sender=parse_address("alice@example.test"))
+    assert run(loop, svc.check_recipient(sub, txn, parse_address("friend@remote.test"))).code == 250
+    reply = run(loop, svc.deliver(sub, txn, data)).reply
+    assert (reply.code, reply.enhanced) == (code, enhanced)
+    assert words in reply.text
+    assert run(loop, store.list_queue()) == []
+    # The user's own address in the display name, and an alias the user receives, are fine.
+    fine = (b'From: "alice@example.test" <alice@example.test>\r\n'
+            b"Sender: sales@example.test\r\n\r\nhi\r\n")
+    assert run(loop, svc.deliver(sub, txn, fine)).reply.code == 250
+
+
 @given(st.lists(st.sampled_from([b"\r\n", b"\r", b"\n", b"a", b":"]), max_size=10)
        .map(b"".join))
 @settings(max_examples=500, deadline=None)
