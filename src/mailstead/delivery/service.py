@@ -11,7 +11,8 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from mailstead.core.address import Address
@@ -75,6 +76,7 @@ class Transaction:
 
     sender: Address | None
     smtputf8: bool = False
+    size: int | None = None  # the SIZE= the client declared (RFC 1870), None when it did not
     rcpts: list[str] = field(default_factory=list)  # as the client named them
     accounts: dict[int, str] = field(default_factory=dict)
     remote: dict[str, str] = field(default_factory=dict)  # key -> address
@@ -82,6 +84,8 @@ class Transaction:
     # so delivery neither reads it again nor runs the Sieve step when no account has one;
     # like the recipients themselves, it is resolved once per transaction.
     scripts: dict[int, str | None] = field(default_factory=dict)
+    # The accounts the recipient lookup found without a quota: delivery reads no quota for them.
+    unlimited: set[int] = field(default_factory=set)
 
     def may_run_sieve(self) -> bool:
         """Whether some account has an active script, or one whose script is not known."""
@@ -119,6 +123,15 @@ R_SHOWN_NOT_YOURS = Reply(
     "own (in its display name or comment); write only your own address there"
 )
 R_MAILBOX_FULL = Reply(452, "4.2.2", "Mailbox full")
+# RFC 5321 section 4.2.2 (552: exceeded storage allocation) and RFC 3463 section 3.3 (X.2.2,
+# mailbox full): this message does not fit in what is left of the recipient's quota.
+R_NO_ROOM = Reply(552, "5.2.2", "Mailbox full: this message would take the recipient's "
+                  "mailbox over its storage quota")
+# One reply answers the data for every recipient (RFC 5321 section 4.1.1.4), so when only some
+# have no room the whole message is deferred rather than stored past a quota or bounced for
+# all; a client that declares SIZE= gets the full ones refused at RCPT on its next try.
+R_SOME_NO_ROOM = Reply(452, "4.2.2", "Mailbox full for some recipients: this message would "
+                       "take their mailbox over its storage quota; try again later")
 R_TEMP_FAILURE = Reply(451, "4.3.0", "Temporary storage failure, please try again later")
 # RFC 3463 4.7.1 (delivery not authorized, temporary): the per-sender hourly limit (issue 5).
 R_RATE_LIMITED = Reply(
@@ -191,10 +204,21 @@ class DeliveryService:
             if limited is not None:
                 return limited
         # The lookup already told the quota state of the accounts it found (one read).
+        unknown = [a for a in res.accounts if a not in res.states]
         full = {a for a, state in res.states.items() if state.full}
-        full |= await self._over_quota(a for a in res.accounts if a not in res.states)
+        full |= await self._without_room(dict.fromkeys(unknown, 0))
+        tight: set[int] = set()
+        if txn.size:
+            # RFC 1870 section 6.2 lets a server refuse a declared size it cannot take; for
+            # one recipient's quota that answer belongs to its RCPT.
+            tight = {a for a, state in res.states.items()
+                     if a not in full and state.room is not None and state.room < txn.size}
+            tight |= await self._without_room(
+                dict.fromkeys((a for a in unknown if a not in full), txn.size))
+            full |= tight
         if full and len(full) == len(res.accounts) and not res.remote:
-            return R_MAILBOX_FULL
+            return R_NO_ROOM if tight else R_MAILBOX_FULL
+        txn.unlimited.update(a for a, state in res.states.items() if state.room is None)
         txn.rcpts.append(str(rcpt))
         txn.accounts.update({a: v for a, v in res.accounts.items() if a not in full})
         txn.scripts.update((a, state.script) for a, state in res.states.items())
@@ -216,17 +240,19 @@ class DeliveryService:
                          R_RATE_LIMITED.text.format(limit=limit))
         return None
 
-    async def _over_quota(self, accounts: Iterable[int]) -> set[int]:
-        """The accounts whose stored mail has reached their quota (RFC 9208 section 5.1);
-        none when the backend keeps no quotas."""
-        wanted = list(accounts)
-        get_quota = getattr(self._store, "get_quota", None) if wanted else None
+    async def _without_room(self, adding: Mapping[int, int]) -> set[int]:
+        """The accounts whose quota cannot take ``adding[account]`` more octets, or (for 0)
+        whose stored mail has reached it (RFC 9208 section 5.1, as APPEND checks); none when
+        the backend keeps no quotas."""
+        get_quota = getattr(self._store, "get_quota", None) if adding else None
         if get_quota is None:
             return set()
         full: set[int] = set()
-        for account_id in wanted:
+        for account_id, size in adding.items():
             quota = await get_quota(account_id)
-            if quota.limit is not None and quota.used >= quota.limit:
+            if quota.limit is None:
+                continue
+            if (quota.used + size > quota.limit) if size else (quota.used >= quota.limit):
                 full.add(account_id)
         return full
 
@@ -294,6 +320,16 @@ class DeliveryService:
                 await self._followups(plan)
                 return DeliveryOutcome(Reply(250, "2.0.0", f"Ok: queued as {queue_id}"),
                                        queue_id, len(stored), 0, 0)
+        per_account = Counter(d.account_id for d in local)
+        no_room = await self._without_room({a: n * len(stored) for a, n in per_account.items()
+                                            if a not in txn.unlimited})
+        if no_room:
+            # Checked with the final size, as APPEND does: the quota is never overshot.
+            log.info("message %s refused: no room in the quota of accounts %s", queue_id,
+                     sorted(no_room))
+            everyone = len(no_room) == len(per_account) and not remote
+            return DeliveryOutcome(R_NO_ROOM if everyone else R_SOME_NO_ROOM, queue_id,
+                                   len(stored), 0, 0)
         summary = summarize(stored)
         message = IncomingMessage(
             data=stored,

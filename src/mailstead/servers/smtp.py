@@ -124,7 +124,8 @@ class SMTPServer:
             elif isinstance(event, MailFrom):
                 reply = await self._delivery.check_sender(info, event.sender)
                 if reply.is_positive:
-                    txn = Transaction(sender=event.sender, smtputf8=event.smtputf8)
+                    txn = Transaction(sender=event.sender, smtputf8=event.smtputf8,
+                                      size=event.size)
                 core.respond(reply)
             elif isinstance(event, RcptTo):
                 if txn is None:  # the core guarantees MAIL came first; stay safe anyway

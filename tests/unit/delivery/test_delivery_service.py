@@ -129,6 +129,44 @@ def test_mx_refuses_relay_and_dedupes(loop: asyncio.AbstractEventLoop, store: St
     assert stored.endswith(body)
 
 
+def test_quota_is_checked_with_the_final_size(loop: asyncio.AbstractEventLoop,
+                                              store: Store) -> None:
+    svc = DeliveryService(store, "mail.example.test", clock=lambda: NOW)
+    mx = SessionInfo(client_ip="192.0.2.1", submission=False, helo="client.test", esmtp=True)
+    alice = run(loop, store.get_account("alice@example.test"))
+    bob = run(loop, store.get_account("bob@example.test"))
+    assert alice is not None
+    assert bob is not None
+    limit = 4000
+    run(loop, store.set_quota(alice.id, limit))
+
+    def send(rcpts: list[str], size: int, declared: int | None = None) -> tuple[int, str]:
+        txn = Transaction(sender=parse_address("x@remote.test"), size=declared)
+        for rcpt in rcpts:
+            reply = run(loop, svc.check_recipient(mx, txn, parse_address(rcpt)))
+            if reply.code != 250:
+                return reply.code, reply.enhanced
+        body = b"From: x@remote.test\r\n\r\n" + b"x" * size + b"\r\n"
+        reply = run(loop, svc.deliver(mx, txn, body)).reply
+        return reply.code, reply.enhanced
+
+    assert send(["alice@example.test"], 2500)[0] == 250
+    # Under the quota at RCPT, over it with this message: refused at the end of data.
+    assert send(["alice@example.test"], 2500) == (552, "5.2.2")
+    # Another recipient with room: one reply answers for both, so the whole is deferred.
+    assert send(["alice@example.test", "bob@example.test"], 2500) == (452, "4.2.2")
+    assert len(run(loop, store.list_messages(bob.id, "INBOX"))) == 0
+    # A declared SIZE= lets RCPT refuse only the recipient without room.
+    assert send(["alice@example.test"], 10, declared=2500) == (552, "5.2.2")
+    assert send(["bob@example.test"], 10, declared=2500)[0] == 250
+    # What still fits is taken, up to the quota and never past it.
+    used = run(loop, store.get_quota(alice.id)).used
+    assert send(["alice@example.test"], limit - used - 400)[0] == 250
+    quota = run(loop, store.get_quota(alice.id))
+    assert quota.used <= limit
+    assert quota.messages == 2
+
+
 def test_submission_sender_rules(loop: asyncio.AbstractEventLoop, store: Store) -> None:
     svc = DeliveryService(store, "mail.example.test", clock=lambda: NOW)
     alice = run(loop, store.get_account("alice@example.test"))
