@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 
 from mailstead.core.address import Address
 from mailstead.core.errors import NotFound, StoreError
-from mailstead.core.message import parse_header, summarize
+from mailstead.core.message import ParsedHeader, parse_header, summarize
 from mailstead.core.reply import Reply
 from mailstead.delivery.authorship import Authors, authors
 from mailstead.delivery.headers import (
@@ -285,10 +285,12 @@ class DeliveryService:
             fields = filtered.fields
             mailbox = filtered.mailbox or mailbox
         if session.submission:
-            reply = await self._check_from(session, data)
+            parsed = parse_header(data)  # the one parse the checks and the fix-ups read
+            reply = await self._check_from(session, parsed)
             if reply is not None:
                 return DeliveryOutcome(reply, queue_id, len(data), 0, 0)
-            extra = submission_fixups(header, hostname=self._hostname, queue_id=queue_id, now=now)
+            extra = submission_fixups({f.name for f in parsed.fields}, hostname=self._hostname,
+                                      queue_id=queue_id, now=now)
         trace = received_header(
             helo=session.helo,
             client_ip=session.client_ip,
@@ -396,11 +398,11 @@ class DeliveryService:
         if await self._sieve.send_followups(plan, self._ids.next) and self._on_queued:
             self._on_queued()
 
-    async def _check_from(self, session: SessionInfo, data: bytes) -> Reply | None:
+    async def _check_from(self, session: SessionInfo, header: ParsedHeader) -> Reply | None:
         """RFC 6409 section 6.1: the MSA may refuse an author the user does not own; every
         address a reader may take for the author is checked (see ``delivery.authorship``)."""
         assert session.account is not None
-        found = authors(parse_header(data))
+        found = authors(header)
         if not isinstance(found, Authors):
             return found
         for name, addr, shown in found.named:

@@ -200,6 +200,22 @@ def test_submission_sender_rules(loop: asyncio.AbstractEventLoop, store: Store) 
     assert b"(authenticated as alice@example.test)" in stored
 
 
+def test_submission_fixups_read_the_parsed_header(loop: asyncio.AbstractEventLoop,
+                                                  store: Store) -> None:
+    svc = DeliveryService(store, "mail.example.test", clock=lambda: NOW)
+    alice = run(loop, store.get_account("alice@example.test"))
+    sub = SessionInfo(client_ip="127.0.0.1", submission=True, esmtp=True, account=alice)
+    txn = Transaction(sender=parse_address("alice@example.test"))
+    assert run(loop, svc.check_recipient(sub, txn, parse_address("friend@remote.test"))).code == 250
+    data = (b"From: alice@example.test\r\nDATE : Tue, 14 Nov 2023 22:13:20 +0000\r\n"
+            b"message-id:<m1@example.test>\r\n\r\nhi\r\n")
+    assert run(loop, svc.deliver(sub, txn, data)).reply.code == 250
+    stored = run(loop, store.read_blob(run(loop, store.list_queue())[0].blob))
+    assert stored.lower().count(b"\r\ndate") == 1
+    assert stored.lower().count(b"\r\nmessage-id") == 1
+    assert stored.endswith(data)
+
+
 @pytest.mark.parametrize(("data", "code", "enhanced", "words"), [
     (b"From: alice@example.test\r\nSender: bob@example.test\r\n\r\nhi\r\n", 553, "5.7.1",
      "Sender: header"),
