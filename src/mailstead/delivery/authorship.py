@@ -56,7 +56,7 @@ def authors(header: ParsedHeader) -> Authors | Reply:
     for name in _SINGLE:
         if len(header.values(name)) > 1:
             # RFC 7489 section 6.6.1: several From: fields must not be guessed at.
-            return _with(R_SEVERAL, name)
+            return naming(R_SEVERAL, name)
     if not header.values("from"):
         return R_NO_FROM
     named: list[tuple[str, Address, bool]] = []
@@ -78,11 +78,11 @@ def _field_authors(name: str, value: str) -> list[tuple[str, Address, bool]] | R
         if host is None:
             continue  # a group's start or end marker (RFC 5322 section 3.4)
         if local is None or local == "MISSING_MAILBOX" or host == "MISSING_DOMAIN":
-            return _with(R_BAD_ADDRESS, name)
+            return naming(R_BAD_ADDRESS, name)
         try:
             out.append((name, parse_address(f"{local}@{host}"), False))
         except AddressError:
-            return _with(R_BAD_ADDRESS, name)
+            return naming(R_BAD_ADDRESS, name)
         if display:
             out += [(name, a, True) for a in shown_addresses(display)]
     return out
@@ -113,6 +113,8 @@ def _decoded(text: str) -> str:
         return text
 
 
-def _with(reply: Reply, name: str) -> Reply:
+def naming(reply: Reply, name: str) -> Reply:
+    """``reply`` with its ``{name}`` filled in with field ``name`` as it is usually written
+    ("resent-from" -> "Resent-From")."""
     title = "-".join(part.capitalize() for part in name.split("-"))
     return Reply(reply.code, reply.enhanced, reply.text.format(name=title))

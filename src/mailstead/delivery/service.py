@@ -19,7 +19,7 @@ from mailstead.core.address import Address
 from mailstead.core.errors import NotFound, StoreError
 from mailstead.core.message import ParsedHeader, parse_header, summarize
 from mailstead.core.reply import Reply
-from mailstead.delivery.authorship import Authors, authors
+from mailstead.delivery.authorship import Authors, authors, naming
 from mailstead.delivery.headers import (
     protocol_keyword,
     received_header,
@@ -407,9 +407,7 @@ class DeliveryService:
             return found
         for name, addr, shown in found.named:
             if not await self._owns(session.account, addr):
-                title = "-".join(part.capitalize() for part in name.split("-"))
-                template = R_SHOWN_NOT_YOURS if shown else R_NOT_YOUR_FROM
-                return Reply(template.code, template.enhanced, template.text.format(name=title))
+                return naming(R_SHOWN_NOT_YOURS if shown else R_NOT_YOUR_FROM, name)
         return None
 
     async def _owns(self, account: Account, address: Address) -> bool:
