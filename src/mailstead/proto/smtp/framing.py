@@ -260,13 +260,14 @@ class BdatReader:
         when not kept), leaving any following bytes in ``inbuf``."""
         take = min(self.remaining, len(inbuf))
         if take:
+            piece = bytes(inbuf[:take]) if self._keep else b""
             if self._check is not None:
-                self._check.feed(bytes(inbuf[:take]))
+                self._check.feed(piece)
                 if self._check.fault:
                     self._keep = False  # refused at the chunk's end: keep nothing meanwhile
                     self._chunks.clear()
             if self._keep:
-                self._chunks.append(bytes(inbuf[:take]))
+                self._chunks.append(piece)
             del inbuf[:take]
             self.remaining -= take
         if self.remaining:
