@@ -3,10 +3,13 @@ and any body, dot-stuffed and framed, comes back identical whatever the chunking
 
 from __future__ import annotations
 
+import re
+
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from mailstead.core.reply import Reply
+from mailstead.proto.smtp import replies
 from mailstead.proto.smtp.events import (
     NEED_DATA,
     PAUSED,
@@ -17,6 +20,7 @@ from mailstead.proto.smtp.events import (
     RcptTo,
     SessionSettings,
     StartTLS,
+    TransactionReset,
 )
 from mailstead.proto.smtp.framing import dot_stuff
 from mailstead.proto.smtp.server import SMTPServerCore
@@ -151,8 +155,14 @@ def test_bdat_round_trip(chunks: list[bytes], cuts: list[int]) -> None:
     wire += b"BDAT 0 LAST\r\nQUIT\r\n"
     events = drive(core, split(wire, cuts), [0])
     messages = [e for e in events if isinstance(e, MessageData)]
+    data = b"".join(chunks)
+    if re.search(rb"\r(?!\n)|(?<!\r)\n", data):
+        # RFC 5321 section 2.3.8: a bare CR or LF anywhere refuses the message, as with DATA.
+        assert messages == []
+        assert TransactionReset(replies.BARE_EOL_DATA) in events
+        return
     assert len(messages) == 1
-    assert messages[0].data == b"".join(chunks)
+    assert messages[0].data == data
     assert messages[0].via_bdat
 
 

@@ -102,6 +102,88 @@ def summarize(data: bytes) -> MessageSummary:
 # Headers ------------------------------------------------------------------------------------
 
 
+def _header_lines(data: bytes, start: int, end: int) -> tuple[list[bytes], int]:
+    """The header lines of ``data[start:end]`` (each without its LF; a CR before it is kept)
+    and the offset where the body starts: the one place that decides where a header line ends.
+
+    A bare LF ends a line here as it does for IMAP clients and the outbound peer; the SMTP
+    framing refuses bare LF in new mail (RFC 5321 section 2.3.8), so for mail we accepted
+    this is the same split as CRLF's.
+    """
+    if data.startswith(b"\n", start, end) or data.startswith(b"\r\n", start, end):
+        return [], start + (1 if data[start] == 0x0A else 2)
+    match = _EMPTY_LINE.search(data, start, end)
+    if match is None:
+        return data[start:end].split(b"\n"), end
+    return data[start : match.start()].split(b"\n"), match.end()
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderField:
+    """One header field of the top-level header: its name (lower-case), its raw span in the
+    message (the final line end included) and its unfolded, stripped value."""
+
+    name: str
+    start: int
+    end: int
+    value: str
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedHeader:
+    """Every field of a message's header in order, where its body starts, and the header
+    lines that are neither a field nor the continuation of one (a first line starting with
+    white space is one: it continues nothing, and readers disagree on what it is)."""
+
+    fields: tuple[HeaderField, ...]
+    body_offset: int
+    stray_lines: int
+
+    def values(self, name: str) -> list[str]:
+        """The values of every field called ``name`` (any case), in order."""
+        wanted = name.lower()
+        return [f.value for f in self.fields if f.name == wanted]
+
+
+def parse_header(data: bytes) -> ParsedHeader:
+    """The top-level header of ``data``, split into lines exactly as ``summarize`` splits it
+    (RFC 5322 section 2.2: ``name ":" value``, folded lines start with WSP). Never raises."""
+    lines, body = _header_lines(data, 0, len(data))
+    fields: list[HeaderField] = []
+    stray = 0
+    pos = 0
+    name: str | None = None
+    begin = 0
+    chunks: list[bytes] = []
+
+    def close(stop: int) -> None:
+        if name is not None:
+            value = b"".join(chunks).decode("utf-8", "surrogateescape").strip()
+            fields.append(HeaderField(name, begin, stop, value))
+
+    for line in lines:
+        at, pos = pos, pos + len(line) + 1
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        if line[:1] in (b" ", b"\t"):
+            if name is None:
+                stray += 1
+            else:
+                chunks.append(line)
+            continue
+        close(at)
+        colon = line.find(b":")
+        candidate = line[:colon].strip().lower() if colon > 0 else b""
+        if candidate and not any(c <= 0x20 or c >= 0x7F for c in candidate):
+            # RFC 5322 section 3.6.8: a field name is printable US-ASCII without spaces.
+            name, begin, chunks = candidate.decode("ascii"), at, [line[colon + 1 :]]
+        else:
+            name = None
+            stray += 1
+    close(min(pos, body))
+    return ParsedHeader(tuple(fields), body, stray)
+
+
 def _parse_headers(data: bytes, start: int, end: int) -> tuple[dict[str, str], int]:
     """The header fields we need (first occurrence wins) and the offset where the body starts.
 
@@ -110,15 +192,7 @@ def _parse_headers(data: bytes, start: int, end: int) -> tuple[dict[str, str], i
     ``name: value`` nor continuations are skipped. The end is found and the lines are split
     at C speed, so the Python loop only visits header lines (this runs on every delivery).
     """
-    if data.startswith(b"\n", start, end) or data.startswith(b"\r\n", start, end):
-        return {}, start + (1 if data[start] == 0x0A else 2)
-    match = _EMPTY_LINE.search(data, start, end)
-    if match is None:
-        lines = data[start:end].split(b"\n")
-        body = end
-    else:
-        lines = data[start : match.start()].split(b"\n")
-        body = match.end()
+    lines, body = _header_lines(data, start, end)
     fields: dict[str, str] = {}
     name: str | None = None
     chunks: list[bytes] = []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import email.utils
 import re
 import time
+from collections.abc import Collection
 from email.header import decode_header, make_header
 
 from mailstead.core.address import Address, AddressError, parse_address
@@ -72,11 +73,6 @@ def header_values(header: bytes, name: str) -> list[str]:
             i += 1
         values.append(value.decode("utf-8", "replace").strip())
     return values
-
-
-def has_header(header: bytes, name: str) -> bool:
-    wanted = name.lower().encode()
-    return any(m.group(1).lower() == wanted for m in _FIELD_NAME.finditer(header))
 
 
 def from_addresses(header: bytes) -> list[Address] | None:
@@ -153,12 +149,15 @@ def protocol_keyword(*, esmtp: bool, tls: bool, auth: bool, utf8: bool) -> str:
     return kw
 
 
-def submission_fixups(header: bytes, *, hostname: str, queue_id: str, now: float) -> bytes:
-    """Date: and Message-ID: a submission server adds when missing (RFC 6409 section 8.2, 8.3)."""
+def submission_fixups(
+    present: Collection[str], *, hostname: str, queue_id: str, now: float
+) -> bytes:
+    """Date: and Message-ID: a submission server adds when missing (RFC 6409 section 8.2, 8.3);
+    ``present`` holds the lower-case names of the message's header fields."""
     extra = b""
-    if not has_header(header, "Date"):
+    if "date" not in present:
         extra += f"Date: {_rfc5322_date(now)}\r\n".encode()
-    if not has_header(header, "Message-ID"):
+    if "message-id" not in present:
         extra += f"Message-ID: <{queue_id}.{int(now)}@{hostname}>\r\n".encode()
     return extra
 

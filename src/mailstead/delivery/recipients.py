@@ -34,20 +34,26 @@ class Verdict(Enum):
 class AccountState(NamedTuple):
     """What the store said about an account along with finding it (``RecipientLookup``)."""
 
-    full: bool  # at or over its quota
+    room: int | None  # octets left under its quota (0 or less: full), None when unlimited
     script: str | None  # the text of its active Sieve script, None without one
+
+    @property
+    def full(self) -> bool:
+        """At or over its quota (RFC 9208 section 5.1)."""
+        return self.room is not None and self.room <= 0
 
 
 @runtime_checkable
 class RecipientLookup(Protocol):
     """A store that answers everything RCPT needs about one address in one read (the SQLite
     store does): whether ``domain`` is local, the account of the exact ``address``, and that
-    account's ``AccountState``. Optional: with a store without it, the resolver asks
-    ``is_local_domain`` and ``get_account``, and delivery reads the quota and script itself."""
+    account's ``AccountState`` (room under the quota, active script). Optional: with a store
+    without it, the resolver asks ``is_local_domain`` and ``get_account``, and delivery reads
+    the quota and script itself."""
 
     async def lookup_recipient(
         self, domain: str, address: str
-    ) -> tuple[bool, Account | None, bool, str | None]: ...
+    ) -> tuple[bool, Account | None, int | None, str | None]: ...
 
 
 @dataclass(slots=True)
@@ -86,13 +92,13 @@ class RecipientResolver:
         up by ``_expand_local``)."""
         if self._lookup is None:
             return await self._store.is_local_domain(address.domain), False
-        local, account, full, script = await self._lookup.lookup_recipient(
+        local, account, room, script = await self._lookup.lookup_recipient(
             address.domain, f"{address.local}@{address.domain}"
         )
         if account is None or not local:
             return local, False
         out.accounts[account.id] = account.address
-        out.states[account.id] = AccountState(full, script)
+        out.states[account.id] = AccountState(room, script)
         return True, True
 
     async def resolve(self, address: Address) -> Resolution:

@@ -11,15 +11,16 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from mailstead.core.address import Address
 from mailstead.core.errors import NotFound, StoreError
-from mailstead.core.message import summarize
+from mailstead.core.message import ParsedHeader, parse_header, summarize
 from mailstead.core.reply import Reply
+from mailstead.delivery.authorship import Authors, authors, naming
 from mailstead.delivery.headers import (
-    from_addresses,
     protocol_keyword,
     received_header,
     split_header,
@@ -75,6 +76,7 @@ class Transaction:
 
     sender: Address | None
     smtputf8: bool = False
+    size: int | None = None  # the SIZE= the client declared (RFC 1870), None when it did not
     rcpts: list[str] = field(default_factory=list)  # as the client named them
     accounts: dict[int, str] = field(default_factory=dict)
     remote: dict[str, str] = field(default_factory=dict)  # key -> address
@@ -82,6 +84,8 @@ class Transaction:
     # so delivery neither reads it again nor runs the Sieve step when no account has one;
     # like the recipients themselves, it is resolved once per transaction.
     scripts: dict[int, str | None] = field(default_factory=dict)
+    # The accounts the recipient lookup found without a quota: delivery reads no quota for them.
+    unlimited: set[int] = field(default_factory=set)
 
     def may_run_sieve(self) -> bool:
         """Whether some account has an active script, or one whose script is not known."""
@@ -109,9 +113,25 @@ R_UNKNOWN_USER = Reply(550, "5.1.1", "No such user here")
 R_LOOP = Reply(550, "5.4.6", "Alias expansion loop for this recipient")
 R_NOT_YOUR_SENDER = Reply(553, "5.7.1", "Sender address is not owned by the authenticated account")
 R_NOT_YOUR_FROM = Reply(
-    553, "5.7.1", "From: header address is not owned by the authenticated account"
+    553, "5.7.1", "{name}: header address is not owned by the authenticated account"
+)
+# A display name (or comment) that shows another address in front of the user's: the trick
+# that makes a reader see someone else as the author (RFC 7489 section 6.6.1 is why DMARC
+# alone does not catch it).
+R_SHOWN_NOT_YOURS = Reply(
+    550, "5.7.1", "The {name}: header names an address the authenticated account does not "
+    "own (in its display name or comment); write only your own address there"
 )
 R_MAILBOX_FULL = Reply(452, "4.2.2", "Mailbox full")
+# RFC 5321 section 4.2.2 (552: exceeded storage allocation) and RFC 3463 section 3.3 (X.2.2,
+# mailbox full): this message does not fit in what is left of the recipient's quota.
+R_NO_ROOM = Reply(552, "5.2.2", "Mailbox full: this message would take the recipient's "
+                  "mailbox over its storage quota")
+# One reply answers the data for every recipient (RFC 5321 section 4.1.1.4), so when only some
+# have no room the whole message is deferred rather than stored past a quota or bounced for
+# all; a client that declares SIZE= gets the full ones refused at RCPT on its next try.
+R_SOME_NO_ROOM = Reply(452, "4.2.2", "Mailbox full for some recipients: this message would "
+                       "take their mailbox over its storage quota; try again later")
 R_TEMP_FAILURE = Reply(451, "4.3.0", "Temporary storage failure, please try again later")
 # RFC 3463 4.7.1 (delivery not authorized, temporary): the per-sender hourly limit (issue 5).
 R_RATE_LIMITED = Reply(
@@ -184,10 +204,21 @@ class DeliveryService:
             if limited is not None:
                 return limited
         # The lookup already told the quota state of the accounts it found (one read).
+        unknown = [a for a in res.accounts if a not in res.states]
         full = {a for a, state in res.states.items() if state.full}
-        full |= await self._over_quota(a for a in res.accounts if a not in res.states)
+        full |= await self._without_room(dict.fromkeys(unknown, 0))
+        tight: set[int] = set()
+        if txn.size:
+            # RFC 1870 section 6.2 lets a server refuse a declared size it cannot take; for
+            # one recipient's quota that answer belongs to its RCPT.
+            tight = {a for a, state in res.states.items()
+                     if a not in full and state.room is not None and state.room < txn.size}
+            tight |= await self._without_room(
+                dict.fromkeys((a for a in unknown if a not in full), txn.size))
+            full |= tight
         if full and len(full) == len(res.accounts) and not res.remote:
-            return R_MAILBOX_FULL
+            return R_NO_ROOM if tight else R_MAILBOX_FULL
+        txn.unlimited.update(a for a, state in res.states.items() if state.room is None)
         txn.rcpts.append(str(rcpt))
         txn.accounts.update({a: v for a, v in res.accounts.items() if a not in full})
         txn.scripts.update((a, state.script) for a, state in res.states.items())
@@ -209,17 +240,19 @@ class DeliveryService:
                          R_RATE_LIMITED.text.format(limit=limit))
         return None
 
-    async def _over_quota(self, accounts: Iterable[int]) -> set[int]:
-        """The accounts whose stored mail has reached their quota (RFC 9208 section 5.1);
-        none when the backend keeps no quotas."""
-        wanted = list(accounts)
-        get_quota = getattr(self._store, "get_quota", None) if wanted else None
+    async def _without_room(self, adding: Mapping[int, int]) -> set[int]:
+        """The accounts whose quota cannot take ``adding[account]`` more octets, or (for 0)
+        whose stored mail has reached it (RFC 9208 section 5.1, as APPEND checks); none when
+        the backend keeps no quotas."""
+        get_quota = getattr(self._store, "get_quota", None) if adding else None
         if get_quota is None:
             return set()
         full: set[int] = set()
-        for account_id in wanted:
+        for account_id, size in adding.items():
             quota = await get_quota(account_id)
-            if quota.limit is not None and quota.used >= quota.limit:
+            if quota.limit is None:
+                continue
+            if (quota.used + size > quota.limit) if size else (quota.used >= quota.limit):
                 full.add(account_id)
         return full
 
@@ -252,10 +285,12 @@ class DeliveryService:
             fields = filtered.fields
             mailbox = filtered.mailbox or mailbox
         if session.submission:
-            reply = await self._check_from(session, header)
+            parsed = parse_header(data)  # the one parse the checks and the fix-ups read
+            reply = await self._check_from(session, parsed)
             if reply is not None:
                 return DeliveryOutcome(reply, queue_id, len(data), 0, 0)
-            extra = submission_fixups(header, hostname=self._hostname, queue_id=queue_id, now=now)
+            extra = submission_fixups({f.name for f in parsed.fields}, hostname=self._hostname,
+                                      queue_id=queue_id, now=now)
         trace = received_header(
             helo=session.helo,
             client_ip=session.client_ip,
@@ -287,6 +322,16 @@ class DeliveryService:
                 await self._followups(plan)
                 return DeliveryOutcome(Reply(250, "2.0.0", f"Ok: queued as {queue_id}"),
                                        queue_id, len(stored), 0, 0)
+        per_account = Counter(d.account_id for d in local)
+        no_room = await self._without_room({a: n * len(stored) for a, n in per_account.items()
+                                            if a not in txn.unlimited})
+        if no_room:
+            # Checked with the final size, as APPEND does: the quota is never overshot.
+            log.info("message %s refused: no room in the quota of accounts %s", queue_id,
+                     sorted(no_room))
+            everyone = len(no_room) == len(per_account) and not remote
+            return DeliveryOutcome(R_NO_ROOM if everyone else R_SOME_NO_ROOM, queue_id,
+                                   len(stored), 0, 0)
         summary = summarize(stored)
         message = IncomingMessage(
             data=stored,
@@ -353,15 +398,16 @@ class DeliveryService:
         if await self._sieve.send_followups(plan, self._ids.next) and self._on_queued:
             self._on_queued()
 
-    async def _check_from(self, session: SessionInfo, header: bytes) -> Reply | None:
-        """RFC 6409 section 6.1: the MSA may refuse a From: the user does not own."""
+    async def _check_from(self, session: SessionInfo, header: ParsedHeader) -> Reply | None:
+        """RFC 6409 section 6.1: the MSA may refuse an author the user does not own; every
+        address a reader may take for the author is checked (see ``delivery.authorship``)."""
         assert session.account is not None
-        addresses = from_addresses(header)
-        if not addresses:
-            return Reply(550, "5.6.0", "Message has no valid From: header (RFC 5322 section 3.6)")
-        for addr in addresses:
+        found = authors(header)
+        if not isinstance(found, Authors):
+            return found
+        for name, addr, shown in found.named:
             if not await self._owns(session.account, addr):
-                return R_NOT_YOUR_FROM
+                return naming(R_SHOWN_NOT_YOURS if shown else R_NOT_YOUR_FROM, name)
         return None
 
     async def _owns(self, account: Account, address: Address) -> bool:

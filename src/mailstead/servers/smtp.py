@@ -143,7 +143,8 @@ class SMTPServer:
                     # RFC 1870 section 6.2: 452 when the declared size does not fit now.
                     reply = R_NO_ROOM
                 if reply.is_positive:
-                    txn = Transaction(sender=event.sender, smtputf8=event.smtputf8)
+                    txn = Transaction(sender=event.sender, smtputf8=event.smtputf8,
+                                      size=event.size)
                 core.respond(reply)
             elif isinstance(event, RcptTo):
                 if txn is None:  # the core guarantees MAIL came first; stay safe anyway

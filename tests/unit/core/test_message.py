@@ -9,7 +9,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mailstead.core.message import MAX_DEPTH, parse_address_list, summarize
+from mailstead.core.message import MAX_DEPTH, parse_address_list, parse_header, summarize
 
 
 def parts(data: bytes) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -229,3 +229,17 @@ def test_never_raises_on_mime_shaped(pieces: list[bytes]) -> None:
     s = summarize(data)
     root = json.loads(s.bodystructure)
     assert 0 <= root["header_offset"] <= root["body_offset"] <= root["end"] == len(data)
+
+
+def test_parse_header_fields_spans_and_stray_lines() -> None:
+    data = b"From: A\r\n <a@x.test>\r\nX-Y:1\nbad line\r\nSubject: s\r\n\r\nbody\r\n"
+    parsed = parse_header(data)
+    assert [(f.name, f.value) for f in parsed.fields] == [
+        ("from", "A <a@x.test>"), ("x-y", "1"), ("subject", "s")]
+    assert [data[f.start:f.end] for f in parsed.fields] == [
+        b"From: A\r\n <a@x.test>\r\n", b"X-Y:1\n", b"Subject: s\r\n"]
+    assert parsed.stray_lines == 1
+    assert data[parsed.body_offset:] == b"body\r\n"
+    assert parsed.values("FROM") == ["A <a@x.test>"]
+    assert parse_header(b" lead: x\r\nA: b\r\n\r\n").stray_lines == 1
+    assert parse_header(b"\r\nbody").fields == ()

@@ -129,6 +129,44 @@ def test_mx_refuses_relay_and_dedupes(loop: asyncio.AbstractEventLoop, store: St
     assert stored.endswith(body)
 
 
+def test_quota_is_checked_with_the_final_size(loop: asyncio.AbstractEventLoop,
+                                              store: Store) -> None:
+    svc = DeliveryService(store, "mail.example.test", clock=lambda: NOW)
+    mx = SessionInfo(client_ip="192.0.2.1", submission=False, helo="client.test", esmtp=True)
+    alice = run(loop, store.get_account("alice@example.test"))
+    bob = run(loop, store.get_account("bob@example.test"))
+    assert alice is not None
+    assert bob is not None
+    limit = 4000
+    run(loop, store.set_quota(alice.id, limit))
+
+    def send(rcpts: list[str], size: int, declared: int | None = None) -> tuple[int, str]:
+        txn = Transaction(sender=parse_address("x@remote.test"), size=declared)
+        for rcpt in rcpts:
+            reply = run(loop, svc.check_recipient(mx, txn, parse_address(rcpt)))
+            if reply.code != 250:
+                return reply.code, reply.enhanced
+        body = b"From: x@remote.test\r\n\r\n" + b"x" * size + b"\r\n"
+        reply = run(loop, svc.deliver(mx, txn, body)).reply
+        return reply.code, reply.enhanced
+
+    assert send(["alice@example.test"], 2500)[0] == 250
+    # Under the quota at RCPT, over it with this message: refused at the end of data.
+    assert send(["alice@example.test"], 2500) == (552, "5.2.2")
+    # Another recipient with room: one reply answers for both, so the whole is deferred.
+    assert send(["alice@example.test", "bob@example.test"], 2500) == (452, "4.2.2")
+    assert len(run(loop, store.list_messages(bob.id, "INBOX"))) == 0
+    # A declared SIZE= lets RCPT refuse only the recipient without room.
+    assert send(["alice@example.test"], 10, declared=2500) == (552, "5.2.2")
+    assert send(["bob@example.test"], 10, declared=2500)[0] == 250
+    # What still fits is taken, up to the quota and never past it.
+    used = run(loop, store.get_quota(alice.id)).used
+    assert send(["alice@example.test"], limit - used - 400)[0] == 250
+    quota = run(loop, store.get_quota(alice.id))
+    assert quota.used <= limit
+    assert quota.messages == 2
+
+
 def test_submission_sender_rules(loop: asyncio.AbstractEventLoop, store: Store) -> None:
     svc = DeliveryService(store, "mail.example.test", clock=lambda: NOW)
     alice = run(loop, store.get_account("alice@example.test"))
@@ -160,6 +198,55 @@ def test_submission_sender_rules(loop: asyncio.AbstractEventLoop, store: Store) 
     assert header_values(header, "Message-ID")[0].endswith("@mail.example.test>")
     assert b"with ESMTPSA id" in stored
     assert b"(authenticated as alice@example.test)" in stored
+
+
+def test_submission_fixups_read_the_parsed_header(loop: asyncio.AbstractEventLoop,
+                                                  store: Store) -> None:
+    svc = DeliveryService(store, "mail.example.test", clock=lambda: NOW)
+    alice = run(loop, store.get_account("alice@example.test"))
+    sub = SessionInfo(client_ip="127.0.0.1", submission=True, esmtp=True, account=alice)
+    txn = Transaction(sender=parse_address("alice@example.test"))
+    assert run(loop, svc.check_recipient(sub, txn, parse_address("friend@remote.test"))).code == 250
+    data = (b"From: alice@example.test\r\nDATE : Tue, 14 Nov 2023 22:13:20 +0000\r\n"
+            b"message-id:<m1@example.test>\r\n\r\nhi\r\n")
+    assert run(loop, svc.deliver(sub, txn, data)).reply.code == 250
+    stored = run(loop, store.read_blob(run(loop, store.list_queue())[0].blob))
+    assert stored.lower().count(b"\r\ndate") == 1
+    assert stored.lower().count(b"\r\nmessage-id") == 1
+    assert stored.endswith(data)
+
+
+@pytest.mark.parametrize(("data", "code", "enhanced", "words"), [
+    (b"From: alice@example.test\r\nSender: bob@example.test\r\n\r\nhi\r\n", 553, "5.7.1",
+     "Sender: header"),
+    (b"From: alice@example.test\r\nResent-From: bob@example.test\r\n\r\nhi\r\n", 553,
+     "5.7.1", "Resent-From: header"),
+    (b'From: "bob@example.test" <alice@example.test>\r\n\r\nhi\r\n', 550, "5.7.1",
+     "names an address the authenticated account does not own"),
+    (b"From: =?utf-8?b?Ym9iQGV4YW1wbGUudGVzdA==?= <alice@example.test>\r\n\r\nhi\r\n", 550,
+     "5.7.1", "names an address"),
+    (b"From: alice@example.test\r\nFrom: bob@example.test\r\n\r\nhi\r\n", 550, "5.6.0",
+     "more than one From: field"),
+    (b" From: bob@example.test\r\nFrom: alice@example.test\r\n\r\nhi\r\n", 550, "5.6.0",
+     "first line starting with a space"),
+])
+def test_submission_author_tricks_are_refused(
+    loop: asyncio.AbstractEventLoop, store: Store, data: bytes, code: int, enhanced: str,
+    words: str,
+) -> None:
+    svc = DeliveryService(store, "mail.example.test", clock=lambda: NOW)
+    alice = run(loop, store.get_account("alice@example.test"))
+    sub = SessionInfo(client_ip="127.0.0.1", submission=True, esmtp=True, account=alice)
+    txn = Transaction(sender=parse_address("alice@example.test"))
+    assert run(loop, svc.check_recipient(sub, txn, parse_address("friend@remote.test"))).code == 250
+    reply = run(loop, svc.deliver(sub, txn, data)).reply
+    assert (reply.code, reply.enhanced) == (code, enhanced)
+    assert words in reply.text
+    assert run(loop, store.list_queue()) == []
+    # The user's own address in the display name, and an alias the user receives, are fine.
+    fine = (b'From: "alice@example.test" <alice@example.test>\r\n'
+            b"Sender: sales@example.test\r\n\r\nhi\r\n")
+    assert run(loop, svc.deliver(sub, txn, fine)).reply.code == 250
 
 
 @given(st.lists(st.sampled_from([b"\r\n", b"\r", b"\n", b"a", b":"]), max_size=10)

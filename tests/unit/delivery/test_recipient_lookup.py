@@ -78,20 +78,22 @@ def test_lookup_recipient_reports_everything_in_one_row(
     alice = run(loop, store.get_account("alice@example.test"))
     assert isinstance(store, RecipientLookup)
     assert run(loop, store.lookup_recipient("EXAMPLE.test", "Alice@Example.Test")) == (
-        True, alice, False, None)
+        True, alice, None, None)
     assert run(loop, store.lookup_recipient("example.test", "nobody@example.test")) == (
-        True, None, False, None)
+        True, None, None, None)
     assert run(loop, store.lookup_recipient("remote.test", "x@remote.test")) == (
-        False, None, False, None)
+        False, None, None, None)
     run(loop, store.put_sieve_script(alice.id, "main", "keep;"))
     run(loop, store.set_active_sieve_script(alice.id, "main"))
-    run(loop, store.set_quota(alice.id, 0))  # used 0 >= limit 0: full
+    run(loop, store.set_quota(alice.id, 0))  # used 0 >= limit 0: no room left
     assert run(loop, store.lookup_recipient("example.test", "alice@example.test")) == (
-        True, alice, True, "keep;")
+        True, alice, 0, "keep;")
+    run(loop, store.set_quota(alice.id, 5000))
+    assert run(loop, store.lookup_recipient("example.test", "alice@example.test"))[2] == 5000
     run(loop, store.set_active_sieve_script(alice.id, None))
     run(loop, store.set_quota(alice.id, None))
     assert run(loop, store.lookup_recipient("example.test", "alice@example.test"))[2:] == (
-        False, None)
+        None, None)
 
 
 @pytest.mark.parametrize(
@@ -123,7 +125,7 @@ def test_resolver_gives_the_same_answer_with_and_without_the_lookup(
     if verdict is Verdict.LOCAL and accounts and "+" not in address:
         # Found through the one read, directly or as alias targets: the state came along.
         assert set(fast.states) == set(fast.accounts)
-        assert all(s == AccountState(full=False, script=None) for s in fast.states.values())
+        assert all(s == AccountState(room=None, script=None) for s in fast.states.values())
     slow = run(loop, RecipientResolver(NoLookup(store)).resolve(parse_address(address)))  # type: ignore[arg-type]
     assert slow.states == {}
 

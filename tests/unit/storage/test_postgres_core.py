@@ -253,15 +253,15 @@ def test_recipient_lookup_and_accounts_across_nodes() -> None:
         account = await alice(a)
         await a.set_quota(account, 10)
         assert await b.lookup_recipient("EXAMPLE.test", "Alice@example.test") == (
-            True, await b.get_account_by_id(account), False, None)
+            True, await b.get_account_by_id(account), 10, None)
         await a.accept_message(message(b"0123456789\r\n", [LocalDelivery(account)]))
-        local, found, over, sieve = await b.lookup_recipient("example.test", "alice@example.test")
-        assert (local, found is not None, over, sieve) == (True, True, True, None)
+        local, found, room, sieve = await b.lookup_recipient("example.test", "alice@example.test")
+        assert (local, found is not None, room, sieve) == (True, True, -2, None)
         await a.put_sieve_script(account, "main", "keep;")
         await a.set_active_sieve_script(account, "main")
         assert (await b.lookup_recipient("example.test", "alice@example.test"))[3] == "keep;"
         assert await b.lookup_recipient("other.test", "x@other.test") == (
-            False, None, False, None)
+            False, None, None, None)
         # Removing an account with messages (cascades and quota triggers) on the other node.
         await b.remove_account("ALICE@example.test")
         assert await a.get_account("alice@example.test") is None

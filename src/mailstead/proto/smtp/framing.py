@@ -207,18 +207,68 @@ class DataReader:
                 self._chunks.append(unstuffed)
 
 
+class LineEndCheck:
+    """Judges the line ends of a BDAT message as DATA's are judged: every CR must be followed
+    by LF and every LF preceded by CR, across chunk boundaries (a CR ending one chunk and the
+    LF starting the next are one CRLF).
+
+    RFC 5321 section 2.3.8 and RFC 5322 section 2.3: a bare CR or LF is not a line end, yet
+    downstream parsers (IMAP clients, the outbound peer, DKIM verifiers) read a bare LF as
+    one; refusing it here means every later reader sees the same header lines as our checks.
+    With BODY=BINARYMIME (RFC 3030 section 3) the body may hold any octet, so only the header
+    section, up to its empty line, is judged then.
+    """
+
+    __slots__ = ("_done", "_header_only", "_tail", "fault")
+
+    def __init__(self, header_only: bool) -> None:
+        self._header_only = header_only
+        # The last octets judged (at most 3), to find the empty line that ends the header
+        # across chunks and to pair a final CR with the next chunk's LF. It starts as the CRLF
+        # that ended the BDAT command, so an empty header ("\r\n" first) ends at once.
+        self._tail = CRLF
+        self._done = False  # header_only: the header ended, nothing more to judge
+        self.fault = False
+
+    def feed(self, piece: bytes) -> None:
+        """Judge the next octets of the message."""
+        if self.fault or self._done or not piece:
+            return
+        if self._header_only:
+            end = (self._tail + piece).find(b"\r\n\r\n")
+            if end >= 0:
+                piece = piece[: end + 4 - len(self._tail)]
+                self._done = True
+        pending = self._tail.endswith(b"\r")
+        text = b"\r" + piece if pending else piece
+        # A final CR is judged with the next piece (or at the end of the message).
+        crs = text.count(b"\r") - (1 if text.endswith(b"\r") else 0)
+        pairs = text.count(CRLF)
+        if crs != pairs or text.count(b"\n") != pairs:
+            self.fault = True
+        self._tail = (self._tail + piece)[-3:]
+
+    def finish(self) -> None:
+        """The message is complete: a CR at its very end had no LF."""
+        if not self._done and self._tail.endswith(b"\r"):
+            self.fault = True
+
+
 class BdatReader:
     """Reads exactly ``size`` octets of one BDAT chunk (RFC 3030 section 2), keeping them
-    only when ``keep`` is set; the octets are opaque (CRLF "." CRLF means nothing here). With
-    ``out`` the kept octets are handed to it as they arrive instead (the chunk returned is
-    then empty), so a large chunk is never held whole."""
+    only when ``keep`` is set; the octets are opaque (CRLF "." CRLF means nothing here)
+    except to ``check``, which judges their line ends as they arrive. With ``out`` the kept
+    octets are handed to it as they arrive instead (the chunk returned is then empty), so a
+    large chunk is never held whole."""
 
-    __slots__ = ("_chunks", "_keep", "_out", "remaining")
+    __slots__ = ("_check", "_chunks", "_keep", "_out", "remaining")
 
-    def __init__(self, size: int, keep: bool, out: Callable[[bytes], None] | None = None) -> None:
+    def __init__(self, size: int, keep: bool, out: Callable[[bytes], None] | None = None,
+                 check: LineEndCheck | None = None) -> None:
         self._out = out
         self.remaining = size
         self._keep = keep
+        self._check = check
         self._chunks: list[bytes] = []
 
     def feed(self, inbuf: bytearray) -> bytes | None:
@@ -226,10 +276,16 @@ class BdatReader:
         when not kept), leaving any following bytes in ``inbuf``."""
         take = min(self.remaining, len(inbuf))
         if take:
+            piece = bytes(inbuf[:take]) if self._keep else b""
+            if self._check is not None:
+                self._check.feed(piece)
+                if self._check.fault:
+                    self._keep = False  # refused at the chunk's end: keep nothing meanwhile
+                    self._chunks.clear()
             if self._keep and self._out is not None:
-                self._out(bytes(inbuf[:take]))
+                self._out(piece)
             elif self._keep:
-                self._chunks.append(bytes(inbuf[:take]))
+                self._chunks.append(piece)
             del inbuf[:take]
             self.remaining -= take
         if self.remaining:

@@ -14,7 +14,7 @@ from mailstead.core.address import Address
 from mailstead.core.reply import Reply
 from mailstead.proto.smtp import replies
 from mailstead.proto.smtp.events import MailFrom, MessageData, SessionSettings
-from mailstead.proto.smtp.framing import BdatReader, DataProblem, DataReader
+from mailstead.proto.smtp.framing import BdatReader, DataProblem, DataReader, LineEndCheck
 from mailstead.proto.smtp.sink import BufferSink, ContentSink
 
 _DATA_PROBLEM_REPLY = {
@@ -43,6 +43,7 @@ class Transaction:
 
     __slots__ = (
         "_bdat_abort",
+        "_bdat_eol",
         "_bdat_last",
         "_bdat_refusal",
         "_bdat_size",
@@ -73,6 +74,8 @@ class Transaction:
         self._bdat_refusal: Reply | None = None
         self._bdat_abort = False  # the refusal ends the transaction (the sink refused)
         self._bdat_size = 0
+        # The line-end judge of the BDAT message, across its chunks (None before the first).
+        self._bdat_eol: LineEndCheck | None = None
 
     def reset(self) -> bool:
         """Forget the transaction; True when one was in progress."""
@@ -82,6 +85,7 @@ class Transaction:
         self.rcpt_attempts = 0
         self.bdat_used = False
         self._bdat_total = 0
+        self._bdat_eol = None
         self._release()
         return active
 
@@ -163,7 +167,13 @@ class Transaction:
         self._bdat_refusal = refusal
         self._bdat_last = last
         self._bdat_size = size
-        self.bdat = BdatReader(size, keep=refusal is None and not over, out=self._sink.write)
+        keep = refusal is None and not over
+        if keep and self._bdat_eol is None:
+            mail = self.mail
+            assert mail is not None
+            self._bdat_eol = LineEndCheck(header_only=mail.body == "BINARYMIME")
+        self.bdat = BdatReader(size, keep=keep, out=self._sink.write,
+                               check=self._bdat_eol if keep else None)
 
     def feed_bdat(self, inbuf: bytearray) -> ContentOutcome | None:
         """Consume the chunk's octets from ``inbuf``; None until the chunk is complete."""
@@ -188,6 +198,15 @@ class Transaction:
         if failed is not None:
             self.reset()
             return Refusal(failed, reset=True)
+        eol = self._bdat_eol
+        assert eol is not None
+        if self._bdat_last:
+            eol.finish()
+        if eol.fault:
+            # RFC 5321 section 2.3.8: BDAT content gets DATA's bare CR/LF rule, so that the
+            # header our checks read is the header every later reader sees.
+            self.reset()
+            return Refusal(replies.BARE_EOL_DATA, reset=True)
         if not self._bdat_last:
             return replies.octets_received(self._bdat_size)
         return self._content(via_bdat=True)

@@ -42,11 +42,11 @@ log = logging.getLogger(__name__)
 _ACCOUNT = "SELECT id, address, password_hash, created_at FROM accounts"
 
 # Everything RCPT asks about an address in one statement (see SQLiteStore.lookup_recipient):
-# domain is local, the account, at or over its quota (RFC 9208 section 5.1), the text of its
-# active Sieve script.
+# domain is local, the account, the room left under its quota (RFC 9208 section 5.1; NULL
+# when unlimited), the text of its active Sieve script.
 _RECIPIENT = (
     "SELECT (SELECT 1 FROM domains WHERE name = $1), a.id, a.address, a.password_hash,"
-    " a.created_at, a.quota IS NOT NULL AND a.used_bytes >= a.quota,"
+    " a.created_at, a.quota - a.used_bytes,"
     " (SELECT s.content FROM sieve_scripts s WHERE s.account_id = a.id AND s.active = 1)"
     " FROM (SELECT 1) AS one LEFT JOIN accounts a ON a.address_key = $2"
 )
@@ -233,17 +233,17 @@ class CoreMixin(PgBase):
 
     async def lookup_recipient(
         self, domain: str, address: str
-    ) -> tuple[bool, Account | None, bool, str | None]:
-        """(domain is local, account of ``address`` or None, account over quota, the text of
-        the account's active Sieve script or None), in one round trip; the last two are
-        False and None without an account. Nothing is cached: a change made elsewhere
-        applies to the next call."""
+    ) -> tuple[bool, Account | None, int | None, str | None]:
+        """(domain is local, account of ``address`` or None, octets left under its quota or
+        None when unlimited, the text of the account's active Sieve script or None), in one
+        round trip; the last two are None without an account. Nothing is cached: a change
+        made elsewhere applies to the next call."""
         async with self._connection("looking up a recipient") as conn:
             row = await conn.fetchrow(_RECIPIENT, domain.lower(), address_key(address))
         local = row[0] is not None
         if row[1] is None:
-            return local, None, False, None
-        return local, _account(row, 1), bool(row[5]), row[6]
+            return local, None, None, None
+        return local, _account(row, 1), None if row[5] is None else int(row[5]), row[6]
 
     async def list_accounts(self, domain: str | None = None) -> list[Account]:
         async with self._connection("listing accounts") as conn:

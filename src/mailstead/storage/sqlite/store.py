@@ -243,30 +243,31 @@ class SQLiteStore:
         return _account(rows[0]) if rows else None  # type: ignore[arg-type]
 
     # One read for everything RCPT asks about an address (delivery/recipients.py,
-    # RecipientLookup): is the domain ours, the account of the exact address, is it at or
-    # over its quota (RFC 9208 section 5.1; never for an unlimited one), and does it have an
+    # RecipientLookup): is the domain ours, the account of the exact address, the room left
+    # under its quota (RFC 9208 section 5.1; NULL for an unlimited one), and does it have an
     # active Sieve script. Every separate read on the loop thread pays a WAL read-lock
     # round trip and a GIL hand-over, so this replaces three or four of them per recipient.
     _RECIPIENT = (
         "SELECT (SELECT 1 FROM domains WHERE name = ?), a.id, a.address, a.password_hash,"
-        " a.created_at, a.quota IS NOT NULL AND a.used_bytes >= a.quota,"
+        " a.created_at, a.quota - a.used_bytes,"
         " (SELECT s.content FROM sieve_scripts s WHERE s.account_id = a.id AND s.active = 1)"
         " FROM (SELECT 1) LEFT JOIN accounts a ON a.address_key = ?"
     )
 
     async def lookup_recipient(
         self, domain: str, address: str
-    ) -> tuple[bool, Account | None, bool, str | None]:
-        """(domain is local, account of ``address`` or None, account over quota, the text of
-        the account's active Sieve script or None), read in one statement; the last two are
-        False and None without an account. Nothing is cached: a change made by the CLI
-        applies to the next call."""
+    ) -> tuple[bool, Account | None, int | None, str | None]:
+        """(domain is local, account of ``address`` or None, octets left under its quota or
+        None when unlimited, the text of the account's active Sieve script or None), read in
+        one statement; the last two are None without an account. Nothing is cached: a change
+        made by the CLI applies to the next call."""
         row = self._lookup(self._RECIPIENT, (domain.lower(), address_key(address)))[0]
         local = row[0] is not None
         if row[1] is None:
-            return local, None, False, None
-        script = row[6]
-        return (local, _account(row[1:5]), bool(row[5]),  # type: ignore[arg-type]
+            return local, None, None, None
+        script, room = row[6], row[5]
+        return (local, _account(row[1:5]),  # type: ignore[arg-type]
+                room if isinstance(room, int) else None,
                 None if script is None else str(script))
 
     async def get_account_by_id(self, account_id: int) -> Account | None:

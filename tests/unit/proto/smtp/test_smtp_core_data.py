@@ -223,21 +223,80 @@ def test_bdat_zero_last_and_pipelined_commands() -> None:
 
 
 def test_bdat_split_at_every_offset() -> None:
-    wire = b"BDAT 12\r\nhello\r\n.\r\nx\nBDAT 3 last\r\n\r\r\nNOOP\r\n"
+    wire = b"BDAT 12\r\nhello\r\n.\r\nxyBDAT 3 last\r\nz\r\nNOOP\r\n"
     for cut in range(len(wire) + 1):
         driver = transaction_driver()
         out = driver.send_chunks([wire[:cut], wire[cut:]])
         assert out == b"250 2.0.0 12 octets received\r\n" + QUEUED + OK, cut
-        assert messages(driver) == [b"hello\r\n.\r\nx\n\r\r\n"], cut
+        assert messages(driver) == [b"hello\r\n.\r\nxyz\r\n"], cut
 
 
 def test_bdat_three_way_splits() -> None:
-    wire = b"BDAT 4 LAST\r\n\r\n.\r"
+    wire = b"BDAT 5 LAST\r\n\r\n.\r\n"
     for i in range(len(wire) + 1):
         for j in range(i, len(wire) + 1):
             driver = transaction_driver()
             assert driver.send_chunks([wire[:i], wire[i:j], wire[j:]]) == QUEUED
-            assert messages(driver) == [b"\r\n.\r"]
+            assert messages(driver) == [b"\r\n.\r\n"]
+
+
+# The attack of a bare LF inside BDAT: our CRLF-only header split saw alice's From, every
+# LF-reading client saw carol's.
+SPOOF = (b"X-A: 1\nFrom: CEO <carol@b.test>\nSubject: x\n\r\nFrom: alice@a.test\r\n\r\n"
+         b"body\r\n")
+
+
+def test_bdat_bare_lf_is_refused_like_data() -> None:
+    driver = transaction_driver()
+    out = driver.send(b"BDAT %d LAST\r\n" % len(SPOOF) + SPOOF + b"NOOP\r\n")
+    assert out == BARE + OK
+    assert messages(driver) == []
+    assert driver.events == [TransactionReset(replies.BARE_EOL_DATA)]
+
+
+@pytest.mark.parametrize("chunks", [
+    [b"a\r", b"\nb\r\n"],  # a CRLF split by the chunk boundary is a CRLF
+    [b"a\r", b"", b"\nb\r\n"],  # an empty chunk in between changes nothing
+    [b"", b"a\r\n"],
+])
+def test_bdat_crlf_across_chunks_is_accepted(chunks: list[bytes]) -> None:
+    driver = transaction_driver()
+    wire = b"".join(b"BDAT %d\r\n" % len(c) + c for c in chunks) + b"BDAT 0 LAST\r\n"
+    out = driver.send(wire)
+    assert out.endswith(QUEUED)
+    assert messages(driver) == [b"".join(chunks)]
+
+
+@pytest.mark.parametrize("chunks", [
+    [b"a\r", b"b\r\n"],  # the CR ending a chunk is not followed by LF
+    [b"a\r\n", b"\nb\r\n"],  # the LF starting a chunk follows a CRLF
+    [b"a", b"\nb\r\n"],  # the LF starting a chunk has no CR before it
+    [b"a\r\nb\r"],  # the message ends in a CR
+    [b"a\r", b"\r\n"],
+])
+def test_bdat_bare_cr_or_lf_across_chunks_is_refused(chunks: list[bytes]) -> None:
+    driver = transaction_driver()
+    out = b""
+    for n, chunk in enumerate(chunks):
+        last = b" LAST" if n == len(chunks) - 1 else b""
+        out += driver.send(b"BDAT %d%s\r\n" % (len(chunk), last) + chunk)
+    assert out.endswith(BARE)
+    assert messages(driver) == []
+    assert TransactionReset(replies.BARE_EOL_DATA) in driver.events
+
+
+def test_binarymime_judges_only_the_header() -> None:
+    driver = Driver.start()
+    driver.send(b"EHLO c.test\r\nMAIL FROM:<a@remote.test> BODY=BINARYMIME\r\n"
+                b"RCPT TO:<b@example.test>\r\n")
+    body = b"Subject: bin\r\n\r\n\x00\n\r\xff\r"
+    out = driver.send(b"BDAT 16\r\n" + body[:16] + b"BDAT %d LAST\r\n" % (len(body) - 16)
+                      + body[16:])
+    assert out.endswith(QUEUED)
+    assert messages(driver) == [body]
+    driver.send(b"MAIL FROM:<a@remote.test> BODY=BINARYMIME\r\nRCPT TO:<b@example.test>\r\n")
+    bad = b"Subject: bin\nFrom: x@b.test\r\n\r\n\x00\n"
+    assert driver.send(b"BDAT %d LAST\r\n" % len(bad) + bad).endswith(BARE)
 
 
 def test_bdat_without_transaction_discards_the_chunk() -> None:
