@@ -20,6 +20,7 @@ from mailstead.delivery.service import DeliveryService
 from mailstead.filters.pipeline import Pipeline, Stage
 from mailstead.filters.spam import JunkLearner
 from mailstead.imap.context import IMAPContext
+from mailstead.imap.spool import ByteBudget
 from mailstead.maintenance import (
     FIRST_DELAY,
     HOURLY,
@@ -383,8 +384,12 @@ async def run(config: Config) -> None:
             listeners.append(_managesieve_listener(config, store, accounts, tls, stopping))
         # IMAP (issue 3): 143 with STARTTLS, 993 with implicit TLS; one IMAPContext shares
         # \Recent bookkeeping and per-account session counts between both ports.
+        spool_dir = config.data_dir / "tmp"
+        spool_dir.mkdir(mode=0o700, exist_ok=True)
         imap_ctx = IMAPContext(store, accounts,
-                               copy_hook=learner.on_copy if learner is not None else None)
+                               copy_hook=learner.on_copy if learner is not None else None,
+                               spool_dir=spool_dir,
+                               append_budget=ByteBudget(config.imap.append_memory))
         for name, implicit in (("imap", False), ("imaps", True)):
             address = getattr(config.listen, name)
             if address is None:

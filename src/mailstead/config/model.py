@@ -294,6 +294,16 @@ class IMAPConfig:
         default=50,
         metadata=_doc("Simultaneous IMAP connections from one IP address.", "integer", "50"),
     )
+    append_memory: int = field(
+        default=128 * 1024 * 1024,
+        metadata=_doc(
+            "Bytes that APPEND commits of all sessions may hold in memory at once. Large "
+            "APPEND messages are spooled to DATA/tmp while they arrive and read back only "
+            "within this budget; one message of the largest allowed size always fits.",
+            "integer (bytes)",
+            "134217728 (128 MiB)",
+        ),
+    )
 
 
 # How a smarthost is reached: STARTTLS on a plain port (RFC 3207), TLS from the first byte

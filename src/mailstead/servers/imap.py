@@ -19,14 +19,17 @@ from dataclasses import dataclass
 from mailstead.imap.base import Action, State
 from mailstead.imap.context import IMAPContext, IMAPSettings
 from mailstead.imap.session import IMAPSession
+from mailstead.imap.spool import LiteralSpool
 from mailstead.observability.log import log_event
 from mailstead.proto.imap import response
+from mailstead.proto.imap.ast import AppendArgs, Command
 from mailstead.proto.imap.framing import (
     NEED_DATA,
     CommandFrame,
     CommandFramer,
     Event,
     LineTooLong,
+    LiteralChunk,
     LiteralTooBig,
     NeedContinuation,
     RawLine,
@@ -42,6 +45,12 @@ MAX_LINE = 64 * 1024
 # Decompress at most this much per read, so a small DEFLATE bomb cannot balloon in memory
 # (the framer then applies its own line and literal limits).
 INFLATE_CHUNK = 256 * 1024
+# Before authentication a literal can only be a user name or a password (LOGIN; SASL
+# responses are lines): 4096 octets, the LITERAL- bound of RFC 7888 section 4, is plenty,
+# and an unauthenticated client cannot make the server hold a message-sized literal.
+PREAUTH_MAX_LITERAL = 4096
+# Literals over this size (APPEND messages) go to a temporary file while they arrive.
+SPOOL_AT = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,7 +161,9 @@ class IMAPServer:
         )
         stream = _Stream(conn)
         sess.writer = stream.send  # long responses stream out while they are produced
-        framer = CommandFramer(max_line=MAX_LINE, max_literal=s.max_message_size)
+        framer = CommandFramer(
+            max_line=MAX_LINE, max_literal=PREAUTH_MAX_LITERAL, spool_at=SPOOL_AT
+        )
         try:
             await stream.send(sess.greeting())
             await self._loop(sess, stream, framer)
@@ -189,34 +200,72 @@ class IMAPServer:
                 raise _Closed
             framer.receive_data(data)
 
+    def _literal_limit(self, sess: IMAPSession) -> int:
+        """RFC 7888 section 4 and RFC 9051 section 4.3 let a server refuse large literals:
+        before authentication only small ones are taken."""
+        if sess.state is State.NOT_AUTHENTICATED:
+            return PREAUTH_MAX_LITERAL
+        return self._settings.max_message_size
+
     async def _loop(self, sess: IMAPSession, stream: _Stream, framer: CommandFramer) -> None:
-        while sess.state is not State.LOGOUT:
-            event = await self._next(sess, stream, framer)
-            if isinstance(event, NeedContinuation):
-                # RFC 9051 section 4.3: the go-ahead for a synchronising literal.
-                stream.write(response.continuation("Ready for literal data"))
-                continue
-            if isinstance(event, LineTooLong):
-                stream.write(sess.parse_error(event.tag, "Command line too long"))
-            elif isinstance(event, LiteralTooBig):
-                # RFC 7889 section 4: a synchronising literal is refused before the client
-                # sends the octets; a LITERAL+ one is on its way, so the session closes.
-                stream.write(sess.literal_too_big(
-                    event.tag, self._settings.max_message_size, sync=event.sync
-                ))
-            elif isinstance(event, RawLine):
-                stream.write(sess.parse_error(None, "Unexpected line"))
-            elif isinstance(event, CommandFrame):
-                try:
-                    cmd = parse_command(event)
-                except ParseError as exc:
-                    stream.write(sess.parse_error(exc.tag, exc.text, exc.status, exc.code))
-                else:
-                    stream.write(await sess.execute(cmd))
-                    await self._act(sess, stream, framer)
-            if sess.action is Action.CLOSE:
-                break
-        await stream.conn.drain()
+        spooled: list[LiteralSpool] = []  # literals of the command being framed, on disk
+        current: LiteralSpool | None = None
+        try:
+            while sess.state is not State.LOGOUT:
+                framer.max_literal = self._literal_limit(sess)
+                event = await self._next(sess, stream, framer)
+                if isinstance(event, LiteralChunk):
+                    if current is None:
+                        current = LiteralSpool(self._ctx.spool_dir)
+                        spooled.append(current)
+                    current.write(event.data)
+                    if event.end:
+                        current = None
+                    continue
+                if isinstance(event, NeedContinuation):
+                    # RFC 9051 section 4.3: the go-ahead for a synchronising literal.
+                    stream.write(response.continuation("Ready for literal data"))
+                    continue
+                if isinstance(event, LineTooLong):
+                    stream.write(sess.parse_error(event.tag, "Command line too long"))
+                elif isinstance(event, LiteralTooBig):
+                    # RFC 7889 section 4: a synchronising literal is refused before the
+                    # client sends the octets; a LITERAL+ one is on its way, so the session
+                    # closes.
+                    stream.write(sess.literal_too_big(
+                        event.tag, framer.max_literal, sync=event.sync
+                    ))
+                elif isinstance(event, RawLine):
+                    stream.write(sess.parse_error(None, "Unexpected line"))
+                elif isinstance(event, CommandFrame):
+                    try:
+                        cmd = parse_command(event)
+                    except ParseError as exc:
+                        stream.write(sess.parse_error(exc.tag, exc.text, exc.status, exc.code))
+                    else:
+                        stream.write(await self._execute(sess, cmd, spooled))
+                        await self._act(sess, stream, framer)
+                    for spool in spooled:
+                        spool.close()
+                    spooled.clear()
+                if sess.action is Action.CLOSE:
+                    break
+            await stream.conn.drain()
+        finally:
+            for spool in spooled:
+                spool.close()
+
+    async def _execute(
+        self, sess: IMAPSession, cmd: Command, spooled: list[LiteralSpool]
+    ) -> bytes:
+        """Runs a command, handing APPEND its spooled message (the parser lets no other
+        command have a spooled literal)."""
+        if isinstance(cmd.args, AppendArgs) and cmd.args.spooled_size is not None:
+            sess.spool = spooled[-1] if spooled else None
+        try:
+            return await sess.execute(cmd)
+        finally:
+            sess.spool = None
 
     # ------------------------------------------------------------------ actions
 
