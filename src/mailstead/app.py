@@ -403,6 +403,9 @@ async def run(config: Config) -> None:
                     max_bad_commands=config.imap.max_bad_commands,
                     max_connections_per_account=config.imap.max_connections_per_account,
                     idle_timeout=config.imap.idle_timeout,
+                    command_rate=config.imap.command_rate,
+                    command_burst=config.imap.command_burst,
+                    compress_max_ratio=config.imap.compress_max_ratio,
                 ),
                 imap_ctx, tls, stopping,
             )

@@ -1,4 +1,4 @@
-"""Hostile IMAP literals against a real server: memory stays bounded,
+"""Hostile IMAP literals and COMPRESS streams against a real server: memory stays bounded,
 another client is answered within a second, and nothing acknowledged is lost.
 
 The server of this module allows 64 MiB literals (so a 49 MiB one is within the message
@@ -10,9 +10,11 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import socket
+import ssl
 import threading
 import time
 import uuid
+import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -32,6 +34,7 @@ from helpers import (
 MIB = 1024 * 1024
 KIB = 1024
 LIMIT = 64 * MIB
+RATE, BURST = 200, 400  # commands a second per session, and the burst above it
 
 Account = tuple[str, str]
 
@@ -44,6 +47,7 @@ def lit_server(
     init_data_dir(data_dir, USERS, {**DEFAULT_SMTP, "max_message_size": LIMIT})
     configure_imap(data_dir, {
         **DEFAULT_IMAP, "max_literal": LIMIT, "append_memory": 32 * MIB,
+        "command_rate": RATE, "command_burst": BURST,
     })
     server = Server(data_dir).start(timeout=20)
     try:
@@ -186,6 +190,105 @@ def test_preauth_sync_literal_limit(lit_server: Harness) -> None:
         # Port 143 without TLS: LOGINDISABLED (RFC 9051 section 6.2.3), but framed whole.
         assert client.read_until(tag).status in (b"NO", b"BAD")
         assert client.command("NOOP").status == b"OK"
+
+
+# ------------------------------------------------------------------------------- item 7
+
+
+def _compressed_session(h: Harness, account: Account) -> tuple[ssl.SSLSocket, bytes]:
+    """A logged-in TLS socket after COMPRESS DEFLATE, and what the server sent after OK."""
+    client = RawIMAP(h.port("imaps"), tls=h.tls())
+    client.login(*account)
+    assert client.command("COMPRESS DEFLATE").status == b"OK"
+    sock = client.sock
+    assert isinstance(sock, ssl.SSLSocket)
+    return sock, client.buffer
+
+
+def _deflate(data: bytes) -> bytes:
+    comp = zlib.compressobj(9, zlib.DEFLATED, -15)
+    return comp.compress(data) + comp.flush(zlib.Z_SYNC_FLUSH)
+
+
+def test_compress_bomb_of_noops(lit_server: Harness, account: Account) -> None:
+    """After COMPRESS DEFLATE, about 65 KB that inflate to 64 MiB of NOOPs (ratio ~1000):
+    another client is answered within a second and the attacker gets BYE and is cut off."""
+    h = lit_server
+    watch = Watch(h, account)
+    sock, _ = _compressed_session(h, account)
+    bomb = _deflate(b"a NOOP\r\n" * (64 * MIB // 8))
+    received: list[bytes] = []
+    over = threading.Event()
+
+    def attack() -> None:
+        with contextlib.suppress(OSError):
+            sock.sendall(bomb)
+        inflate = zlib.decompressobj(-15)
+        sock.settimeout(15)
+        with contextlib.suppress(OSError):
+            while chunk := sock.recv(65536):
+                received.append(inflate.decompress(chunk, 4 * MIB))
+        over.set()
+
+    threads = run_threads([attack])
+    try:
+        watch.until(over.is_set, 15)
+    finally:
+        threads[0].join(20)
+        sock.close()
+        watch.close()
+    out = b"".join(received)
+    print(f"NOOP bomb ({len(bomb)} octets): {out.count(b' OK ')} answered, worst NOOP "
+          f"{watch.worst:.3f} s, RSS +{watch.grown_mib():.1f} MiB")
+    assert over.is_set(), "the attacker's connection is still open"
+    assert b"* BYE" in out, out[-300:]
+    assert watch.worst < 1.0, watch.worst
+    assert watch.grown_mib() < 50, watch.grown_mib()
+
+
+def test_compressed_pipelined_commands_are_throttled(
+    lit_server: Harness, account: Account
+) -> None:
+    """Below the ratio cap (ordinary compression), 20,000 pipelined NOOPs are answered at
+    the session's command rate, while another client is answered within a second."""
+    h = lit_server
+    watch = Watch(h, account)
+    sock, _ = _compressed_session(h, account)
+    # Distinct tags keep the stream's ratio near an ordinary client's (about 5:1).
+    burst = b"".join(b"n%d NOOP\r\n" % i for i in range(20_000))
+    answered = [0]
+    stop = threading.Event()
+
+    def attack() -> None:
+        inflate = zlib.decompressobj(-15)
+        with contextlib.suppress(OSError):
+            sock.sendall(_deflate(burst))
+            sock.settimeout(0.2)
+            while not stop.is_set():
+                try:
+                    chunk = sock.recv(65536)
+                except TimeoutError:
+                    continue
+                if not chunk:
+                    break
+                answered[0] += inflate.decompress(chunk).count(b" OK ")
+
+    threads = run_threads([attack])
+    started = time.monotonic()
+    try:
+        watch.until(lambda: False, 2.0)
+        elapsed = time.monotonic() - started
+        count = answered[0]
+    finally:
+        stop.set()
+        threads[0].join(10)
+        sock.close()
+        watch.close()
+    print(f"20000 pipelined NOOPs: {count} answered in {elapsed:.2f} s, "
+          f"worst other NOOP {watch.worst:.3f} s")
+    assert watch.worst < 1.0, watch.worst
+    assert count <= BURST + RATE * (elapsed + 0.5), (count, elapsed)
+    assert count >= BURST // 2, count  # throttled, not stopped
 
 
 # ------------------------------------------------------------------------------- item 5, APPEND
