@@ -50,8 +50,9 @@ INFLATE_CHUNK = 256 * 1024
 # (short, repetitive) may compress well without meaning anything.
 RATIO_AFTER = INFLATE_CHUNK
 # Before authentication a literal can only be a user name or a password (LOGIN; SASL
-# responses are lines): 4096 octets, the LITERAL- bound of RFC 7888 section 4, is plenty,
-# and an unauthenticated client cannot make the server hold a message-sized literal.
+# responses are lines): 4096 octets, the bound RFC 9051 section 4.3 sets for non-synchronising
+# literals (LITERAL-, RFC 7888 section 5), is plenty, and an unauthenticated client cannot make
+# the server hold a message-sized literal.
 PREAUTH_MAX_LITERAL = 4096
 # Literals over this size (APPEND messages) go to a temporary file while they arrive.
 SPOOL_AT = 64 * 1024
@@ -229,8 +230,8 @@ class IMAPServer:
             framer.receive_data(data)
 
     def _literal_limit(self, sess: IMAPSession) -> int:
-        """RFC 7888 section 4 and RFC 9051 section 4.3 let a server refuse large literals:
-        before authentication only small ones are taken."""
+        """The literal limit for the next command: before authentication only small literals
+        are taken (RFC 7888 section 4 and RFC 9051 section 4.3 let a server refuse them)."""
         if sess.state is State.NOT_AUTHENTICATED:
             return PREAUTH_MAX_LITERAL
         return self._settings.max_message_size
