@@ -20,6 +20,7 @@ from mailstead.delivery.service import DeliveryService
 from mailstead.filters.pipeline import Pipeline, Stage
 from mailstead.filters.spam import JunkLearner
 from mailstead.imap.context import IMAPContext
+from mailstead.imap.spool import ByteBudget
 from mailstead.maintenance import (
     FIRST_DELAY,
     HOURLY,
@@ -388,8 +389,12 @@ async def run(config: Config) -> None:
             listeners.append(_managesieve_listener(config, store, accounts, tls, stopping))
         # IMAP (issue 3): 143 with STARTTLS, 993 with implicit TLS; one IMAPContext shares
         # \Recent bookkeeping and per-account session counts between both ports.
+        spool_dir = config.data_dir / "tmp"
+        spool_dir.mkdir(mode=0o700, exist_ok=True)
         imap_ctx = IMAPContext(store, accounts,
-                               copy_hook=learner.on_copy if learner is not None else None)
+                               copy_hook=learner.on_copy if learner is not None else None,
+                               spool_dir=spool_dir,
+                               append_budget=ByteBudget(config.imap.append_memory))
         for name, implicit in (("imap", False), ("imaps", True)):
             address = getattr(config.listen, name)
             if address is None:
@@ -403,6 +408,9 @@ async def run(config: Config) -> None:
                     max_bad_commands=config.imap.max_bad_commands,
                     max_connections_per_account=config.imap.max_connections_per_account,
                     idle_timeout=config.imap.idle_timeout,
+                    command_rate=config.imap.command_rate,
+                    command_burst=config.imap.command_burst,
+                    compress_max_ratio=config.imap.compress_max_ratio,
                 ),
                 imap_ctx, tls, stopping,
             )

@@ -316,6 +316,46 @@ class IMAPConfig:
         default=50,
         metadata=_doc("Simultaneous IMAP connections from one IP address.", "integer", "50"),
     )
+    command_rate: float = field(
+        default=500.0,
+        metadata=_doc(
+            "Commands a second one IMAP session may send, sustained; faster clients are "
+            "made to wait (never refused). A full sync by a desktop client stays well "
+            "below it. 0 means no cap.",
+            "number",
+            "500",
+        ),
+    )
+    command_burst: int = field(
+        default=2000,
+        metadata=_doc(
+            "Commands a session may send at once above command_rate before it waits "
+            "(pipelined flag updates of a large mailbox come in bursts).",
+            "integer",
+            "2000",
+        ),
+    )
+    compress_max_ratio: float = field(
+        default=200.0,
+        metadata=_doc(
+            "After COMPRESS=DEFLATE (RFC 4978): the largest ratio of inflated to compressed "
+            "input over a session; above it the server says BYE and closes (a "
+            "decompression bomb). DEFLATE reaches about 1032; real traffic stays below "
+            "100. 0 means no cap.",
+            "number",
+            "200",
+        ),
+    )
+    append_memory: int = field(
+        default=128 * 1024 * 1024,
+        metadata=_doc(
+            "Bytes that APPEND commits of all sessions may hold in memory at once. Large "
+            "APPEND messages are spooled to DATA/tmp while they arrive and read back only "
+            "within this budget; one message of the largest allowed size always fits.",
+            "integer (bytes)",
+            "134217728 (128 MiB)",
+        ),
+    )
 
 
 # How a smarthost is reached: STARTTLS on a plain port (RFC 3207), TLS from the first byte

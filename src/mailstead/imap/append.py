@@ -12,7 +12,7 @@ from mailstead.imap import names
 from mailstead.imap.base import CommandFailed
 from mailstead.imap.messages import check_flags
 from mailstead.proto.imap.ast import AppendArgs, Command
-from mailstead.storage.interfaces import IncomingMessage, LocalDelivery
+from mailstead.storage.interfaces import AcceptResult, IncomingMessage, LocalDelivery
 
 if TYPE_CHECKING:
     from mailstead.imap.session import IMAPSession
@@ -32,7 +32,7 @@ async def append(s: IMAPSession, cmd: Command) -> None:
     if info is None:
         # RFC 9051 section 6.3.12: TRYCREATE when the mailbox does not exist.
         raise CommandFailed("NO", "No such mailbox", "TRYCREATE")
-    size = len(args.message)
+    size = args.size
     if size > s.settings.max_message_size:
         # RFC 7889 section 4 (and RFC 9051 section 7.1 TOOBIG).
         raise CommandFailed("NO", "Message larger than APPENDLIMIT", "TOOBIG")
@@ -44,20 +44,38 @@ async def append(s: IMAPSession, cmd: Command) -> None:
         # RFC 9208 section 4.3: refuse what would take the account over its quota.
         raise CommandFailed("NO", "Over quota", "OVERQUOTA")
     when = args.internal_date.timestamp() if args.internal_date is not None else s.clock()
-    summary = summarize(args.message)
-    result = await store.accept_message(IncomingMessage(
-        data=args.message,
+    if args.spooled_size is None:
+        result = await _commit(s, info.name, flags, when, args.message)
+    else:
+        spool = s.spool
+        if spool is None or spool.size != size:
+            raise CommandFailed("NO", "The message was not received whole", "SERVERBUG")
+        # A large message was spooled to disk while it arrived; reading it back for the
+        # commit waits for room in the budget shared by all sessions, so many concurrent
+        # large APPENDs cannot together hold more than that in memory.
+        async with s.ctx.append_budget.hold(size):
+            result = await _commit(s, info.name, flags, when, await spool.read())
+    uid = next((u for _a, mbox, u in result.delivered if mbox == info.id), None)
+    code = f"APPENDUID {info.uidvalidity} {uid}" if uid is not None else None
+    # RFC 9051 section 6.3.12: APPEND to the selected mailbox shows up as EXISTS.
+    await s.updates(cmd)
+    s.tagged(cmd.tag, "OK", "APPEND completed", code)
+
+
+async def _commit(
+    s: IMAPSession, mailbox: str, flags: tuple[str, ...], when: float, data: bytes
+) -> AcceptResult:
+    """Parses the message once and delivers it durably (fsync'd before the OK)."""
+    assert s.account is not None
+    summary = summarize(data)
+    return await s.ctx.store.accept_message(IncomingMessage(
+        data=data,
         queue_id="append-" + secrets.token_hex(6),
         mail_from="",
-        local=[LocalDelivery(account_id=s.account.id, mailbox=info.name, flags=flags)],
+        local=[LocalDelivery(account_id=s.account.id, mailbox=mailbox, flags=flags)],
         remote=[],
         internal_date=when,
         envelope=summary.envelope,
         bodystructure=summary.bodystructure,
         auth_account_id=s.account.id,
     ))
-    uid = next((u for _a, mbox, u in result.delivered if mbox == info.id), None)
-    code = f"APPENDUID {info.uidvalidity} {uid}" if uid is not None else None
-    # RFC 9051 section 6.3.12: APPEND to the selected mailbox shows up as EXISTS.
-    await s.updates(cmd)
-    s.tagged(cmd.tag, "OK", "APPEND completed", code)

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from mailstead.accounts.service import AccountService
+from mailstead.imap.spool import ByteBudget
 from mailstead.storage.interfaces import Store
 
 
@@ -67,6 +69,10 @@ class IMAPContext:
     # Called after COPY/MOVE with (account id, source mailbox id, destination mailbox id,
     # destination UIDs): spam filters learn from moves into and out of Junk (issue 9).
     copy_hook: Callable[[int, int, int, Sequence[int]], Awaitable[None]] | None = None
+    # Where large APPEND messages are spooled while they arrive (None: the system's tmp),
+    # and the octets that APPEND commits of every session may hold in memory at once.
+    spool_dir: Path | None = None
+    append_budget: ByteBudget = field(default_factory=lambda: ByteBudget(128 * 1024 * 1024))
 
     def acquire(self, account_id: int, limit: int) -> bool:
         """Count one more session of the account, unless it has ``limit`` already."""

@@ -18,6 +18,7 @@ from mailstead.imap import append, auth, idle, mailboxes, messages, quota, searc
 from mailstead.imap.base import Action, CommandFailed, State
 from mailstead.imap.context import IMAPContext, IMAPSettings
 from mailstead.imap.names import MailboxNameError
+from mailstead.imap.spool import LiteralSpool
 from mailstead.observability.log import log_event
 from mailstead.proto.imap import response
 from mailstead.proto.imap.ast import Command
@@ -116,6 +117,8 @@ class IMAPSession:
         # Where a long response goes while it is still being produced (the server's send):
         # without one, everything waits for ``execute`` to return.
         self.writer: Callable[[bytes], Awaitable[None]] | None = None
+        # The spooled message of the APPEND being executed (the server sets it).
+        self.spool: LiteralSpool | None = None
         self._out: list[bytes] = []
 
     # ------------------------------------------------------------------ properties

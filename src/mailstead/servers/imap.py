@@ -19,20 +19,24 @@ from dataclasses import dataclass
 from mailstead.imap.base import Action, State
 from mailstead.imap.context import IMAPContext, IMAPSettings
 from mailstead.imap.session import IMAPSession
+from mailstead.imap.spool import LiteralSpool
 from mailstead.observability.log import log_event
 from mailstead.proto.imap import response
+from mailstead.proto.imap.ast import AppendArgs, Command
 from mailstead.proto.imap.framing import (
     NEED_DATA,
     CommandFrame,
     CommandFramer,
     Event,
     LineTooLong,
+    LiteralChunk,
     LiteralTooBig,
     NeedContinuation,
     RawLine,
 )
 from mailstead.proto.imap.parser import ParseError, parse_command
 from mailstead.servers.listener import Connection, ConnectionLost, Interrupted
+from mailstead.servers.throttle import TokenBucket
 
 log = logging.getLogger("mailstead.imap")
 
@@ -42,6 +46,16 @@ MAX_LINE = 64 * 1024
 # Decompress at most this much per read, so a small DEFLATE bomb cannot balloon in memory
 # (the framer then applies its own line and literal limits).
 INFLATE_CHUNK = 256 * 1024
+# The decompression ratio is judged once this much was inflated: a session's first commands
+# (short, repetitive) may compress well without meaning anything.
+RATIO_AFTER = INFLATE_CHUNK
+# Before authentication a literal can only be a user name or a password (LOGIN; SASL
+# responses are lines): 4096 octets, the bound RFC 9051 section 4.3 sets for non-synchronising
+# literals (LITERAL-, RFC 7888 section 5), is plenty, and an unauthenticated client cannot make
+# the server hold a message-sized literal.
+PREAUTH_MAX_LITERAL = 4096
+# Literals over this size (APPEND messages) go to a temporary file while they arrive.
+SPOOL_AT = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,16 +72,26 @@ class IMAPListenerSettings:
     # in IDLE, which clients renew every 29 minutes (RFC 2177 section 3).
     idle_timeout: float = 1800.0
     keepalive: float = 120.0  # "* OK Still here" while idling, for NATs and firewalls
+    command_rate: float = 500.0  # commands a second per session, sustained (0: no cap)
+    command_burst: int = 2000  # ... and saved up for a burst
+    compress_max_ratio: float = 200.0  # inflated : compressed octets over a session
+
+
+class CompressionBomb(Exception):
+    """The client's DEFLATE stream inflates beyond the allowed ratio."""
 
 
 class _Stream:
     """The connection as the IMAP loop sees it: plain, or raw DEFLATE after COMPRESS."""
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, max_ratio: float = 0.0) -> None:
         self.conn = conn
         self._inflate: zlib._Decompress | None = None
         self._deflate: zlib._Compress | None = None
         self._tail = b""
+        self._max_ratio = max_ratio  # 0: no cap
+        self.compressed_in = 0  # octets of DEFLATE input consumed
+        self.inflated_out = 0  # octets they inflated to
 
     @property
     def compressed(self) -> bool:
@@ -79,11 +103,20 @@ class _Stream:
         self._deflate = zlib.compressobj(wbits=-15)
 
     def inflate(self, data: bytes) -> bytes:
-        """Decompress input (bounded per call; the rest stays for the next ``read``)."""
+        """Decompress input (bounded per call; the rest stays for the next ``read``).
+        Raises CompressionBomb when the session's ratio goes over the cap."""
         if self._inflate is None:
             return data
-        out = self._inflate.decompress(self._tail + data, INFLATE_CHUNK)
+        fed = self._tail + data
+        out = self._inflate.decompress(fed, INFLATE_CHUNK)
         self._tail = self._inflate.unconsumed_tail
+        self.compressed_in += len(fed) - len(self._tail)
+        self.inflated_out += len(out)
+        # DEFLATE reaches about 1032:1; real IMAP traffic (commands, mail) stays far below
+        # 100:1, so a session beyond the cap is feeding the server a decompression bomb.
+        if (self._max_ratio > 0 and self.inflated_out >= RATIO_AFTER
+                and self.inflated_out > self._max_ratio * max(1, self.compressed_in)):
+            raise CompressionBomb
         return out
 
     async def read(self) -> bytes:
@@ -150,14 +183,21 @@ class IMAPServer:
             ),
             client_ip=conn.peer_ip,
         )
-        stream = _Stream(conn)
+        stream = _Stream(conn, s.compress_max_ratio)
         sess.writer = stream.send  # long responses stream out while they are produced
-        framer = CommandFramer(max_line=MAX_LINE, max_literal=s.max_message_size)
+        framer = CommandFramer(
+            max_line=MAX_LINE, max_literal=PREAUTH_MAX_LITERAL, spool_at=SPOOL_AT
+        )
         try:
             await stream.send(sess.greeting())
             await self._loop(sess, stream, framer)
         except (_Closed, ConnectionLost, zlib.error):
             pass
+        except CompressionBomb:
+            log_event(log, "imap.compression_bomb", client=conn.peer_ip,
+                      compressed=stream.compressed_in, inflated=stream.inflated_out)
+            with contextlib.suppress(ConnectionLost):
+                await stream.send(b"* BYE Compressed input inflates too much\r\n")
         finally:
             await sess.close()
             with contextlib.suppress(ConnectionLost):
@@ -189,34 +229,84 @@ class IMAPServer:
                 raise _Closed
             framer.receive_data(data)
 
+    def _literal_limit(self, sess: IMAPSession) -> int:
+        """The literal limit for the next command: before authentication only small literals
+        are taken (RFC 7888 section 4 and RFC 9051 section 4.3 let a server refuse them)."""
+        if sess.state is State.NOT_AUTHENTICATED:
+            return PREAUTH_MAX_LITERAL
+        return self._settings.max_message_size
+
     async def _loop(self, sess: IMAPSession, stream: _Stream, framer: CommandFramer) -> None:
-        while sess.state is not State.LOGOUT:
-            event = await self._next(sess, stream, framer)
-            if isinstance(event, NeedContinuation):
-                # RFC 9051 section 4.3: the go-ahead for a synchronising literal.
-                stream.write(response.continuation("Ready for literal data"))
-                continue
-            if isinstance(event, LineTooLong):
-                stream.write(sess.parse_error(event.tag, "Command line too long"))
-            elif isinstance(event, LiteralTooBig):
-                # RFC 7889 section 4: a synchronising literal is refused before the client
-                # sends the octets; a LITERAL+ one is on its way, so the session closes.
-                stream.write(sess.literal_too_big(
-                    event.tag, self._settings.max_message_size, sync=event.sync
-                ))
-            elif isinstance(event, RawLine):
-                stream.write(sess.parse_error(None, "Unexpected line"))
-            elif isinstance(event, CommandFrame):
-                try:
-                    cmd = parse_command(event)
-                except ParseError as exc:
-                    stream.write(sess.parse_error(exc.tag, exc.text, exc.status, exc.code))
-                else:
-                    stream.write(await sess.execute(cmd))
-                    await self._act(sess, stream, framer)
-            if sess.action is Action.CLOSE:
-                break
-        await stream.conn.drain()
+        s = self._settings
+        loop = asyncio.get_running_loop()
+        bucket = TokenBucket(s.command_rate, s.command_burst, loop.time())
+        spooled: list[LiteralSpool] = []  # literals of the command being framed, on disk
+        current: LiteralSpool | None = None
+        try:
+            while sess.state is not State.LOGOUT:
+                framer.max_literal = self._literal_limit(sess)
+                event = await self._next(sess, stream, framer)
+                if isinstance(event, LiteralChunk):
+                    if current is None:
+                        current = LiteralSpool(self._ctx.spool_dir)
+                        spooled.append(current)
+                    current.write(event.data)
+                    if event.end:
+                        current = None
+                    continue
+                if isinstance(event, NeedContinuation):
+                    # RFC 9051 section 4.3: the go-ahead for a synchronising literal.
+                    stream.write(response.continuation("Ready for literal data"))
+                    continue
+                # One token per command (or refused line): a client pipelining commands
+                # faster than the cap is made to wait, never the other sessions.
+                wait = bucket.take(loop.time())
+                if wait > 0:
+                    await stream.conn.drain()
+                    await asyncio.sleep(wait)
+                if isinstance(event, LineTooLong):
+                    stream.write(sess.parse_error(event.tag, "Command line too long"))
+                elif isinstance(event, LiteralTooBig):
+                    # RFC 7889 section 4: a synchronising literal is refused before the
+                    # client sends the octets; a LITERAL+ one is on its way, so the session
+                    # closes.
+                    stream.write(sess.literal_too_big(
+                        event.tag, framer.max_literal, sync=event.sync
+                    ))
+                elif isinstance(event, RawLine):
+                    stream.write(sess.parse_error(None, "Unexpected line"))
+                elif isinstance(event, CommandFrame):
+                    try:
+                        cmd = parse_command(event)
+                    except ParseError as exc:
+                        stream.write(sess.parse_error(exc.tag, exc.text, exc.status, exc.code))
+                    else:
+                        stream.write(await self._execute(sess, cmd, spooled))
+                        await self._act(sess, stream, framer)
+                    for spool in spooled:
+                        spool.close()
+                    spooled.clear()
+                if sess.action is Action.CLOSE:
+                    break
+                # Yield to the other sessions after every command, even when the next one
+                # is already buffered (pipelined, or inflated from a COMPRESS stream).
+                await asyncio.sleep(0)
+            await stream.conn.drain()
+        finally:
+            for spool in spooled:
+                spool.close()
+
+    async def _execute(
+        self, sess: IMAPSession, cmd: Command, spooled: list[LiteralSpool]
+    ) -> bytes:
+        """Runs a command, handing APPEND its spooled message (the parser lets no other
+        command have a spooled literal)."""
+        if isinstance(cmd.args, AppendArgs) and cmd.args.spooled_size is not None:
+            sess.spool = spooled[-1] if spooled else None
+        try:
+            return await sess.execute(cmd)
+        finally:
+            sess.spool = None
 
     # ------------------------------------------------------------------ actions
 

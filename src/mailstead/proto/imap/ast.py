@@ -200,9 +200,14 @@ class AppendArgs:
     raw: bytes
     flags: tuple[str, ...]
     internal_date: datetime | None
-    message: bytes
+    message: bytes  # empty when spooled: the server holds the octets in a file
     binary: bool = False  # literal8 ~{n} (RFC 3516)
     utf8: bool = False  # the UTF8 (~{n}) form of RFC 6855 section 4 (needs UTF8=ACCEPT)
+    spooled_size: int | None = None  # the message's size when it was spooled
+
+    @property
+    def size(self) -> int:
+        return len(self.message) if self.spooled_size is None else self.spooled_size
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,9 @@ of the command on a new line (RFC 9051 section 4.3). The framer splits the strea
 for a command (literal injection) and every size is checked before anything is buffered:
 each line is bounded by ``max_line``, each literal by ``max_literal``, a whole frame by
 ``max_line + max_literal``. Scanning uses C-level ``bytes.find``, never a Python loop per byte.
+A literal over ``spool_at`` octets is not kept at all: its octets leave as ``LiteralChunk``
+events while they arrive (the server writes them to a temporary file), so a large APPEND
+holds no more memory than one read.
 
 The contract, h11-style: ``receive_data(bytes)`` then ``next_event()`` until it returns
 ``NEED_DATA``. Events are produced lazily, so a server that gets an IDLE or AUTHENTICATE frame
@@ -71,8 +74,19 @@ def tag_of(line: bytes) -> str | None:
 
 @dataclass(frozen=True, slots=True)
 class Literal:
+    """A literal's octets, or (``spooled``) only their size and whether a NUL was among
+    them, when they went out as ``LiteralChunk`` events instead."""
+
     data: bytes
     binary: bool = False  # sent as literal8 (``~{n}``)
+    spooled: bool = False
+    size: int = 0  # octets of a spooled literal (``len(data)`` otherwise)
+    has_nul: bool = False  # a spooled literal held a NUL octet
+
+    @property
+    def nul(self) -> bool:
+        """RFC 9051 section 4.3: only a literal8 may hold NUL; the parser checks this."""
+        return self.has_nul if self.spooled else b"\x00" in self.data
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,13 +135,22 @@ class LiteralTooBig:
 
 
 @dataclass(frozen=True, slots=True)
+class LiteralChunk:
+    """Octets of a literal over ``spool_at``, in order as they arrive; ``end`` on the last
+    one. The frame that follows carries a ``spooled`` ``Literal`` in its place."""
+
+    data: bytes
+    end: bool
+
+
+@dataclass(frozen=True, slots=True)
 class RawLine:
     """The line asked for by ``expect_line()``: IDLE's ``DONE``, an AUTHENTICATE response."""
 
     data: bytes
 
 
-Event = CommandFrame | NeedContinuation | LineTooLong | LiteralTooBig | RawLine
+Event = CommandFrame | NeedContinuation | LineTooLong | LiteralTooBig | LiteralChunk | RawLine
 
 
 class CommandFramer:
@@ -139,15 +162,21 @@ class CommandFramer:
 
     __slots__ = (
         "_buf", "_chunks", "_discard", "_expect", "_left", "_lines", "_lit_binary",
-        "_literals", "_long", "_long_raw", "_scanned", "_size", "_tag", "_tail", "closed",
-        "max_line", "max_literal",
+        "_literals", "_long", "_long_raw", "_nul", "_scanned", "_size", "_spool",
+        "_spool_size", "_tag", "_tail", "closed", "max_line", "max_literal", "spool_at",
     )
 
     def __init__(
-        self, max_line: int = DEFAULT_MAX_LINE, max_literal: int = DEFAULT_MAX_LITERAL
+        self,
+        max_line: int = DEFAULT_MAX_LINE,
+        max_literal: int = DEFAULT_MAX_LITERAL,
+        spool_at: int | None = None,
     ) -> None:
         self.max_line = max_line  # octets per line, CRLF included
+        # The server may change both limits between commands (a smaller literal limit
+        # before authentication); they apply from the next line framed.
         self.max_literal = max_literal
+        self.spool_at = spool_at  # literals over this many octets leave as LiteralChunk
         self._buf = bytearray()
         self._scanned = 0  # bytes at the front of _buf known to hold no CRLF (but a final CR)
         self._lines: list[bytes] = []  # lines of the command being framed
@@ -157,6 +186,9 @@ class CommandFramer:
         self._left = 0  # octets of the current literal still to come
         self._lit_binary = False
         self._chunks: list[bytes] = []  # pieces of the current literal (when kept)
+        self._spool = False  # the current literal goes out as LiteralChunk events
+        self._nul = False  # ... and a NUL was among its octets so far
+        self._spool_size = 0
         self._discard = False  # dropping the rest of the current command
         self._long = False  # inside an over-long line: drop up to the next CRLF
         self._long_raw = False  # ... which was an expect_line() line
@@ -202,6 +234,17 @@ class CommandFramer:
                 take = min(self._left, len(buf))
                 if not take:
                     return NEED_DATA
+                if self._spool and not self._discard:
+                    chunk = bytes(buf[:take])
+                    del buf[:take]
+                    self._left -= take
+                    self._nul = self._nul or b"\x00" in chunk
+                    if not self._left:
+                        self._spool = False
+                        self._literals.append(Literal(
+                            b"", self._lit_binary, spooled=True,
+                            size=self._spool_size, has_nul=self._nul))
+                    return LiteralChunk(chunk, end=not self._left)
                 if not self._discard:
                     self._chunks.append(bytes(buf[:take]))
                 del buf[:take]
@@ -345,6 +388,10 @@ class CommandFramer:
         self._left = n
         self._lit_binary = header.binary
         self._chunks = []
+        # A large literal (an APPEND message, in practice) is not held in memory: the
+        # server spools it to disk from LiteralChunk events.
+        self._spool = self.spool_at is not None and n > self.spool_at
+        self._spool_size, self._nul = n, False
         if n == 0:
             self._literals.append(Literal(b"", header.binary))
         if header.sync:

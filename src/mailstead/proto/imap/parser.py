@@ -328,7 +328,7 @@ def _append(r: Reader, uid: bool) -> AppendArgs:
         r.sp()
     utf8 = False
     if r.peek() in (0x7B, 0x7E):
-        message, binary = r.literal(binary_ok=True)
+        lit = r.literal_frame(binary_ok=True)
     else:
         if r.keyword() != "UTF8":
             raise r.error("expected the message as a literal")
@@ -336,10 +336,12 @@ def _append(r: Reader, uid: bool) -> AppendArgs:
         r.expect(b"(")
         if r.peek() != 0x7E:
             raise r.error("UTF8 data must be a literal8")
-        message, binary = r.literal(binary_ok=True)
+        lit = r.literal_frame(binary_ok=True)
         r.expect(b")")
-        utf8, binary = True, False
-    return AppendArgs(name, raw, flags, when, message, binary, utf8)
+        utf8 = True
+    # A spooled message (the server wrote it to a temporary file) has only its size here.
+    return AppendArgs(name, raw, flags, when, lit.data, lit.binary and not utf8, utf8,
+                      spooled_size=lit.size if lit.spooled else None)
 
 
 def _getquota(r: Reader, uid: bool) -> QuotaArgs:

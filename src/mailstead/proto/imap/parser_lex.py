@@ -13,7 +13,7 @@ import re
 from datetime import datetime, timedelta, timezone
 
 from mailstead.proto.imap.ast import SeqRange, SequenceSet
-from mailstead.proto.imap.framing import CommandFrame, literal_header
+from mailstead.proto.imap.framing import CommandFrame, Literal, literal_header
 
 
 class ParseError(Exception):
@@ -157,19 +157,29 @@ class Reader:
 
     def literal(self, *, binary_ok: bool = False) -> tuple[bytes, bool]:
         """A literal's octets and whether it was a literal8 (``~{n}``, RFC 3516)."""
+        lit = self.literal_frame(binary_ok=binary_ok)
+        if lit.spooled:
+            # Only APPEND's message may be spooled to disk (``literal_frame``); anything
+            # else that large is refused (RFC 7889 section 4, RFC 4469 TOOBIG).
+            raise ParseError(self.tag, "Literal too large for this command", status="NO",
+                             code="TOOBIG")
+        return lit.data, lit.binary
+
+    def literal_frame(self, *, binary_ok: bool = False) -> Literal:
+        """The literal at the cursor as framed (its octets, or a spooled one's size)."""
         header = literal_header(self.line)
         if header is None or header.start != self.pos or self._idx >= len(self._literals):
             raise self.error("malformed literal")
         if header.binary and not binary_ok:
             raise self.error("literal8 is not allowed here")
         lit = self._literals[self._idx]
-        if not header.binary and b"\x00" in lit.data:
+        if not header.binary and lit.nul:
             # RFC 9051 section 4.3: a literal is CHAR8 (no NUL); only literal8 may hold NUL.
             raise self.error("NUL in a literal (use literal8)")
         self._idx += 1
         self.line = self._lines[self._idx]
         self.pos = 0
-        return lit.data, header.binary
+        return lit
 
     def string(self) -> bytes:
         """string = quoted / literal."""
