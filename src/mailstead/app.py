@@ -235,7 +235,8 @@ def _filters(
 def _sieve_limits(config: Config) -> SieveLimits:
     sv = config.sieve
     return SieveLimits(max_script_size=sv.max_script_size, max_actions=sv.max_actions,
-                       max_redirects=sv.max_redirects)
+                       max_redirects=sv.max_redirects, max_steps=sv.max_run_steps,
+                       max_cpu_seconds=sv.max_run_cpu)
 
 
 def _sieve_runner(config: Config, store: Store) -> SieveRunner | None:

@@ -9,7 +9,9 @@ A broken script, a store hiccup or a limit never loses mail: that account keeps 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import hashlib
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -25,7 +27,12 @@ from mailstead.sieve.interpreter import Envelope, Interpreter, SieveEnvironment
 from mailstead.sieve.limits import SieveLimits
 from mailstead.sieve.message import MessageView
 from mailstead.sieve.parser import SieveError
-from mailstead.sieve.replies import reject_notice, vacation_message, vacation_refusal
+from mailstead.sieve.replies import (
+    budget_notice,
+    reject_notice,
+    vacation_message,
+    vacation_refusal,
+)
 from mailstead.storage.interfaces import IncomingMessage, LocalDelivery, Store, address_key
 
 log = logging.getLogger("mailstead.sieve")
@@ -38,6 +45,8 @@ MAX_REDIRECT_HOPS = 25
 _CACHE_SIZE = 256
 # fileinto targets remembered as existing, (account id, name), before the memory starts over.
 _KNOWN_MAILBOXES = 10_000
+# A script stopped by its budget is reported to its owner at most once in this many seconds.
+NOTICE_PERIOD = 30 * DAY
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +54,7 @@ class FollowUp:
     """A message Sieve sends on behalf of ``account_id`` after delivery."""
 
     account_id: int
-    kind: str  # "vacation" | "reject"
+    kind: str  # "vacation" | "reject" | "notice" (to the account itself)
     to: str
     data: bytes
     log_key: str | None = None  # the sieve_log key recorded once it is queued
@@ -80,8 +89,10 @@ class SieveRunner:
         self._store = store
         self._hostname = hostname
         self._limits = limits or SieveLimits()
+        # time.thread_time: the CPU budget counts the run's own thread, not the others'.
         self._interpreter = Interpreter(
-            self._limits, environment or SieveEnvironment.for_host(hostname))
+            self._limits, environment or SieveEnvironment.for_host(hostname),
+            cpu_clock=time.thread_time)
         self._redirects_per_day = redirects_per_day
         self._clock = clock
         self._resolver = RecipientResolver(store)
@@ -130,20 +141,20 @@ class SieveRunner:
                     stored = await self._store.active_sieve_script(account_id)
                     text = stored.content if stored is not None else None
                 script = self._compiled(text) if text is not None else None
-                if script is None:
+                if script is None or text is None:
                     out.local.append(keep)
                     continue
                 if view is None:
                     view = MessageView(data, self._limits.max_body_scan, fields=fields)
                 await self._run_one(out, script, view, account_id, address, mail_from,
-                                    default_mailbox)
+                                    default_mailbox, text)
             except (StoreError, AddressError) as exc:
                 log.warning("sieve for account %s failed, keeping: %s", account_id, exc)
                 out.local.append(keep)
         return out
 
     async def _run_one(self, out: SievePlan, script: Script, view: MessageView, account_id: int,
-                       address: str, mail_from: str, default_mailbox: str) -> None:
+                       address: str, mail_from: str, default_mailbox: str, text: str) -> None:
         # Mailbox existence is looked up per fileinto target rather than by listing the
         # account's mailboxes (with their message counts) for every delivery; only a script
         # using the RFC 5490 mailboxexists test, which the interpreter asks synchronously,
@@ -165,9 +176,16 @@ class SieveRunner:
 
         # The clock is read only for scripts that can look at it (RFC 5260 currentdate).
         now = self._clock() if "date" in script.extensions else None
-        outcome = self._interpreter.run(script, view, Envelope(mail_from, address), listed,
-                                        now=now)
-        if outcome.error:
+        # Off the event loop: a run may take up to its CPU budget, and the other sessions
+        # must be answered meanwhile.
+        outcome = await asyncio.to_thread(
+            self._interpreter.run, script, view, Envelope(mail_from, address), listed,
+            now=now)
+        if outcome.exhausted:
+            log.warning("sieve script of account %s stopped, message kept: %s", account_id,
+                        outcome.error)
+            await self._notice(out, account_id, address, text, outcome.error or "")
+        elif outcome.error:
             log.info("sieve runtime error for account %s, keeping: %s", account_id,
                      outcome.error)
         copies: list[LocalDelivery] = []
@@ -204,6 +222,19 @@ class SieveRunner:
             if key not in seen:
                 seen.add(key)
                 out.local.append(copy)
+
+    async def _notice(self, out: SievePlan, account_id: int, address: str, text: str,
+                      why: str) -> None:
+        """Tells the account, once per script per NOTICE_PERIOD, that its script was stopped
+        (a message from the postmaster in its INBOX)."""
+        key = hashlib.sha256(text.encode("utf-8", "replace")).hexdigest()[:32]
+        now = self._clock()
+        if await self._store.count_sieve_events(account_id, "notice", key, now - NOTICE_PERIOD):
+            return
+        if any(f.kind == "notice" and f.account_id == account_id for f in out.followups):
+            return
+        data = budget_notice(address, self._hostname, now, why)
+        out.followups.append(FollowUp(account_id, "notice", address, data, key))
 
     async def _mailbox_exists(self, account_id: int, name: str) -> bool:
         """Looks ``name`` up (INBOX spelled as the store does) and remembers it if found."""

@@ -115,3 +115,23 @@ def reject_notice(
         f"--{boundary}\r\nContent-Type: text/rfc822-headers\r\n\r\n"
     ).encode()
     return top + parts + original_header + f"\r\n--{boundary}--\r\n".encode()
+
+
+def budget_notice(account: str, hostname: str, now: float, why: str) -> bytes:
+    """The note to ``account`` that its active script was stopped by the run budget and the
+    message it was filtering was kept in INBOX."""
+    note = EmailMessage(policy=_POLICY)
+    note["From"] = f"Mail System <postmaster@{hostname}>"
+    note["To"] = account
+    note["Subject"] = "Your mail filter (Sieve script) was stopped"
+    note["Date"] = email.utils.formatdate(now)
+    note["Message-ID"] = f"<sieve-notice.{secrets.token_hex(12)}@{hostname}>"
+    note["Auto-Submitted"] = "auto-generated"  # RFC 3834 section 5
+    note.set_content(
+        "Your active Sieve script did more work on one incoming message than this server "
+        f"allows ({_one_line(why)}). The message was kept in your INBOX without filtering, "
+        "and so will every message that makes the script run that long.\n\n"
+        "Wildcard patterns with many \"*\" and \"?\" matched against long headers or "
+        "bodies are the usual cause: make them simpler or more specific. This note is sent "
+        "once; the server log has each occurrence.\n", charset="utf-8")
+    return bytes(note)
