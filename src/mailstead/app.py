@@ -244,7 +244,8 @@ def _sieve_runner(config: Config, store: Store) -> SieveRunner | None:
     if not config.sieve.enable:
         return None
     return SieveRunner(store, config.hostname, limits=_sieve_limits(config),
-                       redirects_per_day=config.sieve.redirects_per_day)
+                       redirects_per_day=config.sieve.redirects_per_day,
+                       sender_hourly_limit=config.queue.sender_hourly_limit)
 
 
 def _managesieve_listener(

@@ -16,6 +16,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from mailstead.core.address import AddressError, parse_address
 from mailstead.core.errors import AlreadyExists, StoreError
@@ -33,7 +34,11 @@ from mailstead.sieve.replies import (
     vacation_message,
     vacation_refusal,
 )
+from mailstead.sieve.senders import mime_problem, sender_unverified, unowned
 from mailstead.storage.interfaces import IncomingMessage, LocalDelivery, Store, address_key
+
+if TYPE_CHECKING:
+    from mailstead.mailauth.verify import AuthResults
 
 log = logging.getLogger("mailstead.sieve")
 
@@ -47,6 +52,9 @@ _CACHE_SIZE = 256
 _KNOWN_MAILBOXES = 10_000
 # A script stopped by its budget is reported to its owner at most once in this many seconds.
 NOTICE_PERIOD = 30 * DAY
+# The window of the account's sending limit (the submission limit, [queue]
+# sender_hourly_limit), which vacation replies, reject notices and redirects count against.
+HOUR = 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +77,13 @@ class SievePlan:
     redirected: dict[int, int] = field(default_factory=dict)  # account -> redirects made
     # (account, mailbox) of fileinto :create targets, for ``SieveRunner.settle_missing``.
     creatable: set[tuple[int, str]] = field(default_factory=set)
+    # What sender authentication found (None: no checks ran, e.g. submission).
+    auth: AuthResults | None = None
+
+    def sends(self, account_id: int) -> int:
+        """Messages this plan sends out for ``account_id``: redirects and follow-ups."""
+        return self.redirected.get(account_id, 0) + sum(
+            1 for f in self.followups if f.account_id == account_id and f.kind != "notice")
 
 
 class SieveRunner:
@@ -81,11 +96,14 @@ class SieveRunner:
         *,
         limits: SieveLimits | None = None,
         redirects_per_day: int = 100,
+        sender_hourly_limit: int = 0,
         clock: Callable[[], float] = time.time,
         environment: SieveEnvironment | None = None,
     ) -> None:
         """``environment``: what the RFC 5183 environment test sees (by default derived
-        from ``hostname``)."""
+        from ``hostname``); ``sender_hourly_limit``: the account's sending limit per hour
+        (0: none), shared with submission."""
+        self._hourly_limit = sender_hourly_limit
         self._store = store
         self._hostname = hostname
         self._limits = limits or SieveLimits()
@@ -125,12 +143,14 @@ class SieveRunner:
         self, accounts: dict[int, str], mail_from: str, data: bytes, default_mailbox: str,
         *, fields: Sequence[tuple[bytes, bytes]] | None = None,
         scripts: Mapping[int, str | None] | None = None,
+        auth: AuthResults | None = None,
     ) -> SievePlan:
         """What each account's script does with its copy of ``data``; never raises.
         ``fields``: data's header fields when the filters have parsed them already;
         ``scripts``: the active script (None: none) of accounts whose script was read with
-        the recipient lookup; the others' is read here."""
-        out = SievePlan()
+        the recipient lookup; the others' is read here; ``auth``: what sender
+        authentication found, which decides whether the sender may get a vacation reply."""
+        out = SievePlan(auth=auth)
         view: MessageView | None = None
         for account_id, address in accounts.items():
             keep = LocalDelivery(account_id, default_mailbox)
@@ -294,6 +314,10 @@ class SieveRunner:
         if done + out.redirected.get(account_id, 0) >= self._redirects_per_day:
             log.warning("sieve redirect limit reached for account %s", account_id)
             return False
+        if not await self._may_send(out, account_id):
+            log.warning("sieve redirect for account %s kept: hourly sending limit reached",
+                        account_id)
+            return False
         try:
             parsed = parse_address(target)
         except AddressError:
@@ -309,7 +333,16 @@ class SieveRunner:
     async def _vacation(self, out: SievePlan, action: Vacation, view: MessageView,
                         account_id: int, address: str, mail_from: str) -> None:
         own = {address_key(address), *(address_key(a) for a in action.addresses)}
-        why = vacation_refusal(view, mail_from, own)
+        why = vacation_refusal(view, mail_from, own) or sender_unverified(out.auth, mail_from)
+        if why is None:
+            # RFC 5230 section 4.2, checked again at run time: an alias may be gone since
+            # the upload, and a value built from variables is only known now.
+            bad = await unowned(self._store, address,
+                                ((action.from_,) if action.from_ else ()) + action.addresses)
+            if bad is not None:
+                why = f"{bad[:80]!r} is not an address of the account"
+        if why is None and action.mime:
+            why = mime_problem(action.reason)
         if why is not None:
             log.info("vacation for account %s not sent: %s", account_id, why)
             return
@@ -318,8 +351,23 @@ class SieveRunner:
         # RFC 5230 section 4.1: at most one reply per sender (and handle) per :days.
         if await self._store.count_sieve_events(account_id, "vacation", key, since):
             return
+        if not await self._may_send(out, account_id):
+            log.warning("vacation for account %s not sent: hourly sending limit reached",
+                        account_id)
+            return
         data = vacation_message(action, view, mail_from, address, self._hostname, self._clock())
         out.followups.append(FollowUp(account_id, "vacation", mail_from, data, key))
+
+    async def _may_send(self, out: SievePlan, account_id: int) -> bool:
+        """Whether the account may send one more message this hour: what it submitted and
+        what its scripts sent (follow-ups are queued under its name, redirects logged),
+        plus what this plan sends, stays under the submission limit."""
+        if self._hourly_limit <= 0:
+            return True
+        since = self._clock() - HOUR
+        sent = (await self._store.count_sent_since(account_id, since)
+                + await self._store.count_sieve_events(account_id, "redirect", None, since))
+        return sent + out.sends(account_id) < self._hourly_limit
 
     async def send_followups(self, plan: SievePlan, new_queue_id: Callable[[], str]) -> bool:
         """Queues the plan's follow-up mail (null sender, RFC 5230 section 5.1) and records
@@ -341,6 +389,8 @@ class SieveRunner:
                     local=[LocalDelivery(a) for a in res.accounts], remote=list(res.remote),
                     internal_date=now, envelope=summary.envelope,
                     bodystructure=summary.bodystructure,
+                    # Replies and notices count against the account's sending limit.
+                    auth_account_id=item.account_id if item.kind != "notice" else None,
                 ))
                 queued = queued or bool(res.remote)
                 if item.log_key is not None:
