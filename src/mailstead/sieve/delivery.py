@@ -230,7 +230,14 @@ class SieveRunner:
                     copies.append(LocalDelivery(account_id, default_mailbox))
             elif isinstance(action, Reject):
                 out.rejected[account_id] = action.reason
-                if mail_from:
+                # The notice goes to the envelope sender: only a verified one, and within
+                # the account's sending limit (else it is backscatter at a forged address).
+                why = "null sender" if not mail_from else sender_unverified(out.auth, mail_from)
+                if why is None and not await self._may_send(out, account_id):
+                    why = "hourly sending limit reached"
+                if why is not None:
+                    log.info("reject notice for account %s not sent: %s", account_id, why)
+                else:
                     notice = reject_notice(action.reason, view, mail_from, address,
                                            self._hostname, self._clock())
                     out.followups.append(FollowUp(account_id, "reject", mail_from, notice))

@@ -135,3 +135,23 @@ def test_replies_share_the_hourly_sending_limit(store: Store,
         assert len(await store.list_messages(account.id, "INBOX")) == 4
 
     loop.run_until_complete(go())
+
+
+def test_reject_notice_only_to_a_verified_sender(store: Store,
+                                                 loop: asyncio.AbstractEventLoop) -> None:
+    runner = SieveRunner(store, "mx.example.test")
+
+    async def go() -> None:
+        account = await store.get_account(ALICE)
+        assert account is not None
+        script = 'require ["reject", "vacation"];\r\nreject "no thanks";\r\n'
+        data = f"From: x@remote.test\r\nTo: {ALICE}\r\nSubject: s\r\n\r\nhi\r\n".encode()
+        kinds = {}
+        for spf in (SpfResult.FAIL, SpfResult.PASS):
+            plan = await runner.plan({account.id: ALICE}, "x@remote.test", data, "INBOX",
+                                     scripts={account.id: script}, auth=_auth(spf))
+            assert plan.rejected == {account.id: "no thanks"}
+            kinds[spf] = [f.kind for f in plan.followups]
+        assert kinds == {SpfResult.FAIL: [], SpfResult.PASS: ["reject"]}
+
+    loop.run_until_complete(go())
