@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import imaplib
 import smtplib
+import string
 import threading
 import time
 from collections.abc import Iterator
@@ -26,12 +27,14 @@ from helpers import (
 ALICE = "alice@example.test"
 BOB = "bob@example.test"
 PASSWORD = "correct horse battery staple"
-# Four patterns, each a run of "a?" that matches almost everywhere in a long run of "a" and
-# fails only at its end: a backtracking matcher retries every start (quadratic).
-PATTERN = "*" + "a?" * 240 + "b*"
-HOSTILE_SCRIPT = 'require ["fileinto"];\r\nif anyof (' + ", ".join(
-    f'header :matches "{name}" "{PATTERN}"' for name in ("Subject", "X-A", "X-B", "X-C")
-) + ') {\r\n  fileinto "Junk";\r\n}\r\n'
+# Keys of "a?" runs that match almost everywhere in a long run of "a" and fail only at
+# their last character: a backtracking matcher retries every start of each (quadratic); a
+# linear one still scans 48 KB per key, which the run's step budget stops.
+ENDS = [c for c in string.ascii_lowercase + string.digits + "!#$%&'()+,-./:;<=>@[]^_`{|}~"
+        if c != "a"]
+KEYS = [f"*{'a?' * n}{end}*" for n in (3, 5) for end in ENDS]
+HOSTILE_SCRIPT = ('require ["fileinto"];\r\nif header :matches "Subject" ['
+                  + ", ".join(f'"{k}"' for k in KEYS) + '] {\r\n  fileinto "Junk";\r\n}\r\n')
 # The server's high-water mark may not grow by more than this while the attack runs.
 MEMORY_BOUND_KIB = 64 * 1024
 

@@ -1,10 +1,12 @@
 """Comparators and match types (RFC 5228 sections 2.7.1 and 2.7.3, RFC 4790, RFC 5231).
 
 ``:matches`` places the fixed-length pieces between the stars one after the other (no
-regular expressions, no recursion, no backtracking into earlier stars); the work a hostile
-pattern can still cause is charged to the run's ``Budget``. It records what each wildcard
-matched for the RFC 5229 section 3.2 match variables. The relational match types
-order strings in one linear pass, numbers of any length included (no ``int()``).
+regular expressions, no recursion, no backtracking into earlier stars), each found by a
+C-level search or, when that would retry too often, one Shift-And pass: linear in the
+value. The work is charged to the run's ``Budget``, which bounds many patterns together.
+It records what each wildcard matched for the RFC 5229 section 3.2 match variables. The
+relational match types order strings in one linear pass, numbers of any length included
+(no ``int()``).
 """
 
 from __future__ import annotations
@@ -141,14 +143,52 @@ def _at(seg: _Segment, text: str, i: int, budget: Budget | None) -> bool:
     return True
 
 
+def _masks(seg: _Segment) -> tuple[dict[str, int], int]:
+    """Shift-And tables of ``seg``: per character the bits of the positions it may take,
+    and the bits of the ``?`` (which take any character)."""
+    anything = 0
+    for m in seg.marks:
+        anything |= 1 << m
+    masks: dict[str, int] = {}
+    for offset, chunk in seg.chunks:
+        for k, ch in enumerate(chunk):
+            masks[ch] = masks.get(ch, anything) | 1 << (offset + k)
+    return masks, anything
+
+
+def _scan(seg: _Segment, text: str, start: int, budget: Budget | None) -> int:
+    """``_find`` by one left-to-right pass of bit-parallel Shift-And: linear in the text
+    (each character costs a few operations on an integer of ``seg.length`` bits)."""
+    masks, anything = _masks(seg)
+    goal = 1 << (seg.length - 1)
+    cost = 1 + seg.length // 256  # steps per character
+    state = 0
+    for j in range(start, len(text)):
+        state = ((state << 1) | 1) & masks.get(text[j], anything)
+        if state & goal:
+            if budget is not None:
+                budget.spend(((j - start) & 255) * cost)
+            return j - seg.length + 1
+        if budget is not None and (j - start) & 255 == 255:
+            budget.spend(256 * cost)
+    if budget is not None:
+        budget.spend(((len(text) - start) & 255) * cost)
+    return -1
+
+
 def _find(seg: _Segment, text: str, start: int, budget: Budget | None) -> int:
-    """The leftmost position at or after ``start`` where ``seg`` matches, or -1. Candidates
-    come from a C-level search for the segment's longest literal chunk; each costs steps."""
+    """The leftmost position at or after ``start`` where ``seg`` matches, or -1.
+
+    Candidates come from a C-level search for the segment's longest literal chunk, each
+    checked chunk by chunk; when the checks cost more than the text they covered (many
+    ``?``, chunks that occur everywhere), the rest is scanned with Shift-And, so the whole
+    search stays linear in the length of the text."""
     last = len(text) - seg.length
     if not seg.chunks:
         return start if start <= last else -1
     offset, anchor = seg.chunks[0]
     pos = start + offset
+    work = 0
     while True:
         j = text.find(anchor, pos)
         if budget is not None:
@@ -156,8 +196,17 @@ def _find(seg: _Segment, text: str, start: int, budget: Budget | None) -> int:
         if j < 0 or j - offset > last:
             return -1
         i = j - offset
-        if _at(seg, text, i, budget):
+        work += 1 + len(anchor) // 32  # the search compared the anchor once more
+        for off, chunk in seg.chunks[1:]:
+            work += 1
+            if not text.startswith(chunk, i + off):
+                break
+        else:
             return i
+        if budget is not None:
+            budget.spend(1)
+        if work > 2 * (i - start) + 64:
+            return _scan(seg, text, i + 1, budget)
         pos = j + 1
 
 
@@ -170,8 +219,7 @@ def glob(value: str, pattern: str, comparator: str,
     The segments between the stars have fixed lengths, so placing each one at its leftmost
     occurrence after the previous one is never wrong (a later place leaves less room for
     the rest), the first is anchored at the start and the last at the end: one forward
-    pass, no backtracking over earlier stars. A candidate that fails costs steps of
-    ``budget``, which bounds the one quadratic case left (many ``?`` in a segment).
+    pass, no backtracking over earlier stars. The work is charged to ``budget``.
     """
     text = fold(value, comparator)
     pattern = fold(pattern, comparator)  # folding leaves "*", "?" and "\\" as they are
