@@ -12,6 +12,7 @@ import pytest
 from helpers import (
     DEFAULT_SMTP,
     Server,
+    ServerError,
     Users,
     init_data_dir,
     read_mailbox,
@@ -116,6 +117,11 @@ def test_upload_refuses_addresses_the_account_does_not_own(server: Server) -> No
         assert b'"main"' not in b"".join(client.command(b"LISTSCRIPTS\r\n"))
     finally:
         client.close()
+    # The administrator's CLI holds scripts to the same rule.
+    path = server.data_dir.parent / "forged.sieve"
+    path.write_text(forged, encoding="utf-8")
+    with pytest.raises(ServerError, match="is not an address of this account"):
+        run_cli("sieve", "put", ALICE, "main", str(path), "--data-dir", str(server.data_dir))
 
 
 def test_alias_removed_after_upload_is_checked_at_run_time(server: Server) -> None:
