@@ -60,7 +60,10 @@ def vacation_message(
     # RFC 5230 section 5.2: the default subject is "Auto:" and the original subject.
     subject = _one_line(action.subject) if action.subject else f"Auto: {original}".strip()
     reply = EmailMessage(policy=_POLICY)
-    reply["From"] = _one_line(action.from_) if action.from_ else account
+    # The From is rebuilt from the one address :from names (checked to be the account's),
+    # so nothing else in the value reaches the header.
+    name, addr = email.utils.parseaddr(_one_line(action.from_ or ""))
+    reply["From"] = email.utils.formataddr((name, addr)) if addr else account
     reply["To"] = sender
     reply["Subject"] = subject or "Auto-reply"
     reply["Date"] = email.utils.formatdate(now)

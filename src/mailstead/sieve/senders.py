@@ -70,10 +70,13 @@ def mime_problem(reason: str) -> str | None:
 
 
 def sender_address(value: str) -> Address | None:
-    """The address of a :from value such as "Payroll <payroll@example.org>"."""
-    _name, addr = email.utils.parseaddr(value)
+    """The one address of a :from value such as "Payroll <payroll@example.org>"; None when
+    it holds none or several ("me@example.org, them@example.net" would put both in From)."""
+    found = email.utils.getaddresses([value])
+    if len(found) != 1 or not found[0][1]:
+        return None
     try:
-        return parse_address(addr) if addr else None
+        return parse_address(found[0][1])
     except AddressError:
         return None
 

@@ -104,6 +104,8 @@ def test_upload_problem_names_the_address(store: Store,
     assert problem.startswith("line 2: vacation :from 'Payroll <payroll@b.test>'")
     assert check(':addresses ["alice@example.test", "boss@b.test"]') is not None
     assert check(':from "not an address"') is not None
+    assert check(':from "alice@example.test, payroll@b.test"') is not None
+    assert check(':from "Payroll <payroll@b.test>, alice@example.test"') is not None
     for ok in (':from "Alice <alice@example.test>"', ':from "alice+away@example.test"',
                ':from "office@example.test" :addresses "office@example.test"'):
         assert check(ok) is None
