@@ -54,6 +54,9 @@ def mime_problem(reason: str) -> str | None:
     """Why a ``:mime`` reason may not be sent (None: it may): its header block may only hold
     Content-* fields and MIME-Version."""
     text = reason.replace("\r\n", "\n")
+    if "\r" in text:
+        # A bare CR ends a line for some readers: a field could hide behind it.
+        return "vacation :mime: a bare CR is not allowed in the MIME entity"
     head, sep, _body = text.partition("\n\n")
     if not sep:
         return "vacation :mime needs a MIME entity: header fields, an empty line, the body"

@@ -44,6 +44,7 @@ def test_mime_reason_may_set_only_content_fields() -> None:
         assert problem is not None
         assert name in problem
     assert mime_problem("no header at all") is not None
+    assert mime_problem("Content-Type: text/plain\rReply-To: x@b.test\r\n\r\nhi") is not None
     assert mime_problem("not a field\r\n\r\nbody") is not None
 
 
