@@ -237,7 +237,8 @@ def _filters(
 def _sieve_limits(config: Config) -> SieveLimits:
     sv = config.sieve
     return SieveLimits(max_script_size=sv.max_script_size, max_actions=sv.max_actions,
-                       max_redirects=sv.max_redirects)
+                       max_redirects=sv.max_redirects, max_steps=sv.max_run_steps,
+                       max_cpu_seconds=sv.max_run_cpu)
 
 
 def _sieve_runner(config: Config, store: Store) -> SieveRunner | None:
@@ -245,7 +246,8 @@ def _sieve_runner(config: Config, store: Store) -> SieveRunner | None:
     if not config.sieve.enable:
         return None
     return SieveRunner(store, config.hostname, limits=_sieve_limits(config),
-                       redirects_per_day=config.sieve.redirects_per_day)
+                       redirects_per_day=config.sieve.redirects_per_day,
+                       sender_hourly_limit=config.queue.sender_hourly_limit)
 
 
 def _managesieve_listener(

@@ -15,6 +15,7 @@ from mailstead.proto.managesieve.framing import valid_script_name
 from mailstead.sieve.compile import compile_script
 from mailstead.sieve.limits import SieveLimits
 from mailstead.sieve.parser import SieveError
+from mailstead.sieve.senders import upload_problem
 from mailstead.storage.interfaces import Store
 
 StoreAction = Callable[[Store, int], Awaitable[None]]
@@ -52,7 +53,7 @@ def put(ctx: Context, args: argparse.Namespace) -> int:
     raw = (ctx.stdin.read().encode("utf-8", "surrogateescape") if args.file == "-"
            else Path(args.file).read_bytes())
     try:
-        compile_script(raw, SieveLimits(max_script_size=sieve.max_script_size,
+        script = compile_script(raw, SieveLimits(max_script_size=sieve.max_script_size,
                                         max_actions=sieve.max_actions,
                                         max_redirects=sieve.max_redirects))
     except SieveError as exc:
@@ -60,6 +61,13 @@ def put(ctx: Context, args: argparse.Namespace) -> int:
     text = raw.decode("utf-8")
 
     async def action(store: Store, account_id: int) -> None:
+        # The rule ManageSieve applies: vacation may only speak for the account's own
+        # addresses (RFC 5230 section 4.2).
+        account = await store.get_account_by_id(account_id)
+        problem = (await upload_problem(store, account.address, script)
+                   if account is not None else None)
+        if problem is not None:
+            raise CommandError(f"{args.file}: {problem}")
         await store.put_sieve_script(account_id, name, text)
         if not args.inactive:
             await store.set_active_sieve_script(account_id, name)

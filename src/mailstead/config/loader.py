@@ -120,6 +120,8 @@ PARSERS: dict[tuple[str, str], Parser] = {
     ("sieve", "max_actions"): lambda x: v.parse_int(x, 1, 1000),
     ("sieve", "max_redirects"): lambda x: v.parse_int(x, 0, 100),
     ("sieve", "redirects_per_day"): lambda x: v.parse_int(x, 0, 1_000_000),
+    ("sieve", "max_run_steps"): lambda x: v.parse_int(x, 1000, 1_000_000_000),
+    ("sieve", "max_run_cpu"): lambda x: v.parse_seconds(x, 0.01, 600),
     ("sieve", "max_errors"): lambda x: v.parse_int(x, 1, 1000),
     ("sieve", "idle_timeout"): lambda x: v.parse_seconds(x, 1, 86400),
     ("sieve", "auth_failure_delay"): lambda x: v.parse_seconds(x, 0, 60),

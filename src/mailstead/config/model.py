@@ -901,6 +901,20 @@ class SieveConfig:
             "is kept instead, so a hijacked account cannot become a spam relay.",
             "integer", "100"),
     )
+    max_run_steps: int = field(
+        default=1_000_000,
+        metadata=_doc(
+            "Work one script run may do at delivery (a step is a command, a test, or one "
+            "candidate position or comparison of a match); past it the run stops, the "
+            "message is kept in INBOX and the account is told once.", "integer",
+            "1000000"),
+    )
+    max_run_cpu: float = field(
+        default=2.0,
+        metadata=_doc(
+            "CPU seconds one script run may take at delivery (runs happen off the event "
+            "loop); past it the run stops as for max_run_steps.", "number (seconds)", "2"),
+    )
     max_errors: int = field(
         default=10,
         metadata=_doc("Bad ManageSieve commands and failed logins per connection before the "

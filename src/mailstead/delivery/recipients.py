@@ -77,6 +77,23 @@ def strip_plus(local: str) -> str | None:
     return base if sep and base else None
 
 
+async def account_owns(store: Store, account_address: str, address: Address) -> bool:
+    """Whether ``address`` is the account's own (with or without a +tag) or an alias that
+    reaches it: what an account may send as (submission, and Sieve's vacation :from)."""
+    own = address_key(account_address)
+    names = {address_key(f"{address.local}@{address.domain}")}
+    base = strip_plus(address.local)
+    if base is not None:
+        names.add(address_key(f"{base}@{address.domain}"))
+    if own in names:
+        return True
+    for name in names:
+        targets = await store.get_alias(name)
+        if targets and own in {address_key(t) for t in targets}:
+            return True
+    return False
+
+
 class RecipientResolver:
     """Resolves addresses against the store on every RCPT; nothing is cached, so changes made
     with the CLI while the server runs apply to the next RCPT. With a ``RecipientLookup``

@@ -14,6 +14,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 from mailstead.core.address import Address
 from mailstead.core.errors import NotFound, StoreError
@@ -26,10 +27,13 @@ from mailstead.delivery.headers import (
     split_header,
     submission_fixups,
 )
-from mailstead.delivery.recipients import RecipientResolver, Verdict, strip_plus
+from mailstead.delivery.recipients import RecipientResolver, Verdict, account_owns
 from mailstead.filters.pipeline import FilterContext, Pipeline
 from mailstead.sieve.delivery import SievePlan, SieveRunner
 from mailstead.storage.interfaces import Account, IncomingMessage, LocalDelivery, Store, address_key
+
+if TYPE_CHECKING:
+    from mailstead.mailauth.verify import AuthResults
 
 log = logging.getLogger("mailstead.delivery")
 
@@ -265,6 +269,7 @@ class DeliveryService:
         extra = b""
         mailbox = "INBOX"
         fields: Sequence[tuple[bytes, bytes]] | None = None  # data's header, when parsed
+        auth: AuthResults | None = None
         if not session.submission and self._filters is not None:
             # Issue 9: sender authentication and filters on MX mail only, before storing
             # (DESIGN rule 6), so a refusal is an SMTP reply rather than a bounce.
@@ -277,6 +282,7 @@ class DeliveryService:
                 header=header,
             )
             filtered = await self._filters.run(ctx)
+            auth = ctx.auth
             if filtered.reply is not None:
                 log.info("message %s refused by filter %s: %s", queue_id, filtered.stage,
                          filtered.reply)
@@ -312,7 +318,7 @@ class DeliveryService:
         remote = list(txn.remote.values())
         plan: SievePlan | None = None
         if self._sieve is not None and txn.may_run_sieve():
-            plan, refusal = await self._sieve_step(txn, mail_from, data, mailbox, fields)
+            plan, refusal = await self._sieve_step(txn, mail_from, data, mailbox, fields, auth)
             if refusal is not None:
                 return DeliveryOutcome(refusal, queue_id, len(data), 0, 0)
             local = plan.local
@@ -377,14 +383,14 @@ class DeliveryService:
 
     async def _sieve_step(
         self, txn: Transaction, mail_from: str, data: bytes, mailbox: str,
-        fields: Sequence[tuple[bytes, bytes]] | None,
+        fields: Sequence[tuple[bytes, bytes]] | None, auth: AuthResults | None,
     ) -> tuple[SievePlan, Reply | None]:
         """Each account's script over its copy. When every recipient of the transaction
         rejects, the refusal is the SMTP reply (RFC 5429 section 2.1: reject at SMTP time
         is preferred); otherwise rejecting accounts send a notice after delivery."""
         assert self._sieve is not None
         plan = await self._sieve.plan(txn.accounts, mail_from, data, mailbox, fields=fields,
-                                      scripts=txn.scripts)
+                                      scripts=txn.scripts, auth=auth)
         if (plan.rejected and len(plan.rejected) == len(txn.accounts) and not txn.remote
                 and not plan.local and not plan.remote):
             reason = " ".join(next(iter(plan.rejected.values())).split())[:400]
@@ -412,15 +418,4 @@ class DeliveryService:
 
     async def _owns(self, account: Account, address: Address) -> bool:
         """The account's own address (with or without a +tag), or an alias that reaches it."""
-        own = address_key(account.address)
-        names = {address_key(f"{address.local}@{address.domain}")}
-        base = strip_plus(address.local)
-        if base is not None:
-            names.add(address_key(f"{base}@{address.domain}"))
-        if own in names:
-            return True
-        for name in names:
-            targets = await self._store.get_alias(name)
-            if targets and own in {address_key(t) for t in targets}:
-                return True
-        return False
+        return await account_owns(self._store, account.address, address)

@@ -26,8 +26,10 @@ from mailstead.proto.managesieve.events import (
 )
 from mailstead.proto.managesieve.server import ManageSieveCore, response
 from mailstead.servers.listener import Connection, ConnectionLost, Interrupted
-from mailstead.sieve.compile import CAPABILITY_EXTENSIONS
+from mailstead.sieve.compile import CAPABILITY_EXTENSIONS, compile_script
 from mailstead.sieve.limits import SieveLimits
+from mailstead.sieve.parser import SieveError
+from mailstead.sieve.senders import upload_problem
 from mailstead.storage.interfaces import Store
 
 log = logging.getLogger("mailstead.managesieve")
@@ -156,7 +158,17 @@ class ManageSieveServer:
                     core.no("There is no script by that name", "NONEXISTENT")
                 else:
                     core.script(script.content)
+            elif req.command == "CHECKSCRIPT":
+                problem = await self._owner_problem(core, args[0])
+                if problem is not None:
+                    core.no(problem)
+                else:
+                    core.ok("Script is valid")
             elif req.command == "PUTSCRIPT":
+                problem = await self._owner_problem(core, args[1])
+                if problem is not None:
+                    core.no(problem)
+                    return
                 if not await self._room(account_id, args[0]):
                     core.no("Too many scripts", "QUOTA/MAXSCRIPTS")
                     return
@@ -187,6 +199,16 @@ class ManageSieveServer:
         except StoreError as exc:
             log_event(log, "managesieve.store_failed", error=str(exc))
             core.no("Temporary storage failure, try again later", "TRYLATER")
+
+    async def _owner_problem(self, core: ManageSieveCore, content: str) -> str | None:
+        """Why the (compiled) script may not be stored for this account: a vacation :from or
+        :addresses it does not own, a :mime reason setting other header fields."""
+        assert core.authenticated_as is not None
+        try:
+            script = compile_script(content, self._settings.limits)
+        except SieveError as exc:  # the core compiled it already; kept for safety
+            return str(exc)
+        return await upload_problem(self._store, core.authenticated_as, script)
 
     async def _room(self, account_id: int, name: str) -> bool:
         scripts = await self._store.list_sieve_scripts(account_id)

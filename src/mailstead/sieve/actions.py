@@ -59,7 +59,9 @@ Action = Keep | FileInto | Redirect | Reject | Discard | Vacation
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """What one run decided. ``actions`` already includes the implicit keep when it applies
-    (RFC 5228 section 2.10.2); ``error`` names a runtime error that fell back to keep."""
+    (RFC 5228 section 2.10.2); ``error`` names a runtime error that fell back to keep;
+    ``exhausted``: that error was the run's step or CPU budget."""
 
     actions: tuple[Action, ...]
     error: str | None = None
+    exhausted: bool = False

@@ -9,11 +9,14 @@ A broken script, a store hiccup or a limit never loses mail: that account keeps 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import hashlib
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from mailstead.core.address import AddressError, parse_address
 from mailstead.core.errors import AlreadyExists, StoreError
@@ -25,8 +28,17 @@ from mailstead.sieve.interpreter import Envelope, Interpreter, SieveEnvironment
 from mailstead.sieve.limits import SieveLimits
 from mailstead.sieve.message import MessageView
 from mailstead.sieve.parser import SieveError
-from mailstead.sieve.replies import reject_notice, vacation_message, vacation_refusal
+from mailstead.sieve.replies import (
+    budget_notice,
+    reject_notice,
+    vacation_message,
+    vacation_refusal,
+)
+from mailstead.sieve.senders import mime_problem, sender_unverified, unowned
 from mailstead.storage.interfaces import IncomingMessage, LocalDelivery, Store, address_key
+
+if TYPE_CHECKING:
+    from mailstead.mailauth.verify import AuthResults
 
 log = logging.getLogger("mailstead.sieve")
 
@@ -38,6 +50,11 @@ MAX_REDIRECT_HOPS = 25
 _CACHE_SIZE = 256
 # fileinto targets remembered as existing, (account id, name), before the memory starts over.
 _KNOWN_MAILBOXES = 10_000
+# A script stopped by its budget is reported to its owner at most once in this many seconds.
+NOTICE_PERIOD = 30 * DAY
+# The window of the account's sending limit (the submission limit, [queue]
+# sender_hourly_limit), which vacation replies, reject notices and redirects count against.
+HOUR = 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +62,7 @@ class FollowUp:
     """A message Sieve sends on behalf of ``account_id`` after delivery."""
 
     account_id: int
-    kind: str  # "vacation" | "reject"
+    kind: str  # "vacation" | "reject" | "notice" (to the account itself)
     to: str
     data: bytes
     log_key: str | None = None  # the sieve_log key recorded once it is queued
@@ -60,6 +77,13 @@ class SievePlan:
     redirected: dict[int, int] = field(default_factory=dict)  # account -> redirects made
     # (account, mailbox) of fileinto :create targets, for ``SieveRunner.settle_missing``.
     creatable: set[tuple[int, str]] = field(default_factory=set)
+    # What sender authentication found (None: no checks ran, e.g. submission).
+    auth: AuthResults | None = None
+
+    def sends(self, account_id: int) -> int:
+        """Messages this plan sends out for ``account_id``: redirects and follow-ups."""
+        return self.redirected.get(account_id, 0) + sum(
+            1 for f in self.followups if f.account_id == account_id and f.kind != "notice")
 
 
 class SieveRunner:
@@ -72,16 +96,21 @@ class SieveRunner:
         *,
         limits: SieveLimits | None = None,
         redirects_per_day: int = 100,
+        sender_hourly_limit: int = 0,
         clock: Callable[[], float] = time.time,
         environment: SieveEnvironment | None = None,
     ) -> None:
         """``environment``: what the RFC 5183 environment test sees (by default derived
-        from ``hostname``)."""
+        from ``hostname``); ``sender_hourly_limit``: the account's sending limit per hour
+        (0: none), shared with submission."""
+        self._hourly_limit = sender_hourly_limit
         self._store = store
         self._hostname = hostname
         self._limits = limits or SieveLimits()
+        # time.thread_time: the CPU budget counts the run's own thread, not the others'.
         self._interpreter = Interpreter(
-            self._limits, environment or SieveEnvironment.for_host(hostname))
+            self._limits, environment or SieveEnvironment.for_host(hostname),
+            cpu_clock=time.thread_time)
         self._redirects_per_day = redirects_per_day
         self._clock = clock
         self._resolver = RecipientResolver(store)
@@ -114,12 +143,14 @@ class SieveRunner:
         self, accounts: dict[int, str], mail_from: str, data: bytes, default_mailbox: str,
         *, fields: Sequence[tuple[bytes, bytes]] | None = None,
         scripts: Mapping[int, str | None] | None = None,
+        auth: AuthResults | None = None,
     ) -> SievePlan:
         """What each account's script does with its copy of ``data``; never raises.
         ``fields``: data's header fields when the filters have parsed them already;
         ``scripts``: the active script (None: none) of accounts whose script was read with
-        the recipient lookup; the others' is read here."""
-        out = SievePlan()
+        the recipient lookup; the others' is read here; ``auth``: what sender
+        authentication found, which decides whether the sender may get a vacation reply."""
+        out = SievePlan(auth=auth)
         view: MessageView | None = None
         for account_id, address in accounts.items():
             keep = LocalDelivery(account_id, default_mailbox)
@@ -130,20 +161,20 @@ class SieveRunner:
                     stored = await self._store.active_sieve_script(account_id)
                     text = stored.content if stored is not None else None
                 script = self._compiled(text) if text is not None else None
-                if script is None:
+                if script is None or text is None:
                     out.local.append(keep)
                     continue
                 if view is None:
                     view = MessageView(data, self._limits.max_body_scan, fields=fields)
                 await self._run_one(out, script, view, account_id, address, mail_from,
-                                    default_mailbox)
+                                    default_mailbox, text)
             except (StoreError, AddressError) as exc:
                 log.warning("sieve for account %s failed, keeping: %s", account_id, exc)
                 out.local.append(keep)
         return out
 
     async def _run_one(self, out: SievePlan, script: Script, view: MessageView, account_id: int,
-                       address: str, mail_from: str, default_mailbox: str) -> None:
+                       address: str, mail_from: str, default_mailbox: str, text: str) -> None:
         # Mailbox existence is looked up per fileinto target rather than by listing the
         # account's mailboxes (with their message counts) for every delivery; only a script
         # using the RFC 5490 mailboxexists test, which the interpreter asks synchronously,
@@ -165,9 +196,16 @@ class SieveRunner:
 
         # The clock is read only for scripts that can look at it (RFC 5260 currentdate).
         now = self._clock() if "date" in script.extensions else None
-        outcome = self._interpreter.run(script, view, Envelope(mail_from, address), listed,
-                                        now=now)
-        if outcome.error:
+        # Off the event loop: a run may take up to its CPU budget, and the other sessions
+        # must be answered meanwhile.
+        outcome = await asyncio.to_thread(
+            self._interpreter.run, script, view, Envelope(mail_from, address), listed,
+            now=now)
+        if outcome.exhausted:
+            log.warning("sieve script of account %s stopped, message kept: %s", account_id,
+                        outcome.error)
+            await self._notice(out, account_id, address, text, outcome.error or "")
+        elif outcome.error:
             log.info("sieve runtime error for account %s, keeping: %s", account_id,
                      outcome.error)
         copies: list[LocalDelivery] = []
@@ -192,7 +230,14 @@ class SieveRunner:
                     copies.append(LocalDelivery(account_id, default_mailbox))
             elif isinstance(action, Reject):
                 out.rejected[account_id] = action.reason
-                if mail_from:
+                # The notice goes to the envelope sender: only a verified one, and within
+                # the account's sending limit (else it is backscatter at a forged address).
+                why = "null sender" if not mail_from else sender_unverified(out.auth, mail_from)
+                if why is None and not await self._may_send(out, account_id):
+                    why = "hourly sending limit reached"
+                if why is not None:
+                    log.info("reject notice for account %s not sent: %s", account_id, why)
+                else:
                     notice = reject_notice(action.reason, view, mail_from, address,
                                            self._hostname, self._clock())
                     out.followups.append(FollowUp(account_id, "reject", mail_from, notice))
@@ -204,6 +249,19 @@ class SieveRunner:
             if key not in seen:
                 seen.add(key)
                 out.local.append(copy)
+
+    async def _notice(self, out: SievePlan, account_id: int, address: str, text: str,
+                      why: str) -> None:
+        """Tells the account, once per script per NOTICE_PERIOD, that its script was stopped
+        (a message from the postmaster in its INBOX)."""
+        key = hashlib.sha256(text.encode("utf-8", "replace")).hexdigest()[:32]
+        now = self._clock()
+        if await self._store.count_sieve_events(account_id, "notice", key, now - NOTICE_PERIOD):
+            return
+        if any(f.kind == "notice" and f.account_id == account_id for f in out.followups):
+            return
+        data = budget_notice(address, self._hostname, now, why)
+        out.followups.append(FollowUp(account_id, "notice", address, data, key))
 
     async def _mailbox_exists(self, account_id: int, name: str) -> bool:
         """Looks ``name`` up (INBOX spelled as the store does) and remembers it if found."""
@@ -263,6 +321,10 @@ class SieveRunner:
         if done + out.redirected.get(account_id, 0) >= self._redirects_per_day:
             log.warning("sieve redirect limit reached for account %s", account_id)
             return False
+        if not await self._may_send(out, account_id):
+            log.warning("sieve redirect for account %s kept: hourly sending limit reached",
+                        account_id)
+            return False
         try:
             parsed = parse_address(target)
         except AddressError:
@@ -278,7 +340,16 @@ class SieveRunner:
     async def _vacation(self, out: SievePlan, action: Vacation, view: MessageView,
                         account_id: int, address: str, mail_from: str) -> None:
         own = {address_key(address), *(address_key(a) for a in action.addresses)}
-        why = vacation_refusal(view, mail_from, own)
+        why = vacation_refusal(view, mail_from, own) or sender_unverified(out.auth, mail_from)
+        if why is None:
+            # RFC 5230 section 4.2, checked again at run time: an alias may be gone since
+            # the upload, and a value built from variables is only known now.
+            bad = await unowned(self._store, address,
+                                ((action.from_,) if action.from_ else ()) + action.addresses)
+            if bad is not None:
+                why = f"{bad[:80]!r} is not an address of the account"
+        if why is None and action.mime:
+            why = mime_problem(action.reason)
         if why is not None:
             log.info("vacation for account %s not sent: %s", account_id, why)
             return
@@ -287,8 +358,23 @@ class SieveRunner:
         # RFC 5230 section 4.1: at most one reply per sender (and handle) per :days.
         if await self._store.count_sieve_events(account_id, "vacation", key, since):
             return
+        if not await self._may_send(out, account_id):
+            log.warning("vacation for account %s not sent: hourly sending limit reached",
+                        account_id)
+            return
         data = vacation_message(action, view, mail_from, address, self._hostname, self._clock())
         out.followups.append(FollowUp(account_id, "vacation", mail_from, data, key))
+
+    async def _may_send(self, out: SievePlan, account_id: int) -> bool:
+        """Whether the account may send one more message this hour: what it submitted and
+        what its scripts sent (follow-ups are queued under its name, redirects logged),
+        plus what this plan sends, stays under the submission limit."""
+        if self._hourly_limit <= 0:
+            return True
+        since = self._clock() - HOUR
+        sent = (await self._store.count_sent_since(account_id, since)
+                + await self._store.count_sieve_events(account_id, "redirect", None, since))
+        return sent + out.sends(account_id) < self._hourly_limit
 
     async def send_followups(self, plan: SievePlan, new_queue_id: Callable[[], str]) -> bool:
         """Queues the plan's follow-up mail (null sender, RFC 5230 section 5.1) and records
@@ -310,6 +396,8 @@ class SieveRunner:
                     local=[LocalDelivery(a) for a in res.accounts], remote=list(res.remote),
                     internal_date=now, envelope=summary.envelope,
                     bodystructure=summary.bodystructure,
+                    # Replies and notices count against the account's sending limit.
+                    auth_account_id=item.account_id if item.kind != "notice" else None,
                 ))
                 queued = queued or bool(res.remote)
                 if item.log_key is not None:

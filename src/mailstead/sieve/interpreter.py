@@ -1,9 +1,10 @@
 """Runs a compiled Sieve script over one message (RFC 5228 section 2.10 and the extensions).
 
 A run never raises: a runtime error (a limit reached, conflicting actions) discards every
-action and keeps the message (RFC 5228 section 2.10.6). There are no loops in Sieve, so a run
-is bounded by the script's size, and every string a run builds is bounded by the limits.
-Nothing here reads a clock: "currentdate" (RFC 5260) sees the time ``run`` is given.
+action and keeps the message (RFC 5228 section 2.10.6). There are no loops in Sieve, but a
+short script can still compare long values many times, so every run has a step budget (and a
+CPU budget on the clock it is given); using it up is such a runtime error too. Nothing here
+reads a clock of its own: "currentdate" (RFC 5260) sees the time ``run`` is given.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from mailstead.sieve.actions import (
 )
 from mailstead.sieve.compile import Node, Script
 from mailstead.sieve.dates import LOCAL_ZONE, extract, from_timestamp, parse_date
-from mailstead.sieve.limits import SieveLimits
+from mailstead.sieve.limits import Budget, BudgetExceeded, SieveLimits
 from mailstead.sieve.match import matches, relational
 from mailstead.sieve.message import MessageView
 from mailstead.sieve.parser import StringList
@@ -122,9 +123,13 @@ class Interpreter:
     """Runs scripts; one instance serves many runs (it keeps no per-run state)."""
 
     def __init__(self, limits: SieveLimits | None = None,
-                 environment: SieveEnvironment | None = None) -> None:
+                 environment: SieveEnvironment | None = None,
+                 cpu_clock: Callable[[], float] | None = None) -> None:
+        """``cpu_clock``: the CPU time of the running thread (``time.thread_time``), which
+        bounds a run to ``limits.max_cpu_seconds``; without it only the steps count."""
         self.limits = limits or SieveLimits()
         self.environment = environment or SieveEnvironment()
+        self._cpu_clock = cpu_clock
 
     def run(
         self,
@@ -137,13 +142,16 @@ class Interpreter:
     ) -> Outcome:
         """The actions for this message; never raises. ``now``: the delivery time in
         seconds since the epoch, which "currentdate" tests (without it they are false)."""
+        budget = Budget(self.limits.max_steps, self._cpu_clock, self.limits.max_cpu_seconds)
         run = _Run(self.limits, script, message, envelope, mailbox_exists, self.environment,
-                   now)
+                   now, budget)
         try:
             run.script(script.commands)
             return Outcome(run.finish())
         except _RuntimeFailure as exc:
             return Outcome((Keep(),), error=str(exc))
+        except BudgetExceeded as exc:
+            return Outcome((Keep(),), error=f"script stopped: {exc}", exhausted=True)
         except RecursionError:
             return Outcome((Keep(),), error="script nested too deeply")
 
@@ -151,7 +159,8 @@ class Interpreter:
 class _Run:
     def __init__(self, limits: SieveLimits, script: Script, message: MessageView,
                  envelope: Envelope, mailbox_exists: Callable[[str], bool],
-                 environment: SieveEnvironment, now: float | None) -> None:
+                 environment: SieveEnvironment, now: float | None, budget: Budget) -> None:
+        self.budget = budget
         self.limits = limits
         self.vars_on = "variables" in script.extensions
         self.msg = message
@@ -201,6 +210,7 @@ class _Run:
             self.command(node)
 
     def command(self, node: Node) -> None:
+        self.budget.spend()
         n = node.name
         if n == "if":
             for test, body in node.branches:
@@ -337,6 +347,7 @@ class _Run:
     # Tests ---------------------------------------------------------------------------
 
     def test(self, node: Node) -> bool:
+        self.budget.spend()
         n = node.name
         if n == "true":
             return True
@@ -431,11 +442,12 @@ class _Run:
                        for key in keys)
         if node.match == "value":
             # RFC 5231 section 4.1: true if any (value, key) pair stands in the relation.
+            self.budget.spend(len(values) * len(keys))
             return any(relational(value, key, node.relation, node.comparator)
                        for value in values for key in keys)
         for value in values:
             for key in keys:
-                ok, groups = matches(value, key, node.match, node.comparator)
+                ok, groups = matches(value, key, node.match, node.comparator, self.budget)
                 if ok:
                     if groups is not None:
                         # RFC 5229 section 3.2: a successful :matches sets ${0}..${9}.

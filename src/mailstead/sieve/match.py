@@ -1,12 +1,19 @@
 """Comparators and match types (RFC 5228 sections 2.7.1 and 2.7.3, RFC 4790, RFC 5231).
 
-``:matches`` uses an iterative wildcard matcher (no regular expressions, no recursion), so
-a hostile pattern costs at most O(len(pattern) * len(value)) steps; it records what each
-wildcard matched for the RFC 5229 section 3.2 match variables. The relational match types
-order strings in one linear pass, numbers of any length included (no ``int()``).
+``:matches`` places the fixed-length pieces between the stars one after the other (no
+regular expressions, no recursion, no backtracking into earlier stars), each found by a
+C-level search or, when that would retry too often, one Shift-And pass: linear in the
+value. The work is charged to the run's ``Budget``, which bounds many patterns together.
+It records what each wildcard matched for the RFC 5229 section 3.2 match variables. The
+relational match types order strings in one linear pass, numbers of any length included
+(no ``int()``).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mailstead.sieve.limits import Budget
 
 _UPPER = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 _CASEMAP = str.maketrans(_UPPER, _UPPER.lower())
@@ -74,100 +81,188 @@ def relational(value: str, key: str, relation: str, comparator: str) -> bool:
     return c != 0  # "ne"
 
 
-def _pattern(pattern: str) -> list[tuple[str, str]]:
-    """The pattern as ("lit", char) / ("*", "") / ("?", ""): a backslash quotes the next
-    character (RFC 5228 section 2.7.1)."""
-    out: list[tuple[str, str]] = []
+# Characters a C-level scan (find, startswith, fold) covers for one step of the budget.
+_SCAN_STEP = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class _Segment:
+    """The part of a pattern between two ``*``: fixed length, literal chunks at offsets,
+    and the offsets of its ``?``."""
+
+    length: int
+    chunks: tuple[tuple[int, str], ...]  # (offset, literal text), longest first
+    marks: tuple[int, ...]  # offsets of "?"
+
+
+def _segments(pattern: str) -> list[_Segment]:
+    """The pattern split at unquoted ``*``; a backslash quotes the next character
+    (RFC 5228 section 2.7.1)."""
+    out: list[_Segment] = []
+    chunks: list[tuple[int, str]] = []
+    marks: list[int] = []
+    lit: list[str] = []
+    pos = 0
+
+    def flush_literal() -> None:
+        if lit:
+            chunks.append((pos - len(lit), "".join(lit)))
+            lit.clear()
+
     i = 0
-    while i < len(pattern):
-        ch = pattern[i]
+    while i <= len(pattern):
+        ch = pattern[i] if i < len(pattern) else "*"  # the end closes the last segment
         if ch == "\\" and i + 1 < len(pattern):
-            out.append(("lit", pattern[i + 1]))
+            lit.append(pattern[i + 1])
+            pos += 1
             i += 2
             continue
-        out.append((ch, "") if ch in "*?" else ("lit", ch))
+        if ch == "*":
+            flush_literal()
+            chunks.sort(key=lambda c: -len(c[1]))
+            out.append(_Segment(pos, tuple(chunks), tuple(marks)))
+            chunks, marks, pos = [], [], 0
+        elif ch == "?":
+            flush_literal()
+            marks.append(pos)
+            pos += 1
+        else:
+            lit.append(ch)
+            pos += 1
         i += 1
     return out
 
 
-def _glob_stars(value: str, text: str, pattern: str) -> list[str] | None:
-    """``glob`` for a (folded) pattern of literal text and ``*`` only, by whole-segment
-    searches: what the general matcher finds, each ``*`` but the last ending where the next
-    literal segment first occurs, the last one where the final segment ends the value."""
-    first, *middle, last = pattern.split("*")
-    if not text.startswith(first):
-        return None
-    groups = [value]
-    t = len(first)
-    for segment in middle:
-        i = text.find(segment, t)
-        if i < 0:
-            return None
-        groups.append(value[t:i])
-        t = i + len(segment)
-    end = len(text) - len(last)
-    if end < t or not text.endswith(last):
-        return None
-    groups.append(value[t:end])
-    return groups
+def _at(seg: _Segment, text: str, i: int, budget: Budget | None) -> bool:
+    """Does ``seg`` match ``text`` at ``i`` (which leaves room for it)?"""
+    for offset, chunk in seg.chunks:
+        if budget is not None:
+            budget.spend(1 + len(chunk) // _SCAN_STEP)
+        if not text.startswith(chunk, i + offset):
+            return False
+    return True
 
 
-def glob(value: str, pattern: str, comparator: str) -> list[str] | None:
+def _masks(seg: _Segment) -> tuple[dict[str, int], int]:
+    """Shift-And tables of ``seg``: per character the bits of the positions it may take,
+    and the bits of the ``?`` (which take any character)."""
+    anything = 0
+    for m in seg.marks:
+        anything |= 1 << m
+    masks: dict[str, int] = {}
+    for offset, chunk in seg.chunks:
+        for k, ch in enumerate(chunk):
+            masks[ch] = masks.get(ch, anything) | 1 << (offset + k)
+    return masks, anything
+
+
+def _scan(seg: _Segment, text: str, start: int, budget: Budget | None) -> int:
+    """``_find`` by one left-to-right pass of bit-parallel Shift-And: linear in the text
+    (each character costs a few operations on an integer of ``seg.length`` bits)."""
+    masks, anything = _masks(seg)
+    goal = 1 << (seg.length - 1)
+    cost = 1 + seg.length // 256  # steps per character
+    state = 0
+    for j in range(start, len(text)):
+        state = ((state << 1) | 1) & masks.get(text[j], anything)
+        if state & goal:
+            if budget is not None:
+                budget.spend(((j - start) & 255) * cost)
+            return j - seg.length + 1
+        if budget is not None and (j - start) & 255 == 255:
+            budget.spend(256 * cost)
+    if budget is not None:
+        budget.spend(((len(text) - start) & 255) * cost)
+    return -1
+
+
+def _find(seg: _Segment, text: str, start: int, budget: Budget | None) -> int:
+    """The leftmost position at or after ``start`` where ``seg`` matches, or -1.
+
+    Candidates come from a C-level search for the segment's longest literal chunk, each
+    checked chunk by chunk; when the checks cost more than the text they covered (many
+    ``?``, chunks that occur everywhere), the rest is scanned with Shift-And, so the whole
+    search stays linear in the length of the text."""
+    last = len(text) - seg.length
+    if not seg.chunks:
+        return start if start <= last else -1
+    offset, anchor = seg.chunks[0]
+    pos = start + offset
+    work = 0
+    while True:
+        j = text.find(anchor, pos)
+        if budget is not None:
+            budget.spend(1 + ((j if j >= 0 else len(text)) - pos) // _SCAN_STEP)
+        if j < 0 or j - offset > last:
+            return -1
+        i = j - offset
+        work += 1 + len(anchor) // 32  # the search compared the anchor once more
+        for off, chunk in seg.chunks[1:]:
+            work += 1
+            if not text.startswith(chunk, i + off):
+                break
+        else:
+            return i
+        if budget is not None:
+            budget.spend(1)
+        if work > 2 * (i - start) + 64:
+            return _scan(seg, text, i + 1, budget)
+        pos = j + 1
+
+
+def glob(value: str, pattern: str, comparator: str,
+         budget: Budget | None = None) -> list[str] | None:
     """None when ``value`` does not match; else the match variables: the whole value, then
-    what each ``*`` and ``?`` matched, left to right (each ``*`` as short as possible)."""
+    what each ``*`` and ``?`` matched, left to right, each ``*`` as short as possible
+    (RFC 5229 section 3.2).
+
+    The segments between the stars have fixed lengths, so placing each one at its leftmost
+    occurrence after the previous one is never wrong (a later place leaves less room for
+    the rest), the first is anchored at the start and the last at the end: one forward
+    pass, no backtracking over earlier stars. The work is charged to ``budget``.
+    """
     text = fold(value, comparator)
     pattern = fold(pattern, comparator)  # folding leaves "*", "?" and "\\" as they are
-    if "?" not in pattern and "\\" not in pattern:
-        if "*" not in pattern:
-            return [value] if text == pattern else None
-        return _glob_stars(value, text, pattern)
-    lits = _pattern(pattern)
-    # spans[k] = (start, end) in value of wildcard k of the pattern
-    spans: dict[int, tuple[int, int]] = {}
-    p = t = 0
-    star_p = -1  # pattern index of the last "*" seen
-    star_t = 0  # where in text that "*" currently ends
-    while t < len(text):
-        if p < len(lits) and lits[p][0] == "?":
-            spans[p] = (t, t + 1)
-            p += 1
-            t += 1
-        elif p < len(lits) and lits[p][0] == "lit" and lits[p][1] == text[t]:
-            p += 1
-            t += 1
-        elif p < len(lits) and lits[p][0] == "*":
-            star_p, star_t = p, t
-            spans[p] = (t, t)
-            p += 1
-        elif star_p >= 0:
-            # Backtrack: the last "*" swallows one more character; later spans are redone.
-            star_t += 1
-            spans = {k: v for k, v in spans.items() if k <= star_p}
-            spans[star_p] = (spans[star_p][0], star_t)
-            p, t = star_p + 1, star_t
-        else:
+    if budget is not None:
+        budget.spend(1 + (len(text) + len(pattern)) // _SCAN_STEP)
+    segs = _segments(pattern)
+    first, last = segs[0], segs[-1]
+    if len(segs) == 1:
+        if len(text) != first.length or not _at(first, text, 0, budget):
             return None
-    while p < len(lits) and lits[p][0] == "*":
-        spans[p] = (t, t)
-        p += 1
-    if p != len(lits):
+        return [value, *(value[m] for m in first.marks)]
+    end = len(text) - last.length  # where the last segment must start
+    if end < first.length or not _at(first, text, 0, budget):
         return None
-    groups = [value]
-    for k in sorted(spans):
-        start, end = spans[k]
-        groups.append(value[start:end])
+    groups = [value, *(value[m] for m in first.marks)]
+    t = first.length
+    for seg in segs[1:-1]:
+        i = _find(seg, text, t, budget)
+        if i < 0 or i + seg.length > end:
+            return None
+        groups.append(value[t:i])  # the star before this segment
+        groups.extend(value[i + m] for m in seg.marks)
+        t = i + seg.length
+    if not _at(last, text, end, budget):
+        return None
+    groups.append(value[t:end])
+    groups.extend(value[end + m] for m in last.marks)
     return groups
 
 
-def matches(value: str, key: str, match: str, comparator: str) -> tuple[bool, list[str] | None]:
-    """Does ``value`` match ``key``? The second item is the match variables for :matches."""
+def matches(value: str, key: str, match: str, comparator: str,
+            budget: Budget | None = None) -> tuple[bool, list[str] | None]:
+    """Does ``value`` match ``key``? The second item is the match variables for :matches.
+    Each comparison is charged to ``budget`` by the length of what it scans."""
     if comparator == "i;ascii-numeric":
         # RFC 4790 section 9.1: equality and ordering only; compile.py refuses :contains
         # and :matches with this comparator.
         return match == "is" and order(value, key, comparator) == 0, None
+    if match != "matches" and budget is not None:
+        budget.spend(1 + (len(value) + len(key)) // _SCAN_STEP)
     if match == "is":
         return fold(value, comparator) == fold(key, comparator), None
     if match == "contains":
         return fold(key, comparator) in fold(value, comparator), None
-    groups = glob(value, key, comparator)
+    groups = glob(value, key, comparator, budget)
     return groups is not None, groups

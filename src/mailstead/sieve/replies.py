@@ -60,7 +60,10 @@ def vacation_message(
     # RFC 5230 section 5.2: the default subject is "Auto:" and the original subject.
     subject = _one_line(action.subject) if action.subject else f"Auto: {original}".strip()
     reply = EmailMessage(policy=_POLICY)
-    reply["From"] = _one_line(action.from_) if action.from_ else account
+    # The From is rebuilt from the one address :from names (checked to be the account's),
+    # so nothing else in the value reaches the header.
+    name, addr = email.utils.parseaddr(_one_line(action.from_ or ""))
+    reply["From"] = email.utils.formataddr((name, addr)) if addr else account
     reply["To"] = sender
     reply["Subject"] = subject or "Auto-reply"
     reply["Date"] = email.utils.formatdate(now)
@@ -115,3 +118,23 @@ def reject_notice(
         f"--{boundary}\r\nContent-Type: text/rfc822-headers\r\n\r\n"
     ).encode()
     return top + parts + original_header + f"\r\n--{boundary}--\r\n".encode()
+
+
+def budget_notice(account: str, hostname: str, now: float, why: str) -> bytes:
+    """The note to ``account`` that its active script was stopped by the run budget and the
+    message it was filtering was kept in INBOX."""
+    note = EmailMessage(policy=_POLICY)
+    note["From"] = f"Mail System <postmaster@{hostname}>"
+    note["To"] = account
+    note["Subject"] = "Your mail filter (Sieve script) was stopped"
+    note["Date"] = email.utils.formatdate(now)
+    note["Message-ID"] = f"<sieve-notice.{secrets.token_hex(12)}@{hostname}>"
+    note["Auto-Submitted"] = "auto-generated"  # RFC 3834 section 5
+    note.set_content(
+        "Your active Sieve script did more work on one incoming message than this server "
+        f"allows ({_one_line(why)}). The message was kept in your INBOX without filtering, "
+        "and so will every message that makes the script run that long.\n\n"
+        "Wildcard patterns with many \"*\" and \"?\" matched against long headers or "
+        "bodies are the usual cause: make them simpler or more specific. This note is sent "
+        "once; the server log has each occurrence.\n", charset="utf-8")
+    return bytes(note)

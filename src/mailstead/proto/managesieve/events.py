@@ -59,7 +59,9 @@ class StartTLS:
 @dataclass(frozen=True, slots=True)
 class ScriptRequest:
     """A script command that needs the store; arguments are already checked (names valid,
-    PUTSCRIPT content compiled). ``command`` is one of PUTSCRIPT (name, content),
+    PUTSCRIPT and CHECKSCRIPT content compiled; the server checks what needs the store,
+    such as vacation addresses). ``command`` is one of PUTSCRIPT (name, content), CHECKSCRIPT
+    (content),
     LISTSCRIPTS, SETACTIVE (name or ""), GETSCRIPT (name), DELETESCRIPT (name),
     RENAMESCRIPT (old, new), HAVESPACE (name, size as text)."""
 

@@ -398,8 +398,11 @@ class ManageSieveCore:
             self._request(name, content)
 
     def _cmd_checkscript(self, args: list[bytes]) -> None:
-        if self._check(args[0]) is not None:
-            self._out += response("OK", "Script is valid")
+        # A script that compiles still goes to the server, which checks what needs the
+        # store (vacation :from must be the account's own address, RFC 5230 section 4.2).
+        content = self._check(args[0])
+        if content is not None:
+            self._request(content)
 
     def _cmd_havespace(self, args: list[bytes]) -> None:
         name = self._name(args[0])

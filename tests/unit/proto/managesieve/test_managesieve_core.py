@@ -120,6 +120,9 @@ def test_putscript_with_errors_is_refused_by_the_core() -> None:
     assert events(core) == []
     assert core.data_to_send() == b'NO "line 1: fileinto needs require \\"fileinto\\""\r\n'
     core.receive_data(b'CHECKSCRIPT "keep;"\r\nHAVESPACE "a" 5000\r\nHAVESPACE "a" 10\r\n')
+    # A script that compiles goes to the server for the checks that need the store.
+    assert events(core) == [ScriptRequest("CHECKSCRIPT", ("keep;",))]
+    core.ok("Script is valid")
     assert events(core) == [ScriptRequest("HAVESPACE", ("a", "10"))]
     assert core.data_to_send() == (b'OK "Script is valid"\r\n'
                                    b'NO (QUOTA/MAXSIZE) "Script is too large"\r\n')
