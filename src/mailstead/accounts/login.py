@@ -215,8 +215,16 @@ class Guard:
         proven = self._is_proven(network, account, now)
         if trusted:
             return Admission(True, Lane.PROVEN if proven else Lane.CLEAN)
-        failures, account_failures = await self.failures.counts(network, account, now)
         s = self.settings
+        t = self.throttle
+        # This process's own counts never exceed the store's (each failure is counted in
+        # both): when they already refuse, the store is not asked, which keeps a flood's
+        # cost to the shared store down.
+        failures, account_failures = t.network_failures(network, now), 0
+        if not rate_limited(s.max_failures, failures, place):
+            failures, account_failures = await self.failures.counts(network, account, now)
+        else:
+            account_failures = t.account_failures(account, now)
         if rate_limited(s.max_failures, failures, place):
             delay = failure_delay(s.failure_delay, s.max_failure_delay, max(1, failures),
                                   account_failures)

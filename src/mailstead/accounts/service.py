@@ -400,17 +400,17 @@ class AccountService:
         malformed username is checked against a dummy hash so the answer takes as long as for
         a real account: timing must not reveal which accounts exist. A full queue refuses
         the attempt as RATE_LIMITED (temporary) without a hash."""
+        account = await self._find(username)
         try:
-            return await self._check_in(username, password, protocol, lane)
+            return await self._check_in(account, password, protocol, lane)
         except PoolFull:
             self.guard.stats.refused_busy += 1
-            return _Checked(await self._find(username), LoginFailure.RATE_LIMITED, "busy")
+            return _Checked(account, LoginFailure.RATE_LIMITED, "busy")
 
     async def _check_in(
-        self, username: str, password: Secret, protocol: str, lane: Lane
+        self, account: Account | None, password: Secret, protocol: str, lane: Lane
     ) -> _Checked:
         bad = _Checked(None, LoginFailure.BAD_CREDENTIALS, "bad_credentials")
-        account = await self._find(username)
         if account is None or len(password.reveal()) > MAX_LENGTH:
             await self._hash(verify_password, await self._dummy(), password, self._hasher,
                              lane=lane)

@@ -262,3 +262,36 @@ def test_maintenance_prunes_failures_past_the_window() -> None:
             assert await world.b.store.auth_failures(ATTACKER, USER, 0) == (1, 1)
 
     asyncio.run(body())
+
+
+def test_a_network_over_the_limit_here_is_refused_without_asking_the_store() -> None:
+    async def body() -> None:
+        async with cluster(postgres()) as world:
+            for i in range(SETTINGS.max_failures - 1):
+                await world.b.login(f"guess-{i}")  # counted on B and in the store
+            reads: list[str] = []
+            counts = world.b.store.auth_failures
+
+            async def counting(network: str, account: str, since: float) -> tuple[int, int]:
+                reads.append(network)
+                return await counts(network, account, since)
+
+            world.b.store.auth_failures = counting  # type: ignore[method-assign]
+            guard = world.b.svc.guard
+            network = network_key(ATTACKER)
+            place = guard.throttle.begin(network, USER)
+            try:
+                assert (await guard.admit(network, USER, place)).allowed  # 5 + 1: asks
+                assert reads == [network]
+                place = guard.throttle.begin(network, USER)
+                try:
+                    refused = await guard.admit(network, USER, place)  # 5 + 2 > 6
+                finally:
+                    guard.throttle.end(network, USER)
+            finally:
+                guard.throttle.end(network, USER)
+            assert not refused.allowed
+            assert refused.delay == SETTINGS.failure_delay * 2 ** 4
+            assert reads == [network]  # this node's own count sufficed
+
+    asyncio.run(body())
