@@ -220,19 +220,18 @@ class Guard:
         # This process's own counts never exceed the store's (each failure is counted in
         # both): when they already refuse, the store is not asked, which keeps a flood's
         # cost to the shared store down.
-        failures, account_failures = t.network_failures(network, now), 0
-        if not rate_limited(s.max_failures, failures, place):
-            failures, account_failures = await self.failures.counts(network, account, now)
-        else:
+        failures = t.network_failures(network, now)
+        if rate_limited(s.max_failures, failures, place):
             account_failures = t.account_failures(account, now)
+        else:
+            failures, account_failures = await self.failures.counts(network, account, now)
         if rate_limited(s.max_failures, failures, place):
             delay = failure_delay(s.failure_delay, s.max_failure_delay, max(1, failures),
                                   account_failures)
             return Admission(False, Lane.SUSPECT, delay)
         if proven:
             return Admission(True, Lane.PROVEN)
-        crowded = (self.throttle.in_flight(network) > 1
-                   or self.throttle.account_in_flight(account) > 1)
+        crowded = t.in_flight(network) > 1 or t.account_in_flight(account) > 1
         if failures or account_failures or crowded:
             return Admission(True, Lane.SUSPECT)
         return Admission(True, Lane.CLEAN)
