@@ -397,6 +397,7 @@ def hf(tmp_path_factory: pytest.TempPathFactory, store_backend: str) -> Iterator
         rewrite_tables(data_dir / "mailstead.toml", {
             "security": {**SECURITY, "login_cache_ttl": 0},
             "imap": {"max_connections_per_ip": 400, "max_connections": 5000},
+            "log": {"level": "debug"},  # security.password_check: one line per check
         })
         server = Server(data_dir).start(timeout=20)
     except ServerError as exc:
@@ -509,15 +510,19 @@ def test_a_burst_from_one_address_gets_at_most_the_limit_of_password_checks(
 
     replies, owner_took = asyncio.run(burst())
     checked = audit_rows(hf, BOB, BURST_ATTACKER, "bad_credentials", 200)
+    logged = sum(1 for line in hf.log().splitlines()
+                 if "security.password_check" in line and f"network={BURST_ATTACKER} " in line)
     refused = sum(b"[UNAVAILABLE]" in r for r in replies)
     failed = sum(b"[AUTHENTICATIONFAILED]" in r for r in replies)
     rss, hwm = memory_kib(hf)
-    print(f"\nburst: 200 concurrent LOGINs from {BURST_ATTACKER}: {checked} password checks, "
+    print(f"\nburst: 200 concurrent LOGINs from {BURST_ATTACKER}: {checked} password checks "
+          f"({logged} security.password_check in the log), "
           f"{failed} NO [AUTHENTICATIONFAILED], {refused} NO [UNAVAILABLE]; owner logged in "
           f"from {OWNER} in {owner_took:.3f} s; server VmRSS {rss // 1024} MiB, "
           f"VmHWM {hwm // 1024} MiB")
     assert all(r.startswith(b"a1 NO ") for r in replies), replies[:3]
     assert checked <= limit
+    assert logged == checked
     assert failed == checked
     assert refused == 200 - failed
     assert owner_took < 1.0

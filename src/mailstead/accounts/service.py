@@ -8,6 +8,7 @@ same time whether or not the account exists.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -42,6 +43,7 @@ from mailstead.core.address import AddressError, parse_address
 from mailstead.core.errors import MailsteadError, NotFound
 from mailstead.core.secret import Secret
 from mailstead.mailauth.dkim import generate_dkim_keys
+from mailstead.observability.log import log_event_at
 from mailstead.storage.interfaces import (
     Account,
     Alias,
@@ -56,6 +58,8 @@ if TYPE_CHECKING:
     from mailstead.config.model import Config
 
 T = TypeVar("T")
+
+log = logging.getLogger("mailstead.security")
 
 # RFC 5321 section 4.5.3.1.3: a path is at most 256 octets with its angle brackets.
 MAX_ADDRESS = 254
@@ -371,6 +375,10 @@ class AccountService:
                 await self._sleep(admission.delay)
                 return result
             guard.stats.password_checks += 1
+            # One event per password check (at debug: a guessing attack makes many), so the
+            # checks a burst got past the limit can be counted in the log.
+            log_event_at(log, logging.DEBUG, "security.password_check", network=network,
+                         lane=admission.lane.name.lower(), protocol=protocol)
             checked = await self._check(username, password, protocol, admission.lane)
             delay = 0.0
             if checked.reason is LoginFailure.BAD_CREDENTIALS and not trusted:
