@@ -4,6 +4,7 @@ recovery codes, and a guessing attack from 127.0.0.5 while the owner logs in fro
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import imaplib
@@ -30,6 +31,7 @@ from helpers import (
     Users,
     child_env,
     init_data_dir,
+    percentile,
     rewrite_tables,
     run_cli,
 )
@@ -374,3 +376,224 @@ def test_logs_never_show_passwords(h: Harness) -> None:
     for secret in (ALICE_PW, BOB_PW, "guess-0001-pw"):
         assert secret not in log
     assert not list(Path(h.data_dir).glob(".security.key.*"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Parallel guessing and the hashing pool, on a server of their own: many connections per
+# address, and no login cache, so every login of the legitimate user costs an argon2 run.
+
+BURST_ATTACKER = "127.0.0.9"
+FLOOD_SOURCES = tuple(f"127.0.1.{i}" for i in range(1, 201))
+CAROL = "carol@example.test"
+CAROL_PW = "carol-Secret-3"
+MEMORY_BOUND_KIB = 256 * 1024  # the server's peak resident memory through both attacks
+
+
+@pytest.fixture(scope="module")
+def hf(tmp_path_factory: pytest.TempPathFactory, store_backend: str) -> Iterator[Harness]:
+    data_dir = tmp_path_factory.mktemp("security-flood") / "data"
+    try:
+        init_data_dir(data_dir, Users(passwords={ALICE: ALICE_PW, BOB: BOB_PW, CAROL: CAROL_PW}))
+        rewrite_tables(data_dir / "mailstead.toml", {
+            "security": {**SECURITY, "login_cache_ttl": 0},
+            "imap": {"max_connections_per_ip": 400, "max_connections": 5000},
+            "log": {"level": "debug"},  # security.password_check: one line per check
+        })
+        server = Server(data_dir).start(timeout=20)
+    except ServerError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        yield Harness(server)
+    finally:
+        code = server.stop()
+        log = server.log_text()
+        assert code == 0, log[-5000:]
+        assert "Traceback" not in log, log[-20000:]
+
+
+def memory_kib(h: Harness) -> tuple[int, int]:
+    """(VmRSS, VmHWM) of the server process in KiB."""
+    fields = dict(line.split(":", 1) for line in
+                  Path(f"/proc/{h.server.pid}/status").read_text().splitlines() if ":" in line)
+    return int(fields["VmRSS"].split()[0]), int(fields["VmHWM"].split()[0])
+
+
+async def imap_open(h: Harness, source: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A TLS connection to imaps from ``source`` (bound before connect), greeting read."""
+    reader, writer = await asyncio.open_connection(
+        "127.0.0.1", h.port("imaps"), ssl=h.tls(), server_hostname="mail.example.test",
+        local_addr=(source, 0),
+    )
+    greeting = await reader.readline()
+    assert greeting.startswith(b"* OK"), greeting
+    return reader, writer
+
+
+async def imap_login(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, user: str,
+                     password: str) -> bytes:
+    """``a1 LOGIN user password``; returns the tagged reply line."""
+    writer.write(f"a1 LOGIN {user} {password}\r\n".encode())
+    while True:
+        line = await reader.readline()
+        if not line:
+            raise ConnectionError("closed before the tagged reply")
+        if line.startswith(b"a1 "):
+            return line
+
+
+async def imap_close(writer: asyncio.StreamWriter) -> None:
+    writer.close()
+    with contextlib.suppress(ConnectionError, OSError, ssl.SSLError):
+        await writer.wait_closed()
+
+
+def audit_rows(h: Harness, address: str, source: str, reason: str, total: int) -> int:
+    """Audit rows of ``address`` from ``source`` with ``reason`` (one per password check for
+    "bad_credentials"), once the batched audit holds ``total`` rows from ``source``."""
+    deadline = time.monotonic() + 10
+    while True:
+        lines = [line for line in cli(h, "user", "logins", address, "--limit", "5000")
+                 .splitlines() if source in line]
+        if len(lines) >= total or time.monotonic() > deadline:
+            return sum(1 for line in lines if reason in line)
+        time.sleep(0.1)
+
+
+def owner_latencies(h: Harness, stop: threading.Event, user: str, password: str,
+                    source: str, out: list[float], errors: list[str]) -> None:
+    """The legitimate user: log in over a fresh connection again and again until ``stop``;
+    ``out`` gets each LOGIN's seconds (command sent to OK)."""
+    ctx = h.tls()
+    while not stop.is_set():
+        client = IMAP(h.port("imaps"), ctx, source)
+        try:
+            started = time.monotonic()
+            client.login(user, password)
+            out.append(time.monotonic() - started)
+        except Exception as exc:
+            errors.append(repr(exc))
+        finally:
+            with contextlib.suppress(Exception):
+                client.logout()
+
+
+def test_a_burst_from_one_address_gets_at_most_the_limit_of_password_checks(
+    hf: Harness,
+) -> None:
+    """200 concurrent IMAP LOGINs with wrong passwords from one address: each attempt is
+    counted when it starts, so only max_failures of them reach argon2 (one audit row with
+    "bad_credentials" per check); the rest get NO [UNAVAILABLE], and the owner still logs in
+    from another address, within a second, while the burst is answered."""
+    limit = SECURITY["max_failures"]
+
+    async def burst() -> tuple[list[bytes], float]:
+        conns = await asyncio.gather(*(imap_open(hf, BURST_ATTACKER) for _ in range(200)))
+        try:
+            logins = [imap_login(r, w, BOB, f"guess-{i:03d}-pw")
+                      for i, (r, w) in enumerate(conns)]
+            replies_task = asyncio.gather(*logins)
+            # The owner, from elsewhere, while the 200 are being answered.
+            owner_took = await asyncio.to_thread(timed_owner_login)
+            return list(await replies_task), owner_took
+        finally:
+            await asyncio.gather(*(imap_close(w) for _, w in conns))
+
+    def timed_owner_login() -> float:
+        started = time.monotonic()
+        client = IMAP(hf.port("imaps"), hf.tls(), OWNER)
+        try:
+            client.login(BOB, BOB_PW)
+        finally:
+            with contextlib.suppress(Exception):
+                client.logout()
+        return time.monotonic() - started
+
+    replies, owner_took = asyncio.run(burst())
+    checked = audit_rows(hf, BOB, BURST_ATTACKER, "bad_credentials", 200)
+    logged = sum(1 for line in hf.log().splitlines()
+                 if "security.password_check" in line and f"network={BURST_ATTACKER} " in line)
+    refused = sum(b"[UNAVAILABLE]" in r for r in replies)
+    failed = sum(b"[AUTHENTICATIONFAILED]" in r for r in replies)
+    rss, hwm = memory_kib(hf)
+    print(f"\nburst: 200 concurrent LOGINs from {BURST_ATTACKER}: {checked} password checks "
+          f"({logged} security.password_check in the log), "
+          f"{failed} NO [AUTHENTICATIONFAILED], {refused} NO [UNAVAILABLE]; owner logged in "
+          f"from {OWNER} in {owner_took:.3f} s; server VmRSS {rss // 1024} MiB, "
+          f"VmHWM {hwm // 1024} MiB")
+    assert all(r.startswith(b"a1 NO ") for r in replies), replies[:3]
+    assert checked <= limit
+    assert logged == checked
+    assert failed == checked
+    assert refused == 200 - failed
+    assert owner_took < 1.0
+    assert hwm < MEMORY_BOUND_KIB
+
+
+def test_a_rotating_flood_never_delays_a_clean_user_by_more_than_a_second(hf: Harness) -> None:
+    """Wrong passwords at about 200 logins/s from 200 rotating addresses (bound before
+    connect) against the account of a user who logs in again and again meanwhile: the
+    user's logins (argon2 each, no login cache) are answered within a second (p99), as
+    the attack's hashes get at most half the pool and never go ahead of a network that
+    has logged in to the account before."""
+    rate, seconds = 200, 4.0
+    latencies: list[float] = []
+    errors: list[str] = []
+    stop = threading.Event()
+    client = IMAP(hf.port("imaps"), hf.tls(), OWNER)  # the user's first login, before
+    client.login(CAROL, CAROL_PW)
+    client.logout()
+    flood = {"sent": 0, "answered": 0, "unavailable": 0, "errors": 0}
+
+    async def one(i: int, slots: asyncio.Semaphore) -> None:
+        try:
+            reader, writer = await imap_open(hf, FLOOD_SOURCES[i % len(FLOOD_SOURCES)])
+            try:
+                reply = await asyncio.wait_for(
+                    imap_login(reader, writer, CAROL, f"flood-{i:05d}-pw"), 30)
+            finally:
+                await imap_close(writer)
+            flood["answered"] += 1
+            flood["unavailable"] += b"[UNAVAILABLE]" in reply
+        except (OSError, ConnectionError, TimeoutError, ssl.SSLError):
+            flood["errors"] += 1
+        finally:
+            slots.release()
+
+    async def attack() -> None:
+        loop = asyncio.get_running_loop()
+        slots = asyncio.Semaphore(400)  # the attacker's own bound on open connections
+        tasks: set[asyncio.Task[None]] = set()
+        started = loop.time()
+        while loop.time() - started < seconds:
+            due = int((loop.time() - started) * rate)
+            while flood["sent"] < due:
+                await slots.acquire()
+                task = asyncio.ensure_future(one(flood["sent"], slots))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+                flood["sent"] += 1
+            await asyncio.sleep(0.005)
+        await asyncio.gather(*tasks)
+
+    owner = threading.Thread(target=owner_latencies,
+                             args=(hf, stop, CAROL, CAROL_PW, OWNER, latencies, errors))
+    cpu_before = hf.server.cpu_seconds()
+    owner.start()
+    try:
+        asyncio.run(attack())
+    finally:
+        stop.set()
+        owner.join(timeout=60)
+    cpu = hf.server.cpu_seconds() - cpu_before
+    rss, hwm = memory_kib(hf)
+    p50, p99 = percentile(latencies, 50), percentile(latencies, 99)
+    print(f"\nrotating flood: {flood['sent']} wrong logins in {seconds:.0f} s from "
+          f"{len(FLOOD_SOURCES)} addresses ({flood['unavailable']} NO [UNAVAILABLE], "
+          f"{flood['errors']} connection errors); the user's {len(latencies)} logins: "
+          f"p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms, max {max(latencies) * 1000:.0f} "
+          f"ms; server CPU {cpu:.1f} s, VmRSS {rss // 1024} MiB, VmHWM {hwm // 1024} MiB")
+    assert errors == []
+    assert len(latencies) >= 10
+    assert p99 < 1.0
+    assert flood["answered"] >= flood["sent"] * 0.9
+    assert hwm < MEMORY_BOUND_KIB

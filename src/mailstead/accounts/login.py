@@ -27,6 +27,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import Enum
 
+from mailstead.accounts.hashpool import Lane
 from mailstead.accounts.keys import SecurityKeys
 from mailstead.accounts.throttle import (
     FailureCounter,
@@ -56,6 +57,8 @@ AUDIT_MAX_PENDING = 20_000
 PRUNE_INTERVAL = 3600.0
 MAX_USERNAME_AUDITED = 200
 LOGIN_CACHE_ENTRIES = 10_000  # LRU bound: about 300 bytes each, so a few MiB at most
+PROVEN_SECONDS = 86400.0  # how long a network that opened an account keeps the first lane
+PROVEN_ENTRIES = 10_000  # LRU bound of the (network, account) pairs remembered
 
 
 class LoginFailure(Enum):
@@ -65,7 +68,8 @@ class LoginFailure(Enum):
     # 2FA is on and the account password was given
     APP_PASSWORD_REQUIRED = "app_password_required"  # noqa: S105
     BLOCKED = "blocked"  # the client's network is blocked: no password was checked
-    RATE_LIMITED = "rate_limited"  # too many attempts under way from a failing network
+    # its failures and attempts under way reach the limit: no password was checked
+    RATE_LIMITED = "rate_limited"
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +100,16 @@ class SecuritySettings:
     issuer: str = "Mailstead"  # shown by authenticator apps next to the account
 
 
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """Whether an attempt (reserved with ``Throttle.begin``) may have its password checked:
+    if so in which hashing lane, if not how long its refusal waits."""
+
+    allowed: bool
+    lane: Lane = Lane.CLEAN
+    delay: float = 0.0
+
+
 @dataclass
 class GuardStats:
     """Counters for tests, benchmarks and the log."""
@@ -105,6 +119,7 @@ class GuardStats:
     cache_hits: int = 0  # password checks answered without argon2
     refused_blocked: int = 0
     refused_rate_limited: int = 0
+    refused_busy: int = 0  # the hashing queue of the attempt's lane was full
     blocks: int = 0
     audit_dropped: int = 0
     by_reason: dict[str, int] = field(default_factory=dict)
@@ -115,7 +130,8 @@ class Guard:
 
     With ``shared`` (a store other nodes use too) the failure counts are read from and
     written to it, so every node delays and blocks a guessing network alike; without, they
-    stay in this process's ``throttle``. Attempts under way are counted per process.
+    stay in this process's ``throttle``. Attempts under way are reserved per process, from
+    their start (``throttle.begin``) to their outcome, and added to the committed failures.
     """
 
     def __init__(
@@ -142,9 +158,11 @@ class Guard:
         self._trusted = tuple(ipaddress.ip_network(n) for n in settings.trusted_networks)
         self._blocks: dict[str, float] = {}
         self._blocks_read_at = float("-inf")
+        self._made: dict[str, tuple[float, float]] = {}  # blocks made lately: (at, until)
         self._pending: list[LoginRecord] = []
         self._flusher: asyncio.Task[None] | None = None
         self._last_prune = float("-inf")
+        self._proven: OrderedDict[tuple[str, str], float] = OrderedDict()
         self.stats = GuardStats()
 
     def trusted(self, client_ip: str) -> bool:
@@ -162,22 +180,79 @@ class Guard:
         the owner: an outage never blocks anyone new)."""
         now = self._clock()
         if now - self._blocks_read_at >= BLOCK_CACHE_SECONDS:
+            self._blocks_read_at = now  # one read at a time; the others use the copy
             try:
                 rows = await self._store.active_blocks(now)
             except StoreError as exc:
                 log_event_at(log, logging.WARNING, "security.blocks_unreadable", error=str(exc))
+                self._blocks_read_at = float("-inf")
             else:
+                # A block this process made shortly before or during the read may not be
+                # in it yet (it is stored after a few awaits): it stays, or a burst would
+                # pass the limit again meanwhile.
+                self._made = {n: m for n, m in self._made.items()
+                              if m[0] > now - BLOCK_CACHE_SECONDS}
                 self._blocks = {b.network: b.until for b in rows}
-                self._blocks_read_at = now
+                self._blocks.update({n: until for n, (_, until) in self._made.items()})
         until = self._blocks.get(network)
         return until is not None and until > now
 
-    async def over_limit(self, network: str, account: str) -> bool:
-        """Whether this attempt is refused unchecked: the network has failed, and its
-        failures plus its attempts under way here reach ``max_failures``."""
-        failures, _ = await self.failures.counts(network, account, self._clock())
-        return rate_limited(self.settings.max_failures, failures,
-                            self.throttle.in_flight(network))
+    async def admit(
+        self, network: str, account: str, place: int, *, trusted: bool = False
+    ) -> Admission:
+        """Decide an attempt already reserved with ``place = throttle.begin(network,
+        account)``.
+
+        Refused unchecked when the network's failures plus its place among the attempts
+        under way pass ``max_failures``: even if every one of them failed, no more than the
+        limit would have been checked. The refusal waits as a failure would (at least one
+        failure's worth), so a burst costs the attacker time as well as its answers.
+        Otherwise the lane: ``PROVEN`` for a network that opened this account lately,
+        ``CLEAN`` when neither the network nor the account has failed or has other attempts
+        under way, else ``SUSPECT``.
+        """
+        now = self._clock()
+        proven = self._is_proven(network, account, now)
+        if trusted:
+            return Admission(True, Lane.PROVEN if proven else Lane.CLEAN)
+        s = self.settings
+        t = self.throttle
+        # This process's own counts never exceed the store's (each failure is counted in
+        # both): when they already refuse, the store is not asked, which keeps a flood's
+        # cost to the shared store down.
+        failures = t.network_failures(network, now)
+        if rate_limited(s.max_failures, failures, place):
+            account_failures = t.account_failures(account, now)
+        else:
+            failures, account_failures = await self.failures.counts(network, account, now)
+        if rate_limited(s.max_failures, failures, place):
+            delay = failure_delay(s.failure_delay, s.max_failure_delay, max(1, failures),
+                                  account_failures)
+            return Admission(False, Lane.SUSPECT, delay)
+        if proven:
+            return Admission(True, Lane.PROVEN)
+        crowded = t.in_flight(network) > 1 or t.account_in_flight(account) > 1
+        if failures or account_failures or crowded:
+            return Admission(True, Lane.SUSPECT)
+        return Admission(True, Lane.CLEAN)
+
+    def succeeded(self, network: str, account: str) -> None:
+        """Remember that ``network`` opened ``account``: its next attempts take the first
+        lane of the hashing pool, ahead of any guessing. Bounded, least recently used."""
+        key = (network, account)
+        self._proven[key] = self._clock() + PROVEN_SECONDS
+        self._proven.move_to_end(key)
+        while len(self._proven) > PROVEN_ENTRIES:
+            self._proven.popitem(last=False)
+
+    def _is_proven(self, network: str, account: str, now: float) -> bool:
+        until = self._proven.get((network, account))
+        if until is None:
+            return False
+        if until <= now:
+            del self._proven[(network, account)]
+            return False
+        return True
 
     async def failed(self, network: str, account: str) -> float:
         """Counts a failed login (or second factor) of ``network`` for ``account`` and blocks
@@ -195,6 +270,7 @@ class Guard:
         now = self._clock()
         until = now + self.settings.block_duration
         self._blocks[network] = until
+        self._made[network] = (now, until)
         await self.failures.forget(network)
         self.stats.blocks += 1
         log_event_at(log, logging.WARNING, "security.blocked", network=network,
@@ -301,6 +377,11 @@ class LoginCache:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    def digest(self, name: str, password: Secret) -> bytes:
+        """The keyed digest of a (name, password) pair: equal pairs, equal digests; nothing
+        about the password can be learnt from it without the key."""
+        return self._digest(name, password)
 
     def _digest(self, address: str, password: Secret) -> bytes:
         # Length-prefixed, so no (address, password) pair can collide with another.

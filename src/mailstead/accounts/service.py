@@ -8,6 +8,7 @@ same time whether or not the account exists.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, TypeVar
 from argon2 import PasswordHasher
 
 from mailstead.accounts import apppasswords
+from mailstead.accounts.hashpool import HashPool, Lane, PoolFull
 from mailstead.accounts.keys import SecurityKeys, equal
 from mailstead.accounts.login import (
     Guard,
@@ -41,6 +43,7 @@ from mailstead.core.address import AddressError, parse_address
 from mailstead.core.errors import MailsteadError, NotFound
 from mailstead.core.secret import Secret
 from mailstead.mailauth.dkim import generate_dkim_keys
+from mailstead.observability.log import log_event_at
 from mailstead.storage.interfaces import (
     Account,
     Alias,
@@ -55,6 +58,8 @@ if TYPE_CHECKING:
     from mailstead.config.model import Config
 
 T = TypeVar("T")
+
+log = logging.getLogger("mailstead.security")
 
 # RFC 5321 section 4.5.3.1.3: a path is at most 256 octets with its angle brackets.
 MAX_ADDRESS = 254
@@ -114,9 +119,11 @@ class AccountService:
         security: SecuritySettings | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         shared_failures: bool | None = None,
+        hash_workers: int = 0,
     ) -> None:
         """``shared_failures``: count failed logins in the store rather than in this process;
-        by default exactly when other nodes share the store (``Store.networked``)."""
+        by default exactly when other nodes share the store (``Store.networked``).
+        ``hash_workers``: argon2 threads at once (0: one less than the CPUs, at least 1)."""
         self._store = store
         self._hasher = hasher
         self._clock = clock
@@ -130,8 +137,10 @@ class AccountService:
         self.login_cache = LoginCache(keys, self.guard.settings.login_cache_ttl, clock)
         # argon2 runs in threads, off the event loop; at most this many at once, so a burst
         # of logins queues instead of oversubscribing the CPU (each hash already uses
-        # ``parallelism`` lanes) and of holding many times memory_cost at once.
-        self._hash_slots = asyncio.Semaphore(max(1, (os.cpu_count() or 2) - 1))
+        # ``parallelism`` lanes) and of holding many times memory_cost at once. Attempts
+        # from failing networks get at most half of them (hashpool.py).
+        self._flights: dict[tuple[str, str, str, bytes], asyncio.Future[_Checked]] = {}
+        self.hash_pool = HashPool(hash_workers or max(1, (os.cpu_count() or 2) - 1))
 
     @classmethod
     def from_config(cls, store: Store, config: Config) -> AccountService:
@@ -313,57 +322,106 @@ class AccountService:
         guard = self.guard
         network = network_key(client_ip)
         user_key = address_key(username[: MAX_ADDRESS + 1])
+        # The same guess made several times at once (a client opening five connections, or
+        # an attacker repeating one password) is one attempt: one reservation, one hash, one
+        # failure; each connection still gets its answer and its audit row.
+        key = (network, user_key, protocol, self.login_cache.digest(user_key, password))
+        flight = self._flights.get(key)
+        if flight is None:
+            flight = asyncio.ensure_future(
+                self._attempt(username, password, protocol, client_ip, network, user_key))
+            self._flights[key] = flight
+            flight.add_done_callback(lambda _f: self._flights.pop(key, None))
+        # Shielded: one client hanging up does not cancel the attempt the others wait for.
+        checked = await asyncio.shield(flight)
+        app = checked.app
+        guard.audit(LoginRecord(
+            at=self._clock(), account_id=checked.account.id if checked.account else None,
+            username=username, protocol=protocol, client_ip=client_ip, mechanism=mechanism,
+            success=checked.reason is None, reason=checked.audit_reason,
+            app_password=app.name if app else None, app_password_id=app.id if app else None,
+        ))
+        if checked.reason is not None:
+            return LoginResult(False, None, checked.reason)
+        return LoginResult(True, checked.account, None, app.name if app else None)
+
+    async def _attempt(
+        self, username: str, password: Secret, protocol: str, client_ip: str, network: str,
+        user_key: str,
+    ) -> _Checked:
+        """One attempt: the block list, the reservation and its limit, the check, the
+        failure count and delay (the audit is the caller's)."""
+        guard = self.guard
         trusted = not client_ip or guard.trusted(client_ip)
 
-        def done(checked: _Checked) -> LoginResult:
-            app = checked.app
-            guard.audit(LoginRecord(
-                at=self._clock(), account_id=checked.account.id if checked.account else None,
-                username=username, protocol=protocol, client_ip=client_ip, mechanism=mechanism,
-                success=checked.reason is None, reason=checked.audit_reason,
-                app_password=app.name if app else None, app_password_id=app.id if app else None,
-            ))
-            if checked.reason is not None:
-                return LoginResult(False, None, checked.reason)
-            return LoginResult(True, checked.account, None, app.name if app else None)
-
-        async def refused(reason: LoginFailure) -> LoginResult:
+        async def refused(reason: LoginFailure) -> _Checked:
             # Audited under the account (a cheap indexed read) so its owner sees the attack.
-            return done(_Checked(await self._find(username), reason, reason.value))
+            return _Checked(await self._find(username), reason, reason.value)
 
-        if not trusted:
-            if await guard.blocked(network):
-                guard.stats.refused_blocked += 1
-                return await refused(LoginFailure.BLOCKED)
-            if await guard.over_limit(network, user_key):
-                guard.stats.refused_rate_limited += 1
-                return await refused(LoginFailure.RATE_LIMITED)
-        guard.throttle.begin(network)
+        if not trusted and await guard.blocked(network):
+            guard.stats.refused_blocked += 1
+            return await refused(LoginFailure.BLOCKED)
+        # Reserved before the first await of this attempt, so that every attempt that starts
+        # later sees it: parallel attempts are counted when they start, not when they end.
+        place = guard.throttle.begin(network, user_key)
+        reserved = True
         try:
+            admission = await guard.admit(network, user_key, place, trusted=trusted)
+            if not admission.allowed:
+                guard.throttle.end(network, user_key)
+                reserved = False
+                guard.stats.refused_rate_limited += 1
+                result = await refused(LoginFailure.RATE_LIMITED)
+                await self._sleep(admission.delay)
+                return result
             guard.stats.password_checks += 1
-            checked = await self._check(username, password, protocol)
+            # One event per password check (at debug: a guessing attack makes many), so the
+            # checks a burst got past the limit can be counted in the log.
+            log_event_at(log, logging.DEBUG, "security.password_check", network=network,
+                         lane=admission.lane.name.lower(), protocol=protocol)
+            checked = await self._check(username, password, protocol, admission.lane)
+            delay = 0.0
             if checked.reason is LoginFailure.BAD_CREDENTIALS and not trusted:
-                # Counted (on every node when the store is shared) and possibly blocked.
+                # Counted (on every node when the store is shared) and possibly blocked;
+                # then the reservation is released, the attempt now being a failure.
                 # The failure answer waits, growing with the network's (or the account's)
                 # failures, as Dovecot's auth_failure_delay does: guessing one connection at
-                # a time slows down, parallel guessing hits over_limit and the block, and a
+                # a time slows down, parallel guessing hits the limit and the block, and a
                 # correct password is never delayed (a user who mistyped once is not
                 # slowed on every connection their phone opens afterwards).
                 delay = await guard.failed(network, user_key)
-                if delay > 0:
-                    await self._sleep(delay)
+            elif checked.reason is None:
+                guard.succeeded(network, user_key)
+            guard.throttle.end(network, user_key)
+            reserved = False
+            if delay > 0:
+                await self._sleep(delay)
         finally:
-            guard.throttle.end(network)
-        return done(checked)
+            if reserved:
+                guard.throttle.end(network, user_key)
+        return checked
 
-    async def _check(self, username: str, password: Secret, protocol: str) -> _Checked:
-        """The credential check. An unknown or malformed username is checked against a dummy
-        hash so the answer takes as long as for a real account: timing must not reveal which
-        accounts exist."""
-        bad = _Checked(None, LoginFailure.BAD_CREDENTIALS, "bad_credentials")
+    async def _check(
+        self, username: str, password: Secret, protocol: str, lane: Lane
+    ) -> _Checked:
+        """The credential check, its hashes queued in ``lane`` of the pool. An unknown or
+        malformed username is checked against a dummy hash so the answer takes as long as for
+        a real account: timing must not reveal which accounts exist. A full queue refuses
+        the attempt as RATE_LIMITED (temporary) without a hash."""
         account = await self._find(username)
+        try:
+            return await self._check_in(account, password, protocol, lane)
+        except PoolFull:
+            self.guard.stats.refused_busy += 1
+            return _Checked(account, LoginFailure.RATE_LIMITED, "busy")
+
+    async def _check_in(
+        self, account: Account | None, password: Secret, protocol: str, lane: Lane
+    ) -> _Checked:
+        bad = _Checked(None, LoginFailure.BAD_CREDENTIALS, "bad_credentials")
         if account is None or len(password.reveal()) > MAX_LENGTH:
-            await self._hash(verify_password, await self._dummy(), password, self._hasher)
+            await self._hash(verify_password, await self._dummy(), password, self._hasher,
+                             lane=lane)
             return bad
         candidate = apppasswords.normalise(password.reveal())
         if candidate is not None and self._keys is not None:
@@ -380,13 +438,13 @@ class AccountService:
                 return _Checked(account, None, "ok", match)
         current = stored = account.password_hash
         ok, cached = await self.login_cache.verify(account, password, lambda: self._hash(
-            verify_password, current, password, self._hasher))
+            verify_password, current, password, self._hasher, lane=lane))
         if not ok:
             return _Checked(account, LoginFailure.BAD_CREDENTIALS, "bad_credentials")
         self.guard.stats.cache_hits += cached
         if needs_rehash(account.password_hash, self._hasher):
             try:
-                new_hash = await self._hash(hash_password, password, self._hasher)
+                new_hash = await self._hash(hash_password, password, self._hasher, lane=lane)
                 await self._store.set_password(account.address, new_hash)
             except NotFound:
                 return bad  # removed while we were checking
@@ -400,9 +458,8 @@ class AccountService:
                 Account(account.id, account.address, stored, account.created_at), password)
         return _Checked(account, None, "ok")
 
-    async def _hash(self, fn: Callable[..., T], *args: object) -> T:
-        async with self._hash_slots:
-            return await asyncio.to_thread(fn, *args)
+    async def _hash(self, fn: Callable[..., T], *args: object, lane: Lane = Lane.CLEAN) -> T:
+        return await self.hash_pool.run(lane, fn, *args)
 
     async def _find(self, username: str) -> Account | None:
         """The account a client names, or None (also for a malformed or oversized name)."""

@@ -12,7 +12,16 @@ Where the counts live is a ``FailureCounter``: ``MemoryCounter`` (the ``Throttle
 this process, for the embedded store, which has one node) or ``StoreCounter`` (the store's
 ``auth_failures`` table, when several nodes share a PostgreSQL store, so failures on one node
 delay and block the attacker on every other). The policy (``failure_delay``, ``rate_limited``)
-is the same for both. Attempts under way are always counted per process (``Throttle.begin``).
+is the same for both.
+
+An attempt is counted as under way from the moment it starts (``Throttle.begin`` reserves a
+slot for its network and its account before any await, let alone the password hash) until its
+outcome is known (``end``: released after a success, or once its failure is recorded), so a
+burst of parallel guesses sees every sibling that started before it and no more than
+``max_failures`` of them reach the password check. Attempts under way are counted per process:
+with a shared store, each node adds its own reservations to the committed failures of every
+node, so N nodes let at most N times the limit through at once (and the block that follows
+stops every node).
 """
 
 from __future__ import annotations
@@ -72,9 +81,10 @@ def failure_delay(delay: float, max_delay: float, network: int, account: int) ->
 
 
 def rate_limited(max_failures: int, failures: int, in_flight: int) -> bool:
-    """True when a network that has failed already has so many attempts under way that they
-    could pass the threshold together: parallel guessing stops at the threshold."""
-    return failures > 0 and failures + in_flight >= max_failures
+    """True when the network's failures plus its attempts under way (``in_flight``, counting
+    this one) pass ``max_failures``: had they all failed, the network would be blocked before
+    this attempt, so parallel guessing stops at the threshold without a password check."""
+    return failures + in_flight > max_failures
 
 
 class Throttle:
@@ -97,6 +107,7 @@ class Throttle:
         self._networks: dict[str, deque[float]] = {}
         self._accounts: dict[str, deque[float]] = {}
         self._in_flight: dict[str, int] = {}
+        self._account_in_flight: dict[str, int] = {}
 
     def _count(self, table: dict[str, deque[float]], key: str, now: float) -> int:
         times = table.get(key)
@@ -122,7 +133,7 @@ class Throttle:
         return failure_delay(self.delay, self.max_delay, mine, theirs)
 
     def over_limit(self, network: str, now: float) -> bool:
-        """``rate_limited`` from this process's counts."""
+        """``rate_limited`` from this process's counts (call after ``begin``)."""
         failures = self.network_failures(network, now)
         return rate_limited(self.max_failures, failures, self.in_flight(network))
 
@@ -130,15 +141,26 @@ class Throttle:
         """Attempts of ``network`` under way in this process (between ``begin`` and ``end``)."""
         return self._in_flight.get(network, 0)
 
-    def begin(self, network: str) -> None:
-        self._in_flight[network] = self._in_flight.get(network, 0) + 1
+    def account_in_flight(self, account: str) -> int:
+        """Attempts for ``account`` under way in this process, from any network."""
+        return self._account_in_flight.get(account, 0)
 
-    def end(self, network: str) -> None:
-        left = self._in_flight.get(network, 0) - 1
-        if left > 0:
-            self._in_flight[network] = left
-        else:
-            self._in_flight.pop(network, None)
+    def begin(self, network: str, account: str = "") -> int:
+        """Reserve a slot for an attempt that starts now (synchronously: before any await);
+        returns its place, the network's attempts under way including it. Of any attempts
+        under way together, the last to begin has a place at least their number, so
+        deciding each on its place (``rate_limited``) admits no more than the limit at once,
+        even when the decision awaits a store read while later attempts begin."""
+        place = _up(self._in_flight, network)
+        if account:
+            _up(self._account_in_flight, account)
+        return place
+
+    def end(self, network: str, account: str = "") -> None:
+        """Release the slot of ``begin`` once the attempt's outcome is known."""
+        _down(self._in_flight, network)
+        if account:
+            _down(self._account_in_flight, account)
 
     def record_failure(self, network: str, account: str, now: float) -> int:
         """Counts one failure; returns the network's failures within the window."""
@@ -163,6 +185,19 @@ class Throttle:
             del table[key]
         while len(table) >= self._max_keys:  # still full: drop the oldest entries
             del table[next(iter(table))]
+
+
+def _up(table: dict[str, int], key: str) -> int:
+    count = table[key] = table.get(key, 0) + 1
+    return count
+
+
+def _down(table: dict[str, int], key: str) -> None:
+    left = table.get(key, 0) - 1
+    if left > 0:
+        table[key] = left
+    else:
+        table.pop(key, None)
 
 
 class FailureCounter(Protocol):

@@ -538,7 +538,8 @@ class SecurityConfig:
         default=10,
         metadata=_doc(
             "Failed logins from one client network (an IPv4 address, or an IPv6 /64) within "
-            "failure_window that block it for block_duration; over every protocol.",
+            "failure_window that block it for block_duration; over every protocol. Attempts "
+            "under way count too, so parallel guesses get at most this many password checks.",
             "integer",
             "10",
         ),

@@ -141,21 +141,35 @@ class AuthPages:
             return self._login_page(
                 session, "Too many failed sign-ins from your network: try again later.", 429
             )
-        account = await self.web.store.get_account_by_id(pending.account_id)
-        code = form.get("code").strip()[:64]
-        ok = account is not None and bool(code) and (
-            await self.web.accounts.verify_second_factor(account, code)
-        )
+        user_key = address_key(pending.address)
+        # Reserved when it starts, as a password attempt is: parallel code guesses stop at
+        # the limit of failures instead of all racing past it.
+        place = guard.throttle.begin(network, user_key)
+        try:
+            if not trusted and not (await guard.admit(network, user_key, place)).allowed:
+                session.pending = None
+                return self._login_page(
+                    session, "Too many failed sign-ins from your network: try again later.",
+                    429,
+                )
+            account = await self.web.store.get_account_by_id(pending.account_id)
+            code = form.get("code").strip()[:64]
+            ok = account is not None and bool(code) and (
+                await self.web.accounts.verify_second_factor(account, code)
+            )
+            if not ok and not trusted:  # counted on every node when the store is shared
+                await guard.failed(network, user_key)
+        finally:
+            guard.throttle.end(network, user_key)
         if ok and account is not None:
             self._audit(request, pending, True, "ok")
             signed = await self.web.sessions.sign_in(session, account.id, account.address,
                                                      account.password_hash)
             return self.kit.redirect(HOME, signed)
         self._audit(request, pending, False, "bad_second_factor")
-        # A wrong code counts like a wrong password (the same per-network failure counters
-        # and blocks), and a few of them send the person back to the password.
-        if not trusted:  # counted on every node when the store is shared; no delay here
-            await guard.failed(network, address_key(pending.address))
+        # A wrong code counted like a wrong password above (the same per-network failure
+        # counters and blocks, no delay here), and a few of them send the person back to
+        # the password.
         pending.attempts += 1
         if pending.attempts >= MAX_CODE_ATTEMPTS:
             session.pending = None

@@ -14,6 +14,7 @@ import pytest
 from argon2 import PasswordHasher
 
 from mailstead.accounts import apppasswords, twofactor
+from mailstead.accounts.hashpool import Lane
 from mailstead.accounts.keys import SecurityKeyError, SecurityKeys
 from mailstead.accounts.login import LoginFailure, SecuritySettings
 from mailstead.accounts.security import SecurityError
@@ -245,15 +246,23 @@ def test_account_failures_slow_failing_networks_only() -> None:
 
 def test_parallel_attempts_stop_at_the_threshold() -> None:
     t = Throttle(max_failures=10, window=600, delay=0, max_delay=0)
+    # Attempts count from when they start: ten may be under way from a clean network...
+    for _ in range(10):
+        t.begin("n", "a")
     assert not t.over_limit("n", 0.0)
-    for _ in range(50):  # a clean network may have many logins under way (a NAT)
-        t.begin("n")
-    assert not t.over_limit("n", 0.0)
-    for _ in range(50):
-        t.end("n")
+    assert t.account_in_flight("a") == 10
+    # ...the eleventh could make eleven failures, and is refused unchecked.
+    t.begin("n", "a")
+    assert t.over_limit("n", 0.0)
+    for _ in range(11):
+        t.end("n", "a")
+    assert t.in_flight("n") == 0
+    assert t.account_in_flight("a") == 0
     t.record_failure("n", "a", 0.0)
     for _ in range(9):
         t.begin("n")
+    assert not t.over_limit("n", 1.0)
+    t.begin("n")
     assert t.over_limit("n", 1.0)
 
 
@@ -284,6 +293,76 @@ def test_rate_limited_attempts_skip_the_password_check(world: World) -> None:
     result = world.login(PASSWORD, ip=ATTACKER)
     assert result.reason is LoginFailure.RATE_LIMITED
     assert result.temporary
+
+
+def test_a_burst_is_counted_when_it_starts_and_never_delays_the_owner(world: World) -> None:
+    async def burst() -> list[Any]:
+        return list(await asyncio.gather(*(
+            world.svc.login(USER, Secret(f"guess-{i:03d}"), protocol="imap",
+                            client_ip=ATTACKER, mechanism="PLAIN")
+            for i in range(200)
+        )))
+
+    results = world.run(burst())
+    stats = world.svc.guard.stats
+    # Ten guesses reached argon2; the other 190 were refused as the block refuses, unchecked,
+    # each after a failure's delay.
+    assert stats.password_checks == 10
+    assert sum(r.reason is LoginFailure.BAD_CREDENTIALS for r in results) == 10
+    refused = [r for r in results if r.reason is LoginFailure.RATE_LIMITED]
+    assert len(refused) == 190
+    assert all(r.temporary for r in refused)
+    assert sum(d >= 0.5 for d in world.slept) >= 190
+    assert world.svc.guard.throttle.in_flight(network_key(ATTACKER)) == 0
+    assert world.login(PASSWORD, ip=ATTACKER).reason is LoginFailure.BLOCKED
+    # The owner, from another network, is neither refused nor delayed.
+    world.slept.clear()
+    assert world.login(PASSWORD, ip=OWNER).ok
+    assert world.slept == []
+    rows = world.run(world.svc.security.logins(USER, 300))
+    assert sum(r.reason == "bad_credentials" for r in rows) == 10
+    assert sum(r.reason == "rate_limited" for r in rows) == 190
+
+
+def test_the_same_guess_made_at_once_is_one_attempt(world: World) -> None:
+    async def together(password: str, ip: str, n: int) -> list[Any]:
+        return list(await asyncio.gather(*(
+            world.svc.login(USER, Secret(password), protocol="imap", client_ip=ip,
+                            mechanism="PLAIN")
+            for _ in range(n)
+        )))
+
+    # A client opening 50 connections at once with the right password: one check, all in.
+    assert all(r.ok for r in world.run(together(PASSWORD, OWNER, 50)))
+    # One wrong password repeated 200 times at once: one check, one failure, 200 answers.
+    repeated = world.run(together("the same guess", ATTACKER, 200))
+    assert all(r.reason is LoginFailure.BAD_CREDENTIALS for r in repeated)
+    assert world.svc.guard.stats.password_checks == 2
+    assert world.svc.guard.throttle.network_failures(network_key(ATTACKER), world.now) == 1
+    rows = world.run(world.svc.security.logins(USER, 500))
+    assert len(rows) == 250  # every connection's attempt is audited
+
+
+def test_a_network_that_logged_in_takes_the_first_hashing_lane(world: World) -> None:
+    guard = world.svc.guard
+    net, user = network_key(OWNER), USER.lower()
+
+    async def lane() -> Lane:
+        place = guard.throttle.begin(net, user)
+        try:
+            return (await guard.admit(net, user, place)).lane
+        finally:
+            guard.throttle.end(net, user)
+
+    assert world.run(lane()) is Lane.CLEAN
+    world.login("a typo", ip=OWNER)
+    assert world.run(lane()) is Lane.SUSPECT  # its network (and the account) failed
+    assert world.login(PASSWORD, ip=OWNER).ok
+    assert world.run(lane()) is Lane.PROVEN
+    # The pool served the owner's hashes in those lanes.
+    hashed = world.svc.hash_pool.stats.hashed
+    assert hashed[Lane.SUSPECT] >= 1
+    assert hashed[Lane.CLEAN] >= 1
 
 
 def test_rehash_when_the_argon2_parameters_change(world: World) -> None:

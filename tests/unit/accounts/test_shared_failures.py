@@ -178,17 +178,22 @@ def test_attempts_under_way_on_one_node_count_with_failures_from_the_other() -> 
                 await world.a.login(f"guess-{i}")
             network = network_key(ATTACKER)
             guard = world.b.svc.guard
-            assert not await guard.over_limit(network, USER)
-            guard.throttle.begin(network)  # one attempt of the network under way on B
+            # Attempts of the network under way on B (reserved when they start) count with
+            # A's committed failures: 4 failures + 2 under way = the limit of 6.
+            place = guard.throttle.begin(network, USER)
             try:
-                assert not await guard.over_limit(network, USER)
-                guard.throttle.begin(network)
+                assert (await guard.admit(network, USER, place)).allowed
+                place = guard.throttle.begin(network, USER)
+                assert (await guard.admit(network, USER, place)).allowed
                 result = await world.b.login(PASSWORD)
                 assert result.reason is LoginFailure.RATE_LIMITED
                 assert result.temporary
+                # No password was checked, and the refusal waited as a failure would.
+                assert world.b.svc.guard.stats.password_checks == 0
+                assert world.b.slept == [SETTINGS.failure_delay * 2 ** 3]
             finally:
-                guard.throttle.end(network)
-                guard.throttle.end(network)
+                guard.throttle.end(network, USER)
+                guard.throttle.end(network, USER)
 
     asyncio.run(body())
 
@@ -235,7 +240,9 @@ def test_a_store_outage_falls_back_to_this_process_counts() -> None:
             assert await guard.failures.counts(network, USER, world.now) == (0, 0)
             assert await guard.failed(network, USER) == 1.0
             assert await guard.failed(network, USER) == 2.0
-            assert await guard.over_limit(network, USER) is False
+            place = guard.throttle.begin(network, USER)
+            assert (await guard.admit(network, USER, place)).allowed
+            guard.throttle.end(network, USER)
             await guard.failures.forget(network)
             assert await guard.failures.counts(network, USER, world.now) == (0, 2)
 
@@ -253,5 +260,38 @@ def test_maintenance_prunes_failures_past_the_window() -> None:
             assert job.name == "auth_failures"
             assert await job.run() == 2  # the first failure's network and account rows
             assert await world.b.store.auth_failures(ATTACKER, USER, 0) == (1, 1)
+
+    asyncio.run(body())
+
+
+def test_a_network_over_the_limit_here_is_refused_without_asking_the_store() -> None:
+    async def body() -> None:
+        async with cluster(postgres()) as world:
+            for i in range(SETTINGS.max_failures - 1):
+                await world.b.login(f"guess-{i}")  # counted on B and in the store
+            reads: list[str] = []
+            counts = world.b.store.auth_failures
+
+            async def counting(network: str, account: str, since: float) -> tuple[int, int]:
+                reads.append(network)
+                return await counts(network, account, since)
+
+            world.b.store.auth_failures = counting  # type: ignore[method-assign]
+            guard = world.b.svc.guard
+            network = network_key(ATTACKER)
+            place = guard.throttle.begin(network, USER)
+            try:
+                assert (await guard.admit(network, USER, place)).allowed  # 5 + 1: asks
+                assert reads == [network]
+                place = guard.throttle.begin(network, USER)
+                try:
+                    refused = await guard.admit(network, USER, place)  # 5 + 2 > 6
+                finally:
+                    guard.throttle.end(network, USER)
+            finally:
+                guard.throttle.end(network, USER)
+            assert not refused.allowed
+            assert refused.delay == SETTINGS.failure_delay * 2 ** 4
+            assert reads == [network]  # this node's own count sufficed
 
     asyncio.run(body())

@@ -12,8 +12,9 @@ import pytest
 from pagestestlib import ALICE, ALICE_PW, ROOT, ROOT_PW, Site, csrf_of, site
 from starlette.routing import Route
 
+from mailstead.accounts.throttle import network_key
 from mailstead.core.secret import Secret
-from mailstead.storage.interfaces import IpBlock
+from mailstead.storage.interfaces import IpBlock, address_key
 from mailstead.web.sessions import ABSOLUTE_TIMEOUT, IDLE_TIMEOUT
 from storebackends import BACKENDS
 
@@ -185,6 +186,27 @@ def test_wrong_codes_send_back_to_the_password_and_count_as_failures(s: Site) ->
     assert s.client.get("/login/code", follow_redirects=False).headers["location"] == "/login"
     # Five wrong codes reached max_failures: the network is now blocked for passwords too.
     assert s.sign_in().status_code == 429
+
+
+def test_codes_under_way_count_from_their_start(s: Site) -> None:
+    s.sign_in()
+    codes = _enable_2fa(s)
+    s.client.post("/logout", data={"csrf": s.csrf()})
+    s.sign_in()
+    token = csrf_of(s.client.get("/login/code").text)
+    guard = s.accounts.guard
+    network, user = network_key("testclient"), address_key(ALICE)
+    limit = guard.settings.max_failures
+    for _ in range(limit):  # as many code checks of this network under way as the limit
+        guard.throttle.begin(network, user)
+    try:
+        refused = s.client.post("/login/code", data={"csrf": token, "code": codes[0]})
+        assert refused.status_code == 429
+    finally:
+        for _ in range(limit):
+            guard.throttle.end(network, user)
+    # The refused attempt checked nothing: the recovery code is still unused.
+    assert s.run(lambda: s.accounts.security.two_factor_status(ALICE)) == (True, 10)
 
 
 def test_pending_sign_in_expires(s: Site) -> None:
