@@ -118,9 +118,7 @@ async def list_command(s: IMAPSession, cmd: Command) -> None:
         {_inbox_case(n) for n in await s.ctx.store.list_subscriptions(acct)}
         if want_subs else set()
     )
-    everything = set(boxes)
-    for name in list(everything):
-        everything.update(names.parent_names(name))
+    everything, with_children = names.hierarchy(boxes)
     regexes = [names.pattern_regex(reference, p) for p in patterns if p or reference]
     if args.lsub:
         _lsub(s, regexes, subs, boxes)
@@ -147,7 +145,7 @@ async def list_command(s: IMAPSession, cmd: Command) -> None:
             # Only here through RECURSIVEMATCH: a parent of a subscribed mailbox
             # (RFC 5258 section 3.5, CHILDINFO).
             childinfo = True
-        attrs = _attributes(name, info, everything, name in subs,
+        attrs = _attributes(name, info, everything, with_children, name in subs,
                             show_subscribed=want_subs)
         line = (
             b"LIST (" + " ".join(attrs).encode() + b') "/" '
@@ -167,6 +165,7 @@ def _attributes(
     name: str,
     info: MailboxInfo | None,
     everything: set[str],
+    with_children: set[str],
     subscribed: bool,
     *,
     show_subscribed: bool,
@@ -176,10 +175,8 @@ def _attributes(
         # RFC 5258 section 3: \NonExistent implies \Noselect; an implied parent of an
         # existing mailbox is \Noselect with children (RFC 9051 section 7.3.1).
         attrs.append("\\NonExistent" if name not in everything else "\\Noselect")
-    prefix = name + names.DELIMITER
     if name in everything:
-        has_children = any(other.startswith(prefix) for other in everything)
-        attrs.append("\\HasChildren" if has_children else "\\HasNoChildren")
+        attrs.append("\\HasChildren" if name in with_children else "\\HasNoChildren")
     if show_subscribed and subscribed:
         attrs.append("\\Subscribed")
     if info is not None and info.special_use:

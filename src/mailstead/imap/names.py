@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Iterable
 
 from mailstead.proto.imap import mutf7
 
@@ -112,6 +113,27 @@ def parent_names(name: str) -> list[str]:
     """``a/b/c`` -> ``["a", "a/b"]``: the levels CREATE makes implicitly (RFC 9051 6.3.4)."""
     levels = name.split(DELIMITER)
     return [DELIMITER.join(levels[:i]) for i in range(1, len(levels))]
+
+
+def hierarchy(existing: Iterable[str]) -> tuple[set[str], set[str]]:
+    """``(every name, names with children)`` for the ``existing`` mailboxes, in one pass: every
+    name is an existing mailbox or a level above one (RFC 9051 section 7.3.1: such a parent is
+    listed \\Noselect), and a name has children exactly when it is a level above another.
+    Linear in the number of names (times their depth), where testing each name against all
+    others would be quadratic."""
+    parents: set[str] = set()
+    everything: set[str] = set()
+    for name in existing:
+        everything.add(name)
+        end = name.rfind(DELIMITER)
+        while end > 0:
+            parent = name[:end]
+            if parent in parents:
+                break  # its own parents were added with it
+            parents.add(parent)
+            end = name.rfind(DELIMITER, 0, end)
+    everything |= parents
+    return everything, parents
 
 
 def pattern_regex(reference: str, pattern: str) -> re.Pattern[str]:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from mailstead.imap import names
 
@@ -59,6 +63,29 @@ def test_from_wire_checks_the_decoded_name() -> None:
 def test_parents() -> None:
     assert names.parent_names("a/b/c") == ["a", "a/b"]
     assert names.parent_names("a") == []
+
+
+_LEVEL = st.sampled_from(["a", "b", "ab", "INBOX", "\u00fc", "x y"])
+
+
+@given(st.lists(st.lists(_LEVEL, min_size=1, max_size=5).map("/".join), max_size=40))
+def test_hierarchy_matches_the_definition(existing: list[str]) -> None:
+    everything, with_children = names.hierarchy(existing)
+    expected = set(existing).union(*(names.parent_names(n) for n in existing))
+    assert everything == expected
+    # A name has children exactly when another name lies below it (RFC 3348).
+    assert with_children == {n for n in expected
+                             if any(o.startswith(n + "/") for o in expected)}
+
+
+def test_hierarchy_is_linear() -> None:
+    # 20,000 names, half of them below 10,000 parents: one pass, not one per pair.
+    existing = [f"p{i % 10_000}/box{i}" for i in range(20_000)]
+    started = time.process_time()
+    everything, with_children = names.hierarchy(existing)
+    assert time.process_time() - started < 0.5
+    assert len(everything) == 30_000
+    assert len(with_children) == 10_000
 
 
 @pytest.mark.parametrize(
