@@ -202,17 +202,23 @@ class MailStore(Protocol):
         """``INBOX`` matches case-insensitively (RFC 3501 section 5.1)."""
 
     async def create_mailbox(
-        self, account_id: int, name: str, special_use: str | None = None
+        self, account_id: int, name: str, special_use: str | None = None,
+        *, limit: int | None = None,
     ) -> MailboxInfo:
-        """Raises AlreadyExists. A fresh UIDVALIDITY, never reused for this name."""
+        """Raises AlreadyExists. A fresh UIDVALIDITY, never reused for this name. Raises
+        LimitExceeded when ``limit`` is given and the account has that many mailboxes
+        already (checked in the same transaction, so concurrent creates cannot pass it)."""
 
     async def delete_mailbox(self, account_id: int, name: str) -> None:
         """Deletes the mailbox and its messages (not its children)."""
 
-    async def rename_mailbox(self, account_id: int, old: str, new: str) -> None:
+    async def rename_mailbox(
+        self, account_id: int, old: str, new: str, *, limit: int | None = None
+    ) -> None:
         """Renames the mailbox and every ``old/...`` child. Renaming INBOX moves its messages
         into a new mailbox ``new`` and leaves INBOX empty (RFC 3501 section 6.3.5).
-        Raises AlreadyExists when ``new`` exists."""
+        Raises AlreadyExists when ``new`` exists, LimitExceeded when renaming INBOX (the
+        one rename that adds a mailbox) would take the account past ``limit``."""
 
     async def set_subscribed(self, account_id: int, name: str, subscribed: bool) -> None:
         """Subscriptions may name mailboxes that don't exist (RFC 3501 section 6.3.6)."""

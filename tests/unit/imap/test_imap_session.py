@@ -279,6 +279,29 @@ def test_mailbox_management(run: Callable[[Body], None]) -> None:
     run(body)
 
 
+def test_mailbox_limit(run: Callable[[Body], None]) -> None:
+    async def body(w: World) -> None:
+        c = w.client(max_mailboxes_per_account=12)
+        await c.login()
+        have = (await c.cmd('a LIST "" "*"')).count("* LIST")
+        assert have < 10
+        for i in range(12 - have - 2):
+            assert (await c.cmd(f"b{i} CREATE box{i}")).startswith(f"b{i} OK")
+        # Two left: a/b/c needs three (RFC 9051 section 6.3.4 creates the parents); the
+        # parents made before the limit stopped it stay, as after any failed CREATE.
+        out = await c.cmd("c CREATE a/b/c")
+        assert out.startswith("c NO [LIMIT] Too many mailboxes"), out
+        assert '"/" a/b\r\n' in await c.cmd('c2 LIST "" "a/*"')
+        assert (await c.cmd("d CREATE last")).startswith("d NO [LIMIT]")
+        assert (await c.cmd("e RENAME INBOX Old")).startswith("e NO [LIMIT]")
+        assert (await c.cmd("f RENAME box0 moved")).startswith("f OK")
+        assert (await c.cmd("g DELETE moved")).startswith("g OK")
+        assert (await c.cmd("h CREATE last")).startswith("h OK")
+        assert (await c.cmd('i LIST "" "*"')).count("* LIST") == 12
+
+    run(body)
+
+
 def test_utf8_and_modified_utf7_names(run: Callable[[Body], None]) -> None:
     async def body(w: World) -> None:
         c = w.client()

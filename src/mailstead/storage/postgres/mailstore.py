@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 
 import asyncpg
 
-from mailstead.core.errors import AlreadyExists, NotFound, StoreError
+from mailstead.core.errors import AlreadyExists, LimitExceeded, NotFound, StoreError
 from mailstead.storage import flags as flagset
 from mailstead.storage.interfaces import (
     FlagChange,
@@ -186,6 +186,20 @@ async def insert_mailbox(conn: Conn, account_id: int, name: str, special_use: st
     if mailbox_id is None:
         raise AlreadyExists(f"mailbox {name!r} exists already")
     return int(mailbox_id)
+
+
+async def _check_limit(conn: Conn, account_id: int, limit: int | None) -> None:
+    """LimitExceeded when the account has ``limit`` mailboxes already. The account row is
+    locked until commit first, so creates of one account on any node are counted one after
+    the other and cannot pass the limit together."""
+    if limit is None:
+        return
+    await conn.execute("SELECT 1 FROM accounts WHERE id = $1 FOR UPDATE", account_id)
+    count = await conn.fetchval(
+        "SELECT COUNT(*) FROM mailboxes WHERE account_id = $1", account_id
+    )
+    if int(count) >= limit:
+        raise LimitExceeded(f"the account has {limit} mailboxes, the most it may have")
 
 
 async def _require_account(conn: Conn, account_id: int) -> None:
@@ -396,12 +410,14 @@ class MailStoreMixin(PgBase):
         return await self._read("reading a mailbox", run)
 
     async def create_mailbox(
-        self, account_id: int, name: str, special_use: str | None = None
+        self, account_id: int, name: str, special_use: str | None = None,
+        *, limit: int | None = None,
     ) -> MailboxInfo:
         stored = _new_name(name)
 
         async def run(conn: Conn) -> MailboxInfo:
             await _require_account(conn, account_id)
+            await _check_limit(conn, account_id, limit)
             mailbox_id = await insert_mailbox(conn, account_id, stored, special_use)
             await self.notify(conn, [account_id])
             return _mailbox_info(await conn.fetchrow(_INFO + " WHERE b.id = $1", mailbox_id))
@@ -424,7 +440,9 @@ class MailStoreMixin(PgBase):
 
         await self._write("deleting a mailbox", run)
 
-    async def rename_mailbox(self, account_id: int, old: str, new: str) -> None:
+    async def rename_mailbox(
+        self, account_id: int, old: str, new: str, *, limit: int | None = None
+    ) -> None:
         source = inbox_name(old)
         target = _new_name(new)
 
@@ -436,6 +454,8 @@ class MailStoreMixin(PgBase):
                 raise AlreadyExists(f"mailbox {target!r} exists already")
             try:
                 if source == "INBOX":
+                    # The one rename that adds a mailbox.
+                    await _check_limit(conn, account_id, limit)
                     await self._rename_inbox(conn, account_id, source_id, target)
                 else:
                     await _rename_tree(conn, account_id, source_id, source, target)

@@ -500,20 +500,26 @@ class SQLiteStore:
         return await self._in_reader(lambda c: mailboxes.get_by_id(c, mailbox_id))
 
     async def create_mailbox(
-        self, account_id: int, name: str, special_use: str | None = None
+        self, account_id: int, name: str, special_use: str | None = None,
+        *, limit: int | None = None,
     ) -> MailboxInfo:
         touched: set[int] = set()
         return await self._write(
-            lambda c: mailboxes.create(c, touched, account_id, name, special_use), touched
+            lambda c: mailboxes.create(c, touched, account_id, name, special_use, limit),
+            touched,
         )
 
     async def delete_mailbox(self, account_id: int, name: str) -> None:
         touched: set[int] = set()
         await self._write(lambda c: mailboxes.delete(c, touched, account_id, name), touched)
 
-    async def rename_mailbox(self, account_id: int, old: str, new: str) -> None:
+    async def rename_mailbox(
+        self, account_id: int, old: str, new: str, *, limit: int | None = None
+    ) -> None:
         touched: set[int] = set()
-        await self._write(lambda c: mailboxes.rename(c, touched, account_id, old, new), touched)
+        await self._write(
+            lambda c: mailboxes.rename(c, touched, account_id, old, new, limit), touched
+        )
 
     async def set_subscribed(self, account_id: int, name: str, subscribed: bool) -> None:
         await self._write(lambda c: mailboxes.set_subscribed(c, account_id, name, subscribed))
