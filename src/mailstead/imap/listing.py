@@ -33,9 +33,11 @@ def _account(s: IMAPSession) -> int:
 async def status_values(s: IMAPSession, info: MailboxInfo, items: tuple[str, ...]) -> bytes:
     """``(MESSAGES 3 UNSEEN 1 ...)`` in the order asked (RFC 9051 section 7.3.2)."""
     wanted = [i.upper() for i in items]
+    # An empty mailbox needs no read: LIST RETURN (STATUS (UNSEEN)) over thousands of empty
+    # mailboxes would otherwise make one store round trip each.
     msgs = (
         await s.ctx.store.get_messages(info.id, None, envelope=False, bodystructure=False)
-        if any(i in _NEEDS_MESSAGES for i in wanted) else []
+        if info.messages and any(i in _NEEDS_MESSAGES for i in wanted) else []
     )
     out: list[str] = []
     for item in wanted:

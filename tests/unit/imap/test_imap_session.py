@@ -164,6 +164,9 @@ def test_copy_move_expunge_with_uidplus(run: Callable[[Body], None]) -> None:
         assert out == "* 2 EXPUNGE\r\nh OK UID EXPUNGE completed\r\n"
         out = await c.cmd("i STATUS Archive (MESSAGES UIDNEXT)")
         assert "* STATUS Archive (MESSAGES 2 UIDNEXT 3)" in out
+        out = await c.cmd('i2 LIST "" "*" RETURN (STATUS (MESSAGES UNSEEN DELETED))')
+        assert "* STATUS Archive (MESSAGES 2 UNSEEN 2 DELETED 0)" in out
+        assert "* STATUS Drafts (MESSAGES 0 UNSEEN 0 DELETED 0)" in out
         out = await c.cmd("j CLOSE")
         assert out == "j OK CLOSE completed\r\n"  # silent expunge of UID 2
         out = await c.cmd("k STATUS INBOX (MESSAGES)")
