@@ -148,6 +148,33 @@ def test_mailbox_limit(opener: Opener, tmp_path: Path) -> None:
     run(body())
 
 
+def test_mailbox_counts(opener: Opener, tmp_path: Path) -> None:
+    async def body() -> None:
+        async with opened(opener, tmp_path) as store:
+            alice = await setup(store)
+            bob = await setup(store, "bob@example.test")
+            work = await store.create_mailbox(alice, "Work")
+            await deliver(store, alice, plain("a"), flags=("\\Seen",))
+            await deliver(store, alice, plain("b"), flags=("\\Deleted", "$Seen", "\\Flagged"))
+            await deliver(store, alice, plain("c"), "Work", flags=("\\Seen", "\\Deleted"))
+            await deliver(store, bob, plain("d"))
+            inbox = await box(store, alice)
+            sizes = {mailbox: sum(m.size for m in await store.list_messages_in(mailbox))
+                     for mailbox in (inbox.id, work.id)}
+            counts = await store.mailbox_counts(alice)
+            # Empty mailboxes (Drafts, Sent, ...) are absent; "$Seen" is a keyword, not \Seen.
+            assert set(counts) == {inbox.id, work.id}
+            assert (counts[inbox.id].unseen, counts[inbox.id].deleted) == (1, 1)
+            assert (counts[work.id].unseen, counts[work.id].deleted) == (0, 1)
+            assert counts[inbox.id].size == sizes[inbox.id]
+            assert counts[work.id].size == sizes[work.id]
+            assert await store.mailbox_counts(alice, work.id) == {work.id: counts[work.id]}
+            bob_inbox = await box(store, bob)
+            assert await store.mailbox_counts(alice, bob_inbox.id) == {}  # not alice's
+
+    run(body())
+
+
 def test_delete_mailbox_keeps_children_and_frees_blobs(opener: Opener, tmp_path: Path) -> None:
     async def body() -> None:
         async with opened(opener, tmp_path) as store:

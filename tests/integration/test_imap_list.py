@@ -65,6 +65,15 @@ def test_list_of_thousands_of_mailboxes_is_fast_and_stalls_nobody(
         assert b'* LIST (\\Noselect \\HasChildren) "/" p7' in lines
         assert b'* LIST (\\HasNoChildren) "/" p7/box7' in lines
         assert elapsed < 0.5, f"LIST of {len(lines)} names took {elapsed:.2f} s"
+        # RFC 5819: STATUS of every mailbox, from one aggregate read rather than one each.
+        started = time.monotonic()
+        response = lister.command('LIST "" "*" RETURN (STATUS (MESSAGES UNSEEN SIZE))')
+        elapsed = time.monotonic() - started
+        assert response.status == b"OK", response
+        statuses = [line for line in response.untagged if line.startswith(b"* STATUS ")]
+        assert len(statuses) == len(lines) - MANY // 2  # all but the implied parents
+        assert b"* STATUS p7/box7 (MESSAGES 0 UNSEEN 0 SIZE 0)" in statuses
+        assert elapsed < 1.0, f"LIST RETURN (STATUS) took {elapsed:.2f} s"
 
         stop = threading.Event()
         errors: list[BaseException] = []

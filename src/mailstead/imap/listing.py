@@ -13,7 +13,7 @@ from mailstead.imap import names
 from mailstead.imap.base import CommandFailed
 from mailstead.proto.imap import response
 from mailstead.proto.imap.ast import Command, ListArgs, StatusArgs
-from mailstead.storage.interfaces import MailboxInfo
+from mailstead.storage.interfaces import MailboxCounts, MailboxInfo
 
 if TYPE_CHECKING:
     from mailstead.imap.session import IMAPSession
@@ -30,19 +30,33 @@ def _account(s: IMAPSession) -> int:
     return s.account.id
 
 
-async def status_values(s: IMAPSession, info: MailboxInfo, items: tuple[str, ...]) -> bytes:
-    """``(MESSAGES 3 UNSEEN 1 ...)`` in the order asked (RFC 9051 section 7.3.2)."""
+async def status_values(
+    s: IMAPSession,
+    info: MailboxInfo,
+    items: tuple[str, ...],
+    counts: dict[int, MailboxCounts] | None = None,
+) -> bytes:
+    """``(MESSAGES 3 UNSEEN 1 ...)`` in the order asked (RFC 9051 section 7.3.2).
+    ``counts``: the account's ``mailbox_counts``, read once for a LIST RETURN (STATUS)."""
     wanted = [i.upper() for i in items]
-    # An empty mailbox needs no read: LIST RETURN (STATUS (UNSEEN)) over thousands of empty
-    # mailboxes would otherwise make one store round trip each.
+    needed = {i for i in wanted if i in _NEEDS_MESSAGES}
+    start = s.ctx.recent.peek(info.id)
+    # Only RECENT of a mailbox selected in this process needs its messages (UIDs from
+    # ``start`` on); everything else comes from one aggregate read. An empty mailbox needs
+    # no read at all.
     msgs = (
         await s.ctx.store.get_messages(info.id, None, envelope=False, bodystructure=False)
-        if info.messages and any(i in _NEEDS_MESSAGES for i in wanted) else []
+        if info.messages and "RECENT" in needed and start > 1 else []
     )
+    if info.messages and needed - {"RECENT"} and counts is None:
+        counts = await s.ctx.store.mailbox_counts(info.account_id, info.id)
+    tally = (counts or {}).get(info.id, MailboxCounts(0, 0, 0))
     out: list[str] = []
+    seen: set[str] = set()
     for item in wanted:
-        if item in {i.split(" ")[0] for i in out}:
+        if item in seen:
             continue
+        seen.add(item)
         if item == "MESSAGES":
             value = info.messages
         elif item == "UIDNEXT":
@@ -50,14 +64,13 @@ async def status_values(s: IMAPSession, info: MailboxInfo, items: tuple[str, ...
         elif item == "UIDVALIDITY":
             value = info.uidvalidity
         elif item == "UNSEEN":
-            value = sum(1 for m in msgs if "\\Seen" not in m.flags)
+            value = tally.unseen
         elif item == "DELETED":  # RFC 9051 section 6.3.11
-            value = sum(1 for m in msgs if "\\Deleted" in m.flags)
+            value = tally.deleted
         elif item == "SIZE":  # RFC 8438 STATUS=SIZE
-            value = sum(m.size for m in msgs)
+            value = tally.size
         elif item == "RECENT":
-            start = s.ctx.recent.peek(info.id)
-            value = sum(1 for m in msgs if m.uid >= start)
+            value = sum(1 for m in msgs if m.uid >= start) if start > 1 else info.messages
         elif item == "HIGHESTMODSEQ":  # RFC 7162 section 3.1.6
             value = info.highestmodseq
         elif item == "APPENDLIMIT":  # RFC 7889 section 4
@@ -122,6 +135,11 @@ async def list_command(s: IMAPSession, cmd: Command) -> None:
     )
     everything, with_children = names.hierarchy(boxes)
     regexes = [names.pattern_regex(reference, p) for p in patterns if p or reference]
+    # One aggregate read for every STATUS of a LIST RETURN (STATUS ...) (RFC 5819).
+    counts = (
+        await s.ctx.store.mailbox_counts(acct)
+        if {i.upper() for i in args.status} & (_NEEDS_MESSAGES - {"RECENT"}) else None
+    )
     if args.lsub:
         _lsub(s, regexes, subs, boxes)
         await s.finish(cmd, "LSUB completed")
@@ -158,7 +176,7 @@ async def list_command(s: IMAPSession, cmd: Command) -> None:
         s.untagged(line)
         if args.status and info is not None:
             # RFC 5819 section 2: STATUS right after the LIST of a selectable mailbox.
-            values = await status_values(s, info, args.status)
+            values = await status_values(s, info, args.status, counts)
             s.untagged(b"STATUS " + response.mailbox(name, utf8=s.utf8) + b" " + values)
     await s.finish(cmd, "LIST completed")
 

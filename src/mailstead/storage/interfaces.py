@@ -60,6 +60,16 @@ class MailboxInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class MailboxCounts:
+    """What STATUS needs beyond ``MailboxInfo`` (RFC 9051 section 6.3.11, RFC 8438 SIZE):
+    messages without \\Seen, with \\Deleted, and their stored size in octets."""
+
+    unseen: int
+    deleted: int
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
 class MessageInfo:
     """One message in one mailbox: the IMAP view, computed once at delivery."""
 
@@ -224,6 +234,14 @@ class MailStore(Protocol):
         """Subscriptions may name mailboxes that don't exist (RFC 3501 section 6.3.6)."""
 
     async def list_subscriptions(self, account_id: int) -> list[str]: ...
+
+    async def mailbox_counts(
+        self, account_id: int, mailbox_id: int | None = None
+    ) -> dict[int, MailboxCounts]:
+        """``MailboxCounts`` by mailbox id for every mailbox of the account that holds
+        messages (an empty one is absent), or only for ``mailbox_id``, in one read: LIST
+        RETURN (STATUS ...) over thousands of mailboxes must not read each one's messages
+        (RFC 5819), and STATUS needs no message list."""
 
     async def list_messages_in(self, mailbox_id: int) -> list[MessageInfo]:
         """Every message of the mailbox in ascending UID order (a consistent snapshot)."""

@@ -32,6 +32,7 @@ from mailstead.storage.interfaces import (
     FlagChange,
     FlagOp,
     MailboxChanges,
+    MailboxCounts,
     MailboxInfo,
     MessageInfo,
     Quota,
@@ -508,6 +509,30 @@ class MailStoreMixin(PgBase):
             return [str(r[0]) for r in rows]
 
         return await self._read("listing subscriptions", run, snapshot=True)
+
+    async def mailbox_counts(
+        self, account_id: int, mailbox_id: int | None = None
+    ) -> dict[int, MailboxCounts]:
+        async def run(conn: Conn) -> dict[int, MailboxCounts]:
+            # Flags are canonical and separated by single spaces (storage/flags.py); a
+            # keyword cannot contain a backslash (RFC 9051 section 9), so the padded
+            # substring finds exactly the system flag.
+            sql = (
+                "SELECT m.mailbox_id,"
+                " COUNT(*) FILTER (WHERE strpos(' ' || m.flags || ' ', ' \\Seen ') = 0),"
+                " COUNT(*) FILTER (WHERE strpos(' ' || m.flags || ' ', ' \\Deleted ') > 0),"
+                " SUM(m.size) FROM messages m JOIN mailboxes b ON b.id = m.mailbox_id"
+                " WHERE b.account_id = $1"
+            )
+            if mailbox_id is None:
+                rows = await conn.fetch(sql + " GROUP BY m.mailbox_id", account_id)
+            else:
+                rows = await conn.fetch(
+                    sql + " AND m.mailbox_id = $2 GROUP BY m.mailbox_id", account_id, mailbox_id
+                )
+            return {int(r[0]): MailboxCounts(int(r[1]), int(r[2]), int(r[3])) for r in rows}
+
+        return await self._read("counting messages", run, snapshot=True)
 
     # Messages ------------------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlite3
 
 from mailstead.core.errors import AlreadyExists, LimitExceeded, NotFound, StoreError
-from mailstead.storage.interfaces import MailboxInfo, Quota
+from mailstead.storage.interfaces import MailboxCounts, MailboxInfo, Quota
 from mailstead.storage.sqlite import admin, messages
 from mailstead.storage.sqlite.writer import inbox_name
 
@@ -165,6 +165,29 @@ def _rename_inbox(conn: sqlite3.Connection, account_id: int, inbox_id: int, targ
     ]
     if uids:
         messages.copy(conn, set(), inbox_id, uids, new_id, move=True)
+
+
+# Flags are stored canonical and separated by single spaces (storage/flags.py), and a
+# keyword cannot contain a backslash (RFC 9051 section 9, atom-specials), so a padded
+# substring test finds exactly the system flag.
+_COUNTS = (
+    "SELECT m.mailbox_id, SUM(instr(' ' || m.flags || ' ', ' \\Seen ') = 0),"
+    " SUM(instr(' ' || m.flags || ' ', ' \\Deleted ') > 0), SUM(m.size)"
+    " FROM messages m JOIN mailboxes b ON b.id = m.mailbox_id"
+    " WHERE b.account_id = ?"
+)
+
+
+def counts(
+    conn: sqlite3.Connection, account_id: int, mailbox_id: int | None
+) -> dict[int, MailboxCounts]:
+    if mailbox_id is None:
+        rows = conn.execute(_COUNTS + " GROUP BY m.mailbox_id", (account_id,))
+    else:
+        rows = conn.execute(
+            _COUNTS + " AND m.mailbox_id = ? GROUP BY m.mailbox_id", (account_id, mailbox_id)
+        )
+    return {int(r[0]): MailboxCounts(int(r[1]), int(r[2]), int(r[3])) for r in rows}
 
 
 def set_subscribed(conn: sqlite3.Connection, account_id: int, name: str, subscribed: bool) -> None:

@@ -48,6 +48,7 @@ from mailstead.storage.interfaces import (
     IpBlock,
     LoginRecord,
     MailboxChanges,
+    MailboxCounts,
     MailboxInfo,
     MessageInfo,
     QueueEntry,
@@ -526,6 +527,11 @@ class SQLiteStore:
 
     async def list_subscriptions(self, account_id: int) -> list[str]:
         return await self._in_reader(lambda c: mailboxes.list_subscriptions(c, account_id))
+
+    async def mailbox_counts(
+        self, account_id: int, mailbox_id: int | None = None
+    ) -> dict[int, MailboxCounts]:
+        return await self._in_reader(lambda c: mailboxes.counts(c, account_id, mailbox_id))
 
     async def list_messages_in(self, mailbox_id: int) -> list[MessageInfo]:
         return await self._measured_read(lambda c, u: messages.list_in(c, mailbox_id, u))
