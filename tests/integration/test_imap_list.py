@@ -108,6 +108,25 @@ def test_list_of_thousands_of_mailboxes_is_fast_and_stalls_nobody(
         assert grown < 64 * 1024, f"server grew {grown} KiB listing {MANY} mailboxes"
 
 
+def test_hostile_list_pattern_does_not_stall_the_server(
+    imap_server: Harness, imap_account: Account
+) -> None:
+    # A backtracking match of "*a*a*a*a*b" against 250 a's takes tens of seconds.
+    with session(imap_server, imap_account) as client, \
+            session(imap_server, imap_account) as other:
+        assert client.command(b"CREATE " + b"a" * 250).status == b"OK"
+        started = time.monotonic()
+        response = client.command(b'LIST "" "*a*a*a*a*a*b"')
+        assert response.status == b"OK", response
+        assert not [line for line in response.untagged if line.startswith(b"* LIST")]
+        assert time.monotonic() - started < 1.0
+        response = client.command(b'LIST "" "%a*a%a*a"')
+        assert response.untagged == (b'* LIST (\\HasNoChildren) "/" ' + b"a" * 250,)
+        started = time.monotonic()
+        assert other.command("NOOP").status == b"OK"
+        assert time.monotonic() - started < 1.0
+
+
 @pytest.fixture(scope="module")
 def capped(tmp_path_factory: pytest.TempPathFactory, store_backend: str) -> Iterator[Harness]:
     """A server whose accounts may have at most LIMIT mailboxes."""

@@ -6,7 +6,6 @@ in LIST), RFC 6154 (special-use attributes), RFC 3348 (child attributes).
 
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING
 
 from mailstead.imap import names
@@ -134,7 +133,7 @@ async def list_command(s: IMAPSession, cmd: Command) -> None:
         if want_subs else set()
     )
     everything, with_children = names.hierarchy(boxes)
-    regexes = [names.pattern_regex(reference, p) for p in patterns if p or reference]
+    regexes = [names.compile_pattern(reference, p) for p in patterns if p or reference]
     # One aggregate read for every STATUS of a LIST RETURN (STATUS ...) (RFC 5819).
     counts = (
         await s.ctx.store.mailbox_counts(acct)
@@ -206,7 +205,7 @@ def _attributes(
 
 def _lsub(
     s: IMAPSession,
-    regexes: list[re.Pattern[str]],
+    regexes: list[names.Pattern],
     subs: set[str],
     boxes: dict[str, MailboxInfo],
 ) -> None:
