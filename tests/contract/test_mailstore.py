@@ -148,6 +148,23 @@ def test_mailbox_limit(opener: Opener, tmp_path: Path) -> None:
     run(body())
 
 
+def test_subscription_limit(opener: Opener, tmp_path: Path) -> None:
+    async def body() -> None:
+        async with opened(opener, tmp_path) as store:
+            alice = await setup(store)
+            for i in range(3):
+                await store.set_subscribed(alice, f"s{i}", True, limit=3)
+            with pytest.raises(LimitExceeded):
+                await store.set_subscribed(alice, "one-more", True, limit=3)
+            await store.set_subscribed(alice, "s1", True, limit=3)  # already there: fine
+            await store.set_subscribed(alice, "one-more", False, limit=3)  # never refused
+            await store.set_subscribed(alice, "s0", False, limit=3)
+            await store.set_subscribed(alice, "one-more", True, limit=3)
+            assert await store.list_subscriptions(alice) == ["one-more", "s1", "s2"]
+
+    run(body())
+
+
 def test_mailbox_counts(opener: Opener, tmp_path: Path) -> None:
     async def body() -> None:
         async with opened(opener, tmp_path) as store:

@@ -165,6 +165,14 @@ def test_create_past_the_limit_gets_no_limit(capped: Harness) -> None:
         listed = [line for line in other.command('LIST "" "*"').untagged
                   if line.startswith(b"* LIST")]
         assert len(listed) == LIMIT
+        # SUBSCRIBE needs no mailbox: a flood of them is bounded the same way.
+        client.send(b"".join(b"s%d SUBSCRIBE ghost%d\r\n" % (i, i) for i in range(count)))
+        answers = [client.read_until(b"s%d" % i) for i in range(count)]
+        assert sum(a.status == b"OK" for a in answers) <= LIMIT
+        assert answers[-1].tagged.split(b" ", 3)[1:3] == [b"NO", b"[LIMIT]"]
+        lsub = other.command('LSUB "" "*"')
+        assert lsub.status == b"OK"
+        assert len(lsub.untagged) == LIMIT
         # Room made by DELETE can be used again.
         assert client.command("DELETE flood0").status == b"OK"
         assert client.command("CREATE again").status == b"OK"

@@ -910,9 +910,10 @@ class LimitsConfig:
         default=10000,
         metadata=_doc(
             "Mailboxes one account may have (the levels CREATE makes above a name count "
-            "too). Past it CREATE and RENAME of INBOX get NO [LIMIT] (RFC 9051 section 7.1) "
-            "and Sieve fileinto :create files into INBOX instead; it keeps LIST and the "
-            "store's work per account bounded.",
+            "too), and separately the subscriptions it may have. Past it CREATE, RENAME of "
+            "INBOX and SUBSCRIBE get NO [LIMIT] (RFC 9051 section 7.1) and Sieve fileinto "
+            ":create files into INBOX instead; it keeps LIST and the store's work per "
+            "account bounded.",
             "integer",
             "10000",
         ),

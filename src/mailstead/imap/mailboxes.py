@@ -198,7 +198,16 @@ async def subscribe(s: IMAPSession, cmd: Command) -> None:
     """RFC 9051 sections 6.3.7 and 6.3.8; a subscription may name a mailbox that does not
     exist (yet)."""
     _args, name = mailbox_arg(s, cmd)
-    await s.ctx.store.set_subscribed(account_id(s), name, cmd.name == "SUBSCRIBE")
+    most = s.settings.max_mailboxes_per_account
+    try:
+        # Subscriptions need not name a mailbox, so they have the same bound of their own.
+        await s.ctx.store.set_subscribed(
+            account_id(s), name, cmd.name == "SUBSCRIBE", limit=most
+        )
+    except LimitExceeded:
+        raise CommandFailed(
+            "NO", f"Too many subscriptions: an account may have {most}", "LIMIT"
+        ) from None
     await s.finish(cmd, f"{cmd.name} completed")
 
 

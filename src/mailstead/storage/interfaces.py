@@ -230,8 +230,12 @@ class MailStore(Protocol):
         Raises AlreadyExists when ``new`` exists, LimitExceeded when renaming INBOX (the
         one rename that adds a mailbox) would take the account past ``limit``."""
 
-    async def set_subscribed(self, account_id: int, name: str, subscribed: bool) -> None:
-        """Subscriptions may name mailboxes that don't exist (RFC 3501 section 6.3.6)."""
+    async def set_subscribed(
+        self, account_id: int, name: str, subscribed: bool, *, limit: int | None = None
+    ) -> None:
+        """Subscriptions may name mailboxes that don't exist (RFC 3501 section 6.3.6), so
+        they are bounded on their own: LimitExceeded when a new subscription would make
+        more than ``limit``."""
 
     async def list_subscriptions(self, account_id: int) -> list[str]: ...
 

@@ -301,6 +301,13 @@ def test_mailbox_limit(run: Callable[[Body], None]) -> None:
         assert (await c.cmd("g DELETE moved")).startswith("g OK")
         assert (await c.cmd("h CREATE last")).startswith("h OK")
         assert (await c.cmd('i LIST "" "*"')).count("* LIST") == 12
+        # Subscriptions may name no mailbox, so they are bounded on their own.
+        for i in range(12):
+            assert (await c.cmd(f"j{i} SUBSCRIBE ghost{i}")).startswith(f"j{i} OK")
+        assert (await c.cmd("k SUBSCRIBE ghost99")).startswith("k NO [LIMIT]")
+        assert (await c.cmd("l SUBSCRIBE ghost3")).startswith("l OK")
+        assert (await c.cmd("m UNSUBSCRIBE ghost3")).startswith("m OK")
+        assert (await c.cmd("n SUBSCRIBE ghost99")).startswith("n OK")
 
     run(body)
 

@@ -480,10 +480,26 @@ class MailStoreMixin(PgBase):
         if uids:
             await _copy(conn, inbox_id, uids, new_id, move=True)
 
-    async def set_subscribed(self, account_id: int, name: str, subscribed: bool) -> None:
+    async def set_subscribed(
+        self, account_id: int, name: str, subscribed: bool, *, limit: int | None = None
+    ) -> None:
         async def run(conn: Conn) -> None:
             await _require_account(conn, account_id)
             stored = _new_name(name)
+            if subscribed and limit is not None:
+                # The account row lock orders subscribes of one account on every node.
+                await conn.execute("SELECT 1 FROM accounts WHERE id = $1 FOR UPDATE", account_id)
+                known = await conn.fetchval(
+                    "SELECT 1 FROM subscriptions WHERE account_id = $1 AND name = $2",
+                    account_id, stored,
+                )
+                count = await conn.fetchval(
+                    "SELECT COUNT(*) FROM subscriptions WHERE account_id = $1", account_id
+                )
+                if not known and int(count) >= limit:
+                    raise LimitExceeded(
+                        f"the account has {limit} subscriptions, the most it may have"
+                    )
             if subscribed:
                 await conn.execute(
                     "INSERT INTO subscriptions (account_id, name) VALUES ($1, $2)"

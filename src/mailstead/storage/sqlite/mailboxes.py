@@ -190,9 +190,23 @@ def counts(
     return {int(r[0]): MailboxCounts(int(r[1]), int(r[2]), int(r[3])) for r in rows}
 
 
-def set_subscribed(conn: sqlite3.Connection, account_id: int, name: str, subscribed: bool) -> None:
+def set_subscribed(
+    conn: sqlite3.Connection,
+    account_id: int,
+    name: str,
+    subscribed: bool,
+    limit: int | None = None,
+) -> None:
     require_account(conn, account_id)
     stored = check_name(name)
+    if subscribed and limit is not None and not conn.execute(
+        "SELECT 1 FROM subscriptions WHERE account_id = ? AND name = ?", (account_id, stored)
+    ).fetchone():
+        count = conn.execute(
+            "SELECT COUNT(*) FROM subscriptions WHERE account_id = ?", (account_id,)
+        ).fetchone()[0]
+        if int(count) >= limit:
+            raise LimitExceeded(f"the account has {limit} subscriptions, the most it may have")
     if subscribed:
         conn.execute(
             "INSERT INTO subscriptions (account_id, name) VALUES (?, ?) ON CONFLICT DO NOTHING",

@@ -522,8 +522,12 @@ class SQLiteStore:
             lambda c: mailboxes.rename(c, touched, account_id, old, new, limit), touched
         )
 
-    async def set_subscribed(self, account_id: int, name: str, subscribed: bool) -> None:
-        await self._write(lambda c: mailboxes.set_subscribed(c, account_id, name, subscribed))
+    async def set_subscribed(
+        self, account_id: int, name: str, subscribed: bool, *, limit: int | None = None
+    ) -> None:
+        await self._write(
+            lambda c: mailboxes.set_subscribed(c, account_id, name, subscribed, limit)
+        )
 
     async def list_subscriptions(self, account_id: int) -> list[str]:
         return await self._in_reader(lambda c: mailboxes.list_subscriptions(c, account_id))
