@@ -6,6 +6,7 @@ in LIST), RFC 6154 (special-use attributes), RFC 3348 (child attributes).
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING
 
 from mailstead.imap import names
@@ -22,6 +23,8 @@ STATUS_ITEMS = (
     "HIGHESTMODSEQ", "APPENDLIMIT",
 )
 _NEEDS_MESSAGES = frozenset({"UNSEEN", "DELETED", "SIZE", "RECENT"})
+# LIST looks at this many names between two turns of the other sessions.
+LIST_BATCH = 500
 
 
 def _account(s: IMAPSession) -> int:
@@ -153,7 +156,12 @@ async def list_command(s: IMAPSession, cmd: Command) -> None:
                 candidates.update(names.parent_names(sub))
     else:
         candidates = everything
-    for name in sorted(candidates, key=names.sort_key):
+    for n, name in enumerate(sorted(candidates, key=names.sort_key), 1):
+        if n % LIST_BATCH == 0:
+            # Thousands of names: the output so far streams out, and other sessions get
+            # their turn on the event loop between the batches.
+            await s.flush_output()
+            await asyncio.sleep(0)
         if not any(rx.fullmatch(name) for rx in regexes):
             continue
         info = boxes.get(name)
