@@ -247,7 +247,8 @@ def _sieve_runner(config: Config, store: Store) -> SieveRunner | None:
         return None
     return SieveRunner(store, config.hostname, limits=_sieve_limits(config),
                        redirects_per_day=config.sieve.redirects_per_day,
-                       sender_hourly_limit=config.queue.sender_hourly_limit)
+                       sender_hourly_limit=config.queue.sender_hourly_limit,
+                       max_mailboxes=config.limits.max_mailboxes_per_account)
 
 
 def _managesieve_listener(
@@ -409,6 +410,7 @@ async def run(config: Config) -> None:
                     max_message_size=config.imap.max_literal or config.smtp.max_message_size,
                     max_bad_commands=config.imap.max_bad_commands,
                     max_connections_per_account=config.imap.max_connections_per_account,
+                    max_mailboxes_per_account=config.limits.max_mailboxes_per_account,
                     idle_timeout=config.imap.idle_timeout,
                     command_rate=config.imap.command_rate,
                     command_burst=config.imap.command_burst,

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from mailstead.core.errors import AlreadyExists, NotFound, StoreError
+from mailstead.core.errors import AlreadyExists, LimitExceeded, NotFound, StoreError
 from mailstead.storage.interfaces import (
     FlagOp,
     IncomingMessage,
@@ -112,6 +112,82 @@ def test_get_create_delete_mailbox(opener: Opener, tmp_path: Path) -> None:
             again = await store.create_mailbox(alice, "Work/Projects")
             assert again.uidvalidity != created.uidvalidity  # RFC 3501 2.3.1.1
             assert again.messages == 0
+
+    run(body())
+
+
+def test_mailbox_limit(opener: Opener, tmp_path: Path) -> None:
+    async def body() -> None:
+        async with opened(opener, tmp_path) as store:
+            alice = await setup(store)
+            bob = await setup(store, "bob@example.test")
+            start = len(await store.list_mailboxes(alice))  # the default ones
+            limit = start + 5
+            # Concurrent creates: exactly as many succeed as the limit leaves room for.
+            results = await asyncio.gather(
+                *(store.create_mailbox(alice, f"m{i}", limit=limit) for i in range(20)),
+                return_exceptions=True,
+            )
+            assert sum(isinstance(r, MailboxInfo) for r in results) == 5
+            assert all(isinstance(r, (MailboxInfo, LimitExceeded)) for r in results)
+            assert len(await store.list_mailboxes(alice)) == limit
+            with pytest.raises(LimitExceeded):
+                await store.create_mailbox(alice, "one/more", limit=limit)
+            # Renaming INBOX adds a mailbox; renaming another does not.
+            with pytest.raises(LimitExceeded):
+                await store.rename_mailbox(alice, "INBOX", "Old", limit=limit)
+            await store.rename_mailbox(alice, "m0", "renamed", limit=limit)
+            assert await store.get_mailbox(alice, "renamed") is not None
+            # Without a limit (the CLI, delivery) and for another account, creation goes on.
+            await store.create_mailbox(alice, "admin-made")
+            await store.create_mailbox(bob, "fine", limit=limit)
+            await store.delete_mailbox(alice, "admin-made")
+            await store.delete_mailbox(alice, "renamed")
+            await store.create_mailbox(alice, "room-again", limit=limit)
+
+    run(body())
+
+
+def test_subscription_limit(opener: Opener, tmp_path: Path) -> None:
+    async def body() -> None:
+        async with opened(opener, tmp_path) as store:
+            alice = await setup(store)
+            for i in range(3):
+                await store.set_subscribed(alice, f"s{i}", True, limit=3)
+            with pytest.raises(LimitExceeded):
+                await store.set_subscribed(alice, "one-more", True, limit=3)
+            await store.set_subscribed(alice, "s1", True, limit=3)  # already there: fine
+            await store.set_subscribed(alice, "one-more", False, limit=3)  # never refused
+            await store.set_subscribed(alice, "s0", False, limit=3)
+            await store.set_subscribed(alice, "one-more", True, limit=3)
+            assert await store.list_subscriptions(alice) == ["one-more", "s1", "s2"]
+
+    run(body())
+
+
+def test_mailbox_counts(opener: Opener, tmp_path: Path) -> None:
+    async def body() -> None:
+        async with opened(opener, tmp_path) as store:
+            alice = await setup(store)
+            bob = await setup(store, "bob@example.test")
+            work = await store.create_mailbox(alice, "Work")
+            await deliver(store, alice, plain("a"), flags=("\\Seen",))
+            await deliver(store, alice, plain("b"), flags=("\\Deleted", "$Seen", "\\Flagged"))
+            await deliver(store, alice, plain("c"), "Work", flags=("\\Seen", "\\Deleted"))
+            await deliver(store, bob, plain("d"))
+            inbox = await box(store, alice)
+            sizes = {mailbox: sum(m.size for m in await store.list_messages_in(mailbox))
+                     for mailbox in (inbox.id, work.id)}
+            counts = await store.mailbox_counts(alice)
+            # Empty mailboxes (Drafts, Sent, ...) are absent; "$Seen" is a keyword, not \Seen.
+            assert set(counts) == {inbox.id, work.id}
+            assert (counts[inbox.id].unseen, counts[inbox.id].deleted) == (1, 1)
+            assert (counts[work.id].unseen, counts[work.id].deleted) == (0, 1)
+            assert counts[inbox.id].size == sizes[inbox.id]
+            assert counts[work.id].size == sizes[work.id]
+            assert await store.mailbox_counts(alice, work.id) == {work.id: counts[work.id]}
+            bob_inbox = await box(store, bob)
+            assert await store.mailbox_counts(alice, bob_inbox.id) == {}  # not alice's
 
     run(body())
 

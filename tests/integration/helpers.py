@@ -1042,6 +1042,25 @@ def set_quota(data_dir: Path, address: str, limit: int | None) -> None:
     _run(_set_quota(data_dir, address, limit))
 
 
+async def _create_mailboxes(data_dir: Path, address: str, names: Sequence[str]) -> None:
+    store = await _open_store(data_dir)
+    try:
+        account = await store.get_account(address)
+        if account is None:
+            raise AssertionError(f"no account {address}")
+        for start in range(0, len(names), 200):
+            await asyncio.gather(*(store.create_mailbox(account.id, name)
+                                   for name in names[start:start + 200]))
+    finally:
+        await store.close()
+
+
+def create_mailboxes(data_dir: Path, address: str, names: Sequence[str]) -> None:
+    """Create mailboxes ``names`` of ``address`` through the store (works while the server
+    runs), 200 at a time: thousands in a second or two, far faster than CREATE one by one."""
+    _run(_create_mailboxes(data_dir, address, names))
+
+
 def add_user(data_dir: Path, address: str, password: str) -> None:
     """Create one account with the CLI (works while the server runs)."""
     run_cli("user", "add", address, "--password-stdin", "--data-dir", str(data_dir),

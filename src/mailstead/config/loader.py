@@ -27,6 +27,7 @@ from mailstead.config.model import (
     DoctorConfig,
     HostPort,
     IMAPConfig,
+    LimitsConfig,
     ListenConfig,
     LogConfig,
     POP3Config,
@@ -114,6 +115,7 @@ PARSERS: dict[tuple[str, str], Parser] = {
     ("security", "audit_retention"): lambda x: v.parse_seconds(x, 86400, 10 * 366 * 86400),
     ("security", "login_cache_ttl"): lambda x: v.parse_seconds(x, 0, 86400),
     ("log", "level"): v.parse_level,
+    ("limits", "max_mailboxes_per_account"): lambda x: v.parse_int(x, 10, 10_000_000),
     ("sieve", "enable"): v.parse_bool,
     ("sieve", "max_script_size"): lambda x: v.parse_int(x, 1024, 1024 * 1024),
     ("sieve", "max_scripts"): lambda x: v.parse_int(x, 1, 1000),
@@ -312,6 +314,7 @@ def parse_config(text: str, path: Path, data_dir: Path) -> Config:
         log=LogConfig(**sections["log"]),
         sieve=SieveConfig(**sections["sieve"]),
         doctor=DoctorConfig(**sections["doctor"]),
+        limits=LimitsConfig(**sections["limits"]),
     )
 
 

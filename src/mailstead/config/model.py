@@ -980,6 +980,24 @@ class DoctorConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class LimitsConfig:
+    """What one account may hold, whichever protocol or filter adds to it."""
+
+    max_mailboxes_per_account: int = field(
+        default=10000,
+        metadata=_doc(
+            "Mailboxes one account may have (the levels CREATE makes above a name count "
+            "too), and separately the subscriptions it may have. Past it CREATE, RENAME of "
+            "INBOX and SUBSCRIBE get NO [LIMIT] (RFC 9051 section 7.1) and Sieve fileinto "
+            ":create files into INBOX instead; it keeps LIST and the store's work per "
+            "account bounded.",
+            "integer",
+            "10000",
+        ),
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """The whole configuration of one installation, loaded once and passed down from app.py."""
 
@@ -1008,6 +1026,7 @@ class Config:
     log: LogConfig = field(default_factory=LogConfig)
     sieve: SieveConfig = field(default_factory=SieveConfig)
     doctor: DoctorConfig = field(default_factory=DoctorConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
 
 
 # The TOML tables and the dataclass behind each, in the order the docs list them.
@@ -1027,5 +1046,6 @@ SECTIONS: tuple[tuple[str, type[Any]], ...] = (
     ("log", LogConfig),
     ("sieve", SieveConfig),
     ("doctor", DoctorConfig),
+    ("limits", LimitsConfig),
 )
 CONFIG_FILE_NAME = "mailstead.toml"

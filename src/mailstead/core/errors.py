@@ -25,6 +25,11 @@ class AlreadyExists(StoreError):
     """The named domain, account or alias exists already."""
 
 
+class LimitExceeded(StoreError):
+    """The change would take an account past one of its limits (such as the number of
+    mailboxes); nothing was changed."""
+
+
 class InUse(StoreError):
     """The object cannot be removed while others depend on it (a domain with accounts)."""
 

@@ -26,6 +26,7 @@ class IMAPSettings:
     max_message_size: int = 50 * 1024 * 1024  # APPENDLIMIT (RFC 7889) and literal limit
     max_bad_commands: int = 10  # then "* BYE" and close
     max_connections_per_account: int = 50
+    max_mailboxes_per_account: int = 10000  # then CREATE gets NO [LIMIT]
     compress_available: bool = True  # COMPRESS=DEFLATE (RFC 4978)
 
 

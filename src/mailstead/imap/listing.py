@@ -6,14 +6,14 @@ in LIST), RFC 6154 (special-use attributes), RFC 3348 (child attributes).
 
 from __future__ import annotations
 
-import re
+import asyncio
 from typing import TYPE_CHECKING
 
 from mailstead.imap import names
 from mailstead.imap.base import CommandFailed
 from mailstead.proto.imap import response
 from mailstead.proto.imap.ast import Command, ListArgs, StatusArgs
-from mailstead.storage.interfaces import MailboxInfo
+from mailstead.storage.interfaces import MailboxCounts, MailboxInfo
 
 if TYPE_CHECKING:
     from mailstead.imap.session import IMAPSession
@@ -23,6 +23,8 @@ STATUS_ITEMS = (
     "HIGHESTMODSEQ", "APPENDLIMIT",
 )
 _NEEDS_MESSAGES = frozenset({"UNSEEN", "DELETED", "SIZE", "RECENT"})
+# LIST looks at this many names between two turns of the other sessions.
+LIST_BATCH = 500
 
 
 def _account(s: IMAPSession) -> int:
@@ -30,17 +32,33 @@ def _account(s: IMAPSession) -> int:
     return s.account.id
 
 
-async def status_values(s: IMAPSession, info: MailboxInfo, items: tuple[str, ...]) -> bytes:
-    """``(MESSAGES 3 UNSEEN 1 ...)`` in the order asked (RFC 9051 section 7.3.2)."""
+async def status_values(
+    s: IMAPSession,
+    info: MailboxInfo,
+    items: tuple[str, ...],
+    counts: dict[int, MailboxCounts] | None = None,
+) -> bytes:
+    """``(MESSAGES 3 UNSEEN 1 ...)`` in the order asked (RFC 9051 section 7.3.2).
+    ``counts``: the account's ``mailbox_counts``, read once for a LIST RETURN (STATUS)."""
     wanted = [i.upper() for i in items]
+    needed = {i for i in wanted if i in _NEEDS_MESSAGES}
+    start = s.ctx.recent.peek(info.id)
+    # Only RECENT of a mailbox selected in this process needs its messages (UIDs from
+    # ``start`` on); everything else comes from one aggregate read. An empty mailbox needs
+    # no read at all.
     msgs = (
         await s.ctx.store.get_messages(info.id, None, envelope=False, bodystructure=False)
-        if any(i in _NEEDS_MESSAGES for i in wanted) else []
+        if info.messages and "RECENT" in needed and start > 1 else []
     )
+    if info.messages and needed - {"RECENT"} and counts is None:
+        counts = await s.ctx.store.mailbox_counts(info.account_id, info.id)
+    tally = (counts or {}).get(info.id, MailboxCounts(0, 0, 0))
     out: list[str] = []
+    seen: set[str] = set()
     for item in wanted:
-        if item in {i.split(" ")[0] for i in out}:
+        if item in seen:
             continue
+        seen.add(item)
         if item == "MESSAGES":
             value = info.messages
         elif item == "UIDNEXT":
@@ -48,14 +66,13 @@ async def status_values(s: IMAPSession, info: MailboxInfo, items: tuple[str, ...
         elif item == "UIDVALIDITY":
             value = info.uidvalidity
         elif item == "UNSEEN":
-            value = sum(1 for m in msgs if "\\Seen" not in m.flags)
+            value = tally.unseen
         elif item == "DELETED":  # RFC 9051 section 6.3.11
-            value = sum(1 for m in msgs if "\\Deleted" in m.flags)
+            value = tally.deleted
         elif item == "SIZE":  # RFC 8438 STATUS=SIZE
-            value = sum(m.size for m in msgs)
+            value = tally.size
         elif item == "RECENT":
-            start = s.ctx.recent.peek(info.id)
-            value = sum(1 for m in msgs if m.uid >= start)
+            value = sum(1 for m in msgs if m.uid >= start) if start > 1 else info.messages
         elif item == "HIGHESTMODSEQ":  # RFC 7162 section 3.1.6
             value = info.highestmodseq
         elif item == "APPENDLIMIT":  # RFC 7889 section 4
@@ -118,10 +135,13 @@ async def list_command(s: IMAPSession, cmd: Command) -> None:
         {_inbox_case(n) for n in await s.ctx.store.list_subscriptions(acct)}
         if want_subs else set()
     )
-    everything = set(boxes)
-    for name in list(everything):
-        everything.update(names.parent_names(name))
-    regexes = [names.pattern_regex(reference, p) for p in patterns if p or reference]
+    everything, with_children = names.hierarchy(boxes)
+    regexes = [names.compile_pattern(reference, p) for p in patterns if p or reference]
+    # One aggregate read for every STATUS of a LIST RETURN (STATUS ...) (RFC 5819).
+    counts = (
+        await s.ctx.store.mailbox_counts(acct)
+        if {i.upper() for i in args.status} & (_NEEDS_MESSAGES - {"RECENT"}) else None
+    )
     if args.lsub:
         _lsub(s, regexes, subs, boxes)
         await s.finish(cmd, "LSUB completed")
@@ -136,7 +156,12 @@ async def list_command(s: IMAPSession, cmd: Command) -> None:
                 candidates.update(names.parent_names(sub))
     else:
         candidates = everything
-    for name in sorted(candidates, key=names.sort_key):
+    for n, name in enumerate(sorted(candidates, key=names.sort_key), 1):
+        if n % LIST_BATCH == 0:
+            # Thousands of names: the output so far streams out, and other sessions get
+            # their turn on the event loop between the batches.
+            await s.flush_output()
+            await asyncio.sleep(0)
         if not any(rx.fullmatch(name) for rx in regexes):
             continue
         info = boxes.get(name)
@@ -147,7 +172,7 @@ async def list_command(s: IMAPSession, cmd: Command) -> None:
             # Only here through RECURSIVEMATCH: a parent of a subscribed mailbox
             # (RFC 5258 section 3.5, CHILDINFO).
             childinfo = True
-        attrs = _attributes(name, info, everything, name in subs,
+        attrs = _attributes(name, info, everything, with_children, name in subs,
                             show_subscribed=want_subs)
         line = (
             b"LIST (" + " ".join(attrs).encode() + b') "/" '
@@ -158,7 +183,7 @@ async def list_command(s: IMAPSession, cmd: Command) -> None:
         s.untagged(line)
         if args.status and info is not None:
             # RFC 5819 section 2: STATUS right after the LIST of a selectable mailbox.
-            values = await status_values(s, info, args.status)
+            values = await status_values(s, info, args.status, counts)
             s.untagged(b"STATUS " + response.mailbox(name, utf8=s.utf8) + b" " + values)
     await s.finish(cmd, "LIST completed")
 
@@ -167,6 +192,7 @@ def _attributes(
     name: str,
     info: MailboxInfo | None,
     everything: set[str],
+    with_children: set[str],
     subscribed: bool,
     *,
     show_subscribed: bool,
@@ -176,10 +202,8 @@ def _attributes(
         # RFC 5258 section 3: \NonExistent implies \Noselect; an implied parent of an
         # existing mailbox is \Noselect with children (RFC 9051 section 7.3.1).
         attrs.append("\\NonExistent" if name not in everything else "\\Noselect")
-    prefix = name + names.DELIMITER
     if name in everything:
-        has_children = any(other.startswith(prefix) for other in everything)
-        attrs.append("\\HasChildren" if has_children else "\\HasNoChildren")
+        attrs.append("\\HasChildren" if name in with_children else "\\HasNoChildren")
     if show_subscribed and subscribed:
         attrs.append("\\Subscribed")
     if info is not None and info.special_use:
@@ -189,7 +213,7 @@ def _attributes(
 
 def _lsub(
     s: IMAPSession,
-    regexes: list[re.Pattern[str]],
+    regexes: list[names.Pattern],
     subs: set[str],
     boxes: dict[str, MailboxInfo],
 ) -> None:

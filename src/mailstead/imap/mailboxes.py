@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 from typing import TYPE_CHECKING
 
-from mailstead.core.errors import AlreadyExists
+from mailstead.core.errors import AlreadyExists, LimitExceeded
 from mailstead.imap import names
 from mailstead.imap.base import CommandFailed, State
 from mailstead.imap.listing import list_command, status
@@ -49,14 +49,22 @@ async def existing(s: IMAPSession, name: str) -> MailboxInfo:
     return info
 
 
+def too_many(s: IMAPSession) -> CommandFailed:
+    """RFC 9051 section 7.1: LIMIT, "the operation ran up against an implementation limit"."""
+    most = s.settings.max_mailboxes_per_account
+    return CommandFailed("NO", f"Too many mailboxes: an account may have {most}", "LIMIT")
+
+
 async def ensure_parents(s: IMAPSession, name: str) -> None:
-    """Create the missing levels above ``name`` (RFC 9051 section 6.3.4)."""
+    """Create the missing levels above ``name`` (RFC 9051 section 6.3.4); each counts
+    toward the account's mailbox limit."""
     store, acct = s.ctx.store, account_id(s)
+    limit = s.settings.max_mailboxes_per_account
     for parent in names.parent_names(name):
         if await store.get_mailbox(acct, parent) is None:
             # Created meanwhile by another session: just as good.
             with contextlib.suppress(AlreadyExists):
-                await store.create_mailbox(acct, parent)
+                await store.create_mailbox(acct, parent, limit=limit)
 
 
 async def select(s: IMAPSession, cmd: Command) -> None:
@@ -135,8 +143,13 @@ async def create(s: IMAPSession, cmd: Command) -> None:
     store, acct = s.ctx.store, account_id(s)
     if await store.get_mailbox(acct, name) is not None:
         raise CommandFailed("NO", "Mailbox already exists", "ALREADYEXISTS")
-    await ensure_parents(s, name)
-    await store.create_mailbox(acct, name, special)
+    try:
+        await ensure_parents(s, name)
+        await store.create_mailbox(
+            acct, name, special, limit=s.settings.max_mailboxes_per_account
+        )
+    except LimitExceeded:
+        raise too_many(s) from None
     await s.finish(cmd, "CREATE completed")
 
 
@@ -169,8 +182,13 @@ async def rename(s: IMAPSession, cmd: Command) -> None:
     store, acct = s.ctx.store, account_id(s)
     if await store.get_mailbox(acct, new) is not None:
         raise CommandFailed("NO", "Target mailbox already exists", "ALREADYEXISTS")
-    await ensure_parents(s, new)
-    await store.rename_mailbox(acct, info.name, new)
+    try:
+        await ensure_parents(s, new)
+        await store.rename_mailbox(
+            acct, info.name, new, limit=s.settings.max_mailboxes_per_account
+        )
+    except LimitExceeded:
+        raise too_many(s) from None
     if s.view is not None and s.view.mailbox_id == info.id:
         s.view.name = new
     await s.finish(cmd, "RENAME completed")
@@ -180,7 +198,16 @@ async def subscribe(s: IMAPSession, cmd: Command) -> None:
     """RFC 9051 sections 6.3.7 and 6.3.8; a subscription may name a mailbox that does not
     exist (yet)."""
     _args, name = mailbox_arg(s, cmd)
-    await s.ctx.store.set_subscribed(account_id(s), name, cmd.name == "SUBSCRIBE")
+    most = s.settings.max_mailboxes_per_account
+    try:
+        # Subscriptions need not name a mailbox, so they have the same bound of their own.
+        await s.ctx.store.set_subscribed(
+            account_id(s), name, cmd.name == "SUBSCRIBE", limit=most
+        )
+    except LimitExceeded:
+        raise CommandFailed(
+            "NO", f"Too many subscriptions: an account may have {most}", "LIMIT"
+        ) from None
     await s.finish(cmd, f"{cmd.name} completed")
 
 

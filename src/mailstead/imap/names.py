@@ -9,8 +9,8 @@ Names that could escape the account's namespace or confuse clients are refused.
 
 from __future__ import annotations
 
-import re
 import unicodedata
+from collections.abc import Iterable
 
 from mailstead.proto.imap import mutf7
 
@@ -114,22 +114,88 @@ def parent_names(name: str) -> list[str]:
     return [DELIMITER.join(levels[:i]) for i in range(1, len(levels))]
 
 
-def pattern_regex(reference: str, pattern: str) -> re.Pattern[str]:
-    """LIST ``reference`` + ``pattern`` as a regex: ``*`` matches anything, ``%`` anything
-    but the delimiter (RFC 9051 section 6.3.9). INBOX matches case-insensitively."""
+def hierarchy(existing: Iterable[str]) -> tuple[set[str], set[str]]:
+    """``(every name, names with children)`` for the ``existing`` mailboxes, in one pass: every
+    name is an existing mailbox or a level above one (RFC 9051 section 7.3.1: such a parent is
+    listed \\Noselect), and a name has children exactly when it is a level above another.
+    Linear in the number of names (times their depth), where testing each name against all
+    others would be quadratic."""
+    parents: set[str] = set()
+    everything: set[str] = set()
+    for name in existing:
+        everything.add(name)
+        end = name.rfind(DELIMITER)
+        while end > 0:
+            parent = name[:end]
+            if parent in parents:
+                break  # its own parents were added with it
+            parents.add(parent)
+            end = name.rfind(DELIMITER, 0, end)
+    everything |= parents
+    return everything, parents
+
+
+class Pattern:
+    """A LIST pattern (RFC 9051 section 6.3.9): ``*`` matches anything, ``%`` anything but
+    the delimiter. Matched as a set of pattern positions advanced one name character at a
+    time (a bit-parallel NFA), so a match costs a few integer operations per character of
+    the name, whatever the pattern: a backtracking regex takes exponential time on hostile
+    patterns such as ``*a*a*a*a*b`` against a long name of ``a``s."""
+
+    __slots__ = ("_end", "_exact", "_literal", "_pct", "_prefix", "_star", "_wild")
+
+    def __init__(self, full: str) -> None:
+        tokens: list[str] = []
+        for ch in full:
+            if ch in "*%" and tokens and tokens[-1] in "*%":
+                # Adjacent wildcards are one: %% is %, and * with % either side is *.
+                tokens[-1] = "*" if "*" in (ch, tokens[-1]) else "%"
+            else:
+                tokens.append(ch)
+        self._end = 1 << len(tokens)
+        self._star = self._pct = 0
+        self._literal: dict[str, int] = {}
+        for i, tok in enumerate(tokens):
+            if tok == "*":
+                self._star |= 1 << i
+            elif tok == "%":
+                self._pct |= 1 << i
+            else:
+                self._literal[tok] = self._literal.get(tok, 0) | 1 << i
+        self._wild = self._star | self._pct
+        text = "".join(tokens)
+        # The common shapes need no automaton: an exact name, or a prefix and a final *.
+        self._exact = text if not self._wild else None
+        self._prefix = text[:-1] if tokens[-1:] == ["*"] and self._wild == self._end >> 1 \
+            else None
+
+    def fullmatch(self, name: str) -> bool:
+        """True when the pattern matches all of ``name``."""
+        if self._exact is not None:
+            return name == self._exact
+        if self._prefix is not None:
+            return name.startswith(self._prefix)
+        star, pct, wild, literal = self._star, self._pct, self._wild, self._literal
+        state = 1 | (1 & wild) << 1  # at the start, and past a leading wildcard (empty)
+        for ch in name:
+            moved = (state & literal.get(ch, 0)) << 1 | state & star
+            if ch != DELIMITER:
+                moved |= state & pct
+            # A wildcard may match nothing: reaching one also reaches the token after it
+            # (never another wildcard, they were merged).
+            state = moved | (moved & wild) << 1
+            if not state:
+                return False
+        return bool(state & self._end)
+
+
+def compile_pattern(reference: str, pattern: str) -> Pattern:
+    """LIST ``reference`` + ``pattern`` (RFC 9051 section 6.3.9) for ``Pattern.fullmatch``.
+    INBOX matches case-insensitively."""
     full = reference + pattern if not pattern.startswith(DELIMITER) or not reference else (
         reference.rstrip(DELIMITER) + pattern
     )
-    out = []
-    for ch in full:
-        if ch == "*":
-            out.append(".*")
-        elif ch == "%":
-            out.append("[^/]*")
-        else:
-            out.append(re.escape(ch))
-    body = "".join(out)
     if full[:5].upper() == INBOX and (len(full) == 5 or full[5] in "/*%"):
         # RFC 9051 section 5.1: INBOX in any case names INBOX, also as a prefix.
-        body = "INBOX" + "".join(out[5:])
-    return re.compile(body, re.DOTALL)
+        full = INBOX + full[5:]
+    return Pattern(full)

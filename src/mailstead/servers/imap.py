@@ -68,6 +68,7 @@ class IMAPListenerSettings:
     max_message_size: int  # APPENDLIMIT and the largest literal
     max_bad_commands: int
     max_connections_per_account: int
+    max_mailboxes_per_account: int = 10000
     # RFC 9051 section 5.4: the autologout timer is at least 30 minutes; the same bound holds
     # in IDLE, which clients renew every 29 minutes (RFC 2177 section 3).
     idle_timeout: float = 1800.0
@@ -180,6 +181,7 @@ class IMAPServer:
                 max_message_size=s.max_message_size,
                 max_bad_commands=s.max_bad_commands,
                 max_connections_per_account=s.max_connections_per_account,
+                max_mailboxes_per_account=s.max_mailboxes_per_account,
             ),
             client_ip=conn.peer_ip,
         )

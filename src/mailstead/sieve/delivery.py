@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from mailstead.core.address import AddressError, parse_address
-from mailstead.core.errors import AlreadyExists, StoreError
+from mailstead.core.errors import AlreadyExists, LimitExceeded, StoreError
 from mailstead.core.message import summarize
 from mailstead.delivery.recipients import RecipientResolver, Verdict
 from mailstead.sieve.actions import FileInto, Keep, Redirect, Reject, Vacation
@@ -99,12 +99,15 @@ class SieveRunner:
         sender_hourly_limit: int = 0,
         clock: Callable[[], float] = time.time,
         environment: SieveEnvironment | None = None,
+        max_mailboxes: int | None = None,
     ) -> None:
         """``environment``: what the RFC 5183 environment test sees (by default derived
         from ``hostname``); ``sender_hourly_limit``: the account's sending limit per hour
-        (0: none), shared with submission."""
+        (0: none), shared with submission; ``max_mailboxes``: the most an account may have,
+        past which fileinto :create files into INBOX instead."""
         self._hourly_limit = sender_hourly_limit
         self._store = store
+        self._max_mailboxes = max_mailboxes
         self._hostname = hostname
         self._limits = limits or SieveLimits()
         # time.thread_time: the CPU budget counts the run's own thread, not the others'.
@@ -215,9 +218,11 @@ class SieveRunner:
             elif isinstance(action, FileInto):
                 mailbox = action.mailbox
                 if not await exists(mailbox):
-                    if action.create:
-                        await self._create_mailbox(account_id, mailbox)
+                    if action.create and await self._create_mailbox(account_id, mailbox):
                         known[mailbox] = True
+                    elif action.create:
+                        # Past the account's mailbox limit: kept, like a missing mailbox.
+                        mailbox = default_mailbox
                     else:
                         # RFC 5228 section 4.1: a missing mailbox must not lose the message.
                         log.info("sieve fileinto %r: no such mailbox, keeping", mailbox)
@@ -275,12 +280,20 @@ class SieveRunner:
             self._remember(account_id, name)
         return found
 
-    async def _create_mailbox(self, account_id: int, name: str) -> None:
+    async def _create_mailbox(self, account_id: int, name: str) -> bool:
+        """Creates ``name``; False when the account has as many mailboxes as it may have
+        (then the message is kept instead: RFC 5228 section 2.10.6, nothing is lost)."""
         # Another delivery to this account may have created it meanwhile (RFC 5490 section
         # 3.2 :create: then it is simply used).
-        with contextlib.suppress(AlreadyExists):
-            await self._store.create_mailbox(account_id, name)
+        try:
+            with contextlib.suppress(AlreadyExists):
+                await self._store.create_mailbox(account_id, name, limit=self._max_mailboxes)
+        except LimitExceeded:
+            log.info("sieve fileinto :create %r: account %s has too many mailboxes, keeping",
+                     name, account_id)
+            return False
         self._remember(account_id, name)
+        return True
 
     def _remember(self, account_id: int, name: str) -> None:
         if len(self._existing) >= _KNOWN_MAILBOXES:
@@ -299,7 +312,8 @@ class SieveRunner:
             mailbox = "INBOX" if copy.mailbox.upper() == "INBOX" else copy.mailbox
             if mailbox != "INBOX" and not await self._mailbox_exists(copy.account_id, mailbox):
                 if (copy.account_id, copy.mailbox) in plan.creatable:
-                    await self._create_mailbox(copy.account_id, mailbox)
+                    if not await self._create_mailbox(copy.account_id, mailbox):
+                        mailbox = "INBOX"
                 else:
                     log.info("mailbox %r of account %s is gone, delivering to INBOX",
                              mailbox, copy.account_id)

@@ -60,6 +60,16 @@ class MailboxInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class MailboxCounts:
+    """What STATUS needs beyond ``MailboxInfo`` (RFC 9051 section 6.3.11, RFC 8438 SIZE):
+    messages without \\Seen, with \\Deleted, and their stored size in octets."""
+
+    unseen: int
+    deleted: int
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
 class MessageInfo:
     """One message in one mailbox: the IMAP view, computed once at delivery."""
 
@@ -202,22 +212,40 @@ class MailStore(Protocol):
         """``INBOX`` matches case-insensitively (RFC 3501 section 5.1)."""
 
     async def create_mailbox(
-        self, account_id: int, name: str, special_use: str | None = None
+        self, account_id: int, name: str, special_use: str | None = None,
+        *, limit: int | None = None,
     ) -> MailboxInfo:
-        """Raises AlreadyExists. A fresh UIDVALIDITY, never reused for this name."""
+        """Raises AlreadyExists. A fresh UIDVALIDITY, never reused for this name. Raises
+        LimitExceeded when ``limit`` is given and the account has that many mailboxes
+        already (checked in the same transaction, so concurrent creates cannot pass it)."""
 
     async def delete_mailbox(self, account_id: int, name: str) -> None:
         """Deletes the mailbox and its messages (not its children)."""
 
-    async def rename_mailbox(self, account_id: int, old: str, new: str) -> None:
+    async def rename_mailbox(
+        self, account_id: int, old: str, new: str, *, limit: int | None = None
+    ) -> None:
         """Renames the mailbox and every ``old/...`` child. Renaming INBOX moves its messages
         into a new mailbox ``new`` and leaves INBOX empty (RFC 3501 section 6.3.5).
-        Raises AlreadyExists when ``new`` exists."""
+        Raises AlreadyExists when ``new`` exists, LimitExceeded when renaming INBOX (the
+        one rename that adds a mailbox) would take the account past ``limit``."""
 
-    async def set_subscribed(self, account_id: int, name: str, subscribed: bool) -> None:
-        """Subscriptions may name mailboxes that don't exist (RFC 3501 section 6.3.6)."""
+    async def set_subscribed(
+        self, account_id: int, name: str, subscribed: bool, *, limit: int | None = None
+    ) -> None:
+        """Subscriptions may name mailboxes that don't exist (RFC 3501 section 6.3.6), so
+        they are bounded on their own: LimitExceeded when a new subscription would make
+        more than ``limit``."""
 
     async def list_subscriptions(self, account_id: int) -> list[str]: ...
+
+    async def mailbox_counts(
+        self, account_id: int, mailbox_id: int | None = None
+    ) -> dict[int, MailboxCounts]:
+        """``MailboxCounts`` by mailbox id for every mailbox of the account that holds
+        messages (an empty one is absent), or only for ``mailbox_id``, in one read: LIST
+        RETURN (STATUS ...) over thousands of mailboxes must not read each one's messages
+        (RFC 5819), and STATUS needs no message list."""
 
     async def list_messages_in(self, mailbox_id: int) -> list[MessageInfo]:
         """Every message of the mailbox in ascending UID order (a consistent snapshot)."""

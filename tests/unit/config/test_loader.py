@@ -39,6 +39,7 @@ def test_minimal_config_has_documented_defaults() -> None:
     assert (c.smtp.max_recipients, c.smtp.max_errors, c.smtp.idle_timeout) == (100, 10, 300.0)
     assert (c.smtp.max_connections, c.smtp.max_connections_per_ip) == (1000, 20)
     assert c.log.level == "info"
+    assert c.limits.max_mailboxes_per_account == 10000
 
 
 def test_full_config() -> None:
@@ -58,6 +59,8 @@ def test_full_config() -> None:
         "idle_timeout = 2.5\n"
         "[log]\n"
         'level = "DEBUG"\n'
+        "[limits]\n"
+        "max_mailboxes_per_account = 500\n"
     )
     assert c.listen.smtp == HostPort("0.0.0.0", 25)
     assert c.listen.submission == HostPort("::1", 2525)
@@ -74,6 +77,7 @@ def test_full_config() -> None:
     assert c.smtp.max_message_size == 1048576
     assert c.smtp.idle_timeout == 2.5
     assert c.log.level == "debug"
+    assert c.limits.max_mailboxes_per_account == 500
 
 
 def test_unknown_key_names_line_and_choices() -> None:
@@ -141,6 +145,8 @@ def test_missing_hostname() -> None:
         ("[smtp]\nidle_timeout = nan\n", 3, "smtp.idle_timeout: expected a number"),
         ("[smtp]\nmax_connections = 5\n", 3, "smtp.max_connections_per_ip: must not exceed"),
         ('[log]\nlevel = "loud"\n', 3, "log.level: expected one of debug, info"),
+        ("[limits]\nmax_mailboxes_per_account = 0\n", 3,
+         "limits.max_mailboxes_per_account: expected an integer"),
         ('[tls]\ncert = "c.pem"\n', 3, "tls.cert is set but tls.key is not"),
         ('[tls]\nkey = ""\n', 3, "tls.key: expected a file path"),
         ("[dns]\nnameservers = []\n", 3, "dns.nameservers: expected a non-empty array"),

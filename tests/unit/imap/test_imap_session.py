@@ -164,6 +164,9 @@ def test_copy_move_expunge_with_uidplus(run: Callable[[Body], None]) -> None:
         assert out == "* 2 EXPUNGE\r\nh OK UID EXPUNGE completed\r\n"
         out = await c.cmd("i STATUS Archive (MESSAGES UIDNEXT)")
         assert "* STATUS Archive (MESSAGES 2 UIDNEXT 3)" in out
+        out = await c.cmd('i2 LIST "" "*" RETURN (STATUS (MESSAGES UNSEEN DELETED))')
+        assert "* STATUS Archive (MESSAGES 2 UNSEEN 2 DELETED 0)" in out
+        assert "* STATUS Drafts (MESSAGES 0 UNSEEN 0 DELETED 0)" in out
         out = await c.cmd("j CLOSE")
         assert out == "j OK CLOSE completed\r\n"  # silent expunge of UID 2
         out = await c.cmd("k STATUS INBOX (MESSAGES)")
@@ -275,6 +278,36 @@ def test_mailbox_management(run: Callable[[Body], None]) -> None:
         assert "* STATUS INBOX (MESSAGES 0 UNSEEN 0)" in out
         out = await c.cmd("v STATUS Nope (MESSAGES)")
         assert out.startswith("v NO [NONEXISTENT]")
+
+    run(body)
+
+
+def test_mailbox_limit(run: Callable[[Body], None]) -> None:
+    async def body(w: World) -> None:
+        c = w.client(max_mailboxes_per_account=12)
+        await c.login()
+        have = (await c.cmd('a LIST "" "*"')).count("* LIST")
+        assert have < 10
+        for i in range(12 - have - 2):
+            assert (await c.cmd(f"b{i} CREATE box{i}")).startswith(f"b{i} OK")
+        # Two left: a/b/c needs three (RFC 9051 section 6.3.4 creates the parents); the
+        # parents made before the limit stopped it stay, as after any failed CREATE.
+        out = await c.cmd("c CREATE a/b/c")
+        assert out.startswith("c NO [LIMIT] Too many mailboxes"), out
+        assert '"/" a/b\r\n' in await c.cmd('c2 LIST "" "a/*"')
+        assert (await c.cmd("d CREATE last")).startswith("d NO [LIMIT]")
+        assert (await c.cmd("e RENAME INBOX Old")).startswith("e NO [LIMIT]")
+        assert (await c.cmd("f RENAME box0 moved")).startswith("f OK")
+        assert (await c.cmd("g DELETE moved")).startswith("g OK")
+        assert (await c.cmd("h CREATE last")).startswith("h OK")
+        assert (await c.cmd('i LIST "" "*"')).count("* LIST") == 12
+        # Subscriptions may name no mailbox, so they are bounded on their own.
+        for i in range(12):
+            assert (await c.cmd(f"j{i} SUBSCRIBE ghost{i}")).startswith(f"j{i} OK")
+        assert (await c.cmd("k SUBSCRIBE ghost99")).startswith("k NO [LIMIT]")
+        assert (await c.cmd("l SUBSCRIBE ghost3")).startswith("l OK")
+        assert (await c.cmd("m UNSUBSCRIBE ghost3")).startswith("m OK")
+        assert (await c.cmd("n SUBSCRIBE ghost99")).startswith("n OK")
 
     run(body)
 

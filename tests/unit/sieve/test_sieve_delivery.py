@@ -177,6 +177,29 @@ def test_redirect_discard_and_broken_script(
     loop.run_until_complete(go())
 
 
+def test_fileinto_create_past_the_mailbox_limit_keeps(
+    store: Store, loop: asyncio.AbstractEventLoop
+) -> None:
+    clock = Clock()
+
+    async def go() -> None:
+        alice = await _script(store, "alice@example.test",
+                              'require ["fileinto", "mailbox"]; fileinto :create "Overflow";')
+        full = len(await store.list_mailboxes(alice))
+        runner = SieveRunner(store, "mx.example.test", clock=clock, max_mailboxes=full)
+        svc = DeliveryService(store, "mx.example.test", clock=clock, sieve=runner)
+        assert (await _deliver(svc, ["alice@example.test"]))[0] == 250
+        # RFC 5228 section 2.10.6: an action that cannot be done keeps the message.
+        assert len(await store.list_messages(alice, "INBOX")) == 1
+        assert await store.get_mailbox(alice, "Overflow") is None
+        roomy = SieveRunner(store, "mx.example.test", clock=clock, max_mailboxes=full + 1)
+        svc = DeliveryService(store, "mx.example.test", clock=clock, sieve=roomy)
+        assert (await _deliver(svc, ["alice@example.test"]))[0] == 250
+        assert len(await store.list_messages(alice, "Overflow")) == 1
+
+    loop.run_until_complete(go())
+
+
 def test_script_store_operations(store: Store, loop: asyncio.AbstractEventLoop) -> None:
     from mailstead.core.errors import AlreadyExists, InUse, NotFound
 

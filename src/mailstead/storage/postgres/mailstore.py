@@ -26,12 +26,13 @@ from typing import Any, TypeVar
 
 import asyncpg
 
-from mailstead.core.errors import AlreadyExists, NotFound, StoreError
+from mailstead.core.errors import AlreadyExists, LimitExceeded, NotFound, StoreError
 from mailstead.storage import flags as flagset
 from mailstead.storage.interfaces import (
     FlagChange,
     FlagOp,
     MailboxChanges,
+    MailboxCounts,
     MailboxInfo,
     MessageInfo,
     Quota,
@@ -186,6 +187,20 @@ async def insert_mailbox(conn: Conn, account_id: int, name: str, special_use: st
     if mailbox_id is None:
         raise AlreadyExists(f"mailbox {name!r} exists already")
     return int(mailbox_id)
+
+
+async def _check_limit(conn: Conn, account_id: int, limit: int | None) -> None:
+    """LimitExceeded when the account has ``limit`` mailboxes already. The account row is
+    locked until commit first, so creates of one account on any node are counted one after
+    the other and cannot pass the limit together."""
+    if limit is None:
+        return
+    await conn.execute("SELECT 1 FROM accounts WHERE id = $1 FOR UPDATE", account_id)
+    count = await conn.fetchval(
+        "SELECT COUNT(*) FROM mailboxes WHERE account_id = $1", account_id
+    )
+    if int(count) >= limit:
+        raise LimitExceeded(f"the account has {limit} mailboxes, the most it may have")
 
 
 async def _require_account(conn: Conn, account_id: int) -> None:
@@ -396,12 +411,14 @@ class MailStoreMixin(PgBase):
         return await self._read("reading a mailbox", run)
 
     async def create_mailbox(
-        self, account_id: int, name: str, special_use: str | None = None
+        self, account_id: int, name: str, special_use: str | None = None,
+        *, limit: int | None = None,
     ) -> MailboxInfo:
         stored = _new_name(name)
 
         async def run(conn: Conn) -> MailboxInfo:
             await _require_account(conn, account_id)
+            await _check_limit(conn, account_id, limit)
             mailbox_id = await insert_mailbox(conn, account_id, stored, special_use)
             await self.notify(conn, [account_id])
             return _mailbox_info(await conn.fetchrow(_INFO + " WHERE b.id = $1", mailbox_id))
@@ -424,7 +441,9 @@ class MailStoreMixin(PgBase):
 
         await self._write("deleting a mailbox", run)
 
-    async def rename_mailbox(self, account_id: int, old: str, new: str) -> None:
+    async def rename_mailbox(
+        self, account_id: int, old: str, new: str, *, limit: int | None = None
+    ) -> None:
         source = inbox_name(old)
         target = _new_name(new)
 
@@ -436,6 +455,8 @@ class MailStoreMixin(PgBase):
                 raise AlreadyExists(f"mailbox {target!r} exists already")
             try:
                 if source == "INBOX":
+                    # The one rename that adds a mailbox.
+                    await _check_limit(conn, account_id, limit)
                     await self._rename_inbox(conn, account_id, source_id, target)
                 else:
                     await _rename_tree(conn, account_id, source_id, source, target)
@@ -459,10 +480,26 @@ class MailStoreMixin(PgBase):
         if uids:
             await _copy(conn, inbox_id, uids, new_id, move=True)
 
-    async def set_subscribed(self, account_id: int, name: str, subscribed: bool) -> None:
+    async def set_subscribed(
+        self, account_id: int, name: str, subscribed: bool, *, limit: int | None = None
+    ) -> None:
         async def run(conn: Conn) -> None:
             await _require_account(conn, account_id)
             stored = _new_name(name)
+            if subscribed and limit is not None:
+                # The account row lock orders subscribes of one account on every node.
+                await conn.execute("SELECT 1 FROM accounts WHERE id = $1 FOR UPDATE", account_id)
+                known = await conn.fetchval(
+                    "SELECT 1 FROM subscriptions WHERE account_id = $1 AND name = $2",
+                    account_id, stored,
+                )
+                count = await conn.fetchval(
+                    "SELECT COUNT(*) FROM subscriptions WHERE account_id = $1", account_id
+                )
+                if not known and int(count) >= limit:
+                    raise LimitExceeded(
+                        f"the account has {limit} subscriptions, the most it may have"
+                    )
             if subscribed:
                 await conn.execute(
                     "INSERT INTO subscriptions (account_id, name) VALUES ($1, $2)"
@@ -488,6 +525,30 @@ class MailStoreMixin(PgBase):
             return [str(r[0]) for r in rows]
 
         return await self._read("listing subscriptions", run, snapshot=True)
+
+    async def mailbox_counts(
+        self, account_id: int, mailbox_id: int | None = None
+    ) -> dict[int, MailboxCounts]:
+        async def run(conn: Conn) -> dict[int, MailboxCounts]:
+            # Flags are canonical and separated by single spaces (storage/flags.py); a
+            # keyword cannot contain a backslash (RFC 9051 section 9), so the padded
+            # substring finds exactly the system flag.
+            sql = (
+                "SELECT m.mailbox_id,"
+                " COUNT(*) FILTER (WHERE strpos(' ' || m.flags || ' ', ' \\Seen ') = 0),"
+                " COUNT(*) FILTER (WHERE strpos(' ' || m.flags || ' ', ' \\Deleted ') > 0),"
+                " SUM(m.size) FROM messages m JOIN mailboxes b ON b.id = m.mailbox_id"
+                " WHERE b.account_id = $1"
+            )
+            if mailbox_id is None:
+                rows = await conn.fetch(sql + " GROUP BY m.mailbox_id", account_id)
+            else:
+                rows = await conn.fetch(
+                    sql + " AND m.mailbox_id = $2 GROUP BY m.mailbox_id", account_id, mailbox_id
+                )
+            return {int(r[0]): MailboxCounts(int(r[1]), int(r[2]), int(r[3])) for r in rows}
+
+        return await self._read("counting messages", run, snapshot=True)
 
     # Messages ------------------------------------------------------------------------------
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import sqlite3
 
-from mailstead.core.errors import AlreadyExists, NotFound, StoreError
-from mailstead.storage.interfaces import MailboxInfo, Quota
+from mailstead.core.errors import AlreadyExists, LimitExceeded, NotFound, StoreError
+from mailstead.storage.interfaces import MailboxCounts, MailboxInfo, Quota
 from mailstead.storage.sqlite import admin, messages
 from mailstead.storage.sqlite.writer import inbox_name
 
@@ -66,15 +66,29 @@ def _require(conn: sqlite3.Connection, account_id: int, name: str) -> int:
     return int(row[0])
 
 
+def check_limit(conn: sqlite3.Connection, account_id: int, limit: int | None) -> None:
+    """LimitExceeded when the account has ``limit`` mailboxes already (inside the writer's
+    transaction, so no other create slips in between the count and the insert)."""
+    if limit is None:
+        return
+    count = conn.execute(
+        "SELECT COUNT(*) FROM mailboxes WHERE account_id = ?", (account_id,)
+    ).fetchone()[0]
+    if int(count) >= limit:
+        raise LimitExceeded(f"the account has {limit} mailboxes, the most it may have")
+
+
 def create(
     conn: sqlite3.Connection,
     touched: set[int],
     account_id: int,
     name: str,
     special_use: str | None,
+    limit: int | None = None,
 ) -> MailboxInfo:
     stored = check_name(name)
     require_account(conn, account_id)
+    check_limit(conn, account_id, limit)
     mailbox_id = admin.create_mailbox(conn, account_id, stored, special_use)
     touched.add(account_id)
     info = get_by_id(conn, mailbox_id)
@@ -95,7 +109,12 @@ def delete(conn: sqlite3.Connection, touched: set[int], account_id: int, name: s
 
 
 def rename(
-    conn: sqlite3.Connection, touched: set[int], account_id: int, old: str, new: str
+    conn: sqlite3.Connection,
+    touched: set[int],
+    account_id: int,
+    old: str,
+    new: str,
+    limit: int | None = None,
 ) -> None:
     source = inbox_name(old)
     target = check_name(new)
@@ -106,6 +125,7 @@ def rename(
         raise AlreadyExists(f"mailbox {target!r} exists already")
     touched.add(account_id)
     if source == "INBOX":
+        check_limit(conn, account_id, limit)  # the one rename that adds a mailbox
         _rename_inbox(conn, account_id, source_id, target)
         return
     if target == source or target.startswith(source + DELIMITER):
@@ -147,9 +167,46 @@ def _rename_inbox(conn: sqlite3.Connection, account_id: int, inbox_id: int, targ
         messages.copy(conn, set(), inbox_id, uids, new_id, move=True)
 
 
-def set_subscribed(conn: sqlite3.Connection, account_id: int, name: str, subscribed: bool) -> None:
+# Flags are stored canonical and separated by single spaces (storage/flags.py), and a
+# keyword cannot contain a backslash (RFC 9051 section 9, atom-specials), so a padded
+# substring test finds exactly the system flag.
+_COUNTS = (
+    "SELECT m.mailbox_id, SUM(instr(' ' || m.flags || ' ', ' \\Seen ') = 0),"
+    " SUM(instr(' ' || m.flags || ' ', ' \\Deleted ') > 0), SUM(m.size)"
+    " FROM messages m JOIN mailboxes b ON b.id = m.mailbox_id"
+    " WHERE b.account_id = ?"
+)
+
+
+def counts(
+    conn: sqlite3.Connection, account_id: int, mailbox_id: int | None
+) -> dict[int, MailboxCounts]:
+    if mailbox_id is None:
+        rows = conn.execute(_COUNTS + " GROUP BY m.mailbox_id", (account_id,))
+    else:
+        rows = conn.execute(
+            _COUNTS + " AND m.mailbox_id = ? GROUP BY m.mailbox_id", (account_id, mailbox_id)
+        )
+    return {int(r[0]): MailboxCounts(int(r[1]), int(r[2]), int(r[3])) for r in rows}
+
+
+def set_subscribed(
+    conn: sqlite3.Connection,
+    account_id: int,
+    name: str,
+    subscribed: bool,
+    limit: int | None = None,
+) -> None:
     require_account(conn, account_id)
     stored = check_name(name)
+    if subscribed and limit is not None and not conn.execute(
+        "SELECT 1 FROM subscriptions WHERE account_id = ? AND name = ?", (account_id, stored)
+    ).fetchone():
+        count = conn.execute(
+            "SELECT COUNT(*) FROM subscriptions WHERE account_id = ?", (account_id,)
+        ).fetchone()[0]
+        if int(count) >= limit:
+            raise LimitExceeded(f"the account has {limit} subscriptions, the most it may have")
     if subscribed:
         conn.execute(
             "INSERT INTO subscriptions (account_id, name) VALUES (?, ?) ON CONFLICT DO NOTHING",

@@ -48,6 +48,7 @@ from mailstead.storage.interfaces import (
     IpBlock,
     LoginRecord,
     MailboxChanges,
+    MailboxCounts,
     MailboxInfo,
     MessageInfo,
     QueueEntry,
@@ -501,26 +502,41 @@ class SQLiteStore:
         return await self._in_reader(lambda c: mailboxes.get_by_id(c, mailbox_id))
 
     async def create_mailbox(
-        self, account_id: int, name: str, special_use: str | None = None
+        self, account_id: int, name: str, special_use: str | None = None,
+        *, limit: int | None = None,
     ) -> MailboxInfo:
         touched: set[int] = set()
         return await self._write(
-            lambda c: mailboxes.create(c, touched, account_id, name, special_use), touched
+            lambda c: mailboxes.create(c, touched, account_id, name, special_use, limit),
+            touched,
         )
 
     async def delete_mailbox(self, account_id: int, name: str) -> None:
         touched: set[int] = set()
         await self._write(lambda c: mailboxes.delete(c, touched, account_id, name), touched)
 
-    async def rename_mailbox(self, account_id: int, old: str, new: str) -> None:
+    async def rename_mailbox(
+        self, account_id: int, old: str, new: str, *, limit: int | None = None
+    ) -> None:
         touched: set[int] = set()
-        await self._write(lambda c: mailboxes.rename(c, touched, account_id, old, new), touched)
+        await self._write(
+            lambda c: mailboxes.rename(c, touched, account_id, old, new, limit), touched
+        )
 
-    async def set_subscribed(self, account_id: int, name: str, subscribed: bool) -> None:
-        await self._write(lambda c: mailboxes.set_subscribed(c, account_id, name, subscribed))
+    async def set_subscribed(
+        self, account_id: int, name: str, subscribed: bool, *, limit: int | None = None
+    ) -> None:
+        await self._write(
+            lambda c: mailboxes.set_subscribed(c, account_id, name, subscribed, limit)
+        )
 
     async def list_subscriptions(self, account_id: int) -> list[str]:
         return await self._in_reader(lambda c: mailboxes.list_subscriptions(c, account_id))
+
+    async def mailbox_counts(
+        self, account_id: int, mailbox_id: int | None = None
+    ) -> dict[int, MailboxCounts]:
+        return await self._in_reader(lambda c: mailboxes.counts(c, account_id, mailbox_id))
 
     async def list_messages_in(self, mailbox_id: int) -> list[MessageInfo]:
         return await self._measured_read(lambda c, u: messages.list_in(c, mailbox_id, u))
