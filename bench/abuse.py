@@ -456,7 +456,7 @@ class Attack:
 
 ATTACKS = (
     Attack("list", "imap-noop", attack_list, prepare_list,
-           {}),
+           {"limits": {"max_mailboxes_per_account": 100_000}}),
     Attack("sieve", "imap-noop", attack_sieve, prepare_sieve),
     Attack("literal", "imap-noop", attack_literal),
     Attack("data", "smtp-deliver", attack_data),
