@@ -296,6 +296,51 @@ class IMAPConfig:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class ConnectionsConfig:
+    """How every mail listener (SMTP, IMAP, POP3, ManageSieve) shares out its connection slots."""
+
+    tls_handshake_timeout: float = field(
+        default=10.0,
+        metadata=_doc(
+            "Seconds a client gets to finish a TLS handshake, on implicit-TLS ports and after "
+            "STARTTLS/STLS; a connection still shaking hands then is closed. The connection "
+            "counts against the limits from the moment it is accepted.",
+            "number (seconds)",
+            "10",
+        ),
+    )
+    ipv4_prefix: int = field(
+        default=32,
+        metadata=_doc(
+            "Prefix length that groups IPv4 clients for max_connections_per_ip: 32 counts each "
+            "address on its own.",
+            "integer (8-32)",
+            "32",
+        ),
+    )
+    ipv6_prefix: int = field(
+        default=64,
+        metadata=_doc(
+            "Prefix length that groups IPv6 clients for max_connections_per_ip: 64 counts a "
+            "whole /64 (one site's LAN, which an attacker gets by the billion) as one client.",
+            "integer (32-128)",
+            "64",
+        ),
+    )
+    shed_above: int = field(
+        default=90,
+        metadata=_doc(
+            "Percent of a listener's max_connections above which a new connection makes room by "
+            "closing (with the protocol's goodbye: SMTP 421 4.4.2, IMAP BYE) the waiting session "
+            "that made the least progress and has been idle longest, instead of being refused. "
+            "Sessions in IMAP IDLE are never closed for room; 100 turns this off.",
+            "integer (percent, 50-100)",
+            "90",
+        ),
+    )
+
+
 # How a smarthost is reached: STARTTLS on a plain port (RFC 3207), TLS from the first byte
 # (RFC 8314 section 3, port 465), or in the clear (no credentials allowed then).
 SmarthostTls = Literal["starttls", "implicit", "none"]
@@ -923,6 +968,7 @@ class Config:
     smtp: SMTPConfig = field(default_factory=SMTPConfig)
     pop3: POP3Config = field(default_factory=POP3Config)
     imap: IMAPConfig = field(default_factory=IMAPConfig)
+    connections: ConnectionsConfig = field(default_factory=ConnectionsConfig)
     queue: QueueConfig = field(default_factory=QueueConfig)
     auth_checks: AuthChecksConfig = field(default_factory=AuthChecksConfig)
     spam: SpamConfig = field(default_factory=SpamConfig)
@@ -942,6 +988,7 @@ SECTIONS: tuple[tuple[str, type[Any]], ...] = (
     ("smtp", SMTPConfig),
     ("pop3", POP3Config),
     ("imap", IMAPConfig),
+    ("connections", ConnectionsConfig),
     ("queue", QueueConfig),
     ("auth_checks", AuthChecksConfig),
     ("spam", SpamConfig),
