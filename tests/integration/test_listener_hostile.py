@@ -30,7 +30,7 @@ from helpers import (
 ALICE = "alice@example.test"
 SMTP_LIMITS: dict[str, Any] = {"max_connections": 50, "max_connections_per_ip": 20,
                                "idle_timeout": 30}
-IMAP_LIMITS: dict[str, Any] = {"max_connections": 300, "max_connections_per_ip": 20}
+IMAP_LIMITS: dict[str, Any] = {"max_connections": 40, "max_connections_per_ip": 20}
 HANDSHAKE_TIMEOUT = 2.0
 RSS_GROWTH_LIMIT = 40 * 1024  # KiB the server may grow by during an attack
 
@@ -113,6 +113,28 @@ def imaps_login(port: int, source: str, tls: ssl.SSLContext) -> bytes:
         return line
 
 
+def imap_starttls_login(port: int, source: str, tls: ssl.SSLContext) -> ssl.SSLSocket:
+    """Greeting, STARTTLS and LOGIN on the plain IMAP port; the logged-in TLS socket."""
+    plain = connect_from(source, port)
+    try:
+        assert read_line(plain).startswith(b"* OK")
+        plain.sendall(b"s STARTTLS\r\n")
+        assert read_line(plain).startswith(b"s OK")
+        sock = tls.wrap_socket(plain, server_hostname=HOSTNAME)
+    except BaseException:
+        plain.close()
+        raise
+    try:
+        sock.sendall(b'a LOGIN "%s" "%s"\r\n' % (ALICE.encode(), PASSWORDS[ALICE].encode()))
+        while not (line := read_line(sock)).startswith(b"a "):
+            pass
+        assert line.startswith(b"a OK"), line
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 def test_implicit_tls_connections_counted_at_accept(hostile_server: Harness) -> None:
     """200 raw TCP connections to the implicit-TLS IMAP port from one address that never
     send a ClientHello: the server keeps the per-address limit of them (closing the rest at
@@ -159,13 +181,15 @@ def test_starttls_handshake_times_out(hostile_server: Harness) -> None:
 
 
 class Slowloris:
-    """Connections from 127.0.0.2.. that each send one byte of an EHLO line per
+    """Connections from 127.0.0.``first``.. that each send one byte of a command line per
     ``interval`` and never finish it; a connection the server closes is opened again, so the
     flood keeps up its pressure for as long as it runs."""
 
-    def __init__(self, port: int, count: int, interval: float) -> None:
+    def __init__(self, port: int, count: int, interval: float, *, first: int = 2,
+                 greeting: bytes = b"220") -> None:
         self.port = port
-        self.sources = [f"127.0.0.{n}" for n in range(2, 2 + count)]
+        self.sources = [f"127.0.0.{n}" for n in range(first, first + count)]
+        self.greeting = greeting
         self.interval = interval
         self.socks: dict[str, socket.socket | None] = dict.fromkeys(self.sources)
         self.greetings: list[bytes] = []
@@ -183,7 +207,7 @@ class Slowloris:
             return
         with self._lock:
             self.greetings.append(greeting)
-        if greeting.startswith(b"220"):
+        if greeting.startswith(self.greeting):
             sock.setblocking(False)
             self.socks[source] = sock
         else:
@@ -214,6 +238,15 @@ class Slowloris:
                     continue
                 with contextlib.suppress(OSError):
                     sock.send(b"E")
+
+    def wait_goodbye(self, start: bytes, until: float) -> list[bytes]:
+        """The goodbyes so far, once one starts with ``start`` or ``until`` has passed."""
+        while True:
+            with self._lock:
+                goodbyes = list(self.goodbyes)
+            if any(g.startswith(start) for g in goodbyes) or time.monotonic() > until:
+                return goodbyes
+            self._stop.wait(0.05)
 
     def stop(self) -> None:
         self._stop.set()
@@ -259,8 +292,7 @@ def test_slowloris_flood_leaves_a_slot_for_real_mail(hostile_server: Harness, to
             elapsed = time.monotonic() - begin
             command(b"QUIT\r\n")
         assert elapsed < 1.0, f"the real client took {elapsed:.2f} s"
-        with flood._lock:
-            goodbyes = list(flood.goodbyes)
+        goodbyes = flood.wait_goodbye(b"421 4.4.2", time.monotonic() + 5)
         assert any(g.startswith(b"421 4.4.2") for g in goodbyes), goodbyes[:5]
         growth = rss_kib(h.server.pid) - rss_before
         assert growth < RSS_GROWTH_LIMIT, f"RSS grew by {growth} KiB"
@@ -282,3 +314,38 @@ def test_plain_port_refusal_still_replies(hostile_server: Harness) -> None:
         with connect_from("127.0.0.4", h.port("imap")) as extra:
             assert read_line(extra).startswith(b"* BYE [UNAVAILABLE]")
 
+
+
+def test_idle_sessions_outlast_a_slowloris_flood(hostile_server: Harness) -> None:
+    """IMAP: 10 logged-in IDLE sessions and a flood of 40 slow connections against 40 slots.
+    The flood's sessions are shed with BYE, a new client logs in within 1 s, and every IDLE
+    session is still there (DONE gets its OK)."""
+    h = hostile_server
+    port = h.port("imap")
+    tls = h.tls()
+    with contextlib.ExitStack() as stack:
+        idlers = []
+        for n in range(10):
+            sock = stack.enter_context(imap_starttls_login(port, "127.0.0.5", tls))
+            sock.sendall(b"b SELECT INBOX\r\nc IDLE\r\n")
+            while not (line := read_line(sock)).startswith(b"+"):
+                assert not line.startswith((b"b NO", b"* BYE")), (n, line)
+            idlers.append(sock)
+        flood = Slowloris(port, 40, interval=0.5, first=10, greeting=b"* OK")
+        flood.start()
+        try:
+            # The attack runs a moment before the real client comes (see the SMTP test).
+            time.sleep(1.5)
+            begin = time.monotonic()
+            imap_starttls_login(port, "127.0.0.6", tls).close()
+            assert time.monotonic() - begin < 1.0
+            goodbyes = flood.wait_goodbye(b"* BYE [UNAVAILABLE] Idle too long",
+                                          time.monotonic() + 5)
+            assert any(b"BYE [UNAVAILABLE] Idle too long" in g for g in goodbyes), goodbyes[:5]
+        finally:
+            flood.stop()
+        for sock in idlers:
+            sock.sendall(b"DONE\r\n")
+            while not (line := read_line(sock)).startswith(b"c "):
+                assert not line.startswith(b"* BYE"), line
+            assert line.startswith(b"c OK"), line
