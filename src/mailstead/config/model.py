@@ -197,7 +197,9 @@ class SMTPConfig:
     )
     max_connections_per_ip: int = field(
         default=20,
-        metadata=_doc("Simultaneous SMTP connections from one IP address.", "integer", "20"),
+        metadata=_doc(
+            "Simultaneous SMTP connections from one client: an IPv4 address or an IPv6 /64 "
+            "([connections] ipv4_prefix, ipv6_prefix).", "integer", "20"),
     )
 
 
@@ -239,7 +241,9 @@ class POP3Config:
     )
     max_connections_per_ip: int = field(
         default=20,
-        metadata=_doc("Simultaneous POP3 connections from one IP address.", "integer", "20"),
+        metadata=_doc(
+            "Simultaneous POP3 connections from one client: an IPv4 address or an IPv6 /64 "
+            "([connections] ipv4_prefix, ipv6_prefix).", "integer", "20"),
     )
 
 
@@ -292,7 +296,9 @@ class IMAPConfig:
     )
     max_connections_per_ip: int = field(
         default=50,
-        metadata=_doc("Simultaneous IMAP connections from one IP address.", "integer", "50"),
+        metadata=_doc(
+            "Simultaneous IMAP connections from one client: an IPv4 address or an IPv6 /64 "
+            "([connections] ipv4_prefix, ipv6_prefix).", "integer", "50"),
     )
 
 
@@ -906,8 +912,9 @@ class SieveConfig:
     )
     max_connections_per_ip: int = field(
         default=10,
-        metadata=_doc("Simultaneous ManageSieve connections from one IP address.", "integer",
-                      "10"),
+        metadata=_doc(
+            "Simultaneous ManageSieve connections from one client: an IPv4 address or an "
+            "IPv6 /64 ([connections] ipv4_prefix, ipv6_prefix).", "integer", "10"),
     )
 
 

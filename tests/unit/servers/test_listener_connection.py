@@ -4,12 +4,18 @@ with a fake transport on a real event loop."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ssl
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from mailstead.servers.listener import Connection, Shed
+from mailstead.core.certs import generate_self_signed
+from mailstead.servers.listener import Connection, Listener, Shed, make_tls_context
 from mailstead.servers.slots import Tier
+
+HOSTNAME = "mail.example.test"
 
 
 class FakeTransport(asyncio.Transport):
@@ -104,3 +110,52 @@ def test_shed_wakes_the_reader_with_shed() -> None:
         assert conn.sheddable is None
 
     asyncio.run(run())
+
+
+async def _implicit_tls_round(tls: ssl.SSLContext, client: ssl.SSLContext) -> None:
+    async def session(conn: Connection) -> None:
+        assert conn.tls is not None
+        conn.write(b"hello\r\n")
+        await conn.drain()
+        assert await conn.read_command(5) == b"ping\r\n"
+        conn.write(b"pong\r\n")
+        await conn.drain()
+
+    listener = Listener("t", "127.0.0.1", 0, session, ssl_context=tls, max_connections=10,
+                        max_connections_per_ip=1, refuse=lambda _ip: b"no\r\n")
+    await listener.start()
+    assert listener.bound is not None
+    try:
+        # The ClientHello goes out at once, before the server's session task has run.
+        reader, writer = await asyncio.open_connection(*listener.bound, ssl=client,
+                                                       server_hostname=HOSTNAME)
+        try:
+            assert await reader.readline() == b"hello\r\n"
+            # Over the per-address limit: closed at accept, no plaintext reply before TLS.
+            extra_r, extra_w = await asyncio.open_connection(*listener.bound)
+            assert await asyncio.wait_for(extra_r.read(), 5) == b""
+            extra_w.close()
+            writer.write(b"ping\r\n")
+            assert await reader.readline() == b"pong\r\n"
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError, ssl.SSLError):
+                await writer.wait_closed()
+    finally:
+        listener.stop_accepting()
+        await listener.wait_sessions(5)
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_implicit_tls_handshake_in_the_session_task(tmp_path: Path, loop: str) -> None:
+    """The listener shakes hands itself (so the connection counted from accept); the bytes
+    uvloop reads before start_tls must reach the TLS layer."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    generate_self_signed(HOSTNAME, cert, key)
+    client = ssl.create_default_context(cafile=str(cert))
+    coro = _implicit_tls_round(make_tls_context(cert, key), client)
+    if loop == "uvloop":
+        uvloop = pytest.importorskip("uvloop")
+        uvloop.run(coro)
+    else:
+        asyncio.run(coro)
