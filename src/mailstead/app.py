@@ -36,6 +36,7 @@ from mailstead.servers.imap import IMAPListenerSettings, IMAPServer
 from mailstead.servers.listener import Listener, make_tls_context
 from mailstead.servers.managesieve import ManageSieveListenerSettings, ManageSieveServer
 from mailstead.servers.pop3 import LeaseLock, Maildrops, POP3ListenerSettings, POP3Server
+from mailstead.servers.slots import SlotPolicy
 from mailstead.servers.smtp import SMTPListenerSettings, SMTPServer
 from mailstead.servers.spool import SpoolLimits
 from mailstead.sieve.delivery import SieveRunner
@@ -273,8 +274,16 @@ def _managesieve_listener(
     return Listener(
         "managesieve", address.host, address.port, server.session, ssl_context=None,
         max_connections=sv.max_connections, max_connections_per_ip=sv.max_connections_per_ip,
-        refuse=server.refusal,
+        refuse=server.refusal, policy=_slot_policy(config),
     )
+
+
+def _slot_policy(config: Config) -> SlotPolicy:
+    """How every mail listener shares its slots, from ``[connections]``."""
+    c = config.connections
+    return SlotPolicy(tls_handshake_timeout=c.tls_handshake_timeout,
+                      ipv4_prefix=c.ipv4_prefix, ipv6_prefix=c.ipv6_prefix,
+                      shed_above=c.shed_above)
 
 
 def _maintenance(
@@ -359,7 +368,7 @@ async def run(config: Config) -> None:
                 ssl_context=tls if port.implicit_tls else None,
                 max_connections=config.smtp.max_connections,
                 max_connections_per_ip=config.smtp.max_connections_per_ip,
-                refuse=server.refusal,
+                refuse=server.refusal, policy=_slot_policy(config),
             ))
         # POP3 (issue 4): 110 with STLS, 995 with implicit TLS; both share one Maildrops,
         # whose per-account lock makes a second session on either port get [IN-USE]; with
@@ -385,7 +394,7 @@ async def run(config: Config) -> None:
                 ssl_context=tls if implicit else None,
                 max_connections=config.pop3.max_connections,
                 max_connections_per_ip=config.pop3.max_connections_per_ip,
-                refuse=pop3.refusal,
+                refuse=pop3.refusal, policy=_slot_policy(config),
             ))
         # ManageSieve (issue 9): port 4190, STARTTLS, users edit their Sieve scripts.
         if config.listen.managesieve is not None:
@@ -423,7 +432,7 @@ async def run(config: Config) -> None:
                 ssl_context=tls if implicit else None,
                 max_connections=config.imap.max_connections,
                 max_connections_per_ip=config.imap.max_connections_per_ip,
-                refuse=imap.refusal,
+                refuse=imap.refusal, policy=_slot_policy(config),
             ))
         for listener in listeners:
             try:

@@ -157,3 +157,24 @@ def test_huge_unterminated_line_does_not_hang(limited_server: Harness) -> None:
         except (ConnectionError, BrokenPipeError):
             return
         assert 400 <= reply.code < 600, reply
+
+
+def test_trickled_command_line_times_out(limited_server: Harness) -> None:
+    """A byte every 0.4 s never finishes the line: the deadline is for the whole command
+    line (RFC 5321 section 4.5.3.2.7), so each byte does not restart the idle timer."""
+    idle = LIMITED_SMTP["idle_timeout"]
+    with _session(limited_server) as smtp:
+        start = time.monotonic()
+        smtp.sock.settimeout(0.4)
+        got = b""
+        while not got and time.monotonic() - start < idle + 5:
+            try:
+                smtp.send(b"N")
+                got = smtp.sock.recv(4096)
+            except TimeoutError:
+                continue
+            except OSError:
+                break
+        elapsed = time.monotonic() - start
+        assert got.startswith(b"421 4.4.2"), got
+        assert idle * 0.8 <= elapsed <= idle + 2, elapsed

@@ -197,7 +197,9 @@ class SMTPConfig:
     )
     max_connections_per_ip: int = field(
         default=20,
-        metadata=_doc("Simultaneous SMTP connections from one IP address.", "integer", "20"),
+        metadata=_doc(
+            "Simultaneous SMTP connections from one client: an IPv4 address or an IPv6 /64 "
+            "([connections] ipv4_prefix, ipv6_prefix).", "integer", "20"),
     )
     spool_memory_budget: int = field(
         default=64 * MIB,
@@ -261,7 +263,9 @@ class POP3Config:
     )
     max_connections_per_ip: int = field(
         default=20,
-        metadata=_doc("Simultaneous POP3 connections from one IP address.", "integer", "20"),
+        metadata=_doc(
+            "Simultaneous POP3 connections from one client: an IPv4 address or an IPv6 /64 "
+            "([connections] ipv4_prefix, ipv6_prefix).", "integer", "20"),
     )
 
 
@@ -314,7 +318,9 @@ class IMAPConfig:
     )
     max_connections_per_ip: int = field(
         default=50,
-        metadata=_doc("Simultaneous IMAP connections from one IP address.", "integer", "50"),
+        metadata=_doc(
+            "Simultaneous IMAP connections from one client: an IPv4 address or an IPv6 /64 "
+            "([connections] ipv4_prefix, ipv6_prefix).", "integer", "50"),
     )
     command_rate: float = field(
         default=500.0,
@@ -354,6 +360,51 @@ class IMAPConfig:
             "within this budget; one message of the largest allowed size always fits.",
             "integer (bytes)",
             "134217728 (128 MiB)",
+        ),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionsConfig:
+    """How every mail listener (SMTP, IMAP, POP3, ManageSieve) shares out its connection slots."""
+
+    tls_handshake_timeout: float = field(
+        default=10.0,
+        metadata=_doc(
+            "Seconds a client gets to finish a TLS handshake, on implicit-TLS ports and after "
+            "STARTTLS/STLS; a connection still shaking hands then is closed. The connection "
+            "counts against the limits from the moment it is accepted.",
+            "number (seconds)",
+            "10",
+        ),
+    )
+    ipv4_prefix: int = field(
+        default=32,
+        metadata=_doc(
+            "Prefix length that groups IPv4 clients for max_connections_per_ip: 32 counts each "
+            "address on its own.",
+            "integer (8-32)",
+            "32",
+        ),
+    )
+    ipv6_prefix: int = field(
+        default=64,
+        metadata=_doc(
+            "Prefix length that groups IPv6 clients for max_connections_per_ip: 64 counts a "
+            "whole /64 (one site's LAN, which an attacker gets by the billion) as one client.",
+            "integer (32-128)",
+            "64",
+        ),
+    )
+    shed_above: int = field(
+        default=90,
+        metadata=_doc(
+            "Percent of a listener's max_connections above which a new connection makes room by "
+            "closing (with the protocol's goodbye: SMTP 421 4.4.2, IMAP BYE) the waiting session "
+            "that made the least progress and has been idle longest, instead of being refused. "
+            "Sessions in IMAP IDLE are never closed for room; 100 turns this off.",
+            "integer (percent, 50-100)",
+            "90",
         ),
     )
 
@@ -938,8 +989,9 @@ class SieveConfig:
     )
     max_connections_per_ip: int = field(
         default=10,
-        metadata=_doc("Simultaneous ManageSieve connections from one IP address.", "integer",
-                      "10"),
+        metadata=_doc(
+            "Simultaneous ManageSieve connections from one client: an IPv4 address or an "
+            "IPv6 /64 ([connections] ipv4_prefix, ipv6_prefix).", "integer", "10"),
     )
 
 
@@ -1018,6 +1070,7 @@ class Config:
     smtp: SMTPConfig = field(default_factory=SMTPConfig)
     pop3: POP3Config = field(default_factory=POP3Config)
     imap: IMAPConfig = field(default_factory=IMAPConfig)
+    connections: ConnectionsConfig = field(default_factory=ConnectionsConfig)
     queue: QueueConfig = field(default_factory=QueueConfig)
     auth_checks: AuthChecksConfig = field(default_factory=AuthChecksConfig)
     spam: SpamConfig = field(default_factory=SpamConfig)
@@ -1038,6 +1091,7 @@ SECTIONS: tuple[tuple[str, type[Any]], ...] = (
     ("smtp", SMTPConfig),
     ("pop3", POP3Config),
     ("imap", IMAPConfig),
+    ("connections", ConnectionsConfig),
     ("queue", QueueConfig),
     ("auth_checks", AuthChecksConfig),
     ("spam", SpamConfig),

@@ -35,7 +35,7 @@ from mailstead.proto.imap.framing import (
     RawLine,
 )
 from mailstead.proto.imap.parser import ParseError, parse_command
-from mailstead.servers.listener import Connection, ConnectionLost, Interrupted
+from mailstead.servers.listener import Connection, ConnectionLost, Interrupted, Shed
 from mailstead.servers.throttle import TokenBucket
 
 log = logging.getLogger("mailstead.imap")
@@ -213,20 +213,34 @@ class IMAPServer:
             event = framer.next_event()
             if event is not NEED_DATA:
                 assert not isinstance(event, type(NEED_DATA))
+                stream.conn.command_done()  # the next line gets a fresh deadline
                 return event
             await stream.conn.drain()
             if self._shutting_down.is_set() and not framer.in_command:
                 await stream.send(sess.shutdown())
                 raise _Closed
+            conn = stream.conn
+            timeout = self._settings.idle_timeout
             try:
-                async with asyncio.timeout(self._settings.idle_timeout):
-                    data = await stream.read()
+                # A command line must be complete by one deadline (a byte every few seconds
+                # does not move it); literal octets get the timeout as inactivity time.
+                if framer.in_command:
+                    async with asyncio.timeout(timeout):
+                        data = await stream.read()
+                    conn.command_done()
+                else:
+                    async with asyncio.timeout_at(conn.command_deadline(timeout)):
+                        data = await stream.read()
             except TimeoutError:
                 # RFC 9051 section 5.4: the autologout timer fired.
                 await stream.send(sess.timeout())
                 raise _Closed from None
             except Interrupted:
                 continue  # shutting down: the check above says goodbye when idle
+            except Shed:
+                # RFC 9051 section 7.1.5: BYE before the server closes the connection.
+                await stream.send(b"* BYE [UNAVAILABLE] Idle too long, server busy\r\n")
+                raise _Closed from None
             if not data:
                 raise _Closed
             framer.receive_data(data)
@@ -284,6 +298,7 @@ class IMAPServer:
                         stream.write(sess.parse_error(exc.tag, exc.text, exc.status, exc.code))
                     else:
                         stream.write(await self._execute(sess, cmd, spooled))
+                        stream.conn.authenticated = sess.state is not State.NOT_AUTHENTICATED
                         await self._act(sess, stream, framer)
                     for spool in spooled:
                         spool.close()
@@ -343,10 +358,12 @@ class IMAPServer:
         """Wait for DONE while pushing mailbox changes as they happen (RFC 2177)."""
         await stream.conn.drain()
         watcher = asyncio.get_running_loop().create_task(self._push(sess, stream))
+        stream.conn.idling = True  # a legitimate long wait: never shed for room
         try:
             framer.expect_line()
             event = await self._next(sess, stream, framer)
         finally:
+            stream.conn.idling = False
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher

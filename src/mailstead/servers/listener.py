@@ -4,6 +4,12 @@ A protocol server gives a ``Listener`` a session coroutine; the listener accepts
 enforces the connection limits, and runs one session per connection over a ``Connection``,
 which owns the buffers so that STARTTLS can discard plaintext pipelined before the handshake
 (RFC 3207 section 5; the same rule holds for IMAP and POP3 STLS).
+
+Every connection counts against the limits from the moment it is accepted, implicit-TLS ones
+included: the listener does their handshake itself, under its own short timeout. A command line
+must be complete by one deadline set when the server starts waiting for it, so a client sending
+a byte every few seconds cannot hold a slot forever; and under slot pressure a newcomer sheds
+the slowest waiting session (``slots.pick_victim``) instead of being refused.
 """
 
 from __future__ import annotations
@@ -18,13 +24,13 @@ from pathlib import Path
 from typing import cast
 
 from mailstead.observability.log import log_event
+from mailstead.servers.slots import SlotPolicy, Tier, address_key, pick_victim
 
 log = logging.getLogger("mailstead.listener")
 
 # RFC 7525 / BCP 195 section 4.2: TLS 1.2+ with AEAD ciphers and forward secrecy only.
 _TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:DHE+CHACHA20"
 _READ_LIMIT = 256 * 1024  # pause the socket when this much unread input is buffered
-_HANDSHAKE_TIMEOUT = 30.0
 
 
 def make_tls_context(cert: Path, key: Path) -> ssl.SSLContext:
@@ -58,6 +64,11 @@ class Interrupted(Exception):
     """``Connection.interrupt()`` was called while the session waited for input (shutdown)."""
 
 
+class Shed(ConnectionLost):
+    """The listener closes this waiting session to give its slot to a newcomer; the session
+    may still write its protocol's goodbye (SMTP 421 4.4.2, IMAP BYE) before it ends."""
+
+
 class Connection(asyncio.Protocol):
     """One accepted connection: a byte buffer fed by the event loop, read by the session."""
 
@@ -74,8 +85,20 @@ class Connection(asyncio.Protocol):
         self._interrupted = False
         self.peer_ip = ""
         self.peer_port = 0
+        self.address = ""  # what the per-address limit counts (slots.address_key)
         self.tls: TLSInfo | None = None
         self.connected: asyncio.Future[None] = loop.create_future()
+        self.handshake_timeout = SlotPolicy().tls_handshake_timeout
+        # What slot shedding weighs (slots.Occupant); the session sets the two flags.
+        self.accepted_at = loop.time()
+        self.progress_at = self.accepted_at
+        self.progress_bytes = 0
+        self.authenticated = False
+        self.idling = False  # IMAP IDLE: a legitimate long wait, never shed
+        self._bytes_in = 0
+        self._deadline: float | None = None
+        self._handshaking = False
+        self._shed = False
 
     # asyncio.Protocol callbacks
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -89,6 +112,7 @@ class Connection(asyncio.Protocol):
             self.connected.set_result(None)
 
     def data_received(self, data: bytes) -> None:
+        self._bytes_in += len(data)
         self._buffer += data
         if len(self._buffer) > _READ_LIMIT and self._transport and not self._read_paused:
             self._read_paused = True
@@ -131,8 +155,11 @@ class Connection(asyncio.Protocol):
 
     # The session's side
     async def read(self) -> bytes:
-        """Everything buffered, waiting for at least one byte; b"" at end of input."""
-        while not self._buffer:
+        """Everything buffered, waiting for at least one byte; b"" at end of input. Raises
+        ``Shed`` once the listener has chosen this session to make room."""
+        while not self._buffer or self._shed:
+            if self._shed:
+                raise Shed
             if self._eof:
                 return b""
             if self._interrupted:
@@ -149,6 +176,53 @@ class Connection(asyncio.Protocol):
             self._read_paused = False
             self._transport.resume_reading()
         return data
+
+    def command_deadline(self, timeout: float) -> float:
+        """The loop time by which the command now being read must be complete: set by the
+        first read after ``command_done``, and not moved by the bytes that trickle in."""
+        if self._deadline is None:
+            self._deadline = self._loop.time() + timeout
+        return self._deadline
+
+    async def read_command(self, timeout: float) -> bytes:
+        """``read`` within the command deadline; TimeoutError once it has passed."""
+        async with asyncio.timeout_at(self.command_deadline(timeout)):
+            return await self.read()
+
+    async def read_content(self, timeout: float) -> bytes:
+        """``read`` of message content (SMTP DATA, an IMAP literal), where a large message
+        on a slow link may take long: an inactivity timeout, each chunk counts as progress."""
+        async with asyncio.timeout(timeout):
+            data = await self.read()
+        self.command_done()
+        return data
+
+    def command_done(self) -> None:
+        """A command was complete (or answered): the next one gets a fresh deadline, and
+        the bytes so far count as progress."""
+        self.progress_bytes = self._bytes_in - len(self._buffer)
+        self.progress_at = self._loop.time()
+        self._deadline = None
+
+    @property
+    def sheddable(self) -> Tier | None:
+        """The slot tier when this session may be closed for room now (slots.Occupant)."""
+        if self._shed or self._lost or self.idling:
+            return None
+        if self._handshaking:
+            return Tier.ANONYMOUS
+        if self._waiter is None:  # carrying out a command: closing it could lose work
+            return None
+        return Tier.AUTHENTICATED if self.authenticated else Tier.ANONYMOUS
+
+    def shed(self) -> None:
+        """Close this session to make room: one still shaking hands at once (no reply is
+        possible before TLS), one waiting for input through ``Shed`` from its ``read``."""
+        self._shed = True
+        if self._handshaking:
+            self.abort()
+        else:
+            self._wake()
 
     def interrupt(self) -> None:
         """Makes a pending (or the next waiting) ``read`` raise ``Interrupted``."""
@@ -171,7 +245,7 @@ class Connection(asyncio.Protocol):
             if self._lost:
                 raise ConnectionLost
 
-    async def start_tls(self, ctx: ssl.SSLContext) -> None:
+    async def start_tls(self, ctx: ssl.SSLContext, *, implicit: bool = False) -> None:
         """Upgrade to TLS, discarding any plaintext that arrived after the STARTTLS command.
 
         ``loop.start_tls`` swaps the transport's protocol before its first await, so every byte
@@ -179,22 +253,34 @@ class Connection(asyncio.Protocol):
         byte after it is decrypted application data.
         """
         assert self._transport is not None
+        if implicit and self._buffer:
+            # On an implicit-TLS port the bytes so far are the ClientHello (uvloop starts
+            # reading after connection_made whatever it asked): hand them to the TLS layer.
+            # start_tls installs it before its first await; this runs just after that, before
+            # it is told of the connection and before reading resumes.
+            self._loop.call_soon(_feed_tls, self._transport, self, bytes(self._buffer))
         self._buffer.clear()
         if self._read_paused:
             self._read_paused = False
             self._transport.resume_reading()
+        self._handshaking = True
         try:
             new = await self._loop.start_tls(
                 self._transport, self, ctx, server_side=True,
-                ssl_handshake_timeout=_HANDSHAKE_TIMEOUT,
+                ssl_handshake_timeout=self.handshake_timeout,
             )
         except (TimeoutError, OSError, ssl.SSLError, ConnectionError) as exc:
             self._lost = True
             raise ConnectionLost from exc
+        finally:
+            self._handshaking = False
         if new is None:
             raise ConnectionLost
         self._transport = new
+        if self._shed:
+            raise ConnectionLost
         self._update_tls(new)
+        self.command_done()
 
     def close(self) -> None:
         if self._transport and not self._transport.is_closing():
@@ -203,6 +289,22 @@ class Connection(asyncio.Protocol):
     def abort(self) -> None:
         if self._transport:
             self._transport.abort()
+
+
+def _feed_tls(transport: asyncio.Transport, plain: Connection, data: bytes) -> None:
+    """Give ``data`` to the (buffered) TLS protocol that start_tls put on ``transport``."""
+    # uvloop's SSLProtocol is buffered without subclassing asyncio.BufferedProtocol.
+    current = transport.get_protocol()
+    if current is plain or not hasattr(current, "buffer_updated"):
+        return
+    proto = cast(asyncio.BufferedProtocol, current)
+    view = memoryview(data)
+    while view:
+        buf = memoryview(proto.get_buffer(len(view)))
+        n = min(len(buf), len(view))
+        buf[:n] = view[:n]
+        proto.buffer_updated(n)
+        view = view[n:]
 
 
 SessionFactory = Callable[[Connection], Awaitable[None]]
@@ -222,6 +324,7 @@ class Listener:
         max_connections: int,
         max_connections_per_ip: int,
         refuse: Callable[[str], bytes],
+        policy: SlotPolicy | None = None,
     ) -> None:
         self.name = name
         self.host = host
@@ -231,43 +334,80 @@ class Listener:
         self._max = max_connections
         self._max_per_ip = max_connections_per_ip
         self._refuse = refuse  # bytes to send when a limit refuses a connection
+        self._policy = policy or SlotPolicy()
+        self._shed_at = self._policy.shed_threshold(max_connections)
         self._server: asyncio.base_events.Server | None = None
-        self._per_ip: dict[str, int] = {}
+        self._per_ip: dict[str, int] = {}  # connections by address_key
         self._tasks: set[asyncio.Task[None]] = set()
         self._conns: set[Connection] = set()
+        self._shedding: set[Connection] = set()  # closing for room, not yet gone
         self.bound: tuple[str, int] | None = None
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
+        # No ssl= here even on an implicit-TLS port: asyncio would only hand over the
+        # connection once its handshake is done, so a client that never finishes one would
+        # hold a socket outside every limit. The session task shakes hands itself instead.
         self._server = await loop.create_server(
             lambda: _AcceptedConnection(loop, self),
             host=self.host,
             port=self.port,
-            ssl=self._ssl,
-            ssl_handshake_timeout=_HANDSHAKE_TIMEOUT if self._ssl else None,
             reuse_address=True,
             backlog=512,
         )
         sock = self._server.sockets[0].getsockname()
         self.bound = (str(sock[0]), int(sock[1]))
 
+    @property
+    def implicit_tls(self) -> bool:
+        return self._ssl is not None
+
     def _accept(self, conn: Connection) -> None:
-        ip = conn.peer_ip
-        total = sum(self._per_ip.values())
-        if total >= self._max or self._per_ip.get(ip, 0) >= self._max_per_ip:
-            log_event(log, "connection.refused", listener=self.name, client=ip,
-                      reason="too many connections")
-            conn.write(self._refuse(ip))
-            conn.close()
+        p = self._policy
+        conn.address = address_key(conn.peer_ip, p.ipv4_prefix, p.ipv6_prefix)
+        conn.handshake_timeout = p.tls_handshake_timeout
+        if self._per_ip.get(conn.address, 0) >= self._max_per_ip:
+            self._refuse_now(conn, "too many connections from the address")
             return
-        self._per_ip[ip] = self._per_ip.get(ip, 0) + 1
+        live = len(self._conns) - len(self._shedding)
+        if live >= self._shed_at:
+            victim = pick_victim(
+                (c for c in self._conns if c not in self._shedding), conn.accepted_at
+            )
+            if victim is not None:
+                self._shed(victim, conn.accepted_at)
+            elif live >= self._max:
+                self._refuse_now(conn, "too many connections")
+                return
+        self._per_ip[conn.address] = self._per_ip.get(conn.address, 0) + 1
         self._conns.add(conn)
         task = asyncio.get_running_loop().create_task(self._run(conn))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def _refuse_now(self, conn: Connection, reason: str) -> None:
+        log_event(log, "connection.refused", listener=self.name, client=conn.peer_ip,
+                  reason=reason)
+        if self.implicit_tls:
+            # RFC 8314 section 3: on an implicit-TLS port nothing may be said before the
+            # handshake, and shaking hands just to say no would spend the very CPU and time
+            # the limit protects; closing at accept is what the client can retry on.
+            conn.abort()
+            return
+        conn.write(self._refuse(conn.peer_ip))
+        conn.close()
+
+    def _shed(self, victim: Connection, now: float) -> None:
+        log_event(log, "connection.shed", listener=self.name, client=victim.peer_ip,
+                  idle=f"{now - victim.progress_at:.1f}", progress=victim.progress_bytes,
+                  reason="server busy")
+        self._shedding.add(victim)
+        victim.shed()
+
     async def _run(self, conn: Connection) -> None:
         try:
+            if self._ssl is not None:
+                await conn.start_tls(self._ssl, implicit=True)
             await self._session(conn)
         except (ConnectionLost, ConnectionError):
             pass
@@ -279,11 +419,12 @@ class Listener:
         finally:
             conn.close()
             self._conns.discard(conn)
-            left = self._per_ip.get(conn.peer_ip, 1) - 1
+            self._shedding.discard(conn)
+            left = self._per_ip.get(conn.address, 1) - 1
             if left <= 0:
-                self._per_ip.pop(conn.peer_ip, None)
+                self._per_ip.pop(conn.address, None)
             else:
-                self._per_ip[conn.peer_ip] = left
+                self._per_ip[conn.address] = left
 
     def stop_accepting(self) -> None:
         """Closes the listening socket and interrupts every session waiting for input, so
@@ -313,4 +454,8 @@ class _AcceptedConnection(Connection):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
+        if self._listener.implicit_tls:
+            # The ClientHello must reach the TLS layer that start_tls puts in, not this
+            # plaintext buffer (which start_tls discards): read nothing until then.
+            cast(asyncio.Transport, transport).pause_reading()
         self._listener._accept(self)

@@ -25,7 +25,7 @@ from mailstead.proto.managesieve.events import (
     StartTLS,
 )
 from mailstead.proto.managesieve.server import ManageSieveCore, response
-from mailstead.servers.listener import Connection, ConnectionLost, Interrupted
+from mailstead.servers.listener import Connection, ConnectionLost, Interrupted, Shed
 from mailstead.sieve.compile import CAPABILITY_EXTENSIONS, compile_script
 from mailstead.sieve.limits import SieveLimits
 from mailstead.sieve.parser import SieveError
@@ -84,24 +84,32 @@ class ManageSieveServer:
             if event is NEED_DATA:
                 out = core.data_to_send()
                 if out:
+                    conn.command_done()  # answered: the next command starts
                     conn.write(out)
                     await conn.drain()
                 if self._shutting_down.is_set():
                     core.shutdown()
                     continue
                 try:
-                    async with asyncio.timeout(s.idle_timeout):
-                        data = await conn.read()
+                    # A deadline for the whole command, not moved by each byte.
+                    data = await conn.read_command(s.idle_timeout)
                 except TimeoutError:
                     core.timeout()
                     continue
                 except Interrupted:
                     continue
+                except Shed:
+                    # RFC 5804 section 1.3: TRYLATER, a transient condition.
+                    conn.write(response("BYE", "Idle too long, server busy", "TRYLATER"))
+                    with contextlib.suppress(ConnectionLost):
+                        await conn.drain()
+                    return
                 core.receive_data(data)
             elif event is PAUSED:
                 raise RuntimeError("ManageSieve core paused without a pending decision")
             elif isinstance(event, Credentials):
                 account_id = await self._login(core, conn.peer_ip, event)
+                conn.authenticated = account_id is not None
             elif isinstance(event, ScriptRequest):
                 if core.authenticated_as is None or account_id is None:
                     core.no("Authenticate first")

@@ -42,7 +42,7 @@ from mailstead.proto.pop3.events import (
 )
 from mailstead.proto.pop3.framing import wire_size
 from mailstead.proto.pop3.server import POP3ServerCore
-from mailstead.servers.listener import Connection, ConnectionLost, Interrupted
+from mailstead.servers.listener import Connection, ConnectionLost, Interrupted, Shed
 from mailstead.storage.interfaces import MailboxInfo, MessageInfo, SharedStateStore
 
 log = logging.getLogger("mailstead.pop3")
@@ -291,24 +291,32 @@ class POP3Server:
             if event is NEED_DATA:
                 out = core.data_to_send()
                 if out:
+                    conn.command_done()  # answered: the next command line starts
                     conn.write(out)
                     await conn.drain()
                 if self._shutting_down.is_set():
                     core.shutdown()
                     continue
                 try:
-                    async with asyncio.timeout(s.idle_timeout):
-                        data = await conn.read()
+                    # A deadline for the whole command line, not moved by each byte.
+                    data = await conn.read_command(s.idle_timeout)
                 except TimeoutError:
                     core.timeout()  # RFC 1939 section 3: the autologout timer
                     continue
                 except Interrupted:
                     continue  # shutting down: the check above closes the session
+                except Shed:
+                    # RFC 2449 section 8.1.2: SYS/TEMP, a transient condition.
+                    conn.write(replies.err("Idle too long, server busy", "SYS/TEMP").render())
+                    with contextlib.suppress(ConnectionLost):
+                        await conn.drain()
+                    return
                 core.receive_data(data)
             elif event is PAUSED:
                 raise RuntimeError("POP3 core paused without an outstanding decision")
             elif isinstance(event, Credentials):
                 await self._login(core, state, event)
+                conn.authenticated = state.account_id is not None
             elif isinstance(event, Retrieve):
                 await self._retrieve(conn, core, state, event)
             elif isinstance(event, Update):

@@ -31,7 +31,7 @@ from mailstead.proto.smtp.events import (
     TransactionReset,
 )
 from mailstead.proto.smtp.server import SMTPServerCore
-from mailstead.servers.listener import Connection, ConnectionLost, Interrupted
+from mailstead.servers.listener import Connection, ConnectionLost, Interrupted, Shed
 from mailstead.servers.spool import R_NO_ROOM, Spool, SpoolLimits
 
 log = logging.getLogger("mailstead.smtp")
@@ -82,6 +82,11 @@ class SMTPServer:
         self._tls = tls
         self._shutting_down = shutting_down
 
+    def shed_reply(self) -> bytes:
+        """The goodbye of a slow session closed to make room (RFC 5321 section 3.8: 421)."""
+        return Reply(421, "4.4.2", f"{self._settings.hostname} Idle too long, server busy, "
+                     "closing connection").render()
+
     def refusal(self, _client_ip: str) -> bytes:
         """The reply to a connection refused by a limit (RFC 5321 section 3.1: 421 greeting)."""
         return Reply(421, "4.7.0", f"{self._settings.hostname} Too many connections "
@@ -117,20 +122,31 @@ class SMTPServer:
             if event is NEED_DATA:
                 out = core.data_to_send()
                 if out:
+                    conn.command_done()  # a reply went out: the next command line starts
                     conn.write(out)
                     await conn.drain()
                 if self._shutting_down.is_set() and txn is None:
                     core.shutdown()
                     continue
                 try:
-                    async with asyncio.timeout(s.idle_timeout):
-                        data = await conn.read()
+                    # RFC 5321 section 4.5.3.2.7: the server waits at least 5 minutes for the
+                    # next command, a deadline for the whole line (a byte every few seconds
+                    # does not move it); message content gets the same as inactivity time.
+                    if core.in_content:
+                        data = await conn.read_content(s.idle_timeout)
+                    else:
+                        data = await conn.read_command(s.idle_timeout)
                 except TimeoutError:
                     # RFC 5321 section 4.5.3.2: the server times out an idle client.
                     core.timeout()
                     continue
                 except Interrupted:
                     continue  # shutting down: the check above says goodbye when idle
+                except Shed:
+                    conn.write(self.shed_reply())
+                    with contextlib.suppress(ConnectionLost):
+                        await conn.drain()
+                    return
                 core.receive_data(data)
             elif event is PAUSED:
                 raise RuntimeError("SMTP core paused without an outstanding decision")
@@ -160,6 +176,7 @@ class SMTPServer:
                 txn = None
             elif isinstance(event, AuthCredentials):
                 await self._auth(core, info, event)
+                conn.authenticated = info.account is not None
             elif isinstance(event, StartTLS):
                 if self._tls is None:  # the core only offers it with a context; belt and braces
                     return

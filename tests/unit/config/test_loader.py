@@ -210,3 +210,15 @@ def test_load_config_file_errors(tmp_path: Path) -> None:
         load_config(tmp_path)
     (tmp_path / "mailstead.toml").write_text('hostname = "a.test"\n', encoding="utf-8")
     assert load_config(tmp_path).config_path == tmp_path / "mailstead.toml"
+
+
+def test_connections_section() -> None:
+    c = parse('hostname = "a.test"\n[connections]\ntls_handshake_timeout = 2.5\n'
+              "ipv6_prefix = 56\nshed_above = 100\n")
+    assert (c.connections.tls_handshake_timeout, c.connections.ipv6_prefix) == (2.5, 56)
+    assert (c.connections.ipv4_prefix, c.connections.shed_above) == (32, 100)
+    assert parse('hostname = "a.test"\n').connections.tls_handshake_timeout == 10.0
+    for body, key in (("ipv6_prefix = 20", "ipv6_prefix"), ("shed_above = 101", "shed_above"),
+                      ("tls_handshake_timeout = 0", "tls_handshake_timeout")):
+        message = error(f'hostname = "a.test"\n[connections]\n{body}\n')
+        assert message.startswith(f"{F}:3: connections.{key}: "), message

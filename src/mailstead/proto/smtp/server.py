@@ -124,6 +124,11 @@ class SMTPServerCore:
     def bdat_used(self) -> bool:
         return self._txn.bdat_used
 
+    @property
+    def in_content(self) -> bool:
+        """True while message content (DATA or BDAT) is being read, not a command line."""
+        return self._txn.data is not None or self._txn.bdat is not None
+
     # Earlier names of transaction internals, kept for white-box tests.
     @property
     def _mail(self) -> MailFrom | None:
