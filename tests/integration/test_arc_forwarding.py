@@ -52,6 +52,8 @@ def setup(tmp_path_factory: pytest.TempPathFactory, store_backend: str
                       users={"alice@a.test": PASSWORD})
     rewrite_tables(a.data_dir / "mailstead.toml", {"auth_checks": {"enable": True}})
     run_cli("alias", "add", "fwd@a.test", "friend@remote.test", "--data-dir", str(a.data_dir))
+    # A second local domain that publishes no SPF or DMARC record, as many a family's does.
+    run_cli("domain", "add", "lax.test", "--data-dir", str(a.data_dir))
     publish(zone, a)
     # The original author's domain, sending from 127.0.0.1 (the test client).
     zone.add("sender.test", "TXT", "v=spf1 ip4:127.0.0.1 -all")
@@ -158,3 +160,20 @@ def test_submitted_mail_is_not_sealed(
     header = _header(_received(sink, b"arc-submit-1", a))
     assert b"ARC-" not in header
     assert b"DKIM-Signature:" in header  # signed as usual, by alice's domain
+
+
+def test_forwarded_mail_is_never_dkim_signed_for_the_from_domain(
+    setup: tuple[Instance, ScriptedPeer, DnsFixture],
+) -> None:
+    """An outsider writes "From: ceo@lax.test" (our domain, no DMARC record, so our inbound
+    checks let it in) to an alias that forwards it: the copy that leaves must not carry our
+    DKIM signature for lax.test, or the next hop would see DMARC pass for the forgery. It is
+    ARC-sealed instead, as every forward is."""
+    a, sink, _dns_server = setup
+    data = make_mail("ceo@lax.test", "fwd@a.test", "arc-forged-1")
+    with smtplib.SMTP(a.ip, a.ports["smtp"], timeout=20) as client:
+        client.ehlo("client.sender.test")
+        client.sendmail("news@sender.test", ["fwd@a.test"], data)
+    header = _header(_received(sink, b"arc-forged-1", a))
+    assert b"ARC-Seal: i=1;" in header
+    assert b"DKIM-Signature:" not in header, header.decode()

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mailstead.core.errors import StoreError
+from mailstead.core.message import parse_header
 from mailstead.core.reply import Reply
 from mailstead.delivery.headers import from_addresses, header_values, split_header
 from mailstead.delivery.recipients import RecipientResolver
@@ -381,8 +382,16 @@ class QueueWorkers:
         return Outcome(entry, "deferred", reply, reason, peer, next_attempt=when, warn=warn)
 
     async def _sign(self, entry: QueueEntry, data: bytes) -> bytes:
-        """DKIM by the author's domain when it is ours, else by the envelope sender's."""
+        """DKIM by the author's domain when it is ours, else by the envelope sender's; none
+        for mail relayed from outside (an alias or a Sieve redirect forwarding it)."""
         if self._signer is None:
+            return b""
+        if _relayed(data, self._settings.hostname):
+            # Our signature would vouch for a From: field that no user of ours wrote: an
+            # outsider's "From: ceo@our.domain" forwarded by an alias would pass DMARC
+            # (RFC 7489 section 3.1) under our key. As OpenDKIM signs only mail of internal
+            # or authenticated senders, forwarded mail keeps its own signatures and gets
+            # our ARC set instead (RFC 8617 section 5.1).
             return b""
         header, _ = split_header(data)
         domain = ""
@@ -449,6 +458,18 @@ class QueueWorkers:
 
 _RECEIVED_FOR = re.compile(rb"^Received:(?:[^\r\n]|\r\n[ \t])*?\bfor\s+<([^<>\s]+)>",
                            re.IGNORECASE)
+
+
+def _relayed(data: bytes, hostname: str) -> bool:
+    """Whether ``data`` came in from outside: our inbound checks left their
+    Authentication-Results field (RFC 8601 section 2.2: it starts with our authserv-id, and
+    inbound delivery removes any such field the sender wrote, section 5)."""
+    ours = hostname.lower().rstrip(".")
+    for value in parse_header(data).values("authentication-results"):
+        authserv = value.split(";", 1)[0].split(None, 1)
+        if authserv and authserv[0].lower().rstrip(".") == ours:
+            return True
+    return False
 
 
 def _alias_domains(header: bytes) -> list[str]:
