@@ -43,8 +43,11 @@ _EXTENSIONS = (
 
 def capabilities(s: IMAPSession) -> list[str]:
     """What this session offers now: STARTTLS and LOGINDISABLED only before TLS, AUTH=PLAIN
-    only once a password may be sent (RFC 9051 section 6.2.3, RFC 4959 SASL-IR)."""
-    caps = ["IMAP4rev1", "IMAP4rev2", "LITERAL+", "SASL-IR"]
+    only once a password may be sent (RFC 9051 section 6.2.3, RFC 4959 SASL-IR). Before
+    authentication literals are capped at 4096 octets, which is what LITERAL- promises
+    (RFC 7888 section 5); LITERAL+ (any size) only once logged in."""
+    literal = "LITERAL-" if s.state is State.NOT_AUTHENTICATED else "LITERAL+"
+    caps = ["IMAP4rev1", "IMAP4rev2", literal, "SASL-IR"]
     if s.login_disabled:
         if s.settings.starttls_available:
             caps.append("STARTTLS")
