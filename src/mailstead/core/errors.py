@@ -17,6 +17,12 @@ class StoreError(MailsteadError):
     """The store refused or failed an operation."""
 
 
+class CorruptData(StoreError):
+    """Stored data failed a check (a body whose SHA-256 differs from its name, a malformed
+    database page): retrying cannot help, so clients get a permanent error and the admin a
+    log line that says to run ``mailstead verify``."""
+
+
 class NotFound(StoreError):
     """The named domain, account, alias or mailbox does not exist."""
 

@@ -23,7 +23,6 @@ for each other instead of failing.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import os
@@ -126,6 +125,7 @@ class SQLiteStore:
         self._writer = writer
         self._read = read_conn
         self.blobs = blobs
+        self.integrity = blobs.integrity
         self._local = threading.local()
         self._reader_conns: list[sqlite3.Connection] = []
         self._reader_lock = threading.Lock()
@@ -400,8 +400,9 @@ class SQLiteStore:
         def run() -> dict[str, bytes]:
             out: dict[str, bytes] = {}
             for name in dict.fromkeys(blobs):
-                with contextlib.suppress(NotFound):
-                    out[name] = self.blobs.read(name)
+                data = self.blobs.read_quiet(name)
+                if data is not None:
+                    out[name] = data
             return out
 
         try:  # one hop to a reader thread for the lot
