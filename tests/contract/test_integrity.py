@@ -52,3 +52,17 @@ def test_a_damaged_body_is_refused_and_counted(
         assert await store.read_blob(good) == b"Subject: a\r\n\r\ngood\r\n"
 
     run_with(opener, tmp_path, body)
+
+
+def test_verify_bodies_names_the_damaged_and_the_missing(opener: Opener, tmp_path: Path) -> None:
+    async def body(store: Store) -> None:
+        await store.add_domain("example.test")
+        alice = (await store.add_account("alice@example.test", "h")).id
+        assert await store.verify_bodies() == (0, [], [])
+        blobs = [(await store.accept_message(_message(b"Subject: %d\r\n\r\nx\r\n" % n, alice)
+                                             )).blob for n in range(3)]
+        assert await store.verify_bodies() == (3, [], [])
+        await _overwrite(store, blobs[1], b"Subject: 1\r\n\r\ny\r\n")
+        assert await store.verify_bodies() == (3, [], [blobs[1]])
+
+    run_with(opener, tmp_path, body)

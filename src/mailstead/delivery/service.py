@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
 from mailstead.core.address import Address
-from mailstead.core.errors import NotFound, StoreError
+from mailstead.core.errors import CorruptData, NotFound, StoreError
 from mailstead.core.message import summarize
 from mailstead.core.reply import Reply
 from mailstead.delivery.headers import (
@@ -113,6 +113,10 @@ R_NOT_YOUR_FROM = Reply(
 )
 R_MAILBOX_FULL = Reply(452, "4.2.2", "Mailbox full")
 R_TEMP_FAILURE = Reply(451, "4.3.0", "Temporary storage failure, please try again later")
+# RFC 3463 section 3.4, X.3.0 "other or undefined mail system status", permanent (5.x.x): the
+# store is damaged and a retry cannot succeed until the administrator repairs it. The sender
+# keeps the message and is told at once, instead of retrying into a 4xx for days.
+R_STORE_DAMAGED = Reply(554, "5.3.0", "Mail system error: the mail store is damaged")
 # RFC 3463 4.7.1 (delivery not authorized, temporary): the per-sender hourly limit (issue 5).
 R_RATE_LIMITED = Reply(
     451,
@@ -317,6 +321,9 @@ class DeliveryService:
                                   for d in local}.values())
                 message = replace(message, local=retry)
                 await self._store.accept_message(message)
+        except CorruptData as exc:  # counted and logged by the store with the advice
+            log.error("could not store message %s: %s", queue_id, exc)
+            return DeliveryOutcome(R_STORE_DAMAGED, queue_id, len(stored), 0, 0)
         except StoreError:
             log.exception("could not store message %s", queue_id)
             return DeliveryOutcome(R_TEMP_FAILURE, queue_id, len(stored), 0, 0)

@@ -706,6 +706,10 @@ class Store(
         """The body, checked against its SHA-256 name. Raises NotFound, and CorruptData
         (logged and counted in ``integrity``) when the stored bytes differ."""
 
+    async def verify_bodies(self) -> tuple[int, list[str], list[str]]:
+        """(bodies referenced, missing, damaged) for ``mailstead verify``: every body a
+        message or queue row needs, checked against its SHA-256 name; changes nothing."""
+
     async def read_blobs(self, blobs: Sequence[str]) -> dict[str, bytes]:
         """The bodies of ``blobs`` in one read, by name; names not found or whose bytes fail
         their SHA-256 are left out (``read_blob`` of such a name reports why). For

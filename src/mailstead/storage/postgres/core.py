@@ -447,6 +447,20 @@ class CoreMixin(PgBase):
                 out[row[0]] = data
         return out
 
+    async def verify_bodies(self) -> tuple[int, list[str], list[str]]:
+        """(bodies referenced, missing, damaged) for ``mailstead verify``: every referenced
+        body's SHA-256 computed by the server (sha256(), PostgreSQL 11), none sent here."""
+        async with self._connection("verifying message bodies") as conn:
+            rows = await conn.fetch(
+                "WITH wanted AS (SELECT blob FROM messages"
+                " UNION SELECT blob FROM queue WHERE blob IS NOT NULL)"
+                " SELECT w.blob, b.hash IS NULL,"
+                "  b.hash IS NOT NULL AND encode(sha256(b.data), 'hex') <> w.blob"
+                " FROM wanted w LEFT JOIN blobs b ON b.hash = w.blob")
+        missing = sorted(str(r[0]) for r in rows if r[1])
+        damaged = sorted(str(r[0]) for r in rows if r[2])
+        return len(rows), missing, damaged
+
     # Outbound queue ----------------------------------------------------------------------
 
     async def list_queue(self) -> list[QueueEntry]:

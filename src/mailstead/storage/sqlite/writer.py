@@ -30,7 +30,7 @@ from mailstead.core.errors import NotFound, StoreError
 from mailstead.storage.blobs import BlobStore, blob_hash
 from mailstead.storage.flags import canonical_flags
 from mailstead.storage.interfaces import AcceptResult, IncomingMessage
-from mailstead.storage.sqlite import fts
+from mailstead.storage.sqlite import check, fts
 from mailstead.storage.watch import WatchHub
 
 log = logging.getLogger(__name__)
@@ -271,6 +271,11 @@ class Writer:
                     self._rollback()
                     conn.execute("PRAGMA synchronous = FULL")
             except sqlite3.Error as exc:
+                if check.is_corruption(exc):
+                    # Reported (and counted) once; the index waits for the next delivery.
+                    self._index_due = False
+                    check.store_error(exc, "full-text indexing", self._blobs.integrity)
+                    return
                 log.warning("full-text indexing failed, retrying later: %s", exc)
                 return
             if time.monotonic() >= deadline or not self._queue.empty():
@@ -309,7 +314,7 @@ class Writer:
         except sqlite3.Error as exc:
             self._rollback()
             log.warning("store write failed: %s", exc)
-            self._resolve(op, None, StoreError(f"database write failed: {exc}"))
+            self._resolve(op, None, check.store_error(exc, "write", self._blobs.integrity))
         except Exception as exc:  # a bug in fn: report it to the caller, keep the thread alive
             self._rollback()
             self._resolve(op, None, exc)
@@ -352,7 +357,7 @@ class Writer:
         except sqlite3.Error as exc:
             self._rollback()
             log.error("commit failed for a batch of %d: %s", len(ops), exc)
-            error = StoreError(f"database write failed: {exc}")
+            error = check.store_error(exc, "write", self._blobs.integrity)
             for op in ops:
                 self._resolve(op, None, error)
             return
