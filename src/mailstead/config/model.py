@@ -573,6 +573,28 @@ class StoreConfig:
             "10",
         ),
     )
+    reserve_mb: int = field(
+        default=200,
+        metadata=_doc(
+            "Free space (MiB) kept on the data directory's filesystem (embedded store): below "
+            "the reserve, new mail gets a temporary error (SMTP 452 4.3.1, IMAP APPEND NO "
+            "[UNAVAILABLE]) and full-text indexing pauses, so users can still delete and "
+            "expunge mail to free space. The reserve is the smaller of this and "
+            "reserve_percent of the filesystem; 0 turns it off. Mail is taken again by "
+            "itself once space is back.",
+            "integer (MiB)",
+            "200",
+        ),
+    )
+    reserve_percent: int = field(
+        default=1,
+        metadata=_doc(
+            "The reserve as a percentage of the filesystem size, when smaller than reserve_mb "
+            "(so a small disk is not all reserve); 0 turns the reserve off.",
+            "integer (%)",
+            "1",
+        ),
+    )
 
 
 @dataclass(frozen=True, slots=True)

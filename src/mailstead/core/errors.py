@@ -23,6 +23,11 @@ class CorruptData(StoreError):
     log line that says to run ``mailstead verify``."""
 
 
+class DiskFull(StoreError):
+    """The data directory's filesystem is below its free-space reserve (or full): new mail is
+    refused for now (a temporary error), deletions still proceed."""
+
+
 class NotFound(StoreError):
     """The named domain, account, alias or mailbox does not exist."""
 

@@ -13,12 +13,13 @@ import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
-from mailstead.core.errors import CorruptData, StoreError
+from mailstead.core.errors import CorruptData, DiskFull, StoreError
 from mailstead.storage.blobs import BlobStore
 from mailstead.storage.integrity import VERIFY_HINT, Integrity
 
 # https://www.sqlite.org/rescode.html: primary result codes (the low byte of extended ones).
 SQLITE_CORRUPT = 11
+SQLITE_FULL = 13
 SQLITE_NOTADB = 26
 _CORRUPT_TEXT = ("malformed", "not a database", "corrupt")
 # Problems integrity_check lists at most (it can list one per damaged row otherwise).
@@ -38,9 +39,13 @@ def is_corruption(exc: BaseException) -> bool:
 
 def store_error(exc: sqlite3.Error, what: str, integrity: Integrity) -> StoreError:
     """The StoreError for a failed ``what``: CorruptData (counted, logged with the advice
-    to run ``mailstead verify``) for a damaged file, a plain (temporary) StoreError else."""
+    to run ``mailstead verify``) for a damaged file, DiskFull for a full disk, a plain
+    (temporary) StoreError else."""
     if is_corruption(exc):
         return integrity.database_corrupt(what, str(exc))
+    code = getattr(exc, "sqlite_errorcode", None)
+    if isinstance(code, int) and code & 0xFF == SQLITE_FULL:
+        return DiskFull(f"database {what} failed: the disk is full")
     return StoreError(f"database {what} failed: {exc}")
 
 

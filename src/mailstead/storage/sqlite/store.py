@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import functools
 import logging
 import os
@@ -35,7 +36,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
-from mailstead.core.errors import NotFound, StoreError
+from mailstead.core.errors import DiskFull, NotFound, StoreError
 from mailstead.storage.blobs import BlobStore, blob_hash
 from mailstead.storage.interfaces import (
     AcceptResult,
@@ -60,6 +61,7 @@ from mailstead.storage.interfaces import (
     address_key,
 )
 from mailstead.storage.migrate import migrate_sqlite
+from mailstead.storage.space import SpaceGuard
 from mailstead.storage.sqlite import admin, check, fts, mailboxes, messages, outbound, security
 from mailstead.storage.sqlite import admin as admin_sql
 from mailstead.storage.sqlite import shared as shared_sql
@@ -138,6 +140,7 @@ class SQLiteStore:
         self._read = read_conn
         self.blobs = blobs
         self.integrity = blobs.integrity
+        self.space = SpaceGuard(data_dir)
         self._local = threading.local()
         self._reader_conns: list[sqlite3.Connection] = []
         self._reader_lock = threading.Lock()
@@ -145,14 +148,19 @@ class SQLiteStore:
         self._closed = False
 
     @classmethod
-    async def open(cls, data_dir: Path, *, quick: bool = True) -> SQLiteStore:
+    async def open(
+        cls, data_dir: Path, *, quick: bool = True, space: SpaceGuard | None = None
+    ) -> SQLiteStore:
         """Opens (creating and migrating as needed) the store in ``data_dir``. A coroutine
         because it does file I/O; raises StoreError (e.g. for a newer schema), and
-        CorruptData when ``PRAGMA quick_check`` (skipped when not ``quick``) finds damage."""
-        return await asyncio.to_thread(cls.open_blocking, data_dir, quick=quick)
+        CorruptData when ``PRAGMA quick_check`` (skipped when not ``quick``) finds damage.
+        ``space`` guards the free-space reserve (default: 200 MiB or 1%, see space.py)."""
+        return await asyncio.to_thread(cls.open_blocking, data_dir, quick=quick, space=space)
 
     @classmethod
-    def open_blocking(cls, data_dir: Path, *, quick: bool = True) -> SQLiteStore:
+    def open_blocking(
+        cls, data_dir: Path, *, quick: bool = True, space: SpaceGuard | None = None
+    ) -> SQLiteStore:
         """``open`` without a running loop (a thread, or before ``asyncio.run``)."""
         try:
             data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -178,7 +186,11 @@ class SQLiteStore:
         except OSError as exc:
             raise StoreError(f"cannot open the data directory {data_dir}: {exc}") from exc
         hub = WatchHub()
-        return cls(data_dir, Writer(wconn, blobs, hub=hub), rconn, blobs, hub)
+        guard = space if space is not None else SpaceGuard(data_dir)
+        writer = Writer(wconn, blobs, hub=hub, space=guard)
+        store = cls(data_dir, writer, rconn, blobs, hub)
+        store.space = guard
+        return store
 
     async def close(self) -> None:
         """Writes everything already submitted, then closes every connection. Idempotent."""
@@ -349,6 +361,8 @@ class SQLiteStore:
         self._check_open()
         if not message.local and not message.remote:
             raise StoreError("a message needs at least one local or remote recipient")
+        # New mail stops at the reserve; what is left is for deleting (space.py).
+        self.space.check("a new message")
         data = message.data
         if len(data) > LARGE_BLOB:
             name, wire = await asyncio.to_thread(self._write_large, data)
@@ -361,6 +375,8 @@ class SQLiteStore:
         try:
             self.blobs.write(name, data)
         except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise DiskFull("the disk is full: could not write the message") from exc
             raise StoreError("could not write the message to disk") from exc
         return name, wire_shape(data)
 
@@ -598,6 +614,8 @@ class SQLiteStore:
     async def copy_messages(
         self, src_mailbox_id: int, uids: Sequence[int], dst_mailbox_id: int, *, move: bool = False
     ) -> list[tuple[int, int]]:
+        if not move:  # a MOVE adds rows but removes as many; a COPY only adds
+            self.space.check("a copy of messages")
         touched: set[int] = set()
         wanted = tuple(uids)
         return await self._write(

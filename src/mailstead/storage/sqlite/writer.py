@@ -16,6 +16,7 @@ about 0.5% of its time, so the delivery path is not slowed (bench/smtp_inbound.p
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import queue
 import sqlite3
@@ -26,10 +27,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, TypeVar
 
-from mailstead.core.errors import NotFound, StoreError
+from mailstead.core.errors import DiskFull, NotFound, StoreError
 from mailstead.storage.blobs import BlobStore, blob_hash
 from mailstead.storage.flags import canonical_flags
 from mailstead.storage.interfaces import AcceptResult, IncomingMessage
+from mailstead.storage.space import SpaceGuard
 from mailstead.storage.sqlite import check, fts
 from mailstead.storage.watch import WatchHub
 
@@ -49,6 +51,8 @@ INDEX_IDLE_BUDGET = 0.1
 INDEX_BUSY_INTERVAL = 2.0
 INDEX_BUSY_BUDGET = 0.01
 INDEX_CHUNK = 64
+INDEX_BACKOFF_MIN = 1.0
+INDEX_BACKOFF_MAX = 60.0
 
 
 def inbox_name(name: str) -> str:
@@ -136,8 +140,12 @@ class Writer:
         *,
         parallelism: int = 16,
         hub: WatchHub | None = None,
+        space: SpaceGuard | None = None,
     ) -> None:
         self._conn = conn
+        self._space = space
+        self._index_retry = 0.0  # monotonic time before which a failed index waits
+        self._index_backoff = INDEX_BACKOFF_MIN
         self._blobs = blobs
         self._hub = hub
         self._index_due = True  # a previous run may have left blobs to index
@@ -216,8 +224,8 @@ class Writer:
         while True:
             first = self._next(idle)
             if first is None:
-                idle = True
-                self._index_step(INDEX_IDLE_BUDGET)
+                # Paused (reserve, back-off): wait INDEX_IDLE again rather than spin.
+                idle = self._index_step(INDEX_IDLE_BUDGET)
                 continue
             idle = False
             items = [first]
@@ -248,11 +256,15 @@ class Writer:
             ):
                 self._index_step(INDEX_BUSY_BUDGET)
 
-    def _index_step(self, budget: float) -> None:
+    def _index_step(self, budget: float) -> bool:
         """Indexes pending blobs for about ``budget`` seconds, one transaction per chunk; the
         index needs no fsync of its own (a crash only leaves blobs pending again), so the
-        commits use ``synchronous=NORMAL``."""
+        commits use ``synchronous=NORMAL``. False when it did not run (paused)."""
         self._last_index = time.monotonic()
+        if self._last_index < self._index_retry:
+            return False
+        if self._space is not None and self._space.low():
+            return False  # paused below the free-space reserve; resumes when space is back
         deadline = self._last_index + budget
         conn = self._conn
         while True:
@@ -260,7 +272,7 @@ class Writer:
                 names = fts.pending_blobs(conn, INDEX_CHUNK)
                 if not names:
                     self._index_due = False
-                    return
+                    return True
                 docs = fts.prepare(self._blobs, names, deadline)
                 conn.execute("PRAGMA synchronous = NORMAL")
                 try:
@@ -275,11 +287,17 @@ class Writer:
                     # Reported (and counted) once; the index waits for the next delivery.
                     self._index_due = False
                     check.store_error(exc, "full-text indexing", self._blobs.integrity)
-                    return
-                log.warning("full-text indexing failed, retrying later: %s", exc)
-                return
+                    return False
+                # Back off (doubling, up to a minute), so a failure that lasts (a full disk)
+                # is retried, and logged, a few times a minute rather than every 0.2 s.
+                log.warning("full-text indexing failed, retrying in %.0f s: %s",
+                            self._index_backoff, exc)
+                self._index_retry = time.monotonic() + self._index_backoff
+                self._index_backoff = min(self._index_backoff * 2, INDEX_BACKOFF_MAX)
+                return False
+            self._index_backoff = INDEX_BACKOFF_MIN
             if time.monotonic() >= deadline or not self._queue.empty():
-                return
+                return True
 
     def _publish(self, accounts: set[int]) -> None:
         if self._hub is not None and accounts:
@@ -333,7 +351,9 @@ class Writer:
             )
         except OSError as exc:
             log.error("blob write failed for a batch of %d: %s", len(ops), exc)
-            error = StoreError("could not write the message to disk")
+            error = (DiskFull("the disk is full: could not write the message")
+                     if exc.errno in (errno.ENOSPC, errno.EDQUOT)
+                     else StoreError("could not write the message to disk"))
             for op in ops:
                 self._resolve(op, None, error)
             return
