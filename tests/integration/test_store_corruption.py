@@ -7,6 +7,7 @@ Only the embedded store has a file to damage: the PostgreSQL runs are skipped.""
 from __future__ import annotations
 
 import imaplib
+import poplib
 import smtplib
 import subprocess
 import sys
@@ -135,6 +136,14 @@ def test_a_page_damaged_while_running_gets_a_permanent_error_and_the_log_line(
             assert client.noop()[0] == "OK"
         finally:
             client.logout()
+        # POP3 reads the same rows: a permanent -ERR [SYS/PERM], not [SYS/TEMP].
+        pop = poplib.POP3_SSL("127.0.0.1", h.port("pop3s"), context=h.tls(), timeout=15)
+        try:
+            pop.user(ALICE)
+            with pytest.raises(poplib.error_proto, match=r"SYS/PERM"):
+                pop.pass_(ALICE_PW)
+        finally:
+            pop.close()
         log = server.log_text()
         assert "store.database_corrupt" in log, log[-5000:]
         assert "mailstead verify" in log

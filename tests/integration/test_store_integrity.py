@@ -127,8 +127,12 @@ def test_imap_fetch_answers_the_intact_messages_and_refuses_the_damaged_one(
         # A FETCH that needs no body still works for the damaged message.
         typ, data = client.fetch(b"2", "(FLAGS RFC822.SIZE)")
         assert typ == "OK", data
-        # The session goes on.
+        # The session goes on, and another client is answered at once.
         assert client.noop()[0] == "OK"
+        started = time.monotonic()
+        with smtplib.SMTP("127.0.0.1", harness.smtp_port, timeout=5) as other:
+            assert other.ehlo()[0] == 250
+        assert time.monotonic() - started < 1.0
     finally:
         client.logout()
     log = wait_for_log(harness, r"store\.blob_corrupt")

@@ -48,7 +48,10 @@ from mailstead.storage.interfaces import MailboxInfo, MessageInfo, SharedStateSt
 log = logging.getLogger("mailstead.pop3")
 
 R_READ_FAILED = replies.err("Cannot read this message now, try again later", "SYS/TEMP")
-# RFC 3206 section 4: SYS/PERM, a system error a retry will not cure (a damaged body).
+# RFC 3206 section 4: SYS/PERM, a system error a retry will not cure (a damaged body, or a
+# damaged database the administrator must repair: `mailstead verify`).
+R_STORE_DAMAGED = replies.err("The mail store is damaged; the administrator has been told",
+                              "SYS/PERM")
 R_DAMAGED = replies.err("This message is damaged on the server; the administrator has been told",
                         "SYS/PERM")
 R_APP_PASSWORD = replies.err(
@@ -378,7 +381,8 @@ class POP3Server:
                       error=str(exc))
             await self._maildrops.unlock(account.id, state.holder)
             state.account_id = None
-            core.login_failed(replies.SYS_TEMP)
+            core.login_failed(R_STORE_DAMAGED if isinstance(exc, CorruptData)
+                              else replies.SYS_TEMP)
             return
         state.user = account.address
         state.drop = drop

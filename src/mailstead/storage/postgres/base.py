@@ -25,7 +25,7 @@ from typing import Any
 
 import asyncpg
 
-from mailstead.core.errors import CorruptData, StoreError
+from mailstead.core.errors import CorruptData, DiskFull, StoreError
 from mailstead.storage.integrity import VERIFY_HINT, Integrity
 from mailstead.storage.migrate import load_migrations
 from mailstead.storage.postgres.fts import BackgroundIndexer
@@ -40,6 +40,8 @@ MIGRATION_LOCK = 0x6D61696C73746561  # "mailstea"
 RECONNECT_DELAY = 1.0
 # PostgreSQL error codes (Appendix A, class XX): a damaged table or index page.
 CORRUPTION_STATES = frozenset({"XX001", "XX002"})
+# Class 53: disk_full; a temporary failure the caller answers as a full disk (452 4.3.1).
+DISK_FULL_STATE = "53100"
 
 
 @contextlib.asynccontextmanager
@@ -52,6 +54,8 @@ async def db_errors(what: str = "database operation") -> AsyncIterator[None]:
         if getattr(exc, "sqlstate", None) in CORRUPTION_STATES:
             log.error("store.database_corrupt: %s failed: %s; %s", what, exc, VERIFY_HINT)
             raise CorruptData(f"{what} failed, the database is damaged: {exc}") from exc
+        if getattr(exc, "sqlstate", None) == DISK_FULL_STATE:
+            raise DiskFull(f"{what} failed, the database server's disk is full") from exc
         raise StoreError(f"{what} failed: {exc}") from exc
 
 
