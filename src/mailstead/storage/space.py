@@ -57,6 +57,7 @@ class SpaceGuard:
         self._checked = -float("inf")
         self._low = False
         self._free = 0
+        self._spent = 0  # bytes admitted since the last probe
         self._reserve = 0
         self._refused = 0
         self._warned = -float("inf")
@@ -71,12 +72,15 @@ class SpaceGuard:
         # f_bavail: what an unprivileged writer may use; the root-only blocks are no reserve
         # of ours (the server may well run as root).
         self._free = st.f_bavail * st.f_frsize
+        self._spent = 0
         self._reserve = reserve_bytes(st.f_blocks * st.f_frsize, self._reserve_mb,
                                       self._reserve_percent)
         # Back above the reserve by a margin (5%), so free space hovering at the line does
         # not flip the state (and log) at every probe.
         line = self._reserve * 105 // 100 if self._low else self._reserve
-        low = self._reserve > 0 and self._free < line
+        self._set_low(self._reserve > 0 and self._free < line)
+
+    def _set_low(self, low: bool) -> None:
         if low != self._low:
             self._low = low
             event = "store.disk_low" if low else "store.disk_ok"
@@ -88,23 +92,46 @@ class SpaceGuard:
             if not low:
                 self._refused = 0
 
+    def _fresh(self) -> None:
+        now = self._clock()
+        if now - self._checked >= PROBE_INTERVAL:
+            self._checked = now
+            self._probe()
+
     def low(self) -> bool:
         """True while the free space is under the reserve (probed at most every
         ``PROBE_INTERVAL`` seconds)."""
-        now = self._clock()
         with self._lock:
-            if now - self._checked >= PROBE_INTERVAL:
-                self._checked = now
-                self._probe()
+            self._fresh()
             return self._low
 
-    def check(self, what: str) -> None:
-        """Raises DiskFull when below the reserve; ``what`` names the refused write in the
-        (rate-limited) warning."""
-        if not self.low():
-            return
-        now = self._clock()
+    def _admit(self, size: int) -> bool:
+        self._fresh()
+        if self._low:
+            return False
+        if self._reserve <= 0 or self._free - self._spent - size >= self._reserve:
+            self._spent += size
+            return True
+        if self._free - self._spent < self._reserve:
+            self._set_low(True)
+        # else: only this write is too big for the space left above the reserve
+        return False
+
+    def admit(self, size: int) -> bool:
+        """Whether ``size`` more bytes fit above the reserve (then counted as spent until
+        the next probe); quiet, for background work such as the full-text indexer."""
         with self._lock:
+            return self._admit(size)
+
+    def check(self, what: str, size: int = 0) -> None:
+        """Raises DiskFull when below the reserve, or when writing ``size`` more bytes would
+        take it there: bytes admitted since the last probe count as spent, so a burst
+        between two probes cannot run through the reserve. ``what`` names the refused write
+        in the (rate-limited) warning."""
+        with self._lock:
+            if self._admit(size):
+                return
+            now = self._clock()
             self._refused += 1
             warn = now - self._warned >= WARN_INTERVAL
             if warn:

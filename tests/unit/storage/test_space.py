@@ -80,6 +80,22 @@ def test_refuses_below_the_reserve_and_recovers_by_itself(
     g.check("a new message")
 
 
+def test_a_burst_between_probes_cannot_run_through_the_reserve() -> None:
+    disk = FakeDisk(total=100 * 1024 * MIB, free=260 * MIB)  # 60 MiB above the reserve
+    g = guard(disk)
+    for _ in range(5):
+        g.check("a new message", 10 * MIB)  # 50 MiB admitted, the disk not probed again
+    with pytest.raises(DiskFull):
+        g.check("a new message", 20 * MIB)  # would leave 190 MiB: refused alone
+    assert not g.low()
+    g.check("a new message", 5 * MIB)
+    with pytest.raises(DiskFull):
+        g.check("a new message", 6 * MIB)
+    disk.free = 1024 * MIB  # the next probe forgets what was spent
+    disk.later()
+    g.check("a new message", 20 * MIB)
+
+
 def test_zero_turns_the_reserve_off() -> None:
     disk = FakeDisk(total=10 * MIB, free=0)
     assert not guard(disk, mb=0).low()
@@ -119,7 +135,7 @@ def test_store_refuses_new_mail_and_the_indexer_pauses_below_the_reserve(
             # A message that got in anyway (the check is bypassed here) is not indexed
             # while the disk stays low.
             check = g.check
-            g.check = lambda what: None  # type: ignore[method-assign]
+            g.check = lambda what, size=0: None  # type: ignore[method-assign]
             await store.accept_message(message(2, alice))
             g.check = check  # type: ignore[method-assign]
             # Deleting still works below the reserve.

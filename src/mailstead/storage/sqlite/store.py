@@ -361,8 +361,9 @@ class SQLiteStore:
         self._check_open()
         if not message.local and not message.remote:
             raise StoreError("a message needs at least one local or remote recipient")
-        # New mail stops at the reserve; what is left is for deleting (space.py).
-        self.space.check("a new message")
+        # New mail stops at the reserve; what is left is for deleting (space.py). A message
+        # costs its body plus rows and index text, counted as about as much again.
+        self.space.check("a new message", 2 * len(message.data))
         data = message.data
         if len(data) > LARGE_BLOB:
             name, wire = await asyncio.to_thread(self._write_large, data)

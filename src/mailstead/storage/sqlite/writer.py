@@ -55,6 +55,12 @@ INDEX_BACKOFF_MIN = 1.0
 INDEX_BACKOFF_MAX = 60.0
 
 
+def _index_cost(docs: fts.Prepared) -> int:
+    """Bytes the index of ``docs`` may take on disk: the trigram FTS5 index measured about
+    4.1 times its text (content included), so 5 times, to be safe."""
+    return 5 * sum(len(text.header) + len(text.body) for _, text in docs)
+
+
 def inbox_name(name: str) -> str:
     """The stored spelling of a mailbox name: ``INBOX`` is case-insensitive (RFC 3501 5.1)."""
     return "INBOX" if name.upper() == "INBOX" else name
@@ -274,6 +280,12 @@ class Writer:
                     self._index_due = False
                     return True
                 docs = fts.prepare(self._blobs, names, deadline)
+                if self._space is not None and not self._space.admit(_index_cost(docs)):
+                    # Too big for the space above the reserve: wait for space, backing off
+                    # as after a failure (each try reads and extracts the chunk again).
+                    self._index_retry = time.monotonic() + self._index_backoff
+                    self._index_backoff = min(self._index_backoff * 2, INDEX_BACKOFF_MAX)
+                    return False
                 conn.execute("PRAGMA synchronous = NORMAL")
                 try:
                     conn.execute("BEGIN IMMEDIATE")
@@ -298,6 +310,8 @@ class Writer:
             self._index_backoff = INDEX_BACKOFF_MIN
             if time.monotonic() >= deadline or not self._queue.empty():
                 return True
+            if self._space is not None and self._space.low():
+                return False  # the chunk just written reached the reserve
 
     def _publish(self, accounts: set[int]) -> None:
         if self._hub is not None and accounts:
