@@ -31,8 +31,8 @@ async def open_store(data_dir: Path, config: StoreConfig | None = None) -> Store
     from mailstead.storage.space import SpaceGuard
     from mailstead.storage.sqlite.store import SQLiteStore
 
-    space = None
-    if config is not None:
-        space = SpaceGuard(data_dir, reserve_mb=config.reserve_mb,
-                           reserve_percent=config.reserve_percent)
-    return await SQLiteStore.open(data_dir, space=space)
+    if config is None:
+        return await SQLiteStore.open(data_dir)
+    space = SpaceGuard(data_dir, reserve_mb=config.reserve_mb,
+                       reserve_percent=config.reserve_percent)
+    return await SQLiteStore.open(data_dir, quick=config.check_at_start, space=space)
