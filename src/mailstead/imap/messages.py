@@ -128,7 +128,9 @@ async def _fetch_messages(
         # RFC 5530 section 3: SERVERBUG, the server cannot proceed for a reason of its own.
         # The other messages were answered; the damaged ones were left out (never sent).
         numbers = damaged if cmd.uid else [n for n in map(view_of(s).seq_of, damaged) if n]
-        listed = response.sequence_set(sorted(numbers)) if numbers else "some messages"
+        # A short list in the text; beyond that a count (the tagged line stays short).
+        listed = (response.sequence_set(sorted(numbers)) if 0 < len(numbers) <= 20
+                  else f"{len(damaged)} messages")
         raise CommandFailed("NO", f"Stored data of message(s) {listed} is damaged; the "
                             "administrator has been told", "SERVERBUG")
     if unknown_cte:
