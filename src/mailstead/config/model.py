@@ -586,6 +586,15 @@ class StoreConfig:
             "200",
         ),
     )
+    reserve_percent: int = field(
+        default=1,
+        metadata=_doc(
+            "The reserve as a percentage of the filesystem size, when smaller than reserve_mb "
+            "(so a small disk is not all reserve); 0 turns the reserve off.",
+            "integer (%)",
+            "1",
+        ),
+    )
     check_at_start: bool = field(
         default=True,
         metadata=_doc(
@@ -596,15 +605,6 @@ class StoreConfig:
             "and then run `mailstead verify` regularly.",
             "boolean",
             "true",
-        ),
-    )
-    reserve_percent: int = field(
-        default=1,
-        metadata=_doc(
-            "The reserve as a percentage of the filesystem size, when smaller than reserve_mb "
-            "(so a small disk is not all reserve); 0 turns the reserve off.",
-            "integer (%)",
-            "1",
         ),
     )
 
