@@ -9,6 +9,8 @@ import imaplib
 import poplib
 import re
 import smtplib
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,10 +18,12 @@ from pathlib import Path
 import pytest
 from helpers import (
     DEFAULT_SMTP,
+    REPO,
     Harness,
     Server,
     ServerError,
     Users,
+    child_env,
     init_data_dir,
     make_message,
 )
@@ -62,7 +66,7 @@ async def _damage(data_dir: Path, address: str, token: str) -> str:
         account = await store.get_account(address)
         assert account is not None
         for info in await store.list_messages(account.id, "INBOX"):
-            data = await store.read_blob(info.blob)
+            data = (await store.read_blobs([info.blob])).get(info.blob, b"")  # damaged: b""
             if token.encode() not in data:
                 continue
             damaged = data.replace(token.encode(), token.upper().encode(), 1)
@@ -172,3 +176,14 @@ def test_pop3_retr_refuses_the_damaged_message_and_the_session_goes_on(
     finally:
         client.quit()
     wait_for_log(harness, r"pop3\.message_damaged")
+
+
+def test_verify_names_the_damaged_body(harness: Harness, token: str) -> None:
+    deliver(harness, ALICE, [f"{token}-v"])
+    blob = damage(harness, ALICE, f"{token}-v")
+    done = subprocess.run(
+        [sys.executable, "-m", "mailstead", "verify", "--data-dir", str(harness.data_dir)],
+        capture_output=True, text=True, timeout=60, env=child_env(), cwd=REPO, check=False)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert f"damaged {blob}" in done.stdout
+    assert "the store is damaged" in done.stdout
