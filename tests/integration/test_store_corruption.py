@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import imaplib
 import poplib
+import shutil
 import smtplib
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -34,15 +34,6 @@ BOB, BOB_PW = "bob@example.test", "bob-Secret-2"
 USERS = Users(passwords={ALICE: ALICE_PW, BOB: BOB_PW})
 PAGE = 4096  # SQLite's default page size, which the store keeps
 LEAF_TABLE = 0x0D  # b-tree page type byte of a table leaf (sqlite.org/fileformat2.html 1.6)
-
-
-@pytest.fixture
-def data_dir(tmp_path: Path, store_backend: str) -> Path:
-    if store_backend != "sqlite":
-        pytest.skip("corrupts the SQLite file; PostgreSQL pages are the database server's")
-    path = tmp_path / "data"
-    init_data_dir(path, USERS, DEFAULT_SMTP)
-    return path
 
 
 def deliver(h: Harness, address: str, token: str, count: int) -> None:
@@ -74,20 +65,33 @@ def verify(data_dir: Path) -> subprocess.CompletedProcess[str]:
         capture_output=True, text=True, timeout=60, env=child_env(), cwd=REPO, check=False)
 
 
-@pytest.fixture
-def filled(data_dir: Path) -> Iterator[tuple[Path, str]]:
-    """A data dir whose alice has 40 messages with one token, the server stopped."""
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory: pytest.TempPathFactory, store_backend: str) -> tuple[Path, str]:
+    """A stopped server's data dir whose alice has 40 messages with one token, made once per
+    module and checked sound by ``mailstead verify``; each test damages a copy."""
+    if store_backend != "sqlite":
+        pytest.skip("corrupts the SQLite file; PostgreSQL pages are the database server's")
+    data_dir = tmp_path_factory.mktemp("corruption") / "data"
+    init_data_dir(data_dir, USERS, DEFAULT_SMTP)
     token = f"tok-{uuid.uuid4().hex[:12]}"
     server = Server(data_dir).start(timeout=20)
     try:
         deliver(Harness(server), ALICE, token, 40)
     finally:
         assert server.stop() == 0, server.log_text()[-5000:]
-    assert not (data_dir / "mailstead.db-wal").exists() or \
-        (data_dir / "mailstead.db-wal").stat().st_size == 0  # checkpointed at close
+    wal = data_dir / "mailstead.db-wal"
+    assert not wal.exists() or wal.stat().st_size == 0  # checkpointed at close
     healthy = verify(data_dir)
     assert healthy.returncode == 0, healthy.stdout + healthy.stderr
     assert "the store is sound" in healthy.stdout
+    return data_dir, token
+
+
+@pytest.fixture
+def filled(pristine: tuple[Path, str], tmp_path: Path) -> tuple[Path, str]:
+    source, token = pristine
+    data_dir = tmp_path / "data"
+    shutil.copytree(source, data_dir)
     return data_dir, token
 
 
