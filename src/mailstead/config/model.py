@@ -687,6 +687,40 @@ class StoreConfig:
             "10",
         ),
     )
+    reserve_mb: int = field(
+        default=200,
+        metadata=_doc(
+            "Free space (MiB) kept on the data directory's filesystem (embedded store): below "
+            "the reserve, new mail gets a temporary error (SMTP 452 4.3.1, IMAP APPEND NO "
+            "[UNAVAILABLE]) and full-text indexing pauses, so users can still delete and "
+            "expunge mail to free space. The reserve is the smaller of this and "
+            "reserve_percent of the filesystem; 0 turns it off. Mail is taken again by "
+            "itself once space is back.",
+            "integer (MiB)",
+            "200",
+        ),
+    )
+    reserve_percent: int = field(
+        default=1,
+        metadata=_doc(
+            "The reserve as a percentage of the filesystem size, when smaller than reserve_mb "
+            "(so a small disk is not all reserve); 0 turns the reserve off.",
+            "integer (%)",
+            "1",
+        ),
+    )
+    check_at_start: bool = field(
+        default=True,
+        metadata=_doc(
+            "Run PRAGMA quick_check on the embedded store at every start and refuse to serve "
+            "a damaged database (the error says to run `mailstead verify`). It reads the "
+            "whole file: measured 1.2 s warm, 5.8 s cold for a 183 MB database of 300,000 "
+            "messages; turn it off only for a very large store whose start-up time matters, "
+            "and then run `mailstead verify` regularly.",
+            "boolean",
+            "true",
+        ),
+    )
 
 
 @dataclass(frozen=True, slots=True)

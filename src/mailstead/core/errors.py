@@ -17,6 +17,17 @@ class StoreError(MailsteadError):
     """The store refused or failed an operation."""
 
 
+class CorruptData(StoreError):
+    """Stored data failed a check (a body whose SHA-256 differs from its name, a malformed
+    database page): retrying cannot help, so clients get a permanent error and the admin a
+    log line that says to run ``mailstead verify``."""
+
+
+class DiskFull(StoreError):
+    """The data directory's filesystem is below its free-space reserve (or full): new mail is
+    refused for now (a temporary error), deletions still proceed."""
+
+
 class NotFound(StoreError):
     """The named domain, account, alias or mailbox does not exist."""
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from mailstead.core.address import Address
-from mailstead.core.errors import NotFound, StoreError
+from mailstead.core.errors import CorruptData, DiskFull, NotFound, StoreError
 from mailstead.core.message import ParsedHeader, parse_header, summarize
 from mailstead.core.reply import Reply
 from mailstead.delivery.authorship import Authors, authors, naming
@@ -137,6 +137,13 @@ R_NO_ROOM = Reply(552, "5.2.2", "Mailbox full: this message would take the recip
 R_SOME_NO_ROOM = Reply(452, "4.2.2", "Mailbox full for some recipients: this message would "
                        "take their mailbox over its storage quota; try again later")
 R_TEMP_FAILURE = Reply(451, "4.3.0", "Temporary storage failure, please try again later")
+# RFC 3463 section 3.4, X.3.0 "other or undefined mail system status", permanent (5.x.x): the
+# store is damaged and a retry cannot succeed until the administrator repairs it. The sender
+# keeps the message and is told at once, instead of retrying into a 4xx for days.
+R_STORE_DAMAGED = Reply(554, "5.3.0", "Mail system error: the mail store is damaged")
+# RFC 5321 section 4.2.3, 452 "insufficient system storage"; RFC 3463 section 3.4, 4.3.1
+# "mail system full": the store is below its free-space reserve; the sender retries later.
+R_DISK_FULL = Reply(452, "4.3.1", "Insufficient system storage, please try again later")
 # RFC 3463 4.7.1 (delivery not authorized, temporary): the per-sender hourly limit (issue 5).
 R_RATE_LIMITED = Reply(
     451,
@@ -368,6 +375,12 @@ class DeliveryService:
                                   for d in local}.values())
                 message = replace(message, local=retry)
                 await self._store.accept_message(message)
+        except DiskFull as exc:  # logged by the store, rate-limited
+            log.debug("message %s refused: %s", queue_id, exc)
+            return DeliveryOutcome(R_DISK_FULL, queue_id, len(stored), 0, 0)
+        except CorruptData as exc:  # counted and logged by the store with the advice
+            log.error("could not store message %s: %s", queue_id, exc)
+            return DeliveryOutcome(R_STORE_DAMAGED, queue_id, len(stored), 0, 0)
         except StoreError:
             log.exception("could not store message %s", queue_id)
             return DeliveryOutcome(R_TEMP_FAILURE, queue_id, len(stored), 0, 0)

@@ -24,6 +24,7 @@ from mailstead.diagnostics.classify import Cause, fix, words
 from mailstead.diagnostics.model import Check, fail, passed, printable, warn
 from mailstead.diagnostics.probe import ProbeSettings, Protocol, Security, Target, probe
 from mailstead.storage.interfaces import QueueEntry
+from mailstead.storage.space import reserve_bytes
 
 CERT_WARN_DAYS = 14
 # RFC 6238 section 5.2 allows one 30-second time step of drift for TOTP codes; beyond that
@@ -272,8 +273,9 @@ def check_queue(entries: Sequence[QueueEntry], now: float | None = None) -> Chec
                 "`mailstead queue retry` tries again at once")
 
 
-def check_disk(data_dir: Path) -> Check:
-    """Free space of the file system holding the data directory."""
+def check_disk(data_dir: Path, reserve_mb: int = 200, reserve_percent: int = 1) -> Check:
+    """Free space of the file system holding the data directory, against the store's
+    free-space reserve (below it new mail is refused, storage/space.py)."""
     try:
         usage = shutil.disk_usage(data_dir)
     except OSError as exc:
@@ -281,6 +283,11 @@ def check_disk(data_dir: Path) -> Check:
                     "check that the data directory exists")
     free_mib = usage.free / MIB
     why = f"{free_mib:,.0f} MiB free of {usage.total / MIB:,.0f} MiB on {data_dir}"
+    reserve = reserve_bytes(usage.total, reserve_mb, reserve_percent)
+    if reserve and usage.free < reserve:
+        return fail("disk space", why + f", under the {reserve / MIB:,.0f} MiB reserve: new "
+                    "mail is refused now (452 4.3.1) until space is freed",
+                    "delete or expunge mail, free other space, or grow the disk now")
     if usage.free < DISK_FAIL_BYTES or usage.free < usage.total * 0.01:
         return fail("disk space", why + ": mail will soon be refused (452 4.3.1)",
                     "free space or grow the disk now")

@@ -76,7 +76,11 @@ async def run_doctor(config: Config, store: Store, *, lookup: Lookup | None = No
         _guard("blocklists", dnsbl),
         _guard("outbound port 25", _one(srv.check_outbound_port25(config, timeout))),
         _guard("queue", _queue(store)),
-        _guard("disk space", _one(asyncio.to_thread(srv.check_disk, config.data_dir))),
+        _guard("disk space", _one(asyncio.to_thread(
+            srv.check_disk, config.data_dir,
+            # The reserve guards the embedded store only (PostgreSQL has its own disk).
+            config.store.reserve_mb if config.store.backend == "sqlite" else 0,
+            config.store.reserve_percent))),
         _guard("clock", _one(srv.check_clock(config, timeout))),
     )
     listener_checks, cert_checks, *rest = parts

@@ -6,11 +6,14 @@ translated once, at the start of each command, and never reach the store.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
+from mailstead.core.errors import CorruptData, NotFound
 from mailstead.imap import names
 from mailstead.imap.base import CommandFailed
+from mailstead.observability.log import log_event_at
 from mailstead.proto.imap import fetch as render
 from mailstead.proto.imap import response
 from mailstead.proto.imap.ast import (
@@ -27,6 +30,8 @@ from mailstead.storage.interfaces import FlagOp, MessageInfo, Store
 
 if TYPE_CHECKING:
     from mailstead.imap.session import IMAPSession
+
+log = logging.getLogger(__name__)
 
 # RFC 9051 section 2.3.2: the system flags a client may set (\Recent may not be stored).
 SYSTEM_FLAGS = {f.lower(): f for f in ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen",
@@ -114,19 +119,31 @@ async def _fetch_messages(
 ) -> None:
     """Renders the FETCH responses of ``uids``, reading only those messages, in batches."""
     unknown_cte = False
+    damaged: list[int] = []
     for k in range(0, len(uids), FETCH_BATCH):
-        if await _fetch_batch(s, cmd, atts, uids[k : k + FETCH_BATCH], since):
+        if await _fetch_batch(s, cmd, atts, uids[k : k + FETCH_BATCH], since, damaged):
             unknown_cte = True
         await s.flush_output()
+    if damaged:
+        # RFC 5530 section 3: SERVERBUG, the server cannot proceed for a reason of its own.
+        # The other messages were answered; the damaged ones were left out (never sent).
+        numbers = damaged if cmd.uid else [n for n in map(view_of(s).seq_of, damaged) if n]
+        # A short list in the text; beyond that a count (the tagged line stays short).
+        listed = (response.sequence_set(sorted(numbers)) if 0 < len(numbers) <= 20
+                  else f"{len(damaged)} messages")
+        raise CommandFailed("NO", f"Stored data of message(s) {listed} is damaged; the "
+                            "administrator has been told", "SERVERBUG")
     if unknown_cte:
         # RFC 3516 section 4.2: a BINARY fetch of an undecodable part.
         raise CommandFailed("NO", "Unknown Content-Transfer-Encoding", "UNKNOWN-CTE")
 
 
 async def _fetch_batch(
-    s: IMAPSession, cmd: Command, atts: list[FetchAtt], uids: list[int], since: int | None
+    s: IMAPSession, cmd: Command, atts: list[FetchAtt], uids: list[int], since: int | None,
+    damaged: list[int],
 ) -> bool:
-    """One batch of ``_fetch_messages``; True when a BINARY item met an unknown encoding."""
+    """One batch of ``_fetch_messages``; True when a BINARY item met an unknown encoding.
+    Messages whose body is damaged or lost are skipped and their UIDs put in ``damaged``."""
     view = view_of(s)
     store = s.ctx.store
     found = await store.get_messages(
@@ -166,7 +183,16 @@ async def _fetch_batch(
         if uid not in seen_now:
             view.set_flags(uid, msg.flags, msg.modseq)
         msg = _with(msg, flags, view.modseqs.get(uid, msg.modseq))
-        body = await bodies.read(msg.blob) if bodies is not None else None
+        try:
+            body = await bodies.read(msg.blob) if bodies is not None else None
+        except CorruptData:  # counted and logged by the store
+            damaged.append(uid)
+            continue
+        except NotFound:  # a row whose body file is gone: the same damage
+            log_event_at(log, logging.ERROR, "imap.body_missing", blob=msg.blob, uid=uid,
+                         mailbox=view.mailbox_id)
+            damaged.append(uid)
+            continue
         result = render.render_fetch(
             msg, seq, with_flags if report else atts,
             body=body, utf8=s.utf8, uid=cmd.uid,

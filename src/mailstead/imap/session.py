@@ -13,7 +13,13 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from mailstead.core.errors import AlreadyExists, NotFound, StoreError
+from mailstead.core.errors import (
+    AlreadyExists,
+    CorruptData,
+    DiskFull,
+    NotFound,
+    StoreError,
+)
 from mailstead.imap import append, auth, idle, mailboxes, messages, quota, searching
 from mailstead.imap.base import Action, CommandFailed, State
 from mailstead.imap.context import IMAPContext, IMAPSettings
@@ -210,6 +216,16 @@ class IMAPSession:
             self.tagged(cmd.tag, "NO", "No such mailbox", "NONEXISTENT")
         except AlreadyExists:
             self.tagged(cmd.tag, "NO", "Mailbox already exists", "ALREADYEXISTS")
+        except CorruptData as exc:  # logged and counted where it was found
+            log.error("IMAP %s met damaged stored data: %s", cmd.name, exc)
+            # RFC 5530 section 3: SERVERBUG; retrying cannot help until an admin repairs it.
+            self.tagged(cmd.tag, "NO", "Stored data is damaged; the administrator has been "
+                        "told", "SERVERBUG")
+        except DiskFull as exc:  # the store logs it, rate-limited
+            log.debug("IMAP %s refused: %s", cmd.name, exc)
+            # RFC 5530 section 3: UNAVAILABLE, a temporary failure; the client may retry.
+            self.tagged(cmd.tag, "NO", "The server is short of disk space; delete mail or "
+                        "try again later", "UNAVAILABLE")
         except StoreError:
             log.exception("store failure in %s", cmd.name)
             self.tagged(cmd.tag, "NO", "Temporary storage failure, try again later",

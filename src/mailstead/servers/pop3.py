@@ -26,7 +26,7 @@ from typing import Protocol
 
 from mailstead.accounts.login import LoginFailure
 from mailstead.accounts.service import AccountService
-from mailstead.core.errors import StoreError
+from mailstead.core.errors import CorruptData, StoreError
 from mailstead.observability.log import log_event, log_event_at
 from mailstead.proto.pop3 import replies
 from mailstead.proto.pop3.events import (
@@ -48,6 +48,12 @@ from mailstead.storage.interfaces import MailboxInfo, MessageInfo, SharedStateSt
 log = logging.getLogger("mailstead.pop3")
 
 R_READ_FAILED = replies.err("Cannot read this message now, try again later", "SYS/TEMP")
+# RFC 3206 section 4: SYS/PERM, a system error a retry will not cure (a damaged body, or a
+# damaged database the administrator must repair: `mailstead verify`).
+R_STORE_DAMAGED = replies.err("The mail store is damaged; the administrator has been told",
+                              "SYS/PERM")
+R_DAMAGED = replies.err("This message is damaged on the server; the administrator has been told",
+                        "SYS/PERM")
 R_APP_PASSWORD = replies.err(
     "Two-factor authentication is on for this account: use an app-specific password", "AUTH"
 )
@@ -383,7 +389,8 @@ class POP3Server:
                       error=str(exc))
             await self._maildrops.unlock(account.id, state.holder)
             state.account_id = None
-            core.login_failed(replies.SYS_TEMP)
+            core.login_failed(R_STORE_DAMAGED if isinstance(exc, CorruptData)
+                              else replies.SYS_TEMP)
             return
         state.user = account.address
         state.drop = drop
@@ -399,6 +406,11 @@ class POP3Server:
         info = state.drop.messages[event.number - 1]
         try:
             data = await self._store.read_blob(info.blob)
+        except CorruptData as exc:  # counted and logged by the store; the session goes on
+            log_event(log, "pop3.message_damaged", client=state.client, user=state.user,
+                      uid=info.uid, error=str(exc))
+            core.message_unavailable(R_DAMAGED)
+            return
         except (StoreError, OSError) as exc:
             log_event(log, "pop3.read_failed", client=state.client, user=state.user,
                       uid=info.uid, error=str(exc))

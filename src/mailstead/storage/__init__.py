@@ -28,6 +28,11 @@ async def open_store(data_dir: Path, config: StoreConfig | None = None) -> Store
         from mailstead.storage.postgres.store import PostgresStore
 
         return await PostgresStore.open(config.dsn, config.pool_size)
+    from mailstead.storage.space import SpaceGuard
     from mailstead.storage.sqlite.store import SQLiteStore
 
-    return await SQLiteStore.open(data_dir)
+    if config is None:
+        return await SQLiteStore.open(data_dir)
+    space = SpaceGuard(data_dir, reserve_mb=config.reserve_mb,
+                       reserve_percent=config.reserve_percent)
+    return await SQLiteStore.open(data_dir, quick=config.check_at_start, space=space)

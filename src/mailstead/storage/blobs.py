@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Literal
 
 from mailstead.core.errors import NotFound
+from mailstead.storage.integrity import Integrity
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}\Z")
 _FILE_MODE = 0o600
@@ -63,8 +64,16 @@ def is_blob_name(name: str) -> bool:
 class BlobStore:
     """The blob tree under ``root``. Thread-safe: it holds no state besides the paths."""
 
-    def __init__(self, root: Path, *, parallelism: int = 16, sync: SyncMode | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        parallelism: int = 16,
+        sync: SyncMode | None = None,
+        integrity: Integrity | None = None,
+    ) -> None:
         self.root = root
+        self.integrity = integrity if integrity is not None else Integrity()
         self._root = str(root)
         self._parallelism = parallelism
         # Second-level directories seen to exist, so a batch does not stat them again (blobs
@@ -117,12 +126,22 @@ class BlobStore:
     def exists(self, name: str) -> bool:
         return os.path.exists(self._file(name))
 
-    def read(self, name: str) -> bytes:
-        """The bytes of blob ``name``; raises NotFound."""
+    def read_quiet(self, name: str) -> bytes | None:
+        """The bytes of blob ``name`` if present and intact, else None, reporting nothing."""
         try:
-            return self.path(name).read_bytes()
+            data = self.path(name).read_bytes()
+        except (FileNotFoundError, NotFound):
+            return None
+        return data if self.integrity.intact(name, data) else None
+
+    def read(self, name: str) -> bytes:
+        """The bytes of blob ``name``, checked against their name; raises NotFound, and
+        CorruptData when the file holds other bytes (a disk or a hand damaged it)."""
+        try:
+            data = self.path(name).read_bytes()
         except FileNotFoundError:
             raise NotFound(f"no such blob: {name}") from None
+        return self.integrity.check_blob(name, data)
 
     def write(self, name: str, data: bytes) -> None:
         """Makes one blob durable with per-file fsyncs (for big bodies written outside a batch:

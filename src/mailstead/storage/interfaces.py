@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Protocol
 
+from mailstead.storage.integrity import Integrity
+
 # The folders every account gets at creation, with their RFC 6154 special-use attribute.
 DEFAULT_MAILBOXES: tuple[tuple[str, str | None], ...] = (
     ("INBOX", None),
@@ -668,6 +670,8 @@ class Store(
     # True when other Mailstead nodes may share this store (PostgreSQL): then state that one
     # process could keep in memory (login failure counts, the POP3 lock) must live here.
     networked: bool
+    # Integrity failures met by this store's reads (damaged bodies and pages), counted.
+    integrity: Integrity
 
     async def close(self) -> None: ...
 
@@ -727,10 +731,16 @@ class Store(
     async def list_messages(self, account_id: int, mailbox: str) -> list[MessageInfo]: ...
 
     async def read_blob(self, blob: str) -> bytes:
-        """Raises NotFound."""
+        """The body, checked against its SHA-256 name. Raises NotFound, and CorruptData
+        (logged and counted in ``integrity``) when the stored bytes differ."""
+
+    async def verify_bodies(self) -> tuple[int, list[str], list[str]]:
+        """(bodies referenced, missing, damaged) for ``mailstead verify``: every body a
+        message or queue row needs, checked against its SHA-256 name; changes nothing."""
 
     async def read_blobs(self, blobs: Sequence[str]) -> dict[str, bytes]:
-        """The bodies of ``blobs`` in one read, by name; names not found are left out. For
+        """The bodies of ``blobs`` in one read, by name; names not found or whose bytes fail
+        their SHA-256 are left out (``read_blob`` of such a name reports why). For
         FETCH of many messages, where a read per body costs a round trip on a networked
         store."""
 

@@ -36,7 +36,7 @@ from typing import Any
 
 import asyncpg
 
-from mailstead.core.errors import NotFound, StoreError
+from mailstead.core.errors import CorruptData, NotFound, StoreError
 from mailstead.storage.blobs import BlobStore
 from mailstead.storage.postgres.base import MIGRATION_LOCK
 from mailstead.storage.sqlite.store import DB_NAME, SQLiteStore, connect
@@ -447,6 +447,8 @@ class _Transfer:
         row behind); a lost or damaged body a message or queue row needs stops the copy."""
         try:
             data = self.blobs.read(name)
+        except CorruptData:
+            problem = "is damaged (its SHA-256 differs from its name)"
         except (NotFound, OSError) as exc:
             problem = f"cannot be read ({exc})"
         else:

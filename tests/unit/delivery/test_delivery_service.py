@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mailstead.core.address import parse_address
+from mailstead.core.errors import CorruptData, DiskFull, StoreError
 from mailstead.delivery.headers import (
     field_value,
     from_addresses,
@@ -298,3 +299,32 @@ def test_from_addresses_and_received() -> None:
     assert trace.count(b"\r\n") == 3
     assert b"[IPv6:::1]" in trace
     assert b"for <" not in trace
+
+
+@pytest.mark.parametrize(
+    ("error", "reply"),
+    [
+        # RFC 5321 4.2.3 / RFC 3463 4.3.1: below the free-space reserve, retry later.
+        (DiskFull("the disk is almost full"), (452, "4.3.1")),
+        # RFC 3463 5.3.0: a damaged store, which a retry cannot cure.
+        (CorruptData("the database is damaged"), (554, "5.3.0")),
+        (StoreError("database write failed: busy"), (451, "4.3.0")),
+    ],
+)
+def test_store_failures_get_their_own_reply(
+    loop: asyncio.AbstractEventLoop, store: Store, monkeypatch: pytest.MonkeyPatch,
+    error: StoreError, reply: tuple[int, str],
+) -> None:
+    svc = DeliveryService(store, "mail.example.test", clock=lambda: NOW)
+    mx = SessionInfo(client_ip="192.0.2.1", submission=False, helo="client.test", esmtp=True)
+    txn = Transaction(sender=parse_address("x@remote.test"))
+    assert run(loop, svc.check_recipient(mx, txn, parse_address("alice@example.test"))).code \
+        == 250
+
+    async def failing(_message: object) -> None:
+        raise error
+
+    monkeypatch.setattr(store, "accept_message", failing)
+    outcome = run(loop, svc.deliver(mx, txn, b"Subject: hi\r\n\r\nhello\r\n"))
+    assert (outcome.reply.code, outcome.reply.enhanced) == reply
+    assert outcome.local == 0

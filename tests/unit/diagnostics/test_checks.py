@@ -141,6 +141,10 @@ def test_queue_summary() -> None:
 def test_disk_space(tmp_path: Path) -> None:
     assert srv.check_disk(tmp_path).status in (Status.PASS, Status.WARN, Status.FAIL)
     assert srv.check_disk(tmp_path / "missing").status is Status.FAIL
+    # A reserve of the whole filesystem: under it now, so mail is refused (452 4.3.1).
+    under = srv.check_disk(tmp_path, reserve_mb=1024 * 1024 * 1024, reserve_percent=100)
+    assert under.status is Status.FAIL
+    assert "reserve" in under.why
 
 
 def test_doctor_config(tmp_path: Path) -> None:

@@ -25,7 +25,8 @@ from typing import Any
 
 import asyncpg
 
-from mailstead.core.errors import StoreError
+from mailstead.core.errors import CorruptData, DiskFull, StoreError
+from mailstead.storage.integrity import VERIFY_HINT, Integrity
 from mailstead.storage.migrate import load_migrations
 from mailstead.storage.postgres.fts import BackgroundIndexer
 from mailstead.storage.watch import Watch, WatchHub
@@ -37,14 +38,24 @@ CHANNEL = "mailstead_changes"
 MIGRATION_LOCK = 0x6D61696C73746561  # "mailstea"
 # How long the listener waits before reconnecting after losing its connection.
 RECONNECT_DELAY = 1.0
+# PostgreSQL error codes (Appendix A, class XX): a damaged table or index page.
+CORRUPTION_STATES = frozenset({"XX001", "XX002"})
+# Class 53: disk_full; a temporary failure the caller answers as a full disk (452 4.3.1).
+DISK_FULL_STATE = "53100"
 
 
 @contextlib.asynccontextmanager
 async def db_errors(what: str = "database operation") -> AsyncIterator[None]:
-    """Turns driver and connection errors into StoreError (the caller answers 4xx/NO)."""
+    """Turns driver and connection errors into StoreError (the caller answers 4xx/NO), and a
+    damaged page (data_corrupted, index_corrupted) into CorruptData (permanent)."""
     try:
         yield
     except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+        if getattr(exc, "sqlstate", None) in CORRUPTION_STATES:
+            log.error("store.database_corrupt: %s failed: %s; %s", what, exc, VERIFY_HINT)
+            raise CorruptData(f"{what} failed, the database is damaged: {exc}") from exc
+        if getattr(exc, "sqlstate", None) == DISK_FULL_STATE:
+            raise DiskFull(f"{what} failed, the database server's disk is full") from exc
         raise StoreError(f"{what} failed: {exc}") from exc
 
 
@@ -57,6 +68,7 @@ class PgBase:
         self.dsn = dsn
         self.pool = pool
         self.hub = hub
+        self.integrity = Integrity()
         self._listener: asyncpg.Connection | None = None
         self._listen_task: asyncio.Task[None] | None = None
         self._closed = False

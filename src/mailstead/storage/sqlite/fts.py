@@ -20,7 +20,7 @@ import sqlite3
 import time
 from collections.abc import Iterable
 
-from mailstead.core.errors import NotFound, StoreError
+from mailstead.core.errors import StoreError
 from mailstead.storage.blobs import BlobStore
 from mailstead.storage.textindex import (
     IndexText,
@@ -60,7 +60,7 @@ def prepare(blobs: BlobStore, names: Iterable[str], deadline: float | None = Non
             break
         try:
             text = extract(blobs.read(name))
-        except (OSError, NotFound) as exc:
+        except (OSError, StoreError) as exc:  # missing, or damaged (CorruptData, logged)
             log.warning("cannot index blob %s: %s", name, exc)
             text = IndexText("", "", complete=False)
         out.append((name, text))
@@ -165,7 +165,7 @@ def _scan_incomplete(
         if name not in texts:
             try:
                 texts[name] = extract(blobs.read(name), limit=2**62)
-            except (OSError, NotFound):
+            except (OSError, StoreError):
                 texts[name] = None
         full = texts[name]
         if full is None:

@@ -77,7 +77,7 @@ class Unmeasured:
             return known
         try:
             data = self.blobs.read(blob)
-        except (NotFound, OSError) as exc:
+        except (StoreError, OSError) as exc:  # missing, or damaged (CorruptData)
             # RETR of this message fails anyway; report the stored size and try again on
             # the next listing rather than recording a guess.
             log.warning("cannot measure message body %s: %s", blob[:80], exc)

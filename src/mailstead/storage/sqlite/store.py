@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import functools
 import logging
 import os
@@ -35,7 +36,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
-from mailstead.core.errors import NotFound, StoreError
+from mailstead.core.errors import DiskFull, NotFound, StoreError
 from mailstead.storage.blobs import BlobStore, blob_hash
 from mailstead.storage.interfaces import (
     AcceptResult,
@@ -61,7 +62,8 @@ from mailstead.storage.interfaces import (
     address_key,
 )
 from mailstead.storage.migrate import migrate_sqlite
-from mailstead.storage.sqlite import admin, fts, mailboxes, messages, outbound, security
+from mailstead.storage.space import SpaceGuard
+from mailstead.storage.sqlite import admin, check, fts, mailboxes, messages, outbound, security
 from mailstead.storage.sqlite import admin as admin_sql
 from mailstead.storage.sqlite import shared as shared_sql
 from mailstead.storage.sqlite import sieve as sieve_sql
@@ -101,6 +103,17 @@ def connect(path: Path, *, writer: bool) -> sqlite3.Connection:
     return conn
 
 
+def _end_read(conn: sqlite3.Connection) -> None:
+    """Ends a read transaction; after a failed statement (a damaged page) COMMIT may fail
+    too, and then the snapshot is dropped with ROLLBACK so the connection stays usable."""
+    try:
+        conn.execute("COMMIT")
+    except sqlite3.Error:
+        if conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+
+
 def _account(row: tuple[int, str, str, float]) -> Account:
     return Account(int(row[0]), row[1], row[2], float(row[3]))
 
@@ -127,6 +140,8 @@ class SQLiteStore:
         self._writer = writer
         self._read = read_conn
         self.blobs = blobs
+        self.integrity = blobs.integrity
+        self.space = SpaceGuard(data_dir)
         self._local = threading.local()
         self._reader_conns: list[sqlite3.Connection] = []
         self._reader_lock = threading.Lock()
@@ -134,13 +149,19 @@ class SQLiteStore:
         self._closed = False
 
     @classmethod
-    async def open(cls, data_dir: Path) -> SQLiteStore:
+    async def open(
+        cls, data_dir: Path, *, quick: bool = True, space: SpaceGuard | None = None
+    ) -> SQLiteStore:
         """Opens (creating and migrating as needed) the store in ``data_dir``. A coroutine
-        because it does file I/O; raises StoreError (e.g. for a newer schema)."""
-        return await asyncio.to_thread(cls.open_blocking, data_dir)
+        because it does file I/O; raises StoreError (e.g. for a newer schema), and
+        CorruptData when ``PRAGMA quick_check`` (skipped when not ``quick``) finds damage.
+        ``space`` guards the free-space reserve (default: 200 MiB or 1%, see space.py)."""
+        return await asyncio.to_thread(cls.open_blocking, data_dir, quick=quick, space=space)
 
     @classmethod
-    def open_blocking(cls, data_dir: Path) -> SQLiteStore:
+    def open_blocking(
+        cls, data_dir: Path, *, quick: bool = True, space: SpaceGuard | None = None
+    ) -> SQLiteStore:
         """``open`` without a running loop (a thread, or before ``asyncio.run``)."""
         try:
             data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -148,6 +169,11 @@ class SQLiteStore:
             db_path = data_dir / DB_NAME
             wconn = connect(db_path, writer=True)
             try:
+                # A damaged file is refused before anything writes to it (migrations
+                # included): the admin gets one line that says to run `mailstead verify`.
+                if quick and (problems := check.quick_check(wconn)):
+                    blobs.integrity.database_corrupt("the start-up check", problems[0])
+                    raise check.startup_refusal(db_path, data_dir, problems)
                 migrate_sqlite(wconn)
                 os.chmod(db_path, 0o600)
                 rconn = connect(db_path, writer=False)
@@ -155,11 +181,17 @@ class SQLiteStore:
                 wconn.close()
                 raise
         except sqlite3.Error as exc:
+            if check.is_corruption(exc):
+                raise check.startup_refusal(data_dir / DB_NAME, data_dir, [str(exc)]) from exc
             raise StoreError(f"cannot open the database in {data_dir}: {exc}") from exc
         except OSError as exc:
             raise StoreError(f"cannot open the data directory {data_dir}: {exc}") from exc
         hub = WatchHub()
-        return cls(data_dir, Writer(wconn, blobs, hub=hub), rconn, blobs, hub)
+        guard = space if space is not None else SpaceGuard(data_dir)
+        writer = Writer(wconn, blobs, hub=hub, space=guard)
+        store = cls(data_dir, writer, rconn, blobs, hub)
+        store.space = guard
+        return store
 
     async def close(self) -> None:
         """Writes everything already submitted, then closes every connection. Idempotent."""
@@ -186,7 +218,7 @@ class SQLiteStore:
         try:
             return self._read.execute(sql, args).fetchall()
         except sqlite3.Error as exc:
-            raise StoreError(f"database read failed: {exc}") from exc
+            raise check.store_error(exc, "read", self.integrity) from exc
 
     def _reader_conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
@@ -202,13 +234,14 @@ class SQLiteStore:
 
         def run() -> T:
             conn = self._reader_conn()
-            conn.execute("BEGIN")  # one consistent snapshot for multi-statement reads
             try:
-                return fn(conn)
+                conn.execute("BEGIN")  # one consistent snapshot for multi-statement reads
+                try:
+                    return fn(conn)
+                finally:
+                    _end_read(conn)
             except sqlite3.Error as exc:
-                raise StoreError(f"database read failed: {exc}") from exc
-            finally:
-                conn.execute("COMMIT")
+                raise check.store_error(exc, "read", self.integrity) from exc
 
         return await asyncio.get_running_loop().run_in_executor(self._readers, run)
 
@@ -330,6 +363,9 @@ class SQLiteStore:
         self._check_open()
         if not message.local and not message.remote:
             raise StoreError("a message needs at least one local or remote recipient")
+        # New mail stops at the reserve; what is left is for deleting (space.py). A message
+        # costs its body plus rows and index text, counted as about as much again.
+        self.space.check("a new message", 2 * len(message.data))
         data = message.data
         if len(data) > LARGE_BLOB:
             name, wire = await asyncio.to_thread(self._write_large, data)
@@ -342,6 +378,8 @@ class SQLiteStore:
         try:
             self.blobs.write(name, data)
         except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise DiskFull("the disk is full: could not write the message") from exc
             raise StoreError("could not write the message to disk") from exc
         return name, wire_shape(data)
 
@@ -396,14 +434,18 @@ class SQLiteStore:
         except OSError as exc:
             raise StoreError(f"cannot read blob {blob}: {exc}") from exc
 
+    async def verify_bodies(self) -> tuple[int, list[str], list[str]]:
+        return await self._in_reader(lambda conn: check.damaged_blobs(conn, self.blobs))
+
     async def read_blobs(self, blobs: Sequence[str]) -> dict[str, bytes]:
         self._check_open()
 
         def run() -> dict[str, bytes]:
             out: dict[str, bytes] = {}
             for name in dict.fromkeys(blobs):
-                with contextlib.suppress(NotFound):
-                    out[name] = self.blobs.read(name)
+                data = self.blobs.read_quiet(name)
+                if data is not None:
+                    out[name] = data
             return out
 
         try:  # one hop to a reader thread for the lot
@@ -590,6 +632,8 @@ class SQLiteStore:
     async def copy_messages(
         self, src_mailbox_id: int, uids: Sequence[int], dst_mailbox_id: int, *, move: bool = False
     ) -> list[tuple[int, int]]:
+        if not move:  # a MOVE adds rows but removes as many; a COPY only adds
+            self.space.check("a copy of messages")
         touched: set[int] = set()
         wanted = tuple(uids)
         return await self._write(
@@ -623,7 +667,7 @@ class SQLiteStore:
         try:
             return mailboxes.get_quota(self._read, account_id)
         except sqlite3.Error as exc:
-            raise StoreError(f"database read failed: {exc}") from exc
+            raise check.store_error(exc, "read", self.integrity) from exc
 
     async def set_quota(self, account_id: int, limit: int | None) -> None:
         await self._write(lambda c: mailboxes.set_quota(c, account_id, limit))
@@ -669,7 +713,7 @@ class SQLiteStore:
         try:
             return security.list_app_passwords(self._read, account_id)
         except sqlite3.Error as exc:
-            raise StoreError(f"database read failed: {exc}") from exc
+            raise check.store_error(exc, "read", self.integrity) from exc
 
     async def revoke_app_password(self, account_id: int, name: str) -> None:
         await self._write(lambda c: security.revoke_app_password(c, account_id, name))
@@ -693,7 +737,7 @@ class SQLiteStore:
         try:
             return security.active_blocks(self._read, now)
         except sqlite3.Error as exc:
-            raise StoreError(f"database read failed: {exc}") from exc
+            raise check.store_error(exc, "read", self.integrity) from exc
 
     async def remove_block(self, network: str) -> bool:
         return await self._write(lambda c: security.remove_block(c, network))
@@ -708,7 +752,7 @@ class SQLiteStore:
         try:
             return admin_sql.is_admin(self._read, account_id)
         except sqlite3.Error as exc:
-            raise StoreError(f"database read failed: {exc}") from exc
+            raise check.store_error(exc, "read", self.integrity) from exc
 
     async def list_admin_ids(self) -> list[int]:
         return await self._in_reader(admin_sql.list_admin_ids)
@@ -733,7 +777,7 @@ class SQLiteStore:
         try:
             return spam_sql.greylist_network_seen(self._read, network)  # one indexed row
         except sqlite3.Error as exc:
-            raise StoreError(f"database read failed: {exc}") from exc
+            raise check.store_error(exc, "read", self.integrity) from exc
 
     async def greylist_prune(self, before: float) -> int:
         return await self._write(lambda c: spam_sql.greylist_prune(c, before))
@@ -773,7 +817,7 @@ class SQLiteStore:
         try:
             return sieve_sql.active_script(self._read, account_id)
         except sqlite3.Error as exc:
-            raise StoreError(f"database read failed: {exc}") from exc
+            raise check.store_error(exc, "read", self.integrity) from exc
 
     async def sieve_mailbox_exists(self, account_id: int, name: str) -> bool:
         """Whether a fileinto target exists (not part of ``SieveStore``: ``SieveRunner`` uses
@@ -784,7 +828,7 @@ class SQLiteStore:
         try:
             return sieve_sql.mailbox_exists(self._read, account_id, name)
         except sqlite3.Error as exc:
-            raise StoreError(f"database read failed: {exc}") from exc
+            raise check.store_error(exc, "read", self.integrity) from exc
 
     async def set_active_sieve_script(self, account_id: int, name: str | None) -> None:
         await self._write(lambda c: sieve_sql.set_active(c, account_id, name))
@@ -844,7 +888,7 @@ class SQLiteStore:
         try:
             return web_sql.get(self._read, key)
         except sqlite3.Error as exc:
-            raise StoreError(f"database read failed: {exc}") from exc
+            raise check.store_error(exc, "read", self.integrity) from exc
 
     async def touch_web_session(self, key: str, last_seen: float) -> None:
         await self._write(lambda c: web_sql.touch(c, key, last_seen))

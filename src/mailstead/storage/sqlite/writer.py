@@ -16,6 +16,7 @@ about 0.5% of its time, so the delivery path is not slowed (bench/smtp_inbound.p
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import queue
 import sqlite3
@@ -26,11 +27,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, TypeVar
 
-from mailstead.core.errors import NotFound, StoreError
+from mailstead.core.errors import DiskFull, NotFound, StoreError
 from mailstead.storage.blobs import BlobStore, blob_hash
 from mailstead.storage.flags import canonical_flags
 from mailstead.storage.interfaces import AcceptResult, IncomingMessage
-from mailstead.storage.sqlite import fts
+from mailstead.storage.space import SpaceGuard
+from mailstead.storage.sqlite import check, fts
 from mailstead.storage.watch import WatchHub
 
 log = logging.getLogger(__name__)
@@ -49,6 +51,14 @@ INDEX_IDLE_BUDGET = 0.1
 INDEX_BUSY_INTERVAL = 2.0
 INDEX_BUSY_BUDGET = 0.01
 INDEX_CHUNK = 64
+INDEX_BACKOFF_MIN = 1.0
+INDEX_BACKOFF_MAX = 60.0
+
+
+def _index_cost(docs: fts.Prepared) -> int:
+    """Bytes the index of ``docs`` may take on disk: the trigram FTS5 index measured about
+    4.1 times its text (content included), so 5 times, to be safe."""
+    return 5 * sum(len(text.header) + len(text.body) for _, text in docs)
 
 
 def inbox_name(name: str) -> str:
@@ -136,8 +146,12 @@ class Writer:
         *,
         parallelism: int = 16,
         hub: WatchHub | None = None,
+        space: SpaceGuard | None = None,
     ) -> None:
         self._conn = conn
+        self._space = space
+        self._index_retry = 0.0  # monotonic time before which a failed index waits
+        self._index_backoff = INDEX_BACKOFF_MIN
         self._blobs = blobs
         self._hub = hub
         self._index_due = True  # a previous run may have left blobs to index
@@ -216,8 +230,8 @@ class Writer:
         while True:
             first = self._next(idle)
             if first is None:
-                idle = True
-                self._index_step(INDEX_IDLE_BUDGET)
+                # Paused (reserve, back-off): wait INDEX_IDLE again rather than spin.
+                idle = self._index_step(INDEX_IDLE_BUDGET)
                 continue
             idle = False
             items = [first]
@@ -248,11 +262,15 @@ class Writer:
             ):
                 self._index_step(INDEX_BUSY_BUDGET)
 
-    def _index_step(self, budget: float) -> None:
+    def _index_step(self, budget: float) -> bool:
         """Indexes pending blobs for about ``budget`` seconds, one transaction per chunk; the
         index needs no fsync of its own (a crash only leaves blobs pending again), so the
-        commits use ``synchronous=NORMAL``."""
+        commits use ``synchronous=NORMAL``. False when it did not run (paused)."""
         self._last_index = time.monotonic()
+        if self._last_index < self._index_retry:
+            return False
+        if self._space is not None and self._space.low():
+            return False  # paused below the free-space reserve; resumes when space is back
         deadline = self._last_index + budget
         conn = self._conn
         while True:
@@ -260,8 +278,14 @@ class Writer:
                 names = fts.pending_blobs(conn, INDEX_CHUNK)
                 if not names:
                     self._index_due = False
-                    return
+                    return True
                 docs = fts.prepare(self._blobs, names, deadline)
+                if self._space is not None and not self._space.admit(_index_cost(docs)):
+                    # Too big for the space above the reserve: wait for space, backing off
+                    # as after a failure (each try reads and extracts the chunk again).
+                    self._index_retry = time.monotonic() + self._index_backoff
+                    self._index_backoff = min(self._index_backoff * 2, INDEX_BACKOFF_MAX)
+                    return False
                 conn.execute("PRAGMA synchronous = NORMAL")
                 try:
                     conn.execute("BEGIN IMMEDIATE")
@@ -271,10 +295,23 @@ class Writer:
                     self._rollback()
                     conn.execute("PRAGMA synchronous = FULL")
             except sqlite3.Error as exc:
-                log.warning("full-text indexing failed, retrying later: %s", exc)
-                return
+                if check.is_corruption(exc):
+                    # Reported (and counted) once; the index waits for the next delivery.
+                    self._index_due = False
+                    check.store_error(exc, "full-text indexing", self._blobs.integrity)
+                    return False
+                # Back off (doubling, up to a minute), so a failure that lasts (a full disk)
+                # is retried, and logged, a few times a minute rather than every 0.2 s.
+                log.warning("full-text indexing failed, retrying in %.0f s: %s",
+                            self._index_backoff, exc)
+                self._index_retry = time.monotonic() + self._index_backoff
+                self._index_backoff = min(self._index_backoff * 2, INDEX_BACKOFF_MAX)
+                return False
+            self._index_backoff = INDEX_BACKOFF_MIN
             if time.monotonic() >= deadline or not self._queue.empty():
-                return
+                return True
+            if self._space is not None and self._space.low():
+                return False  # the chunk just written reached the reserve
 
     def _publish(self, accounts: set[int]) -> None:
         if self._hub is not None and accounts:
@@ -309,7 +346,7 @@ class Writer:
         except sqlite3.Error as exc:
             self._rollback()
             log.warning("store write failed: %s", exc)
-            self._resolve(op, None, StoreError(f"database write failed: {exc}"))
+            self._resolve(op, None, check.store_error(exc, "write", self._blobs.integrity))
         except Exception as exc:  # a bug in fn: report it to the caller, keep the thread alive
             self._rollback()
             self._resolve(op, None, exc)
@@ -328,7 +365,9 @@ class Writer:
             )
         except OSError as exc:
             log.error("blob write failed for a batch of %d: %s", len(ops), exc)
-            error = StoreError("could not write the message to disk")
+            error = (DiskFull("the disk is full: could not write the message")
+                     if exc.errno in (errno.ENOSPC, errno.EDQUOT)
+                     else StoreError("could not write the message to disk"))
             for op in ops:
                 self._resolve(op, None, error)
             return
@@ -352,7 +391,7 @@ class Writer:
         except sqlite3.Error as exc:
             self._rollback()
             log.error("commit failed for a batch of %d: %s", len(ops), exc)
-            error = StoreError(f"database write failed: {exc}")
+            error = check.store_error(exc, "write", self._blobs.integrity)
             for op in ops:
                 self._resolve(op, None, error)
             return
