@@ -14,13 +14,13 @@ from typing import TYPE_CHECKING
 
 from mailstead.accounts.service import AccountService
 from mailstead.config import Config, HostPort
+from mailstead.core.budget import ByteBudget
 from mailstead.core.errors import ConfigError
 from mailstead.core.nodeid import node_name
 from mailstead.delivery.service import DeliveryService
 from mailstead.filters.pipeline import Pipeline, Stage
 from mailstead.filters.spam import JunkLearner
 from mailstead.imap.context import IMAPContext
-from mailstead.imap.spool import ByteBudget
 from mailstead.maintenance import (
     FIRST_DELAY,
     HOURLY,

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mailstead.accounts.service import AccountService
-from mailstead.imap.spool import ByteBudget
+from mailstead.core.budget import ByteBudget
 from mailstead.storage.interfaces import Store
 
 

@@ -1,5 +1,6 @@
 """APPEND messages too large to hold in memory while they arrive: one unnamed temporary file
-per literal, and one budget for the octets all sessions may read back at once to commit.
+per literal; the octets all sessions may read back at once to commit are bounded by one
+``core.budget.ByteBudget``.
 
 Many clients uploading large messages slowly then cost disk, not RAM; only the commits, which
 need the whole message (to parse it once and hand it to the store), hold it in memory, and
@@ -9,9 +10,7 @@ together they stay within the budget.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import tempfile
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import IO
 
@@ -39,34 +38,3 @@ class LiteralSpool:
 
     def close(self) -> None:
         self._file.close()
-
-
-class ByteBudget:
-    """Octets that commits in progress may hold at once, shared by every session. A request
-    larger than the whole budget is cut to it, so one message of any allowed size can always
-    commit (alone)."""
-
-    def __init__(self, total: int) -> None:
-        self.total = max(1, total)
-        self.used = 0
-        self._waiters: list[asyncio.Future[None]] = []
-
-    @contextlib.asynccontextmanager
-    async def hold(self, octets: int) -> AsyncIterator[None]:
-        """Waits until ``octets`` fit, holds them for the body of the ``async with``."""
-        n = max(0, min(octets, self.total))
-        while self.used + n > self.total:
-            waiter = asyncio.get_running_loop().create_future()
-            self._waiters.append(waiter)
-            try:
-                await waiter
-            finally:
-                self._waiters.remove(waiter)
-        self.used += n
-        try:
-            yield
-        finally:
-            self.used -= n
-            for waiter in self._waiters:
-                if not waiter.done():
-                    waiter.set_result(None)

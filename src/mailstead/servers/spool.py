@@ -16,9 +16,9 @@ import io
 import logging
 import os
 import secrets
-from collections.abc import AsyncIterator
 from pathlib import Path
 
+from mailstead.core.budget import ByteBudget
 from mailstead.core.reply import Reply
 
 log = logging.getLogger("mailstead.smtp")
@@ -34,35 +34,6 @@ _DIR_MODE = 0o700
 R_NO_ROOM = Reply(452, "4.3.1", "Insufficient system storage, try again later")
 
 
-class ByteGate:
-    """Bytes that may be held at once by the callers of ``hold``; the others wait."""
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = max(1, capacity)
-        self.used = 0
-        self._waiters: list[asyncio.Future[None]] = []
-
-    @contextlib.asynccontextmanager
-    async def hold(self, size: int) -> AsyncIterator[None]:
-        size = min(max(0, size), self.capacity)
-        while self.used + size > self.capacity:
-            waiter = asyncio.get_running_loop().create_future()
-            self._waiters.append(waiter)
-            try:
-                await waiter
-            finally:
-                with contextlib.suppress(ValueError):
-                    self._waiters.remove(waiter)
-        self.used += size
-        try:
-            yield
-        finally:
-            self.used -= size
-            for waiter in self._waiters:
-                if not waiter.done():
-                    waiter.set_result(None)
-
-
 class SpoolLimits:
     """The process-wide budgets of unfinished SMTP transactions, and their temp directory."""
 
@@ -74,7 +45,7 @@ class SpoolLimits:
         self.disk_budget = disk_budget
         self.memory_used = 0
         self.disk_used = 0
-        self.commits = ByteGate(memory_budget)
+        self.commits = ByteBudget(memory_budget)
 
     def room_for(self, size: int) -> bool:
         """Whether a message of ``size`` octets (a MAIL SIZE= declaration) fits now."""

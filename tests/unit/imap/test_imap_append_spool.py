@@ -7,7 +7,8 @@ from collections.abc import Callable
 
 from imap_driver import Body, World
 
-from mailstead.imap.spool import ByteBudget, LiteralSpool
+from mailstead.core.budget import ByteBudget
+from mailstead.imap.spool import LiteralSpool
 from mailstead.proto.imap.framing import CommandFrame, Literal
 from mailstead.proto.imap.parser import parse_command
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from mailstead.imap.spool import ByteBudget, LiteralSpool
+from mailstead.core.budget import ByteBudget
+from mailstead.imap.spool import LiteralSpool
 
 
 def test_spool_reads_back_what_was_written(tmp_path: Path) -> None:

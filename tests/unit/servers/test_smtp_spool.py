@@ -12,11 +12,11 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mailstead.core.budget import ByteBudget
 from mailstead.servers.spool import (
     MEMORY_THRESHOLD,
     R_NO_ROOM,
     SPOOL_PREFIX,
-    ByteGate,
     Spool,
     SpoolLimits,
 )
@@ -163,7 +163,7 @@ def test_read_returns_what_was_written(chunks: list[bytes]) -> None:
 
 def test_byte_gate_bounds_what_is_held_at_once() -> None:
     async def main() -> list[int]:
-        gate = ByteGate(100)
+        gate = ByteBudget(100)
         peaks: list[int] = []
 
         async def commit(size: int) -> None:
