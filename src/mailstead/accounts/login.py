@@ -158,6 +158,7 @@ class Guard:
         self._trusted = tuple(ipaddress.ip_network(n) for n in settings.trusted_networks)
         self._blocks: dict[str, float] = {}
         self._blocks_read_at = float("-inf")
+        self._blocks_reading: asyncio.Future[None] | None = None
         self._made: dict[str, tuple[float, float]] = {}  # blocks made lately: (at, until)
         self._pending: list[LoginRecord] = []
         self._flusher: asyncio.Task[None] | None = None
@@ -180,22 +181,32 @@ class Guard:
         the owner: an outage never blocks anyone new)."""
         now = self._clock()
         if now - self._blocks_read_at >= BLOCK_CACHE_SECONDS:
-            self._blocks_read_at = now  # one read at a time; the others use the copy
-            try:
-                rows = await self._store.active_blocks(now)
-            except StoreError as exc:
-                log_event_at(log, logging.WARNING, "security.blocks_unreadable", error=str(exc))
-                self._blocks_read_at = float("-inf")
-            else:
-                # A block this process made shortly before or during the read may not be
-                # in it yet (it is stored after a few awaits): it stays, or a burst would
-                # pass the limit again meanwhile.
-                self._made = {n: m for n, m in self._made.items()
-                              if m[0] > now - BLOCK_CACHE_SECONDS}
-                self._blocks = {b.network: b.until for b in rows}
-                self._blocks.update({n: until for n, (_, until) in self._made.items()})
+            if self._blocks_reading is None:
+                # One read at a time: the attempts that arrive meanwhile wait for the same
+                # read rather than judging by the stale copy (a block stored moments ago by
+                # another node or the CLI would let them through).
+                self._blocks_reading = asyncio.ensure_future(self._read_blocks(now))
+            # Shielded: one client hanging up does not cancel the read the others wait for.
+            await asyncio.shield(self._blocks_reading)
         until = self._blocks.get(network)
         return until is not None and until > now
+
+    async def _read_blocks(self, now: float) -> None:
+        try:
+            rows = await self._store.active_blocks(now)
+        except StoreError as exc:
+            log_event_at(log, logging.WARNING, "security.blocks_unreadable", error=str(exc))
+        else:
+            # A block this process made shortly before or during the read may not be in it
+            # yet (it is stored after a few awaits): it stays, or a burst would pass the
+            # limit again meanwhile.
+            self._made = {n: m for n, m in self._made.items()
+                          if m[0] > now - BLOCK_CACHE_SECONDS}
+            self._blocks = {b.network: b.until for b in rows}
+            self._blocks.update({n: until for n, (_, until) in self._made.items()})
+            self._blocks_read_at = now
+        finally:
+            self._blocks_reading = None
 
     async def admit(
         self, network: str, account: str, place: int, *, trusted: bool = False
