@@ -295,3 +295,34 @@ def test_a_network_over_the_limit_here_is_refused_without_asking_the_store() -> 
             assert reads == [network]  # this node's own count sufficed
 
     asyncio.run(body())
+
+
+def test_logins_during_a_block_list_read_wait_for_it() -> None:
+    """A block stored by another node (or the CLI) holds for every attempt that arrives while
+    this node re-reads the list: they wait for that read, none judges by the stale copy."""
+    async def body() -> None:
+        async with cluster(postgres()) as world:
+            guard = world.b.svc.guard
+            network = network_key(ATTACKER)
+            assert not await guard.blocked(network)  # B's copy: no blocks
+            for i in range(SETTINGS.max_failures):
+                await world.a.login(f"guess-{i}")  # A blocks the network in the store
+            world.now += 2  # B's copy is due for a re-read
+            gate = asyncio.Event()
+            read = world.b.store.active_blocks
+
+            async def slow(now: float):  # type: ignore[no-untyped-def]
+                await gate.wait()
+                return await read(now)
+
+            world.b.store.active_blocks = slow  # type: ignore[method-assign]
+            first = asyncio.ensure_future(guard.blocked(network))
+            await asyncio.sleep(0)  # the first attempt starts the read
+            later = [asyncio.ensure_future(world.b.login(PASSWORD)) for _ in range(3)]
+            await asyncio.sleep(0.05)
+            assert not any(task.done() for task in later)
+            gate.set()
+            assert await first
+            assert [(await t).reason for t in later] == [LoginFailure.BLOCKED] * 3
+
+    asyncio.run(body())
