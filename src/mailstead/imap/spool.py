@@ -14,6 +14,8 @@ import tempfile
 from pathlib import Path
 from typing import IO
 
+from mailstead.core.writeback import Writeback
+
 
 class LiteralSpool:
     """The octets of one literal on disk, as they arrive."""
@@ -22,11 +24,15 @@ class LiteralSpool:
         # TemporaryFile is unlinked at once (O_TMPFILE on Linux): a crash leaves nothing.
         self._file: IO[bytes] = tempfile.TemporaryFile(dir=directory)  # noqa: SIM115 (closed by close())
         self.size = 0
+        self._writeback = Writeback()
 
     def write(self, data: bytes) -> None:
         """Appends a chunk (a page-cache write of at most one read's worth)."""
         self._file.write(data)
         self.size += len(data)
+        if self._writeback.due(len(data)):
+            self._file.flush()
+            self._writeback.start(self._file.fileno())
 
     async def read(self) -> bytes:
         """Everything written, read back off the event loop."""

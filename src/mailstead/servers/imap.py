@@ -228,6 +228,7 @@ class IMAPServer:
                     async with asyncio.timeout(timeout):
                         data = await stream.read()
                     conn.command_done()
+                    await conn.pace(len(data))
                 else:
                     async with asyncio.timeout_at(conn.command_deadline(timeout)):
                         data = await stream.read()

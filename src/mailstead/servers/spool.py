@@ -20,6 +20,7 @@ from pathlib import Path
 
 from mailstead.core.budget import ByteBudget
 from mailstead.core.reply import Reply
+from mailstead.core.writeback import Writeback
 
 log = logging.getLogger("mailstead.smtp")
 
@@ -83,6 +84,7 @@ class Spool:
         self._file: io.BufferedRandom | None = None
         self._path: Path | None = None
         self._on_disk = 0  # disk budget taken by this message
+        self._writeback = Writeback()
         self._failed: Reply | None = None
         self.size = 0
 
@@ -127,6 +129,9 @@ class Spool:
             # On disk the message holds no memory but the file's write buffer.
             self._release_memory()
             self._file.write(chunk)
+            if self._writeback.due(pending):
+                self._file.flush()
+                self._writeback.start(self._file.fileno())
         except OSError:
             log.exception("cannot write the SMTP spool file")
             self._fail()
@@ -176,6 +181,7 @@ class Spool:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self._path)
             self._path = None
+            self._writeback = Writeback()
         self._limits.disk_used -= self._on_disk
         self._on_disk = 0
 
