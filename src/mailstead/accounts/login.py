@@ -38,6 +38,7 @@ from mailstead.accounts.throttle import (
     rate_limited,
 )
 from mailstead.core.errors import StoreError
+from mailstead.core.network import parse_ip
 from mailstead.core.secret import Secret
 from mailstead.observability.log import log_event, log_event_at
 from mailstead.storage.interfaces import (
@@ -167,13 +168,8 @@ class Guard:
         self.stats = GuardStats()
 
     def trusted(self, client_ip: str) -> bool:
-        try:
-            addr = ipaddress.ip_address(client_ip.split("%", 1)[0])
-        except ValueError:
-            return False
-        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-            addr = addr.ipv4_mapped
-        return any(addr in net for net in self._trusted)
+        addr = parse_ip(client_ip)
+        return addr is not None and any(addr in net for net in self._trusted)
 
     async def blocked(self, network: str) -> bool:
         """Whether ``network`` is blocked now, from a copy of the store's block table at most

@@ -32,6 +32,7 @@ from collections import deque
 from typing import Protocol
 
 from mailstead.core.errors import StoreError
+from mailstead.core.network import network_key as network_key  # the unit counted
 from mailstead.observability.log import log_event_at
 from mailstead.storage.interfaces import SharedStateStore
 
@@ -39,20 +40,6 @@ log = logging.getLogger("mailstead.security")
 
 MAX_KEYS = 100_000
 ACCOUNT_HISTORY = 64
-
-
-def network_key(ip: str) -> str:
-    """The unit that is counted and blocked: ``192.0.2.7`` or ``2001:db8:1:2::/64``.
-    IPv4-mapped IPv6 counts as IPv4; an unparsable peer (a Unix socket...) counts as itself."""
-    try:
-        addr = ipaddress.ip_address(ip.split("%", 1)[0])
-    except ValueError:
-        return ip[:64] or "unknown"
-    if isinstance(addr, ipaddress.IPv6Address):
-        if addr.ipv4_mapped is not None:
-            return str(addr.ipv4_mapped)
-        return str(ipaddress.IPv6Network((addr, 64), strict=False))
-    return str(addr)
 
 
 def parse_network(text: str) -> str:

@@ -8,11 +8,12 @@ least progress, idle longest first, rather than being turned away itself.
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Protocol, TypeVar
+
+from mailstead.core.network import network_key
 
 # A session must have been idle this long before it may be shed: a client that has just
 # connected (or just been answered) is not yet slow, only new.
@@ -36,21 +37,9 @@ class SlotPolicy:
 
 
 def address_key(ip: str, ipv4_prefix: int = 32, ipv6_prefix: int = 64) -> str:
-    """The client a connection counts against for the per-address limit: its IPv4 address
-    (or ``ipv4_prefix`` network), or the IPv6 ``ipv6_prefix`` network (a /64 by default, as
-    one site gets a whole /64 and can use any of its 2**64 addresses). An IPv4-mapped IPv6
-    address counts as the IPv4 address; a zone index is ignored; anything unparsable counts
-    as itself."""
-    try:
-        addr = ipaddress.ip_address(ip.split("%", 1)[0])
-    except ValueError:
-        return ip
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        addr = addr.ipv4_mapped
-    prefix = ipv4_prefix if addr.version == 4 else ipv6_prefix
-    if prefix >= addr.max_prefixlen:
-        return str(addr)
-    return str(ipaddress.ip_network((addr, prefix), strict=False))
+    """The client a connection counts against for the per-address limit: the same unit as
+    login failures and blocks (``core.network.network_key``), with configurable prefixes."""
+    return network_key(ip, ipv4_prefix, ipv6_prefix)
 
 
 class Tier(IntEnum):
