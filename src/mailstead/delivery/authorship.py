@@ -26,9 +26,13 @@ _SINGLE = ("from", "sender")
 # Resent blocks (RFC 5322 section 3.6.6) name the author of the resending; any number.
 _RESENT = ("resent-from", "resent-sender")
 # What a reader takes for an address: local@domain with a dotted domain. Loose on purpose:
-# "carol @ b.test" or a full-width at sign is no real address, but it reads as one.
+# "carol @ b.test" or a full-width at sign is no real address, but it reads as one. Linear in
+# the text (a display name is as long as the sender likes): a match starts only where a
+# token starts (the lookbehind), and the possessive quantifiers never give back, so no start
+# position rescans what the one before it read.
+_DELIMS = r"\s<>()\[\]\"',;:@\uff20"
 _LOOKS_LIKE_ADDRESS = re.compile(
-    r"[^\s<>()\[\]\"',;:@\uff20]+\s*[@\uff20]\s*[\w-]+(?:\.[\w-]+)+")
+    rf"(?<![^{_DELIMS}])[^{_DELIMS}]++\s*+[@\uff20]\s*+[\w-]+(?:\.[\w-]+)+")
 
 R_NO_FROM = Reply(550, "5.6.0", "Message has no valid From: header (RFC 5322 section 3.6)")
 R_SEVERAL = Reply(550, "5.6.0", "Message has more than one {name}: field; RFC 5322 section 3.6 "
