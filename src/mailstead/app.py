@@ -43,6 +43,7 @@ from mailstead.sieve.delivery import SieveRunner
 from mailstead.sieve.limits import SieveLimits
 from mailstead.storage import open_store
 from mailstead.storage.interfaces import Store
+from mailstead.storage.space import SpaceGuard
 from mailstead.web.server import WebServer, start_web
 
 if TYPE_CHECKING:
@@ -339,8 +340,14 @@ async def run(config: Config) -> None:
             filters=pipeline,
             sieve=_sieve_runner(config, store),
         )
+        # The spool is on this node's disk whatever the store: the embedded store's guard,
+        # or one of its own for the data directory of a PostgreSQL node.
+        space = getattr(store, "space", None)
+        if not isinstance(space, SpaceGuard):
+            space = SpaceGuard(config.data_dir, reserve_mb=config.store.reserve_mb,
+                               reserve_percent=config.store.reserve_percent)
         spool = SpoolLimits(config.data_dir / "tmp", config.smtp.spool_memory_budget,
-                            config.smtp.spool_disk_budget)
+                            config.smtp.spool_disk_budget, room=space.admit)
         spool.prepare()
         for port in _SMTP_PORTS:
             address: HostPort | None = getattr(config.listen, port.name)

@@ -72,7 +72,10 @@ def send(h: Harness, address: str, token: str) -> tuple[int, bytes]:
         client.ehlo("client.example.test")
         client.mail("sender@remote.test")
         client.rcpt(address)
-        return client.data(make_message(token, to=address))
+        try:
+            return client.data(make_message(token, to=address))
+        except smtplib.SMTPDataError as exc:  # refused at DATA already (nothing to spool)
+            return exc.smtp_code, exc.smtp_error
 
 
 def until(what: str, condition: object, timeout: float) -> None:

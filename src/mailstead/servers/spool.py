@@ -16,6 +16,8 @@ import io
 import logging
 import os
 import secrets
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from mailstead.core.budget import ByteBudget
@@ -27,6 +29,7 @@ log = logging.getLogger("mailstead.smtp")
 # Content up to this size stays in memory; beyond it goes to a temp file.
 MEMORY_THRESHOLD = 64 * 1024
 SPOOL_PREFIX = "smtp-"
+WARN_INTERVAL = 60.0  # seconds between two warnings about refused messages
 _FILE_MODE = 0o600
 _DIR_MODE = 0o700
 
@@ -38,15 +41,34 @@ R_NO_ROOM = Reply(452, "4.3.1", "Insufficient system storage, try again later")
 class SpoolLimits:
     """The process-wide budgets of unfinished SMTP transactions, and their temp directory."""
 
-    def __init__(self, directory: Path, memory_budget: int, disk_budget: int) -> None:
+    def __init__(self, directory: Path, memory_budget: int, disk_budget: int,
+                 room: Callable[[int], bool] | None = None) -> None:
         """``memory_budget``: bytes in memory over all open messages (and again for those
-        being read back at the commit); ``disk_budget``: bytes of all temp files."""
+        being read back at the commit); ``disk_budget``: bytes of all temp files; ``room``:
+        whether that many more bytes fit above the data directory's free-space reserve
+        (``SpaceGuard.admit``), so unfinished messages never eat the space deletions need."""
+        self.room = room
         self.directory = directory
+        self._warned = -float("inf")
+        self._refusals = 0
         self.memory_budget = memory_budget
         self.disk_budget = disk_budget
         self.memory_used = 0
         self.disk_used = 0
         self.commits = ByteBudget(memory_budget)
+
+    def refused(self, what: str) -> None:
+        """Counts a message refused for room, warning at most once per ``WARN_INTERVAL``
+        (a flood of refusals must not flood the log too)."""
+        self._refusals += 1
+        now = time.monotonic()
+        if now - self._warned < WARN_INTERVAL:
+            return
+        self._warned = now
+        log.warning("SMTP spool: %s (%d refused; memory %d/%d, disk %d/%d, or the data "
+                    "directory is below its free-space reserve)", what, self._refusals,
+                    self.memory_used, self.memory_budget, self.disk_used, self.disk_budget)
+        self._refusals = 0
 
     def room_for(self, size: int) -> bool:
         """Whether a message of ``size`` octets (a MAIL SIZE= declaration) fits now."""
@@ -94,10 +116,9 @@ class Spool:
         self.close()
         limits = self._limits
         if (limits.memory_used + MEMORY_THRESHOLD > limits.memory_budget
-                or limits.disk_used >= limits.disk_budget):
-            log.warning("SMTP spool budget exhausted (memory %d/%d, disk %d/%d)",
-                        limits.memory_used, limits.memory_budget, limits.disk_used,
-                        limits.disk_budget)
+                or limits.disk_used >= limits.disk_budget
+                or (limits.room is not None and not limits.room(0))):
+            limits.refused("no room")
             return R_NO_ROOM
         limits.memory_used += MEMORY_THRESHOLD
         self._reserved = MEMORY_THRESHOLD
@@ -112,9 +133,9 @@ class Spool:
             return
         limits = self._limits
         pending = len(self._buf) + len(chunk)
-        if limits.disk_used + pending > limits.disk_budget:
-            log.warning("SMTP spool disk budget exhausted (%d/%d)", limits.disk_used,
-                        limits.disk_budget)
+        if limits.disk_used + pending > limits.disk_budget or (
+                limits.room is not None and not limits.room(pending)):
+            limits.refused("no room on disk")
             self._fail()
             return
         try:

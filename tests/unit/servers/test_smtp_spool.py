@@ -178,3 +178,25 @@ def test_byte_gate_bounds_what_is_held_at_once() -> None:
     peaks = asyncio.run(main())
     assert len(peaks) == 5
     assert max(peaks) <= 100
+
+
+def test_the_free_space_reserve_is_not_spent_on_unfinished_messages(tmp_path: Path) -> None:
+    """Below the data directory's reserve a new message is refused (452 4.3.1) and one that
+    outgrows memory fails instead of writing its file: that space is for deletions."""
+    free = [10 * MIB]
+
+    def room(size: int) -> bool:
+        return free[0] - size >= 0
+
+    limits = SpoolLimits(tmp_path / "tmp", 4 * MEMORY_THRESHOLD, 64 * MIB, room=room)
+    limits.prepare()
+    spool = Spool(limits)
+    assert spool.open() is None
+    free[0] = MEMORY_THRESHOLD  # the disk fills meanwhile
+    spool.write(b"x" * (2 * MEMORY_THRESHOLD))
+    assert spool.failure() == R_NO_ROOM
+    assert not _files(limits)
+    spool.close()
+    free[0] = -1  # below the reserve
+    assert spool.open() == R_NO_ROOM
+    assert limits.memory_used == 0
