@@ -23,6 +23,7 @@ from mailstead.config.loader import load_config, parse_config
 from mailstead.config.model import CONFIG_FILE_NAME
 from mailstead.config.values import BadValue, parse_dsn
 from mailstead.storage.transfer import Progress, TransferReport, copy_to_postgres, safe_dsn
+from mailstead.storage.verify import VerifyReport, repair_store, verify_store
 
 MIGRATE_DESCRIPTION = """\
 Copy this installation's embedded store (DATA/mailstead.db and the message bodies in
@@ -47,18 +48,33 @@ example:
       --to postgresql://mailstead@127.0.0.1/mailstead --switch"""
 
 VERIFY_DESCRIPTION = """\
-Check the whole store and change nothing. The embedded store: PRAGMA integrity_check of
-DATA/mailstead.db (every page, record and index) and every message body in DATA/blobs/ that a
-message or the queue refers to, against its SHA-256 name. PostgreSQL: every body's SHA-256,
-computed by the database (check its pages with pg_amcheck). Prints what is wrong and exits 1
-when anything is; `mailstead serve` runs the quick part (PRAGMA quick_check) at every start
-and refuses a damaged database.
+Check the whole store; change nothing unless --repair is given. The server may be running:
+the rows are read in one snapshot, which never blocks deliveries.
 
-To repair a damaged database: stop the server, keep a copy of the data directory, then restore
-DATA/mailstead.db from a backup, or rebuild it with the sqlite3 shell:
+Checked: the database (the embedded store: PRAGMA integrity_check of DATA/mailstead.db; check
+PostgreSQL's pages with pg_amcheck); every message body a message or the queue refers to exists
+and matches its SHA-256 name; each message's size (and size in CRLF form, and whether its last
+line ends) agrees with its body; per mailbox, UIDNEXT is above every UID and HIGHESTMODSEQ at or
+above every MODSEQ; per account, the quota usage agrees with its messages; no orphan bodies (no
+message or queue row refers to them, older than an hour, since a delivery writes its body just
+before its row) and no temp leftovers in DATA/blobs/; no text-index document without its body.
+Prints what was checked, then each fault on its own line; exits 1 on any fault, 0 when clean.
+
+--repair fixes what needs no guessing, safely while the server runs: UIDNEXT and HIGHESTMODSEQ
+are raised to what the messages need (never lowered: clients keep UIDs, RFC 9051 section
+2.3.1.1), quota usage is recomputed, orphan bodies and temp leftovers are removed. It lists what
+it could not fix: a missing or damaged body is restored from a backup (mailstead restore, or the
+file of the same name from a backup's blobs directory: the same name holds the same bytes).
+
+A damaged database is not repaired here: stop the server, keep a copy of the data directory,
+then restore DATA/mailstead.db from a backup, or rebuild it with the sqlite3 shell:
   sqlite3 DATA/mailstead.db .recover | sqlite3 DATA/recovered.db
-and move recovered.db to mailstead.db. A damaged or missing body is restored from a backup of
-DATA/blobs/ (the same name holds the same bytes)."""
+and move recovered.db to mailstead.db."""
+
+VERIFY_EPILOG = """\
+example:
+  mailstead verify --data-dir /var/lib/mailstead
+  mailstead verify --data-dir /var/lib/mailstead --repair"""
 
 # Bodies named in full in the output; the rest are counted.
 VERIFY_SHOWN = 20
@@ -248,28 +264,68 @@ def switch_config(path: Path, data_dir: Path, dsn: str) -> None:
         os.close(dir_fd)
 
 
-def verify(ctx: Context, args: argparse.Namespace) -> int:
-    from mailstead.storage.verify import verify_store
+def _faults(ctx: Context, kind: str, lines: list[str]) -> None:
+    """Prints at most VERIFY_SHOWN of ``lines``, then how many more there are."""
+    for line in lines[:VERIFY_SHOWN]:
+        ctx.out(f"  {line}")
+    if len(lines) > VERIFY_SHOWN:
+        ctx.out(f"  ... and {len(lines) - VERIFY_SHOWN} more {kind}")
 
-    data_dir = ctx.existing_data_dir(args.data_dir)
-    config = load_config(data_dir)
-    report = asyncio.run(verify_store(data_dir, config.store))
-    where = data_dir / "mailstead.db" if report.backend == "sqlite" else safe_dsn(config.store.dsn)
+
+def _print_report(ctx: Context, report: VerifyReport, where: str) -> None:
     ctx.out(f"database {where}: "
             + ("ok" if not report.database else f"{len(report.database)} problem(s)"))
     for problem in report.database:
         ctx.out(f"  {problem}")
+    ctx.out(f"checked {report.accounts} accounts, {report.mailboxes} mailboxes, "
+            f"{report.messages} messages, {report.files} stored bodies")
     ctx.out(f"message bodies: {report.bodies} checked, {len(report.damaged)} damaged, "
             f"{len(report.missing)} missing")
     for kind, names in (("damaged", report.damaged), ("missing", report.missing)):
-        for name in names[:VERIFY_SHOWN]:
-            ctx.out(f"  {kind} {name}")
-        if len(names) > VERIFY_SHOWN:
-            ctx.out(f"  ... and {len(names) - VERIFY_SHOWN} more {kind}")
+        _faults(ctx, kind, [f"{kind} {name}" for name in names])
+    _faults(ctx, "messages", report.lost)
+    sections = (
+        ("sizes", "message sizes", report.sizes),
+        ("counters", "mailbox counters", report.counters),
+        ("accounts", "quota usage", report.usage),
+        ("orphans", "orphan bodies", [f"orphan body {n}" for n in report.orphans]),
+        ("temp files", "temp leftovers", [f"temp leftover {p}" for p in report.temps]),
+        ("documents", "text index", report.index),
+    )
+    for kind, title, lines in sections:
+        ctx.out(f"{title}: " + (f"{len(lines)} fault(s)" if lines else "ok"))
+        _faults(ctx, kind, lines)
+
+
+def verify(ctx: Context, args: argparse.Namespace) -> int:
+    data_dir = ctx.existing_data_dir(args.data_dir)
+    config = load_config(data_dir)
+    report = asyncio.run(verify_store(data_dir, config.store))
+    where = str(data_dir / "mailstead.db") if report.backend == "sqlite" else safe_dsn(
+        config.store.dsn)
+    _print_report(ctx, report, where)
     if report.ok:
         ctx.out("verify: the store is sound")
         return 0
-    ctx.out("verify: the store is damaged; see `mailstead verify --help` for the repair")
+    if not args.repair:
+        ctx.out("verify: the store is damaged; `mailstead verify --repair` fixes counters and "
+                "orphans, see `mailstead verify --help`")
+        return 1
+    done = asyncio.run(repair_store(data_dir, report, config.store)) if report.fixable else []
+    for line in done:
+        ctx.out(f"repaired: {line}")
+    after = asyncio.run(verify_store(data_dir, config.store))
+    if after.ok:
+        ctx.out("verify: repaired; the store is sound")
+        return 0
+    ctx.out("not repaired (restore these from a backup: `mailstead restore`, or the files of "
+            "the same name from a backup's blobs directory):")
+    _faults(ctx, "messages", after.lost or [f"body {n}" for n in after.missing + after.damaged])
+    left = [*after.database, *after.sizes, *after.counters, *after.usage, *after.index,
+            *(f"orphan body {n}" for n in after.orphans),
+            *(f"temp leftover {p}" for p in after.temps)]
+    _faults(ctx, "faults", left)
+    ctx.out("verify: the store is still damaged")
     return 1
 
 
@@ -279,8 +335,12 @@ def register(
     group: Callable[..., argparse._SubParsersAction[argparse.ArgumentParser]],
 ) -> None:
     """Adds the ``store`` command group and ``verify`` to the parser tree of cli/main.py."""
-    add(sub, "verify", verify, "check the database and every message body, change nothing",
-        description=VERIFY_DESCRIPTION)
+    p = add(sub, "verify", verify,
+            "check the database, every message body and the counters; --repair fixes them",
+            description=VERIFY_DESCRIPTION, epilog=VERIFY_EPILOG)
+    p.add_argument("--repair", action="store_true",
+                   help="raise UIDNEXT/HIGHESTMODSEQ, recompute quota usage, remove orphan "
+                   "bodies and temp leftovers; list the bodies to restore from a backup")
     store = group(sub, "store", "move the store to PostgreSQL (several nodes, one database)")
     p = add(
         store,

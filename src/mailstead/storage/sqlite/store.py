@@ -535,6 +535,15 @@ class SQLiteStore:
 
         return await self._write(run)
 
+    async def repair_contents(
+        self, orphans: list[str], temps: list[str], grace: float = 3600.0
+    ) -> list[str]:
+        """``mailstead verify --repair``: counters, quota usage, dangling index documents and
+        the given orphan bodies in one IMMEDIATE transaction of the writer (see
+        ``check.repair``), then the temp leftovers; returns what was done."""
+        done = await self._write(lambda c: check.repair(c, self.blobs, orphans, grace))
+        return done + await asyncio.to_thread(check.remove_temps, temps, grace)
+
     # Mailbox access for IMAP and POP3 (interfaces.MailStore) -------------------------------
 
     async def get_mailbox(self, account_id: int, name: str) -> MailboxInfo | None:
