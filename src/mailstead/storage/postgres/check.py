@@ -32,22 +32,24 @@ _USAGE = (
     "   WHERE b.account_id = a.id)"
     " FROM accounts a ORDER BY a.id"
 )
-# Per message: where it is, what it says, and what its body is (found, intact, length, and
-# whether it ends in LF). The CRLF-form size needs a count of bare LFs, which SQL on bytea
-# cannot take cheaply; it is checked only for not being below the size.
-_MESSAGES = (
-    "SELECT a.address, b.name, m.uid, m.blob, m.size, m.wire_size, m.unterminated,"
-    " x.hash IS NOT NULL, x.hash IS NOT NULL AND encode(sha256(x.data), 'hex') = m.blob,"
-    " octet_length(x.data),"
-    " octet_length(x.data) > 0 AND get_byte(x.data, octet_length(x.data) - 1) <> 10"
-    " FROM messages m JOIN mailboxes b ON b.id = m.mailbox_id"
-    " JOIN accounts a ON a.id = b.account_id LEFT JOIN blobs x ON x.hash = m.blob ORDER BY m.id"
+# Every referenced body once, however many messages share it: found, intact (SHA-256 computed
+# by the server), its length and whether it ends without LF. The CRLF-form size needs a count
+# of bare LFs, which SQL on bytea cannot take cheaply; it is checked only for not being below
+# the size.
+_BODIES = (
+    "WITH wanted AS (SELECT blob FROM messages UNION SELECT blob FROM queue"
+    "  WHERE blob IS NOT NULL)"
+    " SELECT w.blob, x.hash IS NOT NULL,"
+    "  x.hash IS NOT NULL AND encode(sha256(x.data), 'hex') = w.blob,"
+    "  COALESCE(octet_length(x.data), 0),"
+    "  COALESCE(octet_length(x.data) > 0"
+    "   AND get_byte(x.data, octet_length(x.data) - 1) <> 10, false)"
+    " FROM wanted w LEFT JOIN blobs x ON x.hash = w.blob"
 )
-_QUEUE = (
-    "SELECT q.blob, x.hash IS NOT NULL,"
-    " x.hash IS NOT NULL AND encode(sha256(x.data), 'hex') = q.blob"
-    " FROM (SELECT DISTINCT blob FROM queue WHERE blob IS NOT NULL) q"
-    " LEFT JOIN blobs x ON x.hash = q.blob"
+_MESSAGES = (
+    "SELECT a.address, b.name, m.uid, m.blob, m.size, m.wire_size, m.unterminated"
+    " FROM messages m JOIN mailboxes b ON b.id = m.mailbox_id"
+    " JOIN accounts a ON a.id = b.account_id ORDER BY m.id"
 )
 _ORPHANS = (
     "SELECT hash FROM blobs b WHERE created_at < $1"
@@ -82,7 +84,8 @@ async def verify_contents(pool: Any, report: VerifyReport, grace: float) -> None
                     for r in await conn.fetch(_COUNTERS)]
         usage = [AccountUsage(str(r[0]), *map(int, r[1:5])) for r in await conn.fetch(_USAGE)]
         messages = await conn.fetch(_MESSAGES)
-        queue = await conn.fetch(_QUEUE)
+        bodies = {str(r[0]): (bool(r[1]), bool(r[2]), int(r[3]), bool(r[4]))
+                  for r in await conn.fetch(_BODIES)}
         report.orphans = [str(r[0]) for r in await conn.fetch(_ORPHANS, cutoff)]
         index = [str(r[0]) for r in await conn.fetch(_DANGLING_INDEX)]
         report.files = int(await conn.fetchval("SELECT COUNT(*) FROM blobs"))
@@ -101,18 +104,15 @@ async def verify_contents(pool: Any, report: VerifyReport, grace: float) -> None
                          None if r[5] is None else int(r[5]),
                          None if r[6] is None else bool(r[6]))
         rows.append(row)
-        if not r[7]:
-            missing.add(row.blob)
-        elif not r[8]:
-            damaged.add(row.blob)
-        else:
-            report.sizes.extend(_row_faults(row, int(r[9]), bool(r[10])))
-    for r in queue:
-        if not r[1]:
-            missing.add(str(r[0]))
-        elif not r[2]:
-            damaged.add(str(r[0]))
-    report.bodies = len({row.blob for row in rows} | {str(r[0]) for r in queue})
+        found, intact, length, unterminated = bodies[row.blob]
+        if found and intact:
+            report.sizes.extend(_row_faults(row, length, unterminated))
+    for name, (found, intact, _, _) in bodies.items():
+        if not found:
+            missing.add(name)
+        elif not intact:
+            damaged.add(name)
+    report.bodies = len(bodies)
     report.missing, report.damaged = sorted(missing), sorted(damaged)
     report.lost = lost_messages(rows, missing, damaged)
 
