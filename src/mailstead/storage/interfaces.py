@@ -660,9 +660,26 @@ class WebSessionStore(Protocol):
         never push out signed-in ones); returns how many rows went."""
 
 
+# ---------------------------------------------------------------------------------------------
+# Where imported messages came from (migration 0012, interchange/sink.py): a repeated or
+# interrupted import copies only what is missing.
+
+
+class ImportStore(Protocol):
+    async def import_origins(self, mailbox_id: int, source: str) -> dict[str, str]:
+        """The origins of ``source`` recorded in the mailbox, each with the SHA-256 of the
+        message stored for it."""
+
+    async def add_import_origins(
+        self, mailbox_id: int, source: str, rows: Sequence[tuple[str, str]]
+    ) -> None:
+        """Records (origin, blob) pairs of ``source`` in the mailbox; an origin recorded
+        already keeps its row. Raises NotFound when the mailbox is gone."""
+
+
 class Store(
     MailStore, OutboundStore, SecurityStore, SpamStore, SieveStore, SharedStateStore,
-    WebSessionStore, Protocol,
+    WebSessionStore, ImportStore, Protocol,
 ):
     """The whole persistent state of a Mailstead installation (mailbox access included, so
     every service sees one interface)."""

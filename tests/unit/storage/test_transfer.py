@@ -84,6 +84,7 @@ async def _populate(data_dir: Path) -> None:
         await store.store_flags(inbox.id, [4], FlagOp.ADD, ["\\Deleted"])
         await store.expunge(inbox.id)
         await store.copy_messages(inbox.id, [5, 6], projects.id, move=True)
+        await store.add_import_origins(projects.id, "imap://a@old.test", [("7/1", "f" * 64)])
         assert await store.search_text(inbox.id, "number 7", part="body") == {8}
         await store.add_dkim_key(DkimKey("example.test", "ms1r", "rsa-sha256", "PEM", "pub",
                                          now, True))

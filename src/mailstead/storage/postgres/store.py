@@ -4,6 +4,7 @@ mixins beside this file (conventions in base.py)."""
 from __future__ import annotations
 
 from mailstead.storage.postgres.core import CoreMixin
+from mailstead.storage.postgres.imports import ImportMixin
 from mailstead.storage.postgres.mailstore import MailStoreMixin
 from mailstead.storage.postgres.outbound import OutboundMixin
 from mailstead.storage.postgres.security import SecurityMixin
@@ -22,6 +23,7 @@ class PostgresStore(
     SieveMixin,
     SharedStateMixin,
     WebSessionMixin,
+    ImportMixin,
 ):
     """Implements ``mailstead.storage.interfaces.Store``; create with ``await
     PostgresStore.open(dsn)``."""

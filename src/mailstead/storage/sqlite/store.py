@@ -65,6 +65,7 @@ from mailstead.storage.migrate import migrate_sqlite
 from mailstead.storage.space import SpaceGuard
 from mailstead.storage.sqlite import admin, check, fts, mailboxes, messages, outbound, security
 from mailstead.storage.sqlite import admin as admin_sql
+from mailstead.storage.sqlite import imports as imports_sql
 from mailstead.storage.sqlite import shared as shared_sql
 from mailstead.storage.sqlite import sieve as sieve_sql
 from mailstead.storage.sqlite import spam as spam_sql
@@ -880,6 +881,16 @@ class SQLiteStore:
 
     async def prune_auth_failures(self, before: float) -> int:
         return await self._write(lambda c: shared_sql.prune_auth_failures(c, before))
+
+    # Import origins (interfaces.ImportStore, imports.py) ---------------------------------
+
+    async def import_origins(self, mailbox_id: int, source: str) -> dict[str, str]:
+        return await self._in_reader(lambda c: imports_sql.origins(c, mailbox_id, source))
+
+    async def add_import_origins(
+        self, mailbox_id: int, source: str, rows: Sequence[tuple[str, str]]
+    ) -> None:
+        await self._write(lambda c: imports_sql.add(c, mailbox_id, source, rows))
 
     # Web sessions (interfaces.WebSessionStore, websessions.py) ---------------------------
 
