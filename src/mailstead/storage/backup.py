@@ -91,14 +91,16 @@ class Manifest:
         try:
             if not isinstance(data, dict) or data.get("format") != FORMAT:
                 raise BackupError("the manifest has an unknown format")
+            if not isinstance(data["files"], dict) or not isinstance(data["counts"], dict):
+                raise BackupError("the manifest's files and counts must be JSON objects")
             files = []
-            for path, entry in dict(data["files"]).items():
+            for path, entry in data["files"].items():
                 check_relative(str(path))
                 digest, size = str(entry["sha256"]), int(entry["size"])
                 if not is_blob_name(digest) or size < 0:
                     raise BackupError(f"the manifest entry for {path!r} is malformed")
                 files.append(FileEntry(str(path), digest, size))
-            counts = {str(k): int(v) for k, v in dict(data["counts"]).items()}
+            counts = {str(k): int(v) for k, v in data["counts"].items()}
             return cls(
                 created=str(data["created"]),
                 backend=str(data["backend"]),
@@ -117,6 +119,26 @@ def check_relative(path: str) -> None:
     if not path or path.startswith("/") or any(p in ("", ".", "..") for p in parts) \
             or "\\" in path or "\x00" in path:
         raise BackupError(f"the manifest names an unsafe path {path[:80]!r}")
+
+
+def restore_target(data_dir: Path, path: str) -> Path:
+    """Where ``restore`` writes the manifest file ``path``: the database at the top of
+    ``data_dir``, ``files/...`` below it; anything else, or anything that would land outside
+    ``data_dir``, is refused."""
+    check_relative(path)
+    if path == DATABASE:
+        rel = DATABASE
+    elif path.startswith(f"{FILES}/"):
+        rel = path.removeprefix(f"{FILES}/")
+        top = rel.split("/", 1)[0]
+        if top in _SKIPPED:
+            raise BackupError(f"the manifest puts {path[:80]!r} where the store keeps its own")
+    else:
+        raise BackupError(f"the manifest names an unexpected file {path[:80]!r}")
+    target = data_dir / rel
+    if not target.resolve().is_relative_to(data_dir.resolve()):
+        raise BackupError(f"the manifest names an unsafe path {path[:80]!r}")
+    return target
 
 
 def is_snapshot_name(name: str) -> bool:
@@ -221,6 +243,10 @@ def check_files(snapshot: Path, manifest: Manifest, report: CheckReport) -> None
     for entry in manifest.files:
         report.files += 1
         path = snapshot / entry.path
+        if path.is_symlink():
+            # A backup never holds links; one could make restore copy a file from anywhere.
+            report.bad_files.append(f"{entry.path}: a symbolic link, not a file")
+            continue
         try:
             digest, size = sha256_file(path)
         except FileNotFoundError:

@@ -248,6 +248,8 @@ def restore_backup(
         raise BackupError(f"{snapshot} is a {manifest.backend} backup, not an embedded store")
     if data_dir.exists() and (not data_dir.is_dir() or any(data_dir.iterdir())):
         raise BackupError(f"{data_dir} is not empty: restore only into an empty directory")
+    for entry in manifest.files:
+        layout.restore_target(data_dir, entry.path)  # refuse a hostile manifest up front
     report = CheckReport(snapshot.name)
     layout.check_files(snapshot, manifest, report)
     if report.bad_files:
@@ -255,9 +257,7 @@ def restore_backup(
     data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     for entry in manifest.files:
         source = snapshot / entry.path
-        rel = layout.DATABASE if entry.path == layout.DATABASE else \
-            entry.path.removeprefix(f"{layout.FILES}/")
-        target = data_dir / rel
+        target = layout.restore_target(data_dir, entry.path)
         target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         layout.write_durable(target, source.read_bytes(), source.stat().st_mode & 0o777)
         if layout.sha256_file(target)[0] != entry.sha256:
