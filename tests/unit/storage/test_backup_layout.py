@@ -35,6 +35,19 @@ def _manifest(**over: Any) -> dict[str, Any]:
     return data
 
 
+def test_postgresql_manifest_keeps_its_table_order() -> None:
+    m = Manifest("t", "postgresql", "1", 3, {"blobs": 1},
+                 [FileEntry("database/domains.copy", H, 1)], tables=["domains", "accounts"])
+    assert Manifest.from_json(m.to_json()).tables == ["domains", "accounts"]
+    assert "tables" not in json.loads(Manifest("t", "sqlite", "1", 3, {}).to_json())
+
+
+@pytest.mark.parametrize("tables", [["../etc"], ["a/b"], [1], "accounts", ["A"], [""]])
+def test_hostile_table_names_are_refused(tables: Any) -> None:
+    with pytest.raises(BackupError, match="tables are malformed"):
+        Manifest.from_json(json.dumps(_manifest(tables=tables)))
+
+
 def test_manifest_round_trip() -> None:
     m = Manifest(
         created="2026-12-07T17:00:00Z", backend="sqlite", program_version="1.2.3",
