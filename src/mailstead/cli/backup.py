@@ -4,12 +4,16 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 from collections.abc import Callable
 from pathlib import Path
 
 from mailstead.cli.context import CommandError, Context
 from mailstead.cli.progress import ProgressBar, size_text
 from mailstead.config.loader import load_config
+from mailstead.config.model import CONFIG_FILE_NAME
+from mailstead.config.values import BadValue, parse_dsn
+from mailstead.storage import backup as layout
 from mailstead.storage.backup import BackupError, CheckReport
 
 SHOWN = 20
@@ -30,7 +34,9 @@ snapshot is written under snapshots/.partial-* and renamed at the end, so an int
 backup never looks complete. With --verify, check a snapshot (the newest, or --snapshot)
 without restoring it: every file against the manifest, PRAGMA integrity_check of its
 database, every body it needs present in DEST/blobs with its SHA-256; exit 1 on any fault.
-Backups of a PostgreSQL store are not supported yet: use pg_dump for the database."""
+On PostgreSQL the snapshot holds database/<table>.copy instead of mailstead.db: every table
+(bodies included) dumped with binary COPY in one REPEATABLE READ READ ONLY transaction, so it
+is one consistent moment while the nodes go on writing; DEST/blobs is not used."""
 
 BACKUP_EPILOG = """\
 examples:
@@ -42,11 +48,15 @@ Restore a snapshot made by `mailstead backup` (the newest in SRC, or --snapshot 
 empty or not yet existing data directory, checking every file against the manifest and every
 body against its SHA-256 while copying. Then start it with `mailstead serve --data-dir DIR`;
 `mailstead verify --data-dir DIR` checks it. A body missing or damaged in the backup is left
-out and named, and the exit code is 1."""
+out and named, and the exit code is 1. A PostgreSQL backup is loaded into the empty database
+given with --store DSN (the restored mailstead.toml then names it) or the one its config
+names."""
 
 RESTORE_EPILOG = """\
-example:
-  mailstead restore /srv/backup/mail --data-dir /var/lib/mailstead-restored"""
+examples:
+  mailstead restore /srv/backup/mail --data-dir /var/lib/mailstead-restored
+  mailstead restore /srv/backup/mail --data-dir /var/lib/mailstead \\
+      --store postgresql://mail@db.example.test/mail_restored"""
 
 
 def _bar(ctx: Context, unit: str) -> tuple[ProgressBar, Callable[[int, int], None]]:
@@ -76,8 +86,14 @@ def backup(ctx: Context, args: argparse.Namespace) -> int:
     dest = Path(args.dest).expanduser()
     try:
         if args.verify:
-            bar, tick = _bar(ctx, "bodies")
-            report = verify_backup(dest, args.snapshot, tick)
+            snapshot = layout.pick_snapshot(dest, args.snapshot)
+            if layout.load_manifest(snapshot).backend == "postgresql":
+                from mailstead.storage.postgres.backup import verify_backup as verify_pg
+
+                report = verify_pg(dest, snapshot.name)
+            else:
+                bar, tick = _bar(ctx, "bodies")
+                report = verify_backup(dest, snapshot.name, tick)
             ctx.out(f"snapshot {report.snapshot}: {report.files} files, {report.blobs:,} "
                     f"bodies checked")
             _print_faults(ctx, report)
@@ -90,11 +106,8 @@ def backup(ctx: Context, args: argparse.Namespace) -> int:
             raise CommandError("--snapshot goes with --verify")
         data_dir = ctx.existing_data_dir(args.data_dir)
         config = load_config(data_dir)
-        if config.store.backend != "sqlite":
-            raise CommandError(
-                "backup of a PostgreSQL store is not supported yet: dump the database with "
-                "pg_dump and copy the data directory's files"
-            )
+        if config.store.backend == "postgresql":
+            return _backup_pg(ctx, config.store.dsn, data_dir, dest)
         bar, tick = _bar(ctx, "bodies")
         done = take_backup(data_dir, dest, full=args.full, tick=tick)
         bar.finish()
@@ -112,6 +125,40 @@ def backup(ctx: Context, args: argparse.Namespace) -> int:
     return 0
 
 
+def _backup_pg(ctx: Context, dsn: str, data_dir: Path, dest: Path) -> int:
+    from mailstead.storage.postgres.backup import take_backup
+
+    done = asyncio.run(take_backup(dsn, data_dir, dest))
+    ctx.out(f"snapshot {done.snapshot}")
+    ctx.out(f"{done.files} files, {done.tables} tables dumped ({size_text(done.copied_bytes)}); "
+            f"{done.counts.get('accounts', 0):,} account(s), "
+            f"{done.counts.get('messages', 0):,} messages, {done.counts.get('blobs', 0):,} "
+            f"bodies; {done.seconds:.1f} s")
+    return 0
+
+
+def _restore_pg(ctx: Context, args: argparse.Namespace, src: Path, data_dir: Path,
+                snapshot: Path) -> CheckReport:
+    """A PostgreSQL snapshot goes into ``--store`` (the restored config is pointed at it),
+    else into the database its own config names; either must be empty."""
+    from mailstead.cli.store import switch_config
+    from mailstead.storage.postgres.backup import restore_backup as restore_pg
+
+    if args.store:
+        try:
+            dsn = parse_dsn(args.store)
+        except BadValue as exc:
+            raise CommandError(f"--store: {exc}") from None
+    else:
+        dsn = load_config(snapshot / layout.FILES).store.dsn
+    if not dsn:
+        raise CommandError("a PostgreSQL backup needs a database: give --store DSN")
+    report = asyncio.run(restore_pg(src, data_dir, dsn, snapshot.name))
+    if args.store:
+        switch_config(data_dir / CONFIG_FILE_NAME, data_dir, dsn)
+    return report
+
+
 def restore(ctx: Context, args: argparse.Namespace) -> int:
     from mailstead.storage.sqlite.backup import restore_backup
 
@@ -119,7 +166,13 @@ def restore(ctx: Context, args: argparse.Namespace) -> int:
     data_dir = ctx.data_dir(args.data_dir)
     bar, tick = _bar(ctx, "bodies")
     try:
-        report = restore_backup(src, data_dir, args.snapshot, tick)
+        snapshot = layout.pick_snapshot(src, args.snapshot)
+        if layout.load_manifest(snapshot).backend == "postgresql":
+            report = _restore_pg(ctx, args, src, data_dir, snapshot)
+        else:
+            if args.store:
+                raise CommandError("--store goes with a backup of a PostgreSQL store")
+            report = restore_backup(src, data_dir, snapshot.name, tick)
     except BackupError as exc:
         raise CommandError(str(exc)) from None
     except OSError as exc:
@@ -153,3 +206,6 @@ def register(
             description=RESTORE_DESCRIPTION, epilog=RESTORE_EPILOG)
     p.add_argument("src", metavar="SRC", help="the backup directory")
     p.add_argument("--snapshot", metavar="NAME", help="this snapshot, not the newest")
+    p.add_argument("--store", metavar="DSN", help="a PostgreSQL backup: the empty database to "
+                   "load it into (default: the one its config names); the restored config is "
+                   "pointed at it")

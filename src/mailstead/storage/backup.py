@@ -22,6 +22,7 @@ import json
 import os
 import re
 import secrets
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +39,8 @@ DATABASE = "mailstead.db"
 FORMAT = 1
 PARTIAL_PREFIX = ".partial-"
 _SNAPSHOT_NAME = re.compile(r"^\d{8}T\d{6}(\.\d{6})?Z\Z")
+_TABLE_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}\Z")
+DUMP_PREFIX = "database/"
 # Data-dir entries that are not copied as files: the database (snapshotted instead), its
 # WAL/SHM/lock files, the bodies (copied by name) and the spool of messages in flight.
 _SKIPPED = {BLOBS, "tmp", DATABASE, f"{DATABASE}-wal", f"{DATABASE}-shm", f"{DATABASE}-journal"}
@@ -67,6 +70,7 @@ class Manifest:
     schema_version: int
     counts: dict[str, int]
     files: list[FileEntry] = field(default_factory=list)
+    tables: list[str] = field(default_factory=list)  # PostgreSQL: the dump's load order
     format: int = FORMAT
 
     def to_json(self) -> str:
@@ -79,6 +83,8 @@ class Manifest:
             "counts": dict(sorted(self.counts.items())),
             "files": {f.path: {"sha256": f.sha256, "size": f.size} for f in self.files},
         }
+        if self.tables:
+            data["tables"] = list(self.tables)
         return json.dumps(data, indent=2, sort_keys=False) + "\n"
 
     @classmethod
@@ -91,14 +97,20 @@ class Manifest:
         try:
             if not isinstance(data, dict) or data.get("format") != FORMAT:
                 raise BackupError("the manifest has an unknown format")
+            if not isinstance(data["files"], dict) or not isinstance(data["counts"], dict):
+                raise BackupError("the manifest's files and counts must be JSON objects")
             files = []
-            for path, entry in dict(data["files"]).items():
+            for path, entry in data["files"].items():
                 check_relative(str(path))
                 digest, size = str(entry["sha256"]), int(entry["size"])
                 if not is_blob_name(digest) or size < 0:
                     raise BackupError(f"the manifest entry for {path!r} is malformed")
                 files.append(FileEntry(str(path), digest, size))
-            counts = {str(k): int(v) for k, v in dict(data["counts"]).items()}
+            counts = {str(k): int(v) for k, v in data["counts"].items()}
+            tables = data.get("tables", [])
+            if not isinstance(tables, list) or not all(
+                    isinstance(t, str) and _TABLE_NAME.match(t) for t in tables):
+                raise BackupError("the manifest's tables are malformed")
             return cls(
                 created=str(data["created"]),
                 backend=str(data["backend"]),
@@ -106,6 +118,7 @@ class Manifest:
                 schema_version=int(data["schema_version"]),
                 counts=counts,
                 files=files,
+                tables=list(tables),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise BackupError(f"the manifest is malformed ({exc!r})") from None
@@ -117,6 +130,91 @@ def check_relative(path: str) -> None:
     if not path or path.startswith("/") or any(p in ("", ".", "..") for p in parts) \
             or "\\" in path or "\x00" in path:
         raise BackupError(f"the manifest names an unsafe path {path[:80]!r}")
+
+
+def restore_target(data_dir: Path, path: str) -> Path:
+    """Where ``restore`` writes the manifest file ``path``: the database at the top of
+    ``data_dir``, ``files/...`` below it; anything else, or anything that would land outside
+    ``data_dir``, is refused."""
+    check_relative(path)
+    if path == DATABASE:
+        rel = DATABASE
+    elif path.startswith(f"{FILES}/"):
+        rel = path.removeprefix(f"{FILES}/")
+        top = rel.split("/", 1)[0]
+        if top in _SKIPPED:
+            raise BackupError(f"the manifest puts {path[:80]!r} where the store keeps its own")
+    else:
+        raise BackupError(f"the manifest names an unexpected file {path[:80]!r}")
+    target = data_dir / rel
+    if not target.resolve().is_relative_to(data_dir.resolve()):
+        raise BackupError(f"the manifest names an unsafe path {path[:80]!r}")
+    return target
+
+
+def check_restore_target(data_dir: Path, manifest: Manifest) -> None:
+    """Refuses a non-empty ``data_dir`` and any manifest path restore would not write inside
+    it, before anything is written."""
+    if data_dir.exists() and (not data_dir.is_dir() or any(data_dir.iterdir())):
+        raise BackupError(f"{data_dir} is not empty: restore only into an empty directory")
+    for entry in manifest.files:
+        if not entry.path.startswith(DUMP_PREFIX):
+            restore_target(data_dir, entry.path)
+
+
+def restore_files(snapshot: Path, manifest: Manifest, data_dir: Path) -> None:
+    """Copies the snapshot's files (not a PostgreSQL dump) into ``data_dir``, each checked
+    against the manifest after the copy, then fsyncs the directories."""
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for entry in manifest.files:
+        if entry.path.startswith(DUMP_PREFIX):
+            continue
+        source = snapshot / entry.path
+        target = restore_target(data_dir, entry.path)
+        target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        write_durable(target, source.read_bytes(), source.stat().st_mode & 0o777)
+        if sha256_file(target)[0] != entry.sha256:
+            raise BackupError(f"{target} does not match the backup after the copy")
+    for top, _dirs, _files in os.walk(data_dir):
+        fsync_dir(Path(top))
+
+
+def snapshot_name(now: float) -> str:
+    """The directory name of a snapshot taken at ``now``: UTC, sortable, microseconds."""
+    return time.strftime("%Y%m%dT%H%M%S", time.gmtime(now)) + f".{int(now % 1 * 1e6):06d}Z"
+
+
+def copy_data_files(data_dir: Path, partial: Path) -> list[FileEntry]:
+    """Copies the config, keys and other files of ``data_dir`` under ``partial/files/``."""
+    entries = []
+    for path in data_files(data_dir):
+        rel = path.relative_to(data_dir).as_posix()
+        target = partial / FILES / rel
+        target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        write_durable(target, path.read_bytes(), path.stat().st_mode & 0o777)
+        entries.append(FileEntry(f"{FILES}/{rel}", *sha256_file(target)))
+    return entries
+
+
+def finish_snapshot(partial: Path, final: Path, manifest: Manifest) -> None:
+    """Writes the manifest last, makes everything durable, and only then gives the snapshot
+    its name, so an interrupted backup never looks complete."""
+    for top, _dirs, _files in os.walk(partial):
+        fsync_dir(Path(top))
+    write_durable(partial / MANIFEST, manifest.to_json().encode())
+    fsync_dir(partial)
+    os.rename(partial, final)
+    fsync_dir(final.parent)
+
+
+def load_manifest(snapshot: Path) -> Manifest:
+    try:
+        text = (snapshot / MANIFEST).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise BackupError(f"{snapshot} has no {MANIFEST}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BackupError(f"cannot read {snapshot / MANIFEST}: {exc}") from None
+    return Manifest.from_json(text)
 
 
 def is_snapshot_name(name: str) -> bool:
@@ -221,6 +319,10 @@ def check_files(snapshot: Path, manifest: Manifest, report: CheckReport) -> None
     for entry in manifest.files:
         report.files += 1
         path = snapshot / entry.path
+        if path.is_symlink():
+            # A backup never holds links; one could make restore copy a file from anywhere.
+            report.bad_files.append(f"{entry.path}: a symbolic link, not a file")
+            continue
         try:
             digest, size = sha256_file(path)
         except FileNotFoundError:

@@ -110,7 +110,7 @@ def take_backup(
     for d in (dest, snaps, blobs_dst):
         d.mkdir(mode=0o700, parents=True, exist_ok=True)
     now = time.time()
-    name = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now)) + f".{int(now % 1 * 1e6):06d}Z"
+    name = layout.snapshot_name(now)
     partial = snaps / f"{layout.PARTIAL_PREFIX}{name}.{secrets.token_hex(4)}"
     partial.mkdir(mode=0o700)
     try:
@@ -150,15 +150,7 @@ def take_backup(
             layout.fsync_dir(d.parent)
         layout.fsync_dir(blobs_dst)
         entries = [FileEntry(layout.DATABASE, *layout.sha256_file(snap_db))]
-        for path in layout.data_files(data_dir):
-            rel = path.relative_to(data_dir).as_posix()
-            target = partial / layout.FILES / rel
-            target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            data = path.read_bytes()
-            layout.write_durable(target, data, path.stat().st_mode & 0o777)
-            entries.append(FileEntry(f"{layout.FILES}/{rel}", *layout.sha256_file(target)))
-        for top, _dirs, _files in os.walk(partial):
-            layout.fsync_dir(Path(top))
+        entries += layout.copy_data_files(data_dir, partial)
         manifest = Manifest(
             created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
             backend="sqlite",
@@ -167,10 +159,7 @@ def take_backup(
             counts={**counts, "blobs": len(names)},
             files=entries,
         )
-        layout.write_durable(partial / layout.MANIFEST, manifest.to_json().encode())
-        layout.fsync_dir(partial)
-        os.rename(partial, report.snapshot)
-        layout.fsync_dir(snaps)
+        layout.finish_snapshot(partial, report.snapshot, manifest)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
@@ -195,14 +184,7 @@ def _blob_failure(bad: dict[str, list[str]]) -> str:
     return "backup not taken: " + "; ".join(parts)
 
 
-def load_manifest(snapshot: Path) -> Manifest:
-    try:
-        text = (snapshot / layout.MANIFEST).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise BackupError(f"{snapshot} has no {layout.MANIFEST}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BackupError(f"cannot read {snapshot / layout.MANIFEST}: {exc}") from None
-    return Manifest.from_json(text)
+load_manifest = layout.load_manifest
 
 
 def _snapshot_blobs(db: Path, report: CheckReport) -> list[str]:
@@ -246,22 +228,12 @@ def restore_backup(
     manifest = load_manifest(snapshot)
     if manifest.backend != "sqlite":
         raise BackupError(f"{snapshot} is a {manifest.backend} backup, not an embedded store")
-    if data_dir.exists() and (not data_dir.is_dir() or any(data_dir.iterdir())):
-        raise BackupError(f"{data_dir} is not empty: restore only into an empty directory")
+    layout.check_restore_target(data_dir, manifest)
     report = CheckReport(snapshot.name)
     layout.check_files(snapshot, manifest, report)
     if report.bad_files:
         raise BackupError(f"the backup is damaged, nothing restored: {report.bad_files[0]}")
-    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    for entry in manifest.files:
-        source = snapshot / entry.path
-        rel = layout.DATABASE if entry.path == layout.DATABASE else \
-            entry.path.removeprefix(f"{layout.FILES}/")
-        target = data_dir / rel
-        target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        layout.write_durable(target, source.read_bytes(), source.stat().st_mode & 0o777)
-        if layout.sha256_file(target)[0] != entry.sha256:
-            raise BackupError(f"{target} does not match the backup after the copy")
+    layout.restore_files(snapshot, manifest, data_dir)
     names = _snapshot_blobs(data_dir / layout.DATABASE, report)
     src_root, dst_root = src / layout.BLOBS, data_dir / layout.BLOBS
     dirs: set[Path] = set()
