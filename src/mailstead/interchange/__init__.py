@@ -1,0 +1,1 @@
+"""Moving mail in and out: importers from files and other servers, exporters to files."""
