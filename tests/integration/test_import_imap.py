@@ -21,6 +21,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ from email.utils import parsedate_to_datetime
 from pathlib import Path
 
 import pytest
-from helpers import REPO, Harness, child_env
+from helpers import REPO, Harness, add_user, child_env, make_message
 
 from mailstead.core.certs import certificate_fingerprint, generate_self_signed
 from mailstead.proto.imap import mutf7
@@ -216,10 +217,10 @@ class Relay:
 
 
 def _import(h: Harness, address: str, port: int, cert: Path | None, password: str = PASSWORD,
-            extra: tuple[str, ...] = ()) -> subprocess.Popen[str]:
+            extra: tuple[str, ...] = (), user: str = USER) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "mailstead", "import", "imap", "--host", "127.0.0.1",
-         "--port", str(port), "--ssl", "--user", USER, "--password-stdin", "--into", address,
+         "--port", str(port), "--ssl", "--user", user, "--password-stdin", "--into", address,
          "--data-dir", str(h.data_dir), *extra,
          *(("--ca-file", str(cert)) if cert else ())],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -349,3 +350,64 @@ def test_untrusted_certificate_is_refused_with_its_fingerprint(
     assert certificate_fingerprint(dovecot.cert) in err
     assert "--ca-file" in err
     assert "Traceback" not in err
+
+
+def test_import_from_another_mailstead_while_mail_arrives(
+    server: Harness, imap_server: Harness, imap_account: tuple[str, str]
+) -> None:
+    """The source is a second Mailstead instance; a message delivered to the target by SMTP
+    while the import is under way is kept, and the import is still exactly one copy."""
+    source_user = f"s{uuid.uuid4().hex[:10]}@example.test"
+    source_password = f"Pw-{uuid.uuid4().hex}"
+    add_user(server.data_dir, source_user, source_password)
+    folders = {"INBOX": "INBOX", "Sent": "Sent", "Kunden/Müller & Söhne": "Kunden/Müller & Söhne"}
+    with imaplib.IMAP4_SSL("127.0.0.1", server.port("imaps"), ssl_context=server.tls(),
+                           timeout=30) as imap:
+        imap.login(source_user, source_password)
+        imap.create('"' + mutf7.encode("Kunden/Müller & Söhne") + '"')
+        for folder in folders:
+            for n in range(40):
+                flags = "(" + " ".join(FLAG_SETS[n % len(FLAG_SETS)]) + ")"
+                when = time.time() - 86400 * n - 61 * n
+                imap.append('"' + mutf7.encode(folder) + '"', flags,
+                            imaplib.Time2Internaldate(when), _message(folder, n))
+    address, password = imap_account
+    relay = Relay(server.port("imaps"), limit=60_000)
+    token = uuid.uuid4().hex
+    try:
+        proc = _import(imap_server, address, relay.port, server.cert_path,
+                       password=source_password, user=source_user)
+        assert proc.stdin is not None
+        proc.stdin.write(source_password + "\n")
+        proc.stdin.flush()
+        deadline = time.monotonic() + 60
+        while not relay.stalled.wait(0.05):
+            if proc.poll() is not None:
+                pytest.fail(f"the import ended early: {proc.communicate()}")
+            assert time.monotonic() < deadline, "the import never got half-way"
+        with imap_server.client("smtp") as smtp:
+            smtp.sendmail("sender@remote.test", [address],
+                          make_message(token, to=address))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+        for stream in (proc.stdin, proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
+    finally:
+        relay.close()
+    code, out, err = _finish(_import(imap_server, address, server.port("imaps"),
+                                     server.cert_path, user=source_user),
+                             password=source_password)
+    assert code == 0, out + err
+    with imaplib.IMAP4_SSL("127.0.0.1", server.port("imaps"), ssl_context=server.tls(),
+                           timeout=30) as source, \
+            _mailstead_imap(imap_server, address, password) as target:
+        source.login(source_user, source_password)
+        for folder, ours in folders.items():
+            theirs = _contents(source, '"' + mutf7.encode(folder) + '"')
+            mine = _contents(target, '"' + mutf7.encode(ours) + '"')
+            if folder == "INBOX":
+                delivered = [k for k in mine if token.encode() in k[0]]
+                assert len(delivered) == 1
+                del mine[delivered[0]]
+            assert mine == theirs, f"{folder} -> {ours}"
