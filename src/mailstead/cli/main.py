@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from mailstead import __version__
 from mailstead.cli import admin, apppasswords, card, dkim, dns, security, twofactor
 from mailstead.cli import backup as backup_cli
+from mailstead.cli import importing as importing_cli
 from mailstead.cli import queue as queue_cli
 from mailstead.cli import sieve as sieve_cli
 from mailstead.cli import store as store_cli
@@ -235,6 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     queue_cli.register(sub, _add, _group)
     sieve_cli.register(sub, _add, _group)
     store_cli.register(sub, _add, _group)
+    importing_cli.register(sub, _add, _group)
     backup_cli.register(sub, _add)
     register_doctor(sub, _add)
     register_check_client(sub, _add)

@@ -7,8 +7,10 @@ clients connect after accepting it, which is what a development install needs.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import ipaddress
 import os
+import ssl
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -97,3 +99,16 @@ def certificate_fingerprint(cert_path: Path) -> str:
     the form mail clients show when they ask whether to trust a certificate."""
     cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
     return cert.fingerprint(hashes.SHA256()).hex(":").upper()
+
+
+def der_fingerprint(der: bytes) -> str:
+    """The same SHA-256 fingerprint for a certificate a peer presented (DER bytes)."""
+    return hashlib.sha256(der).digest().hex(":").upper()
+
+
+def client_context(ca_file: Path | None = None) -> ssl.SSLContext:
+    """A verifying client TLS context: the system's authorities, or only ``ca_file`` (a
+    private authority or a self-signed certificate) when given."""
+    if ca_file is not None:
+        return ssl.create_default_context(cafile=str(ca_file))
+    return ssl.create_default_context()

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from mailstead.core.certs import client_context
 from mailstead.core.secret import Secret
 from mailstead.diagnostics.classify import (
     Cause,
@@ -99,9 +100,7 @@ class ProbeSettings:
             ctx.check_hostname = False
             ctx.verify_mode = ssl.CERT_NONE
             return ctx
-        if self.ca_file is not None:
-            return ssl.create_default_context(cafile=str(self.ca_file))
-        return ssl.create_default_context()
+        return client_context(self.ca_file)
 
 
 class _Conn:
