@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 from mailstead.cli.context import CommandError, Context
 from mailstead.cli.progress import ProgressBar, size_text
 from mailstead.core.secret import Secret
+from mailstead.interchange import files
 from mailstead.interchange.imap import ImapSource, ImapSummary, Security, import_imap
 from mailstead.interchange.sink import ImportReport, ImportSink
+from mailstead.storage.interfaces import Store
 
 Add = Callable[..., argparse.ArgumentParser]
 Group = Callable[..., "argparse._SubParsersAction[argparse.ArgumentParser]"]
@@ -47,6 +49,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], add: Add,
     """Adds the ``import`` group with ``import imap`` to the parser tree of cli/main.py."""
     imports = group(sub, "import", "copy mail into an account from another server or files")
     register_imap(imports, add)
+    register_files(imports, add)
+    exports = group(sub, "export", "write an account's mail into Maildir or mbox files")
+    register_exports(exports, add)
 
 
 def register_imap(imports: argparse._SubParsersAction[argparse.ArgumentParser],
@@ -133,3 +138,108 @@ def print_summary(ctx: Context, report: ImportReport,
         ctx.out(f"  {folder} {origin}: {reason}")
     if len(report.failed) > 100:
         ctx.out(f"  ... and {len(report.failed) - 100:,} more")
+
+
+MAILDIR_DESCRIPTION = """\
+Copy a Maildir or Maildir++ tree (as Dovecot, Courier and mbsync write them: subfolders in
+".A.B" directories or nested, flags from the ":2," part of the file names, keywords from
+dovecot-keywords, the file's time as the received date) into the account ADDRESS. Sent,
+Drafts, Trash, Junk/Spam and Archive go into our special folders. A second run copies only
+what is missing. The server may be running meanwhile."""
+
+MBOX_DESCRIPTION = """\
+Copy mbox files (mboxrd or mboxo: Thunderbird's folder files, Apple Mail's NAME.mbox
+exports, Python's mailbox module, `mailstead export mbox`) into the folder NAME of the account
+ADDRESS. Flags come from Status/X-Status or X-Mozilla-Status, the received date from the
+From_ line. A second run copies only what is missing."""
+
+EXPORT_DESCRIPTION = """\
+Write every folder of the account ADDRESS into the new directory DEST: as Dovecot-compatible
+Maildir++ ("maildir": flags and keywords in the file names, the received date as the file's
+time) or as one mboxrd file per folder ("mbox": DEST/FOLDER.mbox, with flags and received
+dates in FOLDER.mbox.mailstead.jsonl beside it, so that `mailstead import mbox` gives back
+the same messages, flags and dates). The messages are written byte for byte as stored."""
+
+
+def register_files(imports: argparse._SubParsersAction[argparse.ArgumentParser],
+                   add: Add) -> None:
+    p = add(imports, "maildir", import_maildir_command,
+            "copy a Maildir or Maildir++ tree into an account", description=MAILDIR_DESCRIPTION,
+            epilog="example:\n  mailstead import maildir ~/Maildir --into alice@example.org")
+    p.add_argument("path", type=Path, metavar="PATH", help="the Maildir's root directory")
+    p.add_argument("--into", required=True, metavar="ADDRESS",
+                   help="the Mailstead account to import into (it must exist)")
+    p = add(imports, "mbox", import_mbox_command, "copy mbox files into a folder of an account",
+            description=MBOX_DESCRIPTION,
+            epilog="example:\n  mailstead import mbox Archive.mbox --into alice@example.org "
+            "--folder Archive/2019")
+    p.add_argument("files", type=Path, nargs="+", metavar="FILE", help="mbox files")
+    p.add_argument("--into", required=True, metavar="ADDRESS",
+                   help="the Mailstead account to import into (it must exist)")
+    p.add_argument("--folder", required=True, metavar="NAME",
+                   help='the folder to import into ("/" between levels), created if missing')
+    p.add_argument("--format", choices=("auto", "mboxrd", "mboxo"), default="auto",
+                   help="how '>From ' lines are unquoted (default: auto)")
+
+
+def register_exports(exports: argparse._SubParsersAction[argparse.ArgumentParser],
+                     add: Add) -> None:
+    for kind in ("maildir", "mbox"):
+        p = add(exports, kind, export_command, f"write an account's mail as {kind}",
+                description=EXPORT_DESCRIPTION,
+                epilog=f"example:\n  mailstead export {kind} alice@example.org /srv/export")
+        p.set_defaults(kind=kind)
+        p.add_argument("address", metavar="ADDRESS", help="the account to export")
+        p.add_argument("dest", type=Path, metavar="DEST",
+                       help="a new (or empty) directory to write into")
+
+
+def _run_import(ctx: Context, args: argparse.Namespace,
+                work: Callable[[Store, files.Progress], Awaitable[ImportReport]]) -> int:
+    data_dir = ctx.existing_data_dir(args.data_dir)
+    bar = ProgressBar(ctx.stderr)
+
+    async def go() -> ImportReport:
+        store = await ctx.open_store(data_dir)
+        try:
+            return await work(store, lambda folder, n: bar.advance(1, n, folder))
+        finally:
+            await store.close()
+
+    report = asyncio.run(go())
+    bar.finish()
+    print_summary(ctx, report)
+    return 1 if report.failed else 0
+
+
+def import_maildir_command(ctx: Context, args: argparse.Namespace) -> int:
+    return _run_import(ctx, args, lambda store, progress: files.import_maildir(
+        store, args.into, args.path, progress))
+
+
+def import_mbox_command(ctx: Context, args: argparse.Namespace) -> int:
+    return _run_import(ctx, args, lambda store, progress: files.import_mbox(
+        store, args.into, args.files, args.folder, args.format, progress))
+
+
+def export_command(ctx: Context, args: argparse.Namespace) -> int:
+    data_dir = ctx.existing_data_dir(args.data_dir)
+    bar = ProgressBar(ctx.stderr)
+    write = files.export_maildir if args.kind == "maildir" else files.export_mbox
+
+    async def go() -> files.ExportReport:
+        store = await ctx.open_store(data_dir)
+        try:
+            return await write(store, args.address, args.dest,
+                               lambda folder, n: bar.advance(1, n, folder))
+        finally:
+            await store.close()
+
+    report = asyncio.run(go())
+    bar.finish()
+    ctx.out(f"exported {report.folders} folders, {report.messages:,} messages "
+            f"({size_text(report.nbytes)}) into {args.dest}")
+    if report.dropped_keywords:
+        ctx.out(f"{report.dropped_keywords:,} keywords not written (Maildir holds 26 per "
+                "folder)")
+    return 0

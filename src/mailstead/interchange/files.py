@@ -25,7 +25,7 @@ from mailstead.interchange.mbox import (
     read_mbox,
     read_sidecar,
 )
-from mailstead.interchange.names import parts_for_folder, special_use_of
+from mailstead.interchange.names import special_use_of
 from mailstead.interchange.sink import ImportItem, ImportReport, ImportSink
 from mailstead.storage.interfaces import Store
 
@@ -212,8 +212,9 @@ async def export_maildir(
 
 
 def mbox_path(dest: Path, folder: str) -> Path:
-    """Where a folder's mbox goes: ``A/B`` as ``DEST/A/B.mbox`` (components as in Maildir)."""
-    parts = parts_for_folder(folder) if folder.upper() != "INBOX" else ["INBOX"]
+    """Where a folder's mbox goes: ``A/B`` as ``DEST/A/B.mbox``, names as they read (UTF-8);
+    a component that would climb out of DEST or hide ("..", ".x") gets a leading "_"."""
+    parts = [p if p and not p.startswith(".") else "_" + p for p in folder.split("/")]
     return dest.joinpath(*parts[:-1], parts[-1] + ".mbox")
 
 
