@@ -1,8 +1,8 @@
 """``mailstead import imap`` from Debian's Dovecot, started by the test on loopback and filled
-over IMAP: folders with non-ASCII names in Dovecot's "." hierarchy, flags, keywords, 8-bit
-and binary-encoded bodies, varied internal dates. The first import is SIGKILLed half-way
-(a relay in front of Dovecot stops passing data once half the account has gone through), the
-second completes it; then both sides are compared message by message over imaplib. Also:
+by writing its Maildir (5,000 messages in 20 folders): non-ASCII folder names in Dovecot's "."
+hierarchy, flags, keywords, 8-bit and binary-encoded bodies, varied internal dates. The first
+import is SIGKILLed part-way (a relay in front of Dovecot stops passing data after 1.5 MB),
+the second completes it; then both sides are compared message by message over imaplib. Also:
 a refused login names app passwords, an untrusted certificate is refused with its
 fingerprint. Skipped when not root or Dovecot is missing."""
 
@@ -74,8 +74,9 @@ FOLDERS = {
     "Projekte": "Projekte",
     "Projekte.Ünïcødé 2024": "Projekte/Ünïcødé 2024",
     "Reisen ✈": "Reisen ✈",
+    **{f"Ordner {i:02d} ä": f"Ordner {i:02d} ä" for i in range(14)},
 }
-PER_FOLDER = 60
+PER_FOLDER = 250
 FLAG_SETS = [(), ("\\Seen",), ("\\Seen", "\\Flagged"), ("\\Answered", "$Forwarded"),
              ("\\Seen", "Projekt-X", "$Label1"), ("\\Draft",)]
 
@@ -122,18 +123,31 @@ def _message(folder: str, n: int) -> bytes:
             + blob + b"\r\n--b1--\r\n")
 
 
-def _fill(port: int, cert: Path) -> None:
-    ctx = ssl.create_default_context(cafile=str(cert))
-    with imaplib.IMAP4_SSL("127.0.0.1", port, ssl_context=ctx, timeout=30) as imap:
-        imap.login(USER, PASSWORD)
-        for folder in FOLDERS:
-            wire = '"' + mutf7.encode(folder) + '"'
-            if folder != "INBOX":
-                imap.create(wire)
-            for n in range(PER_FOLDER):
-                flags = "(" + " ".join(FLAG_SETS[n % len(FLAG_SETS)]) + ")"
-                when = time.time() - 86400 * (n * 13 % 900) - n * 3607
-                imap.append(wire, flags, imaplib.Time2Internaldate(when), _message(folder, n))
+# Dovecot's Maildir flag letters (RFC 3501 system flags) and its keyword file's letters.
+_LETTERS = {"\\Draft": "D", "\\Flagged": "F", "\\Answered": "R", "\\Seen": "S"}
+_KEYWORDS = ["$Forwarded", "Projekt-X", "$Label1"]
+
+
+def _fill(root: Path) -> None:
+    """Writes the account's Maildir++ directly (fast): folder names in modified UTF-7 with
+    "." levels, flags in the file names, keywords in dovecot-keywords, the internal date as
+    the file's mtime."""
+    maildir = root / USER
+    for index, folder in enumerate(FOLDERS):
+        box = maildir if folder == "INBOX" else maildir / ("." + mutf7.encode(folder))
+        for sub in ("cur", "new", "tmp"):
+            (box / sub).mkdir(parents=True, exist_ok=True)
+        (box / "dovecot-keywords").write_text(
+            "".join(f"{i} {k}\n" for i, k in enumerate(_KEYWORDS)))
+        for n in range(PER_FOLDER):
+            flags = FLAG_SETS[n % len(FLAG_SETS)]
+            letters = "".join(sorted(_LETTERS[f] for f in flags if f in _LETTERS))
+            letters += "".join(chr(ord("a") + _KEYWORDS.index(f)) for f in flags
+                               if f in _KEYWORDS)
+            path = box / "cur" / f"{1700000000 + n}.M{index}P{n}.src:2,{letters}"
+            path.write_bytes(_message(folder, n))
+            when = 1_700_000_000 - 86400 * (n * 13 % 900) - n * 3607
+            os.utime(path, (when, when))
 
 
 @pytest.fixture(scope="module")
@@ -150,13 +164,13 @@ def dovecot() -> Iterator[Dovecot]:
     port = _free_port()
     (d / "dovecot.conf").write_text(DOVECOT_CONF.format(d=d, imaps=port))
     (d / "mail").mkdir()
-    shutil.chown(d / "mail", "dovecot", "dovecot")
+    _fill(d / "mail")
+    subprocess.run(["chown", "-R", "dovecot:dovecot", str(d / "mail")], check=True)
     with (d / "start.log").open("w") as log:
         subprocess.run(["dovecot", "-c", str(d / "dovecot.conf")], check=True,
                        stdout=log, stderr=log, stdin=subprocess.DEVNULL, timeout=30)
     try:
         _wait_port(port)
-        _fill(port, d / "cert.pem")
         yield Dovecot(port, d / "cert.pem")
     finally:
         subprocess.run(["doveadm", "-c", str(d / "dovecot.conf"), "stop"],
@@ -267,7 +281,7 @@ def test_import_killed_half_way_then_completed(
     dovecot: Dovecot, imap_server: Harness, imap_account: tuple[str, str]
 ) -> None:
     address, password = imap_account
-    relay = Relay(dovecot.port, limit=200_000)
+    relay = Relay(dovecot.port, limit=1_500_000)
     try:
         proc = _import(imap_server, address, relay.port, dovecot.cert)
         assert proc.stdin is not None
@@ -324,7 +338,7 @@ def test_import_killed_half_way_then_completed(
     code, out, err = _finish(_import(imap_server, address, dovecot.port, dovecot.cert))
     assert code == 0, out + err
     assert "messages: 0 " in out
-    assert f"skipped (already there): {len(FOLDERS) * PER_FOLDER}" in out
+    assert f"skipped (already there): {len(FOLDERS) * PER_FOLDER:,}" in out
     print(f"second run: {elapsed:.1f} s")
 
 

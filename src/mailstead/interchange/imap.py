@@ -41,8 +41,6 @@ Security = Literal["ssl", "starttls"]
 BATCH_BYTES = 8 * 1024 * 1024
 BATCH_MESSAGES = 500
 MAX_MESSAGE = 256 * 1024 * 1024
-# imaplib's own cap on a response line (it raises imaplib.error beyond it).
-imaplib._MAXLINE = 1_000_000  # type: ignore[attr-defined]
 Progress = Callable[[int, int, str], None]
 
 
