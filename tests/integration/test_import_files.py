@@ -124,7 +124,8 @@ def state(h: Harness, user: str) -> State:
                 meta = item[0].decode()
                 flags = re.search(r"FLAGS \(([^)]*)\)", meta)
                 date = re.search(r'INTERNALDATE "([^"]+)"', meta)
-                assert flags and date, meta
+                assert flags, meta
+                assert date, meta
                 kept = tuple(sorted(f for f in flags.group(1).split() if f != "\\Recent"))
                 rows.append((item[1], kept, date.group(1)))
             if rows:
