@@ -61,6 +61,7 @@ PARSERS: dict[tuple[str, str], Parser] = {
     ("store", "reserve_mb"): lambda x: v.parse_int(x, 0, 1024 * 1024),
     ("store", "reserve_percent"): lambda x: v.parse_int(x, 0, 50),
     ("store", "check_at_start"): v.parse_bool,
+    ("store", "upgrade_backup"): v.parse_bool,
     ("dns", "nameservers"): v.parse_nameservers,
     # RFC 5321 section 4.5.3.1.7: a server must accept messages of at least 64K octets.
     ("smtp", "max_message_size"): lambda x: v.parse_int(x, 65536, GIB),

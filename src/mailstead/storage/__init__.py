@@ -35,4 +35,6 @@ async def open_store(data_dir: Path, config: StoreConfig | None = None) -> Store
         return await SQLiteStore.open(data_dir)
     space = SpaceGuard(data_dir, reserve_mb=config.reserve_mb,
                        reserve_percent=config.reserve_percent)
-    return await SQLiteStore.open(data_dir, quick=config.check_at_start, space=space)
+    return await SQLiteStore.open(
+        data_dir, quick=config.check_at_start, space=space, upgrade_backup=config.upgrade_backup
+    )

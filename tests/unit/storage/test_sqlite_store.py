@@ -39,7 +39,7 @@ def test_newer_database_refused(tmp_path: Path) -> None:
         conn = sqlite3.connect(tmp_path / "mailstead.db", isolation_level=None)
         conn.execute("INSERT INTO schema_version VALUES (999, 'future', 0)")
         conn.close()
-        with pytest.raises(StoreError, match="database is from a newer Mailstead"):
+        with pytest.raises(StoreError, match=r"written by Mailstead .* \(schema 999\); this is"):
             await SQLiteStore.open(tmp_path)
 
     asyncio.run(body())

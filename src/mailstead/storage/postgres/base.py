@@ -27,7 +27,12 @@ import asyncpg
 
 from mailstead.core.errors import CorruptData, DiskFull, StoreError
 from mailstead.storage.integrity import VERIFY_HINT, Integrity
-from mailstead.storage.migrate import load_migrations
+from mailstead.storage.migrate import (
+    STORE_META_DDL,
+    load_migrations,
+    newer_store_message,
+    stamp_values,
+)
 from mailstead.storage.postgres.fts import BackgroundIndexer
 from mailstead.storage.watch import Watch, WatchHub
 
@@ -164,9 +169,21 @@ def _safe(dsn: str) -> str:
     return f"{scheme}://{user}@{tail}"
 
 
+async def pre_upgrade_backup_postgres(pool: asyncpg.Pool, old: int, new: int) -> None:
+    """Called once before an existing database's schema is upgraded from ``old`` to ``new``.
+    The dump itself belongs to the backup module (``mailstead backup``); until it is wired
+    here, the log line tells the admin to take one, and each step stays one transaction."""
+    log.warning(
+        "store.upgrade: upgrading the PostgreSQL schema from %d to %d, one transaction per "
+        "step; take a dump first (pg_dump) if you have none",
+        old, new,
+    )
+
+
 async def migrate_postgres(pool: asyncpg.Pool) -> int:
     """Brings the schema up to the newest migration under an advisory lock (several nodes may
-    start at once); each step is one transaction. Returns the resulting version."""
+    start at once); each step is one transaction, so a node killed half-way leaves the
+    previous step in place and the next start carries on. Returns the resulting version."""
     steps = load_migrations("mailstead.storage.postgres", "migrations")
     latest = steps[-1].version if steps else 0
     async with pool.acquire() as conn, db_errors("migrating the PostgreSQL schema"):
@@ -177,12 +194,15 @@ async def migrate_postgres(pool: asyncpg.Pool) -> int:
         )
         async with conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
+            await conn.execute(STORE_META_DDL)
             version = await conn.fetchval("SELECT COALESCE(MAX(version), 0) FROM schema_version")
+            rows = await conn.fetch("SELECT key, value FROM store_meta")
+            meta = {str(r["key"]): str(r["value"]) for r in rows}
         if version > latest:
-            raise StoreError(
-                f"database is from a newer Mailstead (schema version {version}, this program "
-                f"knows up to {latest}); upgrade Mailstead or restore a matching backup"
-            )
+            raise StoreError(newer_store_message(meta, int(version), latest))
+        start = int(version)
+        if 0 < start < latest:
+            await pre_upgrade_backup_postgres(pool, start, latest)
         for step in steps:
             async with conn.transaction():
                 await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
@@ -196,4 +216,12 @@ async def migrate_postgres(pool: asyncpg.Pool) -> int:
                     step.version, step.name, time.time(),
                 )
                 version = step.version
+        values = stamp_values(meta, int(version), int(version) != start)
+        if values != meta:
+            async with conn.transaction():
+                await conn.executemany(
+                    "INSERT INTO store_meta (key, value) VALUES ($1, $2)"
+                    " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    sorted(values.items()),
+                )
     return int(version)

@@ -78,6 +78,8 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 DB_NAME = "mailstead.db"
+# Where a schema upgrade leaves its copy of the database before it runs (see migrate.py).
+BACKUP_DIR = "backups"
 BUSY_TIMEOUT_MS = 10_000
 # Bodies larger than this are written and fsync'd by the caller (in a thread) before joining
 # a batch, so one big message does not hold up the group commit of many small ones.
@@ -151,17 +153,30 @@ class SQLiteStore:
 
     @classmethod
     async def open(
-        cls, data_dir: Path, *, quick: bool = True, space: SpaceGuard | None = None
+        cls,
+        data_dir: Path,
+        *,
+        quick: bool = True,
+        space: SpaceGuard | None = None,
+        upgrade_backup: bool = True,
     ) -> SQLiteStore:
         """Opens (creating and migrating as needed) the store in ``data_dir``. A coroutine
         because it does file I/O; raises StoreError (e.g. for a newer schema), and
         CorruptData when ``PRAGMA quick_check`` (skipped when not ``quick``) finds damage.
-        ``space`` guards the free-space reserve (default: 200 MiB or 1%, see space.py)."""
-        return await asyncio.to_thread(cls.open_blocking, data_dir, quick=quick, space=space)
+        ``space`` guards the free-space reserve (default: 200 MiB or 1%, see space.py); with
+        ``upgrade_backup`` a schema upgrade first copies the database to ``DATA/backups/``."""
+        return await asyncio.to_thread(
+            cls.open_blocking, data_dir, quick=quick, space=space, upgrade_backup=upgrade_backup
+        )
 
     @classmethod
     def open_blocking(
-        cls, data_dir: Path, *, quick: bool = True, space: SpaceGuard | None = None
+        cls,
+        data_dir: Path,
+        *,
+        quick: bool = True,
+        space: SpaceGuard | None = None,
+        upgrade_backup: bool = True,
     ) -> SQLiteStore:
         """``open`` without a running loop (a thread, or before ``asyncio.run``)."""
         try:
@@ -175,7 +190,9 @@ class SQLiteStore:
                 if quick and (problems := check.quick_check(wconn)):
                     blobs.integrity.database_corrupt("the start-up check", problems[0])
                     raise check.startup_refusal(db_path, data_dir, problems)
-                migrate_sqlite(wconn)
+                migrate_sqlite(
+                    wconn, backup_dir=data_dir / BACKUP_DIR if upgrade_backup else None
+                )
                 os.chmod(db_path, 0o600)
                 rconn = connect(db_path, writer=False)
             except BaseException:
