@@ -56,8 +56,9 @@ SQLITE_ONLY = frozenset(
     {"schema_version", "fts", "fts_data", "fts_idx", "fts_content", "fts_docsize", "fts_config"}
 )
 # Tables of both schemas that are deliberately not copied: web sessions are short-lived and
-# worth nothing after the move (people sign in again on the new store).
-SKIPPED = frozenset({"web_sessions"})
+# worth nothing after the move (people sign in again on the new store); store_meta is the
+# version stamp each store writes for itself when it is opened.
+SKIPPED = frozenset({"web_sessions", "store_meta"})
 # Source columns with no PostgreSQL counterpart: fts_docs.id only links a document to its
 # FTS5 row in SQLite.
 DROPPED: dict[str, tuple[str, ...]] = {"fts_docs": ("id",)}

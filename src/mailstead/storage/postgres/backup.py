@@ -154,8 +154,13 @@ def check_dump(snapshot: Path, manifest: Manifest, report: CheckReport) -> None:
             report.database.append(f"the dump of table {table} is not a binary COPY file")
 
 
+# Tables a fresh schema already fills (the UIDVALIDITY counter, the version stamp of the
+# program that made it): the backup's rows replace them.
+_OWN_ROWS = ("meta", "store_meta")
+
+
 async def _check_empty(conn: Any, tables: list[str]) -> None:
-    used = [t for t in tables if t != "meta"
+    used = [t for t in tables if t not in _OWN_ROWS
             and await conn.fetchval(f"SELECT EXISTS (SELECT 1 FROM {_q(t)})")]  # noqa: S608
     if used:
         raise BackupError(
@@ -183,7 +188,9 @@ async def load(dsn: str, snapshot: Path, manifest: Manifest) -> None:
             # The copied rows carry their triggers' effects (quota totals, text-index queue).
             for t in manifest.tables:
                 await conn.execute(f"ALTER TABLE {_q(t)} DISABLE TRIGGER USER")
-            await conn.execute("TRUNCATE meta")
+            for t in _OWN_ROWS:
+                if t in existing:
+                    await conn.execute(f"TRUNCATE {_q(t)}")
             for t in manifest.tables:
                 await conn.copy_to_table(t, source=str(snapshot / DATABASE_DIR / f"{t}.copy"),
                                          format="binary")
