@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from mailstead.core.errors import AlreadyExists, MailsteadError, StoreError
 from mailstead.core.message import summarize
 from mailstead.storage.blobs import blob_hash
-from mailstead.storage.flags import MAX_FLAG_LENGTH, SYSTEM_FLAGS
+from mailstead.storage.flags import SYSTEM_FLAGS, canonical_flags
 from mailstead.storage.interfaces import (
     Account,
     IncomingMessage,
@@ -28,9 +28,6 @@ from mailstead.storage.interfaces import (
     Store,
 )
 
-# The characters a keyword (an IMAP atom, RFC 9051 section 9) may not hold.
-_NOT_IN_KEYWORD = frozenset('(){ %*"\\]') | {chr(c) for c in range(0x20)} | {"\x7f"}
-_SYSTEM = {flag.lower(): flag for flag in SYSTEM_FLAGS}
 # Origin rows are written in batches (one write transaction each) rather than per message.
 ORIGIN_BATCH = 200
 
@@ -62,29 +59,18 @@ class ImportReport:
 
 
 def import_flags(flags: tuple[str, ...]) -> tuple[str, ...]:
-    """The flags the store can hold: system flags canonical, valid keywords as given; the
-    rest (\\Recent, unknown system flags, malformed keywords from a foreign source) dropped."""
-    out: list[str] = []
-    seen: set[str] = set()
+    """The flags the store can hold (storage/flags.py's rules): system flags canonical,
+    valid keywords as given; what a foreign source may still send (\\Recent, unknown system
+    flags, malformed keywords) is dropped instead of failing the message."""
+    kept: list[str] = []
     for flag in flags:
-        key = flag.lower()
-        if key in seen:
+        try:
+            one = canonical_flags((flag,))
+        except StoreError:
             continue
-        if flag.startswith("\\"):
-            canonical = _SYSTEM.get(key)
-            if canonical is None:
-                continue
-            flag = canonical
-        elif (
-            not flag
-            or len(flag) > MAX_FLAG_LENGTH
-            or not flag.isascii()
-            or any(c in _NOT_IN_KEYWORD for c in flag)
-        ):
-            continue
-        seen.add(key)
-        out.append(flag)
-    return tuple(out)
+        if one and (not one[0].startswith("\\") or one[0] in SYSTEM_FLAGS):
+            kept.append(one[0])
+    return canonical_flags(kept)
 
 
 @dataclass
