@@ -120,7 +120,7 @@ class Manifest:
                 files=files,
                 tables=list(tables),
             )
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
             raise BackupError(f"the manifest is malformed ({exc!r})") from None
 
 
