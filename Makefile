@@ -32,7 +32,7 @@ help:
 	@echo "make lint   ruff and mypy only"
 	@echo "make docs   regenerate docs/config.md from the config model"
 	@echo "make bench  run the benchmarks in bench/"
-	@echo "make clean  remove caches and build output (distclean: also $(VENV) and $(DEMO))"
+	@echo "make clean  remove caches and build output (distclean: also $(VENV), $(DEMO) and .cache, the earlier releases of the upgrade tests)"
 
 venv: $(STAMP)
 
@@ -106,4 +106,4 @@ clean:
 	find src tests bench -name __pycache__ -type d -prune -exec rm -rf {} +
 
 distclean: clean
-	rm -rf $(VENV) $(DEMO)
+	rm -rf $(VENV) $(DEMO) .cache

@@ -47,14 +47,30 @@ class ServerError(RuntimeError):
     """The server process could not be set up, started or stopped; the text has its stderr."""
 
 
+@dataclass(frozen=True)
+class Runtime:
+    """Which Mailstead a child process runs: an interpreter and the ``src`` tree it imports.
+    The default is this checkout; the upgrade tests run an earlier release's tree
+    (tests/integration/releases.py)."""
+
+    python: str = sys.executable
+    src: Path = SRC
+
+
+CURRENT = Runtime()
+
+
 # ---------------------------------------------------------------------------------------------
 # Running the CLI and rewriting the config
 
 
-def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment of a mailstead child process: our ``src`` first on PYTHONPATH."""
+def child_env(extra: Mapping[str, str] | None = None,
+              runtime: Runtime = CURRENT) -> dict[str, str]:
+    """The environment of a mailstead child process: the runtime's ``src`` first on
+    PYTHONPATH (another release's tree replaces ours, never sits beside it)."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(SRC), env.get("PYTHONPATH", "")) if p)
+    inherited = env.get("PYTHONPATH", "") if runtime == CURRENT else ""
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(runtime.src), inherited) if p)
     env.pop("MAILSTEAD_DATA_DIR", None)
     env["PYTHONUNBUFFERED"] = "1"
     if extra:
@@ -62,15 +78,16 @@ def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def run_cli(*args: str, stdin: str | None = None, timeout: float = 60) -> str:
+def run_cli(*args: str, stdin: str | None = None, timeout: float = 60,
+            runtime: Runtime = CURRENT) -> str:
     """Run ``python -m mailstead ARGS``; return stdout, raise ServerError with stderr on failure."""
     proc = subprocess.run(
-        [sys.executable, "-m", "mailstead", *args],
+        [runtime.python, "-m", "mailstead", *args],
         input=stdin,
         capture_output=True,
         text=True,
         timeout=timeout,
-        env=child_env(),
+        env=child_env(runtime=runtime),
         cwd=REPO,
         check=False,
     )
@@ -97,7 +114,8 @@ for argv, stdin in json.load(sys.stdin):
 """
 
 
-def run_cli_batch(commands: Sequence[tuple[Sequence[str], str]], timeout: float = 120) -> None:
+def run_cli_batch(commands: Sequence[tuple[Sequence[str], str]], timeout: float = 120,
+                  runtime: Runtime = CURRENT) -> None:
     """Run ``mailstead ARGV`` with ``STDIN`` for each ``(ARGV, STDIN)`` in order, in one child
     process: setting up a data dir's users and aliases then pays Python's start-up once, not
     once per command (a large share of the suite's CPU time). Raises ServerError at the
@@ -105,12 +123,12 @@ def run_cli_batch(commands: Sequence[tuple[Sequence[str], str]], timeout: float 
     if not commands:
         return
     proc = subprocess.run(
-        [sys.executable, "-c", _BATCH_SCRIPT],
+        [runtime.python, "-c", _BATCH_SCRIPT],
         input=json.dumps([[list(argv), stdin] for argv, stdin in commands]),
         capture_output=True,
         text=True,
         timeout=timeout,
-        env=child_env(),
+        env=child_env(runtime=runtime),
         cwd=REPO,
         check=False,
     )
@@ -264,14 +282,14 @@ def store_args() -> list[str]:
 
 def init_data_dir(
     data_dir: Path, users: Users, smtp: Mapping[str, Any] | None = None,
-    security: Mapping[str, Any] | None = None,
+    security: Mapping[str, Any] | None = None, runtime: Runtime = CURRENT,
 ) -> None:
     """``mailstead init --dev`` into ``data_dir`` with the store of ``store_backend()``,
     loopback port 0 listeners (and cheap argon2 unless ``security`` says otherwise, see
     FAST_ARGON2), then the users."""
     run_cli(
         "init", "--data-dir", str(data_dir), "--hostname", HOSTNAME, "--domain", DOMAIN, "--dev",
-        *store_args(),
+        *store_args(), runtime=runtime,
     )
     configure(data_dir, smtp, security)
     where = ("--data-dir", str(data_dir))
@@ -281,7 +299,7 @@ def init_data_dir(
           for address, password in users.passwords.items()),
         *((("alias", "add", source, *targets, *where), "")
           for source, targets in users.aliases.items()),
-    ])
+    ], runtime=runtime)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -291,8 +309,10 @@ def init_data_dir(
 class Server:
     """One ``mailstead serve`` child process; ``ports`` maps listener name to its TCP port."""
 
-    def __init__(self, data_dir: Path, log_path: Path | None = None) -> None:
+    def __init__(self, data_dir: Path, log_path: Path | None = None,
+                 runtime: Runtime = CURRENT) -> None:
         self.data_dir = data_dir
+        self.runtime = runtime
         self.log_path = log_path or data_dir.parent / f"{data_dir.name}-serve.log"
         self.ports: dict[str, int] = {}
         self.stdout_lines: list[str] = []
@@ -317,12 +337,12 @@ class Server:
         self._lines = queue.Queue()
         self._log_file = self.log_path.open("a", encoding="utf-8")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "mailstead", "serve", "--data-dir", str(self.data_dir)],
+            [self.runtime.python, "-m", "mailstead", "serve", "--data-dir", str(self.data_dir)],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=self._log_file,
             text=True,
-            env=child_env(),
+            env=child_env(runtime=self.runtime),
             cwd=REPO,
         )
         self._reader = threading.Thread(target=self._read_stdout, args=(self.proc,), daemon=True)

@@ -724,11 +724,14 @@ class StoreConfig:
     upgrade_backup: bool = field(
         default=True,
         metadata=_doc(
-            "Before a new release changes the schema of an existing embedded store, copy the "
-            "database to DATA/backups/pre-upgrade-<from>-to-<to>-<UTC>.db (VACUUM INTO; "
-            "message bodies are never changed by an upgrade and need no copy). Without room "
-            "for the copy the server refuses to start and says how much it needs; false skips "
-            "the copy. To go back, stop the server and restore the copy under the old release.",
+            "Before a new release changes the schema of an existing store, back it up: the "
+            "embedded store's database to DATA/backups/pre-upgrade-<from>-to-<to>-<UTC>.db "
+            "(VACUUM INTO; message bodies are never changed by an upgrade and need no copy), "
+            "a PostgreSQL database as a whole `mailstead backup` into "
+            "DATA/backups/pre-upgrade-<from>-to-<to>/ (check it with `mailstead backup "
+            "--verify`). Without room for it the server refuses to start and says how much it "
+            "needs; false skips it. To go back, stop the server and restore the copy under the "
+            "old release.",
             "boolean",
             "true",
         ),

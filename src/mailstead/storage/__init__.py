@@ -3,12 +3,18 @@ start-up (DESIGN rule 5) by the ``[store]`` table of the config."""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from mailstead.core.errors import StoreError
 
 if TYPE_CHECKING:
     from mailstead.config.model import StoreConfig
     from mailstead.storage.interfaces import Store
+
+log = logging.getLogger(__name__)
 
 
 async def open_store(data_dir: Path, config: StoreConfig | None = None) -> Store:
@@ -27,7 +33,8 @@ async def open_store(data_dir: Path, config: StoreConfig | None = None) -> Store
     if config is not None and config.backend == "postgresql":
         from mailstead.storage.postgres.store import PostgresStore
 
-        return await PostgresStore.open(config.dsn, config.pool_size)
+        backup = _pg_upgrade_backup(config.dsn, data_dir) if config.upgrade_backup else None
+        return await PostgresStore.open(config.dsn, config.pool_size, backup)
     from mailstead.storage.space import SpaceGuard
     from mailstead.storage.sqlite.store import SQLiteStore
 
@@ -38,3 +45,20 @@ async def open_store(data_dir: Path, config: StoreConfig | None = None) -> Store
     return await SQLiteStore.open(
         data_dir, quick=config.check_at_start, space=space, upgrade_backup=config.upgrade_backup
     )
+
+
+def _pg_upgrade_backup(dsn: str, data_dir: Path) -> Callable[[int, int], Awaitable[None]]:
+    """The pre-upgrade backup of a PostgreSQL store: a whole backup into DATA/backups/."""
+
+    async def backup(old: int, new: int) -> None:
+        from mailstead.storage.backup import BackupError
+        from mailstead.storage.postgres.backup import pre_upgrade_backup
+
+        try:
+            snapshot = await pre_upgrade_backup(dsn, data_dir, data_dir / "backups", old, new)
+        except BackupError as exc:
+            raise StoreError(str(exc)) from None
+        log.warning(
+            "store.pre_upgrade_backup", extra={"path": str(snapshot), "from": old, "to": new})
+
+    return backup

@@ -145,8 +145,10 @@ def pre_upgrade_backup_sqlite(
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     target = backup_dir / f"pre-upgrade-{old}-to-{new}-{stamp}.db"
     tmp = target.with_suffix(".db.part")
-    tmp.unlink(missing_ok=True)
-    # A copy interrupted half-way is left as .part, never mistaken for a whole backup.
+    # A copy interrupted half-way (a killed process) is left as .part, never mistaken for a
+    # whole backup; the next attempt clears it away.
+    for stale in backup_dir.glob("pre-upgrade-*.db.part"):
+        stale.unlink(missing_ok=True)
     conn.execute("VACUUM INTO ?", (str(tmp),))
     with open(tmp, "rb+") as handle:
         os.fsync(handle.fileno())

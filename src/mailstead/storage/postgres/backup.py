@@ -140,6 +140,37 @@ async def take_backup(
     return report
 
 
+async def pre_upgrade_backup(dsn: str, data_dir: Path, backups: Path, old: int,
+                             new: int) -> Path:
+    """A whole ``mailstead backup`` of the database (and the data dir's files) into
+    ``backups/pre-upgrade-OLD-to-NEW/`` before a schema upgrade, after checking there is room;
+    returns the snapshot. A run killed half-way leaves only a partial snapshot, which
+    ``backup --verify`` never counts and the next attempt replaces."""
+    conn = await _connect(dsn)
+    try:
+        size = int(await conn.fetchval("SELECT pg_database_size(current_database())"))
+    finally:
+        await conn.close()
+    dest = backups / f"pre-upgrade-{old}-to-{new}"
+    dest.mkdir(mode=0o700, parents=True, exist_ok=True)
+    # COPY's binary files are about the size of the live rows; the database's own size
+    # (indexes and free pages included) bounds them.
+    needed = size + 16 * 1024 * 1024
+    free = shutil.disk_usage(dest).free
+    if free < needed:
+        raise BackupError(
+            f"the upgrade from schema {old} to {new} needs {-(-needed // 2**20)} MB free in "
+            f"{dest} for the pre-upgrade backup ({free // 2**20} MB free); free space or "
+            "set [store] upgrade_backup = false"
+        )
+    snaps = dest / layout.SNAPSHOTS
+    if snaps.is_dir():
+        for stale in snaps.glob(f"{layout.PARTIAL_PREFIX}*"):
+            shutil.rmtree(stale, ignore_errors=True)
+    report = await take_backup(dsn, data_dir, dest)
+    return report.snapshot
+
+
 def check_dump(snapshot: Path, manifest: Manifest, report: CheckReport) -> None:
     """Every table the manifest lists has a dump file that starts like binary COPY."""
     for table in manifest.tables:

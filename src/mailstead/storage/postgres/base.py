@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
 import asyncpg
@@ -80,8 +80,10 @@ class PgBase:
         self.indexer = BackgroundIndexer(pool)
 
     @classmethod
-    async def connect(cls, dsn: str, pool_size: int = 10) -> Any:
-        """Opens the pool, migrates the schema and starts listening for changes."""
+    async def connect(cls, dsn: str, pool_size: int = 10,
+                      upgrade_backup: UpgradeBackup | None = None) -> Any:
+        """Opens the pool, migrates the schema (``upgrade_backup`` first, when an existing
+        schema is upgraded) and starts listening for changes."""
         try:
             pool = await asyncpg.create_pool(
                 dsn, min_size=1, max_size=max(1, pool_size), command_timeout=60
@@ -90,7 +92,7 @@ class PgBase:
             raise StoreError(f"cannot connect to PostgreSQL at {_safe(dsn)}: {exc}") from exc
         assert pool is not None
         try:
-            await migrate_postgres(pool)
+            await migrate_postgres(pool, upgrade_backup)
             store = cls(dsn, pool, WatchHub())
             await store._listen()
         except BaseException:
@@ -169,18 +171,27 @@ def _safe(dsn: str) -> str:
     return f"{scheme}://{user}@{tail}"
 
 
-async def pre_upgrade_backup_postgres(pool: asyncpg.Pool, old: int, new: int) -> None:
-    """Called once before an existing database's schema is upgraded from ``old`` to ``new``.
-    The dump itself belongs to the backup module (``mailstead backup``); until it is wired
-    here, the log line tells the admin to take one, and each step stays one transaction."""
+# Called once before an existing database's schema is upgraded, with the old and new schema
+# numbers; it makes the pre-upgrade backup (storage/__init__.py wires postgres/backup.py in,
+# which this module cannot import: it builds on the store).
+UpgradeBackup = Callable[[int, int], Awaitable[None]]
+
+
+async def pre_upgrade_backup_postgres(
+    backup: UpgradeBackup | None, old: int, new: int
+) -> None:
+    """Runs the pre-upgrade backup, or says in the log that there is none."""
+    if backup is not None:
+        await backup(old, new)
+        return
     log.warning(
-        "store.upgrade: upgrading the PostgreSQL schema from %d to %d, one transaction per "
-        "step; take a dump first (pg_dump) if you have none",
+        "store.upgrade: upgrading the PostgreSQL schema from %d to %d without a backup "
+        "([store] upgrade_backup = false); each step is one transaction",
         old, new,
     )
 
 
-async def migrate_postgres(pool: asyncpg.Pool) -> int:
+async def migrate_postgres(pool: asyncpg.Pool, upgrade_backup: UpgradeBackup | None = None) -> int:
     """Brings the schema up to the newest migration under an advisory lock (several nodes may
     start at once); each step is one transaction, so a node killed half-way leaves the
     previous step in place and the next start carries on. Returns the resulting version."""
@@ -202,7 +213,7 @@ async def migrate_postgres(pool: asyncpg.Pool) -> int:
             raise StoreError(newer_store_message(meta, int(version), latest))
         start = int(version)
         if 0 < start < latest:
-            await pre_upgrade_backup_postgres(pool, start, latest)
+            await pre_upgrade_backup_postgres(upgrade_backup, start, latest)
         for step in steps:
             async with conn.transaction():
                 await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)

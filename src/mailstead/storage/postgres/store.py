@@ -3,6 +3,7 @@ mixins beside this file (conventions in base.py)."""
 
 from __future__ import annotations
 
+from mailstead.storage.postgres.base import UpgradeBackup
 from mailstead.storage.postgres.core import CoreMixin
 from mailstead.storage.postgres.imports import ImportMixin
 from mailstead.storage.postgres.mailstore import MailStoreMixin
@@ -29,8 +30,10 @@ class PostgresStore(
     PostgresStore.open(dsn)``."""
 
     @classmethod
-    async def open(cls, dsn: str, pool_size: int = 10) -> PostgresStore:
+    async def open(cls, dsn: str, pool_size: int = 10,
+                   upgrade_backup: UpgradeBackup | None = None) -> PostgresStore:
         """Connects, migrates the schema (under an advisory lock, so several nodes may start
-        at once) and starts listening for other nodes' changes. Raises StoreError."""
-        store: PostgresStore = await cls.connect(dsn, pool_size)
+        at once; ``upgrade_backup`` runs before an upgrade) and starts listening for other
+        nodes' changes. Raises StoreError."""
+        store: PostgresStore = await cls.connect(dsn, pool_size, upgrade_backup)
         return store
