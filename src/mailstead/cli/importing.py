@@ -131,6 +131,8 @@ def print_summary(ctx: Context, report: ImportReport,
     ctx.out(f"folders: {report.folders}")
     ctx.out(f"messages: {report.messages:,} ({size_text(report.nbytes)})")
     ctx.out(f"skipped (already there): {report.skipped:,}")
+    for note in report.notes:
+        ctx.out(note)
     for name, reason in skipped_folders:
         ctx.out(f"folder not imported: {name} ({reason})")
     ctx.out(f"failed: {len(report.failed):,}")

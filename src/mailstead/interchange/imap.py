@@ -430,11 +430,13 @@ async def _plan_folder(conn: ImapConnection, sink: ImportSink, plan: FolderPlan,
     prefix = f"{uidvalidity}/"
     if known and not any(o.startswith(prefix) for o in known) and sizes:
         # RFC 3501 section 2.3.1.1: a new UIDVALIDITY means the old UIDs name nothing any
-        # more; importing under the new ones would copy every message a second time.
-        sink.fail(target, f"{uidvalidity}/*",
-                  f"the source folder {plan.source.name!r} was renumbered (new UIDVALIDITY) "
-                  "since the last import; import it into a new, empty folder to copy it again")
-        return None
+        # more (a rebuilt index, a provider's migration). Importing under the new UIDs alone
+        # would copy every message a second time: match them by their bytes instead.
+        released = await sink.renumbered(target, prefix)
+        sink.report.notes.append(
+            f"{target}: the source renumbered this folder (new UIDVALIDITY); its "
+            f"{released:,} earlier messages were matched by content, not copied again")
+        known = await sink.known(target)
     missing = [(uid, size) for uid, size in sizes if f"{uidvalidity}/{uid}" not in known]
     sink.report.skipped += len(sizes) - len(missing)
     return _FolderWork(plan, target, uidvalidity, missing)

@@ -56,6 +56,7 @@ class ImportReport:
     nbytes: int = 0
     skipped: int = 0
     failed: list[tuple[str, str, str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # one line each, for the summary
 
 
 def import_flags(flags: tuple[str, ...]) -> tuple[str, ...]:
@@ -126,6 +127,19 @@ class ImportSink:
     async def known(self, folder: str) -> set[str]:
         """The origins of this source already in ``folder``."""
         return set((await self._folder(self._targets.get(folder, folder))).origins)
+
+    async def renumbered(self, folder: str, current: str) -> int:
+        """The source gave ``folder`` a new UIDVALIDITY: its UIDs no longer name the messages
+        recorded under the old one (RFC 3501 section 2.3.1.1). Releases those origins, so
+        ``add`` matches the messages by content instead (each stored copy claimed once); the
+        origins under the ``current`` prefix stay. Returns how many were released."""
+        found = await self._folder(self._targets.get(folder, folder))
+        async with found.lock:
+            old = [(o, b) for o, b in found.origins.items() if not o.startswith(current)]
+            for origin, blob in old:
+                del found.origins[origin]
+                found.unclaimed[blob] += 1
+        return len(old)
 
     async def add(self, item: ImportItem) -> bool:
         """Stores the message durably; False (counted as skipped) when its origin is there
