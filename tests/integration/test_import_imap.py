@@ -1,10 +1,11 @@
 """``mailstead import imap`` from Debian's Dovecot, started by the test on loopback and filled
 by writing its Maildir (5,000 messages in 20 folders): non-ASCII folder names in Dovecot's "."
-hierarchy, flags, keywords, 8-bit and binary-encoded bodies, varied internal dates. The first
-import is SIGKILLed part-way (a relay in front of Dovecot stops passing data after 1.5 MB),
-the second completes it; then both sides are compared message by message over imaplib. Also:
-a refused login names app passwords, an untrusted certificate is refused with its
-fingerprint. Skipped when not root or Dovecot is missing."""
+hierarchy, a folder known only by its SPECIAL-USE attribute, flags, keywords, 8-bit and
+binary-encoded bodies, varied internal dates. The first import is SIGKILLed part-way (a relay
+in front of Dovecot stops passing data after 1.5 MB), the second completes it; then both sides
+are compared message by message over imaplib. Also: a refused login names app passwords, an
+untrusted certificate is refused with its fingerprint, a renumbered folder is matched by
+content. Skipped when not root or Dovecot is missing."""
 
 from __future__ import annotations
 
@@ -48,6 +49,14 @@ auth_mechanisms = plain login
 first_valid_uid = 1
 first_valid_gid = 1
 mail_location = maildir:{d}/mail/%u
+# A folder whose name says nothing: only its SPECIAL-USE attribute (RFC 6154) makes it Junk.
+namespace inbox {{
+  inbox = yes
+  separator = .
+  mailbox "Ordner 13 ä" {{
+    special_use = \\Junk
+  }}
+}}
 passdb {{
   driver = passwd-file
   args = scheme=PLAIN username_format=%u {d}/users
@@ -74,7 +83,8 @@ FOLDERS = {
     "Projekte": "Projekte",
     "Projekte.Ünïcødé 2024": "Projekte/Ünïcødé 2024",
     "Reisen ✈": "Reisen ✈",
-    **{f"Ordner {i:02d} ä": f"Ordner {i:02d} ä" for i in range(14)},
+    **{f"Ordner {i:02d} ä": f"Ordner {i:02d} ä" for i in range(13)},
+    "Ordner 13 ä": "Junk",  # by its SPECIAL-USE attribute (the config above)
 }
 PER_FOLDER = 250
 FLAG_SETS = [(), ("\\Seen",), ("\\Seen", "\\Flagged"), ("\\Answered", "$Forwarded"),
