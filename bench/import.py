@@ -7,7 +7,11 @@ folders by writing its Maildir directly, lets Dovecot index them once, then ``--
 ``mbsync`` into a fresh local Maildir, and ``mailstead import imap`` into a fresh embedded
 store. Prints messages/s and MB/s of each run, the medians and the ratio.
 
+Backup part (bench/backup.py, also runnable alone): ``mailstead backup`` full and incremental,
+``backup --verify`` and ``restore`` of a ``--backup-messages`` store, messages/s and MB/s.
+
     python bench/import.py [--messages 20000] [--folders 20] [--runs 3]
+                           [--backup-messages 100000] [--only imap|backup]
 """
 
 from __future__ import annotations
@@ -252,9 +256,28 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=20_000)
     parser.add_argument("--folders", type=int, default=20)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--backup-messages", type=int, default=100_000)
+    parser.add_argument("--only", choices=("imap", "backup"))
     args = parser.parse_args()
-    # Section: import over IMAP.
-    measure_imap(args)
+    if args.only != "backup":
+        measure_imap(args)
+    if args.only != "imap":
+        measure_backup(args)
+
+
+def measure_backup(args: argparse.Namespace) -> None:
+    """The backup section: bench/backup.py's runs on a store of ``--backup-messages``."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from backup import run_bench
+
+    base = Path(os.environ.get("BENCH_DIR", REPO / ".bench"))  # not tmpfs: fsync must cost
+    base.mkdir(exist_ok=True)
+    root = Path(tempfile.mkdtemp(prefix="backup-", dir=base))
+    try:
+        print(f"backup: {args.backup_messages:,} messages of ~4,096 bytes")
+        run_bench(root, args.backup_messages, 1_000, 4096, args.runs, 1)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":
