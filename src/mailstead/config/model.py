@@ -730,8 +730,8 @@ class StoreConfig:
             "a PostgreSQL database as a whole `mailstead backup` into "
             "DATA/backups/pre-upgrade-<from>-to-<to>/ (check it with `mailstead backup "
             "--verify`). Without room for it the server refuses to start and says how much it "
-            "needs; false skips it. To go back, stop the server and restore the copy under the "
-            "old release.",
+            "needs; false skips it. To go back on the embedded store, stop the server and put "
+            "the copy back under the old release (README, Upgrading).",
             "boolean",
             "true",
         ),
