@@ -263,6 +263,31 @@ def assert_same_view(before: dict[str, Any], after: dict[str, Any]) -> None:
             assert after[user]["boxes"][name] == box, f"{user} {name}"
 
 
+def assert_carries_on(h: Harness, view: dict[str, Any]) -> None:
+    """After the store moved, the server carries on from its counters: a delivery gets the old
+    UIDNEXT, a flag change a MODSEQ above the old HIGHESTMODSEQ, and the Sieve script still
+    files into Projects at that folder's UIDNEXT."""
+    inbox, projects = view[ALICE]["boxes"]["INBOX"], view[ALICE]["boxes"]["Projects"]
+    with h.client("smtp") as smtp:
+        smtp.sendmail("sender@remote.test", [ALICE], make_message("carries-on", to=ALICE))
+        smtp.sendmail("sender@remote.test", [ALICE], make_message("sieve-sort-2", to=ALICE))
+    client = imap(h, ALICE, PASSWORDS[ALICE])
+    try:
+        check(client.select("INBOX"))
+        assert status(client, "UIDVALIDITY") == inbox["uidvalidity"]
+        assert check(client.uid("SEARCH", "HEADER", "X-Token", "carries-on")) == [
+            str(inbox["uidnext"]).encode()]
+        # A keyword no message has yet: the STORE is a real change (RFC 7162 section 3.1.3).
+        stored = check(client.uid("STORE", str(max(inbox["messages"])), "+FLAGS", "($Moved)"))
+        modseq = int(re.search(rb"MODSEQ \((\d+)\)", stored[0]).group(1))  # type: ignore[union-attr]
+        assert modseq > inbox["highestmodseq"]
+        check(client.select("Projects"))
+        assert check(client.uid("SEARCH", "HEADER", "X-Token", "sieve-sort-2")) == [
+            str(projects["uidnext"]).encode()]
+    finally:
+        client.logout()
+
+
 def login_refused(h: Harness, user: str, password: str) -> str:
     client = imaplib.IMAP4("127.0.0.1", h.port("imap"), timeout=30)
     try:

@@ -52,10 +52,11 @@ def _pg_upgrade_backup(dsn: str, data_dir: Path) -> Callable[[int, int], Awaitab
 
     async def backup(old: int, new: int) -> None:
         from mailstead.storage.backup import BackupError
+        from mailstead.storage.migrate import BACKUP_DIR
         from mailstead.storage.postgres.backup import pre_upgrade_backup
 
         try:
-            snapshot = await pre_upgrade_backup(dsn, data_dir, data_dir / "backups", old, new)
+            snapshot = await pre_upgrade_backup(dsn, data_dir, data_dir / BACKUP_DIR, old, new)
         except BackupError as exc:
             raise StoreError(str(exc)) from None
         log.warning(

@@ -35,6 +35,8 @@ STORE_META_DDL = "CREATE TABLE IF NOT EXISTS store_meta (key TEXT PRIMARY KEY, v
 # Free space asked beyond the database's own size for the pre-upgrade copy (VACUUM INTO writes
 # at most the live pages, plus its journal).
 BACKUP_MARGIN = 16 * 1024 * 1024
+# Where both backends put their pre-upgrade backup, inside the data directory.
+BACKUP_DIR = "backups"
 
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 

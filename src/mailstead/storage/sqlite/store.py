@@ -61,7 +61,7 @@ from mailstead.storage.interfaces import (
     WebSessionRow,
     address_key,
 )
-from mailstead.storage.migrate import migrate_sqlite
+from mailstead.storage.migrate import BACKUP_DIR, migrate_sqlite
 from mailstead.storage.space import SpaceGuard
 from mailstead.storage.sqlite import admin, check, fts, mailboxes, messages, outbound, security
 from mailstead.storage.sqlite import admin as admin_sql
@@ -78,8 +78,6 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 DB_NAME = "mailstead.db"
-# Where a schema upgrade leaves its copy of the database before it runs (see migrate.py).
-BACKUP_DIR = "backups"
 BUSY_TIMEOUT_MS = 10_000
 # Bodies larger than this are written and fsync'd by the caller (in a thread) before joining
 # a batch, so one big message does not hold up the group commit of many small ones.
