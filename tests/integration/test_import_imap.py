@@ -437,6 +437,24 @@ def test_import_from_another_mailstead_while_mail_arrives(
             assert mine == theirs, f"{folder} -> {ours}"
 
 
+def _renumber(dovecot: Dovecot, folder: str) -> int:
+    """Gives a Maildir folder a new UIDVALIDITY the way a rebuilt Dovecot index does: the
+    index files go and the uidlist (which the index is rebuilt from) names a new validity.
+    Run with no session open on the folder; returns the new UIDVALIDITY."""
+    root = dovecot.cert.parent / "mail" / USER
+    box = root / ("." + mutf7.encode(folder))
+    uidlist = box / "dovecot-uidlist"
+    head, _, rest = uidlist.read_text().partition("\n")
+    fields = head.split(" ")
+    old = next(int(f[1:]) for f in fields if f.startswith("V"))
+    fields = [f"V{old + 1000}" if f.startswith("V") else f for f in fields]
+    uidlist.write_text(" ".join(fields) + "\n" + rest)
+    # The folder's index and the mailbox-list index (which caches STATUS) are both rebuilt.
+    for stale in [*box.glob("dovecot.index*"), *root.glob("dovecot.list.index*")]:
+        stale.unlink()
+    return old + 1000
+
+
 def test_renumbered_folder_is_matched_by_content(
     dovecot: Dovecot, imap_server: Harness, imap_account: tuple[str, str]
 ) -> None:
@@ -445,51 +463,59 @@ def test_renumbered_folder_is_matched_by_content(
     address, password = imap_account
     folder = f"Umbenannt {uuid.uuid4().hex[:8]}"
     wire = '"' + mutf7.encode(folder) + '"'
-    conf = dovecot.cert.parent / "dovecot.conf"
     ctx = ssl.create_default_context(cafile=str(dovecot.cert))
-    with imaplib.IMAP4_SSL("127.0.0.1", dovecot.port, ssl_context=ctx, timeout=30) as source:
-        source.login(USER, PASSWORD)
-        assert source.create(wire)[0] == "OK"
-        try:
+
+    def source() -> imaplib.IMAP4_SSL:
+        client = imaplib.IMAP4_SSL("127.0.0.1", dovecot.port, ssl_context=ctx, timeout=30)
+        client.login(USER, PASSWORD)
+        return client
+
+    with source() as first:
+        assert first.create(wire)[0] == "OK"
+    try:
+        with source() as first:
             for n in range(40):  # two of them byte-identical: both copies must stay two
                 body = _message(folder, n if n != 39 else 38)
                 flags = "(\\Seen $Label1)" if n % 3 == 0 else "()"
-                assert source.append(wire, flags, None, body)[0] == "OK"
-            code, out, err = _finish(_import(imap_server, address, dovecot.port, dovecot.cert,
-                                             extra=("--folder", folder)))
-            assert code == 0, out + err
-            assert "messages: 40 " in out, out
+                assert first.append(wire, flags, None, body)[0] == "OK"
+            first.select(wire, readonly=True)
+            old = int(first.response("UIDVALIDITY")[1][0])  # type: ignore[arg-type]
+            first.logout()
+        code, out, err = _finish(_import(imap_server, address, dovecot.port, dovecot.cert,
+                                         extra=("--folder", folder)))
+        assert code == 0, out + err
+        assert "messages: 40 " in out, out
 
-            source.select(wire, readonly=True)
-            old = int(source.response("UIDVALIDITY")[1][0])  # type: ignore[arg-type]
-            source.close()
-            subprocess.run(["doveadm", "-c", str(conf), "mailbox", "update", "-u", USER,
-                            "--uid-validity", str(old + 1000), folder],
-                           check=True, capture_output=True, timeout=60)
-            source.select(wire, readonly=True)
-            assert int(source.response("UIDVALIDITY")[1][0]) == old + 1000  # type: ignore[arg-type]
-            source.close()
+        new = _renumber(dovecot, folder)
+        with source() as second:
+            second.select(wire, readonly=True)
+            seen = int(second.response("UIDVALIDITY")[1][0])  # type: ignore[arg-type]
+            assert seen == new != old
+            second.close()
             for n in range(40, 43):
-                assert source.append(wire, "(\\Flagged)", None, _message(folder, n))[0] == "OK"
+                assert second.append(wire, "(\\Flagged)", None, _message(folder, n))[0] == "OK"
+            second.logout()
 
-            code, out, err = _finish(_import(imap_server, address, dovecot.port, dovecot.cert,
-                                             extra=("--folder", folder)))
-            assert code == 0, out + err
-            assert "messages: 3 " in out, out
-            assert "failed: 0" in out, out
-            assert f"{folder}: the source renumbered this folder (new UIDVALIDITY); its 40 " \
-                "earlier messages were matched by content" in out, out
-            theirs = _contents(source, wire)
-            with _mailstead_imap(imap_server, address, password) as target:
-                mine = _contents(target, wire)
-            assert sum(theirs.values()) == 43
-            assert mine == theirs
+        code, out, err = _finish(_import(imap_server, address, dovecot.port, dovecot.cert,
+                                         extra=("--folder", folder)))
+        assert code == 0, out + err
+        assert "messages: 3 " in out, out
+        assert "failed: 0" in out, out
+        assert f"{folder}: the source renumbered this folder (new UIDVALIDITY); its 40 " \
+            "earlier messages were matched by content" in out, out
+        with source() as third:
+            theirs = _contents(third, wire)
+        with _mailstead_imap(imap_server, address, password) as target:
+            mine = _contents(target, wire)
+        assert sum(theirs.values()) == 43
+        assert mine == theirs
 
-            # The run after that is UID-fast again: everything is known under the new UIDs.
-            code, out, err = _finish(_import(imap_server, address, dovecot.port, dovecot.cert,
-                                             extra=("--folder", folder)))
-            assert code == 0, out + err
-            assert "messages: 0 " in out, out
-            assert "renumbered" not in out, out
-        finally:
-            source.delete(wire)  # the other tests compare whole accounts
+        # The run after that is UID-fast again: everything is known under the new UIDs.
+        code, out, err = _finish(_import(imap_server, address, dovecot.port, dovecot.cert,
+                                         extra=("--folder", folder)))
+        assert code == 0, out + err
+        assert "messages: 0 " in out, out
+        assert "renumbered" not in out, out
+    finally:
+        with source() as last:
+            last.delete(wire)  # the other tests compare whole accounts
