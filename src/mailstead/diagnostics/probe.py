@@ -92,6 +92,9 @@ class ProbeSettings:
     # Servers slow failed logins down on purpose (Dovecot: 2 s, doubling to 15 s; ours:
     # [security] failure_delay): the answer to a login gets this long, not ``timeout``.
     login_timeout: float = 30.0
+    # The local address to connect from (a machine with several; the server lets its own
+    # host send passwords before TLS, so a check from there would not see what others see).
+    source: str | None = None
 
     def context(self, *, verify: bool = True) -> ssl.SSLContext:
         """A client TLS context; unverified only for the "does this port speak TLS" test."""
@@ -167,11 +170,12 @@ def _text(line: bytes) -> str:
     return printable(line.decode("utf-8", "replace"))
 
 
-async def _connect(target: Target, timeout: float) -> _Conn:
+async def _connect(target: Target, timeout: float, source: str | None) -> _Conn:
     host = target.address or target.host
     try:
         reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(host, target.port), timeout
+            asyncio.open_connection(host, target.port,
+                                    local_addr=(source, 0) if source else None), timeout
         )
     except (OSError, TimeoutError) as exc:
         raise _Ended(classify_connect_error(exc), printable(str(exc) or "timed out")) from None
@@ -186,6 +190,7 @@ async def _connect_tls(target: Target, settings: ProbeSettings) -> _Conn:
         reader, writer = await asyncio.wait_for(
             asyncio.open_connection(host, target.port, ssl=settings.context(),
                                     server_hostname=target.host,
+                                    local_addr=(settings.source, 0) if settings.source else None,
                                     ssl_handshake_timeout=settings.timeout),
             settings.timeout * 2,
         )
@@ -193,7 +198,7 @@ async def _connect_tls(target: Target, settings: ProbeSettings) -> _Conn:
         raise _Ended(classify_tls_error(exc), _tls_detail(exc)) from None
     except TimeoutError:
         # Either the connect or the handshake got no answer: a plain connect tells which.
-        plain = await _connect(target, settings.timeout)
+        plain = await _connect(target, settings.timeout, settings.source)
         await plain.close()
         raise _Ended(Cause.DROPPED, "no answer to the TLS handshake") from None
     except (ConnectionResetError, BrokenPipeError) as exc:
@@ -206,7 +211,7 @@ async def _connect_tls(target: Target, settings: ProbeSettings) -> _Conn:
 async def _plain_greeting(target: Target, settings: ProbeSettings) -> bytes | None:
     """The first line a fresh plain connection gets within the timeout, or None."""
     try:
-        conn = await _connect(target, settings.timeout)
+        conn = await _connect(target, settings.timeout, settings.source)
     except _Ended:
         return None
     try:
@@ -220,7 +225,7 @@ async def _plain_greeting(target: Target, settings: ProbeSettings) -> bytes | No
 async def _speaks_tls(target: Target, settings: ProbeSettings) -> bool:
     """Whether a fresh connection completes a TLS handshake (certificate not checked)."""
     try:
-        conn = await _connect(target, settings.timeout)
+        conn = await _connect(target, settings.timeout, settings.source)
     except _Ended:
         return False
     try:
@@ -245,7 +250,7 @@ async def _open(target: Target, settings: ProbeSettings) -> tuple[_Conn, bytes]:
                                  f"the port greets in plain text: {_text(greeting)}") from None
             raise
     else:
-        conn = await _connect(target, settings.timeout)
+        conn = await _connect(target, settings.timeout, settings.source)
     try:
         try:
             first = await conn.first_bytes()

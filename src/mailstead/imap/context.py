@@ -23,6 +23,7 @@ class IMAPSettings:
     hostname: str
     tls_active: bool = False  # implicit TLS (993), or after STARTTLS
     starttls_available: bool = False  # port 143 with a certificate loaded
+    plaintext_auth: bool = False  # a password may come before TLS (core.network)
     max_message_size: int = 50 * 1024 * 1024  # APPENDLIMIT (RFC 7889) and literal limit
     max_bad_commands: int = 10  # then "* BYE" and close
     max_connections_per_account: int = 50

@@ -154,8 +154,9 @@ class IMAPSession:
 
     @property
     def login_disabled(self) -> bool:
-        """RFC 9051 section 6.2.3 LOGINDISABLED: no plaintext passwords before TLS."""
-        return not self.tls_active
+        """RFC 9051 section 6.2.3 LOGINDISABLED: no plaintext passwords before TLS, except
+        from this host or a trusted network (``IMAPSettings.plaintext_auth``)."""
+        return not (self.tls_active or self.settings.plaintext_auth)
 
     # ------------------------------------------------------------------ output
 
