@@ -1,0 +1,98 @@
+"""FETCH BINARY decoding (RFC 3516), HEADER.FIELDS with repeated and differently cased names
+(RFC 9051 section 6.4.5) and ENVELOPE group syntax (RFC 3501 section 7.4.2) against a real
+``mailstead serve``, through imaplib, comparing the exact bytes of each answer."""
+
+from __future__ import annotations
+
+import base64
+import imaplib
+import re
+
+from helpers import Harness
+
+Account = tuple[str, str]
+
+QP_BODY = (
+    b"caf=C3=A9 =3D equals=3d lower\r\n"
+    b"soft=\r\n"
+    b"break and padded=  \r\n"
+    b"line trailing   \r\n"
+    b"last=20\r\n"
+)
+# The CRLF before the next delimiter belongs to the delimiter (RFC 2046 section 5.1.1).
+QP_DECODED = b"caf\xc3\xa9 = equals= lower\r\nsoftbreak and paddedline trailing\r\nlast "
+BLOB = bytes(range(256)) + b"\x00tail"
+MESSAGE = (
+    b"From: Alice <alice@example.test>\r\n"
+    b"To: undisclosed-recipients:;\r\n"
+    b"Cc: group: a@b.test, c@d.test;, e@f.test\r\n"
+    b'Bcc: "foo" , x@y.test\r\n'
+    b'Reply-To: empty:;, "stray name"\r\n'
+    b"Subject: a folded\r\n\tsubject line\r\n"
+    b"from: Second <second@example.test>\r\n"
+    b"X-Other: kept\r\n"
+    b"FROM: third@example.test\r\n"
+    b"Date: Mon, 01 Jan 2024 10:00:00 +0000\r\n"
+    b"Message-ID: <sections@client.example.test>\r\n"
+    b"MIME-Version: 1.0\r\n"
+    b'Content-Type: multipart/mixed; boundary="b1"\r\n'
+    b"\r\n"
+    b"--b1\r\n"
+    b"Content-Type: text/plain; charset=utf-8\r\n"
+    b"Content-Transfer-Encoding: Quoted-Printable\r\n"
+    b"\r\n"
+    + QP_BODY
+    + b"--b1\r\n"
+    b"Content-Type: application/octet-stream\r\n"
+    b"Content-Transfer-Encoding: base64\r\n"
+    b"\r\n"
+    + base64.encodebytes(BLOB).replace(b"\n", b"\r\n")
+    + b"--b1--\r\n"
+)
+def _login(h: Harness, account: Account) -> imaplib.IMAP4_SSL:
+    client = imaplib.IMAP4_SSL("127.0.0.1", h.port("imaps"), ssl_context=h.tls(), timeout=15)
+    typ, _ = client.login(*account)
+    assert typ == "OK"
+    typ, data = client.append("INBOX", None, None, MESSAGE)
+    assert typ == "OK", data
+    typ, _ = client.select("INBOX")
+    assert typ == "OK"
+    return client
+
+
+def _items(data: list[object]) -> dict[bytes, bytes]:
+    """imaplib's FETCH answer as {item name: value}: literals keyed by the text before them,
+    atoms parsed from the remaining lines."""
+    out: dict[bytes, bytes] = {}
+    for entry in data:
+        head = entry[0] if isinstance(entry, tuple) else entry
+        assert isinstance(head, bytes)
+        if isinstance(entry, tuple):  # the literal belongs to the last item named in head
+            key = re.findall(rb"((?:BINARY|BODY)\[[^\]]*\](?:<\d+>)?) ~?\{\d+\}$", head)
+            assert key, head
+            out[key[-1]] = entry[1]
+        for size in re.findall(rb"BINARY\.SIZE\[[^\]]*\] \d+", head):
+            name, value = size.rsplit(b" ", 1)
+            out[name] = value
+    return out
+
+
+def test_binary_decodes_quoted_printable_and_base64(imap_server: Harness,
+                                                     imap_account: Account) -> None:
+    with _login(imap_server, imap_account) as client:
+        typ, data = client.fetch("1", "(BINARY.PEEK[1] BINARY.SIZE[1] BINARY.PEEK[2]<0.10>)")
+        assert typ == "OK", data
+        items = _items(data)
+        # RFC 2045 section 6.7: soft breaks (also after transport padding) vanish, =XX in
+        # either case decodes, trailing white space of a line is deleted.
+        assert items[b"BINARY[1]"] == QP_DECODED, items
+        assert items[b"BINARY.SIZE[1]"] == b"%d" % len(QP_DECODED)
+        # RFC 3516 section 4.2: a partial range counts decoded octets.
+        assert items[b"BINARY[2]<0>"] == BLOB[:10]
+        typ, data = client.fetch("1", "(BINARY.PEEK[2] BINARY.SIZE[2])")
+        assert typ == "OK", data
+        items = _items(data)
+        assert items[b"BINARY[2]"] == BLOB
+        assert items[b"BINARY.SIZE[2]"] == b"%d" % len(BLOB)
+        typ, data = client.fetch("1", "(BINARY.PEEK[1]<5.4>)")
+        assert _items(data)[b"BINARY[1]<5>"] == QP_DECODED[5:9]
