@@ -49,6 +49,13 @@ MESSAGE = (
     + base64.encodebytes(BLOB).replace(b"\n", b"\r\n")
     + b"--b1--\r\n"
 )
+FROM_FIELDS = (
+    b"From: Alice <alice@example.test>\r\n"
+    b"from: Second <second@example.test>\r\n"
+    b"FROM: third@example.test\r\n\r\n"
+)
+
+
 def _login(h: Harness, account: Account) -> imaplib.IMAP4_SSL:
     client = imaplib.IMAP4_SSL("127.0.0.1", h.port("imaps"), ssl_context=h.tls(), timeout=15)
     typ, _ = client.login(*account)
@@ -96,3 +103,34 @@ def test_binary_decodes_quoted_printable_and_base64(imap_server: Harness,
         assert items[b"BINARY.SIZE[2]"] == b"%d" % len(BLOB)
         typ, data = client.fetch("1", "(BINARY.PEEK[1]<5.4>)")
         assert _items(data)[b"BINARY[1]<5>"] == QP_DECODED[5:9]
+
+
+def test_header_fields_with_repeated_names(imap_server: Harness,
+                                           imap_account: Account) -> None:
+    with _login(imap_server, imap_account) as client:
+        typ, data = client.fetch(
+            "1", "(BODY.PEEK[HEADER.FIELDS (FROM)] BODY.PEEK[HEADER.FIELDS (FROM FROM)])")
+        assert typ == "OK", data
+        # RFC 9051 section 6.4.5: each field comes once, with all its occurrences in order;
+        # section 7.5.2: each item is named as asked, so two sections asked, two answered.
+        assert _items(data) == {b"BODY[HEADER.FIELDS (FROM)]": FROM_FIELDS,
+                                b"BODY[HEADER.FIELDS (FROM FROM)]": FROM_FIELDS}, data
+        typ, data = client.fetch("1", "(BODY.PEEK[HEADER.FIELDS (from FROM)])")
+        assert typ == "OK", data
+        # Matching ignores case; the echo is upper-cased, as Dovecot's is.
+        assert _items(data) == {b"BODY[HEADER.FIELDS (FROM FROM)]": FROM_FIELDS}, data
+        typ, data = client.fetch(
+            "1", "(BODY.PEEK[HEADER.FIELDS (subject SUBJECT x-other)] "
+                 "BODY.PEEK[HEADER.FIELDS.NOT (FROM from To CC bcc Reply-To Date "
+                 "Message-ID MIME-Version Content-Type Content-Type)] "
+                 "BODY.PEEK[HEADER.FIELDS (X-Absent X-ABSENT)])")
+        assert typ == "OK", data
+        # Folded fields keep their folding; a subset with no field is just the blank line.
+        assert _items(data) == {
+            b"BODY[HEADER.FIELDS (SUBJECT SUBJECT X-OTHER)]":
+                b"Subject: a folded\r\n\tsubject line\r\nX-Other: kept\r\n\r\n",
+            b"BODY[HEADER.FIELDS.NOT (FROM FROM TO CC BCC REPLY-TO DATE MESSAGE-ID "
+            b"MIME-VERSION CONTENT-TYPE CONTENT-TYPE)]":
+                b"Subject: a folded\r\n\tsubject line\r\nX-Other: kept\r\n\r\n",
+            b"BODY[HEADER.FIELDS (X-ABSENT X-ABSENT)]": b"\r\n",
+        }, data
