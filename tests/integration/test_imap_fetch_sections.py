@@ -134,3 +134,20 @@ def test_header_fields_with_repeated_names(imap_server: Harness,
                 b"Subject: a folded\r\n\tsubject line\r\nX-Other: kept\r\n\r\n",
             b"BODY[HEADER.FIELDS (X-ABSENT X-ABSENT)]": b"\r\n",
         }, data
+
+
+def test_envelope_groups_follow_rfc3501(imap_server: Harness, imap_account: Account) -> None:
+    with _login(imap_server, imap_account) as client:
+        typ, data = client.fetch("1", "(ENVELOPE)")
+        assert typ == "OK", data
+        assert data == [
+            b'1 (ENVELOPE ("Mon, 01 Jan 2024 10:00:00 +0000" "a folded\tsubject line" '
+            b'(("Alice" NIL "alice" "example.test")) '
+            b'(("Alice" NIL "alice" "example.test")) '
+            b'((NIL NIL "empty" NIL)(NIL NIL NIL NIL)) '
+            b'((NIL NIL "undisclosed-recipients" NIL)(NIL NIL NIL NIL)) '
+            b'((NIL NIL "group" NIL)(NIL NIL "a" "b.test")(NIL NIL "c" "d.test")'
+            b'(NIL NIL NIL NIL)(NIL NIL "e" "f.test")) '
+            b'((NIL NIL "x" "y.test")) '
+            b'NIL "<sections@client.example.test>"))'
+        ], data
