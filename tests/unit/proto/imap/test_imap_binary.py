@@ -168,3 +168,26 @@ def test_decoding_happens_only_for_binary_items() -> None:
     render_fetch(info(MULTI), 1, [FetchAtt("UID"), FetchAtt("ENVELOPE"),
                                   FetchAtt("BODYSTRUCTURE")], body=body)
     assert calls == []
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=400), st.sampled_from(["quoted-printable", "base64", "7bit", "binary"]))
+def test_hostile_bodies_decode_without_raising_and_bounded(body: bytes, encoding: str) -> None:
+    decoded = sections.decode_transfer_encoding(body, encoding)
+    assert decoded is not None
+    assert len(decoded) <= 2 * len(body)  # at most a CR added per bare LF
+    decoded = binary(single(encoding, body))
+    assert decoded is not None
+    assert len(decoded) <= 2 * len(body) + 2
+
+
+def test_large_quoted_printable_decodes_in_linear_time() -> None:
+    import time
+
+    body = b"caf=C3=A9 =3D soft=\r\n" * 200_000 + b"padded  \r\n" * 100_000  # ~5 MB
+    start = time.perf_counter()
+    decoded = sections.decode_quoted_printable(body)
+    elapsed = time.perf_counter() - start
+    assert decoded.startswith(b"caf\xc3\xa9 = softcaf")
+    assert decoded.endswith(b"padded\r\npadded\r\n")
+    assert elapsed < 5.0, elapsed  # about 0.1 s measured on a quiet machine
