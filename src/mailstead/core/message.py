@@ -344,9 +344,9 @@ def _is_local_part(spec: list[tuple[str, str]]) -> bool:
     """Whether tokens without "@" could be a bare local part: one dot-atom (``postmaster``,
     ``first.last``), as RFC 822 allowed for local mail; a quoted string or several words is a
     display name (RFC 5322 section 3.4, ``display-name``) that lost its address."""
-    return bool(spec) and all(
-        k == "a" if i % 2 == 0 else (k == "s" and t == ".") for i, (k, t) in enumerate(spec)
-    ) and len(spec) % 2 == 1
+    if len(spec) % 2 == 0:  # atoms and dots alternate, starting and ending with an atom
+        return False
+    return all(k == "a" if i % 2 == 0 else (k, t) == ("s", ".") for i, (k, t) in enumerate(spec))
 
 
 # The common shapes of one mailbox, ``local@host``, ``<local@host>`` and ``Word Word
