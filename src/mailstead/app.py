@@ -500,7 +500,9 @@ async def run(config: Config) -> None:
         loop.add_signal_handler(signal.SIGINT, stop.set)
         loop.add_signal_handler(signal.SIGHUP, _reload)
         print("mailstead: ready", flush=True)
-        log_event(log, "server.ready", hostname=config.hostname, listeners=len(listeners))
+        # Every listener printed above: the mail protocols' and the web servers'.
+        log_event(log, "server.ready", hostname=config.hostname,
+                  listeners=len(listeners) + len(web_servers))
         await stop.wait()
         log_event(log, "server.stopping")
         stopping.set()
