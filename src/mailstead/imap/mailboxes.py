@@ -9,7 +9,7 @@ import contextlib
 from typing import TYPE_CHECKING
 
 from mailstead.core.errors import AlreadyExists, LimitExceeded
-from mailstead.imap import names
+from mailstead.imap import names, recent
 from mailstead.imap.base import CommandFailed, State
 from mailstead.imap.listing import list_command, status
 from mailstead.proto.imap import response
@@ -85,9 +85,8 @@ async def select(s: IMAPSession, cmd: Command) -> None:
     msgs = await s.ctx.store.get_messages(info.id, None, envelope=False, bodystructure=False)
     uidnext = max(info.uidnext, msgs[-1].uid + 1 if msgs else 1)
     # RFC 3501 section 6.3.2: EXAMINE must not take \Recent away from other sessions.
-    recent_from = (
-        s.ctx.recent.peek(info.id) if read_only else s.ctx.recent.claim_select(info.id, uidnext)
-    )
+    recent_from = await recent.at_select(s.ctx.store, info.id, uidnext, read_only=read_only,
+                                         rev2=s.rev2)
     view = SelectedView.open(info, msgs, read_only=read_only, recent_from=recent_from)
     view.uidnext = uidnext
     view.highestmodseq = max([info.highestmodseq, *(m.modseq for m in msgs)])
