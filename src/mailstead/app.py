@@ -418,7 +418,7 @@ async def run(config: Config) -> None:
         if config.listen.managesieve is not None:
             listeners.append(_managesieve_listener(config, store, accounts, tls, stopping))
         # IMAP (issue 3): 143 with STARTTLS, 993 with implicit TLS; one IMAPContext shares
-        # \Recent bookkeeping and per-account session counts between both ports.
+        # per-account session counts between both ports.
         spool_dir = config.data_dir / "tmp"
         spool_dir.mkdir(mode=0o700, exist_ok=True)
         imap_ctx = IMAPContext(store, accounts,
