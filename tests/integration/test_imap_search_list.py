@@ -1,0 +1,144 @@
+"""ESEARCH with MODSEQ, CONDSTORE enabling while selected, LIST patterns, LIST-EXTENDED
+CHILDINFO and the capabilities after login, against a real ``mailstead serve``.
+
+Exact response bytes are read with ``RawIMAP``; imaplib (a client real users have) checks
+what it sees of the capabilities. The LIST-EXTENDED tests build the folder trees of the
+examples of RFC 5258 section 5 and compare the exact replies (with the child attributes
+this server always adds, RFC 5258 section 4).
+"""
+
+from __future__ import annotations
+
+import re
+
+from helpers import Harness, RawIMAP
+
+Account = tuple[str, str]
+
+# RFC 3501 section 9 atom characters other than letters, with the wildcards: a pattern of
+# these is valid LIST syntax, though "&'" is not valid modified UTF-7.
+ODD_PATTERN = "!#$&'+,-.0123456789:;<=>?@^_`|[}%*"
+
+
+def session(h: Harness, account: Account) -> RawIMAP:
+    client = RawIMAP(h.port("imaps"), tls=h.tls())
+    client.login(*account)
+    return client
+
+
+def fill(client: RawIMAP, count: int) -> None:
+    for n in range(1, count + 1):
+        message = b"From: a@remote.test\r\nSubject: m%d\r\n\r\nbody %d\r\n" % (n, n)
+        response = client.command_literal(b"APPEND INBOX", message)
+        assert response.status == b"OK", response
+
+
+def modseqs(client: RawIMAP) -> dict[int, int]:
+    """Sequence number -> MODSEQ of every message of the selected mailbox."""
+    response = client.command("FETCH 1:* (MODSEQ)")
+    assert response.status == b"OK", response
+    found = {}
+    for line in response.untagged:
+        match = re.fullmatch(rb"\* (\d+) FETCH \(MODSEQ \((\d+)\)\)", line)
+        if match:
+            found[int(match.group(1))] = int(match.group(2))
+    return found
+
+
+def highestmodseq(lines: tuple[bytes, ...]) -> int | None:
+    for line in lines:
+        match = re.fullmatch(rb"\* OK \[HIGHESTMODSEQ (\d+)\].*", line)
+        if match:
+            return int(match.group(1))
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# ESEARCH and MODSEQ (RFC 4731 section 3.2, RFC 7162 sections 3.1.5 and 3.1)
+
+
+def test_esearch_min_max_report_the_modseq_of_the_message_they_return(
+    imap_server: Harness, imap_account: Account
+) -> None:
+    with session(imap_server, imap_account) as client:
+        fill(client, 5)
+        assert client.command("SELECT INBOX").status == b"OK"
+        # A flag change in the middle: message 3 gets the highest MODSEQ, so MIN and MAX
+        # (messages 2 and 5 below) have lower ones than the highest match.
+        assert client.command("STORE 3 +FLAGS (\\Flagged)").status == b"OK"
+        seqs = modseqs(client)
+        assert len(set(seqs.values())) == 5, seqs
+        threshold = seqs[2]  # MODSEQ >= threshold: messages 2 to 5, not 1
+        matched = [n for n in sorted(seqs) if seqs[n] >= threshold]
+        assert matched == [2, 3, 4, 5], seqs
+        top = max(seqs[n] for n in matched)
+        assert top == seqs[3] > seqs[5] > seqs[2]
+
+        def esearch(returns: str, *, uid: bool = False) -> bytes:
+            prefix = "UID " if uid else ""
+            response = client.command(f"{prefix}SEARCH RETURN ({returns}) MODSEQ {threshold}")
+            assert response.status == b"OK", response
+            assert len(response.untagged) == 1, response
+            return response.untagged[0]
+
+        tag = client.counter + 1
+        assert esearch("MIN") == b'* ESEARCH (TAG "t%d") MIN 2 MODSEQ %d' % (tag, seqs[2])
+        assert esearch("MAX") == b'* ESEARCH (TAG "t%d") MAX 5 MODSEQ %d' % (tag + 1, seqs[5])
+        # MIN and MAX alone: the higher MODSEQ of those two messages.
+        assert esearch("MIN MAX") == (
+            b'* ESEARCH (TAG "t%d") MIN 2 MAX 5 MODSEQ %d' % (tag + 2, seqs[5])
+        )
+        # ALL or COUNT: the highest MODSEQ of every match.
+        assert esearch("ALL") == b'* ESEARCH (TAG "t%d") ALL 2:5 MODSEQ %d' % (tag + 3, top)
+        assert esearch("COUNT") == b'* ESEARCH (TAG "t%d") COUNT 4 MODSEQ %d' % (tag + 4, top)
+        assert esearch("MIN COUNT") == (
+            b'* ESEARCH (TAG "t%d") MIN 2 COUNT 4 MODSEQ %d' % (tag + 5, top)
+        )
+        uids = client.command(f"UID SEARCH RETURN (MIN MAX) MODSEQ {threshold}")
+        uid_min, uid_max = re.fullmatch(
+            rb'\* ESEARCH \(TAG "t\d+"\) UID MIN (\d+) MAX (\d+) MODSEQ (\d+)', uids.untagged[0]
+        ).groups()[:2]  # type: ignore[union-attr]
+        assert uids.untagged[0].endswith(b" MODSEQ %d" % seqs[5]), uids
+        assert int(uid_min) < int(uid_max)
+        # The old SEARCH response keeps the highest of all (RFC 7162 section 3.1.5).
+        plain = client.command(f"SEARCH MODSEQ {threshold}")
+        assert plain.untagged == (b"* SEARCH 2 3 4 5 (MODSEQ %d)" % top,), plain
+        # Nothing matched: no MODSEQ at all.
+        none = client.command(f"SEARCH RETURN (MIN) MODSEQ {top + 1}")
+        assert re.fullmatch(rb'\* ESEARCH \(TAG "t\d+"\)', none.untagged[0]), none
+
+
+def test_first_condstore_enabling_command_while_selected_reports_highestmodseq(
+    imap_server: Harness, imap_account: Account
+) -> None:
+    with session(imap_server, imap_account) as client:
+        fill(client, 2)
+        selected = client.command("SELECT INBOX")
+        known = highestmodseq(selected.untagged)
+        assert known is not None, selected
+        # FETCH MODSEQ enables CONDSTORE (RFC 7162 section 3.1): the client learns the
+        # mailbox's HIGHESTMODSEQ, once, before the FETCH responses.
+        first = client.command("FETCH 1 (MODSEQ)")
+        assert first.status == b"OK", first
+        assert first.untagged[0] == b"* OK [HIGHESTMODSEQ %d] Highest" % known, first
+        again = client.command("FETCH 1 (MODSEQ)")
+        assert highestmodseq(again.untagged) is None, again
+
+    with session(imap_server, imap_account) as client:
+        known = highestmodseq(client.command("SELECT INBOX").untagged)
+        # The same for STORE (UNCHANGEDSINCE), which changes a flag in the same command
+        # and reports it with its MODSEQ (RFC 7162 section 3.1.3).
+        stored = client.command(f"STORE 1 (UNCHANGEDSINCE {known}) +FLAGS (\\Seen)")
+        assert stored.status == b"OK", stored
+        assert stored.untagged[0] == b"* OK [HIGHESTMODSEQ %d] Highest" % known, stored
+        assert re.fullmatch(rb"\* 1 FETCH \(.*MODSEQ \(\d+\).*\)", stored.untagged[1]), stored
+
+    with session(imap_server, imap_account) as client:
+        known = highestmodseq(client.command("EXAMINE INBOX").untagged)
+        search = client.command("SEARCH MODSEQ 1")  # a SEARCH MODSEQ enables it too
+        assert search.untagged[0] == b"* OK [HIGHESTMODSEQ %d] Highest" % known, search
+        # Enabled before any SELECT: SELECT itself reports it, nothing else repeats it.
+        assert client.command("UNSELECT").status == b"OK"
+        reselected = client.command("SELECT INBOX")
+        assert highestmodseq(reselected.untagged) is not None
+        assert highestmodseq(client.command("FETCH 1 (MODSEQ)").untagged) is None
