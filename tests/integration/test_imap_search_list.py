@@ -142,3 +142,50 @@ def test_first_condstore_enabling_command_while_selected_reports_highestmodseq(
         reselected = client.command("SELECT INBOX")
         assert highestmodseq(reselected.untagged) is not None
         assert highestmodseq(client.command("FETCH 1 (MODSEQ)").untagged) is None
+
+
+# ---------------------------------------------------------------------------------------------
+# LIST patterns (RFC 9051 section 6.3.9)
+
+
+def test_list_pattern_of_unusual_atom_characters_is_answered_and_keeps_the_session(
+    imap_server: Harness, imap_account: Account
+) -> None:
+    # The Unicode name !#$&'+,-...}abc, whose modified UTF-7 form writes "&" as "&-".
+    odd_name = ODD_PATTERN[:-2].replace("&", "&-") + "abc"
+    with session(imap_server, imap_account) as client:
+        assert client.command(f'CREATE "{odd_name}"').status == b"OK"
+        # More times than the server's limit of bad commands in a row (5 here): refused
+        # patterns used to count as bad commands and end the session with BYE.
+        for _ in range(7):
+            response = client.command(f'LIST "" "{ODD_PATTERN}"')
+            assert response.status == b"OK", response
+            assert response.untagged == (
+                b'* LIST (\\HasNoChildren) "/" "' + odd_name.encode() + b'"',
+            ), response
+        unquoted = client.command(f'LIST "" {ODD_PATTERN}')  # list-mailbox as an atom
+        assert unquoted.status == b"OK", unquoted
+        assert unquoted.untagged == response.untagged
+        assert client.command("NOOP").tagged.startswith(b"t%d OK" % client.counter)
+
+
+def test_list_pattern_that_is_not_modified_utf7_is_matched_literally(
+    imap_server: Harness, imap_account: Account
+) -> None:
+    with session(imap_server, imap_account) as client:
+        assert client.command('CREATE "&-Jjo!"').status == b"OK"  # the name "&Jjo!"
+        assert client.command('CREATE "&Jjo-"').status == b"OK"  # the name U+263A
+        literal = client.command('LIST "" "&Jjo!"')
+        assert literal.status == b"OK", literal
+        assert literal.untagged == (b'* LIST (\\HasNoChildren) "/" &-Jjo!',), literal
+        decoded = client.command('LIST "" "&Jjo-"')
+        assert decoded.untagged == (b'* LIST (\\HasNoChildren) "/" &Jjo-',), decoded
+        # A valid run then an invalid one, around a wildcard; and an unterminated run.
+        mixed = client.command('LIST "" "&Jjo-%&Jjo!"')
+        assert mixed.status == b"OK", mixed
+        assert mixed.untagged == (), mixed
+        for pattern in ("&", "&Jjo", "&&&-", "&AGE-", "a&*"):
+            response = client.command(f'LIST "" "{pattern}"')
+            assert response.status == b"OK", (pattern, response)
+        assert client.command('LIST "&Jjo!" "*"').status == b"OK"  # the reference too
+        assert client.command("NOOP").status == b"OK"

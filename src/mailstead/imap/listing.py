@@ -96,14 +96,6 @@ async def status(s: IMAPSession, cmd: Command) -> None:
     await s.finish(cmd, "STATUS completed")
 
 
-def _decode(raw: bytes, utf8: bool) -> str:
-    """A reference or pattern as Unicode; wildcards stay (they are refused only in names)."""
-    try:
-        return names.decode_wire(raw, utf8=utf8)
-    except names.MailboxNameError:
-        raise CommandFailed("BAD", "Invalid mailbox pattern encoding") from None
-
-
 def _inbox_case(name: str) -> str:
     first, sep, rest = name.partition(names.DELIMITER)
     return names.INBOX + sep + rest if names.is_inbox(first) else name
@@ -116,8 +108,10 @@ async def list_command(s: IMAPSession, cmd: Command) -> None:
     args = cmd.args
     if not isinstance(args, ListArgs):
         raise CommandFailed("BAD", f"{cmd.name} needs a reference and a pattern")
-    reference = _decode(args.reference, s.utf8)
-    patterns = [_decode(p, s.utf8) for p in args.patterns]
+    # RFC 9051 section 6.3.9: wildcards stay, and a pattern that does not decode is
+    # matched as it is rather than refused.
+    reference = names.decode_pattern(args.reference, utf8=s.utf8)
+    patterns = [names.decode_pattern(p, utf8=s.utf8) for p in args.patterns]
     selection = {o.upper() for o in args.selection}
     returns = {o.upper() for o in args.returns}
     if "RECURSIVEMATCH" in selection and not selection - {"RECURSIVEMATCH", "REMOTE"}:
