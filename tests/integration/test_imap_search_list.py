@@ -189,3 +189,196 @@ def test_list_pattern_that_is_not_modified_utf7_is_matched_literally(
             assert response.status == b"OK", (pattern, response)
         assert client.command('LIST "&Jjo!" "*"').status == b"OK"  # the reference too
         assert client.command("NOOP").status == b"OK"
+
+
+# ---------------------------------------------------------------------------------------------
+# LIST-EXTENDED: the examples of RFC 5258 section 5
+
+
+def tree(client: RawIMAP, mailboxes: list[str], subscribed: list[str]) -> None:
+    """Exactly ``mailboxes`` besides INBOX (the account's default folders are deleted) and
+    exactly ``subscribed``."""
+    for line in client.command('LIST "" "*"').untagged:
+        name = line.rsplit(b'"/" ', 1)[1].decode()
+        if name != "INBOX":
+            assert client.command(f"DELETE {name}").status == b"OK"
+    for line in client.command('LSUB "" "*"').untagged:
+        name = line.rsplit(b'"/" ', 1)[1].decode()
+        assert client.command(f"UNSUBSCRIBE {name}").status == b"OK"
+    for name in mailboxes:
+        assert client.command(f'CREATE "{name}"').status == b"OK"
+    for name in subscribed:
+        assert client.command(f'SUBSCRIBE "{name}"').status == b"OK"
+
+
+def listed(client: RawIMAP, command: str) -> list[str]:
+    response = client.command(command)
+    assert response.status == b"OK", response
+    return [line.decode() for line in response.untagged]
+
+
+def test_rfc5258_examples_1_to_6(imap_server: Harness, imap_account: Account) -> None:
+    with session(imap_server, imap_account) as client:
+        tree(client, ["Fruit", "Fruit/Apple", "Fruit/Banana", "Tofu", "Vegetable",
+                      "Vegetable/Broccoli", "Vegetable/Corn"],
+             # Fruit/Peach is subscribed but does not exist.
+             ["INBOX", "Fruit/Banana", "Fruit/Peach", "Vegetable", "Vegetable/Broccoli"])
+        assert listed(client, 'LIST "" "*"') == [  # example 1
+            '* LIST (\\HasNoChildren) "/" INBOX',
+            '* LIST (\\HasChildren) "/" Fruit',
+            '* LIST (\\HasNoChildren) "/" Fruit/Apple',
+            '* LIST (\\HasNoChildren) "/" Fruit/Banana',
+            '* LIST (\\HasNoChildren) "/" Tofu',
+            '* LIST (\\HasChildren) "/" Vegetable',
+            '* LIST (\\HasNoChildren) "/" Vegetable/Broccoli',
+            '* LIST (\\HasNoChildren) "/" Vegetable/Corn',
+        ]
+        subscribed = [  # example 2
+            '* LIST (\\HasNoChildren \\Subscribed) "/" INBOX',
+            '* LIST (\\HasNoChildren \\Subscribed) "/" Fruit/Banana',
+            '* LIST (\\NonExistent \\Subscribed) "/" Fruit/Peach',
+            '* LIST (\\HasChildren \\Subscribed) "/" Vegetable',
+            '* LIST (\\HasNoChildren \\Subscribed) "/" Vegetable/Broccoli',
+        ]
+        assert listed(client, 'LIST (SUBSCRIBED) "" "*"') == subscribed
+        children = [  # example 3
+            '* LIST (\\HasNoChildren) "/" INBOX',
+            '* LIST (\\HasChildren) "/" Fruit',
+            '* LIST (\\HasNoChildren) "/" Tofu',
+            '* LIST (\\HasChildren) "/" Vegetable',
+        ]
+        assert listed(client, 'LIST () "" "%" RETURN (CHILDREN)') == children
+        # Examples 4 and 5: there are no remote mailboxes, REMOTE changes nothing.
+        assert listed(client, 'LIST (REMOTE) "" "%" RETURN (CHILDREN)') == children
+        assert listed(client, 'LIST (REMOTE SUBSCRIBED) "" "*"') == subscribed
+        assert listed(client, 'LIST (REMOTE) "" "*" RETURN (SUBSCRIBED)') == [  # example 6
+            '* LIST (\\HasNoChildren \\Subscribed) "/" INBOX',
+            '* LIST (\\HasChildren) "/" Fruit',
+            '* LIST (\\HasNoChildren) "/" Fruit/Apple',
+            '* LIST (\\HasNoChildren \\Subscribed) "/" Fruit/Banana',
+            '* LIST (\\HasNoChildren) "/" Tofu',
+            '* LIST (\\HasChildren \\Subscribed) "/" Vegetable',
+            '* LIST (\\HasNoChildren \\Subscribed) "/" Vegetable/Broccoli',
+            '* LIST (\\HasNoChildren) "/" Vegetable/Corn',
+        ]
+        # RECURSIVEMATCH on this tree: Fruit is not subscribed but has subscribed children
+        # that "%" does not match; Vegetable is subscribed and so is a child "%" misses.
+        assert listed(client, 'LIST (SUBSCRIBED RECURSIVEMATCH) "" "%"') == [
+            '* LIST (\\HasNoChildren \\Subscribed) "/" INBOX',
+            '* LIST (\\HasChildren) "/" Fruit ("CHILDINFO" ("SUBSCRIBED"))',
+            '* LIST (\\HasChildren \\Subscribed) "/" Vegetable ("CHILDINFO" ("SUBSCRIBED"))',
+        ]
+        # With "*" every subscribed name is listed itself: no parent needs a CHILDINFO.
+        assert listed(client, 'LIST (SUBSCRIBED RECURSIVEMATCH) "" "*"') == subscribed
+
+
+def test_rfc5258_example_7_multiple_patterns(imap_server: Harness, imap_account: Account) -> None:
+    with session(imap_server, imap_account) as client:
+        tree(client, ["Drafts", "Sent/March2004", "Sent/December2003", "Sent/August2004",
+                      "Other"], [])
+        assert listed(client, 'LIST "" ("INBOX" "Drafts" "Sent/%")') == [
+            '* LIST (\\HasNoChildren) "/" INBOX',
+            '* LIST (\\HasNoChildren) "/" Drafts',
+            '* LIST (\\HasNoChildren) "/" Sent/August2004',
+            '* LIST (\\HasNoChildren) "/" Sent/December2003',
+            '* LIST (\\HasNoChildren) "/" Sent/March2004',
+        ]
+
+
+def test_rfc5258_example_8_childinfo_against_haschildren(
+    imap_server: Harness, imap_account: Account
+) -> None:
+    recursive = 'LIST (SUBSCRIBED RECURSIVEMATCH) "" "%"'
+    with session(imap_server, imap_account) as client:
+        tree(client, ["Foo", "Foo/Bar", "Foo/Baz", "Moo"], ["Foo/Baz"])
+        assert listed(client, 'LIST "" "%" RETURN (CHILDREN)') == [
+            '* LIST (\\HasNoChildren) "/" INBOX',
+            '* LIST (\\HasChildren) "/" Foo',
+            '* LIST (\\HasNoChildren) "/" Moo',
+        ]
+        # A: only Foo/Baz is subscribed.
+        assert listed(client, 'LIST (SUBSCRIBED) "" "*"') == [
+            '* LIST (\\HasNoChildren \\Subscribed) "/" Foo/Baz',
+        ]
+        assert listed(client, 'LIST (SUBSCRIBED) "" "%"') == []
+        assert listed(client, recursive) == [
+            '* LIST (\\HasChildren) "/" Foo ("CHILDINFO" ("SUBSCRIBED"))',
+        ]
+        # A1: Foo is subscribed as well.
+        assert client.command("SUBSCRIBE Foo").status == b"OK"
+        assert listed(client, recursive) == [
+            '* LIST (\\HasChildren \\Subscribed) "/" Foo ("CHILDINFO" ("SUBSCRIBED"))',
+        ]
+        # A2: a subscribed name under a level that does not exist.
+        assert client.command("UNSUBSCRIBE Foo").status == b"OK"
+        assert client.command("UNSUBSCRIBE Foo/Baz").status == b"OK"
+        assert client.command("SUBSCRIBE Goo/Baz").status == b"OK"
+        assert listed(client, recursive) == [
+            '* LIST (\\NonExistent) "/" Goo ("CHILDINFO" ("SUBSCRIBED"))',
+        ]
+        # B: nothing subscribed, nothing listed (though Foo has children).
+        assert client.command("UNSUBSCRIBE Goo/Baz").status == b"OK"
+        assert listed(client, recursive) == []
+        # C: Foo and Moo subscribed, none of Foo's children: no CHILDINFO.
+        assert client.command("SUBSCRIBE Foo").status == b"OK"
+        assert client.command("SUBSCRIBE Moo").status == b"OK"
+        assert listed(client, recursive + " RETURN (CHILDREN)") == [
+            '* LIST (\\HasChildren \\Subscribed) "/" Foo',
+            '* LIST (\\HasNoChildren \\Subscribed) "/" Moo',
+        ]
+
+
+def test_rfc5258_example_9_childinfo_whatever_the_children_match(
+    imap_server: Harness, imap_account: Account
+) -> None:
+    subscribed = ["foo2/bar1", "foo2/bar2", "baz2/bar2", "baz2/bar22", "baz2/bar222", "eps2",
+                  "eps2/mamba", "qux2/bar2"]
+    with session(imap_server, imap_account) as client:
+        tree(client, ["foo2", "foo2/bar1", "foo2/bar2", "baz2", "baz2/bar2", "baz2/bar22",
+                      "baz2/bar222", "eps2", "eps2/mamba", "qux2/bar2"], subscribed)
+        assert listed(client, 'LIST (SUBSCRIBED) "" "*"') == [  # D02
+            '* LIST (\\HasNoChildren \\Subscribed) "/" baz2/bar2',
+            '* LIST (\\HasNoChildren \\Subscribed) "/" baz2/bar22',
+            '* LIST (\\HasNoChildren \\Subscribed) "/" baz2/bar222',
+            '* LIST (\\HasChildren \\Subscribed) "/" eps2',
+            '* LIST (\\HasNoChildren \\Subscribed) "/" eps2/mamba',
+            '* LIST (\\HasNoChildren \\Subscribed) "/" foo2/bar1',
+            '* LIST (\\HasNoChildren \\Subscribed) "/" foo2/bar2',
+            '* LIST (\\HasNoChildren \\Subscribed) "/" qux2/bar2',
+        ]
+        # D03: foo2 (not subscribed) and eps2 (subscribed) have a subscribed child that "*2"
+        # does not match (foo2/bar1, eps2/mamba); baz2 and qux2 do not, all their subscribed
+        # children are listed themselves, so they are not listed.
+        assert listed(client, 'LIST (RECURSIVEMATCH SUBSCRIBED) "" "*2"') == [
+            '* LIST (\\HasNoChildren \\Subscribed) "/" baz2/bar2',
+            '* LIST (\\HasNoChildren \\Subscribed) "/" baz2/bar22',
+            '* LIST (\\HasNoChildren \\Subscribed) "/" baz2/bar222',
+            '* LIST (\\HasChildren \\Subscribed) "/" eps2 ("CHILDINFO" ("SUBSCRIBED"))',
+            '* LIST (\\HasChildren) "/" foo2 ("CHILDINFO" ("SUBSCRIBED"))',
+            '* LIST (\\HasNoChildren \\Subscribed) "/" foo2/bar2',
+            '* LIST (\\HasNoChildren \\Subscribed) "/" qux2/bar2',
+        ]
+        # D04: "%2" matches no second level, so every top level with a subscribed child
+        # gets CHILDINFO.
+        assert listed(client, 'LIST (RECURSIVEMATCH SUBSCRIBED) "" "%2"') == [
+            '* LIST (\\HasChildren) "/" baz2 ("CHILDINFO" ("SUBSCRIBED"))',
+            '* LIST (\\HasChildren \\Subscribed) "/" eps2 ("CHILDINFO" ("SUBSCRIBED"))',
+            '* LIST (\\HasChildren) "/" foo2 ("CHILDINFO" ("SUBSCRIBED"))',
+            '* LIST (\\HasChildren) "/" qux2 ("CHILDINFO" ("SUBSCRIBED"))',
+        ]
+        # Without RECURSIVEMATCH there is never a CHILDINFO.
+        assert listed(client, 'LIST (SUBSCRIBED) "" "%2"') == [
+            '* LIST (\\HasChildren \\Subscribed) "/" eps2',
+        ]
+
+
+def test_recursivematch_with_special_use(imap_server: Harness, imap_account: Account) -> None:
+    with session(imap_server, imap_account) as client:
+        tree(client, ["Work", "Home"], [])
+        assert client.command("CREATE Work/Sent (USE (\\Sent))").status == b"OK"
+        assert listed(client, 'LIST (SPECIAL-USE RECURSIVEMATCH) "" "%"') == [
+            '* LIST (\\HasChildren) "/" Work ("CHILDINFO" ("SPECIAL-USE"))',
+        ]
+        assert listed(client, 'LIST (SPECIAL-USE) "" "*"') == [
+            '* LIST (\\HasNoChildren \\Sent) "/" Work/Sent',
+        ]
