@@ -9,6 +9,8 @@ this server always adds, RFC 5258 section 4).
 
 from __future__ import annotations
 
+import base64
+import imaplib
 import re
 
 from helpers import Harness, RawIMAP
@@ -382,3 +384,51 @@ def test_recursivematch_with_special_use(imap_server: Harness, imap_account: Acc
         assert listed(client, 'LIST (SPECIAL-USE) "" "*"') == [
             '* LIST (\\HasNoChildren \\Sent) "/" Work/Sent',
         ]
+
+
+# ---------------------------------------------------------------------------------------------
+# Capabilities before and after authentication (RFC 9051 section 7.2.2)
+
+AUTH_ONLY = {"AUTH=PLAIN", "STARTTLS", "LOGINDISABLED"}
+
+
+def caps_of(line: bytes) -> set[str]:
+    match = re.search(rb"CAPABILITY ([^\]\r\n]+)", line)
+    assert match, line
+    return set(match.group(1).decode().upper().split())
+
+
+def test_capabilities_drop_auth_mechanisms_once_logged_in(
+    imap_server: Harness, imap_account: Account
+) -> None:
+    address, password = imap_account
+    with RawIMAP(imap_server.port("imaps"), tls=imap_server.tls()) as client:
+        assert "AUTH=PLAIN" in caps_of(client.greeting)
+        before = client.command("CAPABILITY")
+        assert "AUTH=PLAIN" in caps_of(before.untagged[0])
+        login = client.command(f'LOGIN "{address}" "{password}"')
+        assert login.status == b"OK", login
+        in_ok = caps_of(login.tagged)
+        assert not in_ok & AUTH_ONLY, in_ok
+        after = caps_of(client.command("CAPABILITY").untagged[0])
+        assert after == in_ok
+        assert {"IMAP4REV2", "ENABLE", "CONDSTORE", "LIST-EXTENDED"} <= after
+
+    blob = base64.b64encode(f"\0{address}\0{password}".encode()).decode()
+    with RawIMAP(imap_server.port("imaps"), tls=imap_server.tls()) as client:
+        authed = client.command(f"AUTHENTICATE PLAIN {blob}")
+        assert authed.status == b"OK", authed
+        assert not caps_of(authed.tagged) & AUTH_ONLY
+        assert not caps_of(client.command("CAPABILITY").untagged[0]) & AUTH_ONLY
+
+    # Port 143: STARTTLS and LOGINDISABLED before TLS, AUTH=PLAIN after, none once in.
+    with imaplib.IMAP4("127.0.0.1", imap_server.port("imap"), timeout=15) as plain:
+        assert {"STARTTLS", "LOGINDISABLED"} <= set(plain.capabilities)
+        plain.starttls(imap_server.tls())
+        assert "AUTH=PLAIN" in plain.capabilities
+        typ, _ = plain.authenticate("PLAIN", lambda _: f"\0{address}\0{password}".encode())
+        assert typ == "OK"
+        typ, data = plain.capability()
+        assert typ == "OK"
+        assert not set(data[0].decode().upper().split()) & AUTH_ONLY, data
+        plain.logout()
