@@ -63,8 +63,9 @@ async def search(s: IMAPSession, cmd: Command) -> None:
     by_number = dict(zip(shown, (messages[n - 1] for n in numbers), strict=True))
     if cmd.name in ("SORT", "THREAD") and not evaluator.uses_envelope(args.key):
         by_number = await _with_envelopes(s, by_number)
-    with_modseq = evaluator.uses_modseq(args.key)
-    modseq = evaluator.highest_modseq(messages, numbers) if with_modseq else None
+    modseq = (
+        evaluator.highest_modseq(messages, numbers) if evaluator.uses_modseq(args.key) else None
+    )
     prefix = "UID " if cmd.uid else ""
     if cmd.name == "SORT":
         try:
@@ -98,7 +99,7 @@ async def search(s: IMAPSession, cmd: Command) -> None:
     else:
         # RFC 9051 section 6.4.4: IMAP4rev2 answers with ESEARCH (RFC 4731 section 3.1).
         # RFC 4731 section 3.2: MIN or MAX report the MODSEQ of the message they return.
-        modseqs = [messages[n - 1].modseq for n in numbers] if with_modseq else None
+        modseqs = [messages[n - 1].modseq for n in numbers] if modseq is not None else None
         s.raw(evaluator.esearch_response(
             shown, returns or (), tag=cmd.tag, uid=cmd.uid, modseqs=modseqs
         ))
