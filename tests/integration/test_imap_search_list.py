@@ -374,6 +374,25 @@ def test_rfc5258_example_9_childinfo_whatever_the_children_match(
         ]
 
 
+def test_rfc5258_example_11_a_level_that_is_not_a_mailbox(
+    imap_server: Harness, imap_account: Account
+) -> None:
+    # "music" is only a level above "music/rock" (deleted after CREATE made it). RFC 5258
+    # shows it \NonExistent, which implies \Noselect; this server says \Noselect, as
+    # RFC 9051 section 6.3.9 does for such levels, with its children and its CHILDINFO.
+    with session(imap_server, imap_account) as client:
+        tree(client, ["music/rock"], ["music/rock"])
+        assert client.command("DELETE music").status == b"OK"
+        assert listed(client, 'LIST "" "%" RETURN (CHILDREN)') == [
+            '* LIST (\\HasNoChildren) "/" INBOX',
+            '* LIST (\\Noselect \\HasChildren) "/" music',
+        ]
+        assert listed(client, 'LIST (SUBSCRIBED RECURSIVEMATCH) "" "%"') == [
+            '* LIST (\\Noselect \\HasChildren) "/" music ("CHILDINFO" ("SUBSCRIBED"))',
+        ]
+        assert listed(client, 'LIST (SUBSCRIBED) "" "%"') == []
+
+
 def test_recursivematch_with_special_use(imap_server: Harness, imap_account: Account) -> None:
     with session(imap_server, imap_account) as client:
         tree(client, ["Work", "Home"], [])
