@@ -115,6 +115,10 @@ R_RELAY_TRICK = Reply(
 )
 R_UNKNOWN_USER = Reply(550, "5.1.1", "No such user here")
 R_LOOP = Reply(550, "5.4.6", "Alias expansion loop for this recipient")
+# A role address (postmaster, abuse) with no account yet to hold its mail: temporary, so the
+# sender retries once the administrator has created one (RFC 5321 section 4.5.1).
+R_NO_MAILBOX = Reply(451, "4.3.0", "This address has no mailbox yet: the administrator must "
+                     "create an account first; try again later")
 R_NOT_YOUR_SENDER = Reply(553, "5.7.1", "Sender address is not owned by the authenticated account")
 R_NOT_YOUR_FROM = Reply(
     553, "5.7.1", "{name}: header address is not owned by the authenticated account"
@@ -179,7 +183,7 @@ class DeliveryService:
         self._hourly_limit = sender_hourly_limit
         self._on_queued = on_queued
         self._hostname = hostname
-        self._resolver = RecipientResolver(store)
+        self._resolver = RecipientResolver(store, hostname)
         self._clock = clock
         self._ids = QueueIds(clock, secrets.randbelow(30**5))
 
@@ -208,6 +212,8 @@ class DeliveryService:
             return R_UNKNOWN_USER
         elif res.verdict is Verdict.LOOP:
             return R_LOOP
+        elif res.verdict is Verdict.NO_MAILBOX:
+            return R_NO_MAILBOX
         # Quota (issue 3): accounts over their quota get no copy; a recipient that reaches
         # only such accounts is refused for now (RFC 3463 4.2.2, mailbox full).
         if res.remote and session.account is not None:

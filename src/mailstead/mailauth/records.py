@@ -12,6 +12,7 @@ import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from mailstead.core.roles import DMARC, TLSRPT
 from mailstead.mailauth.dkim import ED25519, RSA
 from mailstead.storage.interfaces import DkimKey
 
@@ -167,12 +168,14 @@ def domain_records(
     sections.append(ZoneSection("DKIM (RFC 6376, RFC 8463)", dkim, dkim_notes))
 
     # RFC 7489 section 6.3: p= is the policy for failing mail; rua= where aggregate reports go.
-    dmarc = f"v=DMARC1; p=quarantine; rua=mailto:postmaster@{domain.lower()}"
+    # The report addresses are role addresses (core.roles): they exist from the start.
+    dmarc = f"v=DMARC1; p=quarantine; rua=mailto:{DMARC}@{domain.lower()}"
     sections.append(
         ZoneSection(
             "DMARC (RFC 7489)",
             (Record(f"_dmarc.{d}", "TXT", txt_rdata(dmarc)),),
-            (f"reports go to postmaster@{domain.lower()}: make sure that address exists",),
+            (f"reports go to {DMARC}@{domain.lower()}, which reaches the first administrator "
+             "unless an alias says otherwise",),
         )
     )
 
@@ -199,10 +202,13 @@ def domain_records(
     )
 
     # RFC 8460 section 3: where senders report TLS failures when delivering to us.
-    tlsrpt = f"v=TLSRPTv1; rua=mailto:tls-reports@{domain.lower()}"
+    tlsrpt = f"v=TLSRPTv1; rua=mailto:{TLSRPT}@{domain.lower()}"
     sections.append(
         ZoneSection(
-            "SMTP TLS reporting (RFC 8460)", (Record(f"_smtp._tls.{d}", "TXT", txt_rdata(tlsrpt)),)
+            "SMTP TLS reporting (RFC 8460)",
+            (Record(f"_smtp._tls.{d}", "TXT", txt_rdata(tlsrpt)),),
+            (f"reports mailed to {TLSRPT}@{domain.lower()} reach the first administrator "
+             "unless an alias says otherwise",),
         )
     )
 

@@ -117,7 +117,7 @@ class QueueWorkers:
         self._settings = settings
         self._policy = settings.policy
         self._clock = clock
-        self._resolver = RecipientResolver(store)
+        self._resolver = RecipientResolver(store, settings.hostname)
         self._notifier = Notifier(store, settings.hostname, clock=clock, on_queued=self.wake)
         self._total = asyncio.Semaphore(settings.max_connections)
         self._domains: dict[str, tuple[asyncio.Semaphore, int]] = {}
