@@ -20,6 +20,7 @@ from mailstead.core.address import Address
 from mailstead.core.errors import CorruptData, DiskFull, NotFound, StoreError
 from mailstead.core.message import ParsedHeader, parse_header, summarize
 from mailstead.core.reply import Reply
+from mailstead.core.roles import TLSRPT
 from mailstead.delivery.authorship import Authors, authors, naming
 from mailstead.delivery.headers import (
     protocol_keyword,
@@ -28,6 +29,7 @@ from mailstead.delivery.headers import (
     submission_fixups,
 )
 from mailstead.delivery.recipients import RecipientResolver, Verdict, account_owns
+from mailstead.delivery.tlsreports import ReportError, parse_report, report_bodies
 from mailstead.filters.pipeline import FilterContext, Pipeline
 from mailstead.sieve.delivery import SievePlan, SieveRunner
 from mailstead.storage.interfaces import Account, IncomingMessage, LocalDelivery, Store, address_key
@@ -90,6 +92,8 @@ class Transaction:
     scripts: dict[int, str | None] = field(default_factory=dict)
     # The accounts the recipient lookup found without a quota: delivery reads no quota for them.
     unlimited: set[int] = field(default_factory=set)
+    # A recipient is a local tls-reports@ address: TLS reports in the message are kept.
+    tls_reports: bool = False
 
     def may_run_sieve(self) -> bool:
         """Whether some account has an active script, or one whose script is not known."""
@@ -237,6 +241,8 @@ class DeliveryService:
             return R_NO_ROOM if tight else R_MAILBOX_FULL
         txn.unlimited.update(a for a, state in res.states.items() if state.room is None)
         txn.rcpts.append(str(rcpt))
+        if res.verdict is Verdict.LOCAL and rcpt.local.partition("+")[0].lower() == TLSRPT:
+            txn.tls_reports = True  # the rua= that mailstead dns publishes (RFC 8460 3)
         txn.accounts.update({a: v for a, v in res.accounts.items() if a not in full})
         txn.scripts.update((a, state.script) for a, state in res.states.items())
         for addr in res.remote:
@@ -394,9 +400,28 @@ class DeliveryService:
             self._on_queued()
         if plan is not None:
             await self._followups(plan)
+        if txn.tls_reports:
+            await self._keep_tls_reports(stored, summary.bodystructure, queue_id, now)
         reply = Reply(250, "2.0.0", f"Ok: queued as {queue_id}")
         copies = len({d.account_id for d in local})
         return DeliveryOutcome(reply, queue_id, len(stored), copies, len(remote))
+
+    async def _keep_tls_reports(self, data: bytes, bodystructure: str, queue_id: str,
+                                now: float) -> None:
+        """Stores the TLS reports (RFC 8460 section 5.3) of a message to tls-reports@, once
+        it is delivered; a broken report is logged and skipped, never refused (the message
+        is in the mailbox for a person to read)."""
+        try:
+            for raw in report_bodies(data, bodystructure):
+                report = parse_report(raw, now)
+                kept = await self._store.add_received_tls_report(report)
+                log.info("tls report %s from %s about %s: %d ok, %d failed%s", report.report_id,
+                         report.organization, report.policy_domain, report.successes,
+                         report.failures, "" if kept else " (had it already)")
+        except ReportError as exc:
+            log.warning("message %s to tls-reports: not a usable TLS report: %s", queue_id, exc)
+        except StoreError as exc:
+            log.warning("message %s: could not keep its TLS report: %s", queue_id, exc)
 
     # Sieve (issue 9): the per-account step, after the recipients are known -------------
 

@@ -215,8 +215,8 @@ def domain_records(
         ZoneSection(
             "SMTP TLS reporting (RFC 8460)",
             (Record(f"_smtp._tls.{d}", "TXT", txt_rdata(tlsrpt)),),
-            (f"reports mailed to {TLSRPT}@{domain.lower()} reach the first administrator "
-             "unless an alias says otherwise",),
+            (f"reports mailed to {TLSRPT}@{domain.lower()} are kept (mailstead tlsrpt show) "
+             "and reach the first administrator unless an alias says otherwise",),
         )
     )
 
