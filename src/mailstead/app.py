@@ -31,6 +31,7 @@ from mailstead.maintenance import (
     auth_failures_job,
     greylist_job,
     sieve_events_job,
+    tls_reports_job,
     web_sessions_job,
 )
 from mailstead.observability.log import log_event, setup_logging
@@ -158,6 +159,16 @@ def _outbound(config: Config, store: Store, resolver: DnsPythonResolver) -> Queu
     # Issue 9: mail an alias forwards is ARC-sealed (RFC 8617) before it is DKIM-signed.
     return QueueWorkers(store, router, client, DkimSigner(store), settings, tlsrpt=tlsrpt,
                         sealer=ArcSealer(store, config.hostname))
+
+
+def _tls_reports(config: Config, store: Store, resolver: DnsPythonResolver,
+                 workers: QueueWorkers) -> Job:
+    """The daily SMTP TLS reports (RFC 8460) of ``[tls_reports]``, queued for the workers."""
+    from mailstead.queue.tlsreport import reporter_from_config
+
+    reporter = (reporter_from_config(config, store, resolver, on_queued=workers.wake)
+                if config.tls_reports.send else None)
+    return tls_reports_job(reporter, store)
 
 
 def _filters(
@@ -338,7 +349,7 @@ async def run(config: Config) -> None:
         accounts = AccountService.from_config(store, config)
         resolver = _resolver(config)
         workers = _outbound(config, store, resolver)
-        jobs: list[Job] = []
+        jobs: list[Job] = [_tls_reports(config, store, resolver, workers)]
         pipeline, learner = _filters(config, store, resolver, jobs)
         maintenance = _maintenance(config, store, jobs)
         delivery = DeliveryService(

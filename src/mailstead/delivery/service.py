@@ -20,6 +20,7 @@ from mailstead.core.address import Address
 from mailstead.core.errors import CorruptData, DiskFull, NotFound, StoreError
 from mailstead.core.message import ParsedHeader, parse_header, summarize
 from mailstead.core.reply import Reply
+from mailstead.core.roles import TLSRPT
 from mailstead.delivery.authorship import Authors, authors, naming
 from mailstead.delivery.headers import (
     protocol_keyword,
@@ -28,6 +29,7 @@ from mailstead.delivery.headers import (
     submission_fixups,
 )
 from mailstead.delivery.recipients import RecipientResolver, Verdict, account_owns
+from mailstead.delivery.tlsreports import ReportError, parse_report, report_bodies
 from mailstead.filters.pipeline import FilterContext, Pipeline
 from mailstead.sieve.delivery import SievePlan, SieveRunner
 from mailstead.storage.interfaces import Account, IncomingMessage, LocalDelivery, Store, address_key
@@ -90,6 +92,8 @@ class Transaction:
     scripts: dict[int, str | None] = field(default_factory=dict)
     # The accounts the recipient lookup found without a quota: delivery reads no quota for them.
     unlimited: set[int] = field(default_factory=set)
+    # A recipient is a local tls-reports@ address: TLS reports in the message are kept.
+    tls_reports: bool = False
 
     def may_run_sieve(self) -> bool:
         """Whether some account has an active script, or one whose script is not known."""
@@ -115,6 +119,10 @@ R_RELAY_TRICK = Reply(
 )
 R_UNKNOWN_USER = Reply(550, "5.1.1", "No such user here")
 R_LOOP = Reply(550, "5.4.6", "Alias expansion loop for this recipient")
+# A role address (postmaster, abuse) with no account yet to hold its mail: temporary, so the
+# sender retries once the administrator has created one (RFC 5321 section 4.5.1).
+R_NO_MAILBOX = Reply(451, "4.3.0", "This address has no mailbox yet: the administrator must "
+                     "create an account first; try again later")
 R_NOT_YOUR_SENDER = Reply(553, "5.7.1", "Sender address is not owned by the authenticated account")
 R_NOT_YOUR_FROM = Reply(
     553, "5.7.1", "{name}: header address is not owned by the authenticated account"
@@ -179,7 +187,7 @@ class DeliveryService:
         self._hourly_limit = sender_hourly_limit
         self._on_queued = on_queued
         self._hostname = hostname
-        self._resolver = RecipientResolver(store)
+        self._resolver = RecipientResolver(store, hostname)
         self._clock = clock
         self._ids = QueueIds(clock, secrets.randbelow(30**5))
 
@@ -208,6 +216,8 @@ class DeliveryService:
             return R_UNKNOWN_USER
         elif res.verdict is Verdict.LOOP:
             return R_LOOP
+        elif res.verdict is Verdict.NO_MAILBOX:
+            return R_NO_MAILBOX
         # Quota (issue 3): accounts over their quota get no copy; a recipient that reaches
         # only such accounts is refused for now (RFC 3463 4.2.2, mailbox full).
         if res.remote and session.account is not None:
@@ -231,6 +241,8 @@ class DeliveryService:
             return R_NO_ROOM if tight else R_MAILBOX_FULL
         txn.unlimited.update(a for a, state in res.states.items() if state.room is None)
         txn.rcpts.append(str(rcpt))
+        if res.verdict is Verdict.LOCAL and rcpt.local.partition("+")[0].lower() == TLSRPT:
+            txn.tls_reports = True  # the rua= that mailstead dns publishes (RFC 8460 3)
         txn.accounts.update({a: v for a, v in res.accounts.items() if a not in full})
         txn.scripts.update((a, state.script) for a, state in res.states.items())
         for addr in res.remote:
@@ -388,9 +400,28 @@ class DeliveryService:
             self._on_queued()
         if plan is not None:
             await self._followups(plan)
+        if txn.tls_reports:
+            await self._keep_tls_reports(stored, summary.bodystructure, queue_id, now)
         reply = Reply(250, "2.0.0", f"Ok: queued as {queue_id}")
         copies = len({d.account_id for d in local})
         return DeliveryOutcome(reply, queue_id, len(stored), copies, len(remote))
+
+    async def _keep_tls_reports(self, data: bytes, bodystructure: str, queue_id: str,
+                                now: float) -> None:
+        """Stores the TLS reports (RFC 8460 section 5.3) of a message to tls-reports@, once
+        it is delivered; a broken report is logged and skipped, never refused (the message
+        is in the mailbox for a person to read)."""
+        try:
+            for raw in report_bodies(data, bodystructure):
+                report = parse_report(raw, now)
+                kept = await self._store.add_received_tls_report(report)
+                log.info("tls report %s from %s about %s: %d ok, %d failed%s", report.report_id,
+                         report.organization, report.policy_domain, report.successes,
+                         report.failures, "" if kept else " (had it already)")
+        except ReportError as exc:
+            log.warning("message %s to tls-reports: not a usable TLS report: %s", queue_id, exc)
+        except StoreError as exc:
+            log.warning("message %s: could not keep its TLS report: %s", queue_id, exc)
 
     # Sieve (issue 9): the per-account step, after the recipients are known -------------
 

@@ -261,7 +261,7 @@ class OutboundClient:
                     server_hostname=target.host if implicit else None),
                 self._connect_timeout)
         except ssl.SSLCertVerificationError as exc:
-            self._tls_failure(route, rcpts, "certificate-host-mismatch"
+            self._tls_failure(route, rcpts, target, "certificate-host-mismatch"
                               if "hostname" in str(exc) else "validation-failure")
             raise _Failure(Reply(451, "4.7.5", f"{peer}: certificate not valid: "
                                  f"{exc.verify_message}")) from exc
@@ -320,18 +320,18 @@ class OutboundClient:
             if isinstance(event, TlsReady):
                 extensions = await self._start_tls(conn, target, peer, route, rcpts, context)
             elif route.tls_required:
-                self._tls_failure(route, rcpts, "starttls-not-supported")
+                self._tls_failure(route, rcpts, target, "starttls-not-supported")
                 raise _Failure(self._session_reply(peer, event))
             elif not isinstance(event, SessionFailed):
                 raise _Failure(self._session_reply(peer, event))
             # A refused STARTTLS (454) leaves a usable plaintext session (RFC 3207 section 4).
         elif route.tls_required and not implicit:
-            self._tls_failure(route, rcpts, "starttls-not-supported")
+            self._tls_failure(route, rcpts, target, "starttls-not-supported")
             raise _Failure(Reply(451, "4.7.10", f"{peer} does not offer STARTTLS, which the "
                                  f"route requires ({route.reason})"))
         tls = self._tls_description(conn, route)
         if tls is not None:
-            self._tls_success(route, rcpts)
+            self._tls_success(route, rcpts, target)
         smarthost = route.smarthost
         if smarthost is not None and smarthost.username and smarthost.password:
             mechanism = next((m for m in ("PLAIN", "LOGIN") if m in extensions.auth), None)
@@ -398,13 +398,13 @@ class OutboundClient:
                 conn.writer.start_tls(context, server_hostname=target.host),
                 self._command_timeout)
         except ssl.SSLCertVerificationError as exc:
-            self._tls_failure(route, rcpts, "certificate-host-mismatch"
+            self._tls_failure(route, rcpts, target, "certificate-host-mismatch"
                               if "hostname" in str(exc).lower() else "validation-failure")
             raise _Failure(Reply(451, "4.7.5", f"{peer}: certificate not valid for "
                                  f"{target.host}: {exc.verify_message}")) from exc
         except (OSError, ssl.SSLError, TimeoutError) as exc:
             if route.tls_required:
-                self._tls_failure(route, rcpts, "validation-failure")
+                self._tls_failure(route, rcpts, target, "validation-failure")
                 raise _Failure(Reply(451, "4.7.5", f"{peer}: TLS handshake failed: {exc}")
                                ) from exc
             # Opportunistic TLS (RFC 7435): try this host again without STARTTLS.
@@ -446,11 +446,15 @@ class OutboundClient:
             return route.policy_domain, "sts"
         return rcpts[0].rpartition("@")[2].lower(), "no-policy-found"
 
-    def _tls_success(self, route: Route, rcpts: list[str]) -> None:
-        if self._tlsrpt is not None and route.kind == "mx":
-            self._tlsrpt.success(*self._policy(route, rcpts))
-
-    def _tls_failure(self, route: Route, rcpts: list[str], result_type: str) -> None:
+    def _tls_success(self, route: Route, rcpts: list[str], target: Target) -> None:
         if self._tlsrpt is not None and route.kind == "mx":
             domain, policy_type = self._policy(route, rcpts)
-            self._tlsrpt.failure(domain, policy_type, result_type)
+            self._tlsrpt.success(domain, policy_type, policy=route.policy_lines,
+                                 mx_host=target.host, ip=target.address)
+
+    def _tls_failure(self, route: Route, rcpts: list[str], target: Target,
+                     result_type: str) -> None:
+        if self._tlsrpt is not None and route.kind == "mx":
+            domain, policy_type = self._policy(route, rcpts)
+            self._tlsrpt.failure(domain, policy_type, result_type, policy=route.policy_lines,
+                                 mx_host=target.host, ip=target.address)

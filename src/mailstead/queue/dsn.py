@@ -282,7 +282,7 @@ class Notifier:
         self._hostname = hostname
         self._clock = clock
         self._on_queued = on_queued
-        self._resolver = RecipientResolver(store)
+        self._resolver = RecipientResolver(store, hostname)
         self._ids = QueueIds(clock, secrets.randbelow(30**5))
 
     async def inject(

@@ -55,6 +55,9 @@ async def deliver_local(
             outcomes.append(Outcome(e, "bounced", R_LOCAL_LOOP))
         elif res.verdict is Verdict.RELAY_TRICK:
             outcomes.append(Outcome(e, "bounced", R_LOCAL_TRICK))
+        elif res.verdict is Verdict.NO_MAILBOX:
+            # A role address before any account exists: kept until one does.
+            outcomes += defer([e], "no account exists yet to receive this role address")
         else:
             accounts.update(res.accounts)
             for target in res.remote:

@@ -117,7 +117,7 @@ class QueueWorkers:
         self._settings = settings
         self._policy = settings.policy
         self._clock = clock
-        self._resolver = RecipientResolver(store)
+        self._resolver = RecipientResolver(store, settings.hostname)
         self._notifier = Notifier(store, settings.hostname, clock=clock, on_queued=self.wake)
         self._total = asyncio.Semaphore(settings.max_connections)
         self._domains: dict[str, tuple[asyncio.Semaphore, int]] = {}
@@ -187,6 +187,7 @@ class QueueWorkers:
         if close is not None:
             with contextlib.suppress(Exception):
                 await close()
+        await self.flush_tls()
         self.report_tls()
 
     async def _release(self, rows: Sequence[QueueEntry]) -> None:
@@ -199,6 +200,20 @@ class QueueWorkers:
             await self._store.update_queue(updates)
         except StoreError as exc:  # the leases run out instead
             log_event(log, "queue.release_failed", rows=len(updates), error=str(exc))
+
+    async def flush_tls(self) -> None:
+        """Adds the TLS sessions counted since the last flush to the store's daily counts
+        (RFC 8460 reports are built from them); on a store error they wait for the next."""
+        if self._tlsrpt is None:
+            return
+        rows = self._tlsrpt.drain_results()
+        if not rows:
+            return
+        try:
+            await self._store.add_tls_results(rows)
+        except StoreError as exc:
+            self._tlsrpt.restore_results(rows)
+            log_event(log, "tlsrpt.store_failed", rows=len(rows), error=str(exc))
 
     def report_tls(self) -> None:
         """Logs the TLS-RPT counters gathered since the last report (one structured line per
@@ -293,6 +308,8 @@ class QueueWorkers:
                 started = time.monotonic()
                 outcomes, peer, tls = await self._attempt(domain, entries)
             self._log_attempt(domain, entries, outcomes, peer, tls, time.monotonic() - started)
+            # Stored before the outcome, so a finished row means its sessions are counted.
+            await self.flush_tls()
             await self._recorder.finish(entries[0], outcomes)
         except asyncio.CancelledError:
             raise

@@ -19,11 +19,12 @@ from starlette.routing import Route
 from mailstead.accounts.passwords import PasswordRuleError
 from mailstead.accounts.security import SecurityError
 from mailstead.accounts.service import AccountError
-from mailstead.cli.dns import mta_sts_mode, public_addresses, services_of
+from mailstead.cli.dns import public_addresses, services_of
 from mailstead.config.model import Config
 from mailstead.core.errors import AlreadyExists, InUse, NotFound
 from mailstead.core.secret import Secret
 from mailstead.mailauth.records import ZoneSection, domain_records
+from mailstead.mailauth.stspolicy import mta_sts_mode, our_policy
 from mailstead.storage.interfaces import QueueEntry
 from mailstead.web.account_pages import when
 from mailstead.web.pagekit import Handler, PageKit, SignedIn
@@ -126,6 +127,7 @@ class AdminPages:
             services=services_of(self.config),
             addresses=public_addresses(self.config, []),
             mta_sts_mode=mta_sts_mode(self.config),
+            mta_sts_policy_text=our_policy(self.config),
         )
 
     async def _domains_page(self, me: SignedIn, error: str = "", status: int = 200) -> Response:
