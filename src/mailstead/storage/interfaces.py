@@ -160,6 +160,12 @@ class QueueEntry:
     warned: bool = False  # a delay warning DSN was sent for this recipient (issue 5)
     last_attempt: float | None = None  # when the last attempt ended (issue 5)
 
+    @property
+    def waiting(self) -> bool:
+        """Still to be delivered (queued, being tried, or deferred): what "the queue" means
+        to the CLI and the web page alike; delivered and bounced rows are history."""
+        return self.state in ("queued", "active", "deferred")
+
 
 # ---------------------------------------------------------------------------------------------
 # Mailbox access for IMAP and POP3 (issues 3 and 4). Sequence numbers are a session's view and
