@@ -339,6 +339,7 @@ async def run(config: Config) -> None:
             on_queued=workers.wake,
             filters=pipeline,
             sieve=_sieve_runner(config, store),
+            notices=workers.notifier,
         )
         # The spool is on this node's disk whatever the store: the embedded store's guard,
         # or one of its own for the data directory of a PostgreSQL node.

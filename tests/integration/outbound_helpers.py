@@ -7,6 +7,7 @@ Free of pytest so bench/ can import it (like helpers.py).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import http.server
 import socket
@@ -346,10 +347,14 @@ class ScriptedPeer:
 class FastSink:
     """A minimal asyncio SMTP sink (not aiosmtpd, so it is never the bottleneck) on ``ip:port``
     in a thread of its own: PIPELINING, 8BITMIME, SMTPUTF8, no TLS; every message is accepted
-    and the value of its ``X-Token`` header is appended to ``tokens``."""
+    and the value of its ``X-Token`` header is appended to ``tokens``. With ``dsn`` it also
+    offers DSN (RFC 3461); ``commands`` has every MAIL and RCPT line it saw."""
 
-    def __init__(self, ip: str, port: int) -> None:
+    def __init__(self, ip: str, port: int, *, dsn: bool = False) -> None:
         self.ip, self.port = ip, port
+        self.dsn = dsn
+        self.commands: list[str] = []
+        self._sessions: set[asyncio.Task[Any]] = set()
         self.tokens: list[str] = []
         self.signed = 0  # messages carrying two DKIM-Signature fields
         self.lock = threading.Lock()
@@ -369,6 +374,9 @@ class FastSink:
         self._loop.run_forever()
 
     async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._sessions.add(task)
         try:
             writer.write(b"220 sink.test ESMTP\r\n")
             while True:
@@ -376,9 +384,13 @@ class FastSink:
                 if not line:
                     return
                 verb = line[:4].upper()
+                if verb in (b"MAIL", b"RCPT"):
+                    with self.lock:
+                        self.commands.append(line.decode("utf-8", "replace").rstrip("\r\n"))
                 if verb in (b"EHLO", b"HELO"):
                     writer.write(b"250-sink.test\r\n250-PIPELINING\r\n250-8BITMIME\r\n"
-                                 b"250-SMTPUTF8\r\n250 SIZE 100000000\r\n")
+                                 + (b"250-DSN\r\n" if self.dsn else b"")
+                                 + b"250-SMTPUTF8\r\n250 SIZE 100000000\r\n")
                 elif verb == b"DATA":
                     writer.write(b"354 go\r\n")
                     await writer.drain()
@@ -403,7 +415,10 @@ class FastSink:
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
             return
         finally:
+            self._sessions.discard(task)
             writer.close()
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await writer.wait_closed()
 
     def count(self) -> int:
         with self.lock:
@@ -413,6 +428,11 @@ class FastSink:
         async def close() -> None:
             assert self._server is not None
             self._server.close()
+            # Sessions still open (a client's QUIT on its way) end now, their sockets closed.
+            live = list(self._sessions)
+            for task in live:
+                task.cancel()
+            await asyncio.gather(*live, return_exceptions=True)
 
         asyncio.run_coroutine_threadsafe(close(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)

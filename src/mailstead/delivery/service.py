@@ -14,9 +14,10 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from mailstead.core.address import Address
+from mailstead.core.dsn import MessageDsn, RecipientDsn
 from mailstead.core.errors import CorruptData, DiskFull, NotFound, StoreError
 from mailstead.core.message import ParsedHeader, parse_header, summarize
 from mailstead.core.reply import Reply
@@ -90,10 +91,26 @@ class Transaction:
     scripts: dict[int, str | None] = field(default_factory=dict)
     # The accounts the recipient lookup found without a quota: delivery reads no quota for them.
     unlimited: set[int] = field(default_factory=set)
+    dsn: MessageDsn | None = None  # RET= / ENVID= (RFC 3461 sections 4.3, 4.4)
+    requiretls: bool = False  # MAIL FROM ... REQUIRETLS (RFC 8689 section 4)
+    # NOTIFY/ORCPT of the RCPT each remote target came from, by ``remote`` key.
+    remote_dsn: dict[str, RecipientDsn] = field(default_factory=dict)
+    # Recipients delivered here that asked for NOTIFY=SUCCESS (RFC 3461 section 6.2.2.1).
+    local_success: list[tuple[str, RecipientDsn]] = field(default_factory=list)
 
     def may_run_sieve(self) -> bool:
         """Whether some account has an active script, or one whose script is not known."""
         return any(a not in self.scripts or self.scripts[a] is not None for a in self.accounts)
+
+
+class SuccessNotices(Protocol):
+    """Sends "delivered" DSNs (RFC 3464 Action: delivered) for local recipients that asked
+    NOTIFY=SUCCESS; the queue's notifier, wired in app.py (delivery cannot import it)."""
+
+    async def delivered(
+        self, queue_id: str, mail_from: str, arrival: float, data: bytes,
+        recipients: Sequence[tuple[str, RecipientDsn]], envelope_dsn: MessageDsn | None,
+    ) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,11 +185,14 @@ class DeliveryService:
         on_queued: Callable[[], None] | None = None,
         filters: Pipeline | None = None,
         sieve: SieveRunner | None = None,
+        notices: SuccessNotices | None = None,
     ) -> None:
         """``sender_hourly_limit``: outside recipients one account may submit per hour (0: no
         limit); ``on_queued`` is called after a message with outside recipients is stored
         (it wakes the queue workers); ``filters`` run on MX mail before it is stored;
-        ``sieve`` runs each local account's script over its copy (issue 9)."""
+        ``sieve`` runs each local account's script over its copy (issue 9); ``notices`` sends
+        the success DSNs local recipients ask for (RFC 3461)."""
+        self._notices = notices
         self._sieve = sieve
         self._filters = filters
         self._store = store
@@ -195,9 +215,11 @@ class DeliveryService:
         return R_NOT_YOUR_SENDER
 
     async def check_recipient(
-        self, session: SessionInfo, txn: Transaction, rcpt: Address
+        self, session: SessionInfo, txn: Transaction, rcpt: Address,
+        dsn: RecipientDsn | None = None,
     ) -> Reply:
-        """Resolves ``rcpt`` and adds it to ``txn`` when accepted."""
+        """Resolves ``rcpt`` and adds it to ``txn`` when accepted, with its DSN request
+        (NOTIFY/ORCPT, RFC 3461), which its remote targets carry on."""
         res = await self._resolver.resolve(rcpt)
         if res.verdict is Verdict.RELAY_TRICK:
             return R_RELAY_TRICK
@@ -234,7 +256,12 @@ class DeliveryService:
         txn.accounts.update({a: v for a, v in res.accounts.items() if a not in full})
         txn.scripts.update((a, state.script) for a, state in res.states.items())
         for addr in res.remote:
-            txn.remote.setdefault(address_key(addr), addr)
+            key = address_key(addr)
+            txn.remote.setdefault(key, addr)
+            if dsn is not None:
+                txn.remote_dsn.setdefault(key, dsn)
+        if dsn is not None and dsn.wants("SUCCESS") and any(a not in full for a in res.accounts):
+            txn.local_success.append((str(rcpt), dsn))
         return R_RCPT_OK
 
     async def _rate_limited(self, account: Account, txn: Transaction, adding: int) -> Reply | None:
@@ -356,6 +383,10 @@ class DeliveryService:
             envelope=summary.envelope,
             bodystructure=summary.bodystructure,
             auth_account_id=session.account.id if session.account else None,
+            dsn={addr: txn.remote_dsn[k] for k, addr in txn.remote.items()
+                 if k in txn.remote_dsn and addr in remote},
+            envelope_dsn=txn.dsn,
+            requiretls=txn.requiretls,
         )
         try:
             try:
@@ -388,6 +419,12 @@ class DeliveryService:
             self._on_queued()
         if plan is not None:
             await self._followups(plan)
+        if txn.local_success and local and mail_from and self._notices is not None:
+            try:
+                await self._notices.delivered(queue_id, mail_from, now, stored,
+                                              txn.local_success, txn.dsn)
+            except StoreError as exc:  # the message is stored; only the notice is lost
+                log.warning("success notice for message %s failed: %s", queue_id, exc)
         reply = Reply(250, "2.0.0", f"Ok: queued as {queue_id}")
         copies = len({d.account_id for d in local})
         return DeliveryOutcome(reply, queue_id, len(stored), copies, len(remote))

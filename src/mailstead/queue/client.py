@@ -17,9 +17,10 @@ import asyncio
 import encodings.idna
 import logging
 import ssl
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 
+from mailstead.core.dsn import MessageDsn, RecipientDsn
 from mailstead.core.reply import Reply
 from mailstead.proto.smtp.client import (
     AuthDone,
@@ -63,6 +64,18 @@ class AttemptResult:
     results: list[RcptResult]
     tls: str | None
     peer: str
+    # The server advertised DSN (RFC 3461 section 4), so the DSN requests went on with the
+    # message and notifying is its job now; False: we report "relayed" ourselves.
+    dsn: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class DsnRequest:
+    """What the message asks of DSNs (RFC 3461), passed on to a server that offers DSN:
+    ``rcpts`` by recipient as given to ``deliver``."""
+
+    rcpts: Mapping[str, RecipientDsn] = field(default_factory=dict)
+    envelope: MessageDsn | None = None
 
 
 def default_tls_context(verify: bool) -> ssl.SSLContext:
@@ -145,9 +158,12 @@ class OutboundClient:
         *,
         smtputf8: bool = False,
         eight_bit: bool = False,
+        dsn: DsnRequest | None = None,
     ) -> AttemptResult:
         """One attempt for ``rcpts`` (all of one domain) in one transaction; never raises for
-        network or protocol trouble (that is a temporary result)."""
+        network or protocol trouble (that is a temporary result). ``dsn`` goes on to a server
+        that offers DSN."""
+        request = dsn or DsnRequest()
         if route.kind == "null_mx":
             # RFC 7505 section 4.1: no delivery attempt; X.1.10 "recipient has null MX".
             return self._all(rcpts, Reply(556, "5.1.10", route.reason), "")
@@ -175,18 +191,19 @@ class OutboundClient:
             for target in route.targets:
                 peer = f"{target.host}[{target.address}]:{target.port}"
                 outcome = await self._reuse(target, peer, route, mail_from, sendable, data,
-                                            smtputf8, eight_bit)
+                                            smtputf8, eight_bit, request)
                 if outcome is not None:
                     break
                 try:
                     outcome = await self._attempt(target, peer, route, mail_from, sendable,
-                                                  data, smtputf8, eight_bit, use_tls=True)
+                                                  data, smtputf8, eight_bit, request,
+                                                  use_tls=True)
                 except _Failure as failure:
                     if failure.plaintext_retry:
                         try:
                             outcome = await self._attempt(
                                 target, peer, route, mail_from, sendable, data, smtputf8,
-                                eight_bit, use_tls=False)
+                                eight_bit, request, use_tls=False)
                         except _Failure as second:
                             failure = second
                     if outcome is None:
@@ -200,7 +217,7 @@ class OutboundClient:
             outcome = self._all(sendable, last, peer)
         by_rcpt = {r.rcpt: r for r in outcome.results}
         results = [RcptResult(r, bad[r], True) if r in bad else by_rcpt[r] for r in rcpts]
-        return AttemptResult(results, outcome.tls, outcome.peer)
+        return AttemptResult(results, outcome.tls, outcome.peer, outcome.dsn)
 
     @staticmethod
     def _all(rcpts: Sequence[str], reply: Reply, peer: str) -> AttemptResult:
@@ -218,7 +235,7 @@ class OutboundClient:
 
     async def _reuse(
         self, target: Target, peer: str, route: Route, mail_from: str, rcpts: list[str],
-        data: bytes, smtputf8: bool, eight_bit: bool,
+        data: bytes, smtputf8: bool, eight_bit: bool, request: DsnRequest,
     ) -> AttemptResult | None:
         """The transaction on an idle session to ``target`` that still answers RSET, or None
         (no such session: the caller connects afresh; nothing was sent but RSET)."""
@@ -232,7 +249,7 @@ class OutboundClient:
                 continue
             try:
                 return await self._transaction(conn, peer, mail_from, rcpts, data,
-                                               smtputf8, eight_bit)
+                                               smtputf8, eight_bit, request)
             finally:
                 await self._release(conn, key)
         return None
@@ -249,7 +266,7 @@ class OutboundClient:
 
     async def _attempt(
         self, target: Target, peer: str, route: Route, mail_from: str, rcpts: list[str],
-        data: bytes, smtputf8: bool, eight_bit: bool, *, use_tls: bool,
+        data: bytes, smtputf8: bool, eight_bit: bool, request: DsnRequest, *, use_tls: bool,
     ) -> AttemptResult:
         implicit = route.smarthost is not None and route.smarthost.tls == "implicit"
         verify = route.tls_required
@@ -283,7 +300,7 @@ class OutboundClient:
                 await conn.wait_closed()
         try:
             return await self._transaction(conn, peer, mail_from, rcpts, data, smtputf8,
-                                           eight_bit)
+                                           eight_bit, request)
         finally:
             await self._release(conn, self._key(target, route))
 
@@ -348,7 +365,7 @@ class OutboundClient:
 
     async def _transaction(
         self, conn: Connection, peer: str, mail_from: str, rcpts: list[str], data: bytes,
-        smtputf8: bool, eight_bit: bool,
+        smtputf8: bool, eight_bit: bool, request: DsnRequest,
     ) -> AttemptResult:
         """One mail transaction on a ready session; the caller keeps or ends the session."""
         core, extensions, tls = conn.core, conn.extensions, conn.tls
@@ -373,7 +390,18 @@ class OutboundClient:
                 reply = Reply(553, "5.1.3", "an address domain cannot be encoded as IDNA "
                               "A-labels (RFC 5890)")
                 return AttemptResult([RcptResult(r, reply, True) for r in rcpts], tls, peer)
-        core.send_mail(wire_from, wire_rcpts, data, mail_params=tuple(params))
+        # RFC 3461 section 5.2: a server that offers DSN gets the requests with the message;
+        # one that does not gets none (and we report "relayed" where SUCCESS was asked).
+        dsn_ok = "DSN" in extensions
+        rcpt_params: list[tuple[str, ...]] = []
+        if dsn_ok:
+            if request.envelope is not None:
+                params.extend(request.envelope.parameters())
+            for rcpt in rcpts:
+                wanted = request.rcpts.get(rcpt)
+                rcpt_params.append(wanted.parameters() if wanted is not None else ())
+        core.send_mail(wire_from, wire_rcpts, data, mail_params=tuple(params),
+                       rcpt_params=rcpt_params)
         event = await conn.event(self._data_timeout)
         if not isinstance(event, TransactionResult):
             # The connection broke during the transaction: the server may or may not have
@@ -386,7 +414,7 @@ class OutboundClient:
         for i, rcpt in enumerate(rcpts):
             reply = event.final(i)
             results.append(RcptResult(rcpt, reply, reply.is_permanent))
-        return AttemptResult(results, tls, peer)
+        return AttemptResult(results, tls, peer, dsn_ok)
 
     async def _start_tls(self, conn: Connection, target: Target, peer: str, route: Route,
                          rcpts: list[str], context: ssl.SSLContext) -> Extensions:

@@ -66,5 +66,6 @@ async def deliver_local(
         except StoreError as exc:
             outcomes += defer(accepted, f"local delivery failed: {exc}")
         else:
-            outcomes += [Outcome(e, "delivered", R_DELIVERED_LOCALLY) for e in accepted]
+            outcomes += [Outcome(e, "delivered", R_DELIVERED_LOCALLY, local=True)
+                         for e in accepted]
     return outcomes

@@ -36,6 +36,7 @@ from mailstead.core.reply import Reply
 from mailstead.delivery.headers import from_addresses, header_values, split_header
 from mailstead.delivery.recipients import RecipientResolver
 from mailstead.observability.log import log_event
+from mailstead.queue.client import DsnRequest
 from mailstead.queue.dsn import Notifier
 from mailstead.queue.local import deliver_local
 from mailstead.queue.mtasts import TlsRptCounters
@@ -132,6 +133,11 @@ class QueueWorkers:
         self._recorder = Recorder(store, self._notifier, self._policy, clock=clock)
         self._tlsrpt = tlsrpt
         self._last_tlsrpt = clock()
+
+    @property
+    def notifier(self) -> Notifier:
+        """Sends DSNs through this queue: delivery's success notices for local recipients."""
+        return self._notifier
 
     # Life cycle ------------------------------------------------------------------------------
 
@@ -345,12 +351,15 @@ class QueueWorkers:
                 signed + sealed,
                 smtputf8=needs_smtputf8(first.mail_from, rcpts, data),
                 eight_bit=not data.isascii(),
+                dsn=DsnRequest({e.rcpt_to: e.dsn for e in entries if e.dsn is not None},
+                               first.envelope_dsn),
             )
         except Exception as exc:
             log.debug("delivery to %s raised", domain, exc_info=True)
             return self._all(entries, None, f"delivery to {domain} failed: {exc}"), None, None
         peer: str | None = getattr(result, "peer", None) or None
         tls: str | None = getattr(result, "tls", None)
+        passed = bool(getattr(result, "dsn", False))
         by_rcpt: dict[str, RcptResult] = {r.rcpt: r for r in rcpt_results(result)}
         outcomes = []
         for e in entries:
@@ -358,7 +367,8 @@ class QueueWorkers:
             if r is None:
                 outcomes.append(self._defer(e, None, "no reply for this recipient", peer))
             elif r.reply.is_positive:
-                outcomes.append(Outcome(e, "delivered", r.reply, remote_mta=peer))
+                outcomes.append(Outcome(e, "delivered", r.reply, remote_mta=peer,
+                                        dsn_passed=passed))
             elif r.permanent:
                 outcomes.append(Outcome(e, "bounced", r.reply, remote_mta=peer))
             else:
