@@ -12,6 +12,7 @@ from enum import Enum
 from typing import NamedTuple, Protocol, runtime_checkable
 
 from mailstead.core.address import Address, AddressError, parse_address
+from mailstead.mailauth.srs import Srs, SrsError, is_srs
 from mailstead.storage.interfaces import Account, Store, address_key
 
 # Alias chains deeper than this are a configuration loop; RFC 5321 section 6.3 asks servers to
@@ -29,6 +30,7 @@ class Verdict(Enum):
     NOT_LOCAL = "not_local"  # a domain we don't serve: relay for authenticated users only
     RELAY_TRICK = "relay_trick"  # local domain with a routing local part: always refused
     LOOP = "loop"  # alias expansion failed: 550 5.4.6 (RFC 3463 routing loop)
+    SRS_FORGED = "srs_forged"  # an SRS0 address we did not make, or too old: 550
 
 
 class AccountState(NamedTuple):
@@ -99,8 +101,11 @@ class RecipientResolver:
     with the CLI while the server runs apply to the next RCPT. With a ``RecipientLookup``
     store, an address that is an account costs one read."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, srs: Srs | None = None) -> None:
+        """``srs``: SRS0 addresses in a local domain reach the sender they stand for (the
+        bounce of mail we forwarded), or nobody when forged."""
         self._store = store
+        self._srs = srs
         self._lookup = store if isinstance(store, RecipientLookup) else None
 
     async def _probe(self, address: Address, out: Resolution) -> tuple[bool, bool]:
@@ -125,6 +130,11 @@ class RecipientResolver:
         local, found = await self._probe(address, result)
         if not local:
             return Resolution(Verdict.NOT_LOCAL, remote=[str(address)])
+        if self._srs is not None and is_srs(address.local):
+            try:
+                return Resolution(Verdict.LOCAL, remote=[self._srs.reverse(address.local)])
+            except SrsError:
+                return Resolution(Verdict.SRS_FORGED)
         if is_relay_trick(address):  # refused even when such an account exists
             return Resolution(Verdict.RELAY_TRICK)
         if found:

@@ -30,6 +30,7 @@ from mailstead.delivery.headers import (
 )
 from mailstead.delivery.recipients import RecipientResolver, Verdict, account_owns
 from mailstead.filters.pipeline import FilterContext, Pipeline
+from mailstead.mailauth.srs import Srs, SrsError
 from mailstead.sieve.delivery import SievePlan, SieveRunner
 from mailstead.storage.interfaces import Account, IncomingMessage, LocalDelivery, Store, address_key
 
@@ -132,6 +133,10 @@ R_RELAY_TRICK = Reply(
 )
 R_UNKNOWN_USER = Reply(550, "5.1.1", "No such user here")
 R_LOOP = Reply(550, "5.4.6", "Alias expansion loop for this recipient")
+# An SRS0 address in our domain that we did not make (its keyed hash does not match) or that
+# is older than 21 days: nobody to return the bounce to.
+R_SRS_FORGED = Reply(550, "5.1.1", "Not a valid SRS address of this server (forged or "
+                     "expired)")
 R_NOT_YOUR_SENDER = Reply(553, "5.7.1", "Sender address is not owned by the authenticated account")
 R_NOT_YOUR_FROM = Reply(
     553, "5.7.1", "{name}: header address is not owned by the authenticated account"
@@ -186,20 +191,23 @@ class DeliveryService:
         filters: Pipeline | None = None,
         sieve: SieveRunner | None = None,
         notices: SuccessNotices | None = None,
+        srs: Srs | None = None,
     ) -> None:
         """``sender_hourly_limit``: outside recipients one account may submit per hour (0: no
         limit); ``on_queued`` is called after a message with outside recipients is stored
         (it wakes the queue workers); ``filters`` run on MX mail before it is stored;
         ``sieve`` runs each local account's script over its copy (issue 9); ``notices`` sends
-        the success DSNs local recipients ask for (RFC 3461)."""
+        the success DSNs local recipients ask for (RFC 3461); ``srs`` rewrites the envelope
+        sender of forwarded mail and resolves bounces to it."""
         self._notices = notices
+        self._srs = srs
         self._sieve = sieve
         self._filters = filters
         self._store = store
         self._hourly_limit = sender_hourly_limit
         self._on_queued = on_queued
         self._hostname = hostname
-        self._resolver = RecipientResolver(store)
+        self._resolver = RecipientResolver(store, srs)
         self._clock = clock
         self._ids = QueueIds(clock, secrets.randbelow(30**5))
 
@@ -230,6 +238,8 @@ class DeliveryService:
             return R_UNKNOWN_USER
         elif res.verdict is Verdict.LOOP:
             return R_LOOP
+        elif res.verdict is Verdict.SRS_FORGED:
+            return R_SRS_FORGED
         # Quota (issue 3): accounts over their quota get no copy; a recipient that reaches
         # only such accounts is refused for now (RFC 3463 4.2.2, mailbox full).
         if res.remote and session.account is not None:
@@ -373,10 +383,11 @@ class DeliveryService:
             return DeliveryOutcome(R_NO_ROOM if everyone else R_SOME_NO_ROOM, queue_id,
                                    len(stored), 0, 0)
         summary = summarize(stored)
+        queued_from = await self._forward_sender(session, txn, mail_from) if remote else mail_from
         message = IncomingMessage(
             data=stored,
             queue_id=queue_id,
-            mail_from=mail_from,
+            mail_from=queued_from,
             local=local,
             remote=remote,
             internal_date=now,
@@ -428,6 +439,22 @@ class DeliveryService:
         reply = Reply(250, "2.0.0", f"Ok: queued as {queue_id}")
         copies = len({d.account_id for d in local})
         return DeliveryOutcome(reply, queue_id, len(stored), copies, len(remote))
+
+    async def _forward_sender(self, session: SessionInfo, txn: Transaction, mail_from: str
+                              ) -> str:
+        """The envelope sender of the queue rows: on port 25 every remote recipient is a
+        forward (an alias or a Sieve redirect), so an outside sender is rewritten with SRS
+        under the forwarding recipient's domain, which SPF at the next hop then checks (RFC
+        7208 section 1.2); the null sender and our own senders stay as they are."""
+        if self._srs is None or session.submission or not mail_from or not txn.rcpts:
+            return mail_from
+        if await self._store.is_local_domain(mail_from.rpartition("@")[2]):
+            return mail_from
+        try:
+            return self._srs.forward(mail_from, txn.rcpts[0].rpartition("@")[2].lower())
+        except SrsError as exc:  # too long to rewrite: sent as it is, SPF may fail
+            log.info("envelope sender not rewritten with SRS: %s", exc)
+            return mail_from
 
     # Sieve (issue 9): the per-account step, after the recipients are known -------------
 

@@ -27,6 +27,7 @@ from mailstead.core.message import summarize
 from mailstead.core.reply import Reply
 from mailstead.delivery.recipients import RecipientResolver, Verdict
 from mailstead.delivery.service import QueueIds
+from mailstead.mailauth.srs import Srs
 from mailstead.observability.log import log_event
 from mailstead.storage.interfaces import IncomingMessage, LocalDelivery, QueueEntry, Store
 
@@ -337,12 +338,14 @@ class Notifier:
         *,
         clock: Callable[[], float] = time.time,
         on_queued: Callable[[], None] | None = None,
+        srs: Srs | None = None,
     ) -> None:
+        """``srs``: a DSN to an SRS0 sender of ours goes to the sender it stands for."""
         self._store = store
         self._hostname = hostname
         self._clock = clock
         self._on_queued = on_queued
-        self._resolver = RecipientResolver(store)
+        self._resolver = RecipientResolver(store, srs)
         self._ids = QueueIds(clock, secrets.randbelow(30**5))
 
     async def inject(

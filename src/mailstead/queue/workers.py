@@ -35,6 +35,7 @@ from mailstead.core.message import parse_header
 from mailstead.core.reply import Reply
 from mailstead.delivery.headers import from_addresses, header_values, split_header
 from mailstead.delivery.recipients import RecipientResolver
+from mailstead.mailauth.srs import Srs
 from mailstead.observability.log import log_event
 from mailstead.queue.client import DsnRequest
 from mailstead.queue.dsn import Notifier
@@ -106,10 +107,12 @@ class QueueWorkers:
         clock: Callable[[], float] = time.time,
         tlsrpt: TlsRptCounters | None = None,
         sealer: Sealer | None = None,
+        srs: Srs | None = None,
     ) -> None:
         """``tlsrpt``: the counters the client and MTA-STS cache fill; logged and restarted
         every ``settings.tlsrpt_interval`` seconds and at ``stop``. ``sealer``: ARC-seals
-        mail an alias forwards (issue 9) before it is DKIM-signed."""
+        mail an alias forwards (issue 9) before it is DKIM-signed. ``srs``: SRS0 recipients
+        and DSN senders of ours are resolved to the sender they stand for."""
         self._store = store
         self._router = router
         self._client = client
@@ -118,8 +121,9 @@ class QueueWorkers:
         self._settings = settings
         self._policy = settings.policy
         self._clock = clock
-        self._resolver = RecipientResolver(store)
-        self._notifier = Notifier(store, settings.hostname, clock=clock, on_queued=self.wake)
+        self._resolver = RecipientResolver(store, srs)
+        self._notifier = Notifier(store, settings.hostname, clock=clock, on_queued=self.wake,
+                                  srs=srs)
         self._total = asyncio.Semaphore(settings.max_connections)
         self._domains: dict[str, tuple[asyncio.Semaphore, int]] = {}
         self._wake = asyncio.Event()
