@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import email.utils
 import logging
 import math
@@ -37,7 +38,7 @@ from mailstead.delivery.headers import from_addresses, header_values, split_head
 from mailstead.delivery.recipients import RecipientResolver
 from mailstead.mailauth.srs import Srs
 from mailstead.observability.log import log_event
-from mailstead.queue.client import DsnRequest
+from mailstead.queue.client import Requests
 from mailstead.queue.dsn import Notifier
 from mailstead.queue.local import deliver_local
 from mailstead.queue.mtasts import TlsRptCounters
@@ -340,6 +341,12 @@ class QueueWorkers:
             return [Outcome(e, "bounced", R_NULL_MX) for e in entries], None, None
         if route.kind == "no_domain":
             return [Outcome(e, "bounced", R_NO_DOMAIN) for e in entries], None, None
+        policy_tls = bool(getattr(route, "tls_required", False))
+        if policy_tls and not first.requiretls and _tls_not_required(data):
+            # RFC 8689 section 5: "TLS-Required: No" asks that TLS policies (MTA-STS) be set
+            # aside for this message, delivery mattering more than confidentiality; TLS is
+            # still used when offered. REQUIRETLS, when also given, wins (section 4.1).
+            route = dataclasses.replace(route, tls_required=False)
         try:
             # RFC 8617 section 5.1: the forwarder's ARC set, then its DKIM signature.
             sealed = await self._seal(data) + data
@@ -355,8 +362,8 @@ class QueueWorkers:
                 signed + sealed,
                 smtputf8=needs_smtputf8(first.mail_from, rcpts, data),
                 eight_bit=not data.isascii(),
-                dsn=DsnRequest({e.rcpt_to: e.dsn for e in entries if e.dsn is not None},
-                               first.envelope_dsn),
+                dsn=Requests({e.rcpt_to: e.dsn for e in entries if e.dsn is not None},
+                             first.envelope_dsn, first.requiretls),
             )
         except Exception as exc:
             log.debug("delivery to %s raised", domain, exc_info=True)
@@ -472,6 +479,11 @@ class QueueWorkers:
 
 _RECEIVED_FOR = re.compile(rb"^Received:(?:[^\r\n]|\r\n[ \t])*?\bfor\s+<([^<>\s]+)>",
                            re.IGNORECASE)
+
+
+def _tls_not_required(data: bytes) -> bool:
+    """Whether the header section has ``TLS-Required: No`` (RFC 8689 section 5)."""
+    return any(v.strip().lower() == "no" for v in parse_header(data).values("tls-required"))
 
 
 def _relayed(data: bytes, hostname: str) -> bool:
