@@ -10,9 +10,10 @@ import re
 import smtplib
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
-from helpers import run_cli
+from helpers import rewrite_tables, run_cli
 from outbound_helpers import (
     PASSWORD,
     DnsFixture,
@@ -36,12 +37,16 @@ FRIEND = "friend@remote.test"
 _SRS0 = re.compile(r"SRS0=[A-Za-z0-9+/]{4}=[A-Z2-7]{2}=sender\.test=news@a\.test")
 
 
+WORLD: dict[str, int] = {}  # the DNS server's and the MX port of the running world
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory, store_backend: str
           ) -> Iterator[tuple[Instance, ScriptedPeer, ScriptedPeer]]:
     zone = Zone()
     dns_server = DnsFixture(zone)
-    port = free_port("127.0.0.2", "127.0.0.4", "127.0.0.5")
+    port = free_port("127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5")
+    WORLD.update(dns=dns_server.port, smtp=port)
     a = make_instance(tmp_path_factory.mktemp("srs"), "a.test", "127.0.0.2",
                       dns_port=dns_server.port, smtp_port=port, users={ALICE: PASSWORD})
     run_cli("alias", "add", "fwd@a.test", FRIEND, "--data-dir", str(a.data_dir))
@@ -140,3 +145,23 @@ def test_mail_of_our_own_users_is_not_rewritten(
     a, remote, _sender = world
     submit(a, ALICE, ["fwd@a.test"], make_mail(ALICE, "fwd@a.test", "srs-own-1"))
     assert _forwarded(a, remote, b"srs-own-1") == ALICE
+
+
+def test_srs_can_be_turned_off(
+    world: tuple[Instance, ScriptedPeer, ScriptedPeer], tmp_path: Path,
+) -> None:
+    """``[smtp] srs = false``: a second server forwards with the original envelope sender."""
+    _a, remote, _sender = world
+    b = make_instance(tmp_path, "b.test", "127.0.0.3", dns_port=WORLD["dns"],
+                      smtp_port=WORLD["smtp"])
+    rewrite_tables(b.data_dir / "mailstead.toml", {"smtp": {"srs": False}})
+    run_cli("alias", "add", "fwd@b.test", FRIEND, "--data-dir", str(b.data_dir))
+    b.start()
+    try:
+        with smtplib.SMTP(b.ip, b.ports["smtp"], timeout=20) as client:
+            client.ehlo("client.sender.test")
+            client.sendmail("news@sender.test", ["fwd@b.test"],
+                            make_mail("news@sender.test", "fwd@b.test", "srs-off-1"))
+        assert _forwarded(b, remote, b"srs-off-1") == "news@sender.test"
+    finally:
+        assert b.stop() == 0, b.log()[-4000:]

@@ -222,3 +222,10 @@ def test_connections_section() -> None:
                       ("tls_handshake_timeout = 0", "tls_handshake_timeout")):
         message = error(f'hostname = "a.test"\n[connections]\n{body}\n')
         assert message.startswith(f"{F}:3: connections.{key}: "), message
+
+
+def test_srs_is_on_by_default_and_can_be_turned_off() -> None:
+    base = 'hostname = "mx.example.test"\n'
+    assert parse(base).smtp.srs is True
+    assert parse(base + "[smtp]\nsrs = false\n").smtp.srs is False
+    assert "srs" in error(base + '[smtp]\nsrs = "maybe"\n')
