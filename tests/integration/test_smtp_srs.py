@@ -45,12 +45,15 @@ def world(tmp_path_factory: pytest.TempPathFactory, store_backend: str
           ) -> Iterator[tuple[Instance, ScriptedPeer, ScriptedPeer]]:
     zone = Zone()
     dns_server = DnsFixture(zone)
-    port = free_port("127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5")
+    port = free_port("127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5", "127.0.0.6")
     WORLD.update(dns=dns_server.port, smtp=port)
     a = make_instance(tmp_path_factory.mktemp("srs"), "a.test", "127.0.0.2",
                       dns_port=dns_server.port, smtp_port=port, users={ALICE: PASSWORD})
     run_cli("alias", "add", "fwd@a.test", FRIEND, "--data-dir", str(a.data_dir))
+    run_cli("alias", "add", "gone@a.test", "left@gone.test", "--data-dir", str(a.data_dir))
     publish(zone, a)
+    zone.add("gone.test", "MX", (10, "mx.gone.test"))
+    zone.add("mx.gone.test", "A", "127.0.0.6")
     zone.add("remote.test", "MX", (10, "mx.remote.test"))
     zone.add("mx.remote.test", "A", "127.0.0.4")
     zone.add("sender.test", "MX", (10, "mx.sender.test"))
@@ -101,6 +104,31 @@ def test_alias_forward_uses_srs_and_the_bounce_comes_back(
         client.ehlo("mx.remote.test")
         client.mail("")
         assert client.rcpt(srs_address.lower())[0] == 250
+
+
+def test_our_own_bounce_of_a_forward_reaches_the_original_sender(
+    world: tuple[Instance, ScriptedPeer, ScriptedPeer],
+) -> None:
+    """The forward's destination refuses it at RCPT: our queue's bounce goes to the SRS0
+    sender of the row, which is resolved back to the original sender."""
+    a, _remote, sender = world
+    gone = ScriptedPeer("127.0.0.6", WORLD["smtp"], ["550 5.1.1 No such user"])
+    try:
+        with smtplib.SMTP(a.ip, a.ports["smtp"], timeout=20) as client:
+            client.ehlo("client.sender.test")
+            client.sendmail("news@sender.test", ["gone@a.test"],
+                            make_mail("news@sender.test", "gone@a.test", "srs-dsn-1"))
+        found = wait_for(lambda: [(f, r, m) for f, r, m in sender.received
+                                  if b"srs-dsn-1" in m and b"MAILER-DAEMON" in m], 30,
+                         "our bounce at the original sender", log=a.log)
+    finally:
+        gone.stop()
+    mail_from, rcpts, bounce = found[0]
+    assert (mail_from, rcpts) == ("<>", ["news@sender.test"])
+    assert b"Final-Recipient: rfc822; left@gone.test" in bounce
+    rows = [r for r in a.queue() if r.rcpt_to == "left@gone.test"]
+    assert [r.state for r in rows] == ["bounced"]
+    assert _SRS0.fullmatch(rows[0].mail_from)
 
 
 def test_forged_srs_addresses_are_refused_at_rcpt(
