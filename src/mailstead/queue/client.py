@@ -81,7 +81,7 @@ class Requests:
 
 
 def _requiretls_refusal(text: str) -> Reply:
-    # RFC 8689 section 6 registers X.7.30 "REQUIRETLS support required"; permanent: the
+    # RFC 8689's IANA considerations register X.7.30 "REQUIRETLS support required"; permanent: the
     # sender asked that the message go no other way.
     return Reply(550, "5.7.30", f"REQUIRETLS: {text}")
 

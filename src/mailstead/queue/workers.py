@@ -343,9 +343,10 @@ class QueueWorkers:
             return [Outcome(e, "bounced", R_NO_DOMAIN) for e in entries], None, None
         policy_tls = bool(getattr(route, "tls_required", False))
         if policy_tls and not first.requiretls and _tls_not_required(data):
-            # RFC 8689 section 5: "TLS-Required: No" asks that TLS policies (MTA-STS) be set
-            # aside for this message, delivery mattering more than confidentiality; TLS is
-            # still used when offered. REQUIRETLS, when also given, wins (section 4.1).
+            # RFC 8689 sections 3 and 4.2.2: "TLS-Required: No" asks that TLS policies
+            # (MTA-STS) be set aside for this message, delivery mattering more than
+            # confidentiality; TLS is still used when offered. With REQUIRETLS the header
+            # field is ignored (section 3).
             route = dataclasses.replace(route, tls_required=False)
         try:
             # RFC 8617 section 5.1: the forwarder's ARC set, then its DKIM signature.
@@ -482,7 +483,7 @@ _RECEIVED_FOR = re.compile(rb"^Received:(?:[^\r\n]|\r\n[ \t])*?\bfor\s+<([^<>\s]
 
 
 def _tls_not_required(data: bytes) -> bool:
-    """Whether the header section has ``TLS-Required: No`` (RFC 8689 section 5)."""
+    """Whether the header section has ``TLS-Required: No`` (RFC 8689 section 3)."""
     return any(v.strip().lower() == "no" for v in parse_header(data).values("tls-required"))
 
 
