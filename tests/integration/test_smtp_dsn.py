@@ -13,7 +13,7 @@ import smtplib
 from collections.abc import Iterator
 
 import pytest
-from helpers import tls_context
+from helpers import run_cli, tls_context
 from outbound_helpers import (
     PASSWORD,
     DnsFixture,
@@ -43,6 +43,7 @@ def world(tmp_path_factory: pytest.TempPathFactory, store_backend: str
                       dns_port=server.port, smtp_port=port,
                       users={ALICE: PASSWORD, BOB: PASSWORD},
                       queue={"retry_schedule": [1], "expire_after": 30, "delay_warning": 20})
+    run_cli("alias", "add", "team@a.test", BOB, "carol@c.test", "--data-dir", str(a.data_dir))
     publish(zone, a)
     for domain, ip in (("c.test", "127.0.0.4"), ("d.test", "127.0.0.5"), ("e.test", "127.0.0.6")):
         zone.add(domain, "MX", (10, f"mx.{domain}"))
@@ -219,3 +220,27 @@ def test_a_server_offering_dsn_receives_the_parameters(world: tuple[Instance, in
     assert rcpt == "RCPT TO:<erin@e.test> NOTIFY=SUCCESS,DELAY ORCPT=rfc822;x+2By@y.test"
     # The next hop took the request: the success notice is its to send, not ours.
     assert dsns(a, "dsn-pass-1") == []
+
+
+def test_an_alias_to_several_addresses_gives_one_expanded_notice(
+    world: tuple[Instance, int],
+) -> None:
+    a, port = world
+    peer = ScriptedPeer("127.0.0.4", port, ["250 2.1.5 Ok"])  # no DSN: would get "relayed"
+    try:
+        send(a, "team@a.test", "dsn-expand-1", mail_options=[],
+             rcpt_options=["NOTIFY=SUCCESS,FAILURE"])
+        (msg,) = wait_for(lambda: dsns(a, "dsn-expand-1"), 30, "the expanded notice",
+                          log=a.log)
+        wait_for(lambda: [r for r in a.queue() if r.rcpt_to == "carol@c.test"
+                          and r.state == "delivered" and r.attempts], 30, "carol's copy",
+                 log=a.log)
+        assert any(b"dsn-expand-1" in m for m in a.inbox(BOB))
+    finally:
+        peer.stop()
+    _fields, rcpt = report(msg)
+    assert rcpt["Final-Recipient"] == "rfc822; team@a.test"
+    assert (rcpt["Action"], rcpt["Status"]) == ("expanded", "2.0.0")
+    # RFC 3461 section 6.2.7.3: SUCCESS is not asked of the addresses the alias became, so
+    # neither Bob's delivery nor the relay to Carol's server gives another notice.
+    assert len(dsns(a, "dsn-expand-1")) == 1

@@ -96,8 +96,10 @@ class Transaction:
     requiretls: bool = False  # MAIL FROM ... REQUIRETLS (RFC 8689 section 4)
     # NOTIFY/ORCPT of the RCPT each remote target came from, by ``remote`` key.
     remote_dsn: dict[str, RecipientDsn] = field(default_factory=dict)
-    # Recipients delivered here that asked for NOTIFY=SUCCESS (RFC 3461 section 6.2.2.1).
-    local_success: list[tuple[str, RecipientDsn]] = field(default_factory=list)
+    # Recipients that asked for NOTIFY=SUCCESS and get it from us: (recipient, request,
+    # "delivered" when delivered here or "expanded" when an alias made several of it;
+    # RFC 3461 sections 6.2.2.1 and 6.2.7.3).
+    local_success: list[tuple[str, RecipientDsn, str]] = field(default_factory=list)
 
     def may_run_sieve(self) -> bool:
         """Whether some account has an active script, or one whose script is not known."""
@@ -110,7 +112,7 @@ class SuccessNotices(Protocol):
 
     async def delivered(
         self, queue_id: str, mail_from: str, arrival: float, data: bytes,
-        recipients: Sequence[tuple[str, RecipientDsn]], envelope_dsn: MessageDsn | None,
+        recipients: Sequence[tuple[str, RecipientDsn, str]], envelope_dsn: MessageDsn | None,
     ) -> None: ...
 
 
@@ -265,13 +267,22 @@ class DeliveryService:
         txn.rcpts.append(str(rcpt))
         txn.accounts.update({a: v for a, v in res.accounts.items() if a not in full})
         txn.scripts.update((a, state.script) for a, state in res.states.items())
+        onward = dsn
+        reached = sum(a not in full for a in res.accounts) + len(res.remote)
+        if dsn is not None and dsn.notify is not None and dsn.wants("SUCCESS"):
+            if reached > 1:
+                # RFC 3461 section 6.2.7.3: an address expanded to several gets one
+                # "expanded" notice, and SUCCESS is not asked of the addresses it became.
+                rest = tuple(k for k in dsn.notify if k != "SUCCESS")
+                onward = RecipientDsn(rest or ("NEVER",), dsn.orcpt)
+                txn.local_success.append((str(rcpt), dsn, "expanded"))
+            elif reached == 1 and not res.remote:
+                txn.local_success.append((str(rcpt), dsn, "delivered"))
         for addr in res.remote:
             key = address_key(addr)
             txn.remote.setdefault(key, addr)
-            if dsn is not None:
-                txn.remote_dsn.setdefault(key, dsn)
-        if dsn is not None and dsn.wants("SUCCESS") and any(a not in full for a in res.accounts):
-            txn.local_success.append((str(rcpt), dsn))
+            if onward is not None:
+                txn.remote_dsn.setdefault(key, onward)
         return R_RCPT_OK
 
     async def _rate_limited(self, account: Account, txn: Transaction, adding: int) -> Reply | None:
@@ -430,7 +441,7 @@ class DeliveryService:
             self._on_queued()
         if plan is not None:
             await self._followups(plan)
-        if txn.local_success and local and mail_from and self._notices is not None:
+        if txn.local_success and mail_from and self._notices is not None:
             try:
                 await self._notices.delivered(queue_id, mail_from, now, stored,
                                               txn.local_success, txn.dsn)

@@ -153,7 +153,7 @@ def _advice(recipients: Sequence[DsnRecipient]) -> str:
     )
 
 
-_SUCCESS = ("delivered", "relayed")
+_SUCCESS = ("delivered", "relayed", "expanded")
 
 
 def _human_text(hostname: str, queue_id: str, recipients: Sequence[DsnRecipient]) -> str:
@@ -161,7 +161,12 @@ def _human_text(hostname: str, queue_id: str, recipients: Sequence[DsnRecipient]
     delayed = [r for r in recipients if r.action == "delayed"]
     delivered = [r for r in recipients if r.action == "delivered"]
     relayed = [r for r in recipients if r.action == "relayed"]
+    expanded = [r for r in recipients if r.action == "expanded"]
     parts = [f"This is the mail system at {hostname}.\n"]
+    if expanded:
+        parts.append("\nYour message reached the following address(es), which forward it to "
+                     "several recipients; you will not be told of each delivery.\n\n")
+        parts.extend(f"  <{one_line(r.rcpt, 500)}>\n" for r in expanded)
     if delivered:
         parts.append("\nYour message was delivered to the mailbox of the following "
                      "recipient(s), as you asked to be told.\n\n")
@@ -396,15 +401,16 @@ class Notifier:
 
     async def delivered(
         self, queue_id: str, mail_from: str, arrival: float, data: bytes,
-        recipients: Sequence[tuple[str, RecipientDsn]], envelope_dsn: MessageDsn | None,
+        recipients: Sequence[tuple[str, RecipientDsn, str]], envelope_dsn: MessageDsn | None,
     ) -> None:
-        """The "delivered" DSN (RFC 3461 section 6.2.2.1) for local recipients that asked
-        NOTIFY=SUCCESS (``delivery.service.SuccessNotices``)."""
+        """The success DSN for recipients that asked NOTIFY=SUCCESS and were delivered here
+        ("delivered", RFC 3461 section 6.2.2.1) or expanded by an alias to several addresses
+        ("expanded", section 6.2.7.3); ``delivery.service.SuccessNotices``."""
         now = self._clock()
         report = [
-            DsnRecipient(rcpt=rcpt, action="delivered", status="2.0.0", last_attempt=now,
+            DsnRecipient(rcpt=rcpt, action=action, status="2.0.0", last_attempt=now,
                          orcpt=dsn.orcpt)
-            for rcpt, dsn in recipients
+            for rcpt, dsn, action in recipients
         ]
         if not mail_from or not report:
             return
