@@ -23,6 +23,7 @@ from mailstead.delivery.service import DeliveryService
 from mailstead.filters.pipeline import Pipeline, Stage
 from mailstead.filters.spam import JunkLearner
 from mailstead.imap.context import IMAPContext
+from mailstead.mailauth.srs import Srs
 from mailstead.maintenance import (
     FIRST_DELAY,
     HOURLY,
@@ -83,7 +84,21 @@ def _resolver(config: Config) -> DnsPythonResolver:
     return DnsPythonResolver(nameservers)
 
 
-def _outbound(config: Config, store: Store, resolver: DnsPythonResolver) -> QueueWorkers:
+def _srs(config: Config) -> Srs | None:
+    """SRS for forwarded mail (``[smtp] srs``), keyed from DATA/security.key so every node
+    makes and accepts the same addresses; None when turned off."""
+    if not config.smtp.srs:
+        return None
+    import time
+    from pathlib import Path
+
+    from mailstead.accounts.keys import SecurityKeys
+
+    return Srs(SecurityKeys.load_or_create(Path(config.data_dir)).srs_key(), time.time)
+
+
+def _outbound(config: Config, store: Store, resolver: DnsPythonResolver,
+              srs: Srs | None = None) -> QueueWorkers:
     """The outbound side (issue 5): MTA-STS, router, SMTP client, DKIM signer, ARC sealer
     and the queue workers, from ``[queue]``, over the shared ``resolver``."""
     from mailstead.mailauth.arc import ArcSealer
@@ -158,7 +173,7 @@ def _outbound(config: Config, store: Store, resolver: DnsPythonResolver) -> Queu
     )
     # Issue 9: mail an alias forwards is ARC-sealed (RFC 8617) before it is DKIM-signed.
     return QueueWorkers(store, router, client, DkimSigner(store), settings, tlsrpt=tlsrpt,
-                        sealer=ArcSealer(store, config.hostname))
+                        sealer=ArcSealer(store, config.hostname), srs=srs)
 
 
 def _tls_reports(config: Config, store: Store, resolver: DnsPythonResolver,
@@ -348,7 +363,8 @@ async def run(config: Config) -> None:
     try:
         accounts = AccountService.from_config(store, config)
         resolver = _resolver(config)
-        workers = _outbound(config, store, resolver)
+        srs = _srs(config)
+        workers = _outbound(config, store, resolver, srs)
         jobs: list[Job] = [_tls_reports(config, store, resolver, workers)]
         pipeline, learner = _filters(config, store, resolver, jobs)
         maintenance = _maintenance(config, store, jobs)
@@ -359,6 +375,8 @@ async def run(config: Config) -> None:
             on_queued=workers.wake,
             filters=pipeline,
             sieve=_sieve_runner(config, store),
+            notices=workers.notifier,
+            srs=srs,
         )
         # The spool is on this node's disk whatever the store: the embedded store's guard,
         # or one of its own for the data directory of a PostgreSQL node.

@@ -76,6 +76,7 @@ PARSERS: dict[tuple[str, str], Parser] = {
     # At least one message's in-memory part (servers/spool.py MEMORY_THRESHOLD).
     ("smtp", "spool_memory_budget"): lambda x: v.parse_int(x, 65536, 64 * GIB),
     ("smtp", "spool_disk_budget"): lambda x: v.parse_int(x, 65536, 1024 * GIB),
+    ("smtp", "srs"): v.parse_bool,
     # RFC 1939 section 3 asks for at least 10 minutes; shorter values are for tests.
     ("pop3", "idle_timeout"): lambda x: v.parse_seconds(x, 1, 86400),
     ("pop3", "max_errors"): lambda x: v.parse_int(x, 1, 1000),

@@ -223,6 +223,19 @@ class SMTPConfig:
             "2147483648 (2 GiB)",
         ),
     )
+    srs: bool = field(
+        default=True,
+        metadata=_doc(
+            "Rewrite the envelope sender of mail that an alias or a Sieve redirect forwards "
+            "from an outside sender to an outside address with SRS (SRS0=hash=time=domain="
+            "local@your-domain, the scheme of postsrsd), so SPF passes at the receiving end. "
+            "Bounces to such an address are checked (a hash keyed with DATA/security.key, at "
+            "most 21 days old) and returned to the original sender; forged ones get 550 at "
+            "RCPT.",
+            "boolean",
+            "true",
+        ),
+    )
 
 
 @dataclass(frozen=True, slots=True)

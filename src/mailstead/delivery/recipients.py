@@ -13,6 +13,7 @@ from typing import NamedTuple, Protocol, runtime_checkable
 
 from mailstead.core.address import Address, AddressError, parse_address
 from mailstead.core.roles import is_role_local
+from mailstead.mailauth.srs import Srs, SrsError, is_srs
 from mailstead.storage.interfaces import Account, Store, address_key
 
 # Alias chains deeper than this are a configuration loop; RFC 5321 section 6.3 asks servers to
@@ -31,6 +32,7 @@ class Verdict(Enum):
     RELAY_TRICK = "relay_trick"  # local domain with a routing local part: always refused
     LOOP = "loop"  # alias expansion failed: 550 5.4.6 (RFC 3463 routing loop)
     NO_MAILBOX = "no_mailbox"  # a role address with no account at all to take it: 451 4.3.0
+    SRS_FORGED = "srs_forged"  # an SRS0 address we did not make, or too old: 550
 
 
 class AccountState(NamedTuple):
@@ -103,10 +105,14 @@ class RecipientResolver:
 
     Role addresses (``core.roles``: postmaster, abuse, tls-reports) of every local domain, and
     of ``hostname`` (the "<Postmaster>" of RFC 5321 section 4.1.1.3), reach the first
-    administrator when no account, alias or catch-all says otherwise."""
+    administrator when no account, alias or catch-all says otherwise. With ``srs``, SRS0
+    addresses in a local domain reach the sender they stand for (the bounce of mail we
+    forwarded), or nobody when forged."""
 
-    def __init__(self, store: Store, hostname: str | None = None) -> None:
+    def __init__(self, store: Store, hostname: str | None = None,
+                 srs: Srs | None = None) -> None:
         self._store = store
+        self._srs = srs
         self._lookup = store if isinstance(store, RecipientLookup) else None
         self._hostname = hostname.lower().rstrip(".") if hostname else None
 
@@ -152,6 +158,11 @@ class RecipientResolver:
                 # name is not one of the mail domains.
                 return await self._role(address)
             return Resolution(Verdict.NOT_LOCAL, remote=[str(address)])
+        if self._srs is not None and is_srs(address.local):
+            try:
+                return Resolution(Verdict.LOCAL, remote=[self._srs.reverse(address.local)])
+            except SrsError:
+                return Resolution(Verdict.SRS_FORGED)
         if is_relay_trick(address):  # refused even when such an account exists
             return Resolution(Verdict.RELAY_TRICK)
         if found:

@@ -49,7 +49,7 @@ async def deliver_local(
             outcomes.append(Outcome(e, "bounced", R_BAD_ADDRESS))
             continue
         res = await resolver.resolve(address)
-        if res.verdict is Verdict.UNKNOWN_USER or res.verdict is Verdict.NOT_LOCAL:
+        if res.verdict in (Verdict.UNKNOWN_USER, Verdict.NOT_LOCAL, Verdict.SRS_FORGED):
             outcomes.append(Outcome(e, "bounced", R_UNKNOWN_LOCAL))
         elif res.verdict is Verdict.LOOP:
             outcomes.append(Outcome(e, "bounced", R_LOCAL_LOOP))
@@ -69,5 +69,6 @@ async def deliver_local(
         except StoreError as exc:
             outcomes += defer(accepted, f"local delivery failed: {exc}")
         else:
-            outcomes += [Outcome(e, "delivered", R_DELIVERED_LOCALLY) for e in accepted]
+            outcomes += [Outcome(e, "delivered", R_DELIVERED_LOCALLY, local=True)
+                         for e in accepted]
     return outcomes

@@ -8,11 +8,12 @@ Unicode lower-case); the store compares them exactly (local parts case-insensiti
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Protocol
 
+from mailstead.core.dsn import MessageDsn, RecipientDsn
 from mailstead.storage.integrity import Integrity
 
 # The folders every account gets at creation, with their RFC 6154 special-use attribute.
@@ -134,6 +135,11 @@ class IncomingMessage:
     envelope: str  # JSON summary for IMAP
     bodystructure: str  # JSON summary for IMAP
     auth_account_id: int | None = None
+    # RFC 3461: what each remote recipient (a ``remote`` entry, as written there) asked of
+    # delivery status notifications; absent ones asked nothing (section 4.1 defaults).
+    dsn: Mapping[str, RecipientDsn] = field(default_factory=dict)
+    envelope_dsn: MessageDsn | None = None  # RET= and ENVID= of the message
+    requiretls: bool = False  # RFC 8689 section 4: relay only over verified TLS
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +165,9 @@ class QueueEntry:
     last_error: str | None
     warned: bool = False  # a delay warning DSN was sent for this recipient (issue 5)
     last_attempt: float | None = None  # when the last attempt ended (issue 5)
+    dsn: RecipientDsn | None = None  # NOTIFY= / ORCPT= of this recipient (RFC 3461)
+    envelope_dsn: MessageDsn | None = None  # RET= / ENVID= of its message
+    requiretls: bool = False  # RFC 8689: relay only over verified TLS
 
     @property
     def waiting(self) -> bool:

@@ -254,3 +254,10 @@ def test_mta_sts_and_tls_reports_sections() -> None:
     assert "mta_sts.mx" in error('hostname = "m.test"\n[mta_sts]\nmx = ["a.*.test"]\n')
     assert "mta_sts.mx" in error('hostname = "m.test"\n[mta_sts]\nmx = []\n')
     assert "tls_reports.contact" in error('hostname = "m.test"\n[tls_reports]\ncontact = "x"\n')
+
+
+def test_srs_is_on_by_default_and_can_be_turned_off() -> None:
+    base = 'hostname = "mx.example.test"\n'
+    assert parse(base).smtp.srs is True
+    assert parse(base + "[smtp]\nsrs = false\n").smtp.srs is False
+    assert "srs" in error(base + '[smtp]\nsrs = "maybe"\n')
