@@ -40,6 +40,10 @@ _EXTENSIONS = (
     "QUOTA=RES-STORAGE", "UTF8=ACCEPT", "ID", "BINARY", "STATUS=SIZE",
 )
 
+# Search and sort extensions (imap/searching.py, proto/imap/esearch.py): ESORT (RFC 5267
+# section 3), SORT=DISPLAY (RFC 5957), PARTIAL (RFC 9394).
+_SEARCH_EXTENSIONS = ("ESORT", "SORT=DISPLAY", "PARTIAL")
+
 
 def capabilities(s: IMAPSession) -> list[str]:
     """What this session offers now: STARTTLS and LOGINDISABLED only before TLS, AUTH=PLAIN
@@ -55,6 +59,7 @@ def capabilities(s: IMAPSession) -> list[str]:
     else:
         caps.append("AUTH=PLAIN")
     caps += _EXTENSIONS
+    caps += _SEARCH_EXTENSIONS
     if s.settings.compress_available and not s.compressed:
         caps.append("COMPRESS=DEFLATE")
     # RFC 7889 section 3: the largest message APPEND accepts.

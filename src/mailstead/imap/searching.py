@@ -10,6 +10,7 @@ import re
 from typing import TYPE_CHECKING
 
 from mailstead.imap.base import CommandFailed
+from mailstead.proto.imap import esearch as extended
 from mailstead.proto.imap import search as evaluator
 from mailstead.proto.imap import sort as sorter
 from mailstead.proto.imap import thread as threader
@@ -72,7 +73,11 @@ async def search(s: IMAPSession, cmd: Command) -> None:
             order = sorter.sort_messages([(n, by_number[n]) for n in shown], args.sort)
         except ValueError as exc:
             raise CommandFailed("BAD", str(exc)) from None
-        s.untagged("SORT" + "".join(f" {n}" for n in order))
+        if args.returns is None:
+            s.untagged("SORT" + "".join(f" {n}" for n in order))
+        else:
+            # RFC 5267 section 3 (ESORT): SORT RETURN answers with ESEARCH in sort order.
+            _esearch(s, cmd, order, modseq, ordered=True)
         await s.finish(cmd, f"{prefix}SORT completed")
         return
     if cmd.name == "THREAD":
@@ -85,6 +90,10 @@ async def search(s: IMAPSession, cmd: Command) -> None:
             refs = await _references(s, items)
         s.raw(threader.thread_response(threader.thread(algorithm, items, refs)))
         await s.finish(cmd, f"{prefix}THREAD completed")
+        return
+    if args.partial is not None:
+        _esearch(s, cmd, shown, modseq, ordered=False)
+        await s.finish(cmd, f"{prefix}SEARCH completed")
         return
     returns = args.returns
     if returns is not None and "SAVE" in (r.upper() for r in returns):
@@ -102,6 +111,27 @@ async def search(s: IMAPSession, cmd: Command) -> None:
             shown, returns or (), tag=cmd.tag, uid=cmd.uid, modseq=modseq
         ))
     await s.finish(cmd, f"{prefix}SEARCH completed")
+
+
+def _esearch(
+    s: IMAPSession, cmd: Command, results: list[int], modseq: int | None, *, ordered: bool
+) -> None:
+    """The ESEARCH of SORT RETURN and of PARTIAL (``results`` in result order), after saving
+    them for "$" if SAVE was asked (RFC 5182 section 2.1, RFC 5267 section 3)."""
+    args = cmd.args
+    assert isinstance(args, SearchArgs)
+    assert s.view is not None
+    returns = [r.upper() for r in args.returns or ()]
+    if "SAVE" in returns:
+        uids = results if cmd.uid else [s.view.uids[n - 1] for n in results]
+        s.saved_search = _saved(sorted(uids), returns)
+        returns = [r for r in returns if r != "SAVE"]
+        if not returns:
+            return  # RFC 5182 section 2.1: RETURN (SAVE) alone gives no ESEARCH
+    s.raw(extended.esearch(
+        results, returns, tag=cmd.tag, uid=cmd.uid, ordered=ordered, partial=args.partial,
+        modseq=modseq,
+    ))
 
 
 async def _with_envelopes(

@@ -247,6 +247,8 @@ class SearchArgs:
     returns: tuple[str, ...] | None = None  # None: no RETURN clause (plain SEARCH response)
     sort: tuple[str, ...] = ()
     algorithm: str | None = None
+    # RFC 9394 section 3.1: the PARTIAL range, 1-based positions, negative from the end.
+    partial: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True, slots=True)

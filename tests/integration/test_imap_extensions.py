@@ -1,0 +1,99 @@
+"""Search and sort extensions against a real ``mailstead serve``, driven by imaplib: ESORT
+(RFC 5267 section 3), SORT=DISPLAY (RFC 5957) and PARTIAL (RFC 9394). Every test gets a
+fresh account (``imap_account``)."""
+
+from __future__ import annotations
+
+import imaplib
+import re
+
+from helpers import Harness
+
+Account = tuple[str, str]
+
+
+def logged_in(h: Harness, account: Account) -> imaplib.IMAP4_SSL:
+    client = imaplib.IMAP4_SSL("127.0.0.1", h.port("imaps"), ssl_context=h.tls(), timeout=15)
+    typ, _ = client.login(*account)
+    assert typ == "OK"
+    return client
+
+
+def message(n: int, sender: str, to: str = "<rcpt@example.test>") -> bytes:
+    return (f"From: {sender}\r\nTo: {to}\r\nSubject: m{n}\r\n"
+            f"Date: Mon, 0{1 + n % 9} Jan 2024 10:00:00 +0000\r\n"
+            f"Message-ID: <m{n}@client.example.test>\r\n\r\nbody {n}\r\n").encode()
+
+
+def fill(client: imaplib.IMAP4, messages: list[bytes]) -> None:
+    for data in messages:
+        typ, answer = client.append("INBOX", None, None, data)
+        assert typ == "OK", answer
+    typ, answer = client.select("INBOX")
+    assert typ == "OK", answer
+
+
+def esearch(client: imaplib.IMAP4, *args: str) -> tuple[str, str]:
+    """Run a command; its status and the text of its one ESEARCH response ("" if none)."""
+    client.untagged_responses.pop("ESEARCH", None)
+    try:
+        typ, _data = client._simple_command(*args)
+    except imaplib.IMAP4.error as exc:
+        return "BAD", str(exc)
+    found = client.untagged_responses.pop("ESEARCH", [])
+    assert len(found) <= 1, found
+    text = found[0].decode() if found else ""
+    # The correlator names this command (RFC 4731 section 3.1); the rest is what we check.
+    return typ, re.sub(r'^\(TAG "[^"]+"\) ?', "", text)
+
+
+def test_esort_and_sort_display(imap_server: Harness, imap_account: Account) -> None:
+    with logged_in(imap_server, imap_account) as client:
+        typ, caps = client.capability()
+        assert {"ESORT", "SORT=DISPLAY"} <= set(caps[0].decode().upper().split()), caps
+        fill(client, [
+            message(1, '"Zoe" <a@x.test>', '"Mallory" <m@x.test>'),
+            message(2, "bob <z@x.test>", "<d@x.test>"),
+            message(3, "<c@x.test>", '"=?UTF-8?Q?=C3=89ve?=" <e@x.test>'),
+            message(4, "Alice <y@x.test>", "Bert <b@x.test>"),
+        ])
+        # RFC 5957 section 3: the display name, or the addr-spec when there is none; RFC 5267
+        # section 3: MIN and MAX are the first and the last sorted message, ALL keeps order.
+        assert esearch(client, "SORT", "RETURN", "(MIN MAX COUNT ALL)", "(DISPLAYFROM)",
+                       "UTF-8", "ALL") == ("OK", "MIN 4 MAX 1 COUNT 4 ALL 4,2:3,1")
+        assert esearch(client, "UID", "SORT", "RETURN", "()", "(REVERSE DISPLAYTO)", "UTF-8",
+                       "ALL") == ("OK", "UID ALL 3,1:2,4")
+        assert esearch(client, "SORT", "RETURN", "(COUNT MIN)", "(ARRIVAL)", "UTF-8",
+                       "KEYWORD nothing") == ("OK", "COUNT 0")
+        # Without RETURN, SORT still answers with the SORT response of RFC 5256.
+        typ, data = client.sort("(DISPLAYFROM)", "UTF-8", "ALL")
+        assert (typ, data) == ("OK", [b"4 2 3 1"])
+        assert esearch(client, "SORT", "RETURN", "(BOGUS)", "(DATE)", "UTF-8", "ALL")[0] \
+            == "BAD"
+
+
+def test_partial_pages_of_search_and_sort(imap_server: Harness,
+                                          imap_account: Account) -> None:
+    with logged_in(imap_server, imap_account) as client:
+        typ, caps = client.capability()
+        assert "PARTIAL" in caps[0].decode().upper().split(), caps
+        fill(client, [message(n, f"<s{n}@x.test>") for n in range(1, 11)])
+        client.store("5", "+FLAGS", "(\\Deleted)")
+        # RFC 9394 section 3.1: the first page, the last page (counted from the end), a
+        # page past the end (NIL), and PARTIAL beside COUNT.
+        assert esearch(client, "UID", "SEARCH", "RETURN", "(PARTIAL 1:5)", "UNDELETED") \
+            == ("OK", "UID PARTIAL (1:5 1:4,6)")
+        assert esearch(client, "UID", "SEARCH", "RETURN", "(PARTIAL -1:-3)", "UNDELETED") \
+            == ("OK", "UID PARTIAL (-1:-3 8:10)")
+        assert esearch(client, "SEARCH", "RETURN", "(COUNT PARTIAL 20:30)", "ALL") \
+            == ("OK", "COUNT 10 PARTIAL (20:30 NIL)")
+        assert esearch(client, "SEARCH", "RETURN", "(PARTIAL 3:2)", "ALL") \
+            == ("OK", "PARTIAL (3:2 2:3)")
+        # With SORT the page is taken in sort order.
+        assert esearch(client, "UID", "SORT", "RETURN", "(PARTIAL 1:3)", "(REVERSE ARRIVAL)",
+                       "UTF-8", "UNDELETED") == ("OK", "UID PARTIAL (1:3 10,9,8)")
+        # RFC 9394 section 3.1: PARTIAL with ALL, mixed signs and zero are refused.
+        for bad in ("(PARTIAL 1:5 ALL)", "(PARTIAL -1:5)", "(PARTIAL 0:5)", "(PARTIAL 1)"):
+            assert esearch(client, "SEARCH", "RETURN", bad, "ALL")[0] == "BAD", bad
+        typ, _ = client.noop()
+        assert typ == "OK"
