@@ -7,9 +7,13 @@ from __future__ import annotations
 import imaplib
 import re
 
+import pytest
 from helpers import Harness
 
 Account = tuple[str, str]
+
+# imaplib sends only the commands it knows of; CANCELUPDATE is RFC 5267 section 4.2.
+imaplib.Commands.setdefault("CANCELUPDATE", ("SELECTED",))
 
 
 def logged_in(h: Harness, account: Account) -> imaplib.IMAP4_SSL:
@@ -49,7 +53,7 @@ def esearch(client: imaplib.IMAP4, *args: str) -> tuple[str, str]:
 
 def test_esort_and_sort_display(imap_server: Harness, imap_account: Account) -> None:
     with logged_in(imap_server, imap_account) as client:
-        typ, caps = client.capability()
+        _, caps = client.capability()
         assert {"ESORT", "SORT=DISPLAY"} <= set(caps[0].decode().upper().split()), caps
         fill(client, [
             message(1, '"Zoe" <a@x.test>', '"Mallory" <m@x.test>'),
@@ -75,7 +79,7 @@ def test_esort_and_sort_display(imap_server: Harness, imap_account: Account) -> 
 def test_partial_pages_of_search_and_sort(imap_server: Harness,
                                           imap_account: Account) -> None:
     with logged_in(imap_server, imap_account) as client:
-        typ, caps = client.capability()
+        _, caps = client.capability()
         assert "PARTIAL" in caps[0].decode().upper().split(), caps
         fill(client, [message(n, f"<s{n}@x.test>") for n in range(1, 11)])
         client.store("5", "+FLAGS", "(\\Deleted)")
@@ -97,3 +101,91 @@ def test_partial_pages_of_search_and_sort(imap_server: Harness,
             assert esearch(client, "SEARCH", "RETURN", bad, "ALL")[0] == "BAD", bad
         typ, _ = client.noop()
         assert typ == "OK"
+
+
+def updates(client: imaplib.IMAP4, tag: str) -> list[str]:
+    """NOOP, and the ESEARCH updates it brought for the search ``tag`` (RFC 5267 section
+    4.3), without their correlator."""
+    client.untagged_responses.pop("ESEARCH", None)
+    typ, _ = client.noop()
+    assert typ == "OK"
+    found = [line.decode() for line in client.untagged_responses.pop("ESEARCH", [])]
+    prefix = f'(TAG "{tag}") '
+    assert all(line.startswith(prefix) for line in found), (found, tag)
+    return [line[len(prefix):] for line in found]
+
+
+def context_search(client: imaplib.IMAP4, *args: str) -> tuple[str, str]:
+    """Run a search with RETURN (UPDATE ...); its tag and its ESEARCH text."""
+    client.untagged_responses.pop("ESEARCH", None)
+    typ, _ = client._simple_command(*args)
+    assert typ == "OK"
+    found = client.untagged_responses.pop("ESEARCH", [])
+    assert len(found) == 1, found
+    match = re.match(r'\(TAG "([^"]+)"\) ?(.*)', found[0].decode())
+    assert match, found
+    return match.group(1), match.group(2)
+
+
+def test_context_search_follows_changes(imap_server: Harness, imap_account: Account) -> None:
+    with logged_in(imap_server, imap_account) as a, logged_in(imap_server, imap_account) as b:
+        _, caps = a.capability()
+        assert "CONTEXT=SEARCH" in caps[0].decode().upper().split(), caps
+        fill(a, [message(n, f"<s{n}@x.test>") for n in range(1, 4)])
+        tag, text = context_search(a, "UID", "SEARCH", "RETURN", "(UPDATE)", "UNSEEN")
+        assert text == "UID ALL 1:3"
+        assert updates(a, tag) == []
+        # Another session delivers, reads and expunges: each shows up at the next command
+        # (RFC 5267 section 4.3; SEARCH results have no order, so the position is 0).
+        fill(b, [message(4, "<s4@x.test>")])
+        assert updates(a, tag) == ["UID ADDTO (0 4)"]
+        b.uid("STORE", "2", "+FLAGS", "(\\Seen)")
+        assert updates(a, tag) == ["UID REMOVEFROM (0 2)"]
+        b.uid("STORE", "3", "+FLAGS.SILENT", "(\\Deleted)")
+        b.expunge()
+        assert updates(a, tag) == ["UID REMOVEFROM (0 3)"]
+        # The session's own STORE updates it too, in the STORE's own response.
+        a.untagged_responses.pop("ESEARCH", None)
+        typ, _ = a.uid("STORE", "4", "+FLAGS", "(\\Seen)")
+        assert typ == "OK"
+        assert a.untagged_responses.pop("ESEARCH", []) == [
+            f'(TAG "{tag}") UID REMOVEFROM (0 4)'.encode()]
+        b.uid("STORE", "2", "-FLAGS", "(\\Seen)")
+        assert updates(a, tag) == ["UID ADDTO (0 2)"]
+        # CANCELUPDATE ends it; an unknown tag is refused.
+        typ, _ = a._simple_command("CANCELUPDATE", f'"{tag}"')
+        assert typ == "OK"
+        fill(b, [message(5, "<s5@x.test>")])
+        assert updates(a, tag) == []
+        with pytest.raises(imaplib.IMAP4.error, match="No search context"):
+            a._simple_command("CANCELUPDATE", f'"{tag}"')
+
+
+def test_context_sort_positions(imap_server: Harness, imap_account: Account) -> None:
+    with logged_in(imap_server, imap_account) as a, logged_in(imap_server, imap_account) as b:
+        _, caps = a.capability()
+        assert "CONTEXT=SORT" in caps[0].decode().upper().split(), caps
+        fill(a, [message(n, f"<s{n}@x.test>") for n in range(1, 4)])
+        tag, text = context_search(a, "SORT", "RETURN", "(UPDATE COUNT ALL)",
+                                   "(REVERSE ARRIVAL)", "UTF-8", "UNSEEN")
+        assert text == "COUNT 3 ALL 3,2,1"
+        fill(b, [message(4, "<s4@x.test>")])
+        # RFC 5267 section 4.3: for SORT the position is where the message sits in the
+        # sorted results; COUNT follows as well.
+        assert updates(a, tag) == ["ADDTO (1 4)", "COUNT 4"]
+        b.store("2", "+FLAGS", "(\\Seen)")
+        assert updates(a, tag) == ["REMOVEFROM (3 2)", "COUNT 3"]
+        # A MIN/MAX/COUNT-only context gets new values, no ADDTO/REMOVEFROM.
+        tag2, text = context_search(a, "UID", "SORT", "RETURN", "(UPDATE MIN MAX)",
+                                    "(ARRIVAL)", "UTF-8", "UNSEEN")
+        assert text == "UID MIN 1 MAX 4"
+        b.uid("STORE", "4", "+FLAGS", "(\\Seen)")
+        a.untagged_responses.pop("ESEARCH", None)
+        assert a.noop()[0] == "OK"
+        got = sorted(x.decode() for x in a.untagged_responses.pop("ESEARCH", []))
+        assert got == sorted([f'(TAG "{tag}") REMOVEFROM (1 4)', f'(TAG "{tag}") COUNT 2',
+                              f'(TAG "{tag2}") UID MIN 1 MAX 3']), got
+        # Leaving the mailbox ends every context.
+        a.select("INBOX")
+        b.store("1", "+FLAGS", "(\\Seen)")
+        assert updates(a, tag) == []

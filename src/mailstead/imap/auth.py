@@ -40,9 +40,10 @@ _EXTENSIONS = (
     "QUOTA=RES-STORAGE", "UTF8=ACCEPT", "ID", "BINARY", "STATUS=SIZE",
 )
 
-# Search and sort extensions (imap/searching.py, proto/imap/esearch.py): ESORT (RFC 5267
-# section 3), SORT=DISPLAY (RFC 5957), PARTIAL (RFC 9394).
-_SEARCH_EXTENSIONS = ("ESORT", "SORT=DISPLAY", "PARTIAL")
+# Search and sort extensions (imap/searching.py, imap/context_search.py,
+# proto/imap/esearch.py): ESORT and CONTEXT=SEARCH/SORT (RFC 5267), SORT=DISPLAY (RFC 5957),
+# PARTIAL (RFC 9394).
+_SEARCH_EXTENSIONS = ("ESORT", "SORT=DISPLAY", "PARTIAL", "CONTEXT=SEARCH", "CONTEXT=SORT")
 
 
 def capabilities(s: IMAPSession) -> list[str]:

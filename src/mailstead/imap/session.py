@@ -20,7 +20,16 @@ from mailstead.core.errors import (
     NotFound,
     StoreError,
 )
-from mailstead.imap import append, auth, idle, mailboxes, messages, quota, searching
+from mailstead.imap import (
+    append,
+    auth,
+    context_search,
+    idle,
+    mailboxes,
+    messages,
+    quota,
+    searching,
+)
 from mailstead.imap.base import Action, CommandFailed, State
 from mailstead.imap.context import IMAPContext, IMAPSettings
 from mailstead.imap.names import MailboxNameError
@@ -82,6 +91,7 @@ COMMANDS: dict[str, tuple[Handler, frozenset[State]]] = {
     "SEARCH": (searching.search, SELECTED),
     "SORT": (searching.search, SELECTED),
     "THREAD": (searching.search, SELECTED),
+    "CANCELUPDATE": (context_search.cancel_update, SELECTED),
 }
 
 # Output buffered before a long command hands it to the server (see ``flush_output``).
@@ -120,6 +130,8 @@ class IMAPSession:
         self.action = Action.NONE
         self.bad_in_a_row = 0
         self.saved_search: list[int] = []  # RFC 5182 SEARCHRES: UIDs behind "$"
+        # RFC 5267 section 4: searches kept up to date (RETURN (UPDATE)), by tag.
+        self.search_contexts: dict[str, context_search.SearchContext] = {}
         # Where a long response goes while it is still being produced (the server's send):
         # without one, everything waits for ``execute`` to return.
         self.writer: Callable[[bytes], Awaitable[None]] | None = None
@@ -308,9 +320,11 @@ class IMAPSession:
                 lines.append(f"* {len(view.recent)} RECENT\r\n".encode())
         for line in lines:
             self.raw(line)
+        await context_search.refresh(self)
 
     def close_mailbox(self) -> None:
         self.view = None
+        context_search.drop_all(self)
         if self.state is State.SELECTED:
             self.state = State.AUTHENTICATED
 

@@ -283,8 +283,15 @@ class CompressArgs:
     mechanism: str
 
 
+@dataclass(frozen=True, slots=True)
+class CancelUpdateArgs:
+    """CANCELUPDATE: the tags of the searches to stop updating (RFC 5267 section 4.2)."""
+
+    tags: tuple[str, ...]
+
+
 CommandArgs = (
     LoginArgs | AuthenticateArgs | MailboxArgs | RenameArgs | ListArgs | StatusArgs | AppendArgs
     | FetchArgs | StoreArgs | CopyArgs | SearchArgs | ExpungeArgs | EnableArgs | IdArgs
-    | QuotaArgs | CompressArgs
+    | QuotaArgs | CompressArgs | CancelUpdateArgs
 )

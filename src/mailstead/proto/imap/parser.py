@@ -14,6 +14,7 @@ from collections.abc import Callable
 from mailstead.proto.imap.ast import (
     AppendArgs,
     AuthenticateArgs,
+    CancelUpdateArgs,
     Command,
     CommandArgs,
     CompressArgs,
@@ -464,6 +465,16 @@ def _thread(r: Reader, uid: bool) -> CommandArgs:
     return thread_args(r)
 
 
+def _cancelupdate(r: Reader, uid: bool) -> CancelUpdateArgs:
+    """cancelupdate = "CANCELUPDATE" 1*(SP quoted) (RFC 5267 section 4.2)."""
+    tags = []
+    r.sp()
+    tags.append(r.text_utf8(r.quoted(), "tag"))
+    while r.maybe_sp():
+        tags.append(r.text_utf8(r.quoted(), "tag"))
+    return CancelUpdateArgs(tuple(dict.fromkeys(tags)))
+
+
 _HANDLERS: dict[str, Callable[[Reader, bool], CommandArgs]] = {
     "LOGIN": _login,
     "AUTHENTICATE": _authenticate,
@@ -492,4 +503,5 @@ _HANDLERS: dict[str, Callable[[Reader, bool], CommandArgs]] = {
     "SEARCH": _search,
     "SORT": _sort,
     "THREAD": _thread,
+    "CANCELUPDATE": _cancelupdate,
 }

@@ -20,9 +20,11 @@ _FLAG_KEYS = frozenset({
 })
 _TEXT_KEYS = frozenset({"BCC", "BODY", "CC", "FROM", "SUBJECT", "TEXT", "TO"})
 _DATE_KEYS = frozenset({"BEFORE", "ON", "SINCE", "SENTBEFORE", "SENTON", "SENTSINCE"})
-# RFC 4731 section 3.1 return options, with SAVE from RFC 5182 section 2.1 and PARTIAL
-# from RFC 9394 section 3.
-_RETURN_OPTIONS = frozenset({"MIN", "MAX", "ALL", "COUNT", "SAVE", "PARTIAL"})
+# RFC 4731 section 3.1 return options, with SAVE from RFC 5182 section 2.1, PARTIAL from
+# RFC 9394 section 3 and CONTEXT and UPDATE from RFC 5267 section 4.1.
+_RETURN_OPTIONS = frozenset({
+    "MIN", "MAX", "ALL", "COUNT", "SAVE", "PARTIAL", "CONTEXT", "UPDATE",
+})
 # RFC 5256 section 3 sort keys, with DISPLAYFROM/DISPLAYTO from RFC 5957.
 _SORT_KEYS = frozenset({
     "ARRIVAL", "CC", "DATE", "FROM", "SIZE", "SUBJECT", "TO", "DISPLAYFROM", "DISPLAYTO",
