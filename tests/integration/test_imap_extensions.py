@@ -189,3 +189,62 @@ def test_context_sort_positions(imap_server: Harness, imap_account: Account) -> 
         a.select("INBOX")
         b.store("1", "+FLAGS", "(\\Seen)")
         assert updates(a, tag) == []
+
+
+def refused(client: imaplib.IMAP4, *args: str) -> str:
+    """The text of the BAD a command got (imaplib raises it); fails if it was accepted."""
+    with pytest.raises(imaplib.IMAP4.error) as info:
+        client._simple_command(*args)
+    assert client.noop()[0] == "OK"  # BADs in a row end the session; break the run
+    return str(info.value)
+
+
+def test_uidonly(imap_server: Harness, imap_account: Account) -> None:
+    with logged_in(imap_server, imap_account) as a, logged_in(imap_server, imap_account) as b:
+        _, caps = a.capability()
+        assert "UIDONLY" in caps[0].decode().upper().split(), caps
+        a.untagged_responses.clear()
+        assert a.enable("UIDONLY")[0] == "OK"
+        assert a.untagged_responses.pop("ENABLED", []) == [b"UIDONLY"]
+        fill(a, [message(n, f"<s{n}@x.test>") for n in range(1, 5)])
+        # RFC 9586 section 3.1: every use of message sequence numbers is BAD [UIDREQUIRED].
+        for command in (("FETCH", "1", "(FLAGS)"), ("STORE", "1", "+FLAGS", "(\\Seen)"),
+                        ("SEARCH", "ALL"), ("COPY", "1", "INBOX"), ("MOVE", "1", "Trash"),
+                        ("SORT", "(DATE)", "UTF-8", "ALL"),
+                        ("THREAD", "ORDEREDSUBJECT", "UTF-8", "ALL"),
+                        ("UID", "SEARCH", "1:2"), ("UID", "SEARCH", "OR", "1", "SEEN")):
+            assert "[UIDREQUIRED]" in refused(a, *command), command
+        # Section 3.3: FETCH responses are UIDFETCH, named by UID, UID not repeated.
+        a.untagged_responses.clear()
+        typ, _ = a.uid("FETCH", "2:3", "(FLAGS RFC822.SIZE)")
+        assert typ == "OK"
+        fetched = a.untagged_responses.pop("UIDFETCH", [])
+        assert [line.split(b" ", 1)[0] for line in fetched] == [b"2", b"3"], fetched
+        assert all(re.fullmatch(rb"\d (\(FLAGS \(\\Recent\) RFC822.SIZE \d+\))", x)
+                   for x in fetched), fetched
+        assert "FETCH" not in a.untagged_responses
+        typ, data = a.uid("STORE", "2", "+FLAGS", "(\\Flagged)")
+        assert typ == "OK"
+        assert a.untagged_responses.pop("UIDFETCH", []) == [b"2 (FLAGS (\\Flagged \\Recent))"]
+        # Another session's changes: UIDFETCH for flags, VANISHED for expunges (3.4).
+        b.select("INBOX")
+        b.store("3", "+FLAGS", "(\\Seen)")
+        b.store("1", "+FLAGS.SILENT", "(\\Deleted)")
+        b.expunge()
+        a.untagged_responses.clear()
+        assert a.noop()[0] == "OK"
+        assert a.untagged_responses.pop("UIDFETCH", []) == [b"3 (FLAGS (\\Seen \\Recent))"]
+        assert a.untagged_responses.pop("VANISHED", []) == [b"1"]
+        assert "EXPUNGE" not in a.untagged_responses
+        # Its own EXPUNGE likewise; UID SEARCH with UID keys still works.
+        a.uid("STORE", "4", "+FLAGS.SILENT", "(\\Deleted)")
+        a.untagged_responses.clear()
+        assert a.expunge()[0] == "OK"
+        assert a.untagged_responses.pop("VANISHED", []) == [b"4"]
+        assert "EXPUNGE" not in a.untagged_responses
+        typ, data = a.uid("SEARCH", "UID", "1:*")
+        assert (typ, data) == ("OK", [b"2 3"])
+        # A session that did not enable it keeps sequence numbers.
+        b.untagged_responses.clear()
+        typ, data = b.fetch("1", "(UID)")
+        assert (typ, data) == ("OK", [b"1 (UID 2)"])

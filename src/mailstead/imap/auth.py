@@ -31,7 +31,8 @@ log = logging.getLogger("mailstead.imap")
 
 # RFC 5161 section 4 lists what ENABLE can turn on; these are the ones we implement.
 # RFC 7162 section 3.2.3: enabling QRESYNC enables CONDSTORE as well.
-ENABLEABLE = ("CONDSTORE", "QRESYNC", "UTF8=ACCEPT", "IMAP4REV2")
+# UIDONLY: RFC 9586 section 3.
+ENABLEABLE = ("CONDSTORE", "QRESYNC", "UTF8=ACCEPT", "IMAP4REV2", "UIDONLY")
 
 _EXTENSIONS = (
     "ENABLE", "IDLE", "NAMESPACE", "UIDPLUS", "MOVE", "UNSELECT", "CHILDREN", "LIST-EXTENDED",
@@ -44,6 +45,8 @@ _EXTENSIONS = (
 # proto/imap/esearch.py): ESORT and CONTEXT=SEARCH/SORT (RFC 5267), SORT=DISPLAY (RFC 5957),
 # PARTIAL (RFC 9394).
 _SEARCH_EXTENSIONS = ("ESORT", "SORT=DISPLAY", "PARTIAL", "CONTEXT=SEARCH", "CONTEXT=SORT")
+# RFC 9586: UIDONLY (imap/uidonly.py).
+_UID_EXTENSIONS = ("UIDONLY",)
 
 
 def capabilities(s: IMAPSession) -> list[str]:
@@ -61,6 +64,7 @@ def capabilities(s: IMAPSession) -> list[str]:
         caps.append("AUTH=PLAIN")
     caps += _EXTENSIONS
     caps += _SEARCH_EXTENSIONS
+    caps += _UID_EXTENSIONS
     if s.settings.compress_available and not s.compressed:
         caps.append("COMPRESS=DEFLATE")
     # RFC 7889 section 3: the largest message APPEND accepts.

@@ -93,6 +93,7 @@ async def select(s: IMAPSession, cmd: Command) -> None:
     view.uidnext = uidnext
     view.highestmodseq = max([info.highestmodseq, *(m.modseq for m in msgs)])
     view.condstore, view.qresync, view.show_recent = s.condstore, s.qresync, not s.rev2
+    view.uidonly = s.uidonly
     keywords = sorted({f for m in msgs for f in m.flags if not f.startswith("\\")})
     all_flags = (*SYSTEM_FLAGS, *keywords)
     s.untagged(b"FLAGS " + response.flags(all_flags))

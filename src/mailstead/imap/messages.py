@@ -197,6 +197,7 @@ async def _fetch_batch(
             msg, seq, with_flags if report else atts,
             body=body, utf8=s.utf8, uid=cmd.uid,
             recent=view.show_recent and uid in view.recent, flags=flags,
+            uidfetch=s.uidonly,
         )
         if result.unknown_cte:
             unknown_cte = True
@@ -262,14 +263,16 @@ async def store(s: IMAPSession, cmd: Command) -> None:
             continue
         if args.silent and not (s.condstore and uid in changed):
             continue
-        parts: list[bytes] = [b"UID %d" % uid] if cmd.uid else []
+        parts: list[bytes] = [b"UID %d" % uid] if cmd.uid and not s.uidonly else []
         if not args.silent:
             parts.append(b"FLAGS " + response.flags(view.flags_of(uid)))
         if s.condstore:
             # RFC 7162 section 3.1.3: MODSEQ in the FETCH of every STORE, and even with
             # .SILENT for the messages it changed.
             parts.append(b"MODSEQ (%d)" % view.modseqs.get(uid, 0))
-        s.untagged(b"%d FETCH (" % seq + b" ".join(parts) + b")")
+        # RFC 9586 section 3.3: a UIDONLY session gets UIDFETCH, named by UID.
+        head = b"%d UIDFETCH (" % uid if s.uidonly else b"%d FETCH (" % seq
+        s.untagged(head + b" ".join(parts) + b")")
     code = None
     if modified:
         numbers = sorted(modified) if cmd.uid else sorted(

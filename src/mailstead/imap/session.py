@@ -29,6 +29,7 @@ from mailstead.imap import (
     messages,
     quota,
     searching,
+    uidonly,
 )
 from mailstead.imap.base import Action, CommandFailed, State
 from mailstead.imap.context import IMAPContext, IMAPSettings
@@ -151,6 +152,11 @@ class IMAPSession:
         return "IMAP4REV2" in self.enabled
 
     @property
+    def uidonly(self) -> bool:
+        """RFC 9586: no message sequence numbers, either way."""
+        return "UIDONLY" in self.enabled
+
+    @property
     def condstore(self) -> bool:
         return "CONDSTORE" in self.enabled
 
@@ -214,6 +220,10 @@ class IMAPSession:
         if self.state not in states:
             self._bad(cmd.tag, f"{cmd.name} is not valid in the {self.state.value} state",
                       "CLIENTBUG" if self.state is not State.NOT_AUTHENTICATED else None)
+            return self.take_output()
+        if self.uidonly and (why := uidonly.refusal(cmd)) is not None:
+            # RFC 9586 section 3.1: a command with sequence numbers is BAD [UIDREQUIRED].
+            self._bad(cmd.tag, why, "UIDREQUIRED")
             return self.take_output()
         try:
             await handler(self, cmd)
