@@ -431,6 +431,7 @@ async def run(config: Config) -> None:
                     command_rate=config.imap.command_rate,
                     command_burst=config.imap.command_burst,
                     compress_max_ratio=config.imap.compress_max_ratio,
+                    progress_interval=config.imap.progress_interval,
                 ),
                 imap_ctx, tls, stopping,
             )

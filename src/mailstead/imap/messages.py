@@ -120,9 +120,11 @@ async def _fetch_messages(
     """Renders the FETCH responses of ``uids``, reading only those messages, in batches."""
     unknown_cte = False
     damaged: list[int] = []
+    s.progress.update(0, len(uids))
     for k in range(0, len(uids), FETCH_BATCH):
         if await _fetch_batch(s, cmd, atts, uids[k : k + FETCH_BATCH], since, damaged):
             unknown_cte = True
+        s.progress.update(k + FETCH_BATCH, len(uids))
         await s.flush_output()
     if damaged:
         # RFC 5530 section 3: SERVERBUG, the server cannot proceed for a reason of its own.
@@ -309,6 +311,7 @@ async def copy(s: IMAPSession, cmd: Command) -> None:
         if quota.limit is not None and quota.used + added > quota.limit:
             # RFC 9208 section 4.3: over the account's storage quota.
             raise CommandFailed("NO", "Over quota", "OVERQUOTA")
+    s.progress.update(0, len(uids))  # one transaction: nothing is done until all is
     pairs = await s.ctx.store.copy_messages(view.mailbox_id, uids, dest.id, move=move)
     if pairs and s.ctx.copy_hook is not None:  # returns at once, never raises
         await s.ctx.copy_hook(s.account.id, view.mailbox_id, dest.id, [p[1] for p in pairs])

@@ -27,6 +27,7 @@ from mailstead.imap import (
     idle,
     mailboxes,
     messages,
+    progress,
     quota,
     searching,
     uidonly,
@@ -131,6 +132,7 @@ class IMAPSession:
         self.action = Action.NONE
         self.bad_in_a_row = 0
         self.saved_search: list[int] = []  # RFC 5182 SEARCHRES: UIDs behind "$"
+        self.progress = progress.Progress()  # how far the running command is (RFC 9585)
         # RFC 5267 section 4: searches kept up to date (RETURN (UPDATE)), by tag.
         self.search_contexts: dict[str, context_search.SearchContext] = {}
         # Where a long response goes while it is still being produced (the server's send):
@@ -225,8 +227,11 @@ class IMAPSession:
             # RFC 9586 section 3.1: a command with sequence numbers is BAD [UIDREQUIRED].
             self._bad(cmd.tag, why, "UIDREQUIRED")
             return self.take_output()
+        self.progress = progress.Progress()
         try:
-            await handler(self, cmd)
+            async with progress.reporting(cmd.tag, cmd.name, self.progress,
+                                          self.settings.progress_interval, self.writer):
+                await handler(self, cmd)
         except CommandFailed as exc:
             if exc.status == "BAD":
                 self._bad(cmd.tag, exc.text, exc.code)

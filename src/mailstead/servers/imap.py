@@ -76,6 +76,7 @@ class IMAPListenerSettings:
     command_rate: float = 500.0  # commands a second per session, sustained (0: no cap)
     command_burst: int = 2000  # ... and saved up for a burst
     compress_max_ratio: float = 200.0  # inflated : compressed octets over a session
+    progress_interval: float = 5.0  # seconds between INPROGRESS notices (RFC 9585)
 
 
 class CompressionBomb(Exception):
@@ -182,6 +183,7 @@ class IMAPServer:
                 max_bad_commands=s.max_bad_commands,
                 max_connections_per_account=s.max_connections_per_account,
                 max_mailboxes_per_account=s.max_mailboxes_per_account,
+                progress_interval=s.progress_interval,
             ),
             client_ip=conn.peer_ip,
         )
