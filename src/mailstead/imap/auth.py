@@ -45,8 +45,8 @@ _EXTENSIONS = (
 # proto/imap/esearch.py): ESORT and CONTEXT=SEARCH/SORT (RFC 5267), SORT=DISPLAY (RFC 5957),
 # PARTIAL (RFC 9394).
 _SEARCH_EXTENSIONS = ("ESORT", "SORT=DISPLAY", "PARTIAL", "CONTEXT=SEARCH", "CONTEXT=SORT")
-# RFC 9586: UIDONLY (imap/uidonly.py).
-_UID_EXTENSIONS = ("UIDONLY",)
+# RFC 9586: UIDONLY (imap/uidonly.py); RFC 9585: INPROGRESS (imap/progress.py).
+_UID_EXTENSIONS = ("UIDONLY", "INPROGRESS")
 
 
 def capabilities(s: IMAPSession) -> list[str]:
