@@ -45,8 +45,9 @@ _EXTENSIONS = (
 # proto/imap/esearch.py): ESORT and CONTEXT=SEARCH/SORT (RFC 5267), SORT=DISPLAY (RFC 5957),
 # PARTIAL (RFC 9394).
 _SEARCH_EXTENSIONS = ("ESORT", "SORT=DISPLAY", "PARTIAL", "CONTEXT=SEARCH", "CONTEXT=SORT")
-# RFC 9586: UIDONLY (imap/uidonly.py); RFC 9585: INPROGRESS (imap/progress.py).
-_UID_EXTENSIONS = ("UIDONLY", "INPROGRESS")
+# RFC 9586: UIDONLY (imap/uidonly.py); RFC 9585: INPROGRESS (imap/progress.py); RFC 5465:
+# NOTIFY (imap/notify.py).
+_SESSION_EXTENSIONS = ("UIDONLY", "INPROGRESS", "NOTIFY")
 
 
 def capabilities(s: IMAPSession) -> list[str]:
@@ -64,7 +65,7 @@ def capabilities(s: IMAPSession) -> list[str]:
         caps.append("AUTH=PLAIN")
     caps += _EXTENSIONS
     caps += _SEARCH_EXTENSIONS
-    caps += _UID_EXTENSIONS
+    caps += _SESSION_EXTENSIONS
     if s.settings.compress_available and not s.compressed:
         caps.append("COMPRESS=DEFLATE")
     # RFC 7889 section 3: the largest message APPEND accepts.

@@ -6,6 +6,7 @@ translated once, at the start of each command, and never reach the store.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import replace
 from typing import TYPE_CHECKING
@@ -103,6 +104,13 @@ async def fetch(s: IMAPSession, cmd: Command) -> None:
     if uids:
         await _fetch_messages(s, cmd, atts, uids, args.changed_since)
     await s.finish(cmd, f"{'UID ' if cmd.uid else ''}FETCH completed")
+
+
+async def fetch_unsolicited(s: IMAPSession, atts: list[FetchAtt], uids: list[int]) -> None:
+    """The FETCH responses NOTIFY's MessageNew asks for (RFC 5465 section 5.1), with the UID
+    as in every unsolicited FETCH here; a damaged message is left out (logged where found)."""
+    with contextlib.suppress(CommandFailed):
+        await _fetch_messages(s, Command("*", "FETCH", True), atts, uids, None)
 
 
 # FETCH reads and renders this many messages at a time, then hands the output on

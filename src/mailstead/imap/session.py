@@ -27,6 +27,7 @@ from mailstead.imap import (
     idle,
     mailboxes,
     messages,
+    notify,
     progress,
     quota,
     searching,
@@ -94,6 +95,7 @@ COMMANDS: dict[str, tuple[Handler, frozenset[State]]] = {
     "SORT": (searching.search, SELECTED),
     "THREAD": (searching.search, SELECTED),
     "CANCELUPDATE": (context_search.cancel_update, SELECTED),
+    "NOTIFY": (notify.notify, AUTH),
 }
 
 # Output buffered before a long command hands it to the server (see ``flush_output``).
@@ -133,6 +135,7 @@ class IMAPSession:
         self.bad_in_a_row = 0
         self.saved_search: list[int] = []  # RFC 5182 SEARCHRES: UIDs behind "$"
         self.progress = progress.Progress()  # how far the running command is (RFC 9585)
+        self.notify: notify.NotifyState | None = None  # RFC 5465 NOTIFY SET, if any
         # RFC 5267 section 4: searches kept up to date (RETURN (UPDATE)), by tag.
         self.search_contexts: dict[str, context_search.SearchContext] = {}
         # Where a long response goes while it is still being produced (the server's send):
@@ -303,15 +306,16 @@ class IMAPSession:
 
     # ------------------------------------------------------------------ updates
 
-    async def updates(self, cmd: Command | None) -> None:
+    async def updates(self, cmd: Command | None, *, expunge: bool = True) -> None:
         """Untagged EXISTS/EXPUNGE/FETCH for changes by others, before the tagged reply.
 
-        ``cmd`` None means NOOP/IDLE-like points where expunges may always be sent.
+        ``cmd`` None means NOOP/IDLE-like points where expunges may always be sent (unless
+        ``expunge`` is False: NOTIFY SELECTED-DELAYED between commands).
         """
         view = self.view
         if view is None or self.state is not State.SELECTED:
             return
-        allow = cmd is None or cmd.uid or cmd.name not in _NO_EXPUNGE_DURING
+        allow = expunge and (cmd is None or cmd.uid or cmd.name not in _NO_EXPUNGE_DURING)
         try:
             changes = await self.ctx.store.changes_since(view.mailbox_id, view.highestmodseq)
         except NotFound:
@@ -354,6 +358,20 @@ class IMAPSession:
     async def idle_wakeup(self) -> bytes:
         """Mailbox changes while in IDLE (RFC 2177: untagged responses at any time)."""
         await self.updates(None)
+        await notify.wakeup(self, selected_done=True)
+        return self.take_output()
+
+    @property
+    def notifying(self) -> bool:
+        """NOTIFY SET is active: changes are pushed between commands too (RFC 5465)."""
+        return self.notify is not None and self.watch is not None
+
+    async def notify_wakeup(self) -> bytes:
+        """The account changed while no command runs: what NOTIFY asks for (RFC 5465)."""
+        try:
+            await notify.wakeup(self)
+        except StoreError:
+            log.exception("NOTIFY could not read the changes")
         return self.take_output()
 
     async def idle_done(self, line: bytes) -> bytes:

@@ -152,6 +152,38 @@ class _Closed(Exception):
     """The session is over (LOGOUT, BYE, timeout, end of input)."""
 
 
+class _NotifyPusher:
+    """Waits on the session's change watch and writes ``notify_wakeup`` output."""
+
+    def __init__(self, sess: IMAPSession, stream: _Stream) -> None:
+        self.sess = sess
+        self.stream = stream
+        self.inflight: asyncio.Future[bytes] | None = None
+
+    async def run(self) -> None:
+        watch = self.sess.watch
+        if watch is None:
+            return
+        while True:
+            if not await watch.wait(None):
+                return  # closed
+            self.inflight = asyncio.ensure_future(self.sess.notify_wakeup())
+            data = await asyncio.shield(self.inflight)
+            self.inflight = None
+            self.stream.write(data)
+            with contextlib.suppress(ConnectionLost):
+                await self.stream.conn.drain()
+
+    async def stop(self, task: asyncio.Task[None]) -> None:
+        task.cancel()
+        await asyncio.wait([task])
+        if not task.cancelled() and task.exception() is not None:
+            log.error("NOTIFY push failed: %s", task.exception())
+        inflight, self.inflight = self.inflight, None
+        if inflight is not None:
+            self.stream.write(await inflight)
+
+
 class IMAPServer:
     """Runs IMAP sessions for one listener."""
 
@@ -264,7 +296,10 @@ class IMAPServer:
         try:
             while sess.state is not State.LOGOUT:
                 framer.max_literal = self._literal_limit(sess)
-                event = await self._next(sess, stream, framer)
+                if sess.notifying and not framer.in_command:
+                    event = await self._next_notifying(sess, stream, framer)
+                else:
+                    event = await self._next(sess, stream, framer)
                 if isinstance(event, LiteralChunk):
                     if current is None:
                         current = LiteralSpool(self._ctx.spool_dir)
@@ -374,6 +409,20 @@ class IMAPServer:
             stream.write(await sess.idle_done(event.data))
         elif isinstance(event, LineTooLong):
             stream.write(sess.parse_error(sess.idle_tag or None, "Line too long in IDLE"))
+
+    async def _next_notifying(
+        self, sess: IMAPSession, stream: _Stream, framer: CommandFramer
+    ) -> Event:
+        """``_next`` while pushing what NOTIFY asks for as changes happen (RFC 5465 section
+        3: between commands, not only in IDLE). A wake-up that has started reading the store
+        when the next command arrives is finished (and its lines sent) before the command
+        runs, so the session never sees a half-applied change."""
+        pusher = _NotifyPusher(sess, stream)
+        task = asyncio.get_running_loop().create_task(pusher.run())
+        try:
+            return await self._next(sess, stream, framer)
+        finally:
+            await pusher.stop(task)
 
     async def _push(self, sess: IMAPSession, stream: _Stream) -> None:
         watch = sess.watch

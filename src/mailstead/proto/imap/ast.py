@@ -290,8 +290,28 @@ class CancelUpdateArgs:
     tags: tuple[str, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class NotifyGroup:
+    """One NOTIFY event group (RFC 5465 section 6): a mailbox filter (SELECTED, INBOXES,
+    SUBTREE ...) with its mailboxes (name, raw wire octets), the events asked for and the
+    fetch attributes of MessageNew (None when not given)."""
+
+    filter: str
+    mailboxes: tuple[tuple[str, bytes], ...]
+    events: tuple[str, ...]
+    fetch: tuple[FetchAtt, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NotifyArgs:
+    """NOTIFY SET [STATUS] groups, or NOTIFY NONE (``groups`` None)."""
+
+    groups: tuple[NotifyGroup, ...] | None
+    status: bool = False
+
+
 CommandArgs = (
     LoginArgs | AuthenticateArgs | MailboxArgs | RenameArgs | ListArgs | StatusArgs | AppendArgs
     | FetchArgs | StoreArgs | CopyArgs | SearchArgs | ExpungeArgs | EnableArgs | IdArgs
-    | QuotaArgs | CompressArgs | CancelUpdateArgs
+    | QuotaArgs | CompressArgs | CancelUpdateArgs | NotifyArgs
 )

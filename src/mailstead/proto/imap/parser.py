@@ -35,6 +35,7 @@ from mailstead.proto.imap.ast import (
 from mailstead.proto.imap.framing import CommandFrame
 from mailstead.proto.imap.parser_fetch import fetch_args
 from mailstead.proto.imap.parser_lex import MAX_NUMBER64, ParseError, Reader
+from mailstead.proto.imap.parser_notify import notify_args
 from mailstead.proto.imap.parser_search import search_args, sort_args, thread_args
 
 __all__ = ["ParseError", "parse_command"]
@@ -504,4 +505,5 @@ _HANDLERS: dict[str, Callable[[Reader, bool], CommandArgs]] = {
     "SORT": _sort,
     "THREAD": _thread,
     "CANCELUPDATE": _cancelupdate,
+    "NOTIFY": lambda r, uid: notify_args(r),
 }
