@@ -8,7 +8,7 @@ import imaplib
 import re
 
 import pytest
-from helpers import Harness
+from helpers import Harness, RawIMAP
 
 Account = tuple[str, str]
 
@@ -248,3 +248,45 @@ def test_uidonly(imap_server: Harness, imap_account: Account) -> None:
         b.untagged_responses.clear()
         typ, data = b.fetch("1", "(UID)")
         assert (typ, data) == ("OK", [b"1 (UID 2)"])
+
+
+def test_context_update_in_idle(imap_server: Harness, imap_account: Account) -> None:
+    raw = RawIMAP(imap_server.port("imaps"), tls=imap_server.tls())
+    with raw, logged_in(imap_server, imap_account) as b:
+        raw.login(*imap_account)
+        fill(b, [message(1, "<s1@x.test>")])
+        raw.command("SELECT INBOX")
+        search = raw.command("UID SEARCH RETURN (UPDATE COUNT) ALL")
+        assert search.untagged == (b'* ESEARCH (TAG "%s") UID COUNT 1' % search.tag,), search
+        tag = raw.next_tag()
+        raw.send(tag + b" IDLE\r\n")
+        assert raw.read_line().startswith(b"+")
+        fill(b, [message(2, "<s2@x.test>")])
+        # RFC 5267 section 4.2: updates go out wherever EXISTS may, IDLE included.
+        raw.sock.settimeout(10)
+        lines = [raw.read_line()]
+        while not lines[-1].startswith(b"* ESEARCH") and len(lines) < 5:
+            lines.append(raw.read_line())
+        assert lines[0] == b"* 2 EXISTS", lines
+        assert lines[-1] == b'* ESEARCH (TAG "%s") UID COUNT 2' % search.tag, lines
+        raw.send(b"DONE\r\n")
+        assert raw.read_until(tag).status == b"OK"
+
+
+def test_partial_fetch(imap_server: Harness, imap_account: Account) -> None:
+    with logged_in(imap_server, imap_account) as client:
+        fill(client, [message(n, f"<s{n}@x.test>") for n in range(1, 8)])
+        client.store("2", "+FLAGS", "(\\Deleted)")
+        client.expunge()  # UIDs 1 3 4 5 6 7
+        # RFC 9394 section 3.3: the last two and the first two of what the set names.
+        for modifier, want in (("(PARTIAL -1:-2)", [b"6", b"7"]),
+                               ("(PARTIAL 1:2)", [b"1", b"3"]),
+                               ("(PARTIAL 10:20)", [])):
+            client.untagged_responses.clear()
+            typ, data = client.uid("FETCH", "1:*", "(UID)", modifier)
+            assert typ == "OK", data
+            got = [re.search(rb"UID (\d+)", x).group(1)  # type: ignore[union-attr]
+                   for x in data if isinstance(x, bytes)]
+            assert got == want, (modifier, data)
+        assert esearch(client, "UID", "FETCH", "1:*", "(UID)", "(PARTIAL 0:1)")[0] == "BAD"
+        assert client.noop()[0] == "OK"

@@ -26,6 +26,7 @@ from mailstead.proto.imap.ast import (
     SequenceSet,
     StoreArgs,
 )
+from mailstead.proto.imap.esearch import partial_slice
 from mailstead.proto.imap.selected import SelectedView
 from mailstead.storage.interfaces import FlagOp, MessageInfo, Store
 
@@ -95,6 +96,12 @@ async def fetch(s: IMAPSession, cmd: Command) -> None:
     if args.changed_since is not None and not any(a.name == "MODSEQ" for a in atts):
         atts.append(FetchAtt("MODSEQ"))  # RFC 7162 section 3.1.4.1
     uids = target_uids(s, args.seqset, uid=cmd.uid)
+    if args.partial is not None:
+        # RFC 9394 section 3.3: only the messages at these positions of what the set (and
+        # CHANGEDSINCE) names, -1 being the last.
+        if args.changed_since is not None:
+            uids = [u for u in uids if view.modseqs.get(u, 0) > args.changed_since]
+        uids = partial_slice(uids, *args.partial)
     if args.vanished and args.changed_since is not None:
         changes = await s.ctx.store.changes_since(view.mailbox_id, args.changed_since)
         largest = max(view.uidnext - 1, 1)

@@ -216,6 +216,7 @@ class FetchArgs:
     atts: tuple[FetchAtt, ...]
     changed_since: int | None = None  # RFC 7162 CHANGEDSINCE
     vanished: bool = False  # RFC 7162 VANISHED modifier (UID FETCH only)
+    partial: tuple[int, int] | None = None  # RFC 9394 section 3.3 PARTIAL modifier
 
 
 @dataclass(frozen=True, slots=True)

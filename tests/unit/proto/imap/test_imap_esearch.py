@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mailstead.proto.imap.ast import SearchArgs, SearchKey
+from mailstead.proto.imap.ast import FetchArgs, SearchArgs, SearchKey
 from mailstead.proto.imap.esearch import esearch, partial_slice
 from mailstead.proto.imap.framing import NEED_DATA, CommandFrame, CommandFramer
 from mailstead.proto.imap.parser import ParseError, parse_command
@@ -111,3 +111,16 @@ def test_partial_response() -> None:
     # In a SORT the page is taken in sort order and kept in it.
     assert esearch([7, 2, 9, 1], ["PARTIAL"], tag="t", uid=False, ordered=True,
                    partial=(2, 3)) == b'* ESEARCH (TAG "t") PARTIAL (2:3 2,9)\r\n'
+
+
+def test_fetch_partial_modifier() -> None:
+    got = parse(b"a UID FETCH 1:* (FLAGS) (PARTIAL -1:-30)")
+    assert isinstance(got, FetchArgs)
+    assert got.partial == (-1, -30)
+    got = parse(b"a UID FETCH 1:* FLAGS (CHANGEDSINCE 5 PARTIAL 1:10)")
+    assert isinstance(got, FetchArgs)
+    assert (got.changed_since, got.partial) == (5, (1, 10))
+    for wire in (b"a FETCH 1:* FLAGS (PARTIAL 1:0)", b"a FETCH 1 FLAGS (PARTIAL 1:2 PARTIAL 1:2)",
+                 b"a FETCH 1 FLAGS (PARTIAL)", b"a FETCH 1 FLAGS (PARTIAL -1:2)"):
+        with pytest.raises(ParseError):
+            parse(wire)
