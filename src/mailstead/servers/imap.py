@@ -177,11 +177,16 @@ class _NotifyPusher:
     async def stop(self, task: asyncio.Task[None]) -> None:
         task.cancel()
         await asyncio.wait([task])
-        if not task.cancelled() and task.exception() is not None:
+        if not task.cancelled() and task.exception() is not None and self.inflight is None:
             log.error("NOTIFY push failed: %s", task.exception())
         inflight, self.inflight = self.inflight, None
         if inflight is not None:
-            self.stream.write(await inflight)
+            try:
+                data = await inflight
+            except Exception as exc:  # logged; the session goes on with its next command
+                log.error("NOTIFY push failed: %s", exc)
+            else:
+                self.stream.write(data)
 
 
 class IMAPServer:
