@@ -141,6 +141,27 @@ def test_notify_inboxes_by_smtp(imap_server: Harness, imap_account: Account) -> 
         pushed(a, rb"^\* STATUS INBOX \(MESSAGES 1 UIDNEXT 2 UIDVALIDITY \d+\)$")
 
 
+def test_notify_subtree_mailboxes_subscribed(imap_server: Harness,
+                                             imap_account: Account) -> None:
+    with watcher(imap_server, imap_account) as a, actor(imap_server, imap_account) as b:
+        for name in ("Lists", "Lists/dev", "Other", "Named", "Quiet"):
+            assert b.create(name)[0] == "OK"
+        assert b.subscribe("Other")[0] == "OK"
+        assert a.command("NOTIFY SET (SUBTREE Lists (MessageNew MessageExpunge)) "
+                         "(MAILBOXES (Named) (MessageNew MessageExpunge)) "
+                         "(SUBSCRIBED (MessageNew MessageExpunge))").status == b"OK"
+        # RFC 5465 section 6: SUBTREE takes the mailbox and those below it, MAILBOXES the
+        # ones named, SUBSCRIBED the subscribed ones; a mailbox in none of them is quiet.
+        for name in ("Quiet", "Lists/dev", "Quiet", "Named", "Quiet", "Other"):
+            assert b.append(name, None, None, make_message(f"t-{name}"))[0] == "OK"
+        named: set[bytes] = set()
+        while named != {b"Lists/dev", b"Named", b"Other"}:
+            line = pushed(a, rb"^\* STATUS ")[-1]
+            named.add(line.split(b" ")[2])
+            assert b"Quiet" not in line, line
+        silent(a, 0.5)  # and no STATUS for Quiet behind them
+
+
 @pytest.mark.parametrize(("command", "status", "code"), [
     ("NOTIFY SET (SELECTED (MessageNew MessageExpunge MailboxMetadataChange))", b"NO",
      b"BADEVENT (MessageNew MessageExpunge FlagChange MailboxName SubscriptionChange)"),
