@@ -81,6 +81,12 @@ def test_long_commands_report_progress(progress_server: Harness) -> None:
         assert all(total == MESSAGES and done is not None and done <= total
                    for done, total in seen), seen
         assert [done for done, _ in seen] == sorted(done for done, _ in seen), seen
+        # THREAD=REFERENCES reads the header of every message: its notices count them.
+        response = client.command("UID THREAD REFERENCES UTF-8 ALL")
+        assert response.status == b"OK", response.tagged
+        seen = notices(response.untagged, response.tag)
+        assert all(total in (None, MESSAGES) and (done is None) == (total is None)
+                   for done, total in seen), seen
         assert client.command("CREATE Copy").status == b"OK"
         response = client.command("UID COPY 1:* Copy")
         assert response.status == b"OK", response.tagged

@@ -181,7 +181,8 @@ async def _references(
     """The References header of each message (RFC 5256 section 3, step 1), which the stored
     envelope does not keep: read from the header of each body."""
     out: dict[int, str] = {}
-    for _number, msg in items:
+    for done, (_number, msg) in enumerate(items):
+        s.progress.update(done, len(items))  # RFC 9585: reading every header takes a while
         if not msg.blob:
             continue
         data = await s.ctx.store.read_blob(msg.blob)
