@@ -155,6 +155,15 @@ def test_context_search_follows_changes(imap_server: Harness, imap_account: Acco
         # CANCELUPDATE ends it; an unknown tag is refused.
         typ, _ = a._simple_command("CANCELUPDATE", f'"{tag}"')
         assert typ == "OK"
+        # RFC 9394 section 3.1: with PARTIAL, the updates still cover every match.
+        tag2, text = context_search(a, "UID", "SEARCH", "RETURN", "(PARTIAL 1:1 UPDATE)",
+                                    "UNSEEN")
+        assert text == "UID PARTIAL (1:1 1)"
+        a.uid("STORE", "2", "+FLAGS", "(\\Seen)")
+        assert a.untagged_responses.pop("ESEARCH", []) == [
+            f'(TAG "{tag2}") UID REMOVEFROM (0 2)'.encode()]
+        typ, _ = a._simple_command("CANCELUPDATE", f'"{tag2}"')
+        assert typ == "OK"
         fill(b, [message(5, "<s5@x.test>")])
         assert updates(a, tag) == []
         with pytest.raises(imaplib.IMAP4.error, match="No search context"):

@@ -64,16 +64,18 @@ def start(s: IMAPSession, cmd: Command, uids: list[int], *, ordered: bool) -> No
     assert isinstance(args, SearchArgs)
     assert s.view is not None
     contexts = s.search_contexts
-    if args.partial is not None:
-        s.untagged(f"NO [NOUPDATE {string(cmd.tag).decode()}] PARTIAL results are not kept "
-                   "up to date")
-        return
     if len(contexts) >= MAX_CONTEXTS and cmd.tag not in contexts:
         s.untagged(f"NO [NOUPDATE {string(cmd.tag).decode()}] Too many search contexts; "
                    "cancel one with CANCELUPDATE")
         return
-    ctx = SearchContext(cmd.tag, cmd.uid, args, ordered, result_options(args.returns or ()),
-                        s.view, list(uids), b"", _fingerprint(s.view))
+    asked = args.returns or ()
+    follow = result_options(asked)
+    if "PARTIAL" in asked and "ALL" not in follow:
+        # RFC 9394 section 3.1: PARTIAL and UPDATE do not interact; the updates cover every
+        # matching message, not only the page that was sent.
+        follow = (*follow, "ALL")
+    ctx = SearchContext(cmd.tag, cmd.uid, args, ordered, follow, s.view, list(uids), b"",
+                        _fingerprint(s.view))
     ctx.stats = _stats(ctx, s.view)
     contexts[cmd.tag] = ctx
 
