@@ -104,11 +104,20 @@ def test_notify_selected_and_personal(imap_server: Harness, imap_account: Accoun
         pushed(a, rb'^\* LIST \(\\Subscribed\) "/" Stale$')
         assert b.delete("Stale")[0] == "OK"
         pushed(a, rb'^\* LIST \(\\NonExistent\) "/" Stale$')
+        # In IDLE too: the new message with its fetch attributes.
+        tag = a.next_tag()
+        a.send(tag + b" IDLE\r\n")
+        assert a.read_line().startswith(b"+")
+        b.append("INBOX", None, None, make_message("n4"))
+        lines = pushed(a, rb"^\* 2 FETCH \(UID 3 FLAGS \(")
+        assert b"* 2 EXISTS" in lines, lines
+        a.send(b"DONE\r\n")
+        assert a.read_until(tag).status == b"OK"
         # NOTIFY NONE: nothing more is pushed; the next command brings the news as before.
         assert a.command("NOTIFY NONE").status == b"OK"
         b.append("INBOX", None, None, make_message("n3"))
         silent(a, 1.0)
-        assert b"* 2 EXISTS" in a.command("NOOP").untagged
+        assert b"* 3 EXISTS" in a.command("NOOP").untagged
 
 
 def test_notify_selected_delayed_holds_expunges(imap_server: Harness,

@@ -164,9 +164,9 @@ def _list_line(s: IMAPSession, name: str, attrs: str, extra: bytes = b"") -> byt
             + extra + b"\r\n")
 
 
-async def wakeup(s: IMAPSession, *, selected_done: bool = False) -> None:
-    """The account changed: send what the NOTIFY filters ask for. ``selected_done``: the
-    caller already sent the selected mailbox's updates (IDLE)."""
+async def wakeup(s: IMAPSession, *, in_idle: bool = False) -> None:
+    """The account changed: send what the NOTIFY filters ask for (``in_idle``: the session
+    is in IDLE, where the selected mailbox's updates go out in any case)."""
     state = s.notify
     if state is None or s.account is None:
         return
@@ -208,20 +208,21 @@ async def wakeup(s: IMAPSession, *, selected_done: bool = False) -> None:
                                               or prev.highestmodseq != now.highestmodseq)
         if ("MessageNew" in events and moved) or flagged:
             s.raw(_status_line(s, info, now, group))
-    await _selected(s, state, selected_done=selected_done)
+    await _selected(s, state, in_idle=in_idle)
 
 
-async def _selected(s: IMAPSession, state: NotifyState, *, selected_done: bool) -> None:
+async def _selected(s: IMAPSession, state: NotifyState, *, in_idle: bool) -> None:
     """The selected mailbox under a SELECTED filter: updates now, and the MessageNew
     fetch attributes for the new messages (RFC 5465 section 5.1)."""
     group = state.selected
-    view = s.view
-    if group is None or view is None or not set(group.events) & _MESSAGE_EVENTS:
+    if group is None or not set(group.events) & _MESSAGE_EVENTS:
+        if in_idle:
+            await s.updates(None)  # IDLE as RFC 2177 has it
         return
-    before = set(view.uids)
-    if not selected_done:
-        # SELECTED-DELAYED: expunges wait for a command that may carry them (section 6).
-        await s.updates(None, expunge=group.filter == "SELECTED")
+    before = set(s.view.uids) if s.view is not None else set()
+    # SELECTED-DELAYED: expunges wait for a command that may carry them (RFC 5465 section
+    # 6); IDLE is one.
+    await s.updates(None, expunge=in_idle or group.filter == "SELECTED")
     if s.view is None or group.fetch is None:
         return
     new = [u for u in s.view.uids if u not in before]

@@ -357,8 +357,10 @@ class IMAPSession:
 
     async def idle_wakeup(self) -> bytes:
         """Mailbox changes while in IDLE (RFC 2177: untagged responses at any time)."""
-        await self.updates(None)
-        await notify.wakeup(self, selected_done=True)
+        if self.notify is None:
+            await self.updates(None)
+        else:  # the same, with what NOTIFY asks for besides (RFC 5465 section 3)
+            await notify.wakeup(self, in_idle=True)
         return self.take_output()
 
     @property
