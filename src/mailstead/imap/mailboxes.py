@@ -91,6 +91,7 @@ async def select(s: IMAPSession, cmd: Command) -> None:
     view.uidnext = uidnext
     view.highestmodseq = max([info.highestmodseq, *(m.modseq for m in msgs)])
     view.condstore, view.qresync, view.show_recent = s.condstore, s.qresync, not s.rev2
+    view.uidonly = s.uidonly
     # RFC 9051 section 7.3.5: FLAGS lists every keyword in use in the mailbox, and section
     # 7.1 PERMANENTFLAGS adds "\\*": new keywords may be created.
     for line in view.flag_lines():

@@ -216,6 +216,7 @@ class FetchArgs:
     atts: tuple[FetchAtt, ...]
     changed_since: int | None = None  # RFC 7162 CHANGEDSINCE
     vanished: bool = False  # RFC 7162 VANISHED modifier (UID FETCH only)
+    partial: tuple[int, int] | None = None  # RFC 9394 section 3.3 PARTIAL modifier
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,6 +248,8 @@ class SearchArgs:
     returns: tuple[str, ...] | None = None  # None: no RETURN clause (plain SEARCH response)
     sort: tuple[str, ...] = ()
     algorithm: str | None = None
+    # RFC 9394 section 3.1: the PARTIAL range, 1-based positions, negative from the end.
+    partial: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,8 +284,35 @@ class CompressArgs:
     mechanism: str
 
 
+@dataclass(frozen=True, slots=True)
+class CancelUpdateArgs:
+    """CANCELUPDATE: the tags of the searches to stop updating (RFC 5267 section 4.2)."""
+
+    tags: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class NotifyGroup:
+    """One NOTIFY event group (RFC 5465 section 6): a mailbox filter (SELECTED, INBOXES,
+    SUBTREE ...) with its mailboxes (name, raw wire octets), the events asked for and the
+    fetch attributes of MessageNew (None when not given)."""
+
+    filter: str
+    mailboxes: tuple[tuple[str, bytes], ...]
+    events: tuple[str, ...]
+    fetch: tuple[FetchAtt, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NotifyArgs:
+    """NOTIFY SET [STATUS] groups, or NOTIFY NONE (``groups`` None)."""
+
+    groups: tuple[NotifyGroup, ...] | None
+    status: bool = False
+
+
 CommandArgs = (
     LoginArgs | AuthenticateArgs | MailboxArgs | RenameArgs | ListArgs | StatusArgs | AppendArgs
     | FetchArgs | StoreArgs | CopyArgs | SearchArgs | ExpungeArgs | EnableArgs | IdArgs
-    | QuotaArgs | CompressArgs
+    | QuotaArgs | CompressArgs | CancelUpdateArgs | NotifyArgs
 )

@@ -293,13 +293,16 @@ def render_fetch(
     recent: bool = False,
     flags: Sequence[str] | None = None,
     tz_offset_minutes: int = 0,
+    uidfetch: bool = False,
 ) -> FetchResult:
     """``* seq FETCH (...)`` CRLF for ``atts``, in the order asked, each item once.
 
     ``uid``: the command was UID FETCH, so UID is included even if not asked (RFC 9051
     section 6.4.9). ``recent``: add ``\\Recent`` to FLAGS (IMAP4rev1 sessions). ``flags``
     overrides the message's flags (e.g. after the caller set \\Seen). ``body`` is only
-    called when an item needs the message bytes.
+    called when an item needs the message bytes. ``uidfetch``: ``* uid UIDFETCH (...)``, the
+    form of a UIDONLY session (RFC 9586 section 3.3), where the UID item is only sent when
+    asked for since the response names the UID already.
     """
     load = _loader(body)
     current = tuple(msg.flags if flags is None else flags)
@@ -311,7 +314,7 @@ def render_fetch(
             seen_names.add(name)
             items.append(name + b" " + value)
 
-    if uid:
+    if uid and not uidfetch:
         add(b"UID", number(msg.uid))
     structure: Any = None
     for att in atts:
@@ -377,7 +380,8 @@ def render_fetch(
                     literal(sections.apply_partial(decoded, att.partial), binary=True))
         else:
             raise ValueError(f"unknown FETCH attribute {name!r}")
-    data = b"* %d FETCH (" % seq + b" ".join(items) + b")\r\n"
+    head = b"* %d UIDFETCH (" % msg.uid if uidfetch else b"* %d FETCH (" % seq
+    data = head + b" ".join(items) + b")\r\n"
     return FetchResult(data, set_seen=sets_seen(atts) and "\\Seen" not in current)
 
 

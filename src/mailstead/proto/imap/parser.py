@@ -14,6 +14,7 @@ from collections.abc import Callable
 from mailstead.proto.imap.ast import (
     AppendArgs,
     AuthenticateArgs,
+    CancelUpdateArgs,
     Command,
     CommandArgs,
     CompressArgs,
@@ -34,6 +35,7 @@ from mailstead.proto.imap.ast import (
 from mailstead.proto.imap.framing import CommandFrame
 from mailstead.proto.imap.parser_fetch import fetch_args
 from mailstead.proto.imap.parser_lex import MAX_NUMBER64, ParseError, Reader
+from mailstead.proto.imap.parser_notify import notify_args
 from mailstead.proto.imap.parser_search import search_args, sort_args, thread_args
 
 __all__ = ["ParseError", "parse_command"]
@@ -464,6 +466,16 @@ def _thread(r: Reader, uid: bool) -> CommandArgs:
     return thread_args(r)
 
 
+def _cancelupdate(r: Reader, uid: bool) -> CancelUpdateArgs:
+    """cancelupdate = "CANCELUPDATE" 1*(SP quoted) (RFC 5267 section 4.2)."""
+    tags = []
+    r.sp()
+    tags.append(r.text_utf8(r.quoted(), "tag"))
+    while r.maybe_sp():
+        tags.append(r.text_utf8(r.quoted(), "tag"))
+    return CancelUpdateArgs(tuple(dict.fromkeys(tags)))
+
+
 _HANDLERS: dict[str, Callable[[Reader, bool], CommandArgs]] = {
     "LOGIN": _login,
     "AUTHENTICATE": _authenticate,
@@ -492,4 +504,6 @@ _HANDLERS: dict[str, Callable[[Reader, bool], CommandArgs]] = {
     "SEARCH": _search,
     "SORT": _sort,
     "THREAD": _thread,
+    "CANCELUPDATE": _cancelupdate,
+    "NOTIFY": lambda r, uid: notify_args(r),
 }

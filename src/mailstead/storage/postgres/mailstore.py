@@ -547,6 +547,8 @@ class MailStoreMixin(PgBase):
                     "DELETE FROM subscriptions WHERE account_id = $1 AND name = $2",
                     account_id, stored,
                 )
+            # IMAP NOTIFY SubscriptionChange (RFC 5465 section 5.5) watches subscriptions.
+            await self.notify(conn, [account_id])
 
         await self._write("changing a subscription", run)
 

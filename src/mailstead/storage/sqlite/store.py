@@ -609,8 +609,11 @@ class SQLiteStore:
     async def set_subscribed(
         self, account_id: int, name: str, subscribed: bool, *, limit: int | None = None
     ) -> None:
+        # The account's watchers hear of it: IMAP NOTIFY SubscriptionChange (RFC 5465
+        # section 5.5) watches subscriptions.
         await self._write(
-            lambda c: mailboxes.set_subscribed(c, account_id, name, subscribed, limit)
+            lambda c: mailboxes.set_subscribed(c, account_id, name, subscribed, limit),
+            {account_id},
         )
 
     async def list_subscriptions(self, account_id: int) -> list[str]:
