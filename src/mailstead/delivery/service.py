@@ -355,6 +355,7 @@ class DeliveryService:
             internal_date=now,
             envelope=summary.envelope,
             bodystructure=summary.bodystructure,
+            thread_keys=summary.thread_keys,
             auth_account_id=session.account.id if session.account else None,
         )
         try:
