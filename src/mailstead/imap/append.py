@@ -77,5 +77,6 @@ async def _commit(
         internal_date=when,
         envelope=summary.envelope,
         bodystructure=summary.bodystructure,
+        thread_keys=summary.thread_keys,
         auth_account_id=s.account.id,
     ))

@@ -44,7 +44,7 @@ _TAG = re.compile(rb"[\x21\x23-\x24\x26-\x27\x2c-\x5b\x5d-\x7a\x7c-\x7e]+")
 _BASE64 = re.compile(rb"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?")
 _STATUS_ITEMS = frozenset({
     "MESSAGES", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "DELETED", "SIZE", "RECENT",
-    "HIGHESTMODSEQ", "APPENDLIMIT",
+    "HIGHESTMODSEQ", "APPENDLIMIT", "MAILBOXID",  # MAILBOXID: RFC 8474 section 4.3
 })
 # RFC 5258 section 3 selection options, SPECIAL-USE from RFC 6154 section 3.
 _LIST_SELECT = frozenset({"SUBSCRIBED", "REMOTE", "RECURSIVEMATCH", "SPECIAL-USE"})
