@@ -9,7 +9,7 @@ import re
 import time
 from datetime import UTC, datetime
 
-from helpers import Harness
+from helpers import Harness, RawIMAP, set_quota
 from test_imap_commands import Account, deliver, logged_in, msg, raw
 
 _ID = re.compile(rb"^[A-Za-z0-9_-]{1,255}$")
@@ -165,3 +165,183 @@ def test_preview(imap_server: Harness, imap_account: Account) -> None:
         assert all(b"\\Seen" not in line for line in flags.untagged), flags
         r.command("LOGOUT")
 
+
+def plus(data: bytes) -> bytes:
+    """A LITERAL+ literal (RFC 7888): header and octets in one go."""
+    return b"{%d+}\r\n" % len(data) + data
+
+
+def body_of(r: RawIMAP, uid: int) -> bytes:
+    resp = r.command(f"UID FETCH {uid} BODY.PEEK[]")
+    assert resp.status == b"OK", resp
+    [line] = [u for u in resp.untagged if b"FETCH" in u]
+    found = re.search(rb"BODY\[\] \{(\d+)\}\r\n", line)
+    assert found, line[:200]
+    start = found.end()
+    return line[start : start + int(found.group(1))]
+
+
+def uids_in(r: RawIMAP, mailbox: str) -> list[int]:
+    r.command(f"EXAMINE {mailbox}")
+    resp = r.command("UID SEARCH ALL")
+    [line] = resp.starting(b"SEARCH")
+    return [int(n) for n in line.split()[2:]]
+
+
+def test_multiappend(imap_server: Harness, imap_account: Account) -> None:
+    small = msg(1)
+    # Over the spooling threshold (64 KiB): each goes to its own temporary file.
+    big1 = msg(2, body=b"a" * 100_000 + b"\r\n")
+    big2 = msg(3, body=b"b" * 150_000 + b"\r\n")
+    with raw(imap_server, imap_account) as r:
+        assert b"MULTIAPPEND" in r.command("CAPABILITY").untagged[0]
+        uidvalidity = int(r.command("STATUS INBOX (UIDVALIDITY)").untagged[0].split()[-1][:-1])
+        tag = r.next_tag()
+        r.send(tag + b' APPEND INBOX (\\Seen) ' + plus(small)
+               + b' (\\Flagged) "01-Feb-2020 10:00:00 +0000" ' + plus(big1)
+               + b" " + plus(big2) + b"\r\n")
+        resp = r.read_until(tag)
+        # RFC 3502 section 6.3.11 with RFC 4315 section 3: one UID set for all.
+        assert resp.status == b"OK", resp
+        assert resp.code() == b"APPENDUID %d 1:3" % uidvalidity, resp
+        r.command("SELECT INBOX")
+        flags = r.command("UID FETCH 1:3 (FLAGS INTERNALDATE)").untagged
+        assert b"\\Seen" in flags[0]
+        assert b"\\Flagged" in flags[1]
+        assert b" 1-Feb-2020 10:00:00 +0000" in flags[1]
+        assert b"\\Flagged" not in flags[2]
+        assert [body_of(r, 1), body_of(r, 2), body_of(r, 3)] == [small, big1, big2]
+        # Synchronising literals: a continuation request before each message.
+        tag = r.next_tag()
+        r.send(tag + b" APPEND Archive {%d}\r\n" % len(small))
+        assert r.read_line().startswith(b"+")
+        r.send(small + b" {%d}\r\n" % len(big1))
+        assert r.read_line().startswith(b"+")
+        r.send(big1 + b"\r\n")
+        resp = r.read_until(tag)
+        assert resp.status == b"OK", resp
+        assert uids_in(r, "Archive") == [1, 2]
+        # All or none: a bad flag, or one message too many for the quota, appends nothing.
+        tag = r.next_tag()
+        r.send(tag + b" APPEND Archive " + plus(small) + b" (\\Bogus) " + plus(small)
+               + b"\r\n")
+        assert r.read_until(tag).status == b"BAD"
+        tag = r.next_tag()
+        r.send(tag + b" APPEND Archive " + plus(small) + b" " + plus(b"") + b"\r\n")
+        assert r.read_until(tag).status == b"NO"
+        assert uids_in(r, "Archive") == [1, 2]
+        r.command("LOGOUT")
+
+
+def test_multiappend_over_quota_appends_nothing(imap_server: Harness,
+                                                imap_account: Account) -> None:
+    set_quota(imap_server.data_dir, imap_account[0], 250_000)
+    big = msg(5, body=b"q" * 100_000 + b"\r\n")
+    with raw(imap_server, imap_account) as r:
+        tag = r.next_tag()
+        r.send(tag + b" APPEND INBOX " + plus(big) + b" " + plus(big) + b" " + plus(big)
+               + b"\r\n")
+        resp = r.read_until(tag)
+        assert resp.status == b"NO", resp
+        assert resp.code() == b"OVERQUOTA"
+        assert uids_in(r, "INBOX") == []
+        r.command("LOGOUT")
+
+
+def test_replace(imap_server: Harness, imap_account: Account) -> None:
+    v1, v2, v3 = (msg(n, subject=f"draft v{n}") for n in (1, 2, 3))
+    with raw(imap_server, imap_account) as r:
+        assert b"REPLACE" in r.command("CAPABILITY").untagged[0]
+        assert r.command("REPLACE 1 Drafts {1+}\r\nx").status == b"BAD"  # not selected
+        tag = r.next_tag()
+        r.send(tag + b" APPEND Drafts (\\Draft) " + plus(v1) + b"\r\n")
+        assert r.read_until(tag).status == b"OK"
+        validity = int(r.command("STATUS Drafts (UIDVALIDITY)").untagged[0].split()[-1][:-1])
+        r.command("SELECT Drafts")
+        tag = r.next_tag()
+        r.send(tag + b" UID REPLACE 1 Drafts (\\Draft \\Seen) " + plus(v2) + b"\r\n")
+        resp = r.read_until(tag)
+        assert resp.status == b"OK", resp
+        # RFC 8508 section 3.3: APPENDUID untagged, the new message, the old one expunged.
+        assert resp.untagged[0].startswith(b"* OK [APPENDUID %d 2]" % validity), resp
+        assert b"* 1 EXPUNGE" in resp.untagged, resp
+        assert b"* 1 EXISTS" in resp.untagged, resp  # the new one, after the EXPUNGE
+        assert body_of(r, 2) == v2
+        assert b"\\Seen" in r.command("UID FETCH 2 FLAGS").untagged[0]
+        # By sequence number, into another mailbox: the draft leaves Drafts.
+        tag = r.next_tag()
+        r.send(tag + b" REPLACE 1 Sent " + plus(v3) + b"\r\n")
+        resp = r.read_until(tag)
+        assert resp.status == b"OK", resp
+        assert b"* 1 EXPUNGE" in resp.untagged, resp
+        assert uids_in(r, "Sent") == [1]
+        assert uids_in(r, "Drafts") == []
+        r.command("SELECT Sent")
+        assert body_of(r, 1) == v3
+        # A UID that is not there, a number out of range, a read-only mailbox.
+        tag = r.next_tag()
+        r.send(tag + b" UID REPLACE 99 Sent " + plus(v1) + b"\r\n")
+        assert r.read_until(tag).status == b"NO"
+        tag = r.next_tag()
+        r.send(tag + b" REPLACE 5 Sent " + plus(v1) + b"\r\n")
+        assert r.read_until(tag).status == b"BAD"
+        r.command("EXAMINE Sent")
+        tag = r.next_tag()
+        r.send(tag + b" REPLACE 1 Sent " + plus(v1) + b"\r\n")
+        resp = r.read_until(tag)
+        assert resp.status == b"NO", resp
+        assert resp.code() == b"READ-ONLY"
+        assert uids_in(r, "Sent") == [1]
+        r.command("LOGOUT")
+
+
+def test_catenate(imap_server: Harness, imap_account: Account) -> None:
+    original = (b"From: <a@example.test>\r\nSubject: forwarded\r\nMIME-Version: 1.0\r\n"
+                b'Content-Type: multipart/mixed; boundary="x"\r\n\r\n--x\r\n'
+                b"Content-Type: text/plain\r\n\r\nfirst part\r\n--x\r\n"
+                b"Content-Type: application/octet-stream\r\n\r\nSECOND\r\n--x--\r\n")
+    head = (b"From: <me@example.test>\r\nSubject: with attachment\r\n"
+            b'Content-Type: multipart/mixed; boundary="y"\r\n\r\n--y\r\n'
+            b"Content-Type: text/plain\r\n\r\nsee below\r\n--y\r\n")
+    tail = b"\r\n--y--\r\n"
+    with raw(imap_server, imap_account) as r:
+        assert b"CATENATE" in r.command("CAPABILITY").untagged[0]
+        tag = r.next_tag()
+        r.send(tag + b" APPEND INBOX " + plus(original) + b"\r\n")
+        assert r.read_until(tag).status == b"OK"
+        validity = int(r.command("STATUS INBOX (UIDVALIDITY)").untagged[0].split()[-1][:-1])
+        url = b'"/INBOX;UIDVALIDITY=%d/;UID=1/;SECTION=2.MIME"' % validity
+        part = b'"/INBOX;UIDVALIDITY=%d/;UID=1/;SECTION=2"' % validity
+        tag = r.next_tag()
+        r.send(tag + b" APPEND Drafts (\\Draft) CATENATE (TEXT " + plus(head) + b" URL " + url
+               + b" URL " + part + b" TEXT " + plus(tail) + b")\r\n")
+        resp = r.read_until(tag)
+        assert resp.status == b"OK", resp
+        assert resp.code().startswith(b"APPENDUID "), resp
+        r.command("SELECT Drafts")
+        expected = head + b"Content-Type: application/octet-stream\r\n\r\nSECOND" + tail
+        assert body_of(r, 1) == expected
+        # Relative to the selected mailbox, a whole message: RFC 4469 section 5.
+        tag = r.next_tag()
+        r.send(tag + b' APPEND Drafts CATENATE (URL ";UID=1" TEXT ' + plus(b"\r\nP.S.\r\n")
+               + b")\r\n")
+        assert r.read_until(tag).status == b"OK"
+        assert body_of(r, 2) == expected + b"\r\nP.S.\r\n"
+        # RFC 4469 section 6: what we cannot serve is NO [BADURL ...], and nothing is saved.
+        for bad in (b'"imap://me@other.test/INBOX;UIDVALIDITY=1/;UID=1"',
+                    b'"/INBOX;UIDVALIDITY=%d/;UID=1"' % (validity + 1),
+                    b'"/INBOX;UIDVALIDITY=%d/;UID=77"' % validity,
+                    b'"/INBOX;UIDVALIDITY=%d/;UID=1/;SECTION=9"' % validity,
+                    b'"/Nowhere;UIDVALIDITY=1/;UID=1"'):
+            tag = r.next_tag()
+            r.send(tag + b" APPEND Drafts CATENATE (TEXT " + plus(b"x") + b" URL " + bad
+                   + b")\r\n")
+            resp = r.read_until(tag)
+            assert resp.status == b"NO", (bad, resp)
+            assert resp.code() == b"BADURL " + bad.strip(b'"'), (bad, resp)
+        # A MULTIAPPEND of which the second is a CATENATE with a bad URL appends neither.
+        tag = r.next_tag()
+        r.send(tag + b" APPEND Drafts " + plus(msg(9)) + b' CATENATE (URL ";UID=5")\r\n')
+        assert r.read_until(tag).status == b"NO"
+        assert uids_in(r, "Drafts") == [1, 2]
+        r.command("LOGOUT")
