@@ -345,3 +345,34 @@ def test_catenate(imap_server: Harness, imap_account: Account) -> None:
         assert r.read_until(tag).status == b"NO"
         assert uids_in(r, "Drafts") == [1, 2]
         r.command("LOGOUT")
+
+
+def test_catenate_toobig_and_replace_from_the_old_draft(imap_server: Harness,
+                                                       imap_account: Account) -> None:
+    with raw(imap_server, imap_account) as r:
+        caps = r.command("CAPABILITY").untagged[0]
+        found = re.search(rb"APPENDLIMIT=(\d+)", caps)
+        assert found, caps
+        limit = int(found.group(1))
+        # Two URLs to a message of more than half of APPENDLIMIT: RFC 4469 section 5 TOOBIG.
+        big = msg(1, body=b"z" * (limit // 2 + 10) + b"\r\n")
+        tag = r.next_tag()
+        r.send(tag + b" APPEND Drafts " + plus(big) + b"\r\n")
+        assert r.read_until(tag).status == b"OK"
+        r.command("SELECT Drafts")
+        tag = r.next_tag()
+        r.send(tag + b' APPEND Drafts CATENATE (URL ";UID=1" URL ";UID=1")\r\n')
+        resp = r.read_until(tag)
+        assert resp.status == b"NO", resp
+        assert resp.code() == b"TOOBIG"
+        # A client saving a draft again: REPLACE it by the old one's body and a new header.
+        header = b"Subject: draft, edited\r\n\r\n"  # BODY[TEXT] starts after the blank line
+        tag = r.next_tag()
+        r.send(tag + b" UID REPLACE 1 Drafts CATENATE (TEXT " + plus(header)
+               + b' URL ";UID=1/;SECTION=TEXT")\r\n')
+        resp = r.read_until(tag)
+        assert resp.status == b"OK", resp
+        assert uids_in(r, "Drafts") == [2]
+        r.command("SELECT Drafts")
+        assert body_of(r, 2) == header + big.split(b"\r\n\r\n", 1)[1]
+        r.command("LOGOUT")
