@@ -376,3 +376,27 @@ def test_catenate_toobig_and_replace_from_the_old_draft(imap_server: Harness,
         r.command("SELECT Drafts")
         assert body_of(r, 2) == header + big.split(b"\r\n\r\n", 1)[1]
         r.command("LOGOUT")
+
+
+def test_multiappend_literals_are_bounded_in_all(imap_server: Harness,
+                                                 imap_account: Account) -> None:
+    """One command's spooled literals may total 8 x APPENDLIMIT (servers/imap.py): the next
+    synchronising literal past that is refused before it is sent, and nothing is stored."""
+    with raw(imap_server, imap_account) as r:
+        found = re.search(rb"APPENDLIMIT=(\d+)", r.command("CAPABILITY").untagged[0])
+        assert found
+        limit = int(found.group(1))
+        one = msg(1, body=b"w" * (limit - 400) + b"\r\n")
+        assert len(one) <= limit
+        tag = r.next_tag()
+        r.send(tag + b" APPEND INBOX {%d}\r\n" % len(one))
+        for _ in range(7):
+            assert r.read_line().startswith(b"+")
+            r.send(one + b" {%d}\r\n" % len(one))
+        assert r.read_line().startswith(b"+")
+        r.send(one + b" {%d}\r\n" % limit)  # the ninth would pass 8 x APPENDLIMIT
+        line = r.read_line()
+        assert line.startswith(tag + b" NO [TOOBIG]"), line
+        assert r.command("NOOP").status == b"OK"  # the session goes on
+        assert uids_in(r, "INBOX") == []
+        r.command("LOGOUT")
