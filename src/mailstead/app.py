@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import signal
 import ssl
@@ -16,6 +17,7 @@ from mailstead.accounts.service import AccountService
 from mailstead.config import Config, HostPort
 from mailstead.core.budget import ByteBudget
 from mailstead.core.errors import ConfigError
+from mailstead.core.network import IPNetwork
 from mailstead.core.nodeid import node_name
 from mailstead.delivery.service import DeliveryService
 from mailstead.filters.pipeline import Pipeline, Stage
@@ -253,6 +255,12 @@ def _sieve_runner(config: Config, store: Store) -> SieveRunner | None:
                        max_mailboxes=config.limits.max_mailboxes_per_account)
 
 
+def _auth_networks(config: Config) -> tuple[IPNetwork, ...]:
+    """Where a password may come before TLS besides this host itself: the trusted networks
+    of ``[security]`` (core.network.secure_for_auth)."""
+    return tuple(ipaddress.ip_network(n) for n in config.security.trusted_networks)
+
+
 def _managesieve_listener(
     config: Config, store: Store, accounts: AccountService, tls: ssl.SSLContext,
     stopping: asyncio.Event,
@@ -269,6 +277,7 @@ def _managesieve_listener(
             max_errors=sv.max_errors,
             idle_timeout=sv.idle_timeout,
             auth_failure_delay=sv.auth_failure_delay,
+            auth_networks=_auth_networks(config),
         ),
         store, accounts, tls, stopping,
     )
@@ -363,6 +372,7 @@ async def run(config: Config) -> None:
                     max_recipients=config.smtp.max_recipients,
                     max_errors=config.smtp.max_errors,
                     idle_timeout=config.smtp.idle_timeout,
+                    auth_networks=_auth_networks(config),
                 ),
                 delivery,
                 accounts,
@@ -393,6 +403,7 @@ async def run(config: Config) -> None:
                     max_errors=config.pop3.max_errors,
                     idle_timeout=config.pop3.idle_timeout,
                     auth_failure_delay=config.pop3.auth_failure_delay,
+                    auth_networks=_auth_networks(config),
                 ),
                 maildrops, accounts, tls, stopping,
             )
@@ -407,7 +418,7 @@ async def run(config: Config) -> None:
         if config.listen.managesieve is not None:
             listeners.append(_managesieve_listener(config, store, accounts, tls, stopping))
         # IMAP (issue 3): 143 with STARTTLS, 993 with implicit TLS; one IMAPContext shares
-        # \Recent bookkeeping and per-account session counts between both ports.
+        # per-account session counts between both ports.
         spool_dir = config.data_dir / "tmp"
         spool_dir.mkdir(mode=0o700, exist_ok=True)
         imap_ctx = IMAPContext(store, accounts,
@@ -431,6 +442,7 @@ async def run(config: Config) -> None:
                     command_rate=config.imap.command_rate,
                     command_burst=config.imap.command_burst,
                     compress_max_ratio=config.imap.compress_max_ratio,
+                    auth_networks=_auth_networks(config),
                 ),
                 imap_ctx, tls, stopping,
             )
@@ -488,7 +500,9 @@ async def run(config: Config) -> None:
         loop.add_signal_handler(signal.SIGINT, stop.set)
         loop.add_signal_handler(signal.SIGHUP, _reload)
         print("mailstead: ready", flush=True)
-        log_event(log, "server.ready", hostname=config.hostname, listeners=len(listeners))
+        # Every listener printed above: the mail protocols' and the web servers'.
+        log_event(log, "server.ready", hostname=config.hostname,
+                  listeners=len(listeners) + len(web_servers))
         await stop.wait()
         log_event(log, "server.stopping")
         stopping.set()

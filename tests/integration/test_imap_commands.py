@@ -14,7 +14,15 @@ from collections.abc import Iterator
 from email.utils import parsedate_to_datetime
 
 import pytest
-from helpers import Harness, RawIMAP, make_message, rich_message, set_quota
+from helpers import (
+    REMOTE_CLIENT,
+    Harness,
+    RawIMAP,
+    RemoteIMAP4,
+    make_message,
+    rich_message,
+    set_quota,
+)
 
 REQUIRED_CAPS = {
     "IMAP4REV1", "IMAP4REV2", "SASL-IR", "AUTH=PLAIN", "ENABLE", "IDLE", "NAMESPACE",
@@ -84,7 +92,7 @@ def test_capability_list_on_993_and_143(imap_server: Harness) -> None:
         assert any(c.startswith("APPENDLIMIT=") for c in client.capabilities)
         client.logout()
 
-    with imaplib.IMAP4("127.0.0.1", imap_server.port("imap"), timeout=15) as plain:
+    with RemoteIMAP4("127.0.0.1", imap_server.port("imap"), timeout=15) as plain:
         caps = set(plain.capabilities)
         assert {"STARTTLS", "LOGINDISABLED"} <= caps
         assert "AUTH=PLAIN" not in caps  # RFC 9051 section 6.2.1: no mechanisms before TLS
@@ -98,7 +106,7 @@ def test_capability_list_on_993_and_143(imap_server: Harness) -> None:
 
 def test_143_refuses_login_before_starttls(imap_server: Harness, imap_account: Account) -> None:
     address, password = imap_account
-    with RawIMAP(imap_server.port("imap")) as client:
+    with RawIMAP(imap_server.port("imap"), source=REMOTE_CLIENT) as client:
         assert client.greeting.startswith(b"* OK")
         response = client.command(f'LOGIN "{address}" "{password}"')
         assert response.status == b"NO", response

@@ -23,6 +23,7 @@ from mailstead.cli.context import ENV_DATA_DIR, Context, real_context
 from mailstead.cli.doctor import register as register_doctor
 from mailstead.cli.init import init
 from mailstead.config.loader import load_config
+from mailstead.config.template import DEV_PORTS
 from mailstead.core.errors import MailsteadError
 
 Command = Callable[[Context, argparse.Namespace], int]
@@ -123,9 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--dev",
         action="store_true",
-        help="listen on 127.0.0.1 on unprivileged ports (smtp 2525, submission 2587, "
-        "submissions 2465, imap 2143, imaps 2993, pop3 2110, pop3s 2995, http 8080) instead "
-        "of the standard ports on all addresses",
+        help="listen on 127.0.0.1 on unprivileged ports ("
+        + ", ".join(f"{name} {port}" for name, port in DEV_PORTS.items())
+        + ") instead of the standard ports on all addresses",
     )
     p.add_argument(
         "--store",

@@ -625,7 +625,9 @@ class SecurityConfig:
         default=(),
         metadata=_doc(
             'Networks never delayed or blocked, e.g. ["192.0.2.0/24", "2001:db8::/48"] for '
-            "an office or a webmail host; their failures are still audited.",
+            "an office or a webmail host; their failures are still audited. Their clients, "
+            "like clients on this host itself, may also log in before TLS (IMAP, POP3, "
+            "submission, ManageSieve); every other client must use TLS first.",
             "array of strings (CIDR)",
             "none",
         ),

@@ -116,9 +116,9 @@ def parse_nameserver(value: object) -> HostPort:
 
 
 def parse_nameservers(value: object) -> tuple[HostPort, ...]:
-    """An array of nameservers; at least one when the key is present."""
-    if not isinstance(value, list) or not value:
-        raise BadValue(f'expected a non-empty array like ["127.0.0.1:53"], got {shown(value)}')
+    """An array of nameservers; empty means the system resolver, as when the key is absent."""
+    if not isinstance(value, list):
+        raise BadValue(f'expected an array like ["127.0.0.1:53"], got {shown(value)}')
     out = []
     for index, item in enumerate(value, start=1):
         try:

@@ -51,9 +51,9 @@ def capabilities(s: IMAPSession) -> list[str]:
     (RFC 7888 section 5); LITERAL+ (any size) only once logged in."""
     literal = "LITERAL-" if s.state is State.NOT_AUTHENTICATED else "LITERAL+"
     caps = ["IMAP4rev1", "IMAP4rev2", literal, "SASL-IR"]
+    if not s.tls_active and s.settings.starttls_available:
+        caps.append("STARTTLS")
     if s.login_disabled:
-        if s.settings.starttls_available:
-            caps.append("STARTTLS")
         caps.append("LOGINDISABLED")
     else:
         caps.append("AUTH=PLAIN")

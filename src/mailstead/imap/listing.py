@@ -42,13 +42,10 @@ async def status_values(
     ``counts``: the account's ``mailbox_counts``, read once for a LIST RETURN (STATUS)."""
     wanted = [i.upper() for i in items]
     needed = {i for i in wanted if i in _NEEDS_MESSAGES}
-    start = s.ctx.recent.peek(info.id)
-    # Only RECENT of a mailbox selected in this process needs its messages (UIDs from
-    # ``start`` on); everything else comes from one aggregate read. An empty mailbox needs
-    # no read at all.
-    msgs = (
-        await s.ctx.store.get_messages(info.id, None, envelope=False, bodystructure=False)
-        if info.messages and "RECENT" in needed and start > 1 else []
+    # RFC 3501 section 6.3.10: the messages with \Recent, which STATUS does not take.
+    fresh = (
+        (await s.ctx.store.recent_info(info.id)).messages
+        if info.messages and "RECENT" in needed else 0
     )
     if info.messages and needed - {"RECENT"} and counts is None:
         counts = await s.ctx.store.mailbox_counts(info.account_id, info.id)
@@ -72,7 +69,7 @@ async def status_values(
         elif item == "SIZE":  # RFC 8438 STATUS=SIZE
             value = tally.size
         elif item == "RECENT":
-            value = sum(1 for m in msgs if m.uid >= start) if start > 1 else info.messages
+            value = fresh
         elif item == "HIGHESTMODSEQ":  # RFC 7162 section 3.1.6
             value = info.highestmodseq
         elif item == "APPENDLIMIT":  # RFC 7889 section 4

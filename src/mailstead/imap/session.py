@@ -20,7 +20,7 @@ from mailstead.core.errors import (
     NotFound,
     StoreError,
 )
-from mailstead.imap import append, auth, idle, mailboxes, messages, quota, searching
+from mailstead.imap import append, auth, idle, mailboxes, messages, quota, recent, searching
 from mailstead.imap.base import Action, CommandFailed, State
 from mailstead.imap.context import IMAPContext, IMAPSettings
 from mailstead.imap.names import MailboxNameError
@@ -165,8 +165,9 @@ class IMAPSession:
 
     @property
     def login_disabled(self) -> bool:
-        """RFC 9051 section 6.2.3 LOGINDISABLED: no plaintext passwords before TLS."""
-        return not self.tls_active
+        """RFC 9051 section 6.2.3 LOGINDISABLED: no plaintext passwords before TLS, except
+        from this host or a trusted network (``IMAPSettings.plaintext_auth``)."""
+        return not (self.tls_active or self.settings.plaintext_auth)
 
     # ------------------------------------------------------------------ output
 
@@ -314,7 +315,7 @@ class IMAPSession:
             return
         new = [u for u in view.uids if u > before]
         if new:
-            view.add_recent(self.ctx.recent.claim_new(view.mailbox_id, new))
+            view.add_recent(await recent.of_new(self.ctx.store, view, new, rev2=self.rev2))
             if view.show_recent and not self.rev2:
                 lines.append(f"* {len(view.recent)} RECENT\r\n".encode())
         for line in lines:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from mailstead.accounts.login import LoginFailure
 from mailstead.accounts.service import AccountService
+from mailstead.core.network import IPNetwork, secure_for_auth
 from mailstead.core.reply import Reply
 from mailstead.delivery.service import DeliveryService, SessionInfo, Transaction
 from mailstead.observability.log import log_event
@@ -59,6 +60,8 @@ class SMTPListenerSettings:
     max_recipients: int
     max_errors: int
     idle_timeout: float
+    # Networks whose clients may send a password before TLS (core.network.secure_for_auth).
+    auth_networks: tuple[IPNetwork, ...] = ()
 
 
 class SMTPServer:
@@ -109,6 +112,7 @@ class SMTPServer:
             submission=s.submission,
             tls_active=conn.tls is not None,
             starttls_available=self._tls is not None,
+            auth_requires_tls=not secure_for_auth(conn.peer_ip, conn.local_ip, s.auth_networks),
             max_message_size=s.max_message_size,
             max_recipients=s.max_recipients,
             max_errors=s.max_errors,

@@ -73,6 +73,15 @@ class MailboxCounts:
 
 
 @dataclass(frozen=True, slots=True)
+class RecentInfo:
+    """\\Recent of a mailbox (RFC 3501 section 2.3.2, migration 0013): messages with a UID
+    from ``first_uid`` on are recent, not yet taken by a session; ``messages`` of them exist."""
+
+    first_uid: int
+    messages: int
+
+
+@dataclass(frozen=True, slots=True)
 class MessageInfo:
     """One message in one mailbox: the IMAP view, computed once at delivery."""
 
@@ -281,6 +290,16 @@ class MailStore(Protocol):
         mailbox."""
 
     async def mailbox_by_id(self, mailbox_id: int) -> MailboxInfo | None: ...
+
+    async def recent_info(self, mailbox_id: int) -> RecentInfo:
+        """The mailbox's \\Recent state, read without taking anything (EXAMINE, STATUS
+        RECENT: RFC 3501 sections 6.3.2 and 6.3.10). Raises NotFound."""
+
+    async def claim_recent(self, mailbox_id: int, upto: int) -> int:
+        """Takes \\Recent (RFC 3501 section 2.3.2: recent to one session only): returns the
+        first recent UID as it was, and raises it to ``upto`` (never lowers it) in the same
+        transaction, so of concurrent callers on any node each recent UID goes to one. The
+        caller gets the messages from the returned UID up to ``upto`` - 1. Raises NotFound."""
 
     async def store_flags(
         self,

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 
 import pytest
@@ -149,7 +150,7 @@ def test_missing_hostname() -> None:
          "limits.max_mailboxes_per_account: expected an integer"),
         ('[tls]\ncert = "c.pem"\n', 3, "tls.cert is set but tls.key is not"),
         ('[tls]\nkey = ""\n', 3, "tls.key: expected a file path"),
-        ("[dns]\nnameservers = []\n", 3, "dns.nameservers: expected a non-empty array"),
+        ("[dns]\nnameservers = \"1.1.1.1\"\n", 3, "dns.nameservers: expected an array"),
         ('[dns]\nnameservers = ["ns.example.test"]\n', 3, "dns.nameservers: item 1: expected"),
         ('[dns]\nnameservers = ["1.1.1.1:0"]\n', 3, "dns.nameservers: item 1: expected"),
         ('listen = "x"\n', 2, "listen: expected a table [listen]"),
@@ -200,6 +201,20 @@ def test_template_round_trips(dev: bool) -> None:
         assert c.listen.https is None
     else:
         assert c.listen.https == HostPort("0.0.0.0", 443)
+
+
+@pytest.mark.parametrize("dev", [True, False])
+def test_every_commented_default_uncomments_to_the_same_config(dev: bool) -> None:
+    """Each ``# key = value`` line of a fresh file is valid TOML for its default: uncommenting
+    all of them at once loads, and yields the config the file had before."""
+    listen = dev_listen() if dev else standard_listen()
+    text = render_config("mail.example.test", listen)
+    setting = re.compile(r"# ([a-z_]+ = .*)$")
+    uncommented = [setting.sub(r"\1", line) for line in text.splitlines()]
+    assert sum(1 for line in text.splitlines() if setting.match(line)) > 80
+    assert parse("\n".join(uncommented) + "\n") == parse(text)
+    for line in text.splitlines():  # no Python spellings left anywhere
+        assert not re.search(r"= (True|False|None|\(\)|\(')", line), line
 
 
 def test_load_config_file_errors(tmp_path: Path) -> None:

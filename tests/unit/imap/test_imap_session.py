@@ -126,7 +126,11 @@ def test_store_condstore_and_unchangedsince(run: Callable[[Body], None]) -> None
         assert "ENABLED CONDSTORE" in await c.cmd("a ENABLE CONDSTORE")
         await c.cmd("b SELECT INBOX")
         out = await c.cmd("c STORE 1 +FLAGS (\\Flagged $Label)")
-        assert out.startswith("* 1 FETCH (FLAGS (\\Flagged $Label \\Recent) MODSEQ (")
+        # The new keyword is announced first (RFC 3501 section 7.2.6).
+        flags_line, permanent, fetched = out.splitlines()[:3]
+        assert flags_line == "* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Label)"
+        assert permanent.startswith("* OK [PERMANENTFLAGS (\\Answered")
+        assert fetched.startswith("* 1 FETCH (FLAGS (\\Flagged $Label \\Recent) MODSEQ (")
         out = await c.cmd("d STORE 2 +FLAGS.SILENT (\\Seen)")
         assert out.startswith("* 2 FETCH (MODSEQ (")  # RFC 7162 3.1.3
         assert "FLAGS" not in out

@@ -55,6 +55,7 @@ from mailstead.storage.interfaces import (
     QueueEntry,
     QueueUpdate,
     Quota,
+    RecentInfo,
     SecondFactor,
     SieveScript,
     StoreFlagsResult,
@@ -593,6 +594,18 @@ class SQLiteStore:
 
     async def mailbox_by_id(self, mailbox_id: int) -> MailboxInfo | None:
         return await self._in_reader(lambda c: mailboxes.get_by_id(c, mailbox_id))
+
+    async def recent_info(self, mailbox_id: int) -> RecentInfo:
+        return await self._in_reader(lambda c: mailboxes.recent_info(c, mailbox_id))
+
+    async def claim_recent(self, mailbox_id: int, upto: int) -> int:
+        # It only ever rises: when it is at ``upto`` already there is nothing to take, and
+        # no write (most SELECTs and NOOPs) is needed. Watchers are not woken: no message
+        # changed.
+        first = (await self.recent_info(mailbox_id)).first_uid
+        if first >= upto:
+            return first
+        return await self._write(lambda c: mailboxes.claim_recent(c, mailbox_id, upto))
 
     async def create_mailbox(
         self, account_id: int, name: str, special_use: str | None = None,
