@@ -23,6 +23,7 @@ from mailstead.delivery.service import DeliveryService
 from mailstead.filters.pipeline import Pipeline, Stage
 from mailstead.filters.spam import JunkLearner
 from mailstead.imap.context import IMAPContext
+from mailstead.mailauth.srs import Srs
 from mailstead.maintenance import (
     FIRST_DELAY,
     HOURLY,
@@ -31,6 +32,7 @@ from mailstead.maintenance import (
     auth_failures_job,
     greylist_job,
     sieve_events_job,
+    tls_reports_job,
     web_sessions_job,
 )
 from mailstead.observability.log import log_event, setup_logging
@@ -82,7 +84,21 @@ def _resolver(config: Config) -> DnsPythonResolver:
     return DnsPythonResolver(nameservers)
 
 
-def _outbound(config: Config, store: Store, resolver: DnsPythonResolver) -> QueueWorkers:
+def _srs(config: Config) -> Srs | None:
+    """SRS for forwarded mail (``[smtp] srs``), keyed from DATA/security.key so every node
+    makes and accepts the same addresses; None when turned off."""
+    if not config.smtp.srs:
+        return None
+    import time
+    from pathlib import Path
+
+    from mailstead.accounts.keys import SecurityKeys
+
+    return Srs(SecurityKeys.load_or_create(Path(config.data_dir)).srs_key(), time.time)
+
+
+def _outbound(config: Config, store: Store, resolver: DnsPythonResolver,
+              srs: Srs | None = None) -> QueueWorkers:
     """The outbound side (issue 5): MTA-STS, router, SMTP client, DKIM signer, ARC sealer
     and the queue workers, from ``[queue]``, over the shared ``resolver``."""
     from mailstead.mailauth.arc import ArcSealer
@@ -157,7 +173,17 @@ def _outbound(config: Config, store: Store, resolver: DnsPythonResolver) -> Queu
     )
     # Issue 9: mail an alias forwards is ARC-sealed (RFC 8617) before it is DKIM-signed.
     return QueueWorkers(store, router, client, DkimSigner(store), settings, tlsrpt=tlsrpt,
-                        sealer=ArcSealer(store, config.hostname))
+                        sealer=ArcSealer(store, config.hostname), srs=srs)
+
+
+def _tls_reports(config: Config, store: Store, resolver: DnsPythonResolver,
+                 workers: QueueWorkers) -> Job:
+    """The daily SMTP TLS reports (RFC 8460) of ``[tls_reports]``, queued for the workers."""
+    from mailstead.queue.tlsreport import reporter_from_config
+
+    reporter = (reporter_from_config(config, store, resolver, on_queued=workers.wake)
+                if config.tls_reports.send else None)
+    return tls_reports_job(reporter, store)
 
 
 def _filters(
@@ -337,8 +363,9 @@ async def run(config: Config) -> None:
     try:
         accounts = AccountService.from_config(store, config)
         resolver = _resolver(config)
-        workers = _outbound(config, store, resolver)
-        jobs: list[Job] = []
+        srs = _srs(config)
+        workers = _outbound(config, store, resolver, srs)
+        jobs: list[Job] = [_tls_reports(config, store, resolver, workers)]
         pipeline, learner = _filters(config, store, resolver, jobs)
         maintenance = _maintenance(config, store, jobs)
         delivery = DeliveryService(
@@ -348,6 +375,8 @@ async def run(config: Config) -> None:
             on_queued=workers.wake,
             filters=pipeline,
             sieve=_sieve_runner(config, store),
+            notices=workers.notifier,
+            srs=srs,
         )
         # The spool is on this node's disk whatever the store: the embedded store's guard,
         # or one of its own for the data directory of a PostgreSQL node.

@@ -158,12 +158,29 @@ def test_starttls_on_an_ssl_port(server: Server) -> None:
 
 
 def test_wrong_password(server: Server) -> None:
+    """The password is sent once: the first definite refusal stands for every setting, so
+    two runs with a typo do not block the checking machine (max_failures is 10)."""
+    before = _failed_logins(server)
     code, report = check_client(server, password="not-the-password")
     assert code == 1
     for protocol, port, security in (("imap", 993, "ssl"), ("pop3", 110, "starttls"),
                                      ("smtp", 587, "starttls")):
         assert row(report, protocol, port, security)["cause"] == "wrong_password"
     assert report["use"] == {"imap": None, "pop3": None, "smtp": None}
+    deadline = time.monotonic() + 10  # the audit is written in batches, within a second
+    while (after := _failed_logins(server)) == before and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert after == before + 1
+    first = row(report, "imap", 993, "ssl")
+    assert "not sent again" not in first["detail"], first
+    assert "not sent again: refused on IMAP" in row(report, "smtp", 587, "starttls")["detail"]
+
+
+def _failed_logins(server: Server) -> int:
+    """Alice's failed logins in the audit log."""
+    out = run_cli("user", "logins", ALICE, "--limit", "1000", "--data-dir",
+                  str(server.data_dir))
+    return sum(1 for line in out.splitlines() if "bad_credentials" in line)
 
 
 def test_username_without_domain(server: Server) -> None:

@@ -523,8 +523,10 @@ def test_fetch_every_attribute(imap_server: Harness, imap_account: Account) -> N
         response = client.command("FETCH 1 (BODY[TEXT])")  # not PEEK: sets \Seen
         assert b"\\Seen" in response.untagged[0], response
         response = client.command("FETCH 1 (BODY.PEEK[] MODSEQ)")
-        assert message in response.untagged[0]
-        assert b"MODSEQ (" in response.untagged[0]
+        # RFC 7162 section 3.1: the first CONDSTORE-enabling command reports HIGHESTMODSEQ.
+        assert response.untagged[0].startswith(b"* OK [HIGHESTMODSEQ "), response
+        assert message in response.untagged[1]
+        assert b"MODSEQ (" in response.untagged[1]
         assert client.command("FETCH 1 FAST").status == b"OK"
         assert client.command("FETCH 1 ALL").status == b"OK"
         # The macros stand alone (RFC 9051 section 9, "fetch"): not inside a list.

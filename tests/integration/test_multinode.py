@@ -709,7 +709,7 @@ class _Client:
         self.sent: list[str] = []
 
     async def deliver(self, route: Any, mail_from: str, rcpts: list[str], data: bytes, *,
-                      smtputf8: bool, eight_bit: bool) -> _Result:
+                      smtputf8: bool, eight_bit: bool, dsn: Any = None) -> _Result:
         from mailstead.core.reply import Reply
 
         self.sent += rcpts
@@ -788,7 +788,7 @@ class _HangingClient:
         self.started = asyncio.Event()
 
     async def deliver(self, route: Any, mail_from: str, rcpts: list[str], data: bytes, *,
-                      smtputf8: bool, eight_bit: bool) -> _Result:
+                      smtputf8: bool, eight_bit: bool, dsn: Any = None) -> _Result:
         self.started.set()
         await asyncio.Event().wait()
         raise AssertionError("unreachable")

@@ -41,13 +41,14 @@ def _derive(master: bytes, label: bytes) -> bytes:
 class SecurityKeys:
     """The derived keys; construct with ``load_or_create`` (or ``from_bytes`` in tests)."""
 
-    __slots__ = ("_aead", "_mac")
+    __slots__ = ("_aead", "_mac", "_srs")
 
     def __init__(self, master: bytes) -> None:
         if len(master) != KEY_BYTES:
             raise SecurityKeyError(f"the security key must be {KEY_BYTES} bytes")
         self._mac = _derive(master, b"mailstead digest v1")
         self._aead = AESGCM(_derive(master, b"mailstead totp encryption v1"))
+        self._srs = _derive(master, b"mailstead srs v1")
 
     def __repr__(self) -> str:
         return "SecurityKeys(***)"
@@ -74,6 +75,11 @@ class SecurityKeys:
         except (OSError, ValueError) as exc:
             raise SecurityKeyError(f"cannot read {path}: {exc}") from None
         return cls(master)
+
+    def srs_key(self) -> bytes:
+        """The key of the SRS hashes (``mailauth.srs``): derived, so it is the same on every
+        node sharing security.key and independent of the other uses."""
+        return self._srs
 
     def digest(self, purpose: str, value: str) -> str:
         """The keyed HMAC-SHA256 of ``value`` for ``purpose`` ("app", "recovery"), hex."""

@@ -137,7 +137,9 @@ def register(sub: Any, adder: Adder) -> None:
         "STARTTLS, POP3 995 and 110, SMTP 465, 587 and 25, and report what works and why "
         "the rest fails (refused, timed out, SSL/STARTTLS mismatch, certificate, wrong "
         "password, app password needed, blocked...), then the settings to use. The password "
-        "is never sent unencrypted. Exit status 0 when receiving and sending both work.",
+        "is never sent unencrypted, and logins go one at a time: after the first refusal of "
+        "the password it is not sent again (one typo costs one failed login). Exit status 0 "
+        "when receiving and sending both work.",
         epilog="example:\n  echo 'secret' | mailstead check-client --email alice@example.org "
         "--password-stdin",
     )

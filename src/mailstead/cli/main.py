@@ -18,6 +18,7 @@ from mailstead.cli import importing as importing_cli
 from mailstead.cli import queue as queue_cli
 from mailstead.cli import sieve as sieve_cli
 from mailstead.cli import store as store_cli
+from mailstead.cli import tlsrpt as tlsrpt_cli
 from mailstead.cli.check_client import register as register_check_client
 from mailstead.cli.context import ENV_DATA_DIR, Context, real_context
 from mailstead.cli.doctor import register as register_doctor
@@ -237,6 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     queue_cli.register(sub, _add, _group)
     sieve_cli.register(sub, _add, _group)
     store_cli.register(sub, _add, _group)
+    tlsrpt_cli.register(sub, _add, _group)
     importing_cli.register(sub, _add, _group)
     backup_cli.register(sub, _add)
     register_doctor(sub, _add)

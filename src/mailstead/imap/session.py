@@ -158,10 +158,17 @@ class IMAPSession:
         return "QRESYNC" in self.enabled
 
     def enable_condstore(self) -> None:
-        """RFC 7162 section 3.1: a CONDSTORE-enabling command was used."""
+        """RFC 7162 section 3.1: a CONDSTORE-enabling command was used. The first one while
+        a mailbox is selected reports its HIGHESTMODSEQ, which the client did not get at
+        SELECT (an untagged OK before the command's own responses, as Dovecot does)."""
+        first = "CONDSTORE" not in self.enabled
         self.enabled.add("CONDSTORE")
         if self.view is not None:
             self.view.condstore = True
+            if first:
+                # RFC 7162 section 3.1.2.1: the mod-sequence this session's view is at, so
+                # changes not yet reported to it are not skipped by the client.
+                self.untagged(f"OK [HIGHESTMODSEQ {self.view.highestmodseq}] Highest")
 
     @property
     def login_disabled(self) -> bool:

@@ -164,13 +164,15 @@ class SMTPServer:
                     reply = R_NO_ROOM
                 if reply.is_positive:
                     txn = Transaction(sender=event.sender, smtputf8=event.smtputf8,
-                                      size=event.size)
+                                      size=event.size, dsn=event.dsn,
+                                      requiretls=event.requiretls)
                 core.respond(reply)
             elif isinstance(event, RcptTo):
                 if txn is None:  # the core guarantees MAIL came first; stay safe anyway
                     core.respond(Reply(503, "5.5.1", "Need MAIL command first"))
                     continue
-                core.respond(await self._delivery.check_recipient(info, txn, event.recipient))
+                core.respond(await self._delivery.check_recipient(info, txn, event.recipient,
+                                                                  event.dsn))
             elif isinstance(event, MessageData):
                 await self._message(core, info, txn, event, spool)
                 txn = None

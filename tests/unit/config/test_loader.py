@@ -237,3 +237,27 @@ def test_connections_section() -> None:
                       ("tls_handshake_timeout = 0", "tls_handshake_timeout")):
         message = error(f'hostname = "a.test"\n[connections]\n{body}\n')
         assert message.startswith(f"{F}:3: connections.{key}: "), message
+
+
+def test_mta_sts_and_tls_reports_sections() -> None:
+    c = parse('hostname = "mail.example.test"\n')
+    assert (c.mta_sts.mode, c.mta_sts.max_age, c.mta_sts.mx) == ("auto", 604800, ())
+    assert c.tls_reports.send is True
+    c = parse('hostname = "mail.example.test"\n[mta_sts]\nmode = "enforce"\nmax_age = 86400\n'
+              'mx = ["MX1.Example.TEST.", "*.mx.example.test"]\n'
+              '[tls_reports]\nsend = false\ncontact = "ops@example.test"\n')
+    assert (c.mta_sts.mode, c.mta_sts.max_age) == ("enforce", 86400)
+    assert c.mta_sts.mx == ("mx1.example.test", "*.mx.example.test")
+    assert (c.tls_reports.send, c.tls_reports.contact) == (False, "ops@example.test")
+    assert "mta_sts.mode" in error('hostname = "m.test"\n[mta_sts]\nmode = "strict"\n')
+    assert "mta_sts.max_age" in error('hostname = "m.test"\n[mta_sts]\nmax_age = 40000000\n')
+    assert "mta_sts.mx" in error('hostname = "m.test"\n[mta_sts]\nmx = ["a.*.test"]\n')
+    assert "mta_sts.mx" in error('hostname = "m.test"\n[mta_sts]\nmx = []\n')
+    assert "tls_reports.contact" in error('hostname = "m.test"\n[tls_reports]\ncontact = "x"\n')
+
+
+def test_srs_is_on_by_default_and_can_be_turned_off() -> None:
+    base = 'hostname = "mx.example.test"\n'
+    assert parse(base).smtp.srs is True
+    assert parse(base + "[smtp]\nsrs = false\n").smtp.srs is False
+    assert "srs" in error(base + '[smtp]\nsrs = "maybe"\n')

@@ -31,7 +31,11 @@ def test_greeting_and_login_disabled_before_tls(run: Callable[[Body], None]) -> 
         assert "AUTH=PLAIN" in out
         assert "LOGINDISABLED" not in out
         assert "STARTTLS" not in out
-        assert (await c.login()).startswith("L1 OK [CAPABILITY ")
+        out = await c.login()
+        assert out.startswith("L1 OK [CAPABILITY ")
+        # RFC 9051 section 7.2.2: no AUTH=, STARTTLS or LOGINDISABLED once authenticated.
+        assert "AUTH=" not in out
+        assert "AUTH=" not in await c.cmd("c2 CAPABILITY")
 
     run(body)
 

@@ -34,6 +34,7 @@ from mailstead.storage.interfaces import (
 from mailstead.storage.postgres.base import CHANNEL, PgBase, db_errors
 from mailstead.storage.postgres.mailstore import remove_messages
 from mailstead.storage.postgres.outbound import QUEUE_COLUMNS, entry, rowcount
+from mailstead.storage.queuedsn import row_values
 from mailstead.storage.sqlite.admin import split_domain
 from mailstead.storage.sqlite.security import login_record
 from mailstead.storage.sqlite.writer import MAX_UID, WireShape, inbox_name, wire_shape
@@ -107,14 +108,14 @@ WITH wanted AS (
     -- RFC 8474 section 5.2 (storage/threads.py): per account, the thread of the first of the
     -- message's keys already filed there, else a new thread named after the body.
     SELECT a.account_id, coalesce(
-               (SELECT t.thread_id FROM unnest($24::text[]) WITH ORDINALITY AS q (key, i)
+               (SELECT t.thread_id FROM unnest($29::text[]) WITH ORDINALITY AS q (key, i)
                   JOIN thread_keys t ON t.account_id = a.account_id AND t.key = q.key
                  ORDER BY q.i LIMIT 1),
-               $25::text) AS thread_id
+               $30::text) AS thread_id
       FROM (SELECT DISTINCT account_id FROM wanted) a
 ), filed AS (
     INSERT INTO thread_keys (account_id, key, thread_id)
-    SELECT t.account_id, q.key, t.thread_id FROM threads t, unnest($24::text[]) AS q (key)
+    SELECT t.account_id, q.key, t.thread_id FROM threads t, unnest($29::text[]) AS q (key)
      WHERE (SELECT ok FROM verdict)
     ON CONFLICT DO NOTHING
 ), copies AS (
@@ -129,10 +130,12 @@ WITH wanted AS (
      ORDER BY x.account_id, x.id, c.k
 ), queued AS (
     INSERT INTO queue (queue_id, mail_from, rcpt_to, blob, state, attempts, next_attempt,
-                       created_at, auth_account_id)
+                       created_at, auth_account_id, dsn_notify, dsn_orcpt, dsn_ret, dsn_envid,
+                       requiretls)
     SELECT $18::text, $19::text, r.rcpt, $1::text, 'queued', 0, $3::float8, $3::float8,
-           $20::bigint
-      FROM unnest($17::text[]) WITH ORDINALITY AS r (rcpt, i)
+           $20::bigint, r.notify, r.orcpt, $26::text, $27::text, $28::smallint
+      FROM unnest($17::text[], $24::text[], $25::text[]) WITH ORDINALITY
+           AS r (rcpt, notify, orcpt, i)
      WHERE (SELECT ok FROM verdict)
      ORDER BY r.i
 ), notified AS (
@@ -588,6 +591,7 @@ async def _accept_on(conn: Any, message: IncomingMessage) -> AcceptResult:
         copies[target] = ranks[-1] + 1
     flags = [" ".join(canonical_flags(local.flags)) for local in msg.local]
     accounts = sorted({account for account, _ in targets})
+    dsn = [row_values(msg, rcpt) for rcpt in msg.remote]
     rows = await conn.fetch(
         _ACCEPT,
         name, len(data), time.time(), data,
@@ -597,6 +601,9 @@ async def _accept_on(conn: Any, message: IncomingMessage) -> AcceptResult:
         shape.size, int(shape.unterminated),
         list(msg.remote), msg.queue_id, msg.mail_from, msg.auth_account_id,
         ",".join(str(a) for a in accounts), CHANNEL, MAX_UID,
+        [v[0] for v in dsn], [v[1] for v in dsn],
+        msg.envelope_dsn.ret if msg.envelope_dsn else None,
+        msg.envelope_dsn.envid if msg.envelope_dsn else None, int(msg.requiretls),
         list(keys_of(msg.thread_keys, msg.envelope)), own_thread(name),
     )
     first: dict[tuple[int, str], tuple[int, int]] = {
