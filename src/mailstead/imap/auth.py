@@ -40,6 +40,9 @@ _EXTENSIONS = (
     "THREAD=REFERENCES", "THREAD=ORDEREDSUBJECT", "CONDSTORE", "QRESYNC", "QUOTA",
     "QUOTA=RES-STORAGE", "UTF8=ACCEPT", "ID", "BINARY", "STATUS=SIZE",
 )
+# Object ids, save dates, previews and the APPEND family: RFC 8474 OBJECTID, RFC 8514
+# SAVEDATE, RFC 8970 PREVIEW, RFC 3502 MULTIAPPEND, RFC 8508 REPLACE, RFC 4469 CATENATE.
+_MESSAGE_EXTENSIONS = ("OBJECTID", "SAVEDATE", "PREVIEW", "MULTIAPPEND", "REPLACE", "CATENATE")
 
 # Search and sort extensions (imap/searching.py, imap/context_search.py,
 # proto/imap/esearch.py): ESORT and CONTEXT=SEARCH/SORT (RFC 5267), SORT=DISPLAY (RFC 5957),
@@ -69,6 +72,7 @@ def capabilities(s: IMAPSession) -> list[str]:
     caps += _EXTENSIONS
     caps += _SEARCH_EXTENSIONS
     caps += _SESSION_EXTENSIONS
+    caps += _MESSAGE_EXTENSIONS
     if s.settings.compress_available and not s.compressed:
         caps.append("COMPRESS=DEFLATE")
     # RFC 7889 section 3: the largest message APPEND accepts.

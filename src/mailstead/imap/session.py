@@ -80,6 +80,7 @@ COMMANDS: dict[str, tuple[Handler, frozenset[State]]] = {
     "NAMESPACE": (mailboxes.namespace, AUTH),
     "STATUS": (mailboxes.status, AUTH),
     "APPEND": (append.append, AUTH),
+    "REPLACE": (append.replace, SELECTED),
     "IDLE": (idle.idle, AUTH),
     "GETQUOTA": (quota.getquota, AUTH),
     "GETQUOTAROOT": (quota.getquotaroot, AUTH),
@@ -142,11 +143,21 @@ class IMAPSession:
         # Where a long response goes while it is still being produced (the server's send):
         # without one, everything waits for ``execute`` to return.
         self.writer: Callable[[bytes], Awaitable[None]] | None = None
-        # The spooled message of the APPEND being executed (the server sets it).
-        self.spool: LiteralSpool | None = None
+        # The spooled literals of the APPEND or REPLACE being executed, in the order they
+        # arrived (the server sets them): MULTIAPPEND and CATENATE send several.
+        self.spools: list[LiteralSpool] = []
         self._out: list[bytes] = []
 
     # ------------------------------------------------------------------ properties
+
+    @property
+    def spool(self) -> LiteralSpool | None:
+        """The first spooled literal (a plain APPEND has at most one)."""
+        return self.spools[0] if self.spools else None
+
+    @spool.setter
+    def spool(self, value: LiteralSpool | None) -> None:
+        self.spools = [] if value is None else [value]
 
     @property
     def utf8(self) -> bool:

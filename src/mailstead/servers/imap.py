@@ -23,7 +23,7 @@ from mailstead.imap.session import IMAPSession
 from mailstead.imap.spool import LiteralSpool
 from mailstead.observability.log import log_event
 from mailstead.proto.imap import response
-from mailstead.proto.imap.ast import AppendArgs, Command
+from mailstead.proto.imap.ast import AppendArgs, Command, ReplaceArgs
 from mailstead.proto.imap.framing import (
     NEED_DATA,
     CommandFrame,
@@ -57,6 +57,8 @@ RATIO_AFTER = INFLATE_CHUNK
 PREAUTH_MAX_LITERAL = 4096
 # Literals over this size (APPEND messages) go to a temporary file while they arrive.
 SPOOL_AT = 64 * 1024
+# One APPEND (MULTIAPPEND, CATENATE) may send literals of this many times APPENDLIMIT in all.
+APPEND_SPOOL_FACTOR = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -305,6 +307,12 @@ class IMAPServer:
         try:
             while sess.state is not State.LOGOUT:
                 framer.max_literal = self._literal_limit(sess)
+                # RFC 3502 MULTIAPPEND / RFC 4469 CATENATE: several spooled literals in one
+                # command, bounded in all (they go to disk, and are read back to commit).
+                framer.max_spooled = (
+                    None if sess.state is State.NOT_AUTHENTICATED
+                    else APPEND_SPOOL_FACTOR * self._settings.max_message_size
+                )
                 if sess.notifying and not framer.in_command:
                     event = await self._next_notifying(sess, stream, framer)
                 else:
@@ -363,14 +371,14 @@ class IMAPServer:
     async def _execute(
         self, sess: IMAPSession, cmd: Command, spooled: list[LiteralSpool]
     ) -> bytes:
-        """Runs a command, handing APPEND its spooled message (the parser lets no other
-        command have a spooled literal)."""
-        if isinstance(cmd.args, AppendArgs) and cmd.args.spooled_size is not None:
-            sess.spool = spooled[-1] if spooled else None
+        """Runs a command, handing APPEND and REPLACE their spooled literals in the order
+        they arrived (the parser lets no other command have a spooled literal)."""
+        if isinstance(cmd.args, AppendArgs | ReplaceArgs):
+            sess.spools = list(spooled)
         try:
             return await sess.execute(cmd)
         finally:
-            sess.spool = None
+            sess.spools = []
 
     # ------------------------------------------------------------------ actions
 

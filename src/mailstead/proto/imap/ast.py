@@ -195,7 +195,42 @@ class StatusArgs:
 
 
 @dataclass(frozen=True, slots=True)
+class CatenatePart:
+    """One part of an RFC 4469 CATENATE: ``TEXT`` with a literal's octets (``spooled_size``
+    set when the server holds them in a file), or ``URL`` with an IMAP URL (RFC 5092)."""
+
+    kind: str  # "TEXT" or "URL"
+    data: bytes
+    spooled_size: int | None = None
+
+    @property
+    def size(self) -> int:
+        return len(self.data) if self.spooled_size is None else self.spooled_size
+
+
+@dataclass(frozen=True, slots=True)
+class AppendMessage:
+    """One message of an APPEND (RFC 3502 MULTIAPPEND sends several)."""
+
+    flags: tuple[str, ...]
+    internal_date: datetime | None
+    message: bytes  # empty when spooled (or CATENATE): the octets are elsewhere
+    binary: bool = False
+    utf8: bool = False
+    spooled_size: int | None = None
+    catenate: tuple[CatenatePart, ...] | None = None  # RFC 4469: built from these parts
+
+    @property
+    def size(self) -> int:
+        if self.catenate is not None:
+            return sum(p.size for p in self.catenate)
+        return len(self.message) if self.spooled_size is None else self.spooled_size
+
+
+@dataclass(frozen=True, slots=True)
 class AppendArgs:
+    """APPEND: the first message in the fields of old, every message in ``messages``."""
+
     mailbox: str
     raw: bytes
     flags: tuple[str, ...]
@@ -204,10 +239,30 @@ class AppendArgs:
     binary: bool = False  # literal8 ~{n} (RFC 3516)
     utf8: bool = False  # the UTF8 (~{n}) form of RFC 6855 section 4 (needs UTF8=ACCEPT)
     spooled_size: int | None = None  # the message's size when it was spooled
+    more: tuple[AppendMessage, ...] = ()  # RFC 3502: the second and later messages
+    catenate: tuple[CatenatePart, ...] | None = None  # RFC 4469, for the first message
 
     @property
     def size(self) -> int:
-        return len(self.message) if self.spooled_size is None else self.spooled_size
+        return self.first.size
+
+    @property
+    def first(self) -> AppendMessage:
+        return AppendMessage(self.flags, self.internal_date, self.message, self.binary,
+                             self.utf8, self.spooled_size, self.catenate)
+
+    @property
+    def messages(self) -> tuple[AppendMessage, ...]:
+        return (self.first, *self.more)
+
+
+@dataclass(frozen=True, slots=True)
+class ReplaceArgs:
+    """REPLACE / UID REPLACE (RFC 8508 section 3): the message ``number`` (a UID with UID)
+    is replaced by the one of ``append``."""
+
+    number: int
+    append: AppendArgs
 
 
 @dataclass(frozen=True, slots=True)
@@ -313,6 +368,7 @@ class NotifyArgs:
 
 CommandArgs = (
     LoginArgs | AuthenticateArgs | MailboxArgs | RenameArgs | ListArgs | StatusArgs | AppendArgs
+    | ReplaceArgs
     | FetchArgs | StoreArgs | CopyArgs | SearchArgs | ExpungeArgs | EnableArgs | IdArgs
     | QuotaArgs | CompressArgs | CancelUpdateArgs | NotifyArgs
 )

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 from mailstead.proto.imap import sections
 from mailstead.proto.imap.ast import FetchAtt, Section
+from mailstead.proto.imap.preview import preview
 from mailstead.proto.imap.response import (
     MAX_QUOTED,
     NIL,
@@ -37,7 +38,7 @@ from mailstead.proto.imap.sections import crlf_text as crlf_text
 _SAFE_ASCII = re.compile(rb"[\x01-\x09\x0b\x0c\x0e-\x7f]*")
 # The names of items that need the message bytes.
 _BODY_ITEMS = frozenset({"BODY[]", "BINARY[]", "BINARY.SIZE", "RFC822", "RFC822.HEADER",
-                         "RFC822.TEXT"})
+                         "RFC822.TEXT", "PREVIEW"})
 # RFC 9051 section 6.4.5: these set \Seen unless PEEK (RFC822.HEADER never does).
 _SEEN_ITEMS = frozenset({"BODY[]", "BINARY[]", "RFC822", "RFC822.TEXT"})
 
@@ -63,6 +64,10 @@ class MessageLike(Protocol):
     def envelope(self) -> str: ...
     @property
     def bodystructure(self) -> str: ...
+    @property
+    def saved_at(self) -> float: ...
+    @property
+    def thread_id(self) -> str: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -338,12 +343,17 @@ def render_fetch(
                 render_bodystructure(structure, extended=name == "BODYSTRUCTURE", utf8=utf8))
         elif name == "MODSEQ":  # RFC 7162 section 3.1.4.1
             add(b"MODSEQ", b"(" + number(msg.modseq) + b")")
-        elif name == "SAVEDATE":  # RFC 8514 section 4.2: NIL when the server keeps none
-            add(b"SAVEDATE", NIL)
-        elif name == "EMAILID":  # RFC 8474 section 5.1: same content, same id
+        elif name == "SAVEDATE":  # RFC 8514 section 4.2: a date-time, like INTERNALDATE
+            add(b"SAVEDATE", internal_date(msg.saved_at, tz_offset_minutes))
+        elif name == "EMAILID":  # RFC 8474 section 5.1 (imap/objectid.py says why)
             add(b"EMAILID", b"(M" + msg.blob[:24].encode("ascii", "replace") + b")")
-        elif name == "THREADID":  # RFC 8474 section 5.2: NIL when threads are not tracked
-            add(b"THREADID", NIL)
+        elif name == "THREADID":  # RFC 8474 section 5.2, assigned at delivery
+            add(b"THREADID", b"(" + msg.thread_id.encode("ascii", "replace") + b")")
+        elif name == "PREVIEW":  # RFC 8970 section 3: nstring, NIL only without text
+            if structure is None:
+                structure = _loads(msg.bodystructure)
+            text = preview(load(), structure)
+            add(b"PREVIEW", NIL if text is None else string(text, utf8=utf8))
         elif name == "RFC822":
             add(b"RFC822", literal(crlf_text(load())))
         elif name == "RFC822.HEADER":

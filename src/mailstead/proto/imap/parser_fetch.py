@@ -1,6 +1,6 @@
 """FETCH arguments: attributes, sections, partials and modifiers (RFC 9051 section 6.4.5,
 RFC 3501 section 6.4.5 for the RFC822.* forms, RFC 3516 BINARY, RFC 7162 CHANGEDSINCE and
-VANISHED, RFC 8474 EMAILID/THREADID, RFC 8514 SAVEDATE, RFC 9394 PARTIAL)."""
+VANISHED, RFC 8474 EMAILID/THREADID, RFC 8514 SAVEDATE, RFC 8970 PREVIEW, RFC 9394 PARTIAL)."""
 
 from __future__ import annotations
 
@@ -113,6 +113,15 @@ def fetch_att(r: Reader) -> FetchAtt:
         return FetchAtt("BINARY[]", Section(part), _partial(r), peek=name == "BINARY.PEEK")
     if name in _SIMPLE:
         return FetchAtt(name)
+    if name == "PREVIEW":
+        # RFC 8970 section 4: "PREVIEW" [SP "(" preview-mod *(SP preview-mod) ")"], where
+        # preview-mod = "LAZY"; only "(LAZY" starts one (a FETCH modifier list can follow).
+        if r.line[r.pos : r.pos + 6].upper() == b" (LAZY":
+            r.pos += 6
+            while r.line[r.pos : r.pos + 5].upper() == b" LAZY":
+                r.pos += 5
+            r.expect(b")")
+        return FetchAtt("PREVIEW")
     raise r.error(f"unknown fetch attribute {name[:40]}")
 
 

@@ -5,6 +5,7 @@ section 6.4.4), CHARSET, ESEARCH return options (RFC 4731), "$" (RFC 5182), the 
 from __future__ import annotations
 
 import codecs
+import re
 from collections.abc import Callable
 
 from mailstead.proto.imap.ast import SearchArgs, SearchKey
@@ -17,9 +18,13 @@ BADCHARSET = "BADCHARSET (US-ASCII UTF-8)"  # RFC 9051 section 7.1, the charsets
 _FLAG_KEYS = frozenset({
     "ALL", "ANSWERED", "DELETED", "DRAFT", "FLAGGED", "NEW", "OLD", "RECENT", "SEEN",
     "UNANSWERED", "UNDELETED", "UNDRAFT", "UNFLAGGED", "UNSEEN",
+    "SAVEDATESUPPORTED",  # RFC 8514 section 4.3
 })
 _TEXT_KEYS = frozenset({"BCC", "BODY", "CC", "FROM", "SUBJECT", "TEXT", "TO"})
-_DATE_KEYS = frozenset({"BEFORE", "ON", "SINCE", "SENTBEFORE", "SENTON", "SENTSINCE"})
+_DATE_KEYS = frozenset({"BEFORE", "ON", "SINCE", "SENTBEFORE", "SENTON", "SENTSINCE",
+                        "SAVEDBEFORE", "SAVEDON", "SAVEDSINCE"})  # SAVED*: RFC 8514 4.3
+# RFC 8474 section 4: objectid = 1*255(ALPHA / DIGIT / "_" / "-").
+_OBJECTID = re.compile(rb"[A-Za-z0-9_-]{1,255}")
 # RFC 4731 section 3.1 return options, with SAVE from RFC 5182 section 2.1, PARTIAL from
 # RFC 9394 section 3 and CONTEXT and UPDATE from RFC 5267 section 4.1.
 _RETURN_OPTIONS = frozenset({
@@ -100,6 +105,12 @@ def search_key(r: Reader, decode: Decoder, depth: int = 0) -> SearchKey:
         return SearchKey(name, children=(first, search_key(r, decode, depth + 1)))
     if name == "MODSEQ":
         return SearchKey(name, number=_modseq(r))
+    if name in ("EMAILID", "THREADID"):  # RFC 8474 section 6: SEARCH by object id
+        found = r.word(_OBJECTID)
+        if not found:
+            raise r.error(f"{name} needs an object id")
+        r.pos += len(found)
+        return SearchKey(name, text=found.decode("ascii"))
     raise r.error(f"unknown search key {name[:40]}")
 
 
