@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import time
 
 import pytest
 
@@ -295,14 +294,3 @@ def test_literal_sizes_are_exact_for_8bit_and_nul_bodies() -> None:
         size = int(match.group(1))
         assert len(out) >= match.end() + size
     assert b"\x00" not in out
-
-
-def test_fetch_flags_envelope_of_10000_messages_is_fast() -> None:
-    messages = [info(RFC_MESSAGE, uid=i + 1) for i in range(10_000)]
-    wanted = atts("UID", "FLAGS", "ENVELOPE")
-    start = time.perf_counter()
-    for seq, msg in enumerate(messages, 1):
-        render_fetch(msg, seq, wanted, uid=True)
-    elapsed = time.perf_counter() - start
-    # Target 0.4 s on the reference machine (about 0.25 s measured); slack for busy CI.
-    assert elapsed < 1.0, elapsed
