@@ -10,8 +10,11 @@ import signal
 import ssl
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
+from mailstead.accounts.installkey import open_keys
+from mailstead.accounts.keys import SecurityKeyError
 from mailstead.accounts.service import AccountService
 from mailstead.config import Config, HostPort
 from mailstead.core.budget import ByteBudget
@@ -319,6 +322,13 @@ async def run(config: Config) -> None:
     loop = asyncio.get_running_loop()
     tls = _load_tls(config)
     store = await open_store(config.data_dir, config.store)
+    try:
+        # Before anything starts: a node without the installation's key must not serve
+        # (accounts/installkey.py), and says so in one line.
+        keys = await open_keys(store, Path(config.data_dir))
+    except BaseException:
+        await store.close()
+        raise
     stopping = asyncio.Event()
     listeners: list[Listener] = []
     web_servers: list[WebServer] = []
@@ -326,7 +336,7 @@ async def run(config: Config) -> None:
     maintenance: Maintenance | None = None
     accounts: AccountService | None = None
     try:
-        accounts = AccountService.from_config(store, config)
+        accounts = AccountService.from_config(store, config, keys)
         resolver = _resolver(config)
         workers = _outbound(config, store, resolver)
         jobs: list[Job] = []
@@ -532,7 +542,7 @@ def serve(config: Config) -> int:
         runner = uvloop.run
     try:
         runner(run(config))
-    except ConfigError as exc:
+    except (ConfigError, SecurityKeyError) as exc:
         print(f"mailstead: {exc}", file=sys.stderr)
         return 1
     return 0

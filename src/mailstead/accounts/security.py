@@ -43,7 +43,8 @@ class SecurityAdmin:
     @property
     def _keys(self) -> SecurityKeys:
         if self._keys_or_none is None:
-            raise SecurityError("no security key: this needs the data directory's security.key")
+            raise SecurityError(self._accounts.key_problem or
+                                "no security key: this needs the data directory's security.key")
         return self._keys_or_none
 
     async def account(self, address: str) -> Account:

@@ -20,7 +20,7 @@ from argon2 import PasswordHasher
 
 from mailstead.accounts import apppasswords
 from mailstead.accounts.hashpool import HashPool, Lane, PoolFull
-from mailstead.accounts.keys import SecurityKeys, equal
+from mailstead.accounts.keys import SecurityKeyError, SecurityKeys, equal
 from mailstead.accounts.login import (
     Guard,
     LoginCache,
@@ -128,6 +128,8 @@ class AccountService:
         self._hasher = hasher
         self._clock = clock
         self._keys = keys
+        # Why there are no keys, said to whoever needs them (AccountService.open).
+        self.key_problem: str | None = None
         self._sleep = sleep
         self._dummy_hash: str | None = None
         if shared_failures is None:
@@ -143,13 +145,35 @@ class AccountService:
         self.hash_pool = HashPool(hash_workers or max(1, (os.cpu_count() or 2) - 1))
 
     @classmethod
-    def from_config(cls, store: Store, config: Config) -> AccountService:
-        """The service as ``[security]`` and the data directory's key file configure it."""
+    async def open(
+        cls, store: Store, config: Config, *, need_key: bool = True
+    ) -> AccountService:
+        """The service of a server or command: ``from_config`` with the data directory's key,
+        checked against the store's record of the installation's key (accounts/installkey.py).
+        Raises SecurityKeyError when this node lacks the right key, unless ``need_key`` is
+        False (an admin command): then only what needs the key fails, with that reason."""
+        from mailstead.accounts.installkey import open_keys
+
+        try:
+            keys = await open_keys(store, Path(config.data_dir))
+        except SecurityKeyError as exc:
+            if need_key:
+                raise
+            service = cls.from_config(store, config, None)
+            service.key_problem = str(exc)
+            return service
+        return cls.from_config(store, config, keys)
+
+    @classmethod
+    def from_config(
+        cls, store: Store, config: Config, keys: SecurityKeys | None
+    ) -> AccountService:
+        """The service as ``[security]`` configures it, with ``keys``."""
         sec = config.security
         return cls(
             store,
             make_hasher(sec.argon2_time_cost, sec.argon2_memory_cost, sec.argon2_parallelism),
-            keys=SecurityKeys.load_or_create(Path(config.data_dir)),
+            keys=keys,
             security=SecuritySettings(
                 max_failures=sec.max_failures,
                 failure_window=sec.failure_window,
@@ -162,6 +186,11 @@ class AccountService:
                 issuer=config.hostname,
             ),
         )
+
+    @property
+    def keys(self) -> SecurityKeys | None:
+        """The installation's security key, when this process has it."""
+        return self._keys
 
     @property
     def security(self) -> SecurityAdmin:

@@ -36,7 +36,7 @@ def _run_with_store(ctx: Context, args: argparse.Namespace, action: StoreAction)
     async def go() -> None:
         store = await ctx.open_store(data_dir)
         try:
-            svc = AccountService.from_config(store, config)
+            svc = await AccountService.open(store, config, need_key=False)
             try:
                 await action(svc, store)
             finally:

@@ -445,6 +445,12 @@ class IpBlock:
     reason: str
 
 
+# The store_meta rows of the installation's security key (accounts/installkey.py): its check
+# value, and the key sealed by an admin's passphrase for nodes that join.
+KEY_CHECK = "security_key_check"
+KEY_SEALED = "security_key_sealed"
+
+
 class SecurityStore(Protocol):
     """What accounts/ keeps for two-factor login, app passwords, the audit and IP blocks."""
 
@@ -494,6 +500,23 @@ class SecurityStore(Protocol):
 
     async def remove_block(self, network: str) -> bool:
         """Lifts the block; False when there was none."""
+
+    # The installation's security key (accounts/installkey.py): the store keeps a check value
+    # of it, never the key, and optionally the key sealed by an admin's passphrase.
+
+    async def security_key_record(self) -> tuple[str | None, str | None]:
+        """(check value, passphrase-sealed key), each None when not recorded."""
+
+    async def record_security_key(self, check: str) -> str:
+        """Records ``check`` unless a check value is recorded already; returns the recorded
+        one (so of two nodes racing, both learn the winner)."""
+
+    async def set_sealed_security_key(self, sealed: str | None) -> None:
+        """Keeps (or, with None, drops) the passphrase-sealed key."""
+
+    async def count_keyed_secrets(self) -> int:
+        """How many second factors and app passwords the store holds (all made with the
+        key)."""
 
 
 # Spam filtering (issue 9, migration 0007) -------------------------------------------------

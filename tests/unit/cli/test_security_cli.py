@@ -154,7 +154,7 @@ def test_user_logins_shows_the_audit(cli: Cli) -> None:
     config = load_config(cli.data_dir)
 
     async def attempts(store: Store) -> None:
-        svc = AccountService.from_config(store, config)
+        svc = await AccountService.open(store, config)
         try:
             await svc.login(USER, Secret("alice-Secret-1"), protocol="imap",
                             client_ip="192.0.2.4", mechanism="PLAIN")
