@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from mailstead.accounts.installkey import open_keys
 from mailstead.accounts.keys import SecurityKeyError
+from mailstead.accounts.quotawarn import QuotaWarner
 from mailstead.accounts.service import AccountService
 from mailstead.config import Config, HostPort
 from mailstead.core.budget import ByteBudget
@@ -342,6 +343,7 @@ async def run(config: Config) -> None:
         jobs: list[Job] = []
         pipeline, learner = _filters(config, store, resolver, jobs)
         maintenance = _maintenance(config, store, jobs)
+        quota_warner = QuotaWarner(store, config.hostname)
         delivery = DeliveryService(
             store,
             config.hostname,
@@ -349,6 +351,7 @@ async def run(config: Config) -> None:
             on_queued=workers.wake,
             filters=pipeline,
             sieve=_sieve_runner(config, store),
+            quota_warner=quota_warner,
         )
         # The spool is on this node's disk whatever the store: the embedded store's guard,
         # or one of its own for the data directory of a PostgreSQL node.
@@ -423,7 +426,8 @@ async def run(config: Config) -> None:
         imap_ctx = IMAPContext(store, accounts,
                                copy_hook=learner.on_copy if learner is not None else None,
                                spool_dir=spool_dir,
-                               append_budget=ByteBudget(config.imap.append_memory))
+                               append_budget=ByteBudget(config.imap.append_memory),
+                               quota_warner=quota_warner)
         for name, implicit in (("imap", False), ("imaps", True)):
             address = getattr(config.listen, name)
             if address is None:

@@ -42,6 +42,7 @@ from mailstead.accounts.throttle import network_key
 from mailstead.core.address import AddressError, parse_address
 from mailstead.core.errors import MailsteadError, NotFound
 from mailstead.core.secret import Secret
+from mailstead.core.sizes import MAX_SIZE
 from mailstead.mailauth.dkim import generate_dkim_keys
 from mailstead.observability.log import log_event_at
 from mailstead.storage.interfaces import (
@@ -49,6 +50,7 @@ from mailstead.storage.interfaces import (
     Alias,
     AppPassword,
     LoginRecord,
+    Quota,
     Store,
     address_key,
 )
@@ -68,6 +70,18 @@ MAX_ALIAS_TARGETS = 1000
 
 class AccountError(MailsteadError, ValueError):
     """A name or request the accounts service refuses; the message says what to fix."""
+
+
+class DefaultQuota:
+    """The type of DEFAULT_QUOTA: "the configured default", distinct from None (no quota)."""
+
+
+DEFAULT_QUOTA = DefaultQuota()
+
+
+def _check_quota(limit: int | None) -> None:
+    if limit is not None and not 0 < limit <= MAX_SIZE:
+        raise AccountError("a quota must be more than 0 and at most 1 PiB (none for no quota)")
 
 
 def _domain(text: str) -> str:
@@ -128,6 +142,7 @@ class AccountService:
         self._hasher = hasher
         self._clock = clock
         self._keys = keys
+        self.default_quota: int | None = None  # [limits] default_quota, for add_user
         # Why there are no keys, said to whoever needs them (AccountService.open).
         self.key_problem: str | None = None
         self._sleep = sleep
@@ -170,7 +185,7 @@ class AccountService:
     ) -> AccountService:
         """The service as ``[security]`` configures it, with ``keys``."""
         sec = config.security
-        return cls(
+        service = cls(
             store,
             make_hasher(sec.argon2_time_cost, sec.argon2_memory_cost, sec.argon2_parallelism),
             keys=keys,
@@ -186,6 +201,8 @@ class AccountService:
                 issuer=config.hostname,
             ),
         )
+        service.default_quota = config.limits.default_quota
+        return service
 
     @property
     def keys(self) -> SecurityKeys | None:
@@ -253,13 +270,39 @@ class AccountService:
             )
         return address
 
-    async def add_user(self, address: str, password: Secret) -> Account:
-        """Create an account with its default mailboxes. Raises AccountError (bad address,
-        foreign domain, weak password) or AlreadyExists."""
+    async def add_user(
+        self, address: str, password: Secret, quota: int | DefaultQuota | None = DEFAULT_QUOTA
+    ) -> Account:
+        """Create an account with its default mailboxes and ``quota`` (octets, None for
+        none; by default ``[limits] default_quota``). Raises AccountError (bad address,
+        foreign domain, weak password, bad quota) or AlreadyExists."""
         normalised = await self._local_address(address)
         check_password_rules(password, normalised)
+        limit = self.default_quota if isinstance(quota, DefaultQuota) else quota
+        _check_quota(limit)
         password_hash = await self._hash(hash_password, password, self._hasher)
-        return await self._store.add_account(normalised, password_hash)
+        account = await self._store.add_account(normalised, password_hash)
+        if limit is not None:
+            await self._store.set_quota(account.id, limit)
+        return account
+
+    async def set_quota(self, address: str, limit: int | None) -> Quota:
+        """Set (None: remove) the storage quota of an account; returns the new state.
+        Mail already stored stays even when it is over the new quota. Raises NotFound."""
+        _check_quota(limit)
+        account = await self._existing(address)
+        await self._store.set_quota(account.id, limit)
+        return await self._store.get_quota(account.id)
+
+    async def quota(self, address: str) -> Quota:
+        """The storage use and quota of an account. Raises NotFound."""
+        return await self._store.get_quota((await self._existing(address)).id)
+
+    async def _existing(self, address: str) -> Account:
+        account = await self.get_user(address)
+        if account is None:
+            raise NotFound(f"no account {address.strip()[:254]}")
+        return account
 
     async def set_password(self, address: str, password: Secret) -> None:
         """Replace the password of an account. Raises AccountError or NotFound."""

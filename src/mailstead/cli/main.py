@@ -186,13 +186,15 @@ def build_parser() -> argparse.ArgumentParser:
         description="Create an account with its mailboxes (INBOX, Drafts, Sent, Junk, Trash, "
         "Archive). The domain must be local; the password needs at least 8 characters.",
         epilog="example:\n  echo 'long secret words' | mailstead user add alice@example.org "
-        "--password-stdin",
+        "--password-stdin --quota 2G",
     )
     p.add_argument("address", metavar="ADDRESS", help="the full address, e.g. alice@example.org")
     _password_stdin(p)
     admin.admin_flag(p)
     p = _add(users, "list", admin.user_list, "print the accounts, one address per line")
     p.add_argument("--domain", metavar="D", help="only the accounts of domain D")
+    p.add_argument("-l", "--long", action="store_true",
+                   help="with each account's storage use and quota")
     p = _add(users, "passwd", admin.user_passwd, "change the password of an account")
     p.add_argument("address", metavar="ADDRESS")
     _password_stdin(p)

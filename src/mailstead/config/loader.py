@@ -121,6 +121,7 @@ PARSERS: dict[tuple[str, str], Parser] = {
     ("security", "login_cache_ttl"): lambda x: v.parse_seconds(x, 0, 86400),
     ("log", "level"): v.parse_level,
     ("limits", "max_mailboxes_per_account"): lambda x: v.parse_int(x, 10, 10_000_000),
+    ("limits", "default_quota"): v.parse_quota,
     ("sieve", "enable"): v.parse_bool,
     ("sieve", "max_script_size"): lambda x: v.parse_int(x, 1024, 1024 * 1024),
     ("sieve", "max_scripts"): lambda x: v.parse_int(x, 1, 1000),

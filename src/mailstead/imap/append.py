@@ -55,6 +55,8 @@ async def append(s: IMAPSession, cmd: Command) -> None:
         # large APPENDs cannot together hold more than that in memory.
         async with s.ctx.append_budget.hold(size):
             result = await _commit(s, info.name, flags, when, await spool.read())
+    if quota.limit is not None and s.ctx.quota_warner is not None:
+        await s.ctx.quota_warner.added({s.account.id: size})
     uid = next((u for _a, mbox, u in result.delivered if mbox == info.id), None)
     code = f"APPENDUID {info.uidvalidity} {uid}" if uid is not None else None
     # RFC 9051 section 6.3.12: APPEND to the selected mailbox shows up as EXISTS.

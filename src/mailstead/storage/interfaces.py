@@ -193,6 +193,7 @@ class Quota:
     used: int  # octets of all messages of the account (RFC 9208 STORAGE, in octets here)
     limit: int | None  # None: unlimited
     messages: int
+    warned: int = 0  # the warning level (percent) last sent, 0 for none (migration 0015)
 
 
 class MailboxWatch(Protocol):
@@ -303,6 +304,10 @@ class MailStore(Protocol):
     async def get_quota(self, account_id: int) -> Quota: ...
 
     async def set_quota(self, account_id: int, limit: int | None) -> None: ...
+
+    async def swap_quota_warning(self, account_id: int, level: int) -> int:
+        """Sets the account's warned level to ``level`` and returns the one it replaced,
+        atomically (of two nodes racing, only one sees the old level). Raises NotFound."""
 
     def watch(self, account_id: int) -> MailboxWatch:
         """Subscribe to changes of the account's mailboxes made by this process (and, for

@@ -697,6 +697,9 @@ class SQLiteStore:
     async def set_quota(self, account_id: int, limit: int | None) -> None:
         await self._write(lambda c: mailboxes.set_quota(c, account_id, limit))
 
+    async def swap_quota_warning(self, account_id: int, level: int) -> int:
+        return await self._write(lambda c: mailboxes.swap_quota_warning(c, account_id, level))
+
     def watch(self, account_id: int) -> Watch:
         """A watch on this process's changes to the account (no I/O, so not a coroutine)."""
         return self.hub.watch(account_id)
