@@ -39,6 +39,7 @@ from mailstead.accounts.passwords import (
     verify_password,
 )
 from mailstead.accounts.throttle import network_key
+from mailstead.accounts.twofactor import CodeCheck
 from mailstead.core.address import AddressError, parse_address
 from mailstead.core.errors import MailsteadError, NotFound
 from mailstead.core.secret import Secret
@@ -413,6 +414,8 @@ class AccountService:
             success=checked.reason is None, reason=checked.audit_reason,
             app_password=app.name if app else None, app_password_id=app.id if app else None,
         ))
+        if checked.reason is LoginFailure.APP_PASSWORD_WRONG_PROTOCOL and app is not None:
+            return LoginResult(False, None, checked.reason, app_protocols=app.protocols)
         if checked.reason is not None:
             return LoginResult(False, None, checked.reason)
         return LoginResult(True, checked.account, None, app.name if app else None)
@@ -505,7 +508,7 @@ class AccountService:
                     match = app
             if match is not None:
                 if match.protocols and protocol not in match.protocols:
-                    return _Checked(account, LoginFailure.BAD_CREDENTIALS,
+                    return _Checked(account, LoginFailure.APP_PASSWORD_WRONG_PROTOCOL,
                                     f"app_password_not_for_{protocol}"[:40], match)
                 return _Checked(account, None, "ok", match)
         current = stored = account.password_hash
@@ -545,4 +548,9 @@ class AccountService:
     async def verify_second_factor(self, account: Account, code: str) -> bool:
         """True when ``code`` is a current TOTP code of the account (RFC 6238, one step of
         drift each way, each code once) or one of its unused recovery codes (then used up)."""
-        return await self.security.verify_second_factor(account, code)
+        return await self.check_second_factor(account, code) is CodeCheck.OK
+
+    async def check_second_factor(self, account: Account, code: str) -> CodeCheck:
+        """As ``verify_second_factor``, telling a wrong code from a right one used already
+        (so the person can be told to wait for the next code)."""
+        return await self.security.check_second_factor(account, code)

@@ -184,6 +184,6 @@ def test_passwd_checks_the_common_list_and_the_address(cli: Cli) -> None:
     assert "most common" in err
     code, _, err = cli("user", "passwd", USER, "--password-stdin", stdin="Alice1234\n")
     assert code == 1
-    assert "too close to the address" in err
+    assert "built on the address" in err
     assert "changed" in cli.ok("user", "passwd", USER, "--password-stdin",
                                stdin="four unrelated words\n")
