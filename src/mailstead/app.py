@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import signal
 import ssl
@@ -14,17 +15,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mailstead.accounts.installkey import open_keys
-from mailstead.accounts.keys import SecurityKeyError
+from mailstead.accounts.keys import SecurityKeyError, SecurityKeys
 from mailstead.accounts.quotawarn import QuotaWarner
 from mailstead.accounts.service import AccountService
 from mailstead.config import Config, HostPort
 from mailstead.core.budget import ByteBudget
 from mailstead.core.errors import ConfigError
+from mailstead.core.network import IPNetwork
 from mailstead.core.nodeid import node_name
 from mailstead.delivery.service import DeliveryService
 from mailstead.filters.pipeline import Pipeline, Stage
 from mailstead.filters.spam import JunkLearner
 from mailstead.imap.context import IMAPContext
+from mailstead.mailauth.srs import Srs
 from mailstead.maintenance import (
     FIRST_DELAY,
     HOURLY,
@@ -33,6 +36,7 @@ from mailstead.maintenance import (
     auth_failures_job,
     greylist_job,
     sieve_events_job,
+    tls_reports_job,
     web_sessions_job,
 )
 from mailstead.observability.log import log_event, setup_logging
@@ -84,7 +88,19 @@ def _resolver(config: Config) -> DnsPythonResolver:
     return DnsPythonResolver(nameservers)
 
 
-def _outbound(config: Config, store: Store, resolver: DnsPythonResolver) -> QueueWorkers:
+def _srs(config: Config, keys: SecurityKeys) -> Srs | None:
+    """SRS for forwarded mail (``[smtp] srs``), keyed from the installation's security key
+    (checked against the store at start, accounts/installkey.py) so every node makes and
+    accepts the same addresses; None when turned off."""
+    if not config.smtp.srs:
+        return None
+    import time
+
+    return Srs(keys.srs_key(), time.time)
+
+
+def _outbound(config: Config, store: Store, resolver: DnsPythonResolver,
+              srs: Srs | None = None) -> QueueWorkers:
     """The outbound side (issue 5): MTA-STS, router, SMTP client, DKIM signer, ARC sealer
     and the queue workers, from ``[queue]``, over the shared ``resolver``."""
     from mailstead.mailauth.arc import ArcSealer
@@ -159,7 +175,17 @@ def _outbound(config: Config, store: Store, resolver: DnsPythonResolver) -> Queu
     )
     # Issue 9: mail an alias forwards is ARC-sealed (RFC 8617) before it is DKIM-signed.
     return QueueWorkers(store, router, client, DkimSigner(store), settings, tlsrpt=tlsrpt,
-                        sealer=ArcSealer(store, config.hostname))
+                        sealer=ArcSealer(store, config.hostname), srs=srs)
+
+
+def _tls_reports(config: Config, store: Store, resolver: DnsPythonResolver,
+                 workers: QueueWorkers) -> Job:
+    """The daily SMTP TLS reports (RFC 8460) of ``[tls_reports]``, queued for the workers."""
+    from mailstead.queue.tlsreport import reporter_from_config
+
+    reporter = (reporter_from_config(config, store, resolver, on_queued=workers.wake)
+                if config.tls_reports.send else None)
+    return tls_reports_job(reporter, store)
 
 
 def _filters(
@@ -257,6 +283,12 @@ def _sieve_runner(config: Config, store: Store) -> SieveRunner | None:
                        max_mailboxes=config.limits.max_mailboxes_per_account)
 
 
+def _auth_networks(config: Config) -> tuple[IPNetwork, ...]:
+    """Where a password may come before TLS besides this host itself: the trusted networks
+    of ``[security]`` (core.network.secure_for_auth)."""
+    return tuple(ipaddress.ip_network(n) for n in config.security.trusted_networks)
+
+
 def _managesieve_listener(
     config: Config, store: Store, accounts: AccountService, tls: ssl.SSLContext,
     stopping: asyncio.Event,
@@ -273,6 +305,7 @@ def _managesieve_listener(
             max_errors=sv.max_errors,
             idle_timeout=sv.idle_timeout,
             auth_failure_delay=sv.auth_failure_delay,
+            auth_networks=_auth_networks(config),
         ),
         store, accounts, tls, stopping,
     )
@@ -339,8 +372,9 @@ async def run(config: Config) -> None:
     try:
         accounts = AccountService.from_config(store, config, keys)
         resolver = _resolver(config)
-        workers = _outbound(config, store, resolver)
-        jobs: list[Job] = []
+        srs = _srs(config, keys)
+        workers = _outbound(config, store, resolver, srs)
+        jobs: list[Job] = [_tls_reports(config, store, resolver, workers)]
         pipeline, learner = _filters(config, store, resolver, jobs)
         maintenance = _maintenance(config, store, jobs)
         quota_warner = QuotaWarner(store, config.hostname)
@@ -351,6 +385,8 @@ async def run(config: Config) -> None:
             on_queued=workers.wake,
             filters=pipeline,
             sieve=_sieve_runner(config, store),
+            notices=workers.notifier,
+            srs=srs,
             quota_warner=quota_warner,
         )
         # The spool is on this node's disk whatever the store: the embedded store's guard,
@@ -376,6 +412,7 @@ async def run(config: Config) -> None:
                     max_recipients=config.smtp.max_recipients,
                     max_errors=config.smtp.max_errors,
                     idle_timeout=config.smtp.idle_timeout,
+                    auth_networks=_auth_networks(config),
                 ),
                 delivery,
                 accounts,
@@ -406,6 +443,7 @@ async def run(config: Config) -> None:
                     max_errors=config.pop3.max_errors,
                     idle_timeout=config.pop3.idle_timeout,
                     auth_failure_delay=config.pop3.auth_failure_delay,
+                    auth_networks=_auth_networks(config),
                 ),
                 maildrops, accounts, tls, stopping,
             )
@@ -420,7 +458,7 @@ async def run(config: Config) -> None:
         if config.listen.managesieve is not None:
             listeners.append(_managesieve_listener(config, store, accounts, tls, stopping))
         # IMAP (issue 3): 143 with STARTTLS, 993 with implicit TLS; one IMAPContext shares
-        # \Recent bookkeeping and per-account session counts between both ports.
+        # per-account session counts between both ports.
         spool_dir = config.data_dir / "tmp"
         spool_dir.mkdir(mode=0o700, exist_ok=True)
         imap_ctx = IMAPContext(store, accounts,
@@ -445,6 +483,7 @@ async def run(config: Config) -> None:
                     command_rate=config.imap.command_rate,
                     command_burst=config.imap.command_burst,
                     compress_max_ratio=config.imap.compress_max_ratio,
+                    auth_networks=_auth_networks(config),
                 ),
                 imap_ctx, tls, stopping,
             )
@@ -502,7 +541,9 @@ async def run(config: Config) -> None:
         loop.add_signal_handler(signal.SIGINT, stop.set)
         loop.add_signal_handler(signal.SIGHUP, _reload)
         print("mailstead: ready", flush=True)
-        log_event(log, "server.ready", hostname=config.hostname, listeners=len(listeners))
+        # Every listener printed above: the mail protocols' and the web servers'.
+        log_event(log, "server.ready", hostname=config.hostname,
+                  listeners=len(listeners) + len(web_servers))
         await stop.wait()
         log_event(log, "server.stopping")
         stopping.set()

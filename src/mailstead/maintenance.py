@@ -18,8 +18,14 @@ from dataclasses import dataclass
 
 from mailstead.filters.greylist import Greylist
 from mailstead.observability.log import log_event
+from mailstead.queue.tlsreport import TlsReporter, utc_day
 from mailstead.sieve.interpreter import VACATION_DAYS_MAX
-from mailstead.storage.interfaces import SharedStateStore, SieveStore, WebSessionStore
+from mailstead.storage.interfaces import (
+    SharedStateStore,
+    SieveStore,
+    TlsReportStore,
+    WebSessionStore,
+)
 from mailstead.web.sessions import ABSOLUTE_TIMEOUT, IDLE_TIMEOUT, MAX_ANONYMOUS, MAX_SIGNED_IN
 
 log = logging.getLogger("mailstead.maintenance")
@@ -31,6 +37,9 @@ DAY = 86400.0
 # RFC 5230 section 4.1: a vacation reply is remembered for :days (at most VACATION_DAYS_MAX
 # here) and a redirect counts for a day's limit; a day more is kept for clock skew.
 SIEVE_EVENT_RETENTION = (VACATION_DAYS_MAX + 1) * DAY
+# TLS session counts outlive their day's report (RFC 8460 section 4.1: one report per UTC day)
+# long enough to look into a complaint about one.
+TLS_RESULTS_RETENTION = 30 * DAY
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +88,23 @@ def web_sessions_job(
                                               max_signed_in)
 
     return Job("web_sessions", run)
+
+
+def tls_reports_job(
+    reporter: TlsReporter | None, store: TlsReportStore, clock: Callable[[], float] = time.time,
+    retention: float = TLS_RESULTS_RETENTION,
+) -> Job:
+    """Sends yesterday's (UTC) TLS reports (RFC 8460 section 4.1: daily), once per domain
+    whichever node runs it first (the store marks what went out), then forgets old counts;
+    ``reporter`` None (``[tls_reports] send = false``) only forgets."""
+
+    async def run() -> int:
+        now = clock()
+        if reporter is not None:
+            await reporter.send_day(utc_day(now - DAY))
+        return await store.prune_tls_results(utc_day(now - retention))
+
+    return Job("tls_reports", run)
 
 
 def greylist_job(greylist: Greylist) -> Job:

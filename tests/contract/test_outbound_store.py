@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from mailstead.core.dsn import MessageDsn, RecipientDsn
 from mailstead.core.errors import AlreadyExists, InUse, NotFound, StoreError
 from mailstead.storage.interfaces import DkimKey, IncomingMessage, QueueUpdate, Store
 
@@ -71,6 +72,37 @@ def test_claim_update_and_final_states(path_and_opener: tuple[Path, Any]) -> Non
             await store.update_queue([QueueUpdate(y.id, "deferred")])  # no next attempt
         assert await store.delete_queue("Q1") == 3
         assert await store.queue_entries("Q1") == []
+
+    run(path_and_opener, body)
+
+
+def test_dsn_requests_and_requiretls_are_kept_per_recipient(
+    path_and_opener: tuple[Path, Any],
+) -> None:
+    """Migration 0017: NOTIFY/ORCPT per row, RET/ENVID/REQUIRETLS per message, read back by
+    every query that returns rows (claim, list of one message, whole queue)."""
+
+    async def body(store: Store) -> None:
+        await store.accept_message(IncomingMessage(
+            data=b"Subject: d\r\n\r\nbody\r\n", queue_id="QD", mail_from="s@a.test",
+            local=[], remote=["x@b.test", "y@b.test", "z@b.test"], internal_date=0.0,
+            envelope="{}", bodystructure="{}",
+            dsn={"x@b.test": RecipientDsn(("SUCCESS", "FAILURE"), "rfc822;orig@c.test"),
+                 "y@b.test": RecipientDsn(("NEVER",), None)},
+            envelope_dsn=MessageDsn("HDRS", "abc+1"), requiretls=True))
+        await queue(store, "QP", ["p@b.test"])
+        rows = {e.rcpt_to: e for e in await store.queue_entries("QD")}
+        assert rows["x@b.test"].dsn == RecipientDsn(("SUCCESS", "FAILURE"), "rfc822;orig@c.test")
+        assert rows["y@b.test"].dsn == RecipientDsn(("NEVER",), None)
+        assert rows["z@b.test"].dsn is None
+        assert {e.envelope_dsn for e in rows.values()} == {MessageDsn("HDRS", "abc+1")}
+        assert all(e.requiretls for e in rows.values())
+        claimed = {e.rcpt_to: e for e in await store.claim_due(1e12, 10, 60.0)}
+        assert claimed["x@b.test"].dsn == rows["x@b.test"].dsn
+        plain = claimed["p@b.test"]
+        assert (plain.dsn, plain.envelope_dsn, plain.requiretls) == (None, None, False)
+        listed = {e.rcpt_to: e for e in await store.list_queue()}
+        assert listed["y@b.test"].dsn == RecipientDsn(("NEVER",), None)
 
     run(path_and_opener, body)
 

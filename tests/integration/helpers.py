@@ -10,9 +10,11 @@ import asyncio
 import base64
 import contextlib
 import http.client
+import imaplib
 import json
 import math
 import os
+import poplib
 import queue
 import re
 import signal
@@ -476,12 +478,35 @@ class SMTPReply:
         return f"{self.code} {self.text}"
 
 
+# A client on another machine, as far as the server can tell: a loopback address other than
+# the one it connects to (a password may come before TLS only from the server's own host,
+# core.network.secure_for_auth).
+REMOTE_CLIENT = "127.0.0.2"
+
+
+class RemoteIMAP4(imaplib.IMAP4):
+    """imaplib without TLS from REMOTE_CLIENT: port 143 as a client elsewhere sees it."""
+
+    def _create_socket(self, timeout: float | None) -> socket.socket:
+        return socket.create_connection((self.host, self.port), timeout,
+                                        source_address=(REMOTE_CLIENT, 0))
+
+
+class RemotePOP3(poplib.POP3):
+    """poplib without TLS from REMOTE_CLIENT: port 110 as a client elsewhere sees it."""
+
+    def _create_socket(self, timeout: float) -> socket.socket:
+        return socket.create_connection((self.host, self.port), timeout,
+                                        source_address=(REMOTE_CLIENT, 0))
+
+
 class RawSMTP:
     """A blocking SMTP client that sends exactly the bytes it is given (for hostile input)."""
 
     def __init__(self, port: int, *, host: str = "127.0.0.1", timeout: float = 10,
-                 tls: ssl.SSLContext | None = None) -> None:
-        sock = socket.create_connection((host, port), timeout=timeout)
+                 tls: ssl.SSLContext | None = None, source: str | None = None) -> None:
+        sock = socket.create_connection((host, port), timeout=timeout,
+                                        source_address=(source, 0) if source else None)
         try:
             self.sock: socket.socket = tls.wrap_socket(sock) if tls is not None else sock
         except BaseException:
@@ -770,9 +795,9 @@ class Harness:
         return tls_context(self.cert_path, HOSTNAME)
 
     def raw(self, name: str = "smtp", *, implicit_tls: bool = False,
-            timeout: float = 10) -> RawSMTP:
+            timeout: float = 10, source: str | None = None) -> RawSMTP:
         return RawSMTP(self.port(name), tls=self.tls() if implicit_tls else None,
-                       timeout=timeout)
+                       timeout=timeout, source=source)
 
     def client(self, name: str = "smtp") -> smtplib.SMTP:
         """A connected smtplib client; port 465 ("submissions") speaks TLS from the start."""
@@ -1129,8 +1154,9 @@ class RawIMAP:
     COMPRESS=DEFLATE and checks of the exact response bytes."""
 
     def __init__(self, port: int, *, host: str = "127.0.0.1", timeout: float = 10,
-                 tls: ssl.SSLContext | None = None) -> None:
-        sock = socket.create_connection((host, port), timeout=timeout)
+                 tls: ssl.SSLContext | None = None, source: str | None = None) -> None:
+        sock = socket.create_connection((host, port), timeout=timeout,
+                                        source_address=(source, 0) if source else None)
         try:
             self.sock: socket.socket = tls.wrap_socket(sock) if tls is not None else sock
         except BaseException:

@@ -7,6 +7,7 @@ Free of pytest so bench/ can import it (like helpers.py).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import http.server
 import socket
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP as AioSMTP
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -259,6 +261,17 @@ def make_mail(sender: str, rcpt: str, subject: str, body: str = "Hello Bob.\r\n"
     ).encode()
 
 
+class _RequireTlsSMTP(AioSMTP):  # type: ignore[misc]
+    """aiosmtpd's server taking the MAIL parameter REQUIRETLS (RFC 8689), which it does not
+    know; the handler offers the keyword in EHLO on TLS sessions."""
+
+    def _getparams(self, params: Any) -> Any:
+        found = super()._getparams(params)
+        if found is not None:
+            found.pop("REQUIRETLS", None)
+        return found
+
+
 class _ClosingController(Controller):
     """aiosmtpd's Controller that closes every open connection when it stops: its own stop()
     only cancels tasks, so a connection accepted at that moment (a retry arriving as the test
@@ -266,12 +279,16 @@ class _ClosingController(Controller):
     but before the close ran, and garbage collection later reports a ResourceWarning in
     whatever test runs then."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, requiretls: bool = False, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self._requiretls = requiretls
         self._sessions: weakref.WeakSet[Any] = weakref.WeakSet()
 
     def factory(self) -> Any:
-        session = super().factory()
+        if self._requiretls:
+            session = _RequireTlsSMTP(self.handler, **self.SMTP_kwargs)
+        else:
+            session = super().factory()
         self._sessions.add(session)
         return session
 
@@ -301,14 +318,16 @@ class _ClosingController(Controller):
 class ScriptedPeer:
     """An aiosmtpd server on ``ip:port`` whose RCPT replies come from ``script`` (a list of
     replies used in turn; the last repeats); accepted messages are kept in ``received``.
-    With ``tls_context`` it offers STARTTLS; ``mails`` has the MAIL commands it saw and
-    ``tls`` whether each accepted message came over TLS."""
+    With ``tls_context`` it offers STARTTLS; ``mails`` has the MAIL commands it saw (their
+    parameters in ``mail_options``) and ``tls`` whether each accepted message came over TLS.
+    With ``requiretls`` it offers REQUIRETLS (RFC 8689) once TLS is up."""
 
     def __init__(self, ip: str, port: int, script: list[str],
-                 tls_context: ssl.SSLContext | None = None) -> None:
+                 tls_context: ssl.SSLContext | None = None, *, requiretls: bool = False) -> None:
         self.script = list(script)
         self.received: list[tuple[str, list[str], bytes]] = []
         self.mails: list[str] = []
+        self.mail_options: list[list[str]] = []
         self.tls: list[bool] = []
         self.rcpt_calls = 0
         peer = self
@@ -317,6 +336,7 @@ class ScriptedPeer:
             async def handle_MAIL(self, server: Any, session: Any, envelope: Any,
                                   address: str, options: list[str]) -> str:
                 peer.mails.append(address)
+                peer.mail_options.append(list(options))
                 envelope.mail_from = address
                 envelope.mail_options.extend(options)
                 return "250 2.1.0 Ok"
@@ -329,6 +349,13 @@ class ScriptedPeer:
                     envelope.rcpt_tos.append(address)
                 return reply
 
+            async def handle_EHLO(self, server: Any, session: Any, envelope: Any,
+                                  hostname: str, responses: list[str]) -> list[str]:
+                session.host_name = hostname
+                if requiretls and session.ssl is not None:
+                    responses.insert(-1, "250-REQUIRETLS")
+                return responses
+
             async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
                 peer.received.append((envelope.mail_from, list(envelope.rcpt_tos),
                                       bytes(envelope.original_content)))
@@ -336,7 +363,8 @@ class ScriptedPeer:
                 return "250 2.0.0 Ok: queued"
 
         extra: dict[str, Any] = {"tls_context": tls_context} if tls_context else {}
-        self.controller = _ClosingController(Handler(), hostname=ip, port=port, **extra)
+        self.controller = _ClosingController(Handler(), hostname=ip, port=port,
+                                             requiretls=requiretls, **extra)
         self.controller.start()
 
     def stop(self) -> None:
@@ -346,10 +374,14 @@ class ScriptedPeer:
 class FastSink:
     """A minimal asyncio SMTP sink (not aiosmtpd, so it is never the bottleneck) on ``ip:port``
     in a thread of its own: PIPELINING, 8BITMIME, SMTPUTF8, no TLS; every message is accepted
-    and the value of its ``X-Token`` header is appended to ``tokens``."""
+    and the value of its ``X-Token`` header is appended to ``tokens``. With ``dsn`` it also
+    offers DSN (RFC 3461); ``commands`` has every MAIL and RCPT line it saw."""
 
-    def __init__(self, ip: str, port: int) -> None:
+    def __init__(self, ip: str, port: int, *, dsn: bool = False) -> None:
         self.ip, self.port = ip, port
+        self.dsn = dsn
+        self.commands: list[str] = []
+        self._sessions: set[asyncio.Task[Any]] = set()
         self.tokens: list[str] = []
         self.signed = 0  # messages carrying two DKIM-Signature fields
         self.lock = threading.Lock()
@@ -369,6 +401,9 @@ class FastSink:
         self._loop.run_forever()
 
     async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._sessions.add(task)
         try:
             writer.write(b"220 sink.test ESMTP\r\n")
             while True:
@@ -376,9 +411,13 @@ class FastSink:
                 if not line:
                     return
                 verb = line[:4].upper()
+                if verb in (b"MAIL", b"RCPT"):
+                    with self.lock:
+                        self.commands.append(line.decode("utf-8", "replace").rstrip("\r\n"))
                 if verb in (b"EHLO", b"HELO"):
                     writer.write(b"250-sink.test\r\n250-PIPELINING\r\n250-8BITMIME\r\n"
-                                 b"250-SMTPUTF8\r\n250 SIZE 100000000\r\n")
+                                 + (b"250-DSN\r\n" if self.dsn else b"")
+                                 + b"250-SMTPUTF8\r\n250 SIZE 100000000\r\n")
                 elif verb == b"DATA":
                     writer.write(b"354 go\r\n")
                     await writer.drain()
@@ -403,7 +442,10 @@ class FastSink:
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
             return
         finally:
+            self._sessions.discard(task)
             writer.close()
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await writer.wait_closed()
 
     def count(self) -> int:
         with self.lock:
@@ -413,6 +455,11 @@ class FastSink:
         async def close() -> None:
             assert self._server is not None
             self._server.close()
+            # Sessions still open (a client's QUIT on its way) end now, their sockets closed.
+            live = list(self._sessions)
+            for task in live:
+                task.cancel()
+            await asyncio.gather(*live, return_exceptions=True)
 
         asyncio.run_coroutine_threadsafe(close(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)

@@ -206,8 +206,8 @@ def _messages(data: list[Any]) -> dict[int, dict[str, Any]]:
         items = {k: m.group(1) for k, m in ((k, p.search(text)) for k, p in _ITEM.items()) if m}
         assert set(items) == set(_ITEM), text
         found[int(items["uid"])] = {
-            # \Recent is session state kept in the server's memory (RFC 3501 section
-            # 2.3.2; imap/context.py): a restart renews it whatever the store.
+            # \Recent goes to the first session that selects the mailbox (RFC 3501 section
+            # 2.3.2; imap/recent.py): the reading before a change takes it from the one after.
             "flags": sorted(f for f in items["flags"].split() if f != rb"\Recent"),
             "modseq": int(items["modseq"]),
             "internaldate": items["internaldate"],

@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from helpers import (
     HOSTNAME,
+    REMOTE_CLIENT,
     REPO,
     Server,
     Users,
@@ -72,8 +73,10 @@ def check_client(server: Server, *, password: str | None, email: str = ALICE,
     """Run the command with every standard port mapped to the server's real one."""
     mapping = {std: server.ports[name] for std, name in STANDARD.items()}
     mapping.update(ports or {})
+    # From an address other than the server's: its own host may log in without TLS.
     args = ["check-client", "--email", email, "--server", HOSTNAME, "--connect", "127.0.0.1",
-            "--ca-file", str(ca_file or server.cert_path), "--timeout", str(timeout), "--json",
+            "--source", REMOTE_CLIENT, "--ca-file", str(ca_file or server.cert_path),
+            "--timeout", str(timeout), "--json",
             *(f"--port={std}={port}" for std, port in mapping.items()), *extra]
     if password is not None:
         args.append("--password-stdin")
@@ -120,7 +123,8 @@ def test_finds_working_settings(server: Server) -> None:
 def test_text_report_ends_with_the_settings(server: Server) -> None:
     mapping = [f"--port={std}={server.ports[name]}" for std, name in STANDARD.items()]
     out = run_cli("check-client", "--email", ALICE, "--server", HOSTNAME, "--connect",
-                  "127.0.0.1", "--ca-file", str(server.cert_path), "--timeout", "2",
+                  "127.0.0.1", "--source", REMOTE_CLIENT, "--ca-file", str(server.cert_path),
+                  "--timeout", "2",
                   "--password-stdin", *mapping, stdin=ALICE_PW + "\n")
     assert "login refused before TLS" in out
     assert out.rstrip().endswith(
@@ -154,12 +158,29 @@ def test_starttls_on_an_ssl_port(server: Server) -> None:
 
 
 def test_wrong_password(server: Server) -> None:
+    """The password is sent once: the first definite refusal stands for every setting, so
+    two runs with a typo do not block the checking machine (max_failures is 10)."""
+    before = _failed_logins(server)
     code, report = check_client(server, password="not-the-password")
     assert code == 1
     for protocol, port, security in (("imap", 993, "ssl"), ("pop3", 110, "starttls"),
                                      ("smtp", 587, "starttls")):
         assert row(report, protocol, port, security)["cause"] == "wrong_password"
     assert report["use"] == {"imap": None, "pop3": None, "smtp": None}
+    deadline = time.monotonic() + 10  # the audit is written in batches, within a second
+    while (after := _failed_logins(server)) == before and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert after == before + 1
+    first = row(report, "imap", 993, "ssl")
+    assert "not sent again" not in first["detail"], first
+    assert "not sent again: refused on IMAP" in row(report, "smtp", 587, "starttls")["detail"]
+
+
+def _failed_logins(server: Server) -> int:
+    """Alice's failed logins in the audit log."""
+    out = run_cli("user", "logins", ALICE, "--limit", "1000", "--data-dir",
+                  str(server.data_dir))
+    return sum(1 for line in out.splitlines() if "bad_credentials" in line)
 
 
 def test_username_without_domain(server: Server) -> None:
@@ -240,12 +261,12 @@ async def _block(data_dir: Path, network: str) -> None:
 
 
 def test_blocked_address(server: Server) -> None:
-    asyncio.run(_block(server.data_dir, "127.0.0.1"))
+    asyncio.run(_block(server.data_dir, REMOTE_CLIENT))
     time.sleep(2.5)  # the server re-reads its block list every 2 s
     try:
         _, report = check_client(server, password=ALICE_PW)
     finally:
-        run_cli("security", "unblock", "127.0.0.1", "--data-dir", str(server.data_dir))
+        run_cli("security", "unblock", REMOTE_CLIENT, "--data-dir", str(server.data_dir))
         time.sleep(2.5)
     for protocol, port, security in (("imap", 993, "ssl"), ("pop3", 995, "ssl"),
                                      ("smtp", 587, "starttls")):

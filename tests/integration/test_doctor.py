@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -115,8 +116,9 @@ def setup(tmp_path_factory: pytest.TempPathFactory, store_backend: str) -> Itera
     stop = threading.Event()
     ntp_thread = threading.Thread(target=sntp_responder, args=(stop, ntp, 0.0), daemon=True)
     ntp_thread.start()
-    ports = {name: free_port() for name in ("smtp", "submission", "submissions", "imap",
-                                            "imaps", "pop3", "pop3s", "http")}
+    # Every listener the config ``init`` writes, each on a fixed free port (port 0 is a WARN).
+    written = tomllib.loads((data_dir / "mailstead.toml").read_text())["listen"]
+    ports = {name: free_port() for name in written}
     rewrite_tables(data_dir / "mailstead.toml", {
         "listen": {name: f"127.0.0.1:{port}" for name, port in ports.items()},
         "dns": {"nameservers": [f"127.0.0.1:{dns_port}"]},
@@ -161,11 +163,15 @@ def setup(tmp_path_factory: pytest.TempPathFactory, store_backend: str) -> Itera
 def test_healthy(setup: Setup) -> None:
     code, text, checks = setup.doctor()
     assert code == 0, text
-    for name in ("listener smtp", "listener submissions", "listener imap", "listener pop3s",
-                 "listener http"):
-        found = [c for n, c in checks.items() if n.startswith(name + " ")]
+    assert "the check itself failed" not in text, text
+    listeners = tomllib.loads((setup.server.data_dir / "mailstead.toml").read_text())["listen"]
+    assert {"smtp", "submissions", "imap", "pop3s", "managesieve", "http"} <= set(listeners)
+    for name in listeners:
+        found = [c for n, c in checks.items() if n.startswith(f"listener {name} ")]
         assert found, (name, text)
         assert found[0]["status"] == "PASS", (name, text)
+    sieve = next(c for n, c in checks.items() if n.startswith("listener managesieve "))
+    assert sieve["why"] == "answers ManageSieve with STARTTLS", sieve
     assert checks["certificate name"]["status"] == "PASS"
     assert checks["certificate chain"]["status"] == "WARN"  # self-signed
     assert "self-signed" in checks["certificate chain"]["why"]

@@ -14,7 +14,15 @@ from collections.abc import Iterator
 from email.utils import parsedate_to_datetime
 
 import pytest
-from helpers import Harness, RawIMAP, make_message, rich_message, set_quota
+from helpers import (
+    REMOTE_CLIENT,
+    Harness,
+    RawIMAP,
+    RemoteIMAP4,
+    make_message,
+    rich_message,
+    set_quota,
+)
 
 REQUIRED_CAPS = {
     "IMAP4REV1", "IMAP4REV2", "SASL-IR", "AUTH=PLAIN", "ENABLE", "IDLE", "NAMESPACE",
@@ -84,7 +92,7 @@ def test_capability_list_on_993_and_143(imap_server: Harness) -> None:
         assert any(c.startswith("APPENDLIMIT=") for c in client.capabilities)
         client.logout()
 
-    with imaplib.IMAP4("127.0.0.1", imap_server.port("imap"), timeout=15) as plain:
+    with RemoteIMAP4("127.0.0.1", imap_server.port("imap"), timeout=15) as plain:
         caps = set(plain.capabilities)
         assert {"STARTTLS", "LOGINDISABLED"} <= caps
         assert "AUTH=PLAIN" not in caps  # RFC 9051 section 6.2.1: no mechanisms before TLS
@@ -98,7 +106,7 @@ def test_capability_list_on_993_and_143(imap_server: Harness) -> None:
 
 def test_143_refuses_login_before_starttls(imap_server: Harness, imap_account: Account) -> None:
     address, password = imap_account
-    with RawIMAP(imap_server.port("imap")) as client:
+    with RawIMAP(imap_server.port("imap"), source=REMOTE_CLIENT) as client:
         assert client.greeting.startswith(b"* OK")
         response = client.command(f'LOGIN "{address}" "{password}"')
         assert response.status == b"NO", response
@@ -515,8 +523,10 @@ def test_fetch_every_attribute(imap_server: Harness, imap_account: Account) -> N
         response = client.command("FETCH 1 (BODY[TEXT])")  # not PEEK: sets \Seen
         assert b"\\Seen" in response.untagged[0], response
         response = client.command("FETCH 1 (BODY.PEEK[] MODSEQ)")
-        assert message in response.untagged[0]
-        assert b"MODSEQ (" in response.untagged[0]
+        # RFC 7162 section 3.1: the first CONDSTORE-enabling command reports HIGHESTMODSEQ.
+        assert response.untagged[0].startswith(b"* OK [HIGHESTMODSEQ "), response
+        assert message in response.untagged[1]
+        assert b"MODSEQ (" in response.untagged[1]
         assert client.command("FETCH 1 FAST").status == b"OK"
         assert client.command("FETCH 1 ALL").status == b"OK"
         # The macros stand alone (RFC 9051 section 9, "fetch"): not inside a list.

@@ -22,6 +22,7 @@ import pytest
 from helpers import (
     DEFAULT_IMAP,
     DEFAULT_SMTP,
+    REMOTE_CLIENT,
     USERS,
     Harness,
     RawIMAP,
@@ -175,7 +176,7 @@ def test_preauth_nonsync_literals_are_refused_not_buffered(
 def test_preauth_sync_literal_limit(lit_server: Harness) -> None:
     """Before authentication a synchronising literal over 4096 octets gets NO [TOOBIG]
     instead of the go-ahead, and the connection goes on; a small one gets ``+``."""
-    with RawIMAP(lit_server.port("imap")) as client:
+    with RawIMAP(lit_server.port("imap"), source=REMOTE_CLIENT) as client:
         tag = client.next_tag()
         client.send(tag + b" LOGIN {4097}\r\n")
         refused = client.read_until(tag)

@@ -11,7 +11,7 @@ import time
 import zlib
 
 import pytest
-from helpers import PASSWORDS, Harness, make_message
+from helpers import PASSWORDS, Harness, RemoteIMAP4, make_message
 
 USER = "alice@example.test"
 PASSWORD = PASSWORDS[USER]
@@ -65,7 +65,7 @@ def test_login_over_993_list_select_fetch_store(server: Harness, token: str) -> 
 
 
 def test_143_logindisabled_until_starttls(server: Harness) -> None:
-    imap = imaplib.IMAP4("127.0.0.1", server.port("imap"), timeout=15)
+    imap = RemoteIMAP4("127.0.0.1", server.port("imap"), timeout=15)
     try:
         assert "LOGINDISABLED" in imap.capabilities
         assert "STARTTLS" in imap.capabilities

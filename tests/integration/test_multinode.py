@@ -353,6 +353,56 @@ def test_flag_change_on_a_reaches_idle_and_noop_on_b(
     assert idle_delay < 1.0
 
 
+def _recent_count(lines: tuple[bytes, ...]) -> int:
+    found = [int(m.group(1)) for line in lines if (m := re.match(rb"\* (\d+) RECENT$", line))]
+    assert found, f"no RECENT response in {lines!r}"
+    return found[-1]
+
+
+def _search(client: RawIMAP, key: str) -> list[int]:
+    response = client.command(f"UID SEARCH {key}")
+    assert response.status == b"OK", response
+    return [int(n) for line in response.starting(b"SEARCH") for n in line.split()[2:]]
+
+
+def test_recent_goes_to_one_session_across_nodes(
+    cluster: Cluster, account: tuple[str, str]
+) -> None:
+    """\\Recent (RFC 3501 section 2.3.2) is one session's across nodes: two SELECTs sent at
+    once on A and B give the message to exactly one; a message delivered later is taken by
+    exactly one of the two selected sessions; STATUS on either node then counts none."""
+    address, _ = account
+    deliver(cluster.a, address, [make_message("recent-0", to=address)])
+    with imap_session(cluster.a, account) as on_a, imap_session(cluster.b, account) as on_b, \
+            imap_session(cluster.b, account) as looker:
+        assert b"RECENT 1" in looker.command("STATUS INBOX (RECENT)").starting(b"STATUS")[0]
+        on_a.send(b"s1 SELECT INBOX\r\n")
+        on_b.send(b"s1 SELECT INBOX\r\n")
+        counts = sorted(_recent_count(c.read_until(b"s1").untagged) for c in (on_a, on_b))
+        assert counts == [0, 1]
+        deliver(cluster.b, address, [make_message("recent-1", to=address)])
+        # Both ask at once, again until both have seen the new message (B hears of the
+        # delivery on A's node an instant later): exactly one of them has it recent.
+        waiting = [on_a, on_b]
+        deadline = time.monotonic() + 5
+        while waiting:
+            for client in waiting:
+                client.send(b"n NOOP\r\n")
+            waiting = [c for c in waiting if b"* 2 EXISTS" not in c.read_until(b"n").untagged]
+            assert not waiting or time.monotonic() < deadline, "B never saw the new message"
+            if waiting:
+                time.sleep(0.05)
+        takers = [c for c in (on_a, on_b) if 2 in _search(c, "RECENT")]
+        assert len(takers) == 1
+        other = on_b if takers[0] is on_a else on_a
+        assert _search(other, "NEW") == []
+        assert _search(other, "OLD") == [1, 2]
+        for node in (cluster.a, cluster.b):
+            with imap_session(node, account) as client:
+                line = client.command("STATUS INBOX (RECENT)").starting(b"STATUS")[0]
+                assert line.endswith(b"(RECENT 0)"), line
+
+
 # ---------------------------------------------------------------------------------------------
 # Concurrent deliveries through both nodes
 
@@ -659,7 +709,7 @@ class _Client:
         self.sent: list[str] = []
 
     async def deliver(self, route: Any, mail_from: str, rcpts: list[str], data: bytes, *,
-                      smtputf8: bool, eight_bit: bool) -> _Result:
+                      smtputf8: bool, eight_bit: bool, dsn: Any = None) -> _Result:
         from mailstead.core.reply import Reply
 
         self.sent += rcpts
@@ -738,7 +788,7 @@ class _HangingClient:
         self.started = asyncio.Event()
 
     async def deliver(self, route: Any, mail_from: str, rcpts: list[str], data: bytes, *,
-                      smtputf8: bool, eight_bit: bool) -> _Result:
+                      smtputf8: bool, eight_bit: bool, dsn: Any = None) -> _Result:
         self.started.set()
         await asyncio.Event().wait()
         raise AssertionError("unreachable")

@@ -22,6 +22,7 @@ import pytest
 from helpers import (
     DEFAULT_SMTP,
     Harness,
+    RemotePOP3,
     Server,
     ServerError,
     Users,
@@ -160,7 +161,7 @@ class Raw:
 
 
 def test_110_refuses_passwords_before_stls_then_works_after(pop: Harness) -> None:
-    client = poplib.POP3("127.0.0.1", pop.port("pop3"), timeout=15)
+    client = RemotePOP3("127.0.0.1", pop.port("pop3"), timeout=15)
     try:
         assert client.getwelcome().startswith(b"+OK")
         caps = client.capa()

@@ -34,6 +34,7 @@ from helpers import (
     percentile,
     rewrite_tables,
     run_cli,
+    run_cli_batch,
 )
 
 ALICE = "alice@example.test"
@@ -382,6 +383,7 @@ def test_logs_never_show_passwords(h: Harness) -> None:
 # Parallel guessing and the hashing pool, on a server of their own: many connections per
 # address, and no login cache, so every login of the legitimate user costs an argon2 run.
 
+CROWD = "127.0.0.21"  # one public address shared by a household
 BURST_ATTACKER = "127.0.0.9"
 FLOOD_SOURCES = tuple(f"127.0.1.{i}" for i in range(1, 201))
 CAROL = "carol@example.test"
@@ -527,6 +529,37 @@ def test_a_burst_from_one_address_gets_at_most_the_limit_of_password_checks(
     assert refused == 200 - failed
     assert owner_took < 1.0
     assert hwm < MEMORY_BOUND_KIB
+
+
+def test_one_typo_then_twenty_logins_at_once_from_one_address_all_get_in(
+    hf: Harness,
+) -> None:
+    """An office behind one NAT: one mistyped password, then twenty people logging in at
+    once. Attempts under way are not failures, so every one of the twenty is let in, none
+    refused NO [UNAVAILABLE] (the same password sent on several connections is one attempt,
+    so the twenty are twenty accounts)."""
+    office = {f"office{i:02d}@example.test": f"Office-{i:02d}-Secret" for i in range(20)}
+    run_cli_batch([(("user", "add", address, "--password-stdin", "--data-dir",
+                     str(hf.data_dir)), password + "\n")
+                   for address, password in office.items()])
+
+    async def crowd() -> tuple[bytes, list[bytes]]:
+        reader, writer = await imap_open(hf, CROWD)
+        try:
+            typo = await imap_login(reader, writer, "office00@example.test", "Office-typo")
+        finally:
+            await imap_close(writer)
+        conns = await asyncio.gather(*(imap_open(hf, CROWD) for _ in office))
+        try:
+            return typo, list(await asyncio.gather(
+                *(imap_login(r, w, address, password)
+                  for (r, w), (address, password) in zip(conns, office.items(), strict=True))))
+        finally:
+            await asyncio.gather(*(imap_close(w) for _, w in conns))
+
+    typo, replies = asyncio.run(crowd())
+    assert typo.startswith(b"a1 NO [AUTHENTICATIONFAILED]"), typo
+    assert all(r.startswith(b"a1 OK") for r in replies), replies
 
 
 def test_a_rotating_flood_never_delays_a_clean_user_by_seconds(hf: Harness) -> None:

@@ -21,6 +21,7 @@ import pytest
 from helpers import (
     DEFAULT_SMTP,
     HOSTNAME,
+    REMOTE_CLIENT,
     Server,
     Users,
     _open_store,
@@ -91,8 +92,9 @@ class SieveClient:
     """A minimal ManageSieve client over a socket (RFC 5804)."""
 
     def __init__(self, port: int, cert: Path) -> None:
+        # From another address than the server's: its own host may log in without TLS.
         self.sock: socket.socket | ssl.SSLSocket = socket.create_connection(
-            ("127.0.0.1", port), timeout=10)
+            ("127.0.0.1", port), timeout=10, source_address=(REMOTE_CLIENT, 0))
         self.buf = b""
         self.cert = cert
 

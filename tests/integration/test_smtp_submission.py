@@ -8,7 +8,7 @@ import smtplib
 import subprocess
 
 import pytest
-from helpers import USERS, Harness, make_message, split_received
+from helpers import REMOTE_CLIENT, USERS, Harness, make_message, split_received
 
 ALICE = "alice@example.test"
 BOB = "bob@example.test"
@@ -45,7 +45,7 @@ def _assert_intact(stored: bytes, sent: bytes) -> None:
 
 
 def test_auth_before_tls_is_538(server: Harness) -> None:
-    with server.raw("submission") as smtp:
+    with server.raw("submission", source=REMOTE_CLIENT) as smtp:
         smtp.read_reply()
         ehlo = smtp.ehlo()
         assert any(line.upper() == "STARTTLS" for line in ehlo.lines[1:])

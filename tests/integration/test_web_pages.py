@@ -5,12 +5,27 @@ with ``mailstead user add --admin`` (or ``user admin``) gets in."""
 
 from __future__ import annotations
 
+import re
+import smtplib
+import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import Browser, Server, Users, init_data_dir, run_cli
+from helpers import (
+    HOSTNAME,
+    Browser,
+    Server,
+    ServerError,
+    Users,
+    init_data_dir,
+    make_message,
+    rewrite_tables,
+    run_cli,
+    tls_context,
+)
 from starlette.routing import Route
 
 from mailstead.config.loader import load_config
@@ -25,6 +40,12 @@ def server(tmp_path_factory: pytest.TempPathFactory, store_backend: str) -> Iter
     init_data_dir(data, Users(passwords={ALICE: ALICE_PW}))
     run_cli("user", "add", ROOT, "--admin", "--password-stdin", "--data-dir", str(data),
             stdin=ROOT_PW + "\n")
+    # Outbound mail goes to a relay that refuses connections: it waits in the queue.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    rewrite_tables(data / "mailstead.toml", {"queue": {"smarthost": {
+        "*": {"host": "127.0.0.1", "port": closed, "tls": "none"}}}})
     srv = Server(data).start(timeout=30)
     try:
         yield srv
@@ -102,3 +123,51 @@ def test_forms_without_csrf_token_are_refused(server: Server) -> None:
     assert status == 403
     # The password did not change.
     assert Browser(server).sign_in(ALICE, ALICE_PW) == 303
+
+
+def _queue_ids_of_page(html: str) -> set[str]:
+    return set(re.findall(r"<h2><code>([^<]+)</code></h2>", html))
+
+
+def _queue_ids_of_cli(server: Server, *extra: str) -> set[str]:
+    out = run_cli("queue", "list", *extra, "--data-dir", str(server.data_dir))
+    return {line.split()[0] for line in out.splitlines()[1:-1]} if "QUEUE ID" in out else set()
+
+
+def test_the_queue_page_and_the_cli_show_the_same_queue(server: Server) -> None:
+    """One truth: the page lists what `mailstead queue list` lists (messages still waiting),
+    and with ?all=1 what `--all` lists; a message with nothing left to deliver offers no
+    Retry button."""
+    for n in range(2):
+        with smtplib.SMTP("127.0.0.1", server.ports["submission"], timeout=15) as smtp:
+            smtp.starttls(context=tls_context(server.cert_path, HOSTNAME))
+            smtp.login(ROOT, ROOT_PW)
+            smtp.sendmail(ROOT, [f"someone{n}@unreachable.test"],
+                          make_message(f"queue-page-{n}", sender=ROOT,
+                                       to=f"someone{n}@unreachable.test"))
+    rows = {line.split()[0] for line in run_cli(
+        "queue", "list", "--data-dir", str(server.data_dir)).splitlines()[1:-1]}
+    ids = sorted(rows)
+    assert len(ids) == 2, rows
+    bounced = ids[0]
+    deadline = time.monotonic() + 30
+    while True:  # not while a delivery attempt has it: the CLI says to try again
+        try:
+            run_cli("queue", "bounce", bounced, "--data-dir", str(server.data_dir))
+            break
+        except ServerError as exc:
+            if "right now" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+    root = Browser(server)
+    assert root.sign_in(ROOT, ROOT_PW) == 303
+    status, _, page = root.request("GET", "/admin/queue")
+    assert status == 200
+    assert _queue_ids_of_page(page) == _queue_ids_of_cli(server) == {ids[1]}
+    status, _, everything = root.request("GET", "/admin/queue?all=1")
+    assert status == 200
+    assert _queue_ids_of_page(everything) == _queue_ids_of_cli(server, "--all") >= set(ids)
+    section = everything[everything.index(f"<code>{bounced}</code>"):]
+    section = section[:section.index("</section>")]
+    assert "Retry now" not in section
+    assert "Retry now" in page

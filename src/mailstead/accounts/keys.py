@@ -41,14 +41,15 @@ def _derive(master: bytes, label: bytes) -> bytes:
 class SecurityKeys:
     """The derived keys; construct with ``load_or_create`` (or ``from_bytes`` in tests)."""
 
-    __slots__ = ("_aead", "_mac", "check_value")
+    __slots__ = ("_aead", "_mac", "_srs", "check_value")
 
     def __init__(self, master: bytes) -> None:
         if len(master) != KEY_BYTES:
             raise SecurityKeyError(f"the security key must be {KEY_BYTES} bytes")
         self._mac = _derive(master, b"mailstead digest v1")
         self._aead = AESGCM(_derive(master, b"mailstead totp encryption v1"))
-        # A third independent subkey, published in the store: equal check values mean the
+        self._srs = _derive(master, b"mailstead srs v1")
+        # One more independent subkey, published in the store: equal check values mean the
         # same key, and (HKDF being one-way, RFC 5869 section 3.1) it reveals nothing of it.
         self.check_value = "v1:" + _derive(master, b"mailstead key check v1").hex()[:32]
 
@@ -64,6 +65,11 @@ class SecurityKeys:
         if not path.exists():
             write_key_file(data_dir, secrets.token_bytes(KEY_BYTES))
         return cls(read_key_file(path))
+
+    def srs_key(self) -> bytes:
+        """The key of the SRS hashes (``mailauth.srs``): derived, so it is the same on every
+        node sharing security.key and independent of the other uses."""
+        return self._srs
 
     def digest(self, purpose: str, value: str) -> str:
         """The keyed HMAC-SHA256 of ``value`` for ``purpose`` ("app", "recovery"), hex."""

@@ -58,6 +58,9 @@ AUDIT_BATCH = 500
 AUDIT_MAX_PENDING = 20_000
 PRUNE_INTERVAL = 3600.0
 MAX_USERNAME_AUDITED = 200
+# How long an attempt waits for earlier attempts of its network to end before it is refused:
+# a phone or a family behind one NAT opens many connections at once, and each must get in.
+SLOT_WAIT_SECONDS = 20.0
 LOGIN_CACHE_ENTRIES = 10_000  # LRU bound: about 300 bytes each, so a few MiB at most
 PROVEN_SECONDS = 86400.0  # how long a network that opened an account keeps the first lane
 PROVEN_ENTRIES = 10_000  # LRU bound of the (network, account) pairs remembered
@@ -121,6 +124,9 @@ class Admission:
     allowed: bool
     lane: Lane = Lane.CLEAN
     delay: float = 0.0
+    # Refused only for the attempts of the network under way: once some of them end, the
+    # attempt may be admitted (a correct password among them is not a failure).
+    may_wait: bool = False
 
 
 @dataclass
@@ -132,6 +138,7 @@ class GuardStats:
     cache_hits: int = 0  # password checks answered without argon2
     refused_blocked: int = 0
     refused_rate_limited: int = 0
+    waited_for_place: int = 0
     refused_busy: int = 0  # the hashing queue of the attempt's lane was full
     blocks: int = 0
     audit_dropped: int = 0
@@ -177,7 +184,24 @@ class Guard:
         self._flusher: asyncio.Task[None] | None = None
         self._last_prune = float("-inf")
         self._proven: OrderedDict[tuple[str, str], float] = OrderedDict()
+        self._freed: dict[str, asyncio.Event] = {}  # set when an attempt of the network ends
         self.stats = GuardStats()
+
+    def release(self, network: str, account: str = "") -> None:
+        """End the reservation of ``throttle.begin`` and wake the attempts of the same
+        network that wait for a place (``wait_for_place``)."""
+        self.throttle.end(network, account)
+        freed = self._freed.pop(network, None)
+        if freed is not None:
+            freed.set()
+
+    async def wait_for_place(self, network: str, timeout: float) -> None:
+        """Wait (at most ``timeout`` seconds) until an attempt of ``network`` under way ends.
+        Only attempts refused with ``may_wait`` wait, and those exist only while others of
+        their network are under way, so the event is always set and removed by one of them."""
+        freed = self._freed.setdefault(network, asyncio.Event())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(freed.wait(), timeout)
 
     def trusted(self, client_ip: str) -> bool:
         addr = parse_ip(client_ip)
@@ -224,8 +248,12 @@ class Guard:
 
         Refused unchecked when the network's failures plus its place among the attempts
         under way pass ``max_failures``: even if every one of them failed, no more than the
-        limit would have been checked. The refusal waits as a failure would (at least one
-        failure's worth), so a burst costs the attacker time as well as its answers.
+        limit would have been checked. Where only the attempts under way stand in the way
+        (``may_wait``), the caller waits for them to end and asks again: attempts under way
+        are not failures, so correct passwords from a busy network all get in, while
+        parallel guessing still gets no more checks than the failures left before the block.
+        The refusal waits as a failure would (at least one failure's worth), so a burst
+        costs the attacker time as well as its answers.
         Otherwise the lane: ``PROVEN`` for a network that opened this account lately,
         ``CLEAN`` when neither the network nor the account has failed or has other attempts
         under way, else ``SUSPECT``.
@@ -247,7 +275,8 @@ class Guard:
         if rate_limited(s.max_failures, failures, place):
             delay = failure_delay(s.failure_delay, s.max_failure_delay, max(1, failures),
                                   account_failures)
-            return Admission(False, Lane.SUSPECT, delay)
+            return Admission(False, Lane.SUSPECT, delay,
+                             may_wait=not rate_limited(s.max_failures, failures, 1))
         if proven:
             return Admission(True, Lane.PROVEN)
         crowded = t.in_flight(network) > 1 or t.account_in_flight(account) > 1

@@ -22,6 +22,7 @@ from mailstead.accounts import apppasswords
 from mailstead.accounts.hashpool import HashPool, Lane, PoolFull
 from mailstead.accounts.keys import SecurityKeyError, SecurityKeys, equal
 from mailstead.accounts.login import (
+    SLOT_WAIT_SECONDS,
     Guard,
     LoginCache,
     LoginFailure,
@@ -441,14 +442,30 @@ class AccountService:
         place = guard.throttle.begin(network, user_key)
         reserved = True
         try:
-            admission = await guard.admit(network, user_key, place, trusted=trusted)
-            if not admission.allowed:
+            give_up = time.monotonic() + SLOT_WAIT_SECONDS
+            while True:
+                admission = await guard.admit(network, user_key, place, trusted=trusted)
+                if admission.allowed:
+                    break
+                # Not ``release``: a refused attempt frees no place, and waking the other
+                # waiters for it would only have them all ask again at once.
                 guard.throttle.end(network, user_key)
                 reserved = False
-                guard.stats.refused_rate_limited += 1
-                result = await refused(LoginFailure.RATE_LIMITED)
-                await self._sleep(admission.delay)
-                return result
+                left = give_up - time.monotonic()
+                if not admission.may_wait or left <= 0:
+                    guard.stats.refused_rate_limited += 1
+                    result = await refused(LoginFailure.RATE_LIMITED)
+                    await self._sleep(admission.delay)
+                    return result
+                # Attempts under way are not failures: wait for one of them to end, then
+                # ask again (the block, if their failures made one, answers first).
+                guard.stats.waited_for_place += 1
+                await guard.wait_for_place(network, min(left, 1.0))
+                if await guard.blocked(network):
+                    guard.stats.refused_blocked += 1
+                    return await refused(LoginFailure.BLOCKED)
+                place = guard.throttle.begin(network, user_key)
+                reserved = True
             guard.stats.password_checks += 1
             # One event per password check (at debug: a guessing attack makes many), so the
             # checks a burst got past the limit can be counted in the log.
@@ -467,13 +484,13 @@ class AccountService:
                 delay = await guard.failed(network, user_key)
             elif checked.reason is None:
                 guard.succeeded(network, user_key)
-            guard.throttle.end(network, user_key)
+            guard.release(network, user_key)
             reserved = False
             if delay > 0:
                 await self._sleep(delay)
         finally:
             if reserved:
-                guard.throttle.end(network, user_key)
+                guard.release(network, user_key)
         return checked
 
     async def _check(

@@ -18,7 +18,11 @@ An attempt is counted as under way from the moment it starts (``Throttle.begin``
 slot for its network and its account before any await, let alone the password hash) until its
 outcome is known (``end``: released after a success, or once its failure is recorded), so a
 burst of parallel guesses sees every sibling that started before it and no more than
-``max_failures`` of them reach the password check. Attempts under way are counted per process:
+``max_failures`` of them reach the password check at once. Attempts under way are not
+failures: one that finds no place waits for earlier ones to end (``Guard.wait_for_place``)
+rather than being refused, so a household behind one NAT that mistyped once still gets every
+device in, while guesses get no more checks than the failures left before the block.
+Attempts under way are counted per process:
 with a shared store, each node adds its own reservations to the committed failures of every
 node, so N nodes let at most N times the limit through at once (and the block that follows
 stops every node).

@@ -25,6 +25,7 @@ from mailstead.web.client_settings import (
     certificate_info,
     client_settings,
     notes,
+    web_base_url,
 )
 from mailstead.web.mobileconfig import ProfileError, ProfileSigner, build_profile
 
@@ -40,7 +41,8 @@ def _lines(title: str, endpoints: tuple[Endpoint, ...]) -> list[str]:
 
 
 def render_settings(
-    config: Config, settings: ClientSettings, password: str | None = None
+    config: Config, settings: ClientSettings, password: str | None = None,
+    bound: Mapping[str, int] | None = None,
 ) -> str:
     """The card as text for ``settings``; ``password`` is shown when given (the demo account),
     otherwise the card says to use the password that was set."""
@@ -58,6 +60,10 @@ def render_settings(
         settings.smtp,
     )
     out += outgoing or ["Outgoing mail: no submission listener is configured", ""]
+    web = web_base_url(config, bound)
+    if web is not None and not web.endswith(":0"):
+        out += ["Your account on the web (change the password, turn on two-factor login, make "
+                "app passwords for mail clients):", f"  {web}/account", ""]
     hints = notes(config)
     fingerprint: str | None = None
     try:
@@ -87,7 +93,7 @@ def render_card(
     bound: Mapping[str, int] | None = None,
 ) -> str:
     """The card for ``address`` (an account's address as stored)."""
-    return render_settings(config, client_settings(config, address, bound), password)
+    return render_settings(config, client_settings(config, address, bound), password, bound)
 
 
 def _password(path: str | None) -> str | None:

@@ -91,7 +91,8 @@ def check_client(ctx: Context, args: argparse.Namespace) -> int:
     secret = _password(ctx, args)
     creds = Credentials(args.username or email, secret) if secret is not None else None
     settings = ProbeSettings(timeout=args.timeout,
-                             ca_file=Path(args.ca_file) if args.ca_file else None)
+                             ca_file=Path(args.ca_file) if args.ca_file else None,
+                             source=args.source)
     ports = _ports(args.port or [])
     server = (args.server or "").strip().lower().rstrip(".")
 
@@ -136,7 +137,9 @@ def register(sub: Any, adder: Adder) -> None:
         "STARTTLS, POP3 995 and 110, SMTP 465, 587 and 25, and report what works and why "
         "the rest fails (refused, timed out, SSL/STARTTLS mismatch, certificate, wrong "
         "password, app password needed, blocked...), then the settings to use. The password "
-        "is never sent unencrypted. Exit status 0 when receiving and sending both work.",
+        "is never sent unencrypted, and logins go one at a time: after the first refusal of "
+        "the password it is not sent again (one typo costs one failed login). Exit status 0 "
+        "when receiving and sending both work.",
         epilog="example:\n  echo 'secret' | mailstead check-client --email alice@example.org "
         "--password-stdin",
     )
@@ -149,6 +152,9 @@ def register(sub: Any, adder: Adder) -> None:
     p.add_argument("--connect", metavar="IP",
                    help="connect to this address instead of resolving the server name (the "
                    "certificate is still checked against the name)")
+    p.add_argument("--source", metavar="IP",
+                   help="connect from this local address (a server lets clients on its own "
+                   "host log in without TLS, so check from an address others would use)")
     p.add_argument("--port", action="append", metavar="STANDARD=ACTUAL",
                    help="the service usually on port STANDARD is on ACTUAL (repeatable)")
     p.add_argument("--try", dest="try_", action="append", metavar="PROTOCOL:PORT:SECURITY",

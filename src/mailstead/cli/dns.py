@@ -6,13 +6,12 @@ from __future__ import annotations
 import argparse
 import ipaddress
 
-from cryptography import x509
-
 from mailstead.cli.context import CommandError, Context
 from mailstead.cli.dkim import local_domain, with_store
 from mailstead.config.loader import load_config
 from mailstead.config.model import Config, HostPort
 from mailstead.mailauth.records import IPAddress, Services, domain_records, render_zone
+from mailstead.mailauth.stspolicy import mta_sts_mode, our_policy
 from mailstead.storage.interfaces import Store
 
 
@@ -55,17 +54,6 @@ def public_addresses(config: Config, given: list[str]) -> list[IPAddress]:
     return list(dict.fromkeys(out))
 
 
-def mta_sts_mode(config: Config) -> str:
-    """The MTA-STS mode: "enforce" with a CA-issued certificate, "testing" while it is
-    self-signed, since senders enforcing the policy would refuse to deliver to us (RFC 8461
-    section 4.2)."""
-    try:
-        cert = x509.load_pem_x509_certificate(config.tls.cert.read_bytes())
-    except (OSError, ValueError):
-        return "testing"
-    return "testing" if cert.issuer == cert.subject else "enforce"
-
-
 def dns(ctx: Context, args: argparse.Namespace) -> int:
     config = load_config(ctx.existing_data_dir(args.data_dir))
     ascii_name, domain = local_domain(args.domain)
@@ -80,6 +68,7 @@ def dns(ctx: Context, args: argparse.Namespace) -> int:
             services=services_of(config),
             addresses=addresses,
             mta_sts_mode=mta_sts_mode(config),
+            mta_sts_policy_text=our_policy(config),
         )
         ctx.stdout.write(render_zone(ascii_name, sections))
 

@@ -155,7 +155,9 @@ def init(ctx: Context, args: argparse.Namespace) -> int:
     else:
         ctx.out(f"Initialised {data_dir} for {hostname}, with local domain {domain}.")
     ctx.out("Next steps:")
-    ctx.out(f"  mailstead user add postmaster@{domain} --data-dir {data_dir}")
+    ctx.out(f"  mailstead user add you@{domain} --admin --data-dir {data_dir}")
+    ctx.out(f"  (postmaster@{domain}, abuse@{domain} and the report addresses of mailstead dns "
+            "reach the first administrator unless an alias says otherwise)")
     ctx.out(f"  mailstead serve --data-dir {data_dir}")
     if not args.dev:
         ctx.out(

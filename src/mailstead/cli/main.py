@@ -18,11 +18,13 @@ from mailstead.cli import importing as importing_cli
 from mailstead.cli import queue as queue_cli
 from mailstead.cli import sieve as sieve_cli
 from mailstead.cli import store as store_cli
+from mailstead.cli import tlsrpt as tlsrpt_cli
 from mailstead.cli.check_client import register as register_check_client
 from mailstead.cli.context import ENV_DATA_DIR, Context, real_context
 from mailstead.cli.doctor import register as register_doctor
 from mailstead.cli.init import init
 from mailstead.config.loader import load_config
+from mailstead.config.template import DEV_PORTS
 from mailstead.core.errors import MailsteadError
 
 Command = Callable[[Context, argparse.Namespace], int]
@@ -130,9 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--dev",
         action="store_true",
-        help="listen on 127.0.0.1 on unprivileged ports (smtp 2525, submission 2587, "
-        "submissions 2465, imap 2143, imaps 2993, pop3 2110, pop3s 2995, http 8080) instead "
-        "of the standard ports on all addresses",
+        help="listen on 127.0.0.1 on unprivileged ports ("
+        + ", ".join(f"{name} {port}" for name, port in DEV_PORTS.items())
+        + ") instead of the standard ports on all addresses",
     )
     p.add_argument(
         "--store",
@@ -258,6 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     queue_cli.register(sub, _add, _group)
     sieve_cli.register(sub, _add, _group)
     store_cli.register(sub, _add, _group)
+    tlsrpt_cli.register(sub, _add, _group)
     importing_cli.register(sub, _add, _group)
     backup_cli.register(sub, _add)
     register_doctor(sub, _add)

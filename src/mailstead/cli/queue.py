@@ -19,7 +19,6 @@ from mailstead.queue.dsn import DsnRecipient, Notifier
 from mailstead.storage.interfaces import QueueEntry, QueueUpdate, Store
 
 Action = Callable[[Store], Awaitable[None]]
-_FINAL = ("delivered", "bounced")
 
 
 def _run(ctx: Context, args: argparse.Namespace, action: Action) -> int:
@@ -58,7 +57,7 @@ def queue_list(ctx: Context, args: argparse.Namespace) -> int:
     async def action(store: Store) -> None:
         rows = await store.list_queue()
         if not args.all:
-            rows = [r for r in rows if r.state not in _FINAL]
+            rows = [r for r in rows if r.waiting]
         if not rows:
             ctx.out("the queue is empty" if not args.all else "no queue rows")
             return

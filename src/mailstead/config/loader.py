@@ -17,6 +17,7 @@ from mailstead.config import values as v
 from mailstead.config.lines import KeyLines
 from mailstead.config.model import (
     CONFIG_FILE_NAME,
+    MTA_STS_MODES,
     SECTIONS,
     SPAM_ON_FAILURE,
     SPAM_REJECT_ACTIONS,
@@ -31,6 +32,7 @@ from mailstead.config.model import (
     LimitsConfig,
     ListenConfig,
     LogConfig,
+    MtaStsConfig,
     POP3Config,
     QueueConfig,
     SecurityConfig,
@@ -39,6 +41,7 @@ from mailstead.config.model import (
     SpamConfig,
     StoreConfig,
     TLSConfig,
+    TlsReportsConfig,
 )
 from mailstead.core.errors import ConfigError
 
@@ -73,6 +76,7 @@ PARSERS: dict[tuple[str, str], Parser] = {
     # At least one message's in-memory part (servers/spool.py MEMORY_THRESHOLD).
     ("smtp", "spool_memory_budget"): lambda x: v.parse_int(x, 65536, 64 * GIB),
     ("smtp", "spool_disk_budget"): lambda x: v.parse_int(x, 65536, 1024 * GIB),
+    ("smtp", "srs"): v.parse_bool,
     # RFC 1939 section 3 asks for at least 10 minutes; shorter values are for tests.
     ("pop3", "idle_timeout"): lambda x: v.parse_seconds(x, 1, 86400),
     ("pop3", "max_errors"): lambda x: v.parse_int(x, 1, 1000),
@@ -122,6 +126,13 @@ PARSERS: dict[tuple[str, str], Parser] = {
     ("log", "level"): v.parse_level,
     ("limits", "max_mailboxes_per_account"): lambda x: v.parse_int(x, 10, 10_000_000),
     ("limits", "default_quota"): v.parse_quota,
+    ("mta_sts", "mode"): lambda x: v.parse_choice(x, MTA_STS_MODES),
+    # RFC 8461 section 3.2: max_age is at most 31557600 seconds.
+    ("mta_sts", "max_age"): lambda x: v.parse_int(x, 1, 31_557_600),
+    ("mta_sts", "mx"): v.parse_mx_patterns,
+    ("tls_reports", "send"): v.parse_bool,
+    ("tls_reports", "organization"): v.parse_text,
+    ("tls_reports", "contact"): v.parse_report_contact,
     ("sieve", "enable"): v.parse_bool,
     ("sieve", "max_script_size"): lambda x: v.parse_int(x, 1024, 1024 * 1024),
     ("sieve", "max_scripts"): lambda x: v.parse_int(x, 1, 1000),
@@ -326,6 +337,8 @@ def parse_config(text: str, path: Path, data_dir: Path) -> Config:
         sieve=SieveConfig(**sections["sieve"]),
         doctor=DoctorConfig(**sections["doctor"]),
         limits=LimitsConfig(**sections["limits"]),
+        mta_sts=MtaStsConfig(**sections["mta_sts"]),
+        tls_reports=TlsReportsConfig(**sections["tls_reports"]),
     )
 
 

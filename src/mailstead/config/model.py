@@ -223,6 +223,19 @@ class SMTPConfig:
             "2147483648 (2 GiB)",
         ),
     )
+    srs: bool = field(
+        default=True,
+        metadata=_doc(
+            "Rewrite the envelope sender of mail that an alias or a Sieve redirect forwards "
+            "from an outside sender to an outside address with SRS (SRS0=hash=time=domain="
+            "local@your-domain, the scheme of postsrsd), so SPF passes at the receiving end. "
+            "Bounces to such an address are checked (a hash keyed with DATA/security.key, at "
+            "most 21 days old) and returned to the original sender; forged ones get 550 at "
+            "RCPT.",
+            "boolean",
+            "true",
+        ),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -625,7 +638,9 @@ class SecurityConfig:
         default=(),
         metadata=_doc(
             'Networks never delayed or blocked, e.g. ["192.0.2.0/24", "2001:db8::/48"] for '
-            "an office or a webmail host; their failures are still audited.",
+            "an office or a webmail host; their failures are still audited. Their clients, "
+            "like clients on this host itself, may also log in before TLS (IMAP, POP3, "
+            "submission, ManageSieve); every other client must use TLS first.",
             "array of strings (CIDR)",
             "none",
         ),
@@ -1109,6 +1124,76 @@ class LimitsConfig:
     )
 
 
+MTA_STS_MODES = ("auto", "enforce", "testing", "none")
+
+
+@dataclass(frozen=True, slots=True)
+class MtaStsConfig:
+    """The MTA-STS policy this server publishes for its domains (RFC 8461), served at
+    https://mta-sts.DOMAIN/.well-known/mta-sts.txt and announced by ``mailstead dns``."""
+
+    mode: str = field(
+        default="auto",
+        metadata=_doc(
+            'The policy mode (RFC 8461 section 5): "enforce" (senders refuse to deliver '
+            'without valid TLS to a listed MX), "testing" (they only report failures), "none" '
+            '(withdraw the policy), or "auto": enforce with a CA-issued certificate, testing '
+            "while it is self-signed. The _mta-sts TXT id changes whenever the policy does.",
+            "string",
+            '"auto"',
+        ),
+    )
+    max_age: int = field(
+        default=604800,
+        metadata=_doc(
+            "Seconds senders may cache the policy (RFC 8461 section 3.2: at most 31557600). "
+            "A week resists downgrades and still lets you change course.",
+            "integer (seconds)",
+            "604800",
+        ),
+    )
+    mx: tuple[str, ...] = field(
+        default=(),
+        metadata=_doc(
+            'The MX host names (or "*.example.org" patterns, RFC 8461 section 4.1) listed in '
+            "the policy: every MX of your domains must match one.",
+            "array of domain names",
+            "the hostname",
+        ),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class TlsReportsConfig:
+    """SMTP TLS reports (RFC 8460) this server sends about its outbound sessions."""
+
+    send: bool = field(
+        default=True,
+        metadata=_doc(
+            "Once a day, mail (or POST) each recipient domain that publishes an _smtp._tls "
+            "TXT record a report of yesterday's (UTC) TLS sessions to its MX hosts.",
+            "boolean",
+            "true",
+        ),
+    )
+    organization: str = field(
+        default="",
+        metadata=_doc(
+            "The organization-name of the reports (RFC 8460 section 4.4).",
+            "string",
+            "the hostname",
+        ),
+    )
+    contact: str = field(
+        default="",
+        metadata=_doc(
+            "The contact-info of the reports (RFC 8460 section 4.4), and their sender.",
+            "string (address)",
+            "tls-reports@ the first local domain",
+        ),
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     """The whole configuration of one installation, loaded once and passed down from app.py."""
@@ -1140,6 +1225,8 @@ class Config:
     sieve: SieveConfig = field(default_factory=SieveConfig)
     doctor: DoctorConfig = field(default_factory=DoctorConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
+    mta_sts: MtaStsConfig = field(default_factory=MtaStsConfig)
+    tls_reports: TlsReportsConfig = field(default_factory=TlsReportsConfig)
 
 
 # The TOML tables and the dataclass behind each, in the order the docs list them.
@@ -1161,5 +1248,7 @@ SECTIONS: tuple[tuple[str, type[Any]], ...] = (
     ("sieve", SieveConfig),
     ("doctor", DoctorConfig),
     ("limits", LimitsConfig),
+    ("mta_sts", MtaStsConfig),
+    ("tls_reports", TlsReportsConfig),
 )
 CONFIG_FILE_NAME = "mailstead.toml"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import textwrap
+from pathlib import Path
 
 from mailstead.config.model import SECTIONS, HostPort, ListenConfig, StoreConfig
 
@@ -57,12 +58,31 @@ def _comment(text: str) -> list[str]:
     return ["# " + line for line in textwrap.wrap(text, 94)]
 
 
-def _default_toml(value: object) -> str:
-    if isinstance(value, str):
-        return _quote(value)
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
+def toml_value(value: object) -> str | None:
+    """A default as TOML (so uncommenting its line changes nothing), or None when TOML cannot
+    say it (an unset optional value)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() else repr(value)
+    if isinstance(value, str | Path | HostPort):
+        return _quote(str(value))
+    if isinstance(value, tuple | list):
+        items = [toml_value(item) for item in value]
+        if any(item is None for item in items):
+            return None
+        return "[" + ", ".join(item for item in items if item is not None) + "]"
+    return None
+
+
+def _unset(name: str, example: str | None = None) -> str:
+    """The line of a setting that is unset by default: not ``# key = value``, which would
+    change the config when uncommented."""
+    if example is None:
+        return f"# ({name} is not set by default)"
+    return f"# ({name} is not set by default) for example: {name} = {example}"
 
 
 def render_config(hostname: str, listen: ListenConfig, store: StoreConfig | None = None) -> str:
@@ -83,35 +103,46 @@ def render_config(hostname: str, listen: ListenConfig, store: StoreConfig | None
         out.append(f"[{name}]")
         for f in dataclasses.fields(cls):
             out.extend(_comment(f.metadata["doc"]))
-            if name == "listen":
-                endpoint = getattr(listen, f.name)
-                if endpoint is None:
-                    out.append(f'# {f.name} = "0.0.0.0:{STANDARD_PORTS[f.name]}"   # off')
-                else:
-                    out.append(f"{f.name} = {_quote(str(endpoint))}")
-            elif name == "tls":
-                pem = "fullchain.pem" if f.name == "cert" else "privkey.pem"
-                out.append(f'# {f.name} = "/etc/letsencrypt/live/{hostname}/{pem}"')
-                out.append(f"#   (default: {f.metadata['default']})")
-            elif name == "queue" and f.name == "smarthost":
-                out.append('# [queue.smarthost."*"]   (default: none, MX routing)')
-                out.append('# host = "smtp.provider.example"')
-                out.append("# port = 587")
-                out.append('# tls = "starttls"')
-                out.append('# username = "you@provider.example"')
-                out.append('# password = "..."')
-            elif name == "queue" and f.name == "tls_ca_file":
-                out.append('# tls_ca_file = "/etc/ssl/certs/ca-certificates.crt"')
-            elif name == "queue" and f.name == "retry_schedule":
-                delays = ", ".join(_default_toml(x) for x in f.default)  # type: ignore[union-attr]
-                out.append(f"# {f.name} = [{delays}]")
-            elif name == "security" and f.name == "trusted_networks":
-                out.append('# trusted_networks = ["192.0.2.0/24"]   (default: none)')
-            elif name == "store" and getattr(store, f.name) != getattr(default_store, f.name):
-                out.append(f"{f.name} = {_default_toml(getattr(store, f.name))}")
-            elif name == "dns":
-                out.append('# nameservers = ["127.0.0.1:53"]   (default: the system resolver)')
-            else:
-                out.append(f"# {f.name} = {_default_toml(f.default)}")
+            out.extend(_setting(name, f, listen, store, default_store, hostname))
         out.append("")
     return "\n".join(out)
+
+
+def _setting(section: str, f: dataclasses.Field[object], listen: ListenConfig,
+             store: StoreConfig, default_store: StoreConfig, hostname: str) -> list[str]:
+    """The line(s) of one setting: its value where init chose one, else its default as a
+    commented TOML line, else (unset by default) an example that is not a setting line."""
+    if section == "listen":
+        endpoint = getattr(listen, f.name)
+        if endpoint is None:
+            return [f"# ({f.name} is off) to turn it on: "
+                    f"{f.name} = {_quote(f'0.0.0.0:{STANDARD_PORTS[f.name]}')}"]
+        return [f"{f.name} = {_quote(str(endpoint))}"]
+    if section == "store" and getattr(store, f.name) != getattr(default_store, f.name):
+        return [f"{f.name} = {toml_value(getattr(store, f.name))}"]
+    examples = {
+        ("tls", "cert"): _quote(f"/etc/letsencrypt/live/{hostname}/fullchain.pem"),
+        ("tls", "key"): _quote(f"/etc/letsencrypt/live/{hostname}/privkey.pem"),
+        ("queue", "tls_ca_file"): _quote("/etc/ssl/certs/ca-certificates.crt"),
+        ("limits", "default_quota"): _quote("2G"),
+    }
+    if (section, f.name) in examples:
+        line = _unset(f.name, examples[section, f.name])
+        note = f.metadata.get("default")
+        return [line, f"#   (default: {note})"] if note else [line]
+    if section == "queue" and f.name == "smarthost":
+        return [_unset(f.name) + ": mail goes to each domain's MX. To relay through a provider:",
+                '#   [queue.smarthost."*"]',
+                '#   host = "smtp.provider.example"',
+                "#   port = 587",
+                '#   tls = "starttls"',
+                '#   username = "you@provider.example"',
+                '#   password = "..."']
+    if f.default_factory is not dataclasses.MISSING:
+        default: object = f.default_factory()
+    else:
+        default = f.default
+    text = toml_value(default)
+    if text is None:
+        return [_unset(f.name)]
+    return [f"# {f.name} = {text}"]

@@ -117,9 +117,9 @@ def parse_nameserver(value: object) -> HostPort:
 
 
 def parse_nameservers(value: object) -> tuple[HostPort, ...]:
-    """An array of nameservers; at least one when the key is present."""
-    if not isinstance(value, list) or not value:
-        raise BadValue(f'expected a non-empty array like ["127.0.0.1:53"], got {shown(value)}')
+    """An array of nameservers; empty means the system resolver, as when the key is absent."""
+    if not isinstance(value, list):
+        raise BadValue(f'expected an array like ["127.0.0.1:53"], got {shown(value)}')
     out = []
     for index, item in enumerate(value, start=1):
         try:
@@ -404,3 +404,39 @@ def parse_clamd(value: object) -> str:
         return f"{_check_host(host, ip_only=False)}:{_port(port, 1)}"
     except (ValueError, DomainNameError):
         raise BadValue(expected) from None
+
+
+def parse_mx_patterns(value: object) -> tuple[str, ...]:
+    """An array of MX host names, each possibly "*.example.org" (RFC 8461 section 4.1: the
+    wildcard is a whole leftmost label), lower-case without a trailing dot."""
+    if not isinstance(value, list) or not value:
+        raise BadValue(f'expected a non-empty array like ["mail.example.org"], got {shown(value)}')
+    out: list[str] = []
+    for index, item in enumerate(value, start=1):
+        text = item if isinstance(item, str) else ""
+        wild = text.startswith("*.")
+        try:
+            name = parse_hostname(text[2:] if wild else item).lower().rstrip(".")
+        except BadValue as exc:
+            raise BadValue(f"item {index}: {exc}") from None
+        out.append(f"*.{name}" if wild else name)
+    return tuple(out)
+
+
+def parse_text(value: object) -> str:
+    """A one-line string of printable characters (at most 200)."""
+    if not isinstance(value, str) or len(value) > 200 or not value.isprintable():
+        raise BadValue(f"expected a one-line string of at most 200 characters, got {shown(value)}")
+    return value.strip()
+
+
+def parse_report_contact(value: object) -> str:
+    """An e-mail address ("" for the default)."""
+    text = parse_text(value)
+    local, at, domain = text.rpartition("@")
+    if text and (not at or not local or " " in text):
+        raise BadValue("expected an e-mail address like tls-reports@example.org, got "
+                       f"{shown(value)}")
+    if text:
+        parse_hostname(domain)
+    return text

@@ -12,8 +12,9 @@ Header values are unfolded and stripped; encoded-words are kept raw, as IMAP sen
 Envelope JSON: ``{"date", "subject", "from", "sender", "reply_to", "to", "cc", "bcc",
 "in_reply_to", "message_id"}``; each address list is null or a list of ``[name, route,
 mailbox, host]`` (RFC 3501 section 7.4.2 order); a group is ``[null, null, "group name",
-null]`` ... members ... ``[null, null, null, null]``, exactly as IMAP encodes it. Sender and
-Reply-To default to From when absent or empty (RFC 3501 section 7.4.2).
+null]`` ... members ... ``[null, null, null, null]``, exactly as IMAP encodes it; a display
+name without an address is left out. Sender and Reply-To default to From when absent or
+empty (RFC 3501 section 7.4.2).
 
 Bodystructure JSON, one node per part: ``type``, ``subtype`` (lower-case), ``params`` (list
 of ``[name, value]``), ``id``, ``description``, ``encoding`` (upper-case), ``size`` (body
@@ -38,6 +39,9 @@ MAX_DEPTH = 32
 MAX_PARTS = 1000
 # At most this many addresses kept per address header.
 MAX_ADDRESSES = 1000
+# Mailbox and host of a display name that came without an address (parse_address_list), as
+# Dovecot fills them.
+STRAY = ("MISSING_MAILBOX", "MISSING_DOMAIN")
 
 _ENVELOPE_FIELDS = (
     "date",
@@ -322,14 +326,27 @@ def _mailbox(tokens: list[tuple[str, str]]) -> list[str | None] | None:
         comments = [t for k, t in tokens if k == "c"]
         name = comments[-1].strip() or None if comments else None
         spec = [tok for tok in tokens if tok[0] != "c"]
+        if not any(k == "s" and t == "@" for k, t in spec) and not _is_local_part(spec):
+            # A display name, quoted or of several words, with no address.
+            return [_phrase(tokens) or name, None, *STRAY] if spec or name else None
     at = max((i for i, (k, t) in enumerate(spec) if k == "s" and t == "@"), default=-1)
     local_tokens, host_tokens = (spec[:at], spec[at + 1 :]) if at >= 0 else (spec, [])
     local = "".join(t for _, t in local_tokens)
     host = "".join(t for _, t in host_tokens)
-    if not local and not host and name is None:
-        return None
-    # A missing part is filled like Dovecot does, so a null host never fakes group syntax.
+    if not local and not host:
+        # A name with no address (``"foo" <>``, a lone comment) is no mailbox.
+        return [name, None, *STRAY] if name is not None else None
+    # A missing half is filled like Dovecot does, so a null host never fakes group syntax.
     return [name, route, local or "MISSING_MAILBOX", host or "MISSING_DOMAIN"]
+
+
+def _is_local_part(spec: list[tuple[str, str]]) -> bool:
+    """Whether tokens without "@" could be a bare local part: one dot-atom (``postmaster``,
+    ``first.last``), as RFC 822 allowed for local mail; a quoted string or several words is a
+    display name (RFC 5322 section 3.4, ``display-name``) that lost its address."""
+    if len(spec) % 2 == 0:  # atoms and dots alternate, starting and ending with an atom
+        return False
+    return all(k == "a" if i % 2 == 0 else (k, t) == ("s", ".") for i, (k, t) in enumerate(spec))
 
 
 # The common shapes of one mailbox, ``local@host``, ``<local@host>`` and ``Word Word
@@ -343,8 +360,13 @@ _SIMPLE_MAILBOX = re.compile(
 )
 
 
-def parse_address_list(value: str) -> list[list[str | None]]:
-    """RFC 5322 section 3.4 address-list, tolerant of real-world breakage, in IMAP form."""
+def parse_address_list(value: str, *, strays: bool = False) -> list[list[str | None]]:
+    """RFC 5322 section 3.4 address-list, tolerant of real-world breakage, in IMAP form.
+
+    A display name with no address (``"foo" , x@y.test``, ``"n" <>``) has no form in RFC 3501
+    section 7.4.2, and an invented mailbox would be read as an address, so it is left out;
+    ``strays`` keeps it as ``[name, None, *STRAY]`` for checks that must see it.
+    """
     simple = _SIMPLE_MAILBOX.fullmatch(value)
     if simple is not None:
         if simple.group(2) is not None:
@@ -358,6 +380,8 @@ def parse_address_list(value: str) -> list[list[str | None]]:
 
     def flush() -> None:
         address = _mailbox(current)
+        if address is not None and not strays and tuple(address[2:]) == STRAY:
+            address = None
         if address is not None and len(out) < MAX_ADDRESSES:
             out.append(address)
         current.clear()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import ipaddress
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 def parse_ip(text: str) -> IPAddress | None:
@@ -32,3 +33,15 @@ def network_key(ip: str, ipv4_prefix: int = 32, ipv6_prefix: int = 64) -> str:
     if prefix >= addr.max_prefixlen:
         return str(addr)
     return str(ipaddress.ip_network((addr, prefix), strict=False))
+
+
+def secure_for_auth(peer_ip: str, local_ip: str, trusted: tuple[IPNetwork, ...]) -> bool:
+    """A password may come in the clear on this connection: the client runs on this host
+    (its address is the one it connected to, e.g. 127.0.0.1 to 127.0.0.1: the bytes never
+    leave the machine), or it is in a network the administrator trusts (a webmail host, a
+    proxy that did the TLS). The rule of Dovecot's ``login_trusted_networks``; every other
+    connection must use TLS first (RFC 8314 section 3)."""
+    peer, local = parse_ip(peer_ip), parse_ip(local_ip)
+    if peer is None:
+        return False
+    return peer == local or any(peer in network for network in trusted)

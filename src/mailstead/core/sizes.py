@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 
 _UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
-_SIZE = re.compile(r"(\d{1,15}(?:\.\d{1,6})?)\s*([KMGT]?)(?:I?B)?", re.IGNORECASE)
+_SIZE = re.compile(r"(\d{1,16}(?:\.\d{1,6})?)\s*([KMGT]?)(?:I?B)?", re.IGNORECASE)
 MAX_SIZE = 1024**5  # 1 PiB: more than any mailbox, far below where floats lose octets
 UNLIMITED = frozenset({"none", "unlimited", "off"})
 
@@ -21,7 +22,7 @@ def parse_size(text: str) -> int | None:
         raise ValueError(f"{text.strip()[:40]!r} is not a size: write e.g. 2G, 500M, 800K, "
                          "a number of bytes, or none")
     number, unit = match.groups()
-    octets = int(float(number) * _UNITS[unit.upper()])
+    octets = int(Decimal(number) * _UNITS[unit.upper()])  # exact, unlike a float
     if octets <= 0:
         raise ValueError("a size must be more than 0 (write none for no limit)")
     if octets > MAX_SIZE:

@@ -78,7 +78,8 @@ def authors(header: ParsedHeader) -> Authors | Reply:
 
 def _field_authors(name: str, value: str) -> list[tuple[str, Address, bool]] | Reply:
     out: list[tuple[str, Address, bool]] = []
-    for display, _route, local, host in parse_address_list(value):
+    # A display name without an address is refused as a bad address, not overlooked.
+    for display, _route, local, host in parse_address_list(value, strays=True):
         if host is None:
             continue  # a group's start or end marker (RFC 5322 section 3.4)
         if local is None or local == "MISSING_MAILBOX" or host == "MISSING_DOMAIN":

@@ -12,6 +12,8 @@ from enum import Enum
 from typing import NamedTuple, Protocol, runtime_checkable
 
 from mailstead.core.address import Address, AddressError, parse_address
+from mailstead.core.roles import is_role_local
+from mailstead.mailauth.srs import Srs, SrsError, is_srs
 from mailstead.storage.interfaces import Account, Store, address_key
 
 # Alias chains deeper than this are a configuration loop; RFC 5321 section 6.3 asks servers to
@@ -29,6 +31,8 @@ class Verdict(Enum):
     NOT_LOCAL = "not_local"  # a domain we don't serve: relay for authenticated users only
     RELAY_TRICK = "relay_trick"  # local domain with a routing local part: always refused
     LOOP = "loop"  # alias expansion failed: 550 5.4.6 (RFC 3463 routing loop)
+    NO_MAILBOX = "no_mailbox"  # a role address with no account at all to take it: 451 4.3.0
+    SRS_FORGED = "srs_forged"  # an SRS0 address we did not make, or too old: 550
 
 
 class AccountState(NamedTuple):
@@ -97,11 +101,36 @@ async def account_owns(store: Store, account_address: str, address: Address) -> 
 class RecipientResolver:
     """Resolves addresses against the store on every RCPT; nothing is cached, so changes made
     with the CLI while the server runs apply to the next RCPT. With a ``RecipientLookup``
-    store, an address that is an account costs one read."""
+    store, an address that is an account costs one read.
 
-    def __init__(self, store: Store) -> None:
+    Role addresses (``core.roles``: postmaster, abuse, tls-reports) of every local domain, and
+    of ``hostname`` (the "<Postmaster>" of RFC 5321 section 4.1.1.3), reach the first
+    administrator when no account, alias or catch-all says otherwise. With ``srs``, SRS0
+    addresses in a local domain reach the sender they stand for (the bounce of mail we
+    forwarded), or nobody when forged."""
+
+    def __init__(self, store: Store, hostname: str | None = None,
+                 srs: Srs | None = None) -> None:
         self._store = store
+        self._srs = srs
         self._lookup = store if isinstance(store, RecipientLookup) else None
+        self._hostname = hostname.lower().rstrip(".") if hostname else None
+
+    async def _role(self, address: Address) -> Resolution:
+        """The role address's mailbox: the first administrator (the oldest account with the
+        admin flag), else the domain's oldest account, else the oldest of all."""
+        account: Account | None = None
+        for account_id in await self._store.list_admin_ids():
+            account = await self._store.get_account_by_id(account_id)
+            if account is not None:
+                break
+        if account is None:
+            accounts = (await self._store.list_accounts(address.domain)
+                        or await self._store.list_accounts())
+            account = min(accounts, key=lambda a: a.id, default=None)
+        if account is None:
+            return Resolution(Verdict.NO_MAILBOX)
+        return Resolution(Verdict.LOCAL, accounts={account.id: account.address})
 
     async def _probe(self, address: Address, out: Resolution) -> tuple[bool, bool]:
         """(the domain is local, the exact address is an account, now in ``out``): one store
@@ -124,7 +153,16 @@ class RecipientResolver:
         result = Resolution(Verdict.LOCAL)
         local, found = await self._probe(address, result)
         if not local:
+            if address.domain.lower() == self._hostname and is_role_local(address.local):
+                # RFC 5321 section 4.5.1: the server's own postmaster, even when its host
+                # name is not one of the mail domains.
+                return await self._role(address)
             return Resolution(Verdict.NOT_LOCAL, remote=[str(address)])
+        if self._srs is not None and is_srs(address.local):
+            try:
+                return Resolution(Verdict.LOCAL, remote=[self._srs.reverse(address.local)])
+            except SrsError:
+                return Resolution(Verdict.SRS_FORGED)
         if is_relay_trick(address):  # refused even when such an account exists
             return Resolution(Verdict.RELAY_TRICK)
         if found:
@@ -133,6 +171,10 @@ class RecipientResolver:
         if not ok:
             return Resolution(Verdict.LOOP)
         if not result.accounts and not result.remote:
+            if is_role_local(address.local):
+                # RFC 5321 section 4.5.1 and RFC 2142: accepted from the start; an account
+                # or alias of that name (tried above) wins.
+                return await self._role(address)
             return Resolution(Verdict.UNKNOWN_USER)
         return result
 

@@ -14,13 +14,15 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from mailstead.accounts.quotawarn import QuotaWarner
 from mailstead.core.address import Address
+from mailstead.core.dsn import MessageDsn, RecipientDsn
 from mailstead.core.errors import CorruptData, DiskFull, NotFound, StoreError
 from mailstead.core.message import ParsedHeader, parse_header, summarize
 from mailstead.core.reply import Reply
+from mailstead.core.roles import TLSRPT
 from mailstead.delivery.authorship import Authors, authors, naming
 from mailstead.delivery.headers import (
     protocol_keyword,
@@ -29,7 +31,9 @@ from mailstead.delivery.headers import (
     submission_fixups,
 )
 from mailstead.delivery.recipients import RecipientResolver, Verdict, account_owns
+from mailstead.delivery.tlsreports import ReportError, parse_report, report_bodies
 from mailstead.filters.pipeline import FilterContext, Pipeline
+from mailstead.mailauth.srs import Srs, SrsError
 from mailstead.sieve.delivery import SievePlan, SieveRunner
 from mailstead.storage.interfaces import Account, IncomingMessage, LocalDelivery, Store, address_key
 
@@ -91,10 +95,30 @@ class Transaction:
     scripts: dict[int, str | None] = field(default_factory=dict)
     # The accounts the recipient lookup found without a quota: delivery reads no quota for them.
     unlimited: set[int] = field(default_factory=set)
+    # A recipient is a local tls-reports@ address: TLS reports in the message are kept.
+    tls_reports: bool = False
+    dsn: MessageDsn | None = None  # RET= / ENVID= (RFC 3461 sections 4.3, 4.4)
+    requiretls: bool = False  # MAIL FROM ... REQUIRETLS (RFC 8689 section 4)
+    # NOTIFY/ORCPT of the RCPT each remote target came from, by ``remote`` key.
+    remote_dsn: dict[str, RecipientDsn] = field(default_factory=dict)
+    # Recipients that asked for NOTIFY=SUCCESS and get it from us: (recipient, request,
+    # "delivered" when delivered here or "expanded" when an alias made several of it;
+    # RFC 3461 sections 6.2.2.1 and 6.2.7.3).
+    local_success: list[tuple[str, RecipientDsn, str]] = field(default_factory=list)
 
     def may_run_sieve(self) -> bool:
         """Whether some account has an active script, or one whose script is not known."""
         return any(a not in self.scripts or self.scripts[a] is not None for a in self.accounts)
+
+
+class SuccessNotices(Protocol):
+    """Sends "delivered" DSNs (RFC 3464 Action: delivered) for local recipients that asked
+    NOTIFY=SUCCESS; the queue's notifier, wired in app.py (delivery cannot import it)."""
+
+    async def delivered(
+        self, queue_id: str, mail_from: str, arrival: float, data: bytes,
+        recipients: Sequence[tuple[str, RecipientDsn, str]], envelope_dsn: MessageDsn | None,
+    ) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +140,14 @@ R_RELAY_TRICK = Reply(
 )
 R_UNKNOWN_USER = Reply(550, "5.1.1", "No such user here")
 R_LOOP = Reply(550, "5.4.6", "Alias expansion loop for this recipient")
+# A role address (postmaster, abuse) with no account yet to hold its mail: temporary, so the
+# sender retries once the administrator has created one (RFC 5321 section 4.5.1).
+R_NO_MAILBOX = Reply(451, "4.3.0", "This address has no mailbox yet: the administrator must "
+                     "create an account first; try again later")
+# An SRS0 address in our domain that we did not make (its keyed hash does not match) or that
+# is older than 21 days: nobody to return the bounce to.
+R_SRS_FORGED = Reply(550, "5.1.1", "Not a valid SRS address of this server (forged or "
+                     "expired)")
 R_NOT_YOUR_SENDER = Reply(553, "5.7.1", "Sender address is not owned by the authenticated account")
 R_NOT_YOUR_FROM = Reply(
     553, "5.7.1", "{name}: header address is not owned by the authenticated account"
@@ -169,13 +201,19 @@ class DeliveryService:
         on_queued: Callable[[], None] | None = None,
         filters: Pipeline | None = None,
         sieve: SieveRunner | None = None,
+        notices: SuccessNotices | None = None,
+        srs: Srs | None = None,
         quota_warner: QuotaWarner | None = None,
     ) -> None:
         """``sender_hourly_limit``: outside recipients one account may submit per hour (0: no
         limit); ``on_queued`` is called after a message with outside recipients is stored
         (it wakes the queue workers); ``filters`` run on MX mail before it is stored;
-        ``sieve`` runs each local account's script over its copy (issue 9);
-        ``quota_warner`` tells users whose mailbox passes 80% or 95% of its quota."""
+        ``sieve`` runs each local account's script over its copy (issue 9); ``notices`` sends
+        the success DSNs local recipients ask for (RFC 3461); ``srs`` rewrites the envelope
+        sender of forwarded mail and resolves bounces to it; ``quota_warner`` tells users
+        whose mailbox passes 80% or 95% of its quota."""
+        self._notices = notices
+        self._srs = srs
         self._sieve = sieve
         self._quota_warner = quota_warner
         self._filters = filters
@@ -183,7 +221,7 @@ class DeliveryService:
         self._hourly_limit = sender_hourly_limit
         self._on_queued = on_queued
         self._hostname = hostname
-        self._resolver = RecipientResolver(store)
+        self._resolver = RecipientResolver(store, hostname, srs)
         self._clock = clock
         self._ids = QueueIds(clock, secrets.randbelow(30**5))
 
@@ -199,9 +237,11 @@ class DeliveryService:
         return R_NOT_YOUR_SENDER
 
     async def check_recipient(
-        self, session: SessionInfo, txn: Transaction, rcpt: Address
+        self, session: SessionInfo, txn: Transaction, rcpt: Address,
+        dsn: RecipientDsn | None = None,
     ) -> Reply:
-        """Resolves ``rcpt`` and adds it to ``txn`` when accepted."""
+        """Resolves ``rcpt`` and adds it to ``txn`` when accepted, with its DSN request
+        (NOTIFY/ORCPT, RFC 3461), which its remote targets carry on."""
         res = await self._resolver.resolve(rcpt)
         if res.verdict is Verdict.RELAY_TRICK:
             return R_RELAY_TRICK
@@ -212,6 +252,10 @@ class DeliveryService:
             return R_UNKNOWN_USER
         elif res.verdict is Verdict.LOOP:
             return R_LOOP
+        elif res.verdict is Verdict.NO_MAILBOX:
+            return R_NO_MAILBOX
+        elif res.verdict is Verdict.SRS_FORGED:
+            return R_SRS_FORGED
         # Quota (issue 3): accounts over their quota get no copy; a recipient that reaches
         # only such accounts is refused for now (RFC 3463 4.2.2, mailbox full).
         if res.remote and session.account is not None:
@@ -235,10 +279,26 @@ class DeliveryService:
             return R_NO_ROOM if tight else R_MAILBOX_FULL
         txn.unlimited.update(a for a, state in res.states.items() if state.room is None)
         txn.rcpts.append(str(rcpt))
+        if res.verdict is Verdict.LOCAL and rcpt.local.partition("+")[0].lower() == TLSRPT:
+            txn.tls_reports = True  # the rua= that mailstead dns publishes (RFC 8460 3)
         txn.accounts.update({a: v for a, v in res.accounts.items() if a not in full})
         txn.scripts.update((a, state.script) for a, state in res.states.items())
+        onward = dsn
+        reached = sum(a not in full for a in res.accounts) + len(res.remote)
+        if dsn is not None and dsn.notify is not None and dsn.wants("SUCCESS"):
+            if reached > 1:
+                # RFC 3461 section 6.2.7.3: an address expanded to several gets one
+                # "expanded" notice, and SUCCESS is not asked of the addresses it became.
+                rest = tuple(k for k in dsn.notify if k != "SUCCESS")
+                onward = RecipientDsn(rest or ("NEVER",), dsn.orcpt)
+                txn.local_success.append((str(rcpt), dsn, "expanded"))
+            elif reached == 1 and not res.remote:
+                txn.local_success.append((str(rcpt), dsn, "delivered"))
         for addr in res.remote:
-            txn.remote.setdefault(address_key(addr), addr)
+            key = address_key(addr)
+            txn.remote.setdefault(key, addr)
+            if onward is not None:
+                txn.remote_dsn.setdefault(key, onward)
         return R_RCPT_OK
 
     async def _rate_limited(self, account: Account, txn: Transaction, adding: int) -> Reply | None:
@@ -350,16 +410,21 @@ class DeliveryService:
             return DeliveryOutcome(R_NO_ROOM if everyone else R_SOME_NO_ROOM, queue_id,
                                    len(stored), 0, 0)
         summary = summarize(stored)
+        queued_from = await self._forward_sender(session, txn, mail_from) if remote else mail_from
         message = IncomingMessage(
             data=stored,
             queue_id=queue_id,
-            mail_from=mail_from,
+            mail_from=queued_from,
             local=local,
             remote=remote,
             internal_date=now,
             envelope=summary.envelope,
             bodystructure=summary.bodystructure,
             auth_account_id=session.account.id if session.account else None,
+            dsn={addr: txn.remote_dsn[k] for k, addr in txn.remote.items()
+                 if k in txn.remote_dsn and addr in remote},
+            envelope_dsn=txn.dsn,
+            requiretls=txn.requiretls,
         )
         try:
             try:
@@ -398,9 +463,49 @@ class DeliveryService:
                 await self._quota_warner.added(limited)
         if plan is not None:
             await self._followups(plan)
+        if txn.tls_reports:
+            await self._keep_tls_reports(stored, summary.bodystructure, queue_id, now)
+        if txn.local_success and mail_from and self._notices is not None:
+            try:
+                await self._notices.delivered(queue_id, mail_from, now, stored,
+                                              txn.local_success, txn.dsn)
+            except StoreError as exc:  # the message is stored; only the notice is lost
+                log.warning("success notice for message %s failed: %s", queue_id, exc)
         reply = Reply(250, "2.0.0", f"Ok: queued as {queue_id}")
         copies = len({d.account_id for d in local})
         return DeliveryOutcome(reply, queue_id, len(stored), copies, len(remote))
+
+    async def _keep_tls_reports(self, data: bytes, bodystructure: str, queue_id: str,
+                                now: float) -> None:
+        """Stores the TLS reports (RFC 8460 section 5.3) of a message to tls-reports@, once
+        it is delivered; a broken report is logged and skipped, never refused (the message
+        is in the mailbox for a person to read)."""
+        try:
+            for raw in report_bodies(data, bodystructure):
+                report = parse_report(raw, now)
+                kept = await self._store.add_received_tls_report(report)
+                log.info("tls report %s from %s about %s: %d ok, %d failed%s", report.report_id,
+                         report.organization, report.policy_domain, report.successes,
+                         report.failures, "" if kept else " (had it already)")
+        except ReportError as exc:
+            log.warning("message %s to tls-reports: not a usable TLS report: %s", queue_id, exc)
+        except StoreError as exc:
+            log.warning("message %s: could not keep its TLS report: %s", queue_id, exc)
+    async def _forward_sender(self, session: SessionInfo, txn: Transaction, mail_from: str
+                              ) -> str:
+        """The envelope sender of the queue rows: on port 25 every remote recipient is a
+        forward (an alias or a Sieve redirect), so an outside sender is rewritten with SRS
+        under the forwarding recipient's domain, which SPF at the next hop then checks (RFC
+        7208 section 1.2); the null sender and our own senders stay as they are."""
+        if self._srs is None or session.submission or not mail_from or not txn.rcpts:
+            return mail_from
+        if await self._store.is_local_domain(mail_from.rpartition("@")[2]):
+            return mail_from
+        try:
+            return self._srs.forward(mail_from, txn.rcpts[0].rpartition("@")[2].lower())
+        except SrsError as exc:  # too long to rewrite: sent as it is, SPF may fail
+            log.info("envelope sender not rewritten with SRS: %s", exc)
+            return mail_from
 
     # Sieve (issue 9): the per-account step, after the recipients are known -------------
 

@@ -121,36 +121,47 @@ def plan(host: str, *, address: str | None = None, ports: Mapping[int, int] | No
     return out
 
 
+# Answers that say the password itself is refused for the account, whichever port asked:
+# sending it again elsewhere would only count more failed logins against this machine.
+_DEFINITE = (Cause.WRONG_PASSWORD, Cause.APP_PASSWORD, Cause.WEB_LOGIN, Cause.BLOCKED)
+
+
 async def run(email: str, targets: Sequence[tuple[int, Target]], creds: Credentials | None,
               settings: ProbeSettings) -> Report:
-    """Probe every target at once; where a user name other than the address was refused,
-    try the full address once per protocol to tell a wrong name form from a wrong password."""
+    """Probe every target at once without a password (connection, TLS, certificate), then
+    log in on the settings that work one at a time, stopping at the first definite refusal:
+    one wrong password costs one failed login, not one per port (a server's brute-force
+    protection would otherwise block the checking machine). Where a user name other than
+    the address was refused, the full address is tried once per protocol, to tell a wrong
+    name form from a wrong password."""
     report = Report(email)
-
-    async def pop3_in_turn() -> list[ProbeResult]:
-        # RFC 1939 section 8: a POP3 session locks the maildrop exclusively, so logins to
-        # the same account would collide with each other; POP3 settings go one at a time.
-        return [await probe(t, creds, settings) for _, t in targets if t.protocol == "pop3"]
-
-    others, pop3 = await asyncio.gather(
-        asyncio.gather(*(probe(t, creds, settings) for _, t in targets
-                         if t.protocol != "pop3")),
-        pop3_in_turn(),
-    )
-    queues = {"pop3": iter(pop3), "other": iter(others)}
-    results = [next(queues["pop3" if t.protocol == "pop3" else "other"]) for _, t in targets]
+    results = list(await asyncio.gather(*(probe(t, None, settings) for _, t in targets)))
+    refusal: ProbeResult | None = None
     retried: dict[str, ProbeResult] = {}
-    for (standard, target), result in zip(targets, results, strict=True):
-        username = creds.username if creds else email
-        if (creds is not None and result.cause is Cause.WRONG_PASSWORD
+    for index, (_, target) in enumerate(targets):
+        if creds is None or results[index].cause is not Cause.LOGIN_NOT_TESTED:
+            continue
+        if refusal is not None:
+            where = f"{refusal.target.protocol.upper()} port {refusal.target.port}"
+            results[index] = ProbeResult(
+                target, refusal.cause, f"not sent again: refused on {where}: {refusal.detail}")
+            continue
+        # POP3 logins go one at a time anyway: RFC 1939 section 8 lets a session lock the
+        # maildrop, so parallel logins to the same account would collide.
+        result = await probe(target, creds, settings)
+        if (result.cause is Cause.WRONG_PASSWORD
                 and creds.username.lower() != email.lower()):
             if target.protocol not in retried:
                 retried[target.protocol] = await probe(
                     target, Credentials(email, creds.password), settings)
-            second = retried[target.protocol]
-            if second.cause is Cause.OK:
+            if retried[target.protocol].cause is Cause.OK:
                 result = ProbeResult(target, Cause.USERNAME_FORM,
                                      f"{printable(creds.username)} refused; {email} works")
+        results[index] = result
+        if result.cause in _DEFINITE:  # a wrong name form is USERNAME_FORM by now
+            refusal = result
+    username = creds.username if creds else email
+    for (standard, _), result in zip(targets, results, strict=True):
         report.rows.append(Row(standard, result, username))
     return report
 

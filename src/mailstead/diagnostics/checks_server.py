@@ -45,7 +45,11 @@ _LISTENERS: dict[str, tuple[Protocol, Security]] = {
     "imaps": ("imap", "ssl"),
     "pop3": ("pop3", "starttls"),
     "pop3s": ("pop3", "ssl"),
+    "managesieve": ("managesieve", "starttls"),
 }
+
+
+_SPOKEN = {"smtp": "SMTP", "imap": "IMAP", "pop3": "POP3", "managesieve": "ManageSieve"}
 
 
 def _connect_host(endpoint: HostPort) -> str:
@@ -101,7 +105,7 @@ async def check_listener(config: Config, name: str, endpoint: HostPort,
     cause = result.cause
     if cause is Cause.LOGIN_NOT_TESTED or (cause is Cause.NO_AUTH and name == "smtp"):
         tls = "implicit TLS" if security == "ssl" else "STARTTLS"
-        return passed(label, f"answers {protocol.upper()} with {tls}")
+        return passed(label, f"answers {_SPOKEN[protocol]} with {tls}")
     if cause is Cause.NO_AUTH:
         return fail(label, "answers SMTP but offers no AUTH after TLS, so clients cannot "
                     "send", "check the [listen] table: this should be a submission port")

@@ -286,7 +286,8 @@ PROTOCOLS = ("imap", "pop3", "smtp")
 def greeting_protocol(line: bytes) -> str | None:
     """Which protocol a first line comes from: "smtp" (RFC 5321 section 4.2: a 3-digit code),
     "imap" (RFC 9051 section 7.1: ``* OK``, ``* PREAUTH`` or ``* BYE``), "pop3" (RFC 1939
-    section 4: ``+OK``/``-ERR``), "http" or None."""
+    section 4: ``+OK``/``-ERR``), "managesieve" (RFC 5804 section 1.7: a quoted capability
+    name), "http" or None."""
     text = line.lstrip()
     if re.match(rb"\d{3}([ -]|\r?$)", text):
         return "smtp"
@@ -294,6 +295,8 @@ def greeting_protocol(line: bytes) -> str | None:
         return "imap"
     if re.match(rb"(\+OK|-ERR)\b", text, re.IGNORECASE):
         return "pop3"
+    if re.match(rb'"[A-Za-z-]+"( |\r?$)', text):
+        return "managesieve"
     if text.upper().startswith(b"HTTP/"):
         return "http"
     return None
@@ -307,6 +310,8 @@ def greeting_refusal(protocol: str, line: bytes) -> bool:
         return text[:1] in (b"4", b"5")
     if protocol == "imap":
         return text[:5].upper() == b"* BYE"
+    if protocol == "managesieve":
+        return text[:3].upper() == b"BYE"
     return text[:4].upper() == b"-ERR"
 
 

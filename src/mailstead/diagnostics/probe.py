@@ -30,7 +30,7 @@ from mailstead.diagnostics.classify import (
 )
 from mailstead.diagnostics.model import printable
 
-Protocol = Literal["imap", "pop3", "smtp"]
+Protocol = Literal["imap", "pop3", "smtp", "managesieve"]
 Security = Literal["ssl", "starttls", "none"]
 
 # RFC 5321 section 4.5.3.1.5 allows SMTP reply lines of 512 octets, RFC 9051 and RFC 2449
@@ -92,6 +92,9 @@ class ProbeSettings:
     # Servers slow failed logins down on purpose (Dovecot: 2 s, doubling to 15 s; ours:
     # [security] failure_delay): the answer to a login gets this long, not ``timeout``.
     login_timeout: float = 30.0
+    # The local address to connect from (a machine with several; the server lets its own
+    # host send passwords before TLS, so a check from there would not see what others see).
+    source: str | None = None
 
     def context(self, *, verify: bool = True) -> ssl.SSLContext:
         """A client TLS context; unverified only for the "does this port speak TLS" test."""
@@ -167,11 +170,12 @@ def _text(line: bytes) -> str:
     return printable(line.decode("utf-8", "replace"))
 
 
-async def _connect(target: Target, timeout: float) -> _Conn:
+async def _connect(target: Target, timeout: float, source: str | None) -> _Conn:
     host = target.address or target.host
     try:
         reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(host, target.port), timeout
+            asyncio.open_connection(host, target.port,
+                                    local_addr=(source, 0) if source else None), timeout
         )
     except (OSError, TimeoutError) as exc:
         raise _Ended(classify_connect_error(exc), printable(str(exc) or "timed out")) from None
@@ -186,6 +190,7 @@ async def _connect_tls(target: Target, settings: ProbeSettings) -> _Conn:
         reader, writer = await asyncio.wait_for(
             asyncio.open_connection(host, target.port, ssl=settings.context(),
                                     server_hostname=target.host,
+                                    local_addr=(settings.source, 0) if settings.source else None,
                                     ssl_handshake_timeout=settings.timeout),
             settings.timeout * 2,
         )
@@ -193,7 +198,7 @@ async def _connect_tls(target: Target, settings: ProbeSettings) -> _Conn:
         raise _Ended(classify_tls_error(exc), _tls_detail(exc)) from None
     except TimeoutError:
         # Either the connect or the handshake got no answer: a plain connect tells which.
-        plain = await _connect(target, settings.timeout)
+        plain = await _connect(target, settings.timeout, settings.source)
         await plain.close()
         raise _Ended(Cause.DROPPED, "no answer to the TLS handshake") from None
     except (ConnectionResetError, BrokenPipeError) as exc:
@@ -206,7 +211,7 @@ async def _connect_tls(target: Target, settings: ProbeSettings) -> _Conn:
 async def _plain_greeting(target: Target, settings: ProbeSettings) -> bytes | None:
     """The first line a fresh plain connection gets within the timeout, or None."""
     try:
-        conn = await _connect(target, settings.timeout)
+        conn = await _connect(target, settings.timeout, settings.source)
     except _Ended:
         return None
     try:
@@ -220,7 +225,7 @@ async def _plain_greeting(target: Target, settings: ProbeSettings) -> bytes | No
 async def _speaks_tls(target: Target, settings: ProbeSettings) -> bool:
     """Whether a fresh connection completes a TLS handshake (certificate not checked)."""
     try:
-        conn = await _connect(target, settings.timeout)
+        conn = await _connect(target, settings.timeout, settings.source)
     except _Ended:
         return False
     try:
@@ -245,7 +250,7 @@ async def _open(target: Target, settings: ProbeSettings) -> tuple[_Conn, bytes]:
                                  f"the port greets in plain text: {_text(greeting)}") from None
             raise
     else:
-        conn = await _connect(target, settings.timeout)
+        conn = await _connect(target, settings.timeout, settings.source)
     try:
         try:
             first = await conn.first_bytes()
@@ -517,9 +522,77 @@ async def _pop3(conn: _Conn, target: Target, creds: Credentials | None,
     return classify_login(reply), line
 
 
+# ---------------------------------------------------------------------------------------------
+# ManageSieve (RFC 5804: capability lines then OK, section 1.7; STARTTLS section 2.2)
+
+def _sieve_status(line: str) -> LoginReply | None:
+    """An OK/NO/BYE line as a login reply (response code in parentheses, section 1.3), or
+    None for a capability line."""
+    word, _, rest = line.partition(" ")
+    if word.upper() not in ("OK", "NO", "BYE"):
+        return None
+    code = ""
+    if rest.startswith("("):
+        end = rest.find(")")
+        if end > 0:
+            code, rest = rest[1:end].strip('"').upper(), rest[end + 1 :].strip()
+    return LoginReply(word.upper() == "OK", code, rest.strip('"'),
+                      temporary=code in ("TRYLATER", "UNAVAILABLE"))
+
+
+async def _sieve_caps(conn: _Conn, first: str | None = None) -> dict[str, str]:
+    """The capability lines up to the closing OK: ``"NAME" ["value"]``."""
+    caps: dict[str, str] = {}
+    line = first
+    for _ in range(MAX_LINES):
+        if line is None:
+            line = _text(await conn.line())
+        status = _sieve_status(line)
+        if status is not None:
+            if not status.ok:
+                raise _Ended(Cause.PROTOCOL_ERROR, f"capabilities: {line}")
+            return caps
+        name, _, value = line.partition(" ")
+        caps[name.strip('"').upper()] = value.strip().strip('"')
+        line = None
+    raise _Ended(Cause.PROTOCOL_ERROR, f"more than {MAX_LINES} capability lines")
+
+
+async def _managesieve(conn: _Conn, target: Target, creds: Credentials | None,
+                       settings: ProbeSettings) -> tuple[Cause, str]:
+    # ``_open`` consumed the first capability line; the rest follow up to OK.
+    caps = await _sieve_caps(conn)
+    if target.security == "starttls":
+        if "STARTTLS" not in caps:
+            return Cause.NO_STARTTLS, "the capabilities do not list STARTTLS"
+        await conn.send(b"STARTTLS\r\n")
+        answer = _text(await conn.line())
+        reply = _sieve_status(answer)
+        if reply is None or not reply.ok:
+            return Cause.NO_STARTTLS, f"STARTTLS: {answer}"
+        await conn.start_tls(settings.context(), target.host)
+        caps = await _sieve_caps(conn)  # section 2.2: sent again after the handshake
+    elif target.security == "none":
+        if caps.get("SASL"):
+            return Cause.PLAINTEXT_LOGIN, f"SASL {caps['SASL']} offered without TLS"
+        return Cause.LOGIN_BEFORE_TLS, "SASL is offered only after STARTTLS"
+    if not caps.get("SASL"):
+        return Cause.NO_AUTH, "the capabilities list no SASL mechanism"
+    if creds is None:
+        return Cause.LOGIN_NOT_TESTED, f"SASL {caps['SASL']}"
+    conn.timeout = max(settings.timeout, settings.login_timeout)
+    blob = _b64(f"\0{creds.username}\0{creds.password.reveal()}")
+    await conn.send(b'AUTHENTICATE "PLAIN" "' + blob + b'"\r\n')
+    line = _text(await conn.line())
+    reply = _sieve_status(line) or LoginReply(False, "", line)
+    with contextlib.suppress(Exception):
+        await conn.send(b"LOGOUT\r\n")
+    return classify_login(reply), line
+
+
 _DIALOGS: dict[str, Callable[[_Conn, Target, Credentials | None, ProbeSettings],
                              Awaitable[tuple[Cause, str]]]] = {
-    "smtp": _smtp, "imap": _imap, "pop3": _pop3,
+    "smtp": _smtp, "imap": _imap, "pop3": _pop3, "managesieve": _managesieve,
 }
 
 

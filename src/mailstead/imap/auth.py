@@ -48,12 +48,15 @@ def capabilities(s: IMAPSession) -> list[str]:
     (RFC 7888 section 5); LITERAL+ (any size) only once logged in."""
     literal = "LITERAL-" if s.state is State.NOT_AUTHENTICATED else "LITERAL+"
     caps = ["IMAP4rev1", "IMAP4rev2", literal, "SASL-IR"]
-    if s.login_disabled:
-        if s.settings.starttls_available:
+    # RFC 9051 section 7.2.2: once authenticated, AUTH=, STARTTLS and LOGINDISABLED are no
+    # longer advertised (AUTHENTICATE, LOGIN and STARTTLS are not valid in that state).
+    if s.state is State.NOT_AUTHENTICATED:
+        if not s.tls_active and s.settings.starttls_available:
             caps.append("STARTTLS")
-        caps.append("LOGINDISABLED")
-    else:
-        caps.append("AUTH=PLAIN")
+        if s.login_disabled:
+            caps.append("LOGINDISABLED")
+        else:
+            caps.append("AUTH=PLAIN")
     caps += _EXTENSIONS
     if s.settings.compress_available and not s.compressed:
         caps.append("COMPRESS=DEFLATE")

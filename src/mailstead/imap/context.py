@@ -1,5 +1,5 @@
-"""What all IMAP sessions of one server process share: the store, the accounts service, the
-\\Recent bookkeeping and the per-account connection counts.
+"""What all IMAP sessions of one server process share: the store, the accounts service and
+the per-account connection counts (\\Recent is kept in the store: imap/recent.py).
 
 One ``IMAPContext`` is made in ``app.py`` and handed to every session (DESIGN rule 9: no
 module-level state).
@@ -24,40 +24,12 @@ class IMAPSettings:
     hostname: str
     tls_active: bool = False  # implicit TLS (993), or after STARTTLS
     starttls_available: bool = False  # port 143 with a certificate loaded
+    plaintext_auth: bool = False  # a password may come before TLS (core.network)
     max_message_size: int = 50 * 1024 * 1024  # APPENDLIMIT (RFC 7889) and literal limit
     max_bad_commands: int = 10  # then "* BYE" and close
     max_connections_per_account: int = 50
     max_mailboxes_per_account: int = 10000  # then CREATE gets NO [LIMIT]
     compress_available: bool = True  # COMPRESS=DEFLATE (RFC 4978)
-
-
-class RecentTracker:
-    """\\Recent (RFC 3501 section 2.3.2): a message is recent to the first session that sees
-    it. Kept in memory per process, so after a restart the first session to select a
-    mailbox sees all its messages as recent: a documented approximation of a flag that
-    RFC 9051 dropped (clients of IMAP4rev2 never see it)."""
-
-    def __init__(self) -> None:
-        self._claimed: dict[int, int] = {}  # mailbox id -> first UID not yet claimed
-
-    def claim_select(self, mailbox_id: int, uidnext: int) -> int:
-        """A session selects the mailbox: it gets every message from the returned UID on
-        (all of them the first time in this process), and nobody else gets them."""
-        start = self._claimed.get(mailbox_id, 1)
-        self._claimed[mailbox_id] = max(start, uidnext)
-        return start
-
-    def peek(self, mailbox_id: int) -> int:
-        """The first UID a selecting session would get as recent (for STATUS RECENT)."""
-        return self._claimed.get(mailbox_id, 1)
-
-    def claim_new(self, mailbox_id: int, uids: list[int]) -> list[int]:
-        """A selected session learns of new messages: it gets those nobody has claimed."""
-        start = self._claimed.get(mailbox_id, 1)
-        mine = [u for u in uids if u >= start]
-        if uids:
-            self._claimed[mailbox_id] = max(start, max(uids) + 1)
-        return mine
 
 
 @dataclass(slots=True)
@@ -66,7 +38,6 @@ class IMAPContext:
 
     store: Store
     accounts: AccountService
-    recent: RecentTracker = field(default_factory=RecentTracker)
     connections: dict[int, int] = field(default_factory=dict)  # account id -> sessions
     # Called after COPY/MOVE with (account id, source mailbox id, destination mailbox id,
     # destination UIDs): spam filters learn from moves into and out of Junk (issue 9).

@@ -42,13 +42,10 @@ async def status_values(
     ``counts``: the account's ``mailbox_counts``, read once for a LIST RETURN (STATUS)."""
     wanted = [i.upper() for i in items]
     needed = {i for i in wanted if i in _NEEDS_MESSAGES}
-    start = s.ctx.recent.peek(info.id)
-    # Only RECENT of a mailbox selected in this process needs its messages (UIDs from
-    # ``start`` on); everything else comes from one aggregate read. An empty mailbox needs
-    # no read at all.
-    msgs = (
-        await s.ctx.store.get_messages(info.id, None, envelope=False, bodystructure=False)
-        if info.messages and "RECENT" in needed and start > 1 else []
+    # RFC 3501 section 6.3.10: the messages with \Recent, which STATUS does not take.
+    fresh = (
+        (await s.ctx.store.recent_info(info.id)).messages
+        if info.messages and "RECENT" in needed else 0
     )
     if info.messages and needed - {"RECENT"} and counts is None:
         counts = await s.ctx.store.mailbox_counts(info.account_id, info.id)
@@ -72,7 +69,7 @@ async def status_values(
         elif item == "SIZE":  # RFC 8438 STATUS=SIZE
             value = tally.size
         elif item == "RECENT":
-            value = sum(1 for m in msgs if m.uid >= start) if start > 1 else info.messages
+            value = fresh
         elif item == "HIGHESTMODSEQ":  # RFC 7162 section 3.1.6
             value = info.highestmodseq
         elif item == "APPENDLIMIT":  # RFC 7889 section 4
@@ -96,14 +93,6 @@ async def status(s: IMAPSession, cmd: Command) -> None:
     await s.finish(cmd, "STATUS completed")
 
 
-def _decode(raw: bytes, utf8: bool) -> str:
-    """A reference or pattern as Unicode; wildcards stay (they are refused only in names)."""
-    try:
-        return names.decode_wire(raw, utf8=utf8)
-    except names.MailboxNameError:
-        raise CommandFailed("BAD", "Invalid mailbox pattern encoding") from None
-
-
 def _inbox_case(name: str) -> str:
     first, sep, rest = name.partition(names.DELIMITER)
     return names.INBOX + sep + rest if names.is_inbox(first) else name
@@ -116,8 +105,10 @@ async def list_command(s: IMAPSession, cmd: Command) -> None:
     args = cmd.args
     if not isinstance(args, ListArgs):
         raise CommandFailed("BAD", f"{cmd.name} needs a reference and a pattern")
-    reference = _decode(args.reference, s.utf8)
-    patterns = [_decode(p, s.utf8) for p in args.patterns]
+    # RFC 9051 section 6.3.9: wildcards stay, and a pattern that does not decode is
+    # matched as it is rather than refused.
+    reference = names.decode_pattern(args.reference, utf8=s.utf8)
+    patterns = [names.decode_pattern(p, utf8=s.utf8) for p in args.patterns]
     selection = {o.upper() for o in args.selection}
     returns = {o.upper() for o in args.returns}
     if "RECURSIVEMATCH" in selection and not selection - {"RECURSIVEMATCH", "REMOTE"}:
@@ -146,46 +137,65 @@ async def list_command(s: IMAPSession, cmd: Command) -> None:
         _lsub(s, regexes, subs, boxes)
         await s.finish(cmd, "LSUB completed")
         return
-    subscribed_only = "SUBSCRIBED" in selection
-    special_only = "SPECIAL-USE" in selection
-    recursive = "RECURSIVEMATCH" in selection
-    if subscribed_only:
-        candidates = set(subs)
-        if recursive:
-            for sub in subs:
-                candidates.update(names.parent_names(sub))
+    # The selection criteria (RFC 5258 section 3.1, RFC 6154 section 3); REMOTE selects
+    # nothing here, there are no remote mailboxes.
+    criteria = tuple(o for o in ("SUBSCRIBED", "SPECIAL-USE") if o in selection)
+    matched: dict[str, bool] = {}
+
+    def matches(name: str) -> bool:
+        if name not in matched:
+            matched[name] = any(rx.fullmatch(name) for rx in regexes)
+        return matched[name]
+
+    if criteria:
+        pool = subs if "SUBSCRIBED" in criteria else everything
+        selected = {n for n in pool if _meets(n, criteria, subs, boxes)}
     else:
-        candidates = everything
-    for n, name in enumerate(sorted(candidates, key=names.sort_key), 1):
+        selected = everything
+    parents: set[str] = set()
+    if "RECURSIVEMATCH" in selection and criteria:
+        # RFC 5258 sections 3 and 3.5: a name that matches the pattern but not the criteria
+        # is still listed, with CHILDINFO, when a descendant meets the criteria but matches
+        # no pattern (so is not listed itself); a descendant listed anyway needs no hint.
+        for name in selected:
+            if not matches(name):
+                parents.update(names.parent_names(name))
+    childinfo = (
+        b' ("CHILDINFO" (' + b" ".join(b'"%s"' % c.encode() for c in criteria) + b"))"
+    )
+    for n, name in enumerate(sorted(selected | parents, key=names.sort_key), 1):
         if n % LIST_BATCH == 0:
             # Thousands of names: the output so far streams out, and other sessions get
             # their turn on the event loop between the batches.
             await s.flush_output()
             await asyncio.sleep(0)
-        if not any(rx.fullmatch(name) for rx in regexes):
+        if not matches(name):
             continue
         info = boxes.get(name)
-        if special_only and (info is None or info.special_use is None):
-            continue
-        childinfo = False
-        if subscribed_only and name not in subs:
-            # Only here through RECURSIVEMATCH: a parent of a subscribed mailbox
-            # (RFC 5258 section 3.5, CHILDINFO).
-            childinfo = True
         attrs = _attributes(name, info, everything, with_children, name in subs,
                             show_subscribed=want_subs)
         line = (
             b"LIST (" + " ".join(attrs).encode() + b') "/" '
             + response.mailbox(name, utf8=s.utf8)
         )
-        if childinfo:
-            line += b' ("CHILDINFO" ("SUBSCRIBED"))'
+        if name in parents:
+            line += childinfo
         s.untagged(line)
         if args.status and info is not None:
             # RFC 5819 section 2: STATUS right after the LIST of a selectable mailbox.
             values = await status_values(s, info, args.status, counts)
             s.untagged(b"STATUS " + response.mailbox(name, utf8=s.utf8) + b" " + values)
     await s.finish(cmd, "LIST completed")
+
+
+def _meets(
+    name: str, criteria: tuple[str, ...], subs: set[str], boxes: dict[str, MailboxInfo]
+) -> bool:
+    """Whether ``name`` satisfies every selection option in ``criteria``."""
+    if "SUBSCRIBED" in criteria and name not in subs:
+        return False
+    info = boxes.get(name)
+    return "SPECIAL-USE" not in criteria or (info is not None and bool(info.special_use))
 
 
 def _attributes(

@@ -9,7 +9,7 @@ import contextlib
 from typing import TYPE_CHECKING
 
 from mailstead.core.errors import AlreadyExists, LimitExceeded
-from mailstead.imap import names
+from mailstead.imap import names, recent
 from mailstead.imap.base import CommandFailed, State
 from mailstead.imap.listing import list_command, status
 from mailstead.proto.imap import response
@@ -23,7 +23,6 @@ if TYPE_CHECKING:
 __all__ = ["create", "delete", "list_command", "namespace", "rename", "select", "status",
            "subscribe"]
 
-SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 # RFC 6154 section 2: the attributes CREATE (USE (...)) may set; \All and \Flagged would need
 # virtual mailboxes, which we do not have.
 CREATABLE_USES = ("\\Archive", "\\Drafts", "\\Junk", "\\Sent", "\\Trash")
@@ -86,19 +85,16 @@ async def select(s: IMAPSession, cmd: Command) -> None:
     msgs = await s.ctx.store.get_messages(info.id, None, envelope=False, bodystructure=False)
     uidnext = max(info.uidnext, msgs[-1].uid + 1 if msgs else 1)
     # RFC 3501 section 6.3.2: EXAMINE must not take \Recent away from other sessions.
-    recent_from = (
-        s.ctx.recent.peek(info.id) if read_only else s.ctx.recent.claim_select(info.id, uidnext)
-    )
+    recent_from = await recent.at_select(s.ctx.store, info.id, uidnext, read_only=read_only,
+                                         rev2=s.rev2)
     view = SelectedView.open(info, msgs, read_only=read_only, recent_from=recent_from)
     view.uidnext = uidnext
     view.highestmodseq = max([info.highestmodseq, *(m.modseq for m in msgs)])
     view.condstore, view.qresync, view.show_recent = s.condstore, s.qresync, not s.rev2
-    keywords = sorted({f for m in msgs for f in m.flags if not f.startswith("\\")})
-    all_flags = (*SYSTEM_FLAGS, *keywords)
-    s.untagged(b"FLAGS " + response.flags(all_flags))
-    # RFC 9051 section 7.1: "\\*" says new keywords may be created.
-    permanent = response.flags(all_flags)[:-1] + b" \\*)" if not read_only else b"()"
-    s.untagged(b"OK [PERMANENTFLAGS " + permanent + b"] Flags permitted")
+    # RFC 9051 section 7.3.5: FLAGS lists every keyword in use in the mailbox, and section
+    # 7.1 PERMANENTFLAGS adds "\\*": new keywords may be created.
+    for line in view.flag_lines():
+        s.raw(line)
     s.untagged(f"{view.exists} EXISTS")
     if not s.rev2:
         # RFC 3501 section 6.3.1: RECENT and the first unseen message (IMAP4rev1 only).

@@ -193,6 +193,11 @@ async def _fetch_batch(
                          mailbox=view.mailbox_id)
             damaged.append(uid)
             continue
+        if report or any(a.name == "FLAGS" for a in atts):
+            # A keyword another session set and this one was not told of yet is announced
+            # before it is shown (RFC 3501 section 7.2.6).
+            for line in view.announce(flags):
+                s.raw(line)
         result = render.render_fetch(
             msg, seq, with_flags if report else atts,
             body=body, utf8=s.utf8, uid=cmd.uid,
@@ -255,6 +260,10 @@ async def store(s: IMAPSession, cmd: Command) -> None:
     changed = {c.uid for c in result.changed}
     for change in result.changed:
         view.set_flags(change.uid, change.flags, change.modseq)
+    # RFC 3501 section 7.2.6: a keyword this STORE created is announced in FLAGS before the
+    # FETCH responses show it (even with .SILENT: a later FETCH FLAGS would show it).
+    for line in view.announce(f for c in result.changed for f in c.flags):
+        s.raw(line)
     modified = set(result.modified)
     for uid in uids:
         seq = view.seq_of(uid)

@@ -48,6 +48,14 @@ def decode_wire(raw: bytes, *, utf8: bool) -> str:
         raise MailboxNameError("Mailbox name is not valid modified UTF-7") from None
 
 
+def decode_pattern(raw: bytes, *, utf8: bool) -> str:
+    """A LIST reference or pattern as Unicode; never refused. Unlike a name, a pattern that
+    is not valid modified UTF-7 (or holds 8-bit octets without UTF8=ACCEPT) is matched
+    literally, as RFC 9051 section 6.3.9 allows: it can only match fewer names."""
+    text = raw.decode("utf-8", "replace")  # the parser has checked it is UTF-8
+    return text if utf8 else mutf7.decode_pattern(text)
+
+
 def encode_wire(name: str, *, utf8: bool) -> str:
     """The name as this client must see it (the inverse of ``decode_wire``)."""
     return name if utf8 else mutf7.encode(name)

@@ -98,8 +98,10 @@ async def search(s: IMAPSession, cmd: Command) -> None:
         s.raw(evaluator.search_response(shown, modseq=modseq))
     else:
         # RFC 9051 section 6.4.4: IMAP4rev2 answers with ESEARCH (RFC 4731 section 3.1).
+        # RFC 4731 section 3.2: MIN or MAX report the MODSEQ of the message they return.
+        modseqs = [messages[n - 1].modseq for n in numbers] if modseq is not None else None
         s.raw(evaluator.esearch_response(
-            shown, returns or (), tag=cmd.tag, uid=cmd.uid, modseq=modseq
+            shown, returns or (), tag=cmd.tag, uid=cmd.uid, modseqs=modseqs
         ))
     await s.finish(cmd, f"{prefix}SEARCH completed")
 

@@ -20,7 +20,7 @@ from mailstead.core.errors import (
     NotFound,
     StoreError,
 )
-from mailstead.imap import append, auth, idle, mailboxes, messages, quota, searching
+from mailstead.imap import append, auth, idle, mailboxes, messages, quota, recent, searching
 from mailstead.imap.base import Action, CommandFailed, State
 from mailstead.imap.context import IMAPContext, IMAPSettings
 from mailstead.imap.names import MailboxNameError
@@ -147,15 +147,23 @@ class IMAPSession:
         return "QRESYNC" in self.enabled
 
     def enable_condstore(self) -> None:
-        """RFC 7162 section 3.1: a CONDSTORE-enabling command was used."""
+        """RFC 7162 section 3.1: a CONDSTORE-enabling command was used. The first one while
+        a mailbox is selected reports its HIGHESTMODSEQ, which the client did not get at
+        SELECT (an untagged OK before the command's own responses, as Dovecot does)."""
+        first = "CONDSTORE" not in self.enabled
         self.enabled.add("CONDSTORE")
         if self.view is not None:
             self.view.condstore = True
+            if first:
+                # RFC 7162 section 3.1.2.1: the mod-sequence this session's view is at, so
+                # changes not yet reported to it are not skipped by the client.
+                self.untagged(f"OK [HIGHESTMODSEQ {self.view.highestmodseq}] Highest")
 
     @property
     def login_disabled(self) -> bool:
-        """RFC 9051 section 6.2.3 LOGINDISABLED: no plaintext passwords before TLS."""
-        return not self.tls_active
+        """RFC 9051 section 6.2.3 LOGINDISABLED: no plaintext passwords before TLS, except
+        from this host or a trusted network (``IMAPSettings.plaintext_auth``)."""
+        return not (self.tls_active or self.settings.plaintext_auth)
 
     # ------------------------------------------------------------------ output
 
@@ -303,7 +311,7 @@ class IMAPSession:
             return
         new = [u for u in view.uids if u > before]
         if new:
-            view.add_recent(self.ctx.recent.claim_new(view.mailbox_id, new))
+            view.add_recent(await recent.of_new(self.ctx.store, view, new, rev2=self.rev2))
             if view.show_recent and not self.rev2:
                 lines.append(f"* {len(view.recent)} RECENT\r\n".encode())
         for line in lines:

@@ -12,6 +12,7 @@ import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from mailstead.core.roles import DMARC, TLSRPT
 from mailstead.mailauth.dkim import ED25519, RSA
 from mailstead.storage.interfaces import DkimKey
 
@@ -84,12 +85,16 @@ def dkim_record_value(key: DkimKey) -> str:
     return f"v=DKIM1; k={kind}; p={key.public_key}"
 
 
-def mta_sts_policy(hostname: str, mode: str = "enforce", max_age: int = MTA_STS_MAX_AGE) -> str:
+def mta_sts_policy(mx: str | Sequence[str], mode: str = "enforce",
+                   max_age: int = MTA_STS_MAX_AGE) -> str:
     """The policy file to serve at https://mta-sts.DOMAIN/.well-known/mta-sts.txt
-    (RFC 8461 section 3.2), CRLF-separated as the RFC's grammar shows it."""
+    (RFC 8461 section 3.2: one mx line per MX host or pattern), CRLF-separated as the RFC's
+    grammar shows it."""
     if mode not in MTA_STS_MODES:
         raise ValueError(f"MTA-STS mode must be one of {', '.join(MTA_STS_MODES)}")
-    lines = ["version: STSv1", f"mode: {mode}", f"mx: {hostname.rstrip('.')}"]
+    hosts = [mx] if isinstance(mx, str) else list(mx)
+    lines = ["version: STSv1", f"mode: {mode}"]
+    lines += [f"mx: {host.lower().rstrip('.')}" for host in hosts]
     lines.append(f"max_age: {max_age}")
     return "\r\n".join(lines) + "\r\n"
 
@@ -124,12 +129,15 @@ def domain_records(
     services: Services,
     addresses: Sequence[IPAddress] = (),
     mta_sts_mode: str = "enforce",
+    mta_sts_policy_text: str | None = None,
 ) -> list[ZoneSection]:
     """Every record ``domain`` (ASCII form) needs for mail served by ``hostname``.
 
     ``keys`` are all stored DKIM keys of the domain: inactive ones stay published so mail
     signed before a rotation still verifies. ``addresses`` are the server's public IPs; when
     empty, the A/AAAA and PTR records are shown as comments to fill in.
+    ``mta_sts_policy_text`` is the policy the web server serves (default: ``hostname`` as the
+    one mx, in ``mta_sts_mode``); the TXT id is derived from it.
     """
     d = _absolute(domain.lower())
     host = _absolute(hostname.lower())
@@ -167,25 +175,28 @@ def domain_records(
     sections.append(ZoneSection("DKIM (RFC 6376, RFC 8463)", dkim, dkim_notes))
 
     # RFC 7489 section 6.3: p= is the policy for failing mail; rua= where aggregate reports go.
-    dmarc = f"v=DMARC1; p=quarantine; rua=mailto:postmaster@{domain.lower()}"
+    # The report addresses are role addresses (core.roles): they exist from the start.
+    dmarc = f"v=DMARC1; p=quarantine; rua=mailto:{DMARC}@{domain.lower()}"
     sections.append(
         ZoneSection(
             "DMARC (RFC 7489)",
             (Record(f"_dmarc.{d}", "TXT", txt_rdata(dmarc)),),
-            (f"reports go to postmaster@{domain.lower()}: make sure that address exists",),
+            (f"reports go to {DMARC}@{domain.lower()}, which reaches the first administrator "
+             "unless an alias says otherwise",),
         )
     )
 
-    policy = mta_sts_policy(hostname.lower().rstrip("."), mta_sts_mode)
+    policy = mta_sts_policy_text or mta_sts_policy(hostname.lower().rstrip("."), mta_sts_mode)
     sts_notes = [
-        f"serve this file at https://mta-sts.{domain.lower()}/.well-known/mta-sts.txt with a "
-        f"certificate valid for mta-sts.{domain.lower()}:",
+        f"this server serves the policy at https://mta-sts.{domain.lower()}/.well-known/"
+        f"mta-sts.txt (point the name at it, and give its certificate the name "
+        f"mta-sts.{domain.lower()}):",
         *(f"    {line}" for line in policy.splitlines()),
     ]
     if mta_sts_mode != "enforce":
         sts_notes.append(
-            "mode is not enforce: switch to enforce once a CA-issued certificate for "
-            f"{host.rstrip('.')} is installed (and change the policy id)"
+            "mode is not enforce: switch to enforce ([mta_sts] mode, or a CA-issued certificate "
+            f"for {host.rstrip('.')} with mode auto); the id below follows the policy"
         )
     sections.append(
         ZoneSection(
@@ -199,10 +210,13 @@ def domain_records(
     )
 
     # RFC 8460 section 3: where senders report TLS failures when delivering to us.
-    tlsrpt = f"v=TLSRPTv1; rua=mailto:tls-reports@{domain.lower()}"
+    tlsrpt = f"v=TLSRPTv1; rua=mailto:{TLSRPT}@{domain.lower()}"
     sections.append(
         ZoneSection(
-            "SMTP TLS reporting (RFC 8460)", (Record(f"_smtp._tls.{d}", "TXT", txt_rdata(tlsrpt)),)
+            "SMTP TLS reporting (RFC 8460)",
+            (Record(f"_smtp._tls.{d}", "TXT", txt_rdata(tlsrpt)),),
+            (f"reports mailed to {TLSRPT}@{domain.lower()} are kept (mailstead tlsrpt show) "
+             "and reach the first administrator unless an alias says otherwise",),
         )
     )
 

@@ -17,9 +17,10 @@ import asyncio
 import encodings.idna
 import logging
 import ssl
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 
+from mailstead.core.dsn import MessageDsn, RecipientDsn
 from mailstead.core.reply import Reply
 from mailstead.proto.smtp.client import (
     AuthDone,
@@ -63,6 +64,26 @@ class AttemptResult:
     results: list[RcptResult]
     tls: str | None
     peer: str
+    # The server advertised DSN (RFC 3461 section 4), so the DSN requests went on with the
+    # message and notifying is its job now; False: we report "relayed" ourselves.
+    dsn: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Requests:
+    """What the sender asked of this message's transport: DSNs (RFC 3461), passed on to a
+    server that offers DSN (``rcpts`` by recipient as given to ``deliver``), and REQUIRETLS
+    (RFC 8689), without which the message is not sent at all."""
+
+    rcpts: Mapping[str, RecipientDsn] = field(default_factory=dict)
+    envelope: MessageDsn | None = None
+    requiretls: bool = False
+
+
+def _requiretls_refusal(text: str) -> Reply:
+    # RFC 8689's IANA considerations register X.7.30 "REQUIRETLS support required"; permanent: the
+    # sender asked that the message go no other way.
+    return Reply(550, "5.7.30", f"REQUIRETLS: {text}")
 
 
 def default_tls_context(verify: bool) -> ssl.SSLContext:
@@ -145,9 +166,12 @@ class OutboundClient:
         *,
         smtputf8: bool = False,
         eight_bit: bool = False,
+        dsn: Requests | None = None,
     ) -> AttemptResult:
         """One attempt for ``rcpts`` (all of one domain) in one transaction; never raises for
-        network or protocol trouble (that is a temporary result)."""
+        network or protocol trouble (that is a temporary result). ``dsn`` goes on to a server
+        that offers DSN."""
+        request = dsn or Requests()
         if route.kind == "null_mx":
             # RFC 7505 section 4.1: no delivery attempt; X.1.10 "recipient has null MX".
             return self._all(rcpts, Reply(556, "5.1.10", route.reason), "")
@@ -168,6 +192,14 @@ class OutboundClient:
             return self._all(rcpts, Reply(553, "5.1.7", f"Sender not valid for SMTP: {exc}"),
                              "")
         sendable = [r for r in rcpts if r not in bad]
+        if request.requiretls and not route.tls_required:
+            # RFC 8689 section 4.2.1: the MX must be found securely (DNSSEC, which we do not
+            # check, or an MTA-STS policy) and its certificate verified; without an enforced
+            # policy (or a smarthost over TLS) neither holds.
+            return self._all(rcpts, _requiretls_refusal(
+                f"the route to {route.reason or 'the recipient domain'} cannot be verified "
+                "(no MTA-STS policy in enforce mode), and the sender asked that the message "
+                "travel only over verified TLS"), "")
         last = Reply(451, "4.4.1", f"no address to connect to ({route.reason})")
         peer = ""
         outcome: AttemptResult | None = None
@@ -175,18 +207,19 @@ class OutboundClient:
             for target in route.targets:
                 peer = f"{target.host}[{target.address}]:{target.port}"
                 outcome = await self._reuse(target, peer, route, mail_from, sendable, data,
-                                            smtputf8, eight_bit)
+                                            smtputf8, eight_bit, request)
                 if outcome is not None:
                     break
                 try:
                     outcome = await self._attempt(target, peer, route, mail_from, sendable,
-                                                  data, smtputf8, eight_bit, use_tls=True)
+                                                  data, smtputf8, eight_bit, request,
+                                                  use_tls=True)
                 except _Failure as failure:
                     if failure.plaintext_retry:
                         try:
                             outcome = await self._attempt(
                                 target, peer, route, mail_from, sendable, data, smtputf8,
-                                eight_bit, use_tls=False)
+                                eight_bit, request, use_tls=False)
                         except _Failure as second:
                             failure = second
                     if outcome is None:
@@ -200,7 +233,7 @@ class OutboundClient:
             outcome = self._all(sendable, last, peer)
         by_rcpt = {r.rcpt: r for r in outcome.results}
         results = [RcptResult(r, bad[r], True) if r in bad else by_rcpt[r] for r in rcpts]
-        return AttemptResult(results, outcome.tls, outcome.peer)
+        return AttemptResult(results, outcome.tls, outcome.peer, outcome.dsn)
 
     @staticmethod
     def _all(rcpts: Sequence[str], reply: Reply, peer: str) -> AttemptResult:
@@ -218,7 +251,7 @@ class OutboundClient:
 
     async def _reuse(
         self, target: Target, peer: str, route: Route, mail_from: str, rcpts: list[str],
-        data: bytes, smtputf8: bool, eight_bit: bool,
+        data: bytes, smtputf8: bool, eight_bit: bool, request: Requests,
     ) -> AttemptResult | None:
         """The transaction on an idle session to ``target`` that still answers RSET, or None
         (no such session: the caller connects afresh; nothing was sent but RSET)."""
@@ -232,7 +265,7 @@ class OutboundClient:
                 continue
             try:
                 return await self._transaction(conn, peer, mail_from, rcpts, data,
-                                               smtputf8, eight_bit)
+                                               smtputf8, eight_bit, request)
             finally:
                 await self._release(conn, key)
         return None
@@ -249,7 +282,7 @@ class OutboundClient:
 
     async def _attempt(
         self, target: Target, peer: str, route: Route, mail_from: str, rcpts: list[str],
-        data: bytes, smtputf8: bool, eight_bit: bool, *, use_tls: bool,
+        data: bytes, smtputf8: bool, eight_bit: bool, request: Requests, *, use_tls: bool,
     ) -> AttemptResult:
         implicit = route.smarthost is not None and route.smarthost.tls == "implicit"
         verify = route.tls_required
@@ -261,7 +294,7 @@ class OutboundClient:
                     server_hostname=target.host if implicit else None),
                 self._connect_timeout)
         except ssl.SSLCertVerificationError as exc:
-            self._tls_failure(route, rcpts, "certificate-host-mismatch"
+            self._tls_failure(route, rcpts, target, "certificate-host-mismatch"
                               if "hostname" in str(exc) else "validation-failure")
             raise _Failure(Reply(451, "4.7.5", f"{peer}: certificate not valid: "
                                  f"{exc.verify_message}")) from exc
@@ -275,7 +308,8 @@ class OutboundClient:
         ready = False
         try:
             await self._session(conn, target, peer, route, implicit=implicit,
-                                use_tls=use_tls, context=context, rcpts=rcpts)
+                                use_tls=use_tls, context=context, rcpts=rcpts,
+                                requiretls=request.requiretls)
             ready = True
         finally:
             if not ready:
@@ -283,7 +317,7 @@ class OutboundClient:
                 await conn.wait_closed()
         try:
             return await self._transaction(conn, peer, mail_from, rcpts, data, smtputf8,
-                                           eight_bit)
+                                           eight_bit, request)
         finally:
             await self._release(conn, self._key(target, route))
 
@@ -309,6 +343,7 @@ class OutboundClient:
     async def _session(
         self, conn: Connection, target: Target, peer: str, route: Route, *, implicit: bool,
         use_tls: bool, context: ssl.SSLContext | None, rcpts: list[str],
+        requiretls: bool = False,
     ) -> None:
         """Greeting, EHLO, STARTTLS and AUTH as the route asks; leaves ``conn`` ready for a
         transaction (``extensions``, ``tls`` set) or raises _Failure."""
@@ -320,18 +355,20 @@ class OutboundClient:
             if isinstance(event, TlsReady):
                 extensions = await self._start_tls(conn, target, peer, route, rcpts, context)
             elif route.tls_required:
-                self._tls_failure(route, rcpts, "starttls-not-supported")
+                self._tls_failure(route, rcpts, target, "starttls-not-supported")
                 raise _Failure(self._session_reply(peer, event))
             elif not isinstance(event, SessionFailed):
                 raise _Failure(self._session_reply(peer, event))
             # A refused STARTTLS (454) leaves a usable plaintext session (RFC 3207 section 4).
         elif route.tls_required and not implicit:
-            self._tls_failure(route, rcpts, "starttls-not-supported")
+            self._tls_failure(route, rcpts, target, "starttls-not-supported")
+            if requiretls:
+                raise _Failure(_requiretls_refusal(f"{peer} does not offer STARTTLS"))
             raise _Failure(Reply(451, "4.7.10", f"{peer} does not offer STARTTLS, which the "
                                  f"route requires ({route.reason})"))
         tls = self._tls_description(conn, route)
         if tls is not None:
-            self._tls_success(route, rcpts)
+            self._tls_success(route, rcpts, target)
         smarthost = route.smarthost
         if smarthost is not None and smarthost.username and smarthost.password:
             mechanism = next((m for m in ("PLAIN", "LOGIN") if m in extensions.auth), None)
@@ -348,13 +385,18 @@ class OutboundClient:
 
     async def _transaction(
         self, conn: Connection, peer: str, mail_from: str, rcpts: list[str], data: bytes,
-        smtputf8: bool, eight_bit: bool,
+        smtputf8: bool, eight_bit: bool, request: Requests,
     ) -> AttemptResult:
         """One mail transaction on a ready session; the caller keeps or ends the session."""
         core, extensions, tls = conn.core, conn.extensions, conn.tls
         conn.uses += 1
         need_utf8 = smtputf8 or _needs_utf8(mail_from) or any(_needs_utf8(r) for r in rcpts)
         refusal = self._refusal(extensions, data, need_utf8, eight_bit, peer)
+        if refusal is None and request.requiretls and (tls is None or
+                                                       "REQUIRETLS" not in extensions):
+            # RFC 8689 section 4.2.1: the next hop must offer REQUIRETLS after STARTTLS, so
+            # that it too will relay the message only over verified TLS.
+            refusal = _requiretls_refusal(f"{peer} does not offer REQUIRETLS")
         if refusal is not None:
             return AttemptResult([RcptResult(r, refusal, True) for r in rcpts], tls, peer)
         params: list[str] = []
@@ -362,6 +404,8 @@ class OutboundClient:
             params.append(f"SIZE={len(data)}")  # RFC 1870 section 4
         if eight_bit and "8BITMIME" in extensions:
             params.append("BODY=8BITMIME")  # RFC 6152 section 2
+        if request.requiretls:
+            params.append("REQUIRETLS")  # RFC 8689 section 4.2.1
         if need_utf8:
             params.append("SMTPUTF8")  # RFC 6531 section 3.4
             wire_from, wire_rcpts = mail_from, rcpts
@@ -373,7 +417,18 @@ class OutboundClient:
                 reply = Reply(553, "5.1.3", "an address domain cannot be encoded as IDNA "
                               "A-labels (RFC 5890)")
                 return AttemptResult([RcptResult(r, reply, True) for r in rcpts], tls, peer)
-        core.send_mail(wire_from, wire_rcpts, data, mail_params=tuple(params))
+        # RFC 3461 section 5.2: a server that offers DSN gets the requests with the message;
+        # one that does not gets none (and we report "relayed" where SUCCESS was asked).
+        dsn_ok = "DSN" in extensions
+        rcpt_params: list[tuple[str, ...]] = []
+        if dsn_ok:
+            if request.envelope is not None:
+                params.extend(request.envelope.parameters())
+            for rcpt in rcpts:
+                wanted = request.rcpts.get(rcpt)
+                rcpt_params.append(wanted.parameters() if wanted is not None else ())
+        core.send_mail(wire_from, wire_rcpts, data, mail_params=tuple(params),
+                       rcpt_params=rcpt_params)
         event = await conn.event(self._data_timeout)
         if not isinstance(event, TransactionResult):
             # The connection broke during the transaction: the server may or may not have
@@ -386,7 +441,7 @@ class OutboundClient:
         for i, rcpt in enumerate(rcpts):
             reply = event.final(i)
             results.append(RcptResult(rcpt, reply, reply.is_permanent))
-        return AttemptResult(results, tls, peer)
+        return AttemptResult(results, tls, peer, dsn_ok)
 
     async def _start_tls(self, conn: Connection, target: Target, peer: str, route: Route,
                          rcpts: list[str], context: ssl.SSLContext) -> Extensions:
@@ -398,13 +453,13 @@ class OutboundClient:
                 conn.writer.start_tls(context, server_hostname=target.host),
                 self._command_timeout)
         except ssl.SSLCertVerificationError as exc:
-            self._tls_failure(route, rcpts, "certificate-host-mismatch"
+            self._tls_failure(route, rcpts, target, "certificate-host-mismatch"
                               if "hostname" in str(exc).lower() else "validation-failure")
             raise _Failure(Reply(451, "4.7.5", f"{peer}: certificate not valid for "
                                  f"{target.host}: {exc.verify_message}")) from exc
         except (OSError, ssl.SSLError, TimeoutError) as exc:
             if route.tls_required:
-                self._tls_failure(route, rcpts, "validation-failure")
+                self._tls_failure(route, rcpts, target, "validation-failure")
                 raise _Failure(Reply(451, "4.7.5", f"{peer}: TLS handshake failed: {exc}")
                                ) from exc
             # Opportunistic TLS (RFC 7435): try this host again without STARTTLS.
@@ -446,11 +501,15 @@ class OutboundClient:
             return route.policy_domain, "sts"
         return rcpts[0].rpartition("@")[2].lower(), "no-policy-found"
 
-    def _tls_success(self, route: Route, rcpts: list[str]) -> None:
-        if self._tlsrpt is not None and route.kind == "mx":
-            self._tlsrpt.success(*self._policy(route, rcpts))
-
-    def _tls_failure(self, route: Route, rcpts: list[str], result_type: str) -> None:
+    def _tls_success(self, route: Route, rcpts: list[str], target: Target) -> None:
         if self._tlsrpt is not None and route.kind == "mx":
             domain, policy_type = self._policy(route, rcpts)
-            self._tlsrpt.failure(domain, policy_type, result_type)
+            self._tlsrpt.success(domain, policy_type, policy=route.policy_lines,
+                                 mx_host=target.host, ip=target.address)
+
+    def _tls_failure(self, route: Route, rcpts: list[str], target: Target,
+                     result_type: str) -> None:
+        if self._tlsrpt is not None and route.kind == "mx":
+            domain, policy_type = self._policy(route, rcpts)
+            self._tlsrpt.failure(domain, policy_type, result_type, policy=route.policy_lines,
+                                 mx_host=target.host, ip=target.address)

@@ -21,11 +21,13 @@ from datetime import UTC, datetime
 from email.utils import format_datetime
 
 from mailstead.core.address import AddressError, parse_address
+from mailstead.core.dsn import MessageDsn, RecipientDsn, xtext_encode
 from mailstead.core.errors import StoreError
 from mailstead.core.message import summarize
 from mailstead.core.reply import Reply
 from mailstead.delivery.recipients import RecipientResolver, Verdict
 from mailstead.delivery.service import QueueIds
+from mailstead.mailauth.srs import Srs
 from mailstead.observability.log import log_event
 from mailstead.storage.interfaces import IncomingMessage, LocalDelivery, QueueEntry, Store
 
@@ -38,6 +40,9 @@ MAX_DIAGNOSTIC = 1000
 # The original header section attached (RFC 3462 text/rfc822-headers); a hostile message
 # with megabytes of headers must not make every DSN huge.
 MAX_ATTACHED_HEADERS = 64 * 1024
+# RET=FULL (RFC 3461 section 4.3) returns the whole message in a failure DSN; a larger one
+# comes back as headers only, which section 4.3 allows ("MAY ... return only the headers").
+MAX_RETURNED = 10 * 1024 * 1024
 _CTRL = re.compile(r"[\x00-\x1f\x7f\u0085\u2028\u2029]+")
 _ENHANCED = re.compile(r"^[245]\.\d{1,3}\.\d{1,3}$")
 
@@ -47,13 +52,14 @@ class DsnRecipient:
     """What happened to one recipient, as the DSN reports it."""
 
     rcpt: str
-    action: str  # "failed" | "delayed" (RFC 3464 section 2.3.3)
+    action: str  # "failed" | "delayed" | "delivered" | "relayed" (RFC 3464 section 2.3.3)
     status: str  # RFC 3463 code, e.g. "5.1.1"
     diagnostic: str | None = None  # the remote reply, e.g. "550 5.1.1 No such user"
     remote_mta: str | None = None  # the host that gave it
     last_attempt: float | None = None
     retry_until: float | None = None  # delayed: when the server gives up (section 2.3.9)
     reason: str | None = None  # plain words for the human part when there is no reply
+    orcpt: str | None = None  # ORCPT= of the RCPT, "addr-type;address" (RFC 3461 4.2)
 
 
 def one_line(text: str, limit: int = MAX_DIAGNOSTIC) -> str:
@@ -119,6 +125,8 @@ def _explain(r: DsnRecipient, hostname: str) -> str:
 
 def _advice(recipients: Sequence[DsnRecipient]) -> str:
     statuses = {r.status for r in recipients}
+    if all(r.action in _SUCCESS for r in recipients):
+        return "Nothing: this notice only confirms what you asked to know."
     if any(r.action == "delayed" for r in recipients):
         return (
             "You do not need to do anything yet: the server keeps trying and will tell you if "
@@ -145,10 +153,31 @@ def _advice(recipients: Sequence[DsnRecipient]) -> str:
     )
 
 
+_SUCCESS = ("delivered", "relayed", "expanded")
+
+
 def _human_text(hostname: str, queue_id: str, recipients: Sequence[DsnRecipient]) -> str:
     failed = [r for r in recipients if r.action == "failed"]
     delayed = [r for r in recipients if r.action == "delayed"]
+    delivered = [r for r in recipients if r.action == "delivered"]
+    relayed = [r for r in recipients if r.action == "relayed"]
+    expanded = [r for r in recipients if r.action == "expanded"]
     parts = [f"This is the mail system at {hostname}.\n"]
+    if expanded:
+        parts.append("\nYour message reached the following address(es), which forward it to "
+                     "several recipients; you will not be told of each delivery.\n\n")
+        parts.extend(f"  <{one_line(r.rcpt, 500)}>\n" for r in expanded)
+    if delivered:
+        parts.append("\nYour message was delivered to the mailbox of the following "
+                     "recipient(s), as you asked to be told.\n\n")
+        parts.extend(f"  <{one_line(r.rcpt, 500)}>\n" for r in delivered)
+    if relayed:
+        # RFC 3461 section 6.2.2.2: the next server does not do DSN, so no further notice
+        # will come; say what is known.
+        parts.append("\nYour message was passed on to the following recipient(s)' server, "
+                     "which does not send delivery notices: you will not hear more about "
+                     "it.\n\n")
+        parts.extend(_explain(r, hostname) for r in relayed)
     if failed:
         parts.append(
             "\nYour message could not be delivered to the following recipient(s). "
@@ -176,7 +205,12 @@ def _recipient_fields(r: DsnRecipient, utf8: bool) -> str:
     """The per-recipient fields (RFC 3464 section 2.3)."""
     rcpt = one_line(r.rcpt, 500)
     addr_type = "utf-8" if utf8 and not rcpt.isascii() else "rfc822"  # RFC 6533 section 3
-    out = _fold("Final-Recipient", f"{addr_type}; {rcpt}")
+    out = ""
+    if r.orcpt:
+        # RFC 3464 section 2.3.1: the ORCPT the sender gave, as given (RFC 3461 6.3).
+        orcpt_type, _, orcpt = r.orcpt.partition(";")
+        out += _fold("Original-Recipient", f"{one_line(orcpt_type, 40)}; {one_line(orcpt, 500)}")
+    out += _fold("Final-Recipient", f"{addr_type}; {rcpt}")
     out += f"Action: {r.action}\r\n"
     out += f"Status: {r.status}\r\n"
     if r.remote_mta:
@@ -199,9 +233,13 @@ def build_dsn(
     original: bytes,
     recipients: Sequence[DsnRecipient],
     now: float,
+    envelope: MessageDsn | None = None,
 ) -> bytes:
     """The complete DSN message (CRLF line ends) to ``sender`` about ``recipients`` of the
-    message ``original``. ``sender`` must not be empty: a null-sender message gets no DSN."""
+    message ``original``. ``sender`` must not be empty: a null-sender message gets no DSN.
+    ``envelope``: the message's RET= (FULL returns the whole message in a failure notice,
+    HDRS or none the header section, RFC 3461 section 4.3) and ENVID= (reported as
+    Original-Envelope-Id, RFC 3464 section 2.2.1)."""
     if not sender:
         raise ValueError("no DSN for a message with the null reverse-path (RFC 5321 4.5.5)")
     if not recipients:
@@ -214,12 +252,23 @@ def build_dsn(
     )
     boundary = f"=_{queue_id}_{secrets.token_hex(12)}"
     delayed = all(r.action == "delayed" for r in recipients)
+    succeeded = all(r.action in _SUCCESS for r in recipients)
     subject = (
-        "Delayed Mail (still being retried)" if delayed else "Undelivered Mail Returned to Sender"
+        "Successful Mail Delivery Report" if succeeded
+        else "Delayed Mail (still being retried)" if delayed
+        else "Undelivered Mail Returned to Sender"
+    )
+    full = (
+        envelope is not None and envelope.ret == "FULL"
+        and any(r.action == "failed" for r in recipients) and 0 < len(original) <= MAX_RETURNED
     )
     text = _human_text(hostname, queue_id, recipients)
     body_text = quopri.encodestring(text.replace("\n", "\r\n").encode("utf-8"))
-    status = f"Reporting-MTA: dns; {hostname}\r\n"
+    status = ""
+    if envelope is not None and envelope.envid is not None:
+        # RFC 3464 section 2.2.1: the ENVID, in xtext as it came (RFC 3461 section 4.4).
+        status += _fold("Original-Envelope-Id", xtext_encode(envelope.envid))
+    status += f"Reporting-MTA: dns; {hostname}\r\n"
     status += f"X-Mailstead-Queue-ID: {queue_id}\r\n"
     status += f"Arrival-Date: {_date(arrival)}\r\n"
     for r in recipients:
@@ -255,14 +304,31 @@ def build_dsn(
         "Content-Description: Delivery report\r\n\r\n"
     ).encode()
     out += status.encode("utf-8")
-    out += (
-        f"\r\n--{boundary}\r\n"
-        f"Content-Type: {headers_type}\r\n"
-        "Content-Description: Undelivered message headers\r\n\r\n"
-    ).encode()
-    out += headers
+    if full:
+        # RFC 3462 section 3: the third part may be the whole message; RFC 6533 section 6.1
+        # names message/global for a message with UTF-8 headers.
+        returned_type = "message/global" if not headers.isascii() else "message/rfc822"
+        out += (
+            f"\r\n--{boundary}\r\n"
+            f"Content-Type: {returned_type}\r\n"
+            "Content-Description: Undelivered message\r\n\r\n"
+        ).encode()
+        out += _crlf(original)
+    else:
+        out += (
+            f"\r\n--{boundary}\r\n"
+            f"Content-Type: {headers_type}\r\n"
+            "Content-Description: Undelivered message headers\r\n\r\n"
+        ).encode()
+        out += headers
     out += f"\r\n--{boundary}--\r\n".encode()
     return out
+
+
+def _crlf(data: bytes) -> bytes:
+    """``data`` with CRLF line ends, ending in one, so the closing boundary starts a line."""
+    fixed = re.sub(rb"\r\n|\r|\n", b"\r\n", data)
+    return fixed if fixed.endswith(b"\r\n") else fixed + b"\r\n"
 
 
 class Notifier:
@@ -277,12 +343,14 @@ class Notifier:
         *,
         clock: Callable[[], float] = time.time,
         on_queued: Callable[[], None] | None = None,
+        srs: Srs | None = None,
     ) -> None:
+        """``srs``: a DSN to an SRS0 sender of ours goes to the sender it stands for."""
         self._store = store
         self._hostname = hostname
         self._clock = clock
         self._on_queued = on_queued
-        self._resolver = RecipientResolver(store)
+        self._resolver = RecipientResolver(store, hostname, srs)
         self._ids = QueueIds(clock, secrets.randbelow(30**5))
 
     async def inject(
@@ -327,9 +395,37 @@ class Notifier:
             original=original,
             recipients=recipients,
             now=self._clock(),
+            envelope=first.envelope_dsn,
         )
+        return await self._send_dsn(dsn, first.mail_from, first.queue_id, recipients)
+
+    async def delivered(
+        self, queue_id: str, mail_from: str, arrival: float, data: bytes,
+        recipients: Sequence[tuple[str, RecipientDsn, str]], envelope_dsn: MessageDsn | None,
+    ) -> None:
+        """The success DSN for recipients that asked NOTIFY=SUCCESS and were delivered here
+        ("delivered", RFC 3461 section 6.2.2.1) or expanded by an alias to several addresses
+        ("expanded", section 6.2.7.3); ``delivery.service.SuccessNotices``."""
+        now = self._clock()
+        report = [
+            DsnRecipient(rcpt=rcpt, action=action, status="2.0.0", last_attempt=now,
+                         orcpt=dsn.orcpt)
+            for rcpt, dsn, action in recipients
+        ]
+        if not mail_from or not report:
+            return
+        dsn = build_dsn(hostname=self._hostname, sender=mail_from, queue_id=queue_id,
+                        arrival=arrival, original=data, recipients=report, now=now,
+                        envelope=envelope_dsn)
+        await self._send_dsn(dsn, mail_from, queue_id, report)
+
+    async def _send_dsn(
+        self, dsn: bytes, mail_from: str, about: str, recipients: Sequence[DsnRecipient]
+    ) -> str:
+        """Sends the DSN ``dsn`` to ``mail_from`` with the null reverse-path; its queue ID,
+        or "" when the sender's address does not exist."""
         try:
-            res = await self._resolver.resolve(parse_address(first.mail_from))
+            res = await self._resolver.resolve(parse_address(mail_from))
         except AddressError:
             res = None
         accounts: dict[int, str] = {}
@@ -340,7 +436,7 @@ class Notifier:
             log_event(
                 log,
                 "queue.dsn_undeliverable",
-                queue_id=first.queue_id,
+                queue_id=about,
                 note="the sender's address does not exist",
             )
             return ""
@@ -349,9 +445,10 @@ class Notifier:
         log_event(
             log,
             "queue.dsn",
-            queue_id=first.queue_id,
+            queue_id=about,
             dsn=queue_id,
             failed=sum(r.action == "failed" for r in recipients),
             delayed=sum(r.action == "delayed" for r in recipients),
+            succeeded=sum(r.action in _SUCCESS for r in recipients),
         )
         return queue_id

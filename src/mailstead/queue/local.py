@@ -49,12 +49,15 @@ async def deliver_local(
             outcomes.append(Outcome(e, "bounced", R_BAD_ADDRESS))
             continue
         res = await resolver.resolve(address)
-        if res.verdict is Verdict.UNKNOWN_USER or res.verdict is Verdict.NOT_LOCAL:
+        if res.verdict in (Verdict.UNKNOWN_USER, Verdict.NOT_LOCAL, Verdict.SRS_FORGED):
             outcomes.append(Outcome(e, "bounced", R_UNKNOWN_LOCAL))
         elif res.verdict is Verdict.LOOP:
             outcomes.append(Outcome(e, "bounced", R_LOCAL_LOOP))
         elif res.verdict is Verdict.RELAY_TRICK:
             outcomes.append(Outcome(e, "bounced", R_LOCAL_TRICK))
+        elif res.verdict is Verdict.NO_MAILBOX:
+            # A role address before any account exists: kept until one does.
+            outcomes += defer([e], "no account exists yet to receive this role address")
         else:
             accounts.update(res.accounts)
             for target in res.remote:
@@ -66,5 +69,6 @@ async def deliver_local(
         except StoreError as exc:
             outcomes += defer(accepted, f"local delivery failed: {exc}")
         else:
-            outcomes += [Outcome(e, "delivered", R_DELIVERED_LOCALLY) for e in accepted]
+            outcomes += [Outcome(e, "delivered", R_DELIVERED_LOCALLY, local=True)
+                         for e in accepted]
     return outcomes

@@ -15,12 +15,13 @@ import logging
 import re
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from mailstead.dns.resolver import DnsError, DnsTemporary, Resolver
 from mailstead.observability.log import log_event, log_event_at
+from mailstead.storage.interfaces import TlsResult
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,12 @@ class MtaStsPolicy:
 
     def expires(self) -> float:
         return self.fetched_at + self.max_age
+
+    def lines(self) -> tuple[str, ...]:
+        """The policy as lines, the ``policy-string`` of a TLS report (RFC 8460 section
+        4.4)."""
+        return ("version: STSv1", f"mode: {self.mode}", *(f"mx: {m}" for m in self.mx),
+                f"max_age: {self.max_age}")
 
     def matches(self, host: str) -> bool:
         """RFC 8461 section 4.1: an MX host matches a pattern exactly, or ``*.example.com``
@@ -321,23 +328,50 @@ class TlsRptCounts:
 
 class TlsRptCounters:
     """Successful and failed TLS sessions per (policy domain, policy type), RFC 8460 section
-    4.3's summary numbers; kept in memory and logged, the raw material of a daily report.
-    ``policy_type`` is "sts" or "no-policy-found"."""
+    4.3's summary numbers; kept in memory and logged. The same sessions are also kept per UTC
+    day, policy, MX host and receiving address until ``drain_results`` hands them to the
+    store, the raw material of the daily reports (queue.tlsreport). ``policy_type`` is "sts"
+    or "no-policy-found"."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._counts: dict[tuple[str, str], TlsRptCounts] = {}
+        self._clock = clock
+        self._results: dict[tuple[str, str, str, str, str, str, str], int] = {}
 
     def _entry(self, domain: str, policy_type: str) -> TlsRptCounts:
         return self._counts.setdefault((domain.lower(), policy_type), TlsRptCounts())
 
-    def success(self, domain: str, policy_type: str) -> None:
-        self._entry(domain, policy_type).successes += 1
+    def _result(self, domain: str, policy_type: str, result_type: str, policy: Sequence[str],
+                mx_host: str, ip: str) -> None:
+        day = time.strftime("%Y-%m-%d", time.gmtime(self._clock()))
+        key = (day, domain.lower(), policy_type, "\n".join(policy), result_type,
+               mx_host.lower().rstrip("."), ip)
+        self._results[key] = self._results.get(key, 0) + 1
 
-    def failure(self, domain: str, policy_type: str, result_type: str) -> None:
+    def success(self, domain: str, policy_type: str, *, policy: Sequence[str] = (),
+                mx_host: str = "", ip: str = "") -> None:
+        self._entry(domain, policy_type).successes += 1
+        self._result(domain, policy_type, "", policy, mx_host, ip)
+
+    def failure(self, domain: str, policy_type: str, result_type: str, *,
+                policy: Sequence[str] = (), mx_host: str = "", ip: str = "") -> None:
         failures = self._entry(domain, policy_type).failures
         failures[result_type] = failures.get(result_type, 0) + 1
+        self._result(domain, policy_type, result_type, policy, mx_host, ip)
         log_event_at(log, logging.WARNING, "tlsrpt.failure", domain=domain, policy=policy_type,
                      result=result_type)
+
+    def drain_results(self) -> list[TlsResult]:
+        """The per-day session counts gathered since the last call (then forgotten)."""
+        results, self._results = self._results, {}
+        return [TlsResult(*key, sessions=n) for key, n in results.items()]
+
+    def restore_results(self, rows: Sequence[TlsResult]) -> None:
+        """Puts back counts the store could not take, for the next ``drain_results``."""
+        for r in rows:
+            key = (r.day, r.policy_domain, r.policy_type, r.policy_string, r.result_type,
+                   r.mx_host, r.receiving_ip)
+            self._results[key] = self._results.get(key, 0) + r.sessions
 
     def snapshot(self) -> dict[tuple[str, str], TlsRptCounts]:
         return {k: TlsRptCounts(v.successes, dict(v.failures)) for k, v in self._counts.items()}

@@ -76,6 +76,7 @@ class Client(Protocol):
         *,
         smtputf8: bool,
         eight_bit: bool,
+        dsn: Any = None,
     ) -> Any: ...
 
 
@@ -100,6 +101,10 @@ class Outcome:
     remote_mta: str | None = None
     next_attempt: float | None = None
     warn: bool = False
+    # RFC 3461 section 5.2: the next hop took the DSN request (it offers DSN), so a success
+    # notice is its to send; ``local``: delivered here, so "delivered" rather than "relayed".
+    dsn_passed: bool = False
+    local: bool = False
 
     @property
     def error_text(self) -> str | None:

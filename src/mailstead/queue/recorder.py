@@ -26,6 +26,13 @@ log = logging.getLogger("mailstead.queue")
 DSN_RETRY = 60.0
 
 
+def _wants(entry: QueueEntry, kind: str, *, default: bool = True) -> bool:
+    """Whether ``entry``'s recipient asked for a notice of ``kind`` (RFC 3461 section 4.1)."""
+    if entry.dsn is None:
+        return default
+    return entry.dsn.wants(kind)
+
+
 class Recorder:
     """Turns outcomes into DSNs and queue updates (see the module docstring)."""
 
@@ -47,12 +54,26 @@ class Recorder:
 
     async def finish(self, first: QueueEntry, outcomes: list[Outcome]) -> None:
         """Sends the DSNs these outcomes call for, then records the outcomes."""
-        bounced = [o for o in outcomes if o.state == "bounced"]
+        # RFC 3461 section 4.1: each recipient's NOTIFY says which notices it wants (without
+        # one: failures and delays); NEVER wants none.
+        for o in outcomes:
+            if o.warn and not _wants(o.entry, "DELAY"):
+                o.warn = False
+        bounced = [o for o in outcomes if o.state == "bounced" and _wants(o.entry, "FAILURE")]
         warned = [o for o in outcomes if o.state == "deferred" and o.warn]
-        if first.mail_from and (bounced or warned):
+        # RFC 3461 section 6.2.2: SUCCESS is reported here when delivered here ("delivered")
+        # or handed to a server that does not offer DSN ("relayed"); one that does got the
+        # request and reports itself.
+        succeeded = [o for o in outcomes if o.state == "delivered" and not o.dsn_passed
+                     and _wants(o.entry, "SUCCESS", default=False)]
+        if first.mail_from and (bounced or warned or succeeded):
             now = self._clock()
             recipients = [self.dsn_recipient(o, "failed", now) for o in bounced]
             recipients += [self.dsn_recipient(o, "delayed", now) for o in warned]
+            recipients += [
+                self.dsn_recipient(o, "delivered" if o.local else "relayed", now)
+                for o in succeeded
+            ]
             try:
                 await self._notifier.send(first, recipients)
             except StoreError as exc:
@@ -73,7 +94,9 @@ class Recorder:
         """The DSN's view of one outcome (RFC 3464 section 2.3): a temporary reply that
         expired is reported with a permanent status, a delay with a temporary one."""
         reply = o.reply
-        if reply is not None:
+        if action in ("delivered", "relayed"):
+            status = "2.0.0"
+        elif reply is not None:
             status = status_of(reply)
         else:
             status = "5.4.7" if action == "failed" else "4.4.7"  # RFC 3463: delivery time expired
@@ -90,6 +113,7 @@ class Recorder:
             last_attempt=now,
             retry_until=self._policy.expires_at(o.entry) if action == "delayed" else None,
             reason=o.reason,
+            orcpt=o.entry.dsn.orcpt if o.entry.dsn is not None else None,
         )
 
     async def record(self, updates: list[QueueUpdate]) -> None:

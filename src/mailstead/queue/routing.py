@@ -82,6 +82,7 @@ class Route:
     smarthost: Smarthost | None = None  # for kind "smarthost": TLS mode and credentials
     policy_domain: str | None = None  # the MTA-STS policy domain, for TLS-RPT counts
     mta_sts_mode: str | None = None  # "enforce" | "testing" | None
+    policy_lines: tuple[str, ...] = ()  # the MTA-STS policy applied, for TLS-RPT
 
 
 class RouteTemporary(Exception):
@@ -192,7 +193,8 @@ class Router:
             return Route("mx", targets, reason=f"MX of {domain}")
         return Route("mx", targets, tls_required=policy.mode == "enforce", tls_names=policy.mx,
                      reason=f"MX of {domain}, MTA-STS {policy.mode}",
-                     policy_domain=domain, mta_sts_mode=policy.mode)
+                     policy_domain=domain, mta_sts_mode=policy.mode,
+                     policy_lines=policy.lines())
 
     def _order(self, records: list[tuple[int, str]]) -> list[str]:
         """Hosts by ascending preference, equal preferences shuffled, duplicates and numeric

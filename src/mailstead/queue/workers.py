@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import email.utils
 import logging
 import math
@@ -35,7 +36,9 @@ from mailstead.core.message import parse_header
 from mailstead.core.reply import Reply
 from mailstead.delivery.headers import from_addresses, header_values, split_header
 from mailstead.delivery.recipients import RecipientResolver
+from mailstead.mailauth.srs import Srs
 from mailstead.observability.log import log_event
+from mailstead.queue.client import Requests
 from mailstead.queue.dsn import Notifier
 from mailstead.queue.local import deliver_local
 from mailstead.queue.mtasts import TlsRptCounters
@@ -105,10 +108,12 @@ class QueueWorkers:
         clock: Callable[[], float] = time.time,
         tlsrpt: TlsRptCounters | None = None,
         sealer: Sealer | None = None,
+        srs: Srs | None = None,
     ) -> None:
         """``tlsrpt``: the counters the client and MTA-STS cache fill; logged and restarted
         every ``settings.tlsrpt_interval`` seconds and at ``stop``. ``sealer``: ARC-seals
-        mail an alias forwards (issue 9) before it is DKIM-signed."""
+        mail an alias forwards (issue 9) before it is DKIM-signed. ``srs``: SRS0 recipients
+        and DSN senders of ours are resolved to the sender they stand for."""
         self._store = store
         self._router = router
         self._client = client
@@ -117,8 +122,9 @@ class QueueWorkers:
         self._settings = settings
         self._policy = settings.policy
         self._clock = clock
-        self._resolver = RecipientResolver(store)
-        self._notifier = Notifier(store, settings.hostname, clock=clock, on_queued=self.wake)
+        self._resolver = RecipientResolver(store, settings.hostname, srs)
+        self._notifier = Notifier(store, settings.hostname, clock=clock, on_queued=self.wake,
+                                  srs=srs)
         self._total = asyncio.Semaphore(settings.max_connections)
         self._domains: dict[str, tuple[asyncio.Semaphore, int]] = {}
         self._wake = asyncio.Event()
@@ -132,6 +138,11 @@ class QueueWorkers:
         self._recorder = Recorder(store, self._notifier, self._policy, clock=clock)
         self._tlsrpt = tlsrpt
         self._last_tlsrpt = clock()
+
+    @property
+    def notifier(self) -> Notifier:
+        """Sends DSNs through this queue: delivery's success notices for local recipients."""
+        return self._notifier
 
     # Life cycle ------------------------------------------------------------------------------
 
@@ -187,6 +198,7 @@ class QueueWorkers:
         if close is not None:
             with contextlib.suppress(Exception):
                 await close()
+        await self.flush_tls()
         self.report_tls()
 
     async def _release(self, rows: Sequence[QueueEntry]) -> None:
@@ -199,6 +211,20 @@ class QueueWorkers:
             await self._store.update_queue(updates)
         except StoreError as exc:  # the leases run out instead
             log_event(log, "queue.release_failed", rows=len(updates), error=str(exc))
+
+    async def flush_tls(self) -> None:
+        """Adds the TLS sessions counted since the last flush to the store's daily counts
+        (RFC 8460 reports are built from them); on a store error they wait for the next."""
+        if self._tlsrpt is None:
+            return
+        rows = self._tlsrpt.drain_results()
+        if not rows:
+            return
+        try:
+            await self._store.add_tls_results(rows)
+        except StoreError as exc:
+            self._tlsrpt.restore_results(rows)
+            log_event(log, "tlsrpt.store_failed", rows=len(rows), error=str(exc))
 
     def report_tls(self) -> None:
         """Logs the TLS-RPT counters gathered since the last report (one structured line per
@@ -293,6 +319,8 @@ class QueueWorkers:
                 started = time.monotonic()
                 outcomes, peer, tls = await self._attempt(domain, entries)
             self._log_attempt(domain, entries, outcomes, peer, tls, time.monotonic() - started)
+            # Stored before the outcome, so a finished row means its sessions are counted.
+            await self.flush_tls()
             await self._recorder.finish(entries[0], outcomes)
         except asyncio.CancelledError:
             raise
@@ -330,6 +358,13 @@ class QueueWorkers:
             return [Outcome(e, "bounced", R_NULL_MX) for e in entries], None, None
         if route.kind == "no_domain":
             return [Outcome(e, "bounced", R_NO_DOMAIN) for e in entries], None, None
+        policy_tls = bool(getattr(route, "tls_required", False))
+        if policy_tls and not first.requiretls and _tls_not_required(data):
+            # RFC 8689 sections 3 and 4.2.2: "TLS-Required: No" asks that TLS policies
+            # (MTA-STS) be set aside for this message, delivery mattering more than
+            # confidentiality; TLS is still used when offered. With REQUIRETLS the header
+            # field is ignored (section 3).
+            route = dataclasses.replace(route, tls_required=False)
         try:
             # RFC 8617 section 5.1: the forwarder's ARC set, then its DKIM signature.
             sealed = await self._seal(data) + data
@@ -345,12 +380,15 @@ class QueueWorkers:
                 signed + sealed,
                 smtputf8=needs_smtputf8(first.mail_from, rcpts, data),
                 eight_bit=not data.isascii(),
+                dsn=Requests({e.rcpt_to: e.dsn for e in entries if e.dsn is not None},
+                             first.envelope_dsn, first.requiretls),
             )
         except Exception as exc:
             log.debug("delivery to %s raised", domain, exc_info=True)
             return self._all(entries, None, f"delivery to {domain} failed: {exc}"), None, None
         peer: str | None = getattr(result, "peer", None) or None
         tls: str | None = getattr(result, "tls", None)
+        passed = bool(getattr(result, "dsn", False))
         by_rcpt: dict[str, RcptResult] = {r.rcpt: r for r in rcpt_results(result)}
         outcomes = []
         for e in entries:
@@ -358,7 +396,8 @@ class QueueWorkers:
             if r is None:
                 outcomes.append(self._defer(e, None, "no reply for this recipient", peer))
             elif r.reply.is_positive:
-                outcomes.append(Outcome(e, "delivered", r.reply, remote_mta=peer))
+                outcomes.append(Outcome(e, "delivered", r.reply, remote_mta=peer,
+                                        dsn_passed=passed))
             elif r.permanent:
                 outcomes.append(Outcome(e, "bounced", r.reply, remote_mta=peer))
             else:
@@ -458,6 +497,11 @@ class QueueWorkers:
 
 _RECEIVED_FOR = re.compile(rb"^Received:(?:[^\r\n]|\r\n[ \t])*?\bfor\s+<([^<>\s]+)>",
                            re.IGNORECASE)
+
+
+def _tls_not_required(data: bytes) -> bool:
+    """Whether the header section has ``TLS-Required: No`` (RFC 8689 section 3)."""
+    return any(v.strip().lower() == "no" for v in parse_header(data).values("tls-required"))
 
 
 def _relayed(data: bytes, hostname: str) -> bool:

@@ -16,6 +16,7 @@ import ssl
 import zlib
 from dataclasses import dataclass
 
+from mailstead.core.network import IPNetwork, secure_for_auth
 from mailstead.imap.base import Action, State
 from mailstead.imap.context import IMAPContext, IMAPSettings
 from mailstead.imap.session import IMAPSession
@@ -76,6 +77,8 @@ class IMAPListenerSettings:
     command_rate: float = 500.0  # commands a second per session, sustained (0: no cap)
     command_burst: int = 2000  # ... and saved up for a burst
     compress_max_ratio: float = 200.0  # inflated : compressed octets over a session
+    # Networks whose clients may send a password before TLS (core.network.secure_for_auth).
+    auth_networks: tuple[IPNetwork, ...] = ()
 
 
 class CompressionBomb(Exception):
@@ -178,6 +181,7 @@ class IMAPServer:
                 hostname=s.hostname,
                 tls_active=conn.tls is not None,
                 starttls_available=self._tls is not None and not s.implicit_tls,
+                plaintext_auth=secure_for_auth(conn.peer_ip, conn.local_ip, s.auth_networks),
                 max_message_size=s.max_message_size,
                 max_bad_commands=s.max_bad_commands,
                 max_connections_per_account=s.max_connections_per_account,

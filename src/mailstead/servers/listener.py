@@ -148,6 +148,7 @@ class Connection(asyncio.Protocol):
         self._interrupted = False
         self.peer_ip = ""
         self.peer_port = 0
+        self.local_ip = ""  # the address the client connected to
         self.address = ""  # what the per-address limit counts (slots.address_key)
         self.tls: TLSInfo | None = None
         self.connected: asyncio.Future[None] = loop.create_future()
@@ -171,6 +172,9 @@ class Connection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple) and len(peer) >= 2:
             self.peer_ip, self.peer_port = str(peer[0]), int(peer[1])
+        local = transport.get_extra_info("sockname")
+        if isinstance(local, tuple) and len(local) >= 2:
+            self.local_ip = str(local[0])
         self._update_tls(transport)
         if not self.connected.done():
             self.connected.set_result(None)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from mailstead.accounts.service import AccountService
 from mailstead.core.errors import AlreadyExists, InUse, NotFound, StoreError
+from mailstead.core.network import IPNetwork, secure_for_auth
 from mailstead.observability.log import log_event
 from mailstead.proto.managesieve.events import (
     NEED_DATA,
@@ -43,6 +44,8 @@ class ManageSieveListenerSettings:
     max_errors: int
     idle_timeout: float
     auth_failure_delay: float
+    # Networks whose clients may send a password before TLS (core.network.secure_for_auth).
+    auth_networks: tuple[IPNetwork, ...] = ()
 
 
 class ManageSieveServer:
@@ -73,6 +76,7 @@ class ManageSieveServer:
             extensions=CAPABILITY_EXTENSIONS,
             tls_active=conn.tls is not None,
             starttls_available=self._tls is not None,
+            auth_requires_tls=not secure_for_auth(conn.peer_ip, conn.local_ip, s.auth_networks),
             max_script_size=s.limits.max_script_size,
             max_redirects=s.limits.max_redirects,
             max_errors=s.max_errors,

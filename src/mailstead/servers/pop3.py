@@ -27,6 +27,7 @@ from typing import Protocol
 from mailstead.accounts.login import LoginFailure
 from mailstead.accounts.service import AccountService
 from mailstead.core.errors import CorruptData, StoreError
+from mailstead.core.network import IPNetwork, secure_for_auth
 from mailstead.observability.log import log_event, log_event_at
 from mailstead.proto.pop3 import replies
 from mailstead.proto.pop3.events import (
@@ -227,6 +228,8 @@ class POP3ListenerSettings:
     max_errors: int
     idle_timeout: float  # RFC 1939 section 3: at least 10 minutes
     auth_failure_delay: float  # seconds before a failed login is answered
+    # Networks whose clients may send a password before TLS (core.network.secure_for_auth).
+    auth_networks: tuple[IPNetwork, ...] = ()
 
 
 @dataclass
@@ -272,6 +275,7 @@ class POP3Server:
             hostname=s.hostname,
             tls_active=conn.tls is not None,
             stls_available=self._tls is not None,
+            auth_requires_tls=not secure_for_auth(conn.peer_ip, conn.local_ip, s.auth_networks),
             max_errors=s.max_errors,
         ))
         state = _Session(client=conn.peer_ip)

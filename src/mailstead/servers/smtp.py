@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from mailstead.accounts.login import LoginFailure
 from mailstead.accounts.service import AccountService
+from mailstead.core.network import IPNetwork, secure_for_auth
 from mailstead.core.reply import Reply
 from mailstead.delivery.service import DeliveryService, SessionInfo, Transaction
 from mailstead.observability.log import log_event
@@ -59,6 +60,8 @@ class SMTPListenerSettings:
     max_recipients: int
     max_errors: int
     idle_timeout: float
+    # Networks whose clients may send a password before TLS (core.network.secure_for_auth).
+    auth_networks: tuple[IPNetwork, ...] = ()
 
 
 class SMTPServer:
@@ -109,6 +112,7 @@ class SMTPServer:
             submission=s.submission,
             tls_active=conn.tls is not None,
             starttls_available=self._tls is not None,
+            auth_requires_tls=not secure_for_auth(conn.peer_ip, conn.local_ip, s.auth_networks),
             max_message_size=s.max_message_size,
             max_recipients=s.max_recipients,
             max_errors=s.max_errors,
@@ -160,13 +164,15 @@ class SMTPServer:
                     reply = R_NO_ROOM
                 if reply.is_positive:
                     txn = Transaction(sender=event.sender, smtputf8=event.smtputf8,
-                                      size=event.size)
+                                      size=event.size, dsn=event.dsn,
+                                      requiretls=event.requiretls)
                 core.respond(reply)
             elif isinstance(event, RcptTo):
                 if txn is None:  # the core guarantees MAIL came first; stay safe anyway
                     core.respond(Reply(503, "5.5.1", "Need MAIL command first"))
                     continue
-                core.respond(await self._delivery.check_recipient(info, txn, event.recipient))
+                core.respond(await self._delivery.check_recipient(info, txn, event.recipient,
+                                                                  event.dsn))
             elif isinstance(event, MessageData):
                 await self._message(core, info, txn, event, spool)
                 txn = None

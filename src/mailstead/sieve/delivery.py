@@ -116,7 +116,7 @@ class SieveRunner:
             cpu_clock=time.thread_time)
         self._redirects_per_day = redirects_per_day
         self._clock = clock
-        self._resolver = RecipientResolver(store)
+        self._resolver = RecipientResolver(store, hostname)
         self._cache: dict[str, Script | None] = {}
         # fileinto targets seen to exist, so a busy rule does not look its mailbox up for
         # every message (each lookup is a database read on the delivery path). A mailbox

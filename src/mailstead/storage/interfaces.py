@@ -8,11 +8,12 @@ Unicode lower-case); the store compares them exactly (local parts case-insensiti
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Protocol
 
+from mailstead.core.dsn import MessageDsn, RecipientDsn
 from mailstead.storage.integrity import Integrity
 
 # The folders every account gets at creation, with their RFC 6154 special-use attribute.
@@ -72,6 +73,15 @@ class MailboxCounts:
 
 
 @dataclass(frozen=True, slots=True)
+class RecentInfo:
+    """\\Recent of a mailbox (RFC 3501 section 2.3.2, migration 0013): messages with a UID
+    from ``first_uid`` on are recent, not yet taken by a session; ``messages`` of them exist."""
+
+    first_uid: int
+    messages: int
+
+
+@dataclass(frozen=True, slots=True)
 class MessageInfo:
     """One message in one mailbox: the IMAP view, computed once at delivery."""
 
@@ -125,6 +135,11 @@ class IncomingMessage:
     envelope: str  # JSON summary for IMAP
     bodystructure: str  # JSON summary for IMAP
     auth_account_id: int | None = None
+    # RFC 3461: what each remote recipient (a ``remote`` entry, as written there) asked of
+    # delivery status notifications; absent ones asked nothing (section 4.1 defaults).
+    dsn: Mapping[str, RecipientDsn] = field(default_factory=dict)
+    envelope_dsn: MessageDsn | None = None  # RET= and ENVID= of the message
+    requiretls: bool = False  # RFC 8689 section 4: relay only over verified TLS
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +165,15 @@ class QueueEntry:
     last_error: str | None
     warned: bool = False  # a delay warning DSN was sent for this recipient (issue 5)
     last_attempt: float | None = None  # when the last attempt ended (issue 5)
+    dsn: RecipientDsn | None = None  # NOTIFY= / ORCPT= of this recipient (RFC 3461)
+    envelope_dsn: MessageDsn | None = None  # RET= / ENVID= of its message
+    requiretls: bool = False  # RFC 8689: relay only over verified TLS
+
+    @property
+    def waiting(self) -> bool:
+        """Still to be delivered (queued, being tried, or deferred): what "the queue" means
+        to the CLI and the web page alike; delivered and bounced rows are history."""
+        return self.state in ("queued", "active", "deferred")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -268,6 +292,16 @@ class MailStore(Protocol):
         mailbox."""
 
     async def mailbox_by_id(self, mailbox_id: int) -> MailboxInfo | None: ...
+
+    async def recent_info(self, mailbox_id: int) -> RecentInfo:
+        """The mailbox's \\Recent state, read without taking anything (EXAMINE, STATUS
+        RECENT: RFC 3501 sections 6.3.2 and 6.3.10). Raises NotFound."""
+
+    async def claim_recent(self, mailbox_id: int, upto: int) -> int:
+        """Takes \\Recent (RFC 3501 section 2.3.2: recent to one session only): returns the
+        first recent UID as it was, and raises it to ``upto`` (never lowers it) in the same
+        transaction, so of concurrent callers on any node each recent UID goes to one. The
+        caller gets the messages from the returned UID up to ``upto`` - 1. Raises NotFound."""
 
     async def store_flags(
         self,
@@ -705,9 +739,68 @@ class ImportStore(Protocol):
         already keeps its row. Raises NotFound when the mailbox is gone."""
 
 
+# ---------------------------------------------------------------------------------------------
+# SMTP TLS reporting (RFC 8460, migration 0016): our outbound TLS session results per day, the
+# daily reports sent, and the reports received.
+
+
+@dataclass(frozen=True, slots=True)
+class TlsResult:
+    """``sessions`` TLS sessions of one UTC ``day`` ("YYYY-MM-DD") to ``policy_domain`` under
+    one policy (``policy_type`` "sts" or "no-policy-found", ``policy_string`` its lines joined
+    by LF) that ended in ``result_type`` ("" for success, else RFC 8460 section 4.3)."""
+
+    day: str
+    policy_domain: str
+    policy_type: str
+    policy_string: str
+    result_type: str
+    mx_host: str
+    receiving_ip: str
+    sessions: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReceivedTlsReport:
+    """A TLS report another organization sent us (RFC 8460 section 4.4), summed up."""
+
+    received_at: float
+    organization: str
+    report_id: str
+    start_time: str
+    end_time: str
+    policy_domain: str
+    successes: int
+    failures: int
+    report: str  # the JSON as received
+    id: int = 0
+
+
+class TlsReportStore(Protocol):
+    async def add_tls_results(self, rows: Sequence[TlsResult]) -> None:
+        """Adds each row's ``sessions`` to the count of its (day, policy, result) key."""
+
+    async def tls_results(self, day: str) -> list[TlsResult]:
+        """Every count of ``day``, ordered by policy domain."""
+
+    async def claim_tls_report(self, day: str, policy_domain: str, now: float) -> bool:
+        """Marks the report of ``day`` for ``policy_domain`` as sent; False when it was
+        already (by this node or another), so each report goes out once."""
+
+    async def prune_tls_results(self, before_day: str) -> int:
+        """Deletes the counts and sent marks of days before ``before_day``; how many rows."""
+
+    async def add_received_tls_report(self, report: ReceivedTlsReport) -> bool:
+        """Keeps a received report; False when one with its organization and report id is
+        kept already (a report mailed twice counts once)."""
+
+    async def received_tls_reports(self, limit: int) -> list[ReceivedTlsReport]:
+        """The newest received reports first, at most ``limit``."""
+
+
 class Store(
     MailStore, OutboundStore, SecurityStore, SpamStore, SieveStore, SharedStateStore,
-    WebSessionStore, ImportStore, Protocol,
+    WebSessionStore, ImportStore, TlsReportStore, Protocol,
 ):
     """The whole persistent state of a Mailstead installation (mailbox access included, so
     every service sees one interface)."""

@@ -48,7 +48,8 @@ TABLES: tuple[str, ...] = (
     "blobs", "messages", "queue", "fts_docs", "fts_pending", "dkim_keys", "totp",
     "recovery_codes", "app_passwords", "login_audit", "ip_blocks", "greylist",
     "greylist_networks", "bayes_tokens", "bayes_learned", "sieve_scripts", "sieve_log",
-    "leases", "auth_failures", "import_origins",
+    "leases", "auth_failures", "import_origins", "tls_results", "tls_reports_sent",
+    "tls_reports_received",
 )
 # SQLite tables that are not copied as such: the migration log (PostgreSQL keeps its own) and
 # the FTS5 index with its shadow tables (its text goes into PostgreSQL's fts_docs).

@@ -19,12 +19,13 @@ from starlette.routing import Route
 from mailstead.accounts.passwords import PasswordRuleError
 from mailstead.accounts.security import SecurityError
 from mailstead.accounts.service import DEFAULT_QUOTA, AccountError
-from mailstead.cli.dns import mta_sts_mode, public_addresses, services_of
+from mailstead.cli.dns import public_addresses, services_of
 from mailstead.config.model import Config
 from mailstead.core.errors import AlreadyExists, InUse, NotFound
 from mailstead.core.secret import Secret
 from mailstead.core.sizes import exact_size, format_size, parse_size
 from mailstead.mailauth.records import ZoneSection, domain_records
+from mailstead.mailauth.stspolicy import mta_sts_mode, our_policy
 from mailstead.storage.interfaces import QueueEntry, Quota
 from mailstead.web.account_pages import when
 from mailstead.web.pagekit import Handler, PageKit, SignedIn
@@ -58,6 +59,11 @@ class QueuedMessage:
     mail_from: str
     created_at: float
     rows: tuple[QueueEntry, ...]
+
+    @property
+    def waiting(self) -> bool:
+        """A recipient is still to be delivered: only then is there anything to retry."""
+        return any(r.waiting for r in self.rows)
 
 
 def group_queue(entries: list[QueueEntry], limit: int = MAX_QUEUE_SHOWN) -> list[QueuedMessage]:
@@ -122,7 +128,7 @@ class AdminPages:
 
     async def index(self, request: Request, me: SignedIn, form: Form) -> Response:
         queue = await self.web.store.list_queue()
-        waiting = sum(1 for e in queue if e.state in ("queued", "active", "deferred"))
+        waiting = sum(1 for e in queue if e.waiting)
         return self.kit.render(
             me.session, "admin_index.html", me=me,
             domains=len(await self.web.accounts.list_domains()),
@@ -140,6 +146,7 @@ class AdminPages:
             services=services_of(self.config),
             addresses=public_addresses(self.config, []),
             mta_sts_mode=mta_sts_mode(self.config),
+            mta_sts_policy_text=our_policy(self.config),
         )
 
     async def _domains_page(self, me: SignedIn, error: str = "", status: int = 200) -> Response:
@@ -269,11 +276,16 @@ class AdminPages:
     # Outbound queue ----------------------------------------------------------------------
 
     async def queue(self, request: Request, me: SignedIn, form: Form) -> Response:
+        # The same rows as `mailstead queue list` (and `--all` with ?all=1): messages with a
+        # recipient still waiting; delivered and bounced ones are history.
+        show_all = request.query_params.get("all") == "1"
         entries = await self.web.store.list_queue()
+        if not show_all:
+            entries = [e for e in entries if e.waiting]
         messages = group_queue(entries)
         return self.kit.render(me.session, "admin_queue.html", me=me, messages=messages,
                                total=len({e.queue_id for e in entries}), when=when,
-                               shown=MAX_QUEUE_SHOWN)
+                               shown=MAX_QUEUE_SHOWN, show_all=show_all)
 
     async def queue_retry(self, request: Request, me: SignedIn, form: Form) -> Response:
         queue_id = form.get("queue_id").strip()

@@ -24,6 +24,7 @@ from starlette.responses import (
 from starlette.routing import Route
 
 from mailstead.config.model import Config
+from mailstead.mailauth.stspolicy import POLICY_HOST_PREFIX, POLICY_PATH, our_policy
 from mailstead.web import autoconfig, autodiscover, mobileconfig
 from mailstead.web.account_pages import AccountPages
 from mailstead.web.admin_pages import AdminPages
@@ -192,6 +193,17 @@ class _Routes:
         return Response(self.css, media_type="text/css; charset=utf-8",
                         headers={"cache-control": "public, max-age=3600"})
 
+    async def mta_sts(self, request: Request) -> Response:
+        """Our MTA-STS policy (RFC 8461 section 3.3: only over HTTPS, only as
+        mta-sts.DOMAIN of a local domain, text/plain, no redirects)."""
+        host = redirect_host(request.headers.get("host", "").encode("latin-1"), "")
+        host = host.rstrip(".")
+        domain = host[len(POLICY_HOST_PREFIX):] if host.startswith(POLICY_HOST_PREFIX) else ""
+        if not domain or not await self.ctx.store.is_local_domain(domain):
+            raise _BadRequest(404, "no MTA-STS policy here: ask mta-sts.DOMAIN of a mail domain")
+        return Response(our_policy(self.config), media_type="text/plain",
+                        headers={"cache-control": _CACHE_SHORT})
+
     async def index(self, request: Request) -> Response:
         if self.ctx.account_web is not None:
             return RedirectResponse("/login", status_code=303)
@@ -228,6 +240,8 @@ def create_app(ctx: WebContext, *, listener: str = "https", https: bool = True) 
         Route("/setup", r.setup, methods=["GET"]),
         Route("/static/mailstead.css", r.css_file, methods=["GET"]),
     ]
+    if https:
+        routes.append(Route(POLICY_PATH, r.mta_sts, methods=["GET"]))
     if ctx.account_web is not None:
         kit = PageKit(ctx.account_web, r.pages, https=https)
         routes += AuthPages(kit).routes()

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 
 import pytest
@@ -149,7 +150,7 @@ def test_missing_hostname() -> None:
          "limits.max_mailboxes_per_account: expected an integer"),
         ('[tls]\ncert = "c.pem"\n', 3, "tls.cert is set but tls.key is not"),
         ('[tls]\nkey = ""\n', 3, "tls.key: expected a file path"),
-        ("[dns]\nnameservers = []\n", 3, "dns.nameservers: expected a non-empty array"),
+        ("[dns]\nnameservers = \"1.1.1.1\"\n", 3, "dns.nameservers: expected an array"),
         ('[dns]\nnameservers = ["ns.example.test"]\n', 3, "dns.nameservers: item 1: expected"),
         ('[dns]\nnameservers = ["1.1.1.1:0"]\n', 3, "dns.nameservers: item 1: expected"),
         ('listen = "x"\n', 2, "listen: expected a table [listen]"),
@@ -202,6 +203,20 @@ def test_template_round_trips(dev: bool) -> None:
         assert c.listen.https == HostPort("0.0.0.0", 443)
 
 
+@pytest.mark.parametrize("dev", [True, False])
+def test_every_commented_default_uncomments_to_the_same_config(dev: bool) -> None:
+    """Each ``# key = value`` line of a fresh file is valid TOML for its default: uncommenting
+    all of them at once loads, and yields the config the file had before."""
+    listen = dev_listen() if dev else standard_listen()
+    text = render_config("mail.example.test", listen)
+    setting = re.compile(r"# ([a-z_]+ = .*)$")
+    uncommented = [setting.sub(r"\1", line) for line in text.splitlines()]
+    assert sum(1 for line in text.splitlines() if setting.match(line)) > 80
+    assert parse("\n".join(uncommented) + "\n") == parse(text)
+    for line in text.splitlines():  # no Python spellings left anywhere
+        assert not re.search(r"= (True|False|None|\(\)|\(')", line), line
+
+
 def test_load_config_file_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path)
@@ -222,3 +237,27 @@ def test_connections_section() -> None:
                       ("tls_handshake_timeout = 0", "tls_handshake_timeout")):
         message = error(f'hostname = "a.test"\n[connections]\n{body}\n')
         assert message.startswith(f"{F}:3: connections.{key}: "), message
+
+
+def test_mta_sts_and_tls_reports_sections() -> None:
+    c = parse('hostname = "mail.example.test"\n')
+    assert (c.mta_sts.mode, c.mta_sts.max_age, c.mta_sts.mx) == ("auto", 604800, ())
+    assert c.tls_reports.send is True
+    c = parse('hostname = "mail.example.test"\n[mta_sts]\nmode = "enforce"\nmax_age = 86400\n'
+              'mx = ["MX1.Example.TEST.", "*.mx.example.test"]\n'
+              '[tls_reports]\nsend = false\ncontact = "ops@example.test"\n')
+    assert (c.mta_sts.mode, c.mta_sts.max_age) == ("enforce", 86400)
+    assert c.mta_sts.mx == ("mx1.example.test", "*.mx.example.test")
+    assert (c.tls_reports.send, c.tls_reports.contact) == (False, "ops@example.test")
+    assert "mta_sts.mode" in error('hostname = "m.test"\n[mta_sts]\nmode = "strict"\n')
+    assert "mta_sts.max_age" in error('hostname = "m.test"\n[mta_sts]\nmax_age = 40000000\n')
+    assert "mta_sts.mx" in error('hostname = "m.test"\n[mta_sts]\nmx = ["a.*.test"]\n')
+    assert "mta_sts.mx" in error('hostname = "m.test"\n[mta_sts]\nmx = []\n')
+    assert "tls_reports.contact" in error('hostname = "m.test"\n[tls_reports]\ncontact = "x"\n')
+
+
+def test_srs_is_on_by_default_and_can_be_turned_off() -> None:
+    base = 'hostname = "mx.example.test"\n'
+    assert parse(base).smtp.srs is True
+    assert parse(base + "[smtp]\nsrs = false\n").smtp.srs is False
+    assert "srs" in error(base + '[smtp]\nsrs = "maybe"\n')

@@ -245,3 +245,13 @@ async def _hostile(payload: bytes, *, close: bool) -> ProbeResult:
 def test_hostile_servers_end_as_findings(payload: bytes, close: bool, cause: Cause) -> None:
     result = asyncio.run(_hostile(payload, close=close))
     assert result.cause is cause, result
+
+
+def test_every_listener_the_config_can_hold_has_a_check() -> None:
+    """A listener without a probe used to end the whole listeners check with a KeyError."""
+    import dataclasses
+
+    from mailstead.config.model import ListenConfig
+
+    for item in dataclasses.fields(ListenConfig):
+        assert item.name in srv._LISTENERS or item.name in ("http", "https"), item.name

@@ -78,6 +78,9 @@ def test_tls_errors(exc: BaseException, cause: Cause) -> None:
     (b"SSH-2.0-OpenSSH_9.2", None),
     (b"", None),
     (b"\x16\x03\x01\x00", None),
+    (b'"IMPLEMENTATION" "Mailstead"\r\n', "managesieve"),
+    (b'"STARTTLS"\r\n', "managesieve"),
+    (b'"not a capability\r\n', None),
 ])
 def test_greetings(line: bytes, protocol: str | None) -> None:
     assert greeting_protocol(line) == protocol
@@ -88,6 +91,8 @@ def test_greeting_refusals() -> None:
     assert not greeting_refusal("smtp", b"220 hello")
     assert greeting_refusal("imap", b"* BYE too many connections")
     assert greeting_refusal("pop3", b"-ERR [SYS/TEMP] busy")
+    assert greeting_refusal("managesieve", b'BYE (TRYLATER) "too many connections"')
+    assert not greeting_refusal("managesieve", b'"IMPLEMENTATION" "Mailstead"')
 
 
 def test_tls_records_are_recognised() -> None:

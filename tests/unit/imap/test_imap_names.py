@@ -55,6 +55,17 @@ def test_wire_forms() -> None:
         names.decode_wire(b"&bad", utf8=False)
 
 
+def test_patterns_are_never_refused() -> None:
+    # RFC 9051 section 6.3.9: what is not valid modified UTF-7 is matched literally.
+    assert names.decode_pattern(b"&bad", utf8=False) == "&bad"
+    assert names.decode_pattern(b"&Jjo-*", utf8=False) == "\u263a*"
+    assert names.decode_pattern(b"&Jjo-*", utf8=True) == "&Jjo-*"
+    assert names.decode_pattern("Entw\u00fcrfe%".encode(), utf8=False) == "Entw\u00fcrfe%"
+    assert names.compile_pattern("", names.decode_pattern(b"&Jjo!*", utf8=False)).fullmatch(
+        "&Jjo!/x"
+    )
+
+
 def test_from_wire_checks_the_decoded_name() -> None:
     with pytest.raises(names.MailboxNameError):
         names.from_wire(b"&AC4ALg-", utf8=False)  # ".." hidden in modified UTF-7

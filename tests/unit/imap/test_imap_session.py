@@ -31,7 +31,11 @@ def test_greeting_and_login_disabled_before_tls(run: Callable[[Body], None]) -> 
         assert "AUTH=PLAIN" in out
         assert "LOGINDISABLED" not in out
         assert "STARTTLS" not in out
-        assert (await c.login()).startswith("L1 OK [CAPABILITY ")
+        out = await c.login()
+        assert out.startswith("L1 OK [CAPABILITY ")
+        # RFC 9051 section 7.2.2: no AUTH=, STARTTLS or LOGINDISABLED once authenticated.
+        assert "AUTH=" not in out
+        assert "AUTH=" not in await c.cmd("c2 CAPABILITY")
 
     run(body)
 
@@ -126,7 +130,11 @@ def test_store_condstore_and_unchangedsince(run: Callable[[Body], None]) -> None
         assert "ENABLED CONDSTORE" in await c.cmd("a ENABLE CONDSTORE")
         await c.cmd("b SELECT INBOX")
         out = await c.cmd("c STORE 1 +FLAGS (\\Flagged $Label)")
-        assert out.startswith("* 1 FETCH (FLAGS (\\Flagged $Label \\Recent) MODSEQ (")
+        # The new keyword is announced first (RFC 3501 section 7.2.6).
+        flags_line, permanent, fetched = out.splitlines()[:3]
+        assert flags_line == "* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Label)"
+        assert permanent.startswith("* OK [PERMANENTFLAGS (\\Answered")
+        assert fetched.startswith("* 1 FETCH (FLAGS (\\Flagged $Label \\Recent) MODSEQ (")
         out = await c.cmd("d STORE 2 +FLAGS.SILENT (\\Seen)")
         assert out.startswith("* 2 FETCH (MODSEQ (")  # RFC 7162 3.1.3
         assert "FLAGS" not in out

@@ -150,3 +150,14 @@ def test_placeholders_without_addresses() -> None:
     assert "; mail.a.test.\t3600\tIN\tA\t<the public IPv4 address" in text
     assert "; <reverse name of each public address>\tIN\tPTR\tmail.a.test." in text
     assert "no DKIM keys: create them with mailstead dkim rotate" in text
+
+
+def test_policy_lists_every_mx_and_parses_back() -> None:
+    from mailstead.queue.mtasts import parse_policy
+
+    text = mta_sts_policy(["mx1.a.test.", "*.mx.a.test"], "enforce", 86400)
+    assert text == ("version: STSv1\r\nmode: enforce\r\nmx: mx1.a.test\r\nmx: *.mx.a.test\r\n"
+                    "max_age: 86400\r\n")
+    policy = parse_policy(text)
+    assert policy.mx == ("mx1.a.test", "*.mx.a.test")
+    assert mta_sts_id(text) != mta_sts_id(mta_sts_policy(["mx1.a.test"], "enforce", 86400))

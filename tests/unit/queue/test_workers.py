@@ -58,7 +58,7 @@ class Client:
         self.calls: list[tuple[str, list[str], bytes]] = []
 
     async def deliver(self, route: Any, mail_from: str, rcpts: Sequence[str], data: bytes, *,
-                      smtputf8: bool, eight_bit: bool) -> FakeResult:
+                      smtputf8: bool, eight_bit: bool, dsn: Any = None) -> FakeResult:
         self.calls.append((mail_from, list(rcpts), data))
         return FakeResult([FakeRcpt(r, self.replies[r], self.replies[r].code >= 500)
                            for r in rcpts])

@@ -24,6 +24,8 @@ from mailstead.storage.interfaces import (
     IpBlock,
     LocalDelivery,
     LoginRecord,
+    ReceivedTlsReport,
+    TlsResult,
 )
 from mailstead.storage.sqlite.store import DB_NAME, SQLiteStore
 from mailstead.storage.sqlite.writer import wire_shape
@@ -85,6 +87,12 @@ async def _populate(data_dir: Path) -> None:
         await store.expunge(inbox.id)
         await store.copy_messages(inbox.id, [5, 6], projects.id, move=True)
         await store.add_import_origins(projects.id, "imap://a@old.test", [("7/1", "f" * 64)])
+        await store.add_tls_results([TlsResult("2026-12-07", "b.test", "sts", "mode: enforce",
+                                               "", "mx.b.test", "192.0.2.1", 3)])
+        await store.claim_tls_report("2026-12-06", "b.test", now)
+        await store.add_received_tls_report(ReceivedTlsReport(
+            now, "Org", "r1", "2026-12-06T00:00:00Z", "2026-12-06T23:59:59Z", "example.test",
+            1, 0, "{}"))
         assert await store.search_text(inbox.id, "number 7", part="body") == {8}
         await store.add_dkim_key(DkimKey("example.test", "ms1r", "rsa-sha256", "PEM", "pub",
                                          now, True))

@@ -63,7 +63,7 @@ class Section:
 
     part: tuple[int, ...] = ()
     text: str = ""
-    fields: tuple[str, ...] = ()  # upper-cased header names for HEADER.FIELDS[.NOT]
+    fields: tuple[str, ...] = ()  # HEADER.FIELDS[.NOT] names, upper-cased, as asked
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,6 +30,9 @@ from mailstead.proto.imap.response import (
 )
 from mailstead.proto.imap.response import flags as encode_flags
 
+# BODY[] and BINARY share the CRLF form; kept importable from here for existing callers.
+from mailstead.proto.imap.sections import crlf_text as crlf_text
+
 # Same as response.py: 7-bit text that can go out quoted after escaping '"' and '\'.
 _SAFE_ASCII = re.compile(rb"[\x01-\x09\x0b\x0c\x0e-\x7f]*")
 # The names of items that need the message bytes.
@@ -76,16 +79,6 @@ class FetchResult:
     data: bytes
     set_seen: bool = False
     unknown_cte: bool = False
-
-
-def crlf_text(data: bytes) -> bytes:
-    """``data`` with every bare LF as CRLF; CRLF and bare CR stay. RFC 9051 section 2.3.4
-    (RFC822.SIZE) and RFC 5322 section 2.1 count a message in CRLF form, so the text items
-    are sent that way: BODY[] then has exactly RFC822.SIZE octets. Two C-speed counts decide;
-    a message stored from SMTP (always CRLF) is returned as it is."""
-    if data.count(b"\n") == data.count(b"\r\n"):
-        return data
-    return data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
 
 
 def needs_body(atts: Sequence[FetchAtt]) -> bool:

@@ -100,3 +100,33 @@ def decode(wire: str) -> str:
     if encode(text) != wire:
         raise ValueError("modified UTF-7 not in canonical form")
     return text
+
+
+def decode_pattern(wire: str) -> str:
+    """A LIST pattern or reference as Unicode, never failing: every valid ``&...-`` run is
+    decoded and anything else, such as ``&Jjo!``, stands for itself. RFC 9051 section
+    6.3.9 lets a server interpret a pattern that is not valid modified UTF-7 literally; a
+    pattern is not a name, so there is nothing to refuse. Linear in the length: no octet
+    is looked at in more than one decode attempt."""
+    out: list[str] = []
+    pos = 0
+    dash = -1  # the first "-" at or after the current "&", found once per run
+    while True:
+        amp = wire.find("&", pos)
+        if amp < 0:
+            out.append(wire[pos:])
+            return "".join(out)
+        out.append(wire[pos:amp])
+        if dash <= amp:
+            dash = wire.find("-", amp + 1)
+        following = wire.find("&", amp + 1, dash if dash >= 0 else len(wire))
+        if dash >= 0 and following < 0:
+            try:
+                out.append(decode(wire[amp : dash + 1]))
+            except ValueError:
+                pass
+            else:
+                pos = dash + 1
+                continue
+        out.append("&")
+        pos = amp + 1

@@ -41,7 +41,10 @@ def _part(r: Reader) -> tuple[int, ...]:
 
 
 def _header_list(r: Reader) -> tuple[str, ...]:
-    """header-list = "(" header-fld-name *(SP header-fld-name) ")"; names upper-cased."""
+    """header-list = "(" header-fld-name *(SP header-fld-name) ")"; names upper-cased, in the
+    order given and repeats kept: matching ignores both (RFC 9051 section 6.4.5), but the
+    response names the section as asked, so ``(FROM)`` and ``(FROM FROM)`` in one FETCH are
+    two items a client waits for (RFC 9051 section 7.5.2)."""
     r.sp()
     r.expect(b"(")
     names: list[str] = []
@@ -51,7 +54,7 @@ def _header_list(r: Reader) -> tuple[str, ...]:
             raise r.error("invalid header field name")
         names.append(raw.decode("ascii").upper())
         if r.take(b")"):
-            return tuple(dict.fromkeys(names))
+            return tuple(names)
         r.sp()
 
 

@@ -319,12 +319,14 @@ def esearch_response(
     *,
     tag: str | None,
     uid: bool,
-    modseq: int | None = None,
+    modseqs: Sequence[int] | None = None,
 ) -> bytes:
     """``* ESEARCH (TAG "t") [UID] MIN n MAX n COUNT n ALL set`` CRLF (RFC 4731 section 3.1).
 
     An empty ``returns`` means ALL; SAVE is the caller's business. With no match MIN, MAX
-    and ALL are left out and COUNT is 0; options appear in the order asked.
+    and ALL are left out and COUNT is 0; options appear in the order asked. ``modseqs``
+    (the MODSEQ of each of ``numbers``, when the MODSEQ key was used) adds the MODSEQ of
+    what is returned (``esearch_modseq``).
     """
     options: list[str] = []
     for option in (r.upper() for r in returns):
@@ -348,6 +350,29 @@ def esearch_response(
             out += b" MAX " + number(max(numbers))
         else:
             out += b" ALL " + sequence_set(numbers).encode("ascii")
-    if modseq is not None and numbers:  # RFC 7162 section 3.1.5
+    modseq = esearch_modseq(numbers, modseqs, options) if modseqs is not None else None
+    if modseq is not None:
         out += b" MODSEQ " + number(modseq)
     return out + b"\r\n"
+
+
+def esearch_modseq(
+    numbers: Sequence[int], modseqs: Sequence[int], options: Sequence[str]
+) -> int | None:
+    """The MODSEQ result option of an ESEARCH (RFC 4731 section 3.2, RFC 7162 section
+    3.1.5): with MIN or MAX alone, the mod-sequence of that one message; with MIN and MAX
+    (and neither ALL nor COUNT), the higher of those two; otherwise the highest of all
+    matches. None when nothing matched (no MODSEQ is returned then)."""
+    if not numbers:
+        return None
+    if len(modseqs) != len(numbers):
+        raise ValueError("one MODSEQ per matched message")
+    if "ALL" in options or "COUNT" in options or not {"MIN", "MAX"} & set(options):
+        return max(modseqs)
+    by_number = dict(zip(numbers, modseqs, strict=True))
+    picked: list[int] = []
+    if "MIN" in options:
+        picked.append(by_number[min(numbers)])
+    if "MAX" in options:
+        picked.append(by_number[max(numbers)])
+    return max(picked)

@@ -17,8 +17,12 @@ from mailstead.proto.imap.ast import Partial, Section
 
 _LINE = re.compile(rb"[^\n]*\n|[^\n]+")
 _B64_JUNK = re.compile(rb"[^A-Za-z0-9+/=]+")
-# Transfer encodings that need no decoding (RFC 2045 section 6.1).
-_IDENTITY = frozenset({"7BIT", "8BIT", "BINARY", ""})
+# RFC 2045 section 6.7 rule 3: white space at the end of an encoded line is transport padding
+# that a decoder deletes; deleting it also makes "=" + padding + line end a soft line break.
+_QP_PADDING = re.compile(rb"[ \t]+(?=\r\n|\Z)")
+# Transfer encodings that need no decoding (RFC 2045 section 6.1); text in these goes out in
+# CRLF form, as BODY[] sends it, so BINARY[n] and BINARY.SIZE[n] agree with BODY[n].
+_TEXT_IDENTITY = frozenset({"7BIT", "8BIT", ""})
 
 Node = Mapping[str, Any]
 
@@ -155,17 +159,42 @@ def apply_partial(data: bytes, partial: Partial | None) -> bytes:
     return data[start : start + max(partial.length, 0)]
 
 
+def crlf_text(data: bytes) -> bytes:
+    """``data`` with every bare LF as CRLF; CRLF and bare CR stay. RFC 9051 section 2.3.4
+    (RFC822.SIZE) and RFC 5322 section 2.1 count a message in CRLF form, so the text items
+    are sent that way: BODY[] then has exactly RFC822.SIZE octets. Two C-speed counts decide;
+    a message stored from SMTP (always CRLF) is returned as it is."""
+    if data.count(b"\n") == data.count(b"\r\n"):
+        return data
+    return data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+
+
 def decode_transfer_encoding(body: bytes, encoding: str) -> bytes | None:
     """The body with its Content-Transfer-Encoding removed; None when the encoding is not
     one we know, so the caller answers ``NO [UNKNOWN-CTE]`` (RFC 3516 section 4.2)."""
     encoding = encoding.upper()
-    if encoding in _IDENTITY:
+    if encoding in _TEXT_IDENTITY:
+        return crlf_text(body)
+    if encoding == "BINARY":  # any octet, line ends included, is data (RFC 2045 6.2)
         return body
     if encoding == "BASE64":
         return _decode_base64(body)
     if encoding == "QUOTED-PRINTABLE":
-        return binascii.a2b_qp(body)
+        return decode_quoted_printable(body)
     return None
+
+
+def decode_quoted_printable(body: bytes) -> bytes:
+    """RFC 2045 section 6.7: ``=XX`` (either case) is that octet, ``=`` at a line end (after
+    any transport padding) is a soft line break, white space at a line end is deleted, and a
+    hard line break is CRLF whatever the stored line end. Malformed ``=`` sequences are kept
+    as they are, the robust choice of section 6.7's note, so a FETCH never fails on them."""
+    body = crlf_text(body)
+    # Encoders do not pad (RFC 2045 6.7 rule 3), so three C-speed searches usually spare
+    # the regex pass over the whole body.
+    if b" \r\n" in body or b"\t\r\n" in body or body.endswith((b" ", b"\t")):
+        body = _QP_PADDING.sub(b"", body)
+    return binascii.a2b_qp(body)
 
 
 def _decode_base64(body: bytes) -> bytes:
@@ -185,13 +214,17 @@ def _decode_base64(body: bytes) -> bytes:
 def binary(data: bytes, structure: Node, part: tuple[int, ...]) -> bytes | None:
     """The decoded octets of ``BINARY[part]``: b"" for a part that does not exist, None for an
     unknown transfer encoding (RFC 3516 section 4.2). ``BINARY[]`` is the whole message,
-    which as such has no transfer encoding."""
+    which as such has no transfer encoding; nor has a multipart or message part, whose
+    encoding RFC 2045 section 6.4 limits to 7bit, 8bit and binary: their parts were found in
+    the octets as stored, so those are what BINARY returns, like BODY."""
     if not part:
-        return data
+        return crlf_text(data)
     found = find_part(structure, part)
     if found is None:
         return b""
     node, _ = found
+    if isinstance(node.get("parts"), list) or is_message(node):
+        return crlf_text(_body(data, node))
     encoding = node.get("encoding")
     if not isinstance(encoding, str):
         encoding = ""

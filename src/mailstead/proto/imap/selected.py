@@ -20,6 +20,14 @@ from mailstead.proto.imap.response import sequence_set
 from mailstead.storage.interfaces import MailboxChanges, MailboxInfo, MessageInfo
 
 RECENT = "\\Recent"
+# RFC 9051 section 2.3.2: the system flags every mailbox offers (\Recent is not one a client
+# may store, and IMAP4rev2 dropped it).
+SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
+
+
+def keywords_of(flags: Iterable[str]) -> list[str]:
+    """The keywords (flags not starting with a backslash) among ``flags``, in order."""
+    return [f for f in flags if not f.startswith("\\")]
 
 
 @dataclass(slots=True)
@@ -46,6 +54,10 @@ class SelectedView:
     condstore: bool = False  # RFC 7162 section 3.1: report MODSEQ in unsolicited FETCH
     qresync: bool = False  # RFC 7162 section 3.2.10: VANISHED instead of EXPUNGE
     show_recent: bool = True  # IMAP4rev1 only; RFC 9051 appendix E removed \Recent
+    # The keywords this session was told of in FLAGS, by lower-case name (keywords compare
+    # case-insensitively, as the store does): RFC 3501 section 7.2.6 / RFC 9051 section
+    # 7.3.5 want a keyword announced in FLAGS before any FETCH shows it.
+    keywords: dict[str, str] = field(default_factory=dict)
     invalid: bool = False  # UIDVALIDITY changed under us: the session must close it
 
     @classmethod
@@ -74,8 +86,35 @@ class SelectedView:
             view.sizes[msg.uid] = msg.size
             if msg.uid >= recent_from:
                 view.recent.add(msg.uid)
+            for keyword in keywords_of(msg.flags):
+                view.keywords.setdefault(keyword.lower(), keyword)
         view.uids.sort()
         return view
+
+    # ------------------------------------------------------------------ FLAGS
+
+    def flag_lines(self) -> list[bytes]:
+        """``* FLAGS (...)`` and ``* OK [PERMANENTFLAGS (...)]`` for the system flags and every
+        keyword announced so far (RFC 9051 sections 7.3.5 and 7.1). ``\\*`` says a STORE
+        may create new keywords; a read-only mailbox has no permanent flags."""
+        every = format_flags((*SYSTEM_FLAGS, *sorted(self.keywords.values(), key=str.lower)))
+        permanent = every[:-1] + b" \\*)" if not self.read_only else b"()"
+        return [
+            b"* FLAGS " + every + b"\r\n",
+            b"* OK [PERMANENTFLAGS " + permanent + b"] Flags permitted\r\n",
+        ]
+
+    def announce(self, flags: Iterable[str]) -> list[bytes]:
+        """The FLAGS and PERMANENTFLAGS lines to send before a response that shows ``flags``,
+        when they hold a keyword this session has not been told of (else nothing). A keyword
+        named ``NIL`` is an atom like any other in a flag list (RFC 9051 section 9,
+        flag-keyword = atom): it goes out as it is, after being announced."""
+        fresh = False
+        for keyword in keywords_of(flags):
+            if keyword.lower() not in self.keywords:
+                self.keywords[keyword.lower()] = keyword
+                fresh = True
+        return self.flag_lines() if fresh else []
 
     # ------------------------------------------------------------------ lookups
 
@@ -175,14 +214,22 @@ class SelectedView:
             self.modseqs[msg.uid] = msg.modseq
             self.sizes[msg.uid] = msg.size
             added += 1
-        if added:
-            out.append(f"* {len(self.uids)} EXISTS\r\n".encode())
+        fetches: list[bytes] = []
+        shown: list[str] = [f for uid in self.uids[len(self.uids) - added:]
+                            for f in self.flags[uid]]
         for msg in changed:
             before = self.flags[msg.uid]
             self.modseqs[msg.uid] = max(msg.modseq, self.modseqs.get(msg.uid, 0))
             if set(before) != set(msg.flags):
                 self.flags[msg.uid] = msg.flags
-                out.append(self.fetch_line(msg.uid))
+                shown += msg.flags
+                fetches.append(self.fetch_line(msg.uid))
+        # New keywords are announced before the EXISTS and FETCH that bring them (RFC 3501
+        # section 7.2.6): the client may FETCH FLAGS of a new message at once.
+        out += self.announce(shown)
+        if added:
+            out.append(f"* {len(self.uids)} EXISTS\r\n".encode())
+        out += fetches
         self.uidnext = max(self.uidnext, changes.uidnext)
         self.highestmodseq = max(self.highestmodseq, changes.highestmodseq)
         return out
@@ -246,5 +293,6 @@ class SelectedView:
             out.append(f"* VANISHED (EARLIER) {sequence_set(vanished)}\r\n".encode())
         for msg in sorted(changes.changed, key=lambda m: m.uid):
             if msg.uid in self.flags:
+                out += self.announce(self.flags[msg.uid])
                 out.append(self.fetch_line(msg.uid))
         return out

@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import re
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
 
@@ -211,7 +212,7 @@ class SMTPClientCore:
         # The running transaction.
         self._pipelined = False
         self._rcpts: list[str] = []
-        self._rcpt_params = ""
+        self._rcpt_params: list[tuple[str, ...]] = []
         self._body = b""
         self._mail: Reply | None = None
         self._rcpt_replies: list[Reply] = []
@@ -289,9 +290,11 @@ class SMTPClientCore:
         data: bytes,
         *,
         mail_params: tuple[str, ...] = (),
+        rcpt_params: Sequence[tuple[str, ...]] = (),
     ) -> None:
         """Start one transaction. ``mail_params`` are ESMTP parameters for MAIL (e.g. SIZE=,
-        BODY=8BITMIME, SMTPUTF8), checked by the caller against ``extensions``. With
+        BODY=8BITMIME, SMTPUTF8), checked by the caller against ``extensions``;
+        ``rcpt_params[i]`` those of the i-th RCPT (NOTIFY=, ORCPT=), none when short. With
         PIPELINING, MAIL, every RCPT and DATA go out in one batch (RFC 2920 section 3.1);
         without it, one command at a time. Answered by one ``TransactionResult``."""
         self._require_idle()
@@ -302,9 +305,10 @@ class SMTPClientCore:
             if not rcpt:
                 raise ValueError("empty recipient")
             check_path(rcpt)
-        for param in mail_params:
+        for param in (*mail_params, *(p for ps in rcpt_params for p in ps)):
             if _UNSAFE_PATH.search(param):
-                raise ValueError(f"bad MAIL parameter {param!r}")
+                raise ValueError(f"bad MAIL/RCPT parameter {param!r}")
+        self._rcpt_params = [tuple(p) for p in rcpt_params]
         self._pipelined = "PIPELINING" in self._extensions
         self._rcpts = list(rcpts)
         self._body = normalise_body(data)
@@ -314,9 +318,13 @@ class SMTPClientCore:
         mail = f"MAIL FROM:<{mail_from}>" + "".join(" " + p for p in mail_params)
         self._command(_Stage.MAIL, mail.encode("utf-8"))
         if self._pipelined:
-            for rcpt in rcpts:
-                self._command(_Stage.RCPT, f"RCPT TO:<{rcpt}>".encode())
+            for i in range(len(rcpts)):
+                self._command(_Stage.RCPT, self._rcpt_line(i))
             self._command(_Stage.DATA, b"DATA")
+
+    def _rcpt_line(self, i: int) -> bytes:
+        params = self._rcpt_params[i] if i < len(self._rcpt_params) else ()
+        return (f"RCPT TO:<{self._rcpts[i]}>" + "".join(" " + p for p in params)).encode()
 
     def reset(self) -> None:
         """RSET (RFC 5321 section 4.1.1.5), before another transaction on this session."""
@@ -469,7 +477,7 @@ class SMTPClientCore:
         if not reply.is_positive:
             self._finish(None)
         else:
-            self._command(_Stage.RCPT, f"RCPT TO:<{self._rcpts[0]}>".encode())
+            self._command(_Stage.RCPT, self._rcpt_line(0))
 
     def _on_rcpt(self, reply: Reply) -> None:
         self._rcpt_replies.append(reply)
@@ -477,7 +485,7 @@ class SMTPClientCore:
             return
         done = len(self._rcpt_replies)
         if done < len(self._rcpts):
-            self._command(_Stage.RCPT, f"RCPT TO:<{self._rcpts[done]}>".encode())
+            self._command(_Stage.RCPT, self._rcpt_line(done))
         elif any(r.is_positive for r in self._rcpt_replies):
             self._command(_Stage.DATA, b"DATA")
         else:

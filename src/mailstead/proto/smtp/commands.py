@@ -6,6 +6,15 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from mailstead.core.dsn import (
+    DsnParameterError,
+    MessageDsn,
+    RecipientDsn,
+    parse_envid,
+    parse_notify,
+    parse_orcpt,
+    parse_ret,
+)
 from mailstead.core.errors import ProtocolReplyError
 from mailstead.core.reply import Reply
 from mailstead.proto.smtp import replies
@@ -114,15 +123,28 @@ class MailParameters:
     body: str | None
     smtputf8: bool
     auth: str | None
+    dsn: MessageDsn | None = None  # RET= / ENVID= (RFC 3461), None when neither was given
+    requiretls: bool = False  # REQUIRETLS (RFC 8689 section 4)
 
 
-def check_mail_parameters(params: dict[str, str | None]) -> MailParameters:
+def _dsn_error(exc: DsnParameterError) -> CommandError:
+    # RFC 3461 section 4: a malformed DSN parameter is a syntax error in the parameters.
+    return CommandError(Reply(501, "5.5.4", f"Invalid DSN parameter: {exc}"))
+
+
+def check_mail_parameters(
+    params: dict[str, str | None], *, tls_active: bool = False
+) -> MailParameters:
     """Validate the parameters MAIL accepts: SIZE (RFC 1870), BODY (RFC 6152, RFC 3030),
-    SMTPUTF8 (RFC 6531) and AUTH (RFC 4954 section 5); anything else is 555."""
+    SMTPUTF8 (RFC 6531), AUTH (RFC 4954 section 5), RET and ENVID (RFC 3461) and, on a TLS
+    session, REQUIRETLS (RFC 8689); anything else is 555."""
     size: int | None = None
     body: str | None = None
     smtputf8 = False
     auth: str | None = None
+    ret: str | None = None
+    envid: str | None = None
+    requiretls = False
     for key, value in params.items():
         if key == "SIZE":
             if value is None or _SIZE.fullmatch(value) is None:
@@ -141,15 +163,50 @@ def check_mail_parameters(params: dict[str, str | None]) -> MailParameters:
             if value is None or (value != "<>" and _XTEXT.fullmatch(value) is None):
                 raise CommandError(replies.syntax("AUTH=<xtext>|<> (RFC 4954 section 5)"))
             auth = value
+        elif key == "RET":
+            try:
+                ret = parse_ret(value)
+            except DsnParameterError as exc:
+                raise _dsn_error(exc) from None
+        elif key == "ENVID":
+            try:
+                envid = parse_envid(value)
+            except DsnParameterError as exc:
+                raise _dsn_error(exc) from None
+        elif key == "REQUIRETLS":
+            if value is not None:
+                raise CommandError(replies.syntax("REQUIRETLS takes no value (RFC 8689)"))
+            if not tls_active:
+                # RFC 8689 section 4.1: offered only after STARTTLS, so it means nothing in
+                # plaintext; section 5 names 5.7.10 for "encryption needed".
+                raise CommandError(Reply(530, "5.7.10",
+                                         "REQUIRETLS needs a TLS session: use STARTTLS first"))
+            requiretls = True
         else:
             raise CommandError(Reply(555, "5.5.4", f"{replies.UNKNOWN_PARAMETER}: {echo(key)}"))
-    return MailParameters(size, body, smtputf8, auth)
+    dsn = MessageDsn(ret, envid) if ret is not None or envid is not None else None
+    return MailParameters(size, body, smtputf8, auth, dsn, requiretls)
 
 
-def check_rcpt_parameters(params: dict[str, str | None]) -> None:
-    """RCPT takes no parameter we advertise (no DSN): each is 555 (RFC 5321 section 4.1.1.11)."""
-    for key in params:
-        raise CommandError(Reply(555, "5.5.4", f"{replies.UNKNOWN_PARAMETER}: {echo(key)}"))
+def check_rcpt_parameters(params: dict[str, str | None]) -> RecipientDsn | None:
+    """RCPT takes NOTIFY and ORCPT (RFC 3461 sections 4.1, 4.2); anything else is 555 (RFC
+    5321 section 4.1.1.11). None when neither was given."""
+    notify: tuple[str, ...] | None = None
+    orcpt: str | None = None
+    for key, value in params.items():
+        try:
+            if key == "NOTIFY":
+                notify = parse_notify(value)
+            elif key == "ORCPT":
+                orcpt = parse_orcpt(value)
+            else:
+                raise CommandError(Reply(555, "5.5.4",
+                                         f"{replies.UNKNOWN_PARAMETER}: {echo(key)}"))
+        except DsnParameterError as exc:
+            raise _dsn_error(exc) from None
+    if notify is None and orcpt is None:
+        return None
+    return RecipientDsn(notify, orcpt)
 
 
 def parse_bdat(arg: str) -> tuple[int, bool] | None:

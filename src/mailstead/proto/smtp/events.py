@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from mailstead.core.address import Address
+from mailstead.core.dsn import MessageDsn, RecipientDsn
 from mailstead.core.secret import Secret
 
 
@@ -82,6 +83,8 @@ class MailFrom:
     size: int | None = None  # SIZE= (RFC 1870)
     body: str | None = None  # "7BIT" | "8BITMIME" | "BINARYMIME"
     smtputf8: bool = False
+    dsn: MessageDsn | None = None  # RET= and ENVID= (RFC 3461 sections 4.3, 4.4)
+    requiretls: bool = False  # MAIL FROM ... REQUIRETLS (RFC 8689 section 4)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +93,7 @@ class RcptTo:
 
     recipient: Address
     params: dict[str, str | None] = field(default_factory=dict)
+    dsn: RecipientDsn | None = None  # NOTIFY= and ORCPT= (RFC 3461 sections 4.1, 4.2)
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,9 +36,12 @@ def ehlo_keywords(
         "SMTPUTF8",  # RFC 6531
         "ENHANCEDSTATUSCODES",  # RFC 2034
         "CHUNKING",  # RFC 3030
+        "DSN",  # RFC 3461 section 4
     ]
     if settings.starttls_available and not tls_active:
         keywords.append("STARTTLS")  # RFC 3207 section 4.2: never once TLS is up
+    if tls_active:
+        keywords.append("REQUIRETLS")  # RFC 8689 section 4.1: only offered after STARTTLS
     if auth_mechanisms:
         keywords.append("AUTH " + " ".join(auth_mechanisms))  # RFC 4954 section 3
     return keywords

@@ -442,7 +442,7 @@ class SMTPServerCore:
     # ----------------------------------------------------------------- transaction commands
 
     def _cmd_mail(self, arg: str) -> None:
-        self._decision(parse_mail(arg, self.settings))
+        self._decision(parse_mail(arg, self.settings, tls_active=self._tls_active))
 
     def _cmd_rcpt(self, arg: str) -> None:
         txn = self._txn

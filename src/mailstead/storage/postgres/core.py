@@ -33,6 +33,7 @@ from mailstead.storage.interfaces import (
 )
 from mailstead.storage.postgres.base import CHANNEL, PgBase, db_errors
 from mailstead.storage.postgres.outbound import QUEUE_COLUMNS, entry, rowcount
+from mailstead.storage.queuedsn import row_values
 from mailstead.storage.sqlite.admin import split_domain
 from mailstead.storage.sqlite.security import login_record
 from mailstead.storage.sqlite.writer import MAX_UID, WireShape, inbox_name, wire_shape
@@ -112,10 +113,12 @@ WITH wanted AS (
      ORDER BY x.account_id, x.id, c.k
 ), queued AS (
     INSERT INTO queue (queue_id, mail_from, rcpt_to, blob, state, attempts, next_attempt,
-                       created_at, auth_account_id)
+                       created_at, auth_account_id, dsn_notify, dsn_orcpt, dsn_ret, dsn_envid,
+                       requiretls)
     SELECT $18::text, $19::text, r.rcpt, $1::text, 'queued', 0, $3::float8, $3::float8,
-           $20::bigint
-      FROM unnest($17::text[]) WITH ORDINALITY AS r (rcpt, i)
+           $20::bigint, r.notify, r.orcpt, $26::text, $27::text, $28::smallint
+      FROM unnest($17::text[], $24::text[], $25::text[]) WITH ORDINALITY
+           AS r (rcpt, notify, orcpt, i)
      WHERE (SELECT ok FROM verdict)
      ORDER BY r.i
 ), notified AS (
@@ -360,6 +363,7 @@ class CoreMixin(PgBase):
             copies[target] = ranks[-1] + 1
         flags = [" ".join(canonical_flags(local.flags)) for local in msg.local]
         accounts = sorted({account for account, _ in targets})
+        dsn = [row_values(msg, rcpt) for rcpt in msg.remote]
         async with self._connection("delivering a message") as conn:
             rows = await conn.fetch(
                 _ACCEPT,
@@ -370,6 +374,9 @@ class CoreMixin(PgBase):
                 shape.size, int(shape.unterminated),
                 list(msg.remote), msg.queue_id, msg.mail_from, msg.auth_account_id,
                 ",".join(str(a) for a in accounts), CHANNEL, MAX_UID,
+                [v[0] for v in dsn], [v[1] for v in dsn],
+                msg.envelope_dsn.ret if msg.envelope_dsn else None,
+                msg.envelope_dsn.envid if msg.envelope_dsn else None, int(msg.requiretls),
             )
         first: dict[tuple[int, str], tuple[int, int]] = {
             (int(r[1]), str(r[2])): (int(r[3]), int(r[4])) for r in rows if r[1] is not None

@@ -36,6 +36,7 @@ from mailstead.storage.interfaces import (
     MailboxInfo,
     MessageInfo,
     Quota,
+    RecentInfo,
     StoreFlagsResult,
 )
 from mailstead.storage.postgres import fts
@@ -409,6 +410,41 @@ class MailStoreMixin(PgBase):
             return None if row is None else _mailbox_info(row)
 
         return await self._read("reading a mailbox", run)
+
+    async def recent_info(self, mailbox_id: int) -> RecentInfo:
+        async def run(conn: Conn) -> RecentInfo:
+            row = await conn.fetchrow(
+                "SELECT b.first_recent_uid, (SELECT COUNT(*) FROM messages m"
+                " WHERE m.mailbox_id = b.id AND m.uid >= b.first_recent_uid)"
+                " FROM mailboxes b WHERE b.id = $1",
+                mailbox_id,
+            )
+            if row is None:
+                raise NotFound(f"no mailbox with id {mailbox_id}")
+            return RecentInfo(int(row[0]), int(row[1]))
+
+        return await self._read("reading recent messages", run)
+
+    async def claim_recent(self, mailbox_id: int, upto: int) -> int:
+        # It only ever rises: at ``upto`` already, there is nothing to take and no lock to
+        # wait for. Otherwise the row lock orders the claims of every node.
+        first = (await self.recent_info(mailbox_id)).first_uid
+        if first >= upto:
+            return first
+
+        async def run(conn: Conn) -> int:
+            old = await conn.fetchval(
+                "SELECT first_recent_uid FROM mailboxes WHERE id = $1 FOR UPDATE", mailbox_id
+            )
+            if old is None:
+                raise NotFound(f"no mailbox with id {mailbox_id}")
+            if upto > old:
+                await conn.execute(
+                    "UPDATE mailboxes SET first_recent_uid = $2 WHERE id = $1", mailbox_id, upto
+                )
+            return int(old)
+
+        return await self._write("taking recent messages", run)
 
     async def create_mailbox(
         self, account_id: int, name: str, special_use: str | None = None,

@@ -17,10 +17,11 @@ import asyncpg
 from mailstead.core.errors import AlreadyExists, InUse, NotFound, StoreError
 from mailstead.storage.interfaces import DkimKey, QueueEntry, QueueUpdate
 from mailstead.storage.postgres.base import PgBase, db_errors
+from mailstead.storage.queuedsn import DSN_COLUMNS, entry_fields
 
 QUEUE_COLUMNS = (
     "id, queue_id, mail_from, rcpt_to, blob, state, attempts, next_attempt, created_at,"
-    " last_error, warned, last_attempt"
+    " last_error, warned, last_attempt, " + DSN_COLUMNS
 )
 UPDATE_STATES = ("delivered", "deferred", "bounced")
 _KEY_COLUMNS = "domain, selector, algorithm, private_key, public_key, created_at, active"
@@ -90,6 +91,7 @@ def entry(row: Any) -> QueueEntry:
         last_error=None if row[9] is None else str(row[9]),
         warned=bool(row[10]),
         last_attempt=None if row[11] is None else float(row[11]),
+        **entry_fields(tuple(row[12:17])),  # type: ignore[arg-type]
     )
 
 

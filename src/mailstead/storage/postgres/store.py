@@ -12,6 +12,7 @@ from mailstead.storage.postgres.security import SecurityMixin
 from mailstead.storage.postgres.shared import SharedStateMixin
 from mailstead.storage.postgres.sieve import SieveMixin
 from mailstead.storage.postgres.spam import SpamMixin
+from mailstead.storage.postgres.tlsreports import TlsReportMixin
 from mailstead.storage.postgres.websessions import WebSessionMixin
 
 
@@ -25,6 +26,7 @@ class PostgresStore(
     SharedStateMixin,
     WebSessionMixin,
     ImportMixin,
+    TlsReportMixin,
 ):
     """Implements ``mailstead.storage.interfaces.Store``; create with ``await
     PostgresStore.open(dsn)``."""

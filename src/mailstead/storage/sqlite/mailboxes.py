@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlite3
 
 from mailstead.core.errors import AlreadyExists, LimitExceeded, NotFound, StoreError
-from mailstead.storage.interfaces import MailboxCounts, MailboxInfo, Quota
+from mailstead.storage.interfaces import MailboxCounts, MailboxInfo, Quota, RecentInfo
 from mailstead.storage.sqlite import admin, messages
 from mailstead.storage.sqlite.writer import inbox_name
 
@@ -50,6 +50,33 @@ def get_by_name(conn: sqlite3.Connection, account_id: int, name: str) -> Mailbox
 def get_by_id(conn: sqlite3.Connection, mailbox_id: int) -> MailboxInfo | None:
     row = conn.execute(_INFO + " WHERE b.id = ?", (mailbox_id,)).fetchone()
     return None if row is None else _info(row)
+
+
+def recent_info(conn: sqlite3.Connection, mailbox_id: int) -> RecentInfo:
+    """The first recent UID and how many messages have a UID from it on (migration 0013)."""
+    row = conn.execute(
+        "SELECT b.first_recent_uid, (SELECT COUNT(*) FROM messages m WHERE m.mailbox_id = b.id"
+        " AND m.uid >= b.first_recent_uid) FROM mailboxes b WHERE b.id = ?", (mailbox_id,)
+    ).fetchone()
+    if row is None:
+        raise NotFound(f"no mailbox with id {mailbox_id}")
+    return RecentInfo(int(row[0]), int(row[1]))
+
+
+def claim_recent(conn: sqlite3.Connection, mailbox_id: int, upto: int) -> int:
+    """In the writer's transaction (one writer, and BEGIN IMMEDIATE against other processes):
+    the first recent UID as it was, raised to ``upto``."""
+    row = conn.execute(
+        "SELECT first_recent_uid FROM mailboxes WHERE id = ?", (mailbox_id,)
+    ).fetchone()
+    if row is None:
+        raise NotFound(f"no mailbox with id {mailbox_id}")
+    first = int(row[0])
+    if upto > first:
+        conn.execute(
+            "UPDATE mailboxes SET first_recent_uid = ? WHERE id = ?", (upto, mailbox_id)
+        )
+    return first
 
 
 def require_account(conn: sqlite3.Connection, account_id: int) -> None:

@@ -11,10 +11,11 @@ from collections.abc import Sequence
 
 from mailstead.core.errors import AlreadyExists, InUse, NotFound, StoreError
 from mailstead.storage.interfaces import DkimKey, QueueEntry, QueueUpdate
+from mailstead.storage.queuedsn import DSN_COLUMNS, entry_fields
 
 QUEUE_COLUMNS = (
     "id, queue_id, mail_from, rcpt_to, blob, state, attempts, next_attempt, created_at,"
-    " last_error, warned, last_attempt"
+    " last_error, warned, last_attempt, " + DSN_COLUMNS
 )
 FINAL_STATES = ("delivered", "bounced")
 UPDATE_STATES = ("delivered", "deferred", "bounced")
@@ -37,6 +38,7 @@ def entry(row: Sequence[object]) -> QueueEntry:
         last_error=None if row[9] is None else str(row[9]),
         warned=bool(row[10]),
         last_attempt=None if row[11] is None else float(row[11]),  # type: ignore[arg-type]
+        **entry_fields(tuple(row[12:17])),  # type: ignore[arg-type]
     )
 
 

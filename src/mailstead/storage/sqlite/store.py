@@ -55,9 +55,12 @@ from mailstead.storage.interfaces import (
     QueueEntry,
     QueueUpdate,
     Quota,
+    ReceivedTlsReport,
+    RecentInfo,
     SecondFactor,
     SieveScript,
     StoreFlagsResult,
+    TlsResult,
     WebSessionRow,
     address_key,
 )
@@ -69,6 +72,7 @@ from mailstead.storage.sqlite import imports as imports_sql
 from mailstead.storage.sqlite import shared as shared_sql
 from mailstead.storage.sqlite import sieve as sieve_sql
 from mailstead.storage.sqlite import spam as spam_sql
+from mailstead.storage.sqlite import tlsreports as tlsrpt_sql
 from mailstead.storage.sqlite import websessions as web_sql
 from mailstead.storage.sqlite.writer import WireShape, Writer, inbox_name, wire_shape
 from mailstead.storage.watch import Watch, WatchHub
@@ -568,6 +572,18 @@ class SQLiteStore:
     async def mailbox_by_id(self, mailbox_id: int) -> MailboxInfo | None:
         return await self._in_reader(lambda c: mailboxes.get_by_id(c, mailbox_id))
 
+    async def recent_info(self, mailbox_id: int) -> RecentInfo:
+        return await self._in_reader(lambda c: mailboxes.recent_info(c, mailbox_id))
+
+    async def claim_recent(self, mailbox_id: int, upto: int) -> int:
+        # It only ever rises: when it is at ``upto`` already there is nothing to take, and
+        # no write (most SELECTs and NOOPs) is needed. Watchers are not woken: no message
+        # changed.
+        first = (await self.recent_info(mailbox_id)).first_uid
+        if first >= upto:
+            return first
+        return await self._write(lambda c: mailboxes.claim_recent(c, mailbox_id, upto))
+
     async def create_mailbox(
         self, account_id: int, name: str, special_use: str | None = None,
         *, limit: int | None = None,
@@ -957,3 +973,24 @@ class SQLiteStore:
     ) -> int:
         return await self._write(lambda c: web_sql.prune(
             c, idle_before, created_before, max_anonymous, max_signed_in))
+
+    # SMTP TLS reporting (interfaces.TlsReportStore, tlsreports.py) -------------------------
+
+    async def add_tls_results(self, rows: Sequence[TlsResult]) -> None:
+        if rows:
+            await self._write(lambda c: tlsrpt_sql.add_results(c, rows))
+
+    async def tls_results(self, day: str) -> list[TlsResult]:
+        return await self._in_reader(lambda c: tlsrpt_sql.results(c, day))
+
+    async def claim_tls_report(self, day: str, policy_domain: str, now: float) -> bool:
+        return await self._write(lambda c: tlsrpt_sql.claim(c, day, policy_domain, now))
+
+    async def prune_tls_results(self, before_day: str) -> int:
+        return await self._write(lambda c: tlsrpt_sql.prune(c, before_day))
+
+    async def add_received_tls_report(self, report: ReceivedTlsReport) -> bool:
+        return await self._write(lambda c: tlsrpt_sql.add_received(c, report))
+
+    async def received_tls_reports(self, limit: int) -> list[ReceivedTlsReport]:
+        return await self._in_reader(lambda c: tlsrpt_sql.received(c, limit))

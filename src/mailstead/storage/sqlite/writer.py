@@ -31,6 +31,7 @@ from mailstead.core.errors import DiskFull, NotFound, StoreError
 from mailstead.storage.blobs import BlobStore, blob_hash
 from mailstead.storage.flags import canonical_flags
 from mailstead.storage.interfaces import AcceptResult, IncomingMessage
+from mailstead.storage.queuedsn import DSN_COLUMNS, row_values
 from mailstead.storage.space import SpaceGuard
 from mailstead.storage.sqlite import check, fts
 from mailstead.storage.watch import WatchHub
@@ -462,11 +463,12 @@ class Writer:
             delivered.append((local.account_id, mailbox_id, uid))
         if msg.remote:
             conn.executemany(
-                "INSERT INTO queue (queue_id, mail_from, rcpt_to, blob, state, attempts,"
-                " next_attempt, created_at, auth_account_id)"
-                " VALUES (?, ?, ?, ?, 'queued', 0, ?, ?, ?)",
+                "INSERT INTO queue (queue_id, mail_from, rcpt_to, blob, state, attempts,"  # noqa: S608
+                " next_attempt, created_at, auth_account_id, " + DSN_COLUMNS + ")"
+                " VALUES (?, ?, ?, ?, 'queued', 0, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
-                    (msg.queue_id, msg.mail_from, rcpt, op.blob, now, now, msg.auth_account_id)
+                    (msg.queue_id, msg.mail_from, rcpt, op.blob, now, now,
+                     msg.auth_account_id, *row_values(msg, rcpt))
                     for rcpt in msg.remote
                 ],
             )

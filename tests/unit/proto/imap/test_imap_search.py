@@ -6,11 +6,14 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from mailstead.core.message import summarize
 from mailstead.proto.imap.ast import SearchKey, SeqRange, SequenceSet
 from mailstead.proto.imap.search import (
     SearchError,
+    esearch_modseq,
     esearch_response,
     evaluate,
     highest_modseq,
@@ -187,6 +190,43 @@ def test_esearch_response() -> None:
     assert esearch_response([], ["MIN", "MAX", "ALL", "COUNT"], tag="A", uid=False) == (
         b'* ESEARCH (TAG "A") COUNT 0\r\n'
     )
-    assert esearch_response(found, ["max", "MAX", "SAVE"], tag=None, uid=False, modseq=7) == (
-        b"* ESEARCH MAX 11 MODSEQ 7\r\n"
+    assert esearch_response(
+        found, ["max", "MAX", "SAVE"], tag=None, uid=False, modseqs=[9, 7, 5]
+    ) == b"* ESEARCH MAX 11 MODSEQ 5\r\n"
+    assert esearch_response([], ["MIN"], tag=None, uid=False, modseqs=[]) == b"* ESEARCH\r\n"
+
+
+def test_esearch_modseq_is_that_of_what_is_returned() -> None:
+    # RFC 4731 section 3.2: MIN or MAX alone give the MODSEQ of that message; MIN and MAX
+    # the higher of the two; ALL or COUNT (or no option) the highest of all matches.
+    found, modseqs = [2, 10, 11], [4, 9, 6]
+    assert esearch_modseq(found, modseqs, ["MIN"]) == 4
+    assert esearch_modseq(found, modseqs, ["MAX"]) == 6
+    assert esearch_modseq(found, modseqs, ["MIN", "MAX"]) == 6
+    assert esearch_modseq(found, modseqs, ["MIN", "COUNT"]) == 9
+    assert esearch_modseq(found, modseqs, ["MAX", "ALL"]) == 9
+    assert esearch_modseq(found, modseqs, ["COUNT"]) == 9
+    assert esearch_modseq(found, modseqs, ["ALL"]) == 9
+    assert esearch_modseq([], [], ["MIN"]) is None
+    with pytest.raises(ValueError, match="one MODSEQ per matched message"):
+        esearch_modseq(found, [1], ["MIN"])
+    assert esearch_response(found, ["MIN"], tag="t", uid=True, modseqs=modseqs) == (
+        b'* ESEARCH (TAG "t") UID MIN 2 MODSEQ 4\r\n'
     )
+
+
+@given(st.lists(st.tuples(st.integers(1, 10**6), st.integers(1, 2**63 - 1)), min_size=1,
+                unique_by=lambda t: t[0]),
+       st.lists(st.sampled_from(["MIN", "MAX", "ALL", "COUNT"]), unique=True))
+def test_esearch_modseq_picks_a_returned_message(
+    pairs: list[tuple[int, int]], options: list[str]
+) -> None:
+    pairs.sort()
+    numbers, modseqs = [n for n, _ in pairs], [m for _, m in pairs]
+    got = esearch_modseq(numbers, modseqs, options)
+    if not {"MIN", "MAX"} & set(options) or {"ALL", "COUNT"} & set(options):
+        assert got == max(modseqs)
+    else:
+        returned = ([modseqs[0]] if "MIN" in options else []) + (
+            [modseqs[-1]] if "MAX" in options else [])
+        assert got == max(returned)

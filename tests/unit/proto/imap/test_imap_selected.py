@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from mailstead.proto.imap.ast import SeqRange, SequenceSet
 from mailstead.proto.imap.selected import SelectedView
 from mailstead.storage.interfaces import MailboxChanges, MailboxInfo, MessageInfo
@@ -133,3 +136,61 @@ def test_resync_sends_vanished_earlier_and_changed_flags() -> None:
         b"* VANISHED (EARLIER) 8:9\r\n",
         b"* 3 FETCH (UID 3 FLAGS () MODSEQ (10))\r\n",
     ]
+
+
+# ---------------------------------------------------------------- keywords announced first
+
+
+def test_open_knows_every_keyword_in_use() -> None:
+    v = SelectedView.open(INFO, [msg(1, ("\\Seen", "$Work")), msg(2, ("$work", "NIL"))],
+                          read_only=False, recent_from=100)
+    flags_line, permanent = v.flag_lines()
+    assert flags_line == (b"* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Work"
+                          b" NIL)\r\n")
+    assert permanent.startswith(b"* OK [PERMANENTFLAGS (\\Answered")
+    assert b"NIL \\*)]" in permanent
+    ro = SelectedView.open(INFO, [msg(1, ("$Work",))], read_only=True, recent_from=100)
+    assert ro.flag_lines()[1] == b"* OK [PERMANENTFLAGS ()] Flags permitted\r\n"
+
+
+def test_a_new_keyword_is_announced_once_before_its_fetch() -> None:
+    v = view()
+    out = v.apply(changes((msg(2, ("$Foo",), modseq=21),)), allow_expunge=True)
+    assert [line[:12] for line in out] == [b"* FLAGS (\\An", b"* OK [PERMAN", b"* 2 FETCH (U"]
+    assert b" $Foo)" in out[0]
+    assert b" $Foo \\*)]" in out[1]
+    # Known now (in any case): the next change with it is a FETCH alone.
+    out = v.apply(changes((msg(3, ("$FOO",), modseq=22),)), allow_expunge=True)
+    assert out == [b"* 3 FETCH (UID 3 FLAGS ($FOO))\r\n"]
+    assert v.announce(["\\Seen", "$foo"]) == []
+
+
+def test_a_new_message_with_a_keyword_is_announced_before_exists() -> None:
+    v = view()
+    out = v.apply(changes((msg(6, ("NIL", "\\Seen")),)), allow_expunge=True)
+    assert out[0].startswith(b"* FLAGS (")
+    assert b" NIL)" in out[0]
+    assert out[1].startswith(b"* OK [PERMANENTFLAGS")
+    assert out[2:] == [b"* 6 EXISTS\r\n"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(1, 8), st.lists(st.sampled_from(
+    ["\\Seen", "\\Deleted", "$A", "$a", "$B", "NIL", "Junk", "$Label1"]), max_size=4)),
+    max_size=12))
+def test_no_fetch_ever_shows_an_unannounced_keyword(
+        steps: list[tuple[int, list[str]]]) -> None:
+    """Whatever flags other sessions set on old and new messages, each keyword a FETCH line
+    shows was in a FLAGS line before it (or in the FLAGS of the SELECT)."""
+    v = view()
+    told = {k.lower() for k in v.keywords}
+    modseq = 20
+    for uid, flags in steps:
+        modseq += 1
+        for line in v.apply(changes((msg(uid, tuple(flags), modseq=modseq),)),
+                            allow_expunge=True):
+            if line.startswith(b"* FLAGS ("):
+                told |= {f.lower() for f in line[9:-3].decode().split()}
+            elif b" FETCH " in line:
+                shown = line.split(b"FLAGS (", 1)[1].split(b")", 1)[0].decode().split()
+                assert {f.lower() for f in shown if not f.startswith("\\")} <= told, line

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mailstead.proto.imap.mutf7 import decode, encode
+from mailstead.proto.imap.mutf7 import decode, decode_pattern, encode
 
 EXAMPLES = [
     ("", ""),
@@ -77,3 +79,53 @@ def test_decode_only_raises_value_error(wire: str) -> None:
     except ValueError:
         return
     assert encode(text) == wire
+
+
+# LIST patterns (RFC 9051 section 6.3.9): valid runs decoded, anything else literal.
+PATTERNS = [
+    ("&Jjo!", "&Jjo!"),  # no closing "-": literal
+    ("&Jjo-", "☺"),
+    ("&Jjo-%&Jjo!", "☺%&Jjo!"),
+    ("!#$&'+,-.0123456789:;<=>?@^_`|[}%*", "!#$&'+,-.0123456789:;<=>?@^_`|[}%*"),
+    ("&", "&"),
+    ("&-", "&"),
+    ("&&-", "&&"),  # the first "&" has another "&" before its "-": literal
+    ("&AGE-", "&AGE-"),  # "a" in BASE64 is not canonical: literal
+    ("&*-", "&*-"),
+    ("~peter/&U,BTFw-/*", "~peter/台北/*"),
+]
+
+
+@pytest.mark.parametrize(("wire", "text"), PATTERNS)
+def test_decode_pattern(wire: str, text: str) -> None:
+    assert decode_pattern(wire) == text
+
+
+@given(st.text())
+def test_decode_pattern_agrees_with_decode_on_every_name(name: str) -> None:
+    try:
+        wire = encode(name)
+    except ValueError:
+        return  # lone surrogates: no name holds them
+    assert decode_pattern(wire) == name
+
+
+@given(st.text(alphabet=st.sampled_from("&-AJjo!+,*%/a"), max_size=40))
+def test_decode_pattern_never_fails_and_agrees_with_decode(wire: str) -> None:
+    try:
+        strict: str | None = decode(wire)
+    except ValueError:
+        strict = None
+    text = decode_pattern(wire)
+    if strict is not None:
+        assert text == strict
+    if "&" not in wire:
+        assert text == wire
+    assert len(text) <= len(wire)  # a decoded run is shorter than its BASE64
+
+
+def test_decode_pattern_is_linear() -> None:
+    for hostile in ("&" * 200_000 + "-", "&A" * 100_000 + "-", "&AAAA" * 40_000):
+        started = time.monotonic()
+        decode_pattern(hostile)
+        assert time.monotonic() - started < 1.0, hostile[:10]

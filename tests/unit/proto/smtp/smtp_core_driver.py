@@ -31,7 +31,7 @@ EHLO_LINES = (
     b"250-SMTPUTF8\r\n"
     b"250-ENHANCEDSTATUSCODES\r\n"
 )
-EHLO_REPLY = EHLO_LINES + b"250 CHUNKING\r\n"
+EHLO_REPLY = EHLO_LINES + b"250-CHUNKING\r\n250 DSN\r\n"
 MAIL_OK = b"250 2.1.0 Sender OK\r\n"
 RCPT_OK = b"250 2.1.5 Recipient OK\r\n"
 QUEUED = b"250 2.0.0 OK: queued as Q1\r\n"

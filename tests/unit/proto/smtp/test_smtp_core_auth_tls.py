@@ -45,7 +45,7 @@ def test_starttls_discards_pipelined_injection() -> None:
     assert driver.core.tls_active
     assert driver.core.helo_name is None
     out = driver.send(b"EHLO c.test\r\n")
-    assert out.endswith(b"250 CHUNKING\r\n")  # STARTTLS no longer offered
+    assert out.endswith(b"250-CHUNKING\r\n250-DSN\r\n250 REQUIRETLS\r\n")  # no STARTTLS
     assert driver.send(b"MAIL FROM:<a@r.test>\r\n") == MAIL_OK
 
 

@@ -56,10 +56,10 @@ def test_helo_reply_is_plain() -> None:
 def test_ehlo_advertises_starttls_and_auth_by_settings() -> None:
     driver = Driver.start(starttls_available=True, submission=True)
     out = driver.send(b"EHLO c.test\r\n")
-    assert out.endswith(b"250-CHUNKING\r\n250 STARTTLS\r\n")  # no AUTH before TLS
+    assert out.endswith(b"250-CHUNKING\r\n250-DSN\r\n250 STARTTLS\r\n")  # no AUTH before TLS
     driver = Driver.start(starttls_available=True, submission=True, tls_active=True)
     out = driver.send(b"EHLO c.test\r\n")
-    assert out.endswith(b"250-CHUNKING\r\n250 AUTH PLAIN LOGIN\r\n")  # no STARTTLS once active
+    assert out.endswith(b"250-DSN\r\n250-REQUIRETLS\r\n250 AUTH PLAIN LOGIN\r\n")  # no STARTTLS
     driver = Driver.start(submission=True, auth_requires_tls=False)
     assert driver.send(b"EHLO c.test\r\n").endswith(b"250 AUTH PLAIN LOGIN\r\n")
     driver = Driver.start(submission=False, tls_active=True)
@@ -118,7 +118,7 @@ def test_core_pauses_on_a_decision_and_does_not_look_past_it() -> None:
     assert isinstance(core.next_event(), MailFrom)
     assert core.next_event() is PAUSED
     assert core.next_event() is PAUSED
-    assert core.data_to_send().endswith(b"250 CHUNKING\r\n")  # nothing for MAIL yet
+    assert core.data_to_send().endswith(b"250 DSN\r\n")  # nothing for MAIL yet
     core.respond(Reply(250, "2.1.0", "OK"))
     assert isinstance(core.next_event(), RcptTo)
     assert core.data_to_send() == b"250 2.1.0 OK\r\n"
@@ -284,7 +284,7 @@ def test_policy_421_closes_the_connection() -> None:
 
     driver = Driver.start(decide)
     out = driver.send(b"EHLO c.test\r\nMAIL FROM:<a@r.test>\r\nNOOP\r\n")
-    assert out.endswith(b"250 CHUNKING\r\n421 4.7.0 Too many connections from you\r\n")
+    assert out.endswith(b"250 DSN\r\n421 4.7.0 Too many connections from you\r\n")
     assert isinstance(driver.events[-1], ConnectionClosed)
 
 
@@ -297,7 +297,12 @@ def test_policy_421_closes_the_connection() -> None:
         (b"MAIL FROM:<a@r.test>SIZE=1", b"501 5.5.4 Syntax: MAIL FROM:<address> [parameters]"),
         (b"MAIL FROM:<a@r.test.>", b"501 5.1.7 Bad address syntax: trailing dot in domain"),
         (b"MAIL FROM:<a@r.test> FOO=bar", b"555 5.5.4 Unsupported parameter: FOO"),
-        (b"MAIL FROM:<a@r.test> RET=HDRS", b"555 5.5.4 Unsupported parameter: RET"),
+        (b"MAIL FROM:<a@r.test> RET=BODY",
+         b"501 5.5.4 Invalid DSN parameter: RET=FULL or RET=HDRS (RFC 3461 section 4.3)"),
+        (b"MAIL FROM:<a@r.test> ENVID=a+zz",
+         b"501 5.5.4 Invalid DSN parameter: not xtext (RFC 3461 section 4)"),
+        (b"MAIL FROM:<a@r.test> REQUIRETLS",
+         b"530 5.7.10 REQUIRETLS needs a TLS session: use STARTTLS first"),
         (b"MAIL FROM:<a@r.test> SIZE=10001",
          b"552 5.3.4 Message size exceeds fixed maximum message size"),
         (b"MAIL FROM:<a@r.test> SIZE=x", b"501 5.5.4 Syntax: SIZE=<number of octets> (RFC 1870)"),
@@ -322,7 +327,13 @@ def test_mail_syntax_errors(line: bytes, reply: bytes) -> None:
     [
         (b"RCPT TO:<>", b"501 5.1.3 Bad address syntax: null path not allowed here"),
         (b"RCPT TO:b@e.test", b"501 5.5.4 Syntax: RCPT TO:<address> [parameters]"),
-        (b"RCPT TO:<b@e.test> NOTIFY=NEVER", b"555 5.5.4 Unsupported parameter: NOTIFY"),
+        (b"RCPT TO:<b@e.test> NOTIFY=NEVER,SUCCESS", b"501 5.5.4 Invalid DSN parameter: "
+         b"NOTIFY=NEVER or a list of SUCCESS,FAILURE,DELAY"),
+        (b"RCPT TO:<b@e.test> ORCPT=rfc822;a+2", b"501 5.5.4 Invalid DSN parameter: "
+         b"not xtext (RFC 3461 section 4)"),
+        (b"RCPT TO:<b@e.test> ORCPT=nosemicolon", b"501 5.5.4 Invalid DSN parameter: "
+         b"ORCPT=addr-type;xtext (RFC 3461 section 4.2)"),
+        (b"RCPT TO:<b@e.test> XFOO=1", b"555 5.5.4 Unsupported parameter: XFOO"),
         (b"RCPT TO:<b@@e.test>", b"501 5.1.3 Bad address syntax: invalid domain label"),
     ],
 )
