@@ -484,6 +484,7 @@ async def run(config: Config) -> None:
                     command_burst=config.imap.command_burst,
                     compress_max_ratio=config.imap.compress_max_ratio,
                     auth_networks=_auth_networks(config),
+                    progress_interval=config.imap.progress_interval,
                 ),
                 imap_ctx, tls, stopping,
             )

@@ -38,6 +38,9 @@ TOKENS = [
     b"(CHANGEDSINCE 5 VANISHED)", b"(UNCHANGEDSINCE 0)", b"(QRESYNC (1 2 1:5 (1 2)))",
     b"MODSEQ ", b"\"/flags/\\\\seen\" all ", b"NIL", b"INBOX", b"UTF8 (", b"\r\n", b"\n",
     b"\r", b"\x00", b"\xff\xfe", "ü".encode(), b"%", b"DONE\r\n",
+    b"PARTIAL ", b"-1:-100", b"1:100", b"-", b"(MIN MAX ALL COUNT)", b"(DISPLAYFROM)",
+    b"NOTIFY ", b"SET ", b"STATUS ", b"(SELECTED (MessageNew (UID FLAGS) MessageExpunge))",
+    b"(SUBTREE (a b) NONE)", b"CANCELUPDATE ", b"(UPDATE CONTEXT)",
 ]
 
 

@@ -445,6 +445,28 @@ def _status_value(lines: tuple[bytes, ...], name: bytes) -> int:
 
 
 @pytest.mark.timeout(300)
+def test_notify_on_b_hears_of_changes_on_a(cluster: Cluster, account: tuple[str, str]) -> None:
+    """RFC 5465: a session on B with NOTIFY SET (no IDLE, no command) is told of a mailbox
+    created, a message delivered and a mailbox subscribed on A."""
+    address, _ = account
+    with imap_session(cluster.a, account) as writer, \
+            imap_session(cluster.b, account) as watcher:
+        assert watcher.command("NOTIFY SET (PERSONAL (MessageNew MessageExpunge MailboxName "
+                               "SubscriptionChange))").status == b"OK"
+        seen = Waiter(watcher, rb'^\* LIST \(\) "/" Remote$', timeout=10)
+        assert writer.command("CREATE Remote").status == b"OK"
+        seen.join(15)
+        assert seen.at is not None, "B was not told of the mailbox created on A"
+        seen = Waiter(watcher, rb"^\* STATUS INBOX \(MESSAGES 1 UIDNEXT 2 ", timeout=10)
+        deliver(cluster.a, address, [make_message("notify-1", to=address)])
+        seen.join(15)
+        assert seen.at is not None, "B was not told of the delivery on A"
+        seen = Waiter(watcher, rb'^\* LIST \(\\Subscribed\) "/" Remote$', timeout=10)
+        assert writer.command("SUBSCRIBE Remote").status == b"OK"
+        seen.join(15)
+        assert seen.at is not None, "B was not told of the subscription made on A"
+
+
 def test_concurrent_deliveries_on_both_nodes_get_distinct_uids(
     cluster: Cluster, account: tuple[str, str]
 ) -> None:

@@ -94,6 +94,7 @@ PARSERS: dict[tuple[str, str], Parser] = {
     ("imap", "command_burst"): lambda x: v.parse_int(x, 1, 10_000_000),
     ("imap", "compress_max_ratio"): lambda x: v.parse_number(x, 0, 10_000),
     ("imap", "append_memory"): lambda x: v.parse_int(x, 1024 * 1024, 64 * GIB),
+    ("imap", "progress_interval"): lambda x: v.parse_number(x, 0, 3600),
     ("queue", "retry_schedule"): v.parse_schedule,
     # RFC 5321 section 4.5.4.1: the give-up time SHOULD be at least 4-5 days; shorter values
     # are allowed for tests and for admins who prefer fast bounces.

@@ -365,6 +365,16 @@ class IMAPConfig:
             "200",
         ),
     )
+    progress_interval: float = field(
+        default=5.0,
+        metadata=_doc(
+            "Seconds between the `* OK [INPROGRESS ...]` notices of a command that runs "
+            "long (RFC 9585: a big SEARCH, FETCH, COPY or MOVE), so the client knows the "
+            "server is still at it; a command that ends sooner sends none. 0 means never.",
+            "number (seconds)",
+            "5",
+        ),
+    )
     append_memory: int = field(
         default=128 * 1024 * 1024,
         metadata=_doc(

@@ -408,9 +408,10 @@ def parse_clamd(value: object) -> str:
 
 def parse_mx_patterns(value: object) -> tuple[str, ...]:
     """An array of MX host names, each possibly "*.example.org" (RFC 8461 section 4.1: the
-    wildcard is a whole leftmost label), lower-case without a trailing dot."""
-    if not isinstance(value, list) or not value:
-        raise BadValue(f'expected a non-empty array like ["mail.example.org"], got {shown(value)}')
+    wildcard is a whole leftmost label), lower-case without a trailing dot; empty means the
+    default (the hostname), as when the key is absent."""
+    if not isinstance(value, list):
+        raise BadValue(f'expected an array like ["mail.example.org"], got {shown(value)}')
     out: list[str] = []
     for index, item in enumerate(value, start=1):
         text = item if isinstance(item, str) else ""

@@ -31,6 +31,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from mailstead.core.msgids import thread_keys
+
 # Nesting deeper than this (multipart in multipart, or message/rfc822 in ...) is not parsed:
 # the part becomes an opaque application/octet-stream leaf. Dovecot caps at 100; real mail
 # rarely exceeds 5, hostile mail goes to thousands to exhaust stacks.
@@ -89,6 +91,8 @@ class MessageSummary:
 
     envelope: str
     bodystructure: str
+    # The Message-IDs that place the message in a thread (core/msgids.py), for the store.
+    thread_keys: tuple[str, ...] = ()
 
 
 def summarize(data: bytes) -> MessageSummary:
@@ -99,8 +103,10 @@ def summarize(data: bytes) -> MessageSummary:
         envelope = _envelope(headers)
         structure = _part(data, 0, len(data), headers, body_offset, 0, None, budget)
     except RecursionError:  # cannot happen with MAX_DEPTH, kept as a last line of defence
-        envelope, structure = _envelope({}), _leaf_fallback(data)
-    return MessageSummary(_JSON.encode(envelope), _JSON.encode(structure))
+        headers, envelope, structure = {}, _envelope({}), _leaf_fallback(data)
+    keys = thread_keys(headers.get("message-id"), headers.get("in-reply-to"),
+                       headers.get("references"))
+    return MessageSummary(_JSON.encode(envelope), _JSON.encode(structure), keys)
 
 
 # Headers ------------------------------------------------------------------------------------
@@ -212,7 +218,8 @@ def _parse_headers(data: bytes, start: int, end: int) -> tuple[dict[str, str], i
         colon = line.find(b":")
         candidate = line[:colon].strip().lower() if colon > 0 else b""
         name = candidate.decode("ascii", "replace") if candidate else None
-        if name is not None and (name in _CONTENT_FIELDS or name in _ENVELOPE_FIELDS):
+        if name is not None and (name in _CONTENT_FIELDS or name in _ENVELOPE_FIELDS
+                                 or name == "references"):
             chunks = [line[colon + 1 :]]
         else:
             name = None

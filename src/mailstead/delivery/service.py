@@ -420,6 +420,7 @@ class DeliveryService:
             internal_date=now,
             envelope=summary.envelope,
             bodystructure=summary.bodystructure,
+            thread_keys=summary.thread_keys,
             auth_account_id=session.account.id if session.account else None,
             dsn={addr: txn.remote_dsn[k] for k, addr in txn.remote.items()
                  if k in txn.remote_dsn and addr in remote},

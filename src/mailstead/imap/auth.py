@@ -31,7 +31,8 @@ log = logging.getLogger("mailstead.imap")
 
 # RFC 5161 section 4 lists what ENABLE can turn on; these are the ones we implement.
 # RFC 7162 section 3.2.3: enabling QRESYNC enables CONDSTORE as well.
-ENABLEABLE = ("CONDSTORE", "QRESYNC", "UTF8=ACCEPT", "IMAP4REV2")
+# UIDONLY: RFC 9586 section 3.
+ENABLEABLE = ("CONDSTORE", "QRESYNC", "UTF8=ACCEPT", "IMAP4REV2", "UIDONLY")
 
 _EXTENSIONS = (
     "ENABLE", "IDLE", "NAMESPACE", "UIDPLUS", "MOVE", "UNSELECT", "CHILDREN", "LIST-EXTENDED",
@@ -39,6 +40,17 @@ _EXTENSIONS = (
     "THREAD=REFERENCES", "THREAD=ORDEREDSUBJECT", "CONDSTORE", "QRESYNC", "QUOTA",
     "QUOTA=RES-STORAGE", "UTF8=ACCEPT", "ID", "BINARY", "STATUS=SIZE",
 )
+# Object ids, save dates, previews and the APPEND family: RFC 8474 OBJECTID, RFC 8514
+# SAVEDATE, RFC 8970 PREVIEW, RFC 3502 MULTIAPPEND, RFC 8508 REPLACE, RFC 4469 CATENATE.
+_MESSAGE_EXTENSIONS = ("OBJECTID", "SAVEDATE", "PREVIEW", "MULTIAPPEND", "REPLACE", "CATENATE")
+
+# Search and sort extensions (imap/searching.py, imap/context_search.py,
+# proto/imap/esearch.py): ESORT and CONTEXT=SEARCH/SORT (RFC 5267), SORT=DISPLAY (RFC 5957),
+# PARTIAL (RFC 9394).
+_SEARCH_EXTENSIONS = ("ESORT", "SORT=DISPLAY", "PARTIAL", "CONTEXT=SEARCH", "CONTEXT=SORT")
+# RFC 9586: UIDONLY (imap/uidonly.py); RFC 9585: INPROGRESS (imap/progress.py); RFC 5465:
+# NOTIFY (imap/notify.py).
+_SESSION_EXTENSIONS = ("UIDONLY", "INPROGRESS", "NOTIFY")
 
 
 def capabilities(s: IMAPSession) -> list[str]:
@@ -58,6 +70,9 @@ def capabilities(s: IMAPSession) -> list[str]:
         else:
             caps.append("AUTH=PLAIN")
     caps += _EXTENSIONS
+    caps += _SEARCH_EXTENSIONS
+    caps += _SESSION_EXTENSIONS
+    caps += _MESSAGE_EXTENSIONS
     if s.settings.compress_available and not s.compressed:
         caps.append("COMPRESS=DEFLATE")
     # RFC 7889 section 3: the largest message APPEND accepts.

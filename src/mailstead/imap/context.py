@@ -30,6 +30,7 @@ class IMAPSettings:
     max_connections_per_account: int = 50
     max_mailboxes_per_account: int = 10000  # then CREATE gets NO [LIMIT]
     compress_available: bool = True  # COMPRESS=DEFLATE (RFC 4978)
+    progress_interval: float = 5.0  # INPROGRESS notices of long commands (RFC 9585); 0: none
 
 
 @dataclass(slots=True)

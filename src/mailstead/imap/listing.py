@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
-from mailstead.imap import names
+from mailstead.imap import names, objectid
 from mailstead.imap.base import CommandFailed
 from mailstead.proto.imap import response
 from mailstead.proto.imap.ast import Command, ListArgs, StatusArgs
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 STATUS_ITEMS = (
     "MESSAGES", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "DELETED", "SIZE", "RECENT",
-    "HIGHESTMODSEQ", "APPENDLIMIT",
+    "HIGHESTMODSEQ", "APPENDLIMIT", "MAILBOXID",
 )
 _NEEDS_MESSAGES = frozenset({"UNSEEN", "DELETED", "SIZE", "RECENT"})
 # LIST looks at this many names between two turns of the other sessions.
@@ -74,6 +74,9 @@ async def status_values(
             value = info.highestmodseq
         elif item == "APPENDLIMIT":  # RFC 7889 section 4
             value = s.settings.max_message_size
+        elif item == "MAILBOXID":  # RFC 8474 section 4.3
+            out.append(f"MAILBOXID ({objectid.mailbox_id(info)})")
+            continue
         else:
             raise CommandFailed("BAD", f"Unknown STATUS item {item[:30]}")
         out.append(f"{item} {value}")

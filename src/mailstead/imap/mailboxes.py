@@ -9,7 +9,7 @@ import contextlib
 from typing import TYPE_CHECKING
 
 from mailstead.core.errors import AlreadyExists, LimitExceeded
-from mailstead.imap import names, recent
+from mailstead.imap import names, objectid, recent
 from mailstead.imap.base import CommandFailed, State
 from mailstead.imap.listing import list_command, status
 from mailstead.proto.imap import response
@@ -91,6 +91,7 @@ async def select(s: IMAPSession, cmd: Command) -> None:
     view.uidnext = uidnext
     view.highestmodseq = max([info.highestmodseq, *(m.modseq for m in msgs)])
     view.condstore, view.qresync, view.show_recent = s.condstore, s.qresync, not s.rev2
+    view.uidonly = s.uidonly
     # RFC 9051 section 7.3.5: FLAGS lists every keyword in use in the mailbox, and section
     # 7.1 PERMANENTFLAGS adds "\\*": new keywords may be created.
     for line in view.flag_lines():
@@ -106,6 +107,8 @@ async def select(s: IMAPSession, cmd: Command) -> None:
     s.untagged(f"OK [UIDNEXT {view.uidnext}] Predicted next UID")
     # RFC 7162 section 3.1.2.1: always, since every mailbox has MODSEQs (never NOMODSEQ).
     s.untagged(f"OK [HIGHESTMODSEQ {view.highestmodseq}] Highest")
+    # RFC 8474 section 4.2: the MAILBOXID response code.
+    s.untagged(f"OK [MAILBOXID ({objectid.mailbox_id(info)})] Ok")
     if s.rev2:
         # RFC 9051 section 6.3.2: a LIST response with the mailbox name is required.
         s.untagged(b'LIST () "/" ' + response.mailbox(info.name, utf8=True))
@@ -141,12 +144,13 @@ async def create(s: IMAPSession, cmd: Command) -> None:
         raise CommandFailed("NO", "Mailbox already exists", "ALREADYEXISTS")
     try:
         await ensure_parents(s, name)
-        await store.create_mailbox(
+        created = await store.create_mailbox(
             acct, name, special, limit=s.settings.max_mailboxes_per_account
         )
     except LimitExceeded:
         raise too_many(s) from None
-    await s.finish(cmd, "CREATE completed")
+    # RFC 8474 section 4.1: CREATE reports the new mailbox's MAILBOXID.
+    await s.finish(cmd, "CREATE completed", f"MAILBOXID ({objectid.mailbox_id(created)})")
 
 
 async def delete(s: IMAPSession, cmd: Command) -> None:

@@ -6,6 +6,7 @@ translated once, at the start of each command, and never reach the store.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import replace
 from typing import TYPE_CHECKING
@@ -25,6 +26,7 @@ from mailstead.proto.imap.ast import (
     SequenceSet,
     StoreArgs,
 )
+from mailstead.proto.imap.esearch import partial_slice
 from mailstead.proto.imap.selected import SelectedView
 from mailstead.storage.interfaces import FlagOp, MessageInfo, Store
 
@@ -94,6 +96,12 @@ async def fetch(s: IMAPSession, cmd: Command) -> None:
     if args.changed_since is not None and not any(a.name == "MODSEQ" for a in atts):
         atts.append(FetchAtt("MODSEQ"))  # RFC 7162 section 3.1.4.1
     uids = target_uids(s, args.seqset, uid=cmd.uid)
+    if args.partial is not None:
+        # RFC 9394 section 3.3: only the messages at these positions of what the set (and
+        # CHANGEDSINCE) names, -1 being the last.
+        if args.changed_since is not None:
+            uids = [u for u in uids if view.modseqs.get(u, 0) > args.changed_since]
+        uids = partial_slice(uids, *args.partial)
     if args.vanished and args.changed_since is not None:
         changes = await s.ctx.store.changes_since(view.mailbox_id, args.changed_since)
         largest = max(view.uidnext - 1, 1)
@@ -103,6 +111,13 @@ async def fetch(s: IMAPSession, cmd: Command) -> None:
     if uids:
         await _fetch_messages(s, cmd, atts, uids, args.changed_since)
     await s.finish(cmd, f"{'UID ' if cmd.uid else ''}FETCH completed")
+
+
+async def fetch_unsolicited(s: IMAPSession, atts: list[FetchAtt], uids: list[int]) -> None:
+    """The FETCH responses NOTIFY's MessageNew asks for (RFC 5465 section 5.1), with the UID
+    as in every unsolicited FETCH here; a damaged message is left out (logged where found)."""
+    with contextlib.suppress(CommandFailed):
+        await _fetch_messages(s, Command("*", "FETCH", True), atts, uids, None)
 
 
 # FETCH reads and renders this many messages at a time, then hands the output on
@@ -120,9 +135,11 @@ async def _fetch_messages(
     """Renders the FETCH responses of ``uids``, reading only those messages, in batches."""
     unknown_cte = False
     damaged: list[int] = []
+    s.progress.update(0, len(uids))
     for k in range(0, len(uids), FETCH_BATCH):
         if await _fetch_batch(s, cmd, atts, uids[k : k + FETCH_BATCH], since, damaged):
             unknown_cte = True
+        s.progress.update(k + FETCH_BATCH, len(uids))
         await s.flush_output()
     if damaged:
         # RFC 5530 section 3: SERVERBUG, the server cannot proceed for a reason of its own.
@@ -202,6 +219,7 @@ async def _fetch_batch(
             msg, seq, with_flags if report else atts,
             body=body, utf8=s.utf8, uid=cmd.uid,
             recent=view.show_recent and uid in view.recent, flags=flags,
+            uidfetch=s.uidonly,
         )
         if result.unknown_cte:
             unknown_cte = True
@@ -271,14 +289,16 @@ async def store(s: IMAPSession, cmd: Command) -> None:
             continue
         if args.silent and not (s.condstore and uid in changed):
             continue
-        parts: list[bytes] = [b"UID %d" % uid] if cmd.uid else []
+        parts: list[bytes] = [b"UID %d" % uid] if cmd.uid and not s.uidonly else []
         if not args.silent:
             parts.append(b"FLAGS " + response.flags(view.flags_of(uid)))
         if s.condstore:
             # RFC 7162 section 3.1.3: MODSEQ in the FETCH of every STORE, and even with
             # .SILENT for the messages it changed.
             parts.append(b"MODSEQ (%d)" % view.modseqs.get(uid, 0))
-        s.untagged(b"%d FETCH (" % seq + b" ".join(parts) + b")")
+        # RFC 9586 section 3.3: a UIDONLY session gets UIDFETCH, named by UID.
+        head = b"%d UIDFETCH (" % uid if s.uidonly else b"%d FETCH (" % seq
+        s.untagged(head + b" ".join(parts) + b")")
     code = None
     if modified:
         numbers = sorted(modified) if cmd.uid else sorted(
@@ -315,6 +335,7 @@ async def copy(s: IMAPSession, cmd: Command) -> None:
         if quota.limit is not None and quota.used + added > quota.limit:
             # RFC 9208 section 4.3: over the account's storage quota.
             raise CommandFailed("NO", "Over quota", "OVERQUOTA")
+    s.progress.update(0, len(uids))  # one transaction: nothing is done until all is
     pairs = await s.ctx.store.copy_messages(view.mailbox_id, uids, dest.id, move=move)
     if pairs and s.ctx.copy_hook is not None:  # returns at once, never raises
         await s.ctx.copy_hook(s.account.id, view.mailbox_id, dest.id, [p[1] for p in pairs])

@@ -10,6 +10,7 @@ import re
 from typing import TYPE_CHECKING
 
 from mailstead.imap.base import CommandFailed
+from mailstead.proto.imap import esearch as extended
 from mailstead.proto.imap import search as evaluator
 from mailstead.proto.imap import sort as sorter
 from mailstead.proto.imap import thread as threader
@@ -28,10 +29,10 @@ def _placeholder(uid: int, flags: tuple[str, ...], modseq: int, mailbox_id: int)
     return MessageInfo(0, mailbox_id, uid, modseq, flags, 0.0, 0, "", "{}", "{}")
 
 
-async def search(s: IMAPSession, cmd: Command) -> None:
-    args = cmd.args
-    if not isinstance(args, SearchArgs):
-        raise CommandFailed("BAD", f"{cmd.name} needs search criteria")
+async def matching(s: IMAPSession, args: SearchArgs) -> tuple[list[MessageInfo], list[int]]:
+    """Every message of the view (placeholders for those expunged by others) and the
+    sequence numbers that match ``args``; raises SearchError for a key that cannot be
+    evaluated."""
     assert s.view is not None
     view = s.view
     store = s.ctx.store
@@ -49,20 +50,29 @@ async def search(s: IMAPSession, cmd: Command) -> None:
         texts[(part, text)] = await store.search_text(view.mailbox_id, text, part=part)
     if evaluator.uses_modseq(args.key):
         s.enable_condstore()  # RFC 7162 section 3.1.5: MODSEQ is CONDSTORE-enabling
+    numbers = evaluator.evaluate(
+        args.key, messages, text_results=texts, recent=view.recent,
+        saved=s.saved_search, largest_uid=view.uids[-1] if view.uids else 0,
+    )
+    return messages, [n for n in numbers if view.uids[n - 1] not in view.pending]
+
+
+async def search(s: IMAPSession, cmd: Command) -> None:
+    args = cmd.args
+    if not isinstance(args, SearchArgs):
+        raise CommandFailed("BAD", f"{cmd.name} needs search criteria")
+    assert s.view is not None
+    view = s.view
     try:
-        numbers = evaluator.evaluate(
-            args.key, messages, text_results=texts, recent=view.recent,
-            saved=s.saved_search, largest_uid=view.uids[-1] if view.uids else 0,
-        )
+        messages, numbers = await matching(s, args)
     except evaluator.SearchError as exc:
         s.saved_search = []  # RFC 5182 section 2.1: a failed search empties $
         raise CommandFailed("BAD", str(exc)) from None
-    numbers = [n for n in numbers if view.uids[n - 1] not in view.pending]
     uids = [view.uids[n - 1] for n in numbers]
     shown = uids if cmd.uid else numbers
     by_number = dict(zip(shown, (messages[n - 1] for n in numbers), strict=True))
     if cmd.name in ("SORT", "THREAD") and not evaluator.uses_envelope(args.key):
-        by_number = await _with_envelopes(s, by_number)
+        by_number = await with_envelopes(s, by_number)
     modseq = (
         evaluator.highest_modseq(messages, numbers) if evaluator.uses_modseq(args.key) else None
     )
@@ -72,7 +82,11 @@ async def search(s: IMAPSession, cmd: Command) -> None:
             order = sorter.sort_messages([(n, by_number[n]) for n in shown], args.sort)
         except ValueError as exc:
             raise CommandFailed("BAD", str(exc)) from None
-        s.untagged("SORT" + "".join(f" {n}" for n in order))
+        if args.returns is None:
+            s.untagged("SORT" + "".join(f" {n}" for n in order))
+        else:
+            # RFC 5267 section 3 (ESORT): SORT RETURN answers with ESEARCH in sort order.
+            _esearch(s, cmd, order, modseq, ordered=True)
         await s.finish(cmd, f"{prefix}SORT completed")
         return
     if cmd.name == "THREAD":
@@ -85,6 +99,10 @@ async def search(s: IMAPSession, cmd: Command) -> None:
             refs = await _references(s, items)
         s.raw(threader.thread_response(threader.thread(algorithm, items, refs)))
         await s.finish(cmd, f"{prefix}THREAD completed")
+        return
+    if args.partial is not None or {"UPDATE", "CONTEXT"} & set(args.returns or ()):
+        _esearch(s, cmd, shown, modseq, ordered=False)
+        await s.finish(cmd, f"{prefix}SEARCH completed")
         return
     returns = args.returns
     if returns is not None and "SAVE" in (r.upper() for r in returns):
@@ -106,7 +124,36 @@ async def search(s: IMAPSession, cmd: Command) -> None:
     await s.finish(cmd, f"{prefix}SEARCH completed")
 
 
-async def _with_envelopes(
+def _esearch(
+    s: IMAPSession, cmd: Command, results: list[int], modseq: int | None, *, ordered: bool
+) -> None:
+    """The ESEARCH of SORT RETURN, of PARTIAL and of CONTEXT/UPDATE (``results`` in result
+    order), after saving them for "$" if SAVE was asked (RFC 5182 section 2.1, RFC 5267
+    sections 3 and 4); with UPDATE the search is then kept up to date."""
+    from mailstead.imap import context_search  # it builds on this module
+
+    args = cmd.args
+    assert isinstance(args, SearchArgs)
+    assert s.view is not None
+    asked = [r.upper() for r in args.returns or ()]
+    uids = results if cmd.uid else [s.view.uids[n - 1] for n in results]
+    if "SAVE" in asked:
+        s.saved_search = _saved(sorted(uids), asked)
+    # RFC 5267 section 4.1: CONTEXT and UPDATE are not results; alone they mean ALL.
+    returns = list(context_search.result_options(asked))
+    if "PARTIAL" in asked:
+        returns.append("PARTIAL")
+    if asked == ["SAVE"]:
+        return  # RFC 5182 section 2.1: RETURN (SAVE) alone gives no ESEARCH
+    s.raw(extended.esearch(
+        results, returns, tag=cmd.tag, uid=cmd.uid, ordered=ordered, partial=args.partial,
+        modseq=modseq,
+    ))
+    if "UPDATE" in asked:
+        context_search.start(s, cmd, uids, ordered=ordered)
+
+
+async def with_envelopes(
     s: IMAPSession, by_number: dict[int, MessageInfo]
 ) -> dict[int, MessageInfo]:
     """The matched messages again, with their envelopes (SORT and THREAD keys read them)."""
@@ -136,7 +183,8 @@ async def _references(
     """The References header of each message (RFC 5256 section 3, step 1), which the stored
     envelope does not keep: read from the header of each body."""
     out: dict[int, str] = {}
-    for _number, msg in items:
+    for done, (_number, msg) in enumerate(items):
+        s.progress.update(done, len(items))  # RFC 9585: reading every header takes a while
         if not msg.blob:
             continue
         data = await s.ctx.store.read_blob(msg.blob)

@@ -20,7 +20,20 @@ from mailstead.core.errors import (
     NotFound,
     StoreError,
 )
-from mailstead.imap import append, auth, idle, mailboxes, messages, quota, recent, searching
+from mailstead.imap import (
+    append,
+    auth,
+    context_search,
+    idle,
+    mailboxes,
+    messages,
+    notify,
+    progress,
+    quota,
+    recent,
+    searching,
+    uidonly,
+)
 from mailstead.imap.base import Action, CommandFailed, State
 from mailstead.imap.context import IMAPContext, IMAPSettings
 from mailstead.imap.names import MailboxNameError
@@ -67,6 +80,7 @@ COMMANDS: dict[str, tuple[Handler, frozenset[State]]] = {
     "NAMESPACE": (mailboxes.namespace, AUTH),
     "STATUS": (mailboxes.status, AUTH),
     "APPEND": (append.append, AUTH),
+    "REPLACE": (append.replace, SELECTED),
     "IDLE": (idle.idle, AUTH),
     "GETQUOTA": (quota.getquota, AUTH),
     "GETQUOTAROOT": (quota.getquotaroot, AUTH),
@@ -82,6 +96,8 @@ COMMANDS: dict[str, tuple[Handler, frozenset[State]]] = {
     "SEARCH": (searching.search, SELECTED),
     "SORT": (searching.search, SELECTED),
     "THREAD": (searching.search, SELECTED),
+    "CANCELUPDATE": (context_search.cancel_update, SELECTED),
+    "NOTIFY": (notify.notify, AUTH),
 }
 
 # Output buffered before a long command hands it to the server (see ``flush_output``).
@@ -120,14 +136,28 @@ class IMAPSession:
         self.action = Action.NONE
         self.bad_in_a_row = 0
         self.saved_search: list[int] = []  # RFC 5182 SEARCHRES: UIDs behind "$"
+        self.progress = progress.Progress()  # how far the running command is (RFC 9585)
+        self.notify: notify.NotifyState | None = None  # RFC 5465 NOTIFY SET, if any
+        # RFC 5267 section 4: searches kept up to date (RETURN (UPDATE)), by tag.
+        self.search_contexts: dict[str, context_search.SearchContext] = {}
         # Where a long response goes while it is still being produced (the server's send):
         # without one, everything waits for ``execute`` to return.
         self.writer: Callable[[bytes], Awaitable[None]] | None = None
-        # The spooled message of the APPEND being executed (the server sets it).
-        self.spool: LiteralSpool | None = None
+        # The spooled literals of the APPEND or REPLACE being executed, in the order they
+        # arrived (the server sets them): MULTIAPPEND and CATENATE send several.
+        self.spools: list[LiteralSpool] = []
         self._out: list[bytes] = []
 
     # ------------------------------------------------------------------ properties
+
+    @property
+    def spool(self) -> LiteralSpool | None:
+        """The first spooled literal (a plain APPEND has at most one)."""
+        return self.spools[0] if self.spools else None
+
+    @spool.setter
+    def spool(self, value: LiteralSpool | None) -> None:
+        self.spools = [] if value is None else [value]
 
     @property
     def utf8(self) -> bool:
@@ -137,6 +167,11 @@ class IMAPSession:
     @property
     def rev2(self) -> bool:
         return "IMAP4REV2" in self.enabled
+
+    @property
+    def uidonly(self) -> bool:
+        """RFC 9586: no message sequence numbers, either way."""
+        return "UIDONLY" in self.enabled
 
     @property
     def condstore(self) -> bool:
@@ -211,8 +246,15 @@ class IMAPSession:
             self._bad(cmd.tag, f"{cmd.name} is not valid in the {self.state.value} state",
                       "CLIENTBUG" if self.state is not State.NOT_AUTHENTICATED else None)
             return self.take_output()
+        if self.uidonly and (why := uidonly.refusal(cmd)) is not None:
+            # RFC 9586 section 3.1: a command with sequence numbers is BAD [UIDREQUIRED].
+            self._bad(cmd.tag, why, "UIDREQUIRED")
+            return self.take_output()
+        self.progress = progress.Progress()
         try:
-            await handler(self, cmd)
+            async with progress.reporting(cmd.tag, cmd.name, self.progress,
+                                          self.settings.progress_interval, self.writer):
+                await handler(self, cmd)
         except CommandFailed as exc:
             if exc.status == "BAD":
                 self._bad(cmd.tag, exc.text, exc.code)
@@ -284,15 +326,16 @@ class IMAPSession:
 
     # ------------------------------------------------------------------ updates
 
-    async def updates(self, cmd: Command | None) -> None:
+    async def updates(self, cmd: Command | None, *, expunge: bool = True) -> None:
         """Untagged EXISTS/EXPUNGE/FETCH for changes by others, before the tagged reply.
 
-        ``cmd`` None means NOOP/IDLE-like points where expunges may always be sent.
+        ``cmd`` None means NOOP/IDLE-like points where expunges may always be sent (unless
+        ``expunge`` is False: NOTIFY SELECTED-DELAYED between commands).
         """
         view = self.view
         if view is None or self.state is not State.SELECTED:
             return
-        allow = cmd is None or cmd.uid or cmd.name not in _NO_EXPUNGE_DURING
+        allow = expunge and (cmd is None or cmd.uid or cmd.name not in _NO_EXPUNGE_DURING)
         try:
             changes = await self.ctx.store.changes_since(view.mailbox_id, view.highestmodseq)
         except NotFound:
@@ -316,9 +359,11 @@ class IMAPSession:
                 lines.append(f"* {len(view.recent)} RECENT\r\n".encode())
         for line in lines:
             self.raw(line)
+        await context_search.refresh(self)
 
     def close_mailbox(self) -> None:
         self.view = None
+        context_search.drop_all(self)
         if self.state is State.SELECTED:
             self.state = State.AUTHENTICATED
 
@@ -332,7 +377,23 @@ class IMAPSession:
 
     async def idle_wakeup(self) -> bytes:
         """Mailbox changes while in IDLE (RFC 2177: untagged responses at any time)."""
-        await self.updates(None)
+        if self.notify is None:
+            await self.updates(None)
+        else:  # the same, with what NOTIFY asks for besides (RFC 5465 section 3)
+            await notify.wakeup(self, in_idle=True)
+        return self.take_output()
+
+    @property
+    def notifying(self) -> bool:
+        """NOTIFY SET is active: changes are pushed between commands too (RFC 5465)."""
+        return self.notify is not None and self.watch is not None
+
+    async def notify_wakeup(self) -> bytes:
+        """The account changed while no command runs: what NOTIFY asks for (RFC 5465)."""
+        try:
+            await notify.wakeup(self)
+        except StoreError:
+            log.exception("NOTIFY could not read the changes")
         return self.take_output()
 
     async def idle_done(self, line: bytes) -> bytes:

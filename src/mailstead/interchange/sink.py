@@ -179,6 +179,7 @@ class ImportSink:
                 internal_date=item.internal_date,
                 envelope=summary.envelope,
                 bodystructure=summary.bodystructure,
+                thread_keys=summary.thread_keys,
             ))
         except BaseException as exc:
             del folder.origins[item.origin]

@@ -371,6 +371,7 @@ class Notifier:
                 internal_date=now,
                 envelope=summary.envelope,
                 bodystructure=summary.bodystructure,
+                thread_keys=summary.thread_keys,
             )
         )
         if remote and self._on_queued is not None:

@@ -23,7 +23,7 @@ from mailstead.imap.session import IMAPSession
 from mailstead.imap.spool import LiteralSpool
 from mailstead.observability.log import log_event
 from mailstead.proto.imap import response
-from mailstead.proto.imap.ast import AppendArgs, Command
+from mailstead.proto.imap.ast import AppendArgs, Command, ReplaceArgs
 from mailstead.proto.imap.framing import (
     NEED_DATA,
     CommandFrame,
@@ -57,6 +57,8 @@ RATIO_AFTER = INFLATE_CHUNK
 PREAUTH_MAX_LITERAL = 4096
 # Literals over this size (APPEND messages) go to a temporary file while they arrive.
 SPOOL_AT = 64 * 1024
+# One APPEND (MULTIAPPEND, CATENATE) may send literals of this many times APPENDLIMIT in all.
+APPEND_SPOOL_FACTOR = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +81,7 @@ class IMAPListenerSettings:
     compress_max_ratio: float = 200.0  # inflated : compressed octets over a session
     # Networks whose clients may send a password before TLS (core.network.secure_for_auth).
     auth_networks: tuple[IPNetwork, ...] = ()
+    progress_interval: float = 5.0  # seconds between INPROGRESS notices (RFC 9585)
 
 
 class CompressionBomb(Exception):
@@ -154,6 +157,43 @@ class _Closed(Exception):
     """The session is over (LOGOUT, BYE, timeout, end of input)."""
 
 
+class _NotifyPusher:
+    """Waits on the session's change watch and writes ``notify_wakeup`` output."""
+
+    def __init__(self, sess: IMAPSession, stream: _Stream) -> None:
+        self.sess = sess
+        self.stream = stream
+        self.inflight: asyncio.Future[bytes] | None = None
+
+    async def run(self) -> None:
+        watch = self.sess.watch
+        if watch is None:
+            return
+        while True:
+            if not await watch.wait(None):
+                return  # closed
+            self.inflight = asyncio.ensure_future(self.sess.notify_wakeup())
+            data = await asyncio.shield(self.inflight)
+            self.inflight = None
+            self.stream.write(data)
+            with contextlib.suppress(ConnectionLost):
+                await self.stream.conn.drain()
+
+    async def stop(self, task: asyncio.Task[None]) -> None:
+        task.cancel()
+        await asyncio.wait([task])
+        if not task.cancelled() and task.exception() is not None and self.inflight is None:
+            log.error("NOTIFY push failed: %s", task.exception())
+        inflight, self.inflight = self.inflight, None
+        if inflight is not None:
+            try:
+                data = await inflight
+            except Exception as exc:  # logged; the session goes on with its next command
+                log.error("NOTIFY push failed: %s", exc)
+            else:
+                self.stream.write(data)
+
+
 class IMAPServer:
     """Runs IMAP sessions for one listener."""
 
@@ -186,6 +226,7 @@ class IMAPServer:
                 max_bad_commands=s.max_bad_commands,
                 max_connections_per_account=s.max_connections_per_account,
                 max_mailboxes_per_account=s.max_mailboxes_per_account,
+                progress_interval=s.progress_interval,
             ),
             client_ip=conn.peer_ip,
         )
@@ -266,7 +307,16 @@ class IMAPServer:
         try:
             while sess.state is not State.LOGOUT:
                 framer.max_literal = self._literal_limit(sess)
-                event = await self._next(sess, stream, framer)
+                # RFC 3502 MULTIAPPEND / RFC 4469 CATENATE: several spooled literals in one
+                # command, bounded in all (they go to disk, and are read back to commit).
+                framer.max_spooled = (
+                    None if sess.state is State.NOT_AUTHENTICATED
+                    else APPEND_SPOOL_FACTOR * self._settings.max_message_size
+                )
+                if sess.notifying and not framer.in_command:
+                    event = await self._next_notifying(sess, stream, framer)
+                else:
+                    event = await self._next(sess, stream, framer)
                 if isinstance(event, LiteralChunk):
                     if current is None:
                         current = LiteralSpool(self._ctx.spool_dir)
@@ -321,14 +371,14 @@ class IMAPServer:
     async def _execute(
         self, sess: IMAPSession, cmd: Command, spooled: list[LiteralSpool]
     ) -> bytes:
-        """Runs a command, handing APPEND its spooled message (the parser lets no other
-        command have a spooled literal)."""
-        if isinstance(cmd.args, AppendArgs) and cmd.args.spooled_size is not None:
-            sess.spool = spooled[-1] if spooled else None
+        """Runs a command, handing APPEND and REPLACE their spooled literals in the order
+        they arrived (the parser lets no other command have a spooled literal)."""
+        if isinstance(cmd.args, AppendArgs | ReplaceArgs):
+            sess.spools = list(spooled)
         try:
             return await sess.execute(cmd)
         finally:
-            sess.spool = None
+            sess.spools = []
 
     # ------------------------------------------------------------------ actions
 
@@ -376,6 +426,20 @@ class IMAPServer:
             stream.write(await sess.idle_done(event.data))
         elif isinstance(event, LineTooLong):
             stream.write(sess.parse_error(sess.idle_tag or None, "Line too long in IDLE"))
+
+    async def _next_notifying(
+        self, sess: IMAPSession, stream: _Stream, framer: CommandFramer
+    ) -> Event:
+        """``_next`` while pushing what NOTIFY asks for as changes happen (RFC 5465 section
+        3: between commands, not only in IDLE). A wake-up that has started reading the store
+        when the next command arrives is finished (and its lines sent) before the command
+        runs, so the session never sees a half-applied change."""
+        pusher = _NotifyPusher(sess, stream)
+        task = asyncio.get_running_loop().create_task(pusher.run())
+        try:
+            return await self._next(sess, stream, framer)
+        finally:
+            await pusher.stop(task)
 
     async def _push(self, sess: IMAPSession, stream: _Stream) -> None:
         watch = sess.watch

@@ -311,11 +311,12 @@ class Connection(asyncio.Protocol):
         if self._lost:
             raise ConnectionLost
         if self._write_paused:
-            self._drain_waiter = self._loop.create_future()
-            try:
-                await self._drain_waiter
-            finally:
-                self._drain_waiter = None
+            # Several tasks may wait at once (a command's output and the IMAP INPROGRESS or
+            # NOTIFY pushes beside it): they share one future, so none is forgotten, and each
+            # waits through a shield, so one being cancelled does not cancel the others.
+            if self._drain_waiter is None or self._drain_waiter.done():
+                self._drain_waiter = self._loop.create_future()
+            await asyncio.shield(self._drain_waiter)
             if self._lost:
                 raise ConnectionLost
 

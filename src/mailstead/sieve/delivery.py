@@ -410,6 +410,7 @@ class SieveRunner:
                     local=[LocalDelivery(a) for a in res.accounts], remote=list(res.remote),
                     internal_date=now, envelope=summary.envelope,
                     bodystructure=summary.bodystructure,
+                    thread_keys=summary.thread_keys,
                     # Replies and notices count against the account's sending limit.
                     auth_account_id=item.account_id if item.kind != "notice" else None,
                 ))

@@ -15,6 +15,7 @@ from typing import Protocol
 
 from mailstead.core.dsn import MessageDsn, RecipientDsn
 from mailstead.storage.integrity import Integrity
+from mailstead.storage.threads import own_thread
 
 # The folders every account gets at creation, with their RFC 6154 special-use attribute.
 DEFAULT_MAILBOXES: tuple[tuple[str, str | None], ...] = (
@@ -102,10 +103,20 @@ class MessageInfo:
     # The last line lacks a line break (possible after IMAP APPEND); POP3 completes it with
     # CRLF before the terminator (RFC 1939 section 3), so RETR sends 2 octets more.
     unterminated: bool = False
+    # When the message was saved into this mailbox (RFC 8514 section 3: delivery, APPEND,
+    # COPY, MOVE); negative (the default, and rows older than migration 0014) means
+    # ``internal_date``.
+    saved_at: float = -1.0
+    # The RFC 8474 section 5.2 THREADID (storage/threads.py); empty means "its own thread".
+    thread_id: str = ""
 
     def __post_init__(self) -> None:
         if self.wire_size < 0:
             object.__setattr__(self, "wire_size", self.size)
+        if self.saved_at < 0:
+            object.__setattr__(self, "saved_at", self.internal_date)
+        if not self.thread_id:
+            object.__setattr__(self, "thread_id", own_thread(self.blob))
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +146,9 @@ class IncomingMessage:
     envelope: str  # JSON summary for IMAP
     bodystructure: str  # JSON summary for IMAP
     auth_account_id: int | None = None
+    # The Message-IDs that place it in a thread (core/msgids.py, MessageSummary.thread_keys);
+    # without them the store takes the ids the envelope names (storage/threads.py).
+    thread_keys: tuple[str, ...] = ()
     # RFC 3461: what each remote recipient (a ``remote`` entry, as written there) asked of
     # delivery status notifications; absent ones asked nothing (section 4.1 defaults).
     dsn: Mapping[str, RecipientDsn] = field(default_factory=dict)
@@ -863,6 +877,13 @@ class Store(
         Concurrent calls share fsyncs and one transaction (group commit). Raises StoreError
         when nothing was written; the caller then answers with a temporary failure.
         """
+
+    async def accept_messages(
+        self, batch: Sequence[IncomingMessage], *, replace: tuple[int, int] | None = None
+    ) -> list[AcceptResult]:
+        """Local deliveries made durable together or not at all (RFC 3502 MULTIAPPEND:
+        all or none); ``replace`` = (mailbox id, UID) is removed in the same transaction
+        (RFC 8508 REPLACE). A missing mailbox raises NotFound and nothing is written."""
 
     async def list_mailboxes(self, account_id: int) -> list[MailboxInfo]: ...
 

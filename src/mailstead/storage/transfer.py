@@ -49,7 +49,7 @@ TABLES: tuple[str, ...] = (
     "recovery_codes", "app_passwords", "login_audit", "ip_blocks", "greylist",
     "greylist_networks", "bayes_tokens", "bayes_learned", "sieve_scripts", "sieve_log",
     "leases", "auth_failures", "import_origins", "tls_results", "tls_reports_sent",
-    "tls_reports_received",
+    "tls_reports_received", "thread_keys",
 )
 # SQLite tables that are not copied as such: the migration log (PostgreSQL keeps its own) and
 # the FTS5 index with its shadow tables (its text goes into PostgreSQL's fts_docs).

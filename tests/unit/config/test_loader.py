@@ -252,7 +252,7 @@ def test_mta_sts_and_tls_reports_sections() -> None:
     assert "mta_sts.mode" in error('hostname = "m.test"\n[mta_sts]\nmode = "strict"\n')
     assert "mta_sts.max_age" in error('hostname = "m.test"\n[mta_sts]\nmax_age = 40000000\n')
     assert "mta_sts.mx" in error('hostname = "m.test"\n[mta_sts]\nmx = ["a.*.test"]\n')
-    assert "mta_sts.mx" in error('hostname = "m.test"\n[mta_sts]\nmx = []\n')
+    assert parse('hostname = "m.test"\n[mta_sts]\nmx = []\n').mta_sts.mx == ()
     assert "tls_reports.contact" in error('hostname = "m.test"\n[tls_reports]\ncontact = "x"\n')
 
 

@@ -159,3 +159,20 @@ def test_implicit_tls_handshake_in_the_session_task(tmp_path: Path, loop: str) -
         uvloop.run(coro)
     else:
         asyncio.run(coro)
+
+
+def test_concurrent_drains_all_return_and_one_may_be_cancelled() -> None:
+    async def run() -> None:
+        conn = await _connection()
+        conn.pause_writing()
+        first = asyncio.ensure_future(conn.drain())
+        second = asyncio.ensure_future(conn.drain())
+        third = asyncio.ensure_future(conn.drain())
+        await asyncio.sleep(0)
+        third.cancel()  # e.g. a push task stopped while the command's output waits
+        with contextlib.suppress(asyncio.CancelledError):
+            await third
+        conn.resume_writing()
+        await asyncio.wait_for(asyncio.gather(first, second), 5)
+
+    asyncio.run(run())

@@ -12,7 +12,7 @@ import asyncpg
 
 from mailstead.config.model import StoreConfig
 from mailstead.storage import open_store
-from mailstead.storage.interfaces import RecentInfo, Store
+from mailstead.storage.interfaces import RecentInfo
 from mailstead.storage.migrate import load_migrations, migrate_sqlite
 from pgserver import shared_server
 
@@ -45,34 +45,38 @@ def test_existing_mailboxes_start_with_nothing_recent(tmp_path: Path) -> None:
 
 
 def test_postgresql_existing_mailboxes_start_with_nothing_recent(tmp_path: Path) -> None:
-    """The same on PostgreSQL: a store taken back to schema 12, with mail, is upgraded."""
+    """The same on PostgreSQL: a store built by the migrations up to 12, with a mailbox, is
+    upgraded by opening it."""
 
     dsn = shared_server().new_database()
 
-    async def opened() -> Store:
-        return await open_store(tmp_path, StoreConfig(backend="postgresql", dsn=dsn,
-                                                      pool_size=2))
-
     async def main() -> None:
-        store = await opened()
-        try:
-            await store.add_domain("example.test")
-            account = await store.add_account("a@example.test", "h")
-            info = await store.get_mailbox(account.id, "INBOX")
-            assert info is not None
-        finally:
-            await store.close()
         conn = await asyncpg.connect(dsn)
         try:
-            await conn.execute("ALTER TABLE mailboxes DROP COLUMN first_recent_uid")
-            await conn.execute("DELETE FROM schema_version WHERE version = 13")
-            await conn.execute("UPDATE mailboxes SET uidnext = 9 WHERE id = $1", info.id)
+            await conn.execute(
+                "CREATE TABLE schema_version (version INTEGER PRIMARY KEY, name TEXT NOT NULL,"
+                " applied_at DOUBLE PRECISION NOT NULL)")
+            for step in load_migrations("mailstead.storage.postgres", "migrations"):
+                if step.version <= 12:
+                    await conn.execute(step.sql)
+                    await conn.execute("INSERT INTO schema_version VALUES ($1, $2, 0)",
+                                       step.version, step.name)
+            await conn.execute("INSERT INTO domains (name, created_at) VALUES ('example.test', 0)")
+            await conn.execute(
+                "INSERT INTO accounts (domain_id, address, address_key, password_hash,"
+                " created_at) SELECT id, 'a@example.test', 'a@example.test', 'h', 0"
+                " FROM domains")
+            mailbox = await conn.fetchval(
+                "INSERT INTO mailboxes (account_id, name, uidvalidity, uidnext)"
+                " SELECT id, 'INBOX', 1, 9 FROM accounts RETURNING id")
+            account = await conn.fetchval("SELECT id FROM accounts")
         finally:
             await conn.close()
-        store = await opened()
+        store = await open_store(tmp_path, StoreConfig(backend="postgresql", dsn=dsn,
+                                                       pool_size=2, upgrade_backup=False))
         try:
-            assert await store.recent_info(info.id) == RecentInfo(9, 0)
-            made = await store.create_mailbox(account.id, "New")
+            assert await store.recent_info(mailbox) == RecentInfo(9, 0)
+            made = await store.create_mailbox(account, "New")
             assert await store.recent_info(made.id) == RecentInfo(1, 0)
         finally:
             await store.close()

@@ -77,6 +77,7 @@ async def _populate(data_dir: Path) -> None:
                 _message(n), f"Q{n}", "s@remote.test", local,
                 ["far@remote.test"] if n == 1 else [], now + n, f'{{"e": {n}}}', "{}",
                 auth_account_id=alice.id if n == 1 else None,
+                thread_keys=(f"<m{n}@remote.test>", "<root@remote.test>"),
             ))
         inbox = await store.get_mailbox(alice.id, "INBOX")
         projects = await store.get_mailbox(alice.id, "Projects")

@@ -195,7 +195,42 @@ class StatusArgs:
 
 
 @dataclass(frozen=True, slots=True)
+class CatenatePart:
+    """One part of an RFC 4469 CATENATE: ``TEXT`` with a literal's octets (``spooled_size``
+    set when the server holds them in a file), or ``URL`` with an IMAP URL (RFC 5092)."""
+
+    kind: str  # "TEXT" or "URL"
+    data: bytes
+    spooled_size: int | None = None
+
+    @property
+    def size(self) -> int:
+        return len(self.data) if self.spooled_size is None else self.spooled_size
+
+
+@dataclass(frozen=True, slots=True)
+class AppendMessage:
+    """One message of an APPEND (RFC 3502 MULTIAPPEND sends several)."""
+
+    flags: tuple[str, ...]
+    internal_date: datetime | None
+    message: bytes  # empty when spooled (or CATENATE): the octets are elsewhere
+    binary: bool = False
+    utf8: bool = False
+    spooled_size: int | None = None
+    catenate: tuple[CatenatePart, ...] | None = None  # RFC 4469: built from these parts
+
+    @property
+    def size(self) -> int:
+        if self.catenate is not None:
+            return sum(p.size for p in self.catenate)
+        return len(self.message) if self.spooled_size is None else self.spooled_size
+
+
+@dataclass(frozen=True, slots=True)
 class AppendArgs:
+    """APPEND: the first message in the fields of old, every message in ``messages``."""
+
     mailbox: str
     raw: bytes
     flags: tuple[str, ...]
@@ -204,10 +239,30 @@ class AppendArgs:
     binary: bool = False  # literal8 ~{n} (RFC 3516)
     utf8: bool = False  # the UTF8 (~{n}) form of RFC 6855 section 4 (needs UTF8=ACCEPT)
     spooled_size: int | None = None  # the message's size when it was spooled
+    more: tuple[AppendMessage, ...] = ()  # RFC 3502: the second and later messages
+    catenate: tuple[CatenatePart, ...] | None = None  # RFC 4469, for the first message
 
     @property
     def size(self) -> int:
-        return len(self.message) if self.spooled_size is None else self.spooled_size
+        return self.first.size
+
+    @property
+    def first(self) -> AppendMessage:
+        return AppendMessage(self.flags, self.internal_date, self.message, self.binary,
+                             self.utf8, self.spooled_size, self.catenate)
+
+    @property
+    def messages(self) -> tuple[AppendMessage, ...]:
+        return (self.first, *self.more)
+
+
+@dataclass(frozen=True, slots=True)
+class ReplaceArgs:
+    """REPLACE / UID REPLACE (RFC 8508 section 3): the message ``number`` (a UID with UID)
+    is replaced by the one of ``append``."""
+
+    number: int
+    append: AppendArgs
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,6 +271,7 @@ class FetchArgs:
     atts: tuple[FetchAtt, ...]
     changed_since: int | None = None  # RFC 7162 CHANGEDSINCE
     vanished: bool = False  # RFC 7162 VANISHED modifier (UID FETCH only)
+    partial: tuple[int, int] | None = None  # RFC 9394 section 3.3 PARTIAL modifier
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,6 +303,8 @@ class SearchArgs:
     returns: tuple[str, ...] | None = None  # None: no RETURN clause (plain SEARCH response)
     sort: tuple[str, ...] = ()
     algorithm: str | None = None
+    # RFC 9394 section 3.1: the PARTIAL range, 1-based positions, negative from the end.
+    partial: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,8 +339,36 @@ class CompressArgs:
     mechanism: str
 
 
+@dataclass(frozen=True, slots=True)
+class CancelUpdateArgs:
+    """CANCELUPDATE: the tags of the searches to stop updating (RFC 5267 section 4.2)."""
+
+    tags: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class NotifyGroup:
+    """One NOTIFY event group (RFC 5465 section 6): a mailbox filter (SELECTED, INBOXES,
+    SUBTREE ...) with its mailboxes (name, raw wire octets), the events asked for and the
+    fetch attributes of MessageNew (None when not given)."""
+
+    filter: str
+    mailboxes: tuple[tuple[str, bytes], ...]
+    events: tuple[str, ...]
+    fetch: tuple[FetchAtt, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NotifyArgs:
+    """NOTIFY SET [STATUS] groups, or NOTIFY NONE (``groups`` None)."""
+
+    groups: tuple[NotifyGroup, ...] | None
+    status: bool = False
+
+
 CommandArgs = (
     LoginArgs | AuthenticateArgs | MailboxArgs | RenameArgs | ListArgs | StatusArgs | AppendArgs
+    | ReplaceArgs
     | FetchArgs | StoreArgs | CopyArgs | SearchArgs | ExpungeArgs | EnableArgs | IdArgs
-    | QuotaArgs | CompressArgs
+    | QuotaArgs | CompressArgs | CancelUpdateArgs | NotifyArgs
 )

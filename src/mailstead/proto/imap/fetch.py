@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 from mailstead.proto.imap import sections
 from mailstead.proto.imap.ast import FetchAtt, Section
+from mailstead.proto.imap.preview import preview
 from mailstead.proto.imap.response import (
     MAX_QUOTED,
     NIL,
@@ -37,7 +38,7 @@ from mailstead.proto.imap.sections import crlf_text as crlf_text
 _SAFE_ASCII = re.compile(rb"[\x01-\x09\x0b\x0c\x0e-\x7f]*")
 # The names of items that need the message bytes.
 _BODY_ITEMS = frozenset({"BODY[]", "BINARY[]", "BINARY.SIZE", "RFC822", "RFC822.HEADER",
-                         "RFC822.TEXT"})
+                         "RFC822.TEXT", "PREVIEW"})
 # RFC 9051 section 6.4.5: these set \Seen unless PEEK (RFC822.HEADER never does).
 _SEEN_ITEMS = frozenset({"BODY[]", "BINARY[]", "RFC822", "RFC822.TEXT"})
 
@@ -63,6 +64,10 @@ class MessageLike(Protocol):
     def envelope(self) -> str: ...
     @property
     def bodystructure(self) -> str: ...
+    @property
+    def saved_at(self) -> float: ...
+    @property
+    def thread_id(self) -> str: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -293,13 +298,16 @@ def render_fetch(
     recent: bool = False,
     flags: Sequence[str] | None = None,
     tz_offset_minutes: int = 0,
+    uidfetch: bool = False,
 ) -> FetchResult:
     """``* seq FETCH (...)`` CRLF for ``atts``, in the order asked, each item once.
 
     ``uid``: the command was UID FETCH, so UID is included even if not asked (RFC 9051
     section 6.4.9). ``recent``: add ``\\Recent`` to FLAGS (IMAP4rev1 sessions). ``flags``
     overrides the message's flags (e.g. after the caller set \\Seen). ``body`` is only
-    called when an item needs the message bytes.
+    called when an item needs the message bytes. ``uidfetch``: ``* uid UIDFETCH (...)``, the
+    form of a UIDONLY session (RFC 9586 section 3.3), where the UID item is only sent when
+    asked for since the response names the UID already.
     """
     load = _loader(body)
     current = tuple(msg.flags if flags is None else flags)
@@ -311,7 +319,7 @@ def render_fetch(
             seen_names.add(name)
             items.append(name + b" " + value)
 
-    if uid:
+    if uid and not uidfetch:
         add(b"UID", number(msg.uid))
     structure: Any = None
     for att in atts:
@@ -335,12 +343,17 @@ def render_fetch(
                 render_bodystructure(structure, extended=name == "BODYSTRUCTURE", utf8=utf8))
         elif name == "MODSEQ":  # RFC 7162 section 3.1.4.1
             add(b"MODSEQ", b"(" + number(msg.modseq) + b")")
-        elif name == "SAVEDATE":  # RFC 8514 section 4.2: NIL when the server keeps none
-            add(b"SAVEDATE", NIL)
-        elif name == "EMAILID":  # RFC 8474 section 5.1: same content, same id
+        elif name == "SAVEDATE":  # RFC 8514 section 4.2: a date-time, like INTERNALDATE
+            add(b"SAVEDATE", internal_date(msg.saved_at, tz_offset_minutes))
+        elif name == "EMAILID":  # RFC 8474 section 5.1 (imap/objectid.py says why)
             add(b"EMAILID", b"(M" + msg.blob[:24].encode("ascii", "replace") + b")")
-        elif name == "THREADID":  # RFC 8474 section 5.2: NIL when threads are not tracked
-            add(b"THREADID", NIL)
+        elif name == "THREADID":  # RFC 8474 section 5.2, assigned at delivery
+            add(b"THREADID", b"(" + msg.thread_id.encode("ascii", "replace") + b")")
+        elif name == "PREVIEW":  # RFC 8970 section 3: nstring, NIL only without text
+            if structure is None:
+                structure = _loads(msg.bodystructure)
+            text = preview(load(), structure)
+            add(b"PREVIEW", NIL if text is None else string(text, utf8=utf8))
         elif name == "RFC822":
             add(b"RFC822", literal(crlf_text(load())))
         elif name == "RFC822.HEADER":
@@ -377,7 +390,8 @@ def render_fetch(
                     literal(sections.apply_partial(decoded, att.partial), binary=True))
         else:
             raise ValueError(f"unknown FETCH attribute {name!r}")
-    data = b"* %d FETCH (" % seq + b" ".join(items) + b")\r\n"
+    head = b"* %d UIDFETCH (" % msg.uid if uidfetch else b"* %d FETCH (" % seq
+    data = head + b" ".join(items) + b")\r\n"
     return FetchResult(data, set_seen=sets_seen(atts) and "\\Seen" not in current)
 
 

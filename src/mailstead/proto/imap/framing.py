@@ -163,7 +163,8 @@ class CommandFramer:
     __slots__ = (
         "_buf", "_chunks", "_discard", "_expect", "_left", "_lines", "_lit_binary",
         "_literals", "_long", "_long_raw", "_nul", "_scanned", "_size", "_spool",
-        "_spool_size", "_tag", "_tail", "closed", "max_line", "max_literal", "spool_at",
+        "_spool_size", "_spooled", "_tag", "_tail", "closed", "max_line", "max_literal",
+        "max_spooled", "spool_at",
     )
 
     def __init__(
@@ -177,6 +178,11 @@ class CommandFramer:
         # before authentication); they apply from the next line framed.
         self.max_literal = max_literal
         self.spool_at = spool_at  # literals over this many octets leave as LiteralChunk
+        # Octets of spooled literals one command may send in all (RFC 3502 MULTIAPPEND and
+        # RFC 4469 CATENATE send several); None: ``max_literal``, one literal's worth. They
+        # go to disk, not memory, so they do not count against ``max_line + max_literal``.
+        self.max_spooled: int | None = None
+        self._spooled = 0  # octets of spooled literals in the command being framed
         self._buf = bytearray()
         self._scanned = 0  # bytes at the front of _buf known to hold no CRLF (but a final CR)
         self._lines: list[bytes] = []  # lines of the command being framed
@@ -284,6 +290,7 @@ class CommandFramer:
         self._lines = []
         self._literals = []
         self._size = 0
+        self._spooled = 0
         self._tag = None
         self._discard = False
 
@@ -374,7 +381,14 @@ class CommandFramer:
             self._reset()
             return frame
         n = header.size
-        if n > self.max_literal or self._size + n > self.max_line + self.max_literal:
+        # A large literal (an APPEND message, in practice) is not held in memory: the
+        # server spools it to disk from LiteralChunk events.
+        spool = self.spool_at is not None and n > self.spool_at
+        spool_limit = self.max_literal if self.max_spooled is None else self.max_spooled
+        if n > self.max_literal or (
+            self._spooled + n > spool_limit if spool
+            else self._size + n > self.max_line + self.max_literal
+        ):
             tag = self._tag
             self._reset()
             if header.sync:
@@ -384,13 +398,14 @@ class CommandFramer:
             # RFC 7888 section 4: the octets of a non-synchronising literal come anyway;
             # rather than read them all, refuse and close.
             return self._refuse_non_sync(tag, n)
-        self._size += n
+        if spool:
+            self._spooled += n
+        else:
+            self._size += n
         self._left = n
         self._lit_binary = header.binary
         self._chunks = []
-        # A large literal (an APPEND message, in practice) is not held in memory: the
-        # server spools it to disk from LiteralChunk events.
-        self._spool = self.spool_at is not None and n > self.spool_at
+        self._spool = spool
         self._spool_size, self._nul = n, False
         if n == 0:
             self._literals.append(Literal(b"", header.binary))

@@ -13,7 +13,10 @@ from collections.abc import Callable
 
 from mailstead.proto.imap.ast import (
     AppendArgs,
+    AppendMessage,
     AuthenticateArgs,
+    CancelUpdateArgs,
+    CatenatePart,
     Command,
     CommandArgs,
     CompressArgs,
@@ -27,6 +30,7 @@ from mailstead.proto.imap.ast import (
     QresyncParams,
     QuotaArgs,
     RenameArgs,
+    ReplaceArgs,
     SequenceSet,
     StatusArgs,
     StoreArgs,
@@ -34,6 +38,7 @@ from mailstead.proto.imap.ast import (
 from mailstead.proto.imap.framing import CommandFrame
 from mailstead.proto.imap.parser_fetch import fetch_args
 from mailstead.proto.imap.parser_lex import MAX_NUMBER64, ParseError, Reader
+from mailstead.proto.imap.parser_notify import notify_args
 from mailstead.proto.imap.parser_search import search_args, sort_args, thread_args
 
 __all__ = ["ParseError", "parse_command"]
@@ -44,7 +49,7 @@ _TAG = re.compile(rb"[\x21\x23-\x24\x26-\x27\x2c-\x5b\x5d-\x7a\x7c-\x7e]+")
 _BASE64 = re.compile(rb"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?")
 _STATUS_ITEMS = frozenset({
     "MESSAGES", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "DELETED", "SIZE", "RECENT",
-    "HIGHESTMODSEQ", "APPENDLIMIT",
+    "HIGHESTMODSEQ", "APPENDLIMIT", "MAILBOXID",  # MAILBOXID: RFC 8474 section 4.3
 })
 # RFC 5258 section 3 selection options, SPECIAL-USE from RFC 6154 section 3.
 _LIST_SELECT = frozenset({"SUBSCRIBED", "REMOTE", "RECURSIVEMATCH", "SPECIAL-USE"})
@@ -57,7 +62,7 @@ _USE_ATTRS = {
 # RFC 2971 section 3.3: at most 30 pairs, fields up to 30 octets, values up to 1024.
 _ID_MAX_PAIRS, _ID_MAX_FIELD, _ID_MAX_VALUE = 30, 30, 1024
 _UID_COMMANDS = frozenset({"COPY", "MOVE", "FETCH", "SEARCH", "STORE", "EXPUNGE", "SORT",
-                           "THREAD"})
+                           "THREAD", "REPLACE"})
 _NO_ARGS = frozenset({"CAPABILITY", "NOOP", "LOGOUT", "STARTTLS", "IDLE", "CHECK", "CLOSE",
                       "UNSELECT", "NAMESPACE", "EXPUNGE"})
 
@@ -312,11 +317,47 @@ def _lsub(r: Reader, uid: bool) -> ListArgs:
 
 
 def _append(r: Reader, uid: bool) -> AppendArgs:
-    """append = "APPEND" SP mailbox [SP flag-list] [SP date-time] SP append-data, where
-    append-data is a literal, a literal8 (RFC 3516) or "UTF8" SP "(" literal8 ")" (RFC 6855
-    section 4). One message: MULTIAPPEND and CATENATE are not offered."""
+    """append = "APPEND" SP mailbox 1*append-message (RFC 3502 MULTIAPPEND), where
+    append-message = [SP flag-list] [SP date-time] SP append-data and append-data is a
+    literal, a literal8 (RFC 3516), "UTF8" SP "(" literal8 ")" (RFC 6855 section 4) or
+    "CATENATE" SP "(" cat-part *(SP cat-part) ")" (RFC 4469 section 5)."""
     r.sp()
     name, raw = r.mailbox()
+    first = _append_message(r)
+    more: list[AppendMessage] = []
+    while r.peek() == 0x20:
+        if len(more) + 1 >= MAX_MULTIAPPEND:
+            # RFC 5530 section 3 LIMIT: one transaction, one writer; a bound of ours.
+            raise ParseError(r.tag, f"At most {MAX_MULTIAPPEND} messages in one APPEND",
+                             status="NO", code="LIMIT")
+        more.append(_append_message(r))
+    return AppendArgs(name, raw, first.flags, first.internal_date, first.message,
+                      first.binary, first.utf8, first.spooled_size, tuple(more),
+                      first.catenate)
+
+
+def _replace(r: Reader, uid: bool) -> ReplaceArgs:
+    """replace = "REPLACE" SP seq-number SP mailbox append-message; UID REPLACE takes a UID
+    (RFC 8508 section 6)."""
+    r.sp()
+    number = r.number(nonzero=True)
+    r.sp()
+    name, raw = r.mailbox()
+    m = _append_message(r)
+    return ReplaceArgs(number, AppendArgs(name, raw, m.flags, m.internal_date, m.message,
+                                          m.binary, m.utf8, m.spooled_size,
+                                          catenate=m.catenate))
+
+
+# Messages in one MULTIAPPEND (RFC 3502 sets none; they are stored in one transaction).
+MAX_MULTIAPPEND = 1000
+# RFC 4469 section 5: at most this many parts in one CATENATE (a bound of ours).
+MAX_CATENATE_PARTS = 64
+
+
+def _append_message(r: Reader) -> AppendMessage:
+    """SP [flag-list SP] [date-time SP] append-data. A spooled message (the server wrote it
+    to a temporary file) has only its size here."""
     r.sp()
     flags: tuple[str, ...] = ()
     when = None
@@ -326,22 +367,43 @@ def _append(r: Reader, uid: bool) -> AppendArgs:
     if r.peek() == 0x22:
         when = r.date_time()
         r.sp()
-    utf8 = False
     if r.peek() in (0x7B, 0x7E):
         lit = r.literal_frame(binary_ok=True)
-    else:
-        if r.keyword() != "UTF8":
-            raise r.error("expected the message as a literal")
+        return AppendMessage(flags, when, lit.data, lit.binary, False,
+                             lit.size if lit.spooled else None)
+    word = r.keyword()
+    if word == "UTF8":
         r.sp()
         r.expect(b"(")
         if r.peek() != 0x7E:
             raise r.error("UTF8 data must be a literal8")
         lit = r.literal_frame(binary_ok=True)
         r.expect(b")")
-        utf8 = True
-    # A spooled message (the server wrote it to a temporary file) has only its size here.
-    return AppendArgs(name, raw, flags, when, lit.data, lit.binary and not utf8, utf8,
-                      spooled_size=lit.size if lit.spooled else None)
+        return AppendMessage(flags, when, lit.data, False, True,
+                             lit.size if lit.spooled else None)
+    if word == "CATENATE":
+        r.sp()
+        r.expect(b"(")
+        parts: list[CatenatePart] = []
+        while True:
+            if len(parts) >= MAX_CATENATE_PARTS:
+                raise r.error("too many CATENATE parts")
+            kind = r.keyword()
+            r.sp()
+            if kind == "TEXT":
+                if r.peek() not in (0x7B, 0x7E):
+                    raise r.error("CATENATE TEXT needs a literal")
+                lit = r.literal_frame(binary_ok=True)
+                parts.append(CatenatePart("TEXT", lit.data, lit.size if lit.spooled else None))
+            elif kind == "URL":
+                parts.append(CatenatePart("URL", r.astring()))
+            else:
+                raise r.error("a CATENATE part is TEXT or URL")
+            if r.take(b")"):
+                break
+            r.sp()
+        return AppendMessage(flags, when, b"", catenate=tuple(parts))
+    raise r.error("expected the message as a literal")
 
 
 def _getquota(r: Reader, uid: bool) -> QuotaArgs:
@@ -464,6 +526,16 @@ def _thread(r: Reader, uid: bool) -> CommandArgs:
     return thread_args(r)
 
 
+def _cancelupdate(r: Reader, uid: bool) -> CancelUpdateArgs:
+    """cancelupdate = "CANCELUPDATE" 1*(SP quoted) (RFC 5267 section 4.2)."""
+    tags = []
+    r.sp()
+    tags.append(r.text_utf8(r.quoted(), "tag"))
+    while r.maybe_sp():
+        tags.append(r.text_utf8(r.quoted(), "tag"))
+    return CancelUpdateArgs(tuple(dict.fromkeys(tags)))
+
+
 _HANDLERS: dict[str, Callable[[Reader, bool], CommandArgs]] = {
     "LOGIN": _login,
     "AUTHENTICATE": _authenticate,
@@ -480,6 +552,7 @@ _HANDLERS: dict[str, Callable[[Reader, bool], CommandArgs]] = {
     "LSUB": _lsub,
     "STATUS": _status,
     "APPEND": _append,
+    "REPLACE": _replace,
     "GETQUOTA": _getquota,
     "GETQUOTAROOT": _getquotaroot,
     "SETQUOTA": _setquota,
@@ -492,4 +565,6 @@ _HANDLERS: dict[str, Callable[[Reader, bool], CommandArgs]] = {
     "SEARCH": _search,
     "SORT": _sort,
     "THREAD": _thread,
+    "CANCELUPDATE": _cancelupdate,
+    "NOTIFY": lambda r, uid: notify_args(r),
 }

@@ -1,6 +1,6 @@
 """FETCH arguments: attributes, sections, partials and modifiers (RFC 9051 section 6.4.5,
 RFC 3501 section 6.4.5 for the RFC822.* forms, RFC 3516 BINARY, RFC 7162 CHANGEDSINCE and
-VANISHED, RFC 8474 EMAILID/THREADID, RFC 8514 SAVEDATE)."""
+VANISHED, RFC 8474 EMAILID/THREADID, RFC 8514 SAVEDATE, RFC 8970 PREVIEW, RFC 9394 PARTIAL)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import re
 
 from mailstead.proto.imap.ast import FetchArgs, FetchAtt, Partial, Section
 from mailstead.proto.imap.parser_lex import MAX_NUMBER, MAX_NUMBER64, Reader
+from mailstead.proto.imap.parser_search import partial_range
 
 # RFC 9051 section 6.4.5: the macros, expanded here so nobody downstream sees them.
 _MACROS = {
@@ -112,6 +113,15 @@ def fetch_att(r: Reader) -> FetchAtt:
         return FetchAtt("BINARY[]", Section(part), _partial(r), peek=name == "BINARY.PEEK")
     if name in _SIMPLE:
         return FetchAtt(name)
+    if name == "PREVIEW":
+        # RFC 8970 section 4: "PREVIEW" [SP "(" preview-mod *(SP preview-mod) ")"], where
+        # preview-mod = "LAZY"; only "(LAZY" starts one (a FETCH modifier list can follow).
+        if r.line[r.pos : r.pos + 6].upper() == b" (LAZY":
+            r.pos += 6
+            while r.line[r.pos : r.pos + 5].upper() == b" LAZY":
+                r.pos += 5
+            r.expect(b")")
+        return FetchAtt("PREVIEW")
     raise r.error(f"unknown fetch attribute {name[:40]}")
 
 
@@ -137,6 +147,7 @@ def fetch_args(r: Reader, *, uid: bool) -> FetchArgs:
             atts.append(fetch_att(r))
     changed_since: int | None = None
     vanished = False
+    partial: tuple[int, int] | None = None
     if r.maybe_sp():
         # fetch-modifiers = SP "(" fetch-modifier *(SP fetch-modifier) ")" (RFC 4466).
         r.expect(b"(")
@@ -148,6 +159,9 @@ def fetch_args(r: Reader, *, uid: bool) -> FetchArgs:
                 changed_since = r.number(limit=MAX_NUMBER64, nonzero=True)
             elif mod == "VANISHED" and not vanished:
                 vanished = True
+            elif mod == "PARTIAL" and partial is None:
+                r.sp()
+                partial = partial_range(r)
             else:
                 raise r.error(f"unknown or repeated FETCH modifier {mod[:40]}")
             if r.take(b")"):
@@ -156,4 +170,4 @@ def fetch_args(r: Reader, *, uid: bool) -> FetchArgs:
         if vanished and (not uid or changed_since is None):
             # RFC 7162 section 3.2.6: VANISHED only in UID FETCH, and only with CHANGEDSINCE.
             raise r.error("VANISHED needs UID FETCH and CHANGEDSINCE")
-    return FetchArgs(seqset, tuple(dict.fromkeys(atts)), changed_since, vanished)
+    return FetchArgs(seqset, tuple(dict.fromkeys(atts)), changed_since, vanished, partial)

@@ -5,6 +5,7 @@ section 6.4.4), CHARSET, ESEARCH return options (RFC 4731), "$" (RFC 5182), the 
 from __future__ import annotations
 
 import codecs
+import re
 from collections.abc import Callable
 
 from mailstead.proto.imap.ast import SearchArgs, SearchKey
@@ -17,11 +18,18 @@ BADCHARSET = "BADCHARSET (US-ASCII UTF-8)"  # RFC 9051 section 7.1, the charsets
 _FLAG_KEYS = frozenset({
     "ALL", "ANSWERED", "DELETED", "DRAFT", "FLAGGED", "NEW", "OLD", "RECENT", "SEEN",
     "UNANSWERED", "UNDELETED", "UNDRAFT", "UNFLAGGED", "UNSEEN",
+    "SAVEDATESUPPORTED",  # RFC 8514 section 4.3
 })
 _TEXT_KEYS = frozenset({"BCC", "BODY", "CC", "FROM", "SUBJECT", "TEXT", "TO"})
-_DATE_KEYS = frozenset({"BEFORE", "ON", "SINCE", "SENTBEFORE", "SENTON", "SENTSINCE"})
-# RFC 4731 section 3.1 return options, with SAVE from RFC 5182 section 2.1.
-_RETURN_OPTIONS = frozenset({"MIN", "MAX", "ALL", "COUNT", "SAVE"})
+_DATE_KEYS = frozenset({"BEFORE", "ON", "SINCE", "SENTBEFORE", "SENTON", "SENTSINCE",
+                        "SAVEDBEFORE", "SAVEDON", "SAVEDSINCE"})  # SAVED*: RFC 8514 4.3
+# RFC 8474 section 4: objectid = 1*255(ALPHA / DIGIT / "_" / "-").
+_OBJECTID = re.compile(rb"[A-Za-z0-9_-]{1,255}")
+# RFC 4731 section 3.1 return options, with SAVE from RFC 5182 section 2.1, PARTIAL from
+# RFC 9394 section 3 and CONTEXT and UPDATE from RFC 5267 section 4.1.
+_RETURN_OPTIONS = frozenset({
+    "MIN", "MAX", "ALL", "COUNT", "SAVE", "PARTIAL", "CONTEXT", "UPDATE",
+})
 # RFC 5256 section 3 sort keys, with DISPLAYFROM/DISPLAYTO from RFC 5957.
 _SORT_KEYS = frozenset({
     "ARRIVAL", "CC", "DATE", "FROM", "SIZE", "SUBJECT", "TO", "DISPLAYFROM", "DISPLAYTO",
@@ -97,6 +105,12 @@ def search_key(r: Reader, decode: Decoder, depth: int = 0) -> SearchKey:
         return SearchKey(name, children=(first, search_key(r, decode, depth + 1)))
     if name == "MODSEQ":
         return SearchKey(name, number=_modseq(r))
+    if name in ("EMAILID", "THREADID"):  # RFC 8474 section 6: SEARCH by object id
+        found = r.word(_OBJECTID)
+        if not found:
+            raise r.error(f"{name} needs an object id")
+        r.pos += len(found)
+        return SearchKey(name, text=found.decode("ascii"))
     raise r.error(f"unknown search key {name[:40]}")
 
 
@@ -130,27 +144,61 @@ def _charset(r: Reader) -> str:
     return r.text_utf8(raw, "charset").upper()
 
 
+def _partial_end(r: Reader) -> int:
+    """One end of a partial-range: nz-number, or "-" nz-number counted from the end."""
+    negative = r.take(b"-")
+    value = r.number(nonzero=True)
+    return -value if negative else value
+
+
+def partial_range(r: Reader) -> tuple[int, int]:
+    """RFC 9394 section 5: partial-range-first = nz-number ":" nz-number, partial-range-last
+    = MINUS nz-number ":" MINUS nz-number; both ends have the same sign."""
+    first = _partial_end(r)
+    r.expect(b":")
+    last = _partial_end(r)
+    if (first < 0) != (last < 0):
+        raise r.error("both ends of a PARTIAL range must have the same sign")
+    return first, last
+
+
+def _returns(r: Reader) -> tuple[tuple[str, ...], tuple[int, int] | None]:
+    """``"RETURN" SP "(" [opts] ")"`` after the RETURN word: the options, and the PARTIAL
+    range if one was asked for (RFC 4731 section 3.1, RFC 9394 section 3.1)."""
+    r.atom()
+    r.sp()
+    r.expect(b"(")
+    opts: list[str] = []
+    partial: tuple[int, int] | None = None
+    while not r.take(b")"):
+        if opts:
+            r.sp()
+        opt = r.keyword()
+        if opt not in _RETURN_OPTIONS:
+            raise r.error(f"unknown SEARCH return option {opt[:40]}")
+        if opt == "PARTIAL":
+            if partial is not None:
+                raise r.error("PARTIAL given twice")
+            r.sp()
+            partial = partial_range(r)
+        opts.append(opt)
+    if partial is not None and "ALL" in opts:
+        # RFC 9394 section 3.1: PARTIAL and ALL must not be used together.
+        raise r.error("PARTIAL and ALL cannot be combined")
+    # RFC 4731 section 3.1: RETURN () is the same as RETURN (ALL).
+    return tuple(dict.fromkeys(opts)) or ("ALL",), partial
+
+
 def search_args(r: Reader) -> SearchArgs:
     """``[SP "RETURN" SP "(" [opts] ")"] SP ["CHARSET" SP charset SP] search-key *(SP
     search-key)`` (RFC 9051 section 6.4.4, RFC 4731 section 3)."""
     r.sp()
     returns: tuple[str, ...] | None = None
+    partial: tuple[int, int] | None = None
     charset: str | None = None
     word = r.word()
     if word is not None and word.upper() == b"RETURN":
-        r.atom()
-        r.sp()
-        r.expect(b"(")
-        opts: list[str] = []
-        while not r.take(b")"):
-            if opts:
-                r.sp()
-            opt = r.keyword()
-            if opt not in _RETURN_OPTIONS:
-                raise r.error(f"unknown SEARCH return option {opt[:40]}")
-            opts.append(opt)
-        # RFC 4731 section 3.1: RETURN () is the same as RETURN (ALL).
-        returns = tuple(dict.fromkeys(opts)) or ("ALL",)
+        returns, partial = _returns(r)
         r.sp()
         word = r.word()
     if word is not None and word.upper() == b"CHARSET":
@@ -159,13 +207,20 @@ def search_args(r: Reader) -> SearchArgs:
         charset = _charset(r)
         r.sp()
     key = _program(r, _decoder(r, charset))
-    return SearchArgs(key, charset, returns)
+    return SearchArgs(key, charset, returns, partial=partial)
 
 
 def sort_args(r: Reader) -> SearchArgs:
-    """``SP "(" sort-criterion *(SP sort-criterion) ")" SP charset 1*(SP search-key)``
-    (RFC 5256 section 5); criteria kept as "DATE" or "REVERSE DATE"."""
+    """``[SP "RETURN" SP "(" [opts] ")"] SP "(" sort-criterion *(SP sort-criterion) ")" SP
+    charset 1*(SP search-key)`` (RFC 5256 section 5, ESORT: RFC 5267 section 3); criteria
+    kept as "DATE" or "REVERSE DATE"."""
     r.sp()
+    returns: tuple[str, ...] | None = None
+    partial: tuple[int, int] | None = None
+    word = r.word()
+    if word is not None and word.upper() == b"RETURN":
+        returns, partial = _returns(r)
+        r.sp()
     r.expect(b"(")
     criteria: list[str] = []
     while True:
@@ -184,7 +239,7 @@ def sort_args(r: Reader) -> SearchArgs:
     charset = _charset(r)
     r.sp()
     key = _program(r, _decoder(r, charset))
-    return SearchArgs(key, charset, sort=tuple(criteria))
+    return SearchArgs(key, charset, returns, sort=tuple(criteria), partial=partial)
 
 
 def thread_args(r: Reader) -> SearchArgs:

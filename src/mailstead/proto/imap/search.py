@@ -50,6 +50,12 @@ class Searchable(Protocol):
         ...
     @property
     def envelope(self) -> str: ...
+    @property
+    def saved_at(self) -> float: ...
+    @property
+    def blob(self) -> str: ...
+    @property
+    def thread_id(self) -> str: ...
 
 
 class SearchError(ValueError):
@@ -125,6 +131,10 @@ class _Context:
     def internal_day(self, index: int) -> date:
         # RFC 9051 section 6.4.4: the date part of INTERNALDATE, in the server's zone
         return datetime.fromtimestamp(self.messages[index].internal_date, self.tz).date()
+
+    def saved_day(self, index: int) -> date:
+        # RFC 8514 section 4.3: the date part of SAVEDATE, in the server's zone
+        return datetime.fromtimestamp(self.messages[index].saved_at, self.tz).date()
 
     def sent_day(self, index: int) -> date:
         # RFC 9051 section 6.4.4: the Date: header "disregarding time and timezone", i.e.
@@ -203,11 +213,21 @@ def _compile(
     if name == "MODSEQ":  # RFC 7162 section 3.1.5: mod-sequence at least the value
         least = _required(key.number, name)
         return lambda i: msgs[i].modseq >= least
-    if name in ("BEFORE", "ON", "SINCE", "SENTBEFORE", "SENTON", "SENTSINCE"):
+    if name == "SAVEDATESUPPORTED":  # RFC 8514 section 4.3: every mailbox keeps them
+        return lambda i: True
+    if name == "EMAILID":  # RFC 8474 section 6 (imap/objectid.py: M + the body's hash)
+        wanted_id = key.text or ""
+        return lambda i: "M" + msgs[i].blob[:24] == wanted_id
+    if name == "THREADID":
+        wanted_thread = key.text or ""
+        return lambda i: msgs[i].thread_id == wanted_thread
+    if name in ("BEFORE", "ON", "SINCE", "SENTBEFORE", "SENTON", "SENTSINCE", "SAVEDBEFORE",
+                "SAVEDON", "SAVEDSINCE"):
         if key.date is None:
             raise SearchError(f"{name} needs a date")
         day = key.date.date()
-        get = ctx.sent_day if name.startswith("SENT") else ctx.internal_day
+        get = (ctx.sent_day if name.startswith("SENT")
+               else ctx.saved_day if name.startswith("SAVED") else ctx.internal_day)
         if name.endswith("BEFORE"):
             return lambda i: get(i) < day
         if name.endswith("ON"):

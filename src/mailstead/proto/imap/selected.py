@@ -53,6 +53,7 @@ class SelectedView:
     pending: set[int] = field(default_factory=set)
     condstore: bool = False  # RFC 7162 section 3.1: report MODSEQ in unsolicited FETCH
     qresync: bool = False  # RFC 7162 section 3.2.10: VANISHED instead of EXPUNGE
+    uidonly: bool = False  # RFC 9586 section 3: UIDFETCH and VANISHED, no sequence numbers
     show_recent: bool = True  # IMAP4rev1 only; RFC 9051 appendix E removed \Recent
     # The keywords this session was told of in FLAGS, by lower-case name (keywords compare
     # case-insensitively, as the store does): RFC 3501 section 7.2.6 / RFC 9051 section
@@ -169,11 +170,13 @@ class SelectedView:
         section 3.2.4 wants MODSEQ once CONDSTORE is on, section 3.2.10 the UID with QRESYNC)."""
         seq = self.seq_of(uid)
         parts = []
-        if with_uid or self.qresync:
+        if (with_uid or self.qresync) and not self.uidonly:
             parts.append(f"UID {uid}")
         parts.append("FLAGS " + format_flags(self.flags_of(uid)).decode("ascii"))
         if self.condstore:
             parts.append(f"MODSEQ ({self.modseqs.get(uid, 0)})")
+        if self.uidonly:  # RFC 9586 section 3.3
+            return f"* {uid} UIDFETCH ({' '.join(parts)})\r\n".encode()
         return f"* {seq} FETCH ({' '.join(parts)})\r\n".encode()
 
     # ------------------------------------------------------------------ updates
@@ -255,8 +258,9 @@ class SelectedView:
             return []
         out: list[bytes] = []
         gone = set(uids)
-        if self.qresync:
-            # RFC 7162 section 3.2.10: one VANISHED (without EARLIER) replaces the EXPUNGEs.
+        if self.qresync or self.uidonly:
+            # RFC 7162 section 3.2.10: one VANISHED (without EARLIER) replaces the EXPUNGEs;
+            # RFC 9586 section 3.4: so it does once UIDONLY is enabled.
             out.append(f"* VANISHED {sequence_set(uids)}\r\n".encode())
         else:
             # Highest first, so every number sent is still valid when the client applies it

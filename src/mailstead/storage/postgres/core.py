@@ -32,11 +32,13 @@ from mailstead.storage.interfaces import (
     address_key,
 )
 from mailstead.storage.postgres.base import CHANNEL, PgBase, db_errors
+from mailstead.storage.postgres.mailstore import remove_messages
 from mailstead.storage.postgres.outbound import QUEUE_COLUMNS, entry, rowcount
 from mailstead.storage.queuedsn import row_values
 from mailstead.storage.sqlite.admin import split_domain
 from mailstead.storage.sqlite.security import login_record
 from mailstead.storage.sqlite.writer import MAX_UID, WireShape, inbox_name, wire_shape
+from mailstead.storage.threads import keys_of, own_thread
 
 log = logging.getLogger(__name__)
 
@@ -102,14 +104,29 @@ WITH wanted AS (
       FROM locked l WHERE b.id = l.id AND (SELECT ok FROM verdict)
     RETURNING b.id, b.account_id, b.name, b.uidnext - l.n AS first_uid,
               b.highestmodseq - l.n AS last_modseq
+), threads AS (
+    -- RFC 8474 section 5.2 (storage/threads.py): per account, the thread of the first of the
+    -- message's keys already filed there, else a new thread named after the body.
+    SELECT a.account_id, coalesce(
+               (SELECT t.thread_id FROM unnest($29::text[]) WITH ORDINALITY AS q (key, i)
+                  JOIN thread_keys t ON t.account_id = a.account_id AND t.key = q.key
+                 ORDER BY q.i LIMIT 1),
+               $30::text) AS thread_id
+      FROM (SELECT DISTINCT account_id FROM wanted) a
+), filed AS (
+    INSERT INTO thread_keys (account_id, key, thread_id)
+    SELECT t.account_id, q.key, t.thread_id FROM threads t, unnest($29::text[]) AS q (key)
+     WHERE (SELECT ok FROM verdict)
+    ON CONFLICT DO NOTHING
 ), copies AS (
     INSERT INTO messages (mailbox_id, uid, modseq, flags, internal_date, size, blob, envelope,
-                          bodystructure, wire_size, unterminated)
+                          bodystructure, wire_size, unterminated, thread_id)
     SELECT x.id, x.first_uid + c.k, x.last_modseq + 1 + c.k, c.flags, $12::float8, $2::bigint,
-           $1::text, $13::text, $14::text, $15::bigint, $16::smallint
+           $1::text, $13::text, $14::text, $15::bigint, $16::smallint, t.thread_id
       FROM unnest($8::bigint[], $9::text[], $10::bigint[], $11::text[])
            AS c (account_id, name, k, flags)
       JOIN boxes x ON x.account_id = c.account_id AND x.name = c.name
+      JOIN threads t ON t.account_id = c.account_id
      ORDER BY x.account_id, x.id, c.k
 ), queued AS (
     INSERT INTO queue (queue_id, mail_from, rcpt_to, blob, state, attempts, next_attempt,
@@ -348,53 +365,30 @@ class CoreMixin(PgBase):
         so one round trip and one transaction per message (``_ACCEPT``). If the caller is
         cancelled after sending it, the delivery may still be committed."""
         self.check_open()
-        msg = message
-        if not msg.local and not msg.remote:
+        if not message.local and not message.remote:
             raise StoreError("a message needs at least one local or remote recipient")
-        data = msg.data
-        name = blob_hash(data)
-        shape: WireShape = wire_shape(data)
-        # Each copy's place: its mailbox, and its rank among the copies in that mailbox.
-        targets = [(local.account_id, inbox_name(local.mailbox)) for local in msg.local]
-        copies: dict[tuple[int, str], int] = {}
-        ranks: list[int] = []
-        for target in targets:
-            ranks.append(copies.get(target, 0))
-            copies[target] = ranks[-1] + 1
-        flags = [" ".join(canonical_flags(local.flags)) for local in msg.local]
-        accounts = sorted({account for account, _ in targets})
-        dsn = [row_values(msg, rcpt) for rcpt in msg.remote]
         async with self._connection("delivering a message") as conn:
-            rows = await conn.fetch(
-                _ACCEPT,
-                name, len(data), time.time(), data,
-                [a for a, _ in copies], [n for _, n in copies], list(copies.values()),
-                [a for a, _ in targets], [n for _, n in targets], ranks, flags,
-                msg.internal_date, msg.envelope, msg.bodystructure,
-                shape.size, int(shape.unterminated),
-                list(msg.remote), msg.queue_id, msg.mail_from, msg.auth_account_id,
-                ",".join(str(a) for a in accounts), CHANNEL, MAX_UID,
-                [v[0] for v in dsn], [v[1] for v in dsn],
-                msg.envelope_dsn.ret if msg.envelope_dsn else None,
-                msg.envelope_dsn.envid if msg.envelope_dsn else None, int(msg.requiretls),
-            )
-        first: dict[tuple[int, str], tuple[int, int]] = {
-            (int(r[1]), str(r[2])): (int(r[3]), int(r[4])) for r in rows if r[1] is not None
-        }
-        if not rows[0][0]:  # nothing was written: say why, as the SQLite writer would
-            for (account, box), rank in zip(targets, ranks, strict=True):
-                if (account, box) not in first:
-                    raise NotFound(f"no mailbox {box!r} for account {account}")
-                if first[account, box][1] + rank > MAX_UID:
-                    raise StoreError(f"mailbox {box!r} has run out of UIDs")
-            raise StoreError("the delivery was refused by the database")
-        delivered = tuple(
-            (account, first[account, box][0], first[account, box][1] + rank)
-            for (account, box), rank in zip(targets, ranks, strict=True)
-        )
-        if delivered:
+            result = await _accept_on(conn, message)
+        if result.delivered:
             self.indexer.wake()
-        return AcceptResult(blob=name, delivered=delivered, queued=len(msg.remote))
+        return result
+
+    async def accept_messages(
+        self, batch: Sequence[IncomingMessage], *, replace: tuple[int, int] | None = None
+    ) -> list[AcceptResult]:
+        """All of ``batch`` in one transaction, or none (RFC 3502 MULTIAPPEND); ``replace``
+        (mailbox id, UID) is removed in the same transaction (RFC 8508)."""
+        self.check_open()
+        if not batch:
+            return []
+        if any(not m.local or m.remote for m in batch):
+            raise StoreError("a batch holds local deliveries only")
+        async with self._connection("delivering messages") as conn, conn.transaction():
+            results = [await _accept_on(conn, m) for m in batch]
+            if replace is not None:
+                await remove_messages(conn, replace[0], [replace[1]])
+        self.indexer.wake()
+        return results
 
     async def list_mailboxes(self, account_id: int) -> list[MailboxInfo]:
         async with self._connection("listing mailboxes") as conn:
@@ -420,7 +414,7 @@ class CoreMixin(PgBase):
             rows = await conn.fetch(
                 f"SELECT {_MESSAGE_COLUMNS},"  # noqa: S608 (constant text)
                 " CASE WHEN m.wire_size IS NULL"
-                "  THEN (SELECT data FROM blobs WHERE hash = m.blob) END"
+                "  THEN (SELECT data FROM blobs WHERE hash = m.blob) END, m.saved_at, m.thread_id"
                 " FROM mailboxes b LEFT JOIN messages m ON m.mailbox_id = b.id"
                 " WHERE b.account_id = $1 AND b.name = $2 ORDER BY m.uid",
                 account_id, name,
@@ -564,6 +558,7 @@ def _message_infos(rows: Sequence[Any]) -> tuple[list[MessageInfo], dict[str, Wi
         infos.append(MessageInfo(
             int(r[0]), int(r[1]), int(r[2]), int(r[3]), tuple(r[4].split()), float(r[5]),
             int(r[6]), r[7], r[8], r[9], wire, unterminated,
+            -1.0 if r[13] is None else float(r[13]), r[14] or "",
         ))
     return infos, found
 
@@ -579,3 +574,50 @@ async def _save_wire(conn: Any, found: dict[str, WireShape]) -> None:
         )
     except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         log.warning("cannot record the wire sizes of %d bodies: %s", len(found), exc)
+
+
+async def _accept_on(conn: Any, message: IncomingMessage) -> AcceptResult:
+    """One delivery through ``_ACCEPT`` on ``conn`` (in its transaction, if one is open)."""
+    msg = message
+    data = msg.data
+    name = blob_hash(data)
+    shape: WireShape = wire_shape(data)
+    # Each copy's place: its mailbox, and its rank among the copies in that mailbox.
+    targets = [(local.account_id, inbox_name(local.mailbox)) for local in msg.local]
+    copies: dict[tuple[int, str], int] = {}
+    ranks: list[int] = []
+    for target in targets:
+        ranks.append(copies.get(target, 0))
+        copies[target] = ranks[-1] + 1
+    flags = [" ".join(canonical_flags(local.flags)) for local in msg.local]
+    accounts = sorted({account for account, _ in targets})
+    dsn = [row_values(msg, rcpt) for rcpt in msg.remote]
+    rows = await conn.fetch(
+        _ACCEPT,
+        name, len(data), time.time(), data,
+        [a for a, _ in copies], [n for _, n in copies], list(copies.values()),
+        [a for a, _ in targets], [n for _, n in targets], ranks, flags,
+        msg.internal_date, msg.envelope, msg.bodystructure,
+        shape.size, int(shape.unterminated),
+        list(msg.remote), msg.queue_id, msg.mail_from, msg.auth_account_id,
+        ",".join(str(a) for a in accounts), CHANNEL, MAX_UID,
+        [v[0] for v in dsn], [v[1] for v in dsn],
+        msg.envelope_dsn.ret if msg.envelope_dsn else None,
+        msg.envelope_dsn.envid if msg.envelope_dsn else None, int(msg.requiretls),
+        list(keys_of(msg.thread_keys, msg.envelope)), own_thread(name),
+    )
+    first: dict[tuple[int, str], tuple[int, int]] = {
+        (int(r[1]), str(r[2])): (int(r[3]), int(r[4])) for r in rows if r[1] is not None
+    }
+    if not rows[0][0]:  # nothing was written: say why, as the SQLite writer would
+        for (account, box), rank in zip(targets, ranks, strict=True):
+            if (account, box) not in first:
+                raise NotFound(f"no mailbox {box!r} for account {account}")
+            if first[account, box][1] + rank > MAX_UID:
+                raise StoreError(f"mailbox {box!r} has run out of UIDs")
+        raise StoreError("the delivery was refused by the database")
+    delivered = tuple(
+        (account, first[account, box][0], first[account, box][1] + rank)
+        for (account, box), rank in zip(targets, ranks, strict=True)
+    )
+    return AcceptResult(blob=name, delivered=delivered, queued=len(msg.remote))

@@ -79,7 +79,7 @@ def _columns(envelope: bool = True, bodystructure: bool = True) -> str:
     body = "m.bodystructure" if bodystructure else "''"
     return (
         "m.id, m.mailbox_id, m.uid, m.modseq, m.flags, m.internal_date, m.size, m.blob,"
-        f" {env}, {body}, m.wire_size, m.unterminated"
+        f" {env}, {body}, m.wire_size, m.unterminated, m.saved_at, m.thread_id"
     )
 
 
@@ -147,6 +147,7 @@ async def message_infos(
         infos.append(MessageInfo(
             int(r[0]), int(r[1]), int(r[2]), int(r[3]), flagset.parse_stored(r[4]),
             float(r[5]), int(r[6]), str(r[7]), str(r[8]), str(r[9]), wire, unterminated,
+            -1.0 if r[12] is None else float(r[12]), r[13] or "",
         ))
     return infos
 
@@ -261,6 +262,20 @@ async def _remove(conn: Conn, mailbox_id: int, uids: list[int]) -> None:
     await _compact_vanished(conn, mailbox_id)
 
 
+async def remove_messages(conn: Conn, mailbox_id: int, uids: Sequence[int]) -> list[int]:
+    """Removes those of ``uids`` the mailbox holds, whatever their flags, in the caller's
+    transaction (RFC 8508 REPLACE); the mailbox is locked first. Returns the UIDs removed."""
+    await _lock(conn, mailbox_id)
+    rows = await conn.fetch(
+        "SELECT uid FROM messages WHERE mailbox_id = $1 AND uid = ANY($2::bigint[]) ORDER BY uid",
+        mailbox_id, _uid_list(uids),
+    )
+    gone = [int(r[0]) for r in rows]
+    if gone:
+        await _remove(conn, mailbox_id, gone)
+    return gone
+
+
 async def _compact_vanished(conn: Conn, mailbox_id: int) -> None:
     """Keeps at most VANISHED_KEEP rows per mailbox; raises ``vanished_floor`` to the highest
     MODSEQ forgotten, below which ``changes_since`` answers conservatively."""
@@ -323,10 +338,11 @@ async def _copy(
     pairs = [(old, first + i) for i, old in enumerate(olds)]
     # wire_size and unterminated travel with the copy (NULL stays NULL: measured lazily).
     await conn.execute(
+        # RFC 8514 section 3: saved_at takes its default (now); the thread id travels.
         "INSERT INTO messages (mailbox_id, uid, modseq, flags, internal_date, size, blob,"
-        " envelope, bodystructure, wire_size, unterminated)"
+        " envelope, bodystructure, wire_size, unterminated, thread_id)"
         " SELECT $1, u.new, $2, m.flags, m.internal_date, m.size, m.blob, m.envelope,"
-        " m.bodystructure, m.wire_size, m.unterminated"
+        " m.bodystructure, m.wire_size, m.unterminated, m.thread_id"
         " FROM unnest($4::bigint[], $5::bigint[]) AS u(old, new)"
         " JOIN messages m ON m.mailbox_id = $3 AND m.uid = u.old",
         dst_id, modseq, src_id, olds, [new for _, new in pairs],
@@ -547,6 +563,8 @@ class MailStoreMixin(PgBase):
                     "DELETE FROM subscriptions WHERE account_id = $1 AND name = $2",
                     account_id, stored,
                 )
+            # IMAP NOTIFY SubscriptionChange (RFC 5465 section 5.5) watches subscriptions.
+            await self.notify(conn, [account_id])
 
         await self._write("changing a subscription", run)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
@@ -37,7 +38,7 @@ VANISHED_KEEP = 20_000
 
 _COLUMNS = (
     "SELECT id, mailbox_id, uid, modseq, flags, internal_date, size, blob, envelope,"
-    " bodystructure, wire_size, unterminated FROM messages"
+    " bodystructure, wire_size, unterminated, saved_at, thread_id FROM messages"
 )
 
 
@@ -100,7 +101,7 @@ def _infos(rows: list[Any], unmeasured: Unmeasured | None = None) -> list[Messag
             wire, unterminated = int(r[6]), False
         infos.append(MessageInfo(
             r[0], r[1], r[2], r[3], tuple(r[4].split()), r[5], r[6], r[7], r[8], r[9],
-            wire, unterminated,
+            wire, unterminated, -1.0 if r[12] is None else float(r[12]), r[13] or "",
         ))
     return infos
 
@@ -126,7 +127,7 @@ def _select(envelope: bool, bodystructure: bool) -> str:
     body = "bodystructure" if bodystructure else "''"
     return (
         "SELECT id, mailbox_id, uid, modseq, flags, internal_date, size, blob, "  # noqa: S608
-        f"{env}, {body}, wire_size, unterminated FROM messages"
+        f"{env}, {body}, wire_size, unterminated, saved_at, thread_id FROM messages"
     )
 
 
@@ -336,7 +337,7 @@ def copy(
     # wire_size and unterminated travel with the copy (NULL stays NULL: measured lazily).
     rows = conn.execute(
         "SELECT uid, flags, internal_date, size, blob, envelope, bodystructure, wire_size,"
-        " unterminated FROM messages"
+        " unterminated, thread_id FROM messages"
         " WHERE mailbox_id = ? AND uid IN (SELECT value FROM json_each(?)) ORDER BY uid",
         (src_id, _uid_json(uids)),
     ).fetchall()
@@ -351,11 +352,14 @@ def copy(
         (first + len(rows), modseq, dst_id),
     )
     pairs = [(int(r[0]), first + i) for i, r in enumerate(rows)]
+    now = time.time()
     conn.executemany(
         "INSERT INTO messages (mailbox_id, uid, modseq, flags, internal_date, size, blob,"
-        " envelope, bodystructure, wire_size, unterminated)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        [(dst_id, new, modseq, *r[1:]) for (_, new), r in zip(pairs, rows, strict=True)],
+        " envelope, bodystructure, wire_size, unterminated, thread_id, saved_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        # RFC 8514 section 3: a copy is saved into the destination now; the thread id
+        # travels with it (one account, one thread).
+        [(dst_id, new, modseq, *r[1:], now) for (_, new), r in zip(pairs, rows, strict=True)],
     )
     touched.add(dst.account_id)
     if move:

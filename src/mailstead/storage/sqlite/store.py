@@ -392,6 +392,32 @@ class SQLiteStore:
             return await self._writer.accept(message, name, blob_durable=True, wire=wire)
         return await self._writer.accept(message, None, blob_durable=False)  # hashed there
 
+    async def accept_messages(
+        self, batch: Sequence[IncomingMessage], *, replace: tuple[int, int] | None = None
+    ) -> list[AcceptResult]:
+        """All of ``batch`` durable in one transaction, or none (RFC 3502 MULTIAPPEND);
+        ``replace`` (mailbox id, UID) is removed in the same transaction (RFC 8508)."""
+        self._check_open()
+        if not batch:
+            return []
+        if any(not m.local or m.remote for m in batch):
+            raise StoreError("a batch holds local deliveries only")
+        self.space.check("new messages", 2 * sum(len(m.data) for m in batch))
+        # The bodies first, each fsync'd: nothing references them before the commit.
+        written = await asyncio.to_thread(lambda: [self._write_large(m.data) for m in batch])
+        touched: set[int] = set()
+
+        def run(conn: sqlite3.Connection) -> list[AcceptResult]:
+            now = time.time()
+            results = [self._writer.insert(conn, m, blob, wire, now)
+                       for m, (blob, wire) in zip(batch, written, strict=True)]
+            touched.update(d[0] for r in results for d in r.delivered)
+            if replace is not None:
+                messages.delete_messages(conn, touched, replace[0], [replace[1]])
+            return results
+
+        return await self._writer.call(run, touched)
+
     def _write_large(self, data: bytes) -> tuple[str, WireShape]:
         """Hashes, writes and fsyncs a large body, and measures it while it is at hand."""
         name = blob_hash(data)
@@ -609,8 +635,11 @@ class SQLiteStore:
     async def set_subscribed(
         self, account_id: int, name: str, subscribed: bool, *, limit: int | None = None
     ) -> None:
+        # The account's watchers hear of it: IMAP NOTIFY SubscriptionChange (RFC 5465
+        # section 5.5) watches subscriptions.
         await self._write(
-            lambda c: mailboxes.set_subscribed(c, account_id, name, subscribed, limit)
+            lambda c: mailboxes.set_subscribed(c, account_id, name, subscribed, limit),
+            {account_id},
         )
 
     async def list_subscriptions(self, account_id: int) -> list[str]:

@@ -34,6 +34,7 @@ from mailstead.storage.interfaces import AcceptResult, IncomingMessage
 from mailstead.storage.queuedsn import DSN_COLUMNS, row_values
 from mailstead.storage.space import SpaceGuard
 from mailstead.storage.sqlite import check, fts
+from mailstead.storage.threads import keys_of, own_thread
 from mailstead.storage.watch import WatchHub
 
 log = logging.getLogger(__name__)
@@ -380,7 +381,7 @@ class Writer:
             for op in ops:
                 conn.execute("SAVEPOINT one_message")
                 try:
-                    outcome = self._insert(conn, op, now)
+                    outcome = self.insert(conn, op.message, op.blob, op.wire, now)
                 except (StoreError, sqlite3.Error) as failure:
                     conn.execute("ROLLBACK TO one_message")
                     conn.execute("RELEASE one_message")
@@ -416,19 +417,26 @@ class Writer:
             except RuntimeError:  # the caller's loop is closed: nobody is waiting any more
                 log.debug("store results dropped: event loop closed")
 
-    def _insert(self, conn: sqlite3.Connection, op: AcceptOp, now: float) -> AcceptResult:
-        """All rows of one message; raises to roll back to its savepoint."""
-        msg = op.message
+    def insert(
+        self, conn: sqlite3.Connection, msg: IncomingMessage, blob: str, wire: WireShape,
+        now: float,
+    ) -> AcceptResult:
+        """All rows of one message whose body ``blob`` is durable, in the writer thread's
+        open transaction; raises to roll back (to its savepoint, in a batch)."""
         # Re-check under the write lock: a garbage collector in another process deletes
         # unreferenced blob files while holding this same lock (see SQLiteStore.collect_garbage).
-        if not self._blobs.exists(op.blob):
+        if not self._blobs.exists(blob):
             raise StoreError("message body vanished before commit; retry")
+        self._index_due = True
         conn.execute(
             "INSERT INTO blobs (hash, size, created_at) VALUES (?, ?, ?)"
             " ON CONFLICT (hash) DO UPDATE SET created_at = excluded.created_at",
-            (op.blob, len(msg.data), now),
+            (blob, len(msg.data), now),
         )
         delivered: list[tuple[int, int, int]] = []
+        keys = keys_of(msg.thread_keys, msg.envelope)
+        threads = {account: file_thread(conn, account, keys, blob)
+                   for account in {local.account_id for local in msg.local}}
         for local in msg.local:
             name = inbox_name(local.mailbox)
             rows = conn.execute(
@@ -444,8 +452,8 @@ class Writer:
                 raise StoreError(f"mailbox {name!r} has run out of UIDs")
             conn.execute(
                 "INSERT INTO messages (mailbox_id, uid, modseq, flags, internal_date, size, blob,"
-                " envelope, bodystructure, wire_size, unterminated)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " envelope, bodystructure, wire_size, unterminated, saved_at, thread_id)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     mailbox_id,
                     uid,
@@ -453,11 +461,13 @@ class Writer:
                     " ".join(canonical_flags(local.flags)),
                     msg.internal_date,
                     len(msg.data),
-                    op.blob,
+                    blob,
                     msg.envelope,
                     msg.bodystructure,
-                    op.wire.size,
-                    int(op.wire.unterminated),
+                    wire.size,
+                    int(wire.unterminated),
+                    now,  # RFC 8514 section 3: saved into this mailbox now
+                    threads[local.account_id],
                 ),
             )
             delivered.append((local.account_id, mailbox_id, uid))
@@ -467,9 +477,30 @@ class Writer:
                 " next_attempt, created_at, auth_account_id, " + DSN_COLUMNS + ")"
                 " VALUES (?, ?, ?, ?, 'queued', 0, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
-                    (msg.queue_id, msg.mail_from, rcpt, op.blob, now, now,
+                    (msg.queue_id, msg.mail_from, rcpt, blob, now, now,
                      msg.auth_account_id, *row_values(msg, rcpt))
                     for rcpt in msg.remote
                 ],
             )
-        return AcceptResult(blob=op.blob, delivered=tuple(delivered), queued=len(msg.remote))
+        return AcceptResult(blob=blob, delivered=tuple(delivered), queued=len(msg.remote))
+
+
+def file_thread(conn: sqlite3.Connection, account_id: int, keys: tuple[str, ...], blob: str) -> str:
+    """The thread of a new message in ``account_id`` (RFC 8474 section 5.2): the thread of
+    the first of its keys already filed there, else a new one; its keys are filed under it."""
+    thread = None
+    for key in keys:
+        row = conn.execute(
+            "SELECT thread_id FROM thread_keys WHERE account_id = ? AND key = ?",
+            (account_id, key),
+        ).fetchone()
+        if row is not None:
+            thread = str(row[0])
+            break
+    if thread is None:
+        thread = own_thread(blob)
+    conn.executemany(
+        "INSERT OR IGNORE INTO thread_keys (account_id, key, thread_id) VALUES (?, ?, ?)",
+        [(account_id, key, thread) for key in keys],
+    )
+    return thread

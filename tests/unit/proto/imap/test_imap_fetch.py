@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
 
@@ -184,7 +185,13 @@ def test_flags_recent_modseq_and_ids() -> None:
                         recent=True).data
     assert data == (
         b"* 1 FETCH (FLAGS (\\Seen $Junk \\Recent) MODSEQ (624140003) "
-        b"EMAILID (Mabababababababababababab) THREADID NIL SAVEDATE NIL)\r\n"
+        b"EMAILID (Mabababababababababababab) THREADID (Tabababababababababababab) "
+        b'SAVEDATE "17-Jul-1996 09:44:25 +0000")\r\n'
+    )
+    # RFC 8514: the save date is its own; RFC 8474: a thread id given by the store is used.
+    saved = dataclasses.replace(msg, saved_at=1_700_000_000.0, thread_id="Tthread-1")
+    assert render_fetch(saved, 1, atts("SAVEDATE", "THREADID")).data == (
+        b'* 1 FETCH (SAVEDATE "14-Nov-2023 22:13:20 +0000" THREADID (Tthread-1))\r\n'
     )
     overridden = render_fetch(msg, 1, atts("FLAGS"), flags=("\\Deleted",)).data
     assert overridden == b"* 1 FETCH (FLAGS (\\Deleted))\r\n"

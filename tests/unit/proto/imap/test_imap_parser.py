@@ -303,7 +303,7 @@ def test_append_refusals() -> None:
         b'a APPEND x "17-Jul-1996 02:44:25 +0060" {1}\r\nx',
         b"a APPEND x UTF8 ({1}\r\nx)",  # RFC 6855: literal8 required
         b"a APPEND x UTF8 (~{1}\r\nx",
-        b"a APPEND x {1}\r\nx {1}\r\ny",  # MULTIAPPEND is not offered
+        b"a APPEND x {1}\r\nx y",  # RFC 3502: each further message is a literal too
         b"a APPEND x",
     ):
         assert bad(line).tag == "a", line
