@@ -11,8 +11,12 @@ import signal
 import ssl
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
+from mailstead.accounts.installkey import open_keys
+from mailstead.accounts.keys import SecurityKeyError, SecurityKeys
+from mailstead.accounts.quotawarn import QuotaWarner
 from mailstead.accounts.service import AccountService
 from mailstead.config import Config, HostPort
 from mailstead.core.budget import ByteBudget
@@ -84,17 +88,15 @@ def _resolver(config: Config) -> DnsPythonResolver:
     return DnsPythonResolver(nameservers)
 
 
-def _srs(config: Config) -> Srs | None:
-    """SRS for forwarded mail (``[smtp] srs``), keyed from DATA/security.key so every node
-    makes and accepts the same addresses; None when turned off."""
+def _srs(config: Config, keys: SecurityKeys) -> Srs | None:
+    """SRS for forwarded mail (``[smtp] srs``), keyed from the installation's security key
+    (checked against the store at start, accounts/installkey.py) so every node makes and
+    accepts the same addresses; None when turned off."""
     if not config.smtp.srs:
         return None
     import time
-    from pathlib import Path
 
-    from mailstead.accounts.keys import SecurityKeys
-
-    return Srs(SecurityKeys.load_or_create(Path(config.data_dir)).srs_key(), time.time)
+    return Srs(keys.srs_key(), time.time)
 
 
 def _outbound(config: Config, store: Store, resolver: DnsPythonResolver,
@@ -354,6 +356,13 @@ async def run(config: Config) -> None:
     loop = asyncio.get_running_loop()
     tls = _load_tls(config)
     store = await open_store(config.data_dir, config.store)
+    try:
+        # Before anything starts: a node without the installation's key must not serve
+        # (accounts/installkey.py), and says so in one line.
+        keys = await open_keys(store, Path(config.data_dir))
+    except BaseException:
+        await store.close()
+        raise
     stopping = asyncio.Event()
     listeners: list[Listener] = []
     web_servers: list[WebServer] = []
@@ -361,13 +370,14 @@ async def run(config: Config) -> None:
     maintenance: Maintenance | None = None
     accounts: AccountService | None = None
     try:
-        accounts = AccountService.from_config(store, config)
+        accounts = AccountService.from_config(store, config, keys)
         resolver = _resolver(config)
-        srs = _srs(config)
+        srs = _srs(config, keys)
         workers = _outbound(config, store, resolver, srs)
         jobs: list[Job] = [_tls_reports(config, store, resolver, workers)]
         pipeline, learner = _filters(config, store, resolver, jobs)
         maintenance = _maintenance(config, store, jobs)
+        quota_warner = QuotaWarner(store, config.hostname)
         delivery = DeliveryService(
             store,
             config.hostname,
@@ -377,6 +387,7 @@ async def run(config: Config) -> None:
             sieve=_sieve_runner(config, store),
             notices=workers.notifier,
             srs=srs,
+            quota_warner=quota_warner,
         )
         # The spool is on this node's disk whatever the store: the embedded store's guard,
         # or one of its own for the data directory of a PostgreSQL node.
@@ -453,7 +464,8 @@ async def run(config: Config) -> None:
         imap_ctx = IMAPContext(store, accounts,
                                copy_hook=learner.on_copy if learner is not None else None,
                                spool_dir=spool_dir,
-                               append_budget=ByteBudget(config.imap.append_memory))
+                               append_budget=ByteBudget(config.imap.append_memory),
+                               quota_warner=quota_warner)
         for name, implicit in (("imap", False), ("imaps", True)):
             address = getattr(config.listen, name)
             if address is None:
@@ -576,7 +588,7 @@ def serve(config: Config) -> int:
         runner = uvloop.run
     try:
         runner(run(config))
-    except ConfigError as exc:
+    except (ConfigError, SecurityKeyError) as exc:
         print(f"mailstead: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -714,6 +714,28 @@ def test_quota_accounting(opener: Opener, tmp_path: Path) -> None:
     run(body())
 
 
+def test_quota_warning_level(opener: Opener, tmp_path: Path) -> None:
+    """The warned level (migration 0015) starts at 0, is swapped atomically (of several
+    stores racing to raise it, exactly one sees the old level) and is read with the quota."""
+
+    async def body() -> None:
+        async with opened(opener, tmp_path) as one, opened(opener, tmp_path) as two:
+            alice = await setup(one)
+            assert (await one.get_quota(alice)).warned == 0
+            olds = await asyncio.gather(
+                *(s.swap_quota_warning(alice, 80) for s in (one, two) for _ in range(3))
+            )
+            assert sorted(olds) == [0, 80, 80, 80, 80, 80]
+            assert (await two.get_quota(alice)).warned == 80
+            assert await two.swap_quota_warning(alice, 95) == 80
+            assert await one.swap_quota_warning(alice, 0) == 95
+            assert (await one.get_quota(alice)).warned == 0
+            with pytest.raises(NotFound):
+                await one.swap_quota_warning(909_090, 80)
+
+    run(body())
+
+
 # Watch ----------------------------------------------------------------------------------
 
 

@@ -210,3 +210,33 @@ def test_hostile_text_from_clients_is_audited(opener: Opener, tmp_path: Path) ->
         assert await store.list_app_passwords(aid) == []
 
     run(opener, tmp_path, body)
+
+
+def test_security_key_record(opener: Opener, tmp_path: Path) -> None:
+    """The installation key's check value is recorded once (the first writer wins, also
+    across two stores at once); the sealed copy can be set, replaced and dropped; the count of
+    keyed secrets covers second factors and app passwords."""
+
+    async def main() -> None:
+        async with opened(opener, tmp_path) as one, opened(opener, tmp_path) as two:
+            assert await one.security_key_record() == (None, None)
+            assert await one.count_keyed_secrets() == 0
+            wins = await asyncio.gather(
+                *(s.record_security_key(f"v1:{n}") for n, s in enumerate((one, two) * 3))
+            )
+            assert len(set(wins)) == 1  # everyone learns the one winner
+            assert await two.record_security_key("v1:later") == wins[0]
+            assert await two.security_key_record() == (wins[0], None)
+            await one.set_sealed_security_key("sealed-a")
+            await one.set_sealed_security_key("sealed-b")
+            assert await two.security_key_record() == (wins[0], "sealed-b")
+            await two.set_sealed_security_key(None)
+            await two.set_sealed_security_key(None)  # dropping twice is fine
+            assert await one.security_key_record() == (wins[0], None)
+            aid = await alice(one)
+            await one.set_second_factor(aid, "sealed", ["d1"], NOW)
+            await one.add_app_password(aid, "phone", "dig", [], NOW)
+            await one.add_app_password(aid, "laptop", "dig2", [], NOW)
+            assert await two.count_keyed_secrets() == 3
+
+    asyncio.run(main())

@@ -21,6 +21,7 @@ LENGTH = 16
 # app password (a stolen device password must not reach the account settings).
 PROTOCOLS: tuple[str, ...] = ("imap", "pop3", "smtp", "managesieve")
 MAX_NAME = 64
+_SHOWN = {"imap": "IMAP", "pop3": "POP3", "smtp": "SMTP", "managesieve": "ManageSieve"}
 MAX_PER_ACCOUNT = 100
 
 
@@ -67,3 +68,11 @@ def check_name(name: str) -> str:
     if not text.isprintable():
         raise ValueError("the name contains control characters")
     return text
+
+
+def scope_text(protocols: tuple[str, ...]) -> str:
+    """What a client is told when an app password is used on a protocol it does not open:
+    "this app password is for IMAP, POP3 only" (it was right, so saying so leaks nothing
+    a guesser could use: the password is 75 random bits)."""
+    names = ", ".join(_SHOWN.get(p, p) for p in protocols)
+    return f"this app password is for {names} only"

@@ -41,7 +41,7 @@ def _derive(master: bytes, label: bytes) -> bytes:
 class SecurityKeys:
     """The derived keys; construct with ``load_or_create`` (or ``from_bytes`` in tests)."""
 
-    __slots__ = ("_aead", "_mac", "_srs")
+    __slots__ = ("_aead", "_mac", "_srs", "check_value")
 
     def __init__(self, master: bytes) -> None:
         if len(master) != KEY_BYTES:
@@ -49,32 +49,22 @@ class SecurityKeys:
         self._mac = _derive(master, b"mailstead digest v1")
         self._aead = AESGCM(_derive(master, b"mailstead totp encryption v1"))
         self._srs = _derive(master, b"mailstead srs v1")
+        # One more independent subkey, published in the store: equal check values mean the
+        # same key, and (HKDF being one-way, RFC 5869 section 3.1) it reveals nothing of it.
+        self.check_value = "v1:" + _derive(master, b"mailstead key check v1").hex()[:32]
 
     def __repr__(self) -> str:
         return "SecurityKeys(***)"
 
     @classmethod
     def load_or_create(cls, data_dir: Path) -> SecurityKeys:
-        """Read DATA/security.key, creating it first when absent. Creation is atomic (a
-        temporary file linked into place), so a server and a CLI starting together agree."""
+        """Read DATA/security.key, creating it first when absent. Only for a data directory
+        whose store holds no key record yet; servers and commands go through
+        accounts/installkey.py, which checks the key against the store."""
         path = data_dir / KEY_FILE
         if not path.exists():
-            tmp = data_dir / f".{KEY_FILE}.{os.getpid()}.{secrets.token_hex(4)}"
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            try:
-                with os.fdopen(fd, "wb") as fh:
-                    fh.write(base64.b64encode(secrets.token_bytes(KEY_BYTES)) + b"\n")
-                    fh.flush()
-                    os.fsync(fh.fileno())
-                with contextlib.suppress(FileExistsError):  # another process won the race
-                    os.link(tmp, path)
-            finally:
-                tmp.unlink(missing_ok=True)
-        try:
-            master = base64.b64decode(path.read_bytes().strip(), validate=True)
-        except (OSError, ValueError) as exc:
-            raise SecurityKeyError(f"cannot read {path}: {exc}") from None
-        return cls(master)
+            write_key_file(data_dir, secrets.token_bytes(KEY_BYTES))
+        return cls(read_key_file(path))
 
     def srs_key(self) -> bytes:
         """The key of the SRS hashes (``mailauth.srs``): derived, so it is the same on every
@@ -106,6 +96,40 @@ class SecurityKeys:
             raise SecurityKeyError(
                 f"a stored second factor does not decrypt with {KEY_FILE} ({type(exc).__name__})"
             ) from None
+
+
+def read_key_file(path: Path) -> bytes:
+    """The raw key in ``path`` (base64, one line); SecurityKeyError when unreadable."""
+    try:
+        master = base64.b64decode(path.read_bytes().strip(), validate=True)
+    except (OSError, ValueError) as exc:
+        raise SecurityKeyError(f"cannot read {path}: {exc}") from None
+    if len(master) != KEY_BYTES:
+        raise SecurityKeyError(f"{path} is damaged: it does not hold a {KEY_BYTES}-byte key")
+    return master
+
+
+def write_key_file(data_dir: Path, master: bytes) -> None:
+    """Writes DATA/security.key (mode 0600) unless it exists. Atomic and durable: a
+    temporary file, fsync'd, then linked into place, so a server and a CLI starting
+    together agree on one key."""
+    path = data_dir / KEY_FILE
+    tmp = data_dir / f".{KEY_FILE}.{os.getpid()}.{secrets.token_hex(4)}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(base64.b64encode(master) + b"\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        with contextlib.suppress(FileExistsError):  # another process won the race
+            os.link(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    dir_fd = os.open(data_dir, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
 
 
 def equal(a: str, b: str) -> bool:

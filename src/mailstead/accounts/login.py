@@ -27,6 +27,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import Enum
 
+from mailstead.accounts import apppasswords
 from mailstead.accounts.hashpool import Lane
 from mailstead.accounts.keys import SecurityKeys
 from mailstead.accounts.throttle import (
@@ -74,6 +75,8 @@ class LoginFailure(Enum):
     BLOCKED = "blocked"  # the client's network is blocked: no password was checked
     # its failures and attempts under way reach the limit: no password was checked
     RATE_LIMITED = "rate_limited"
+    # a right app password, on a protocol it was not made for (LoginResult.app_protocols)
+    APP_PASSWORD_WRONG_PROTOCOL = "app_password_wrong_protocol"  # noqa: S105
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +85,15 @@ class LoginResult:
     account: Account | None = None
     reason: LoginFailure | None = None
     app_password_name: str | None = None
+    app_protocols: tuple[str, ...] = ()  # with APP_PASSWORD_WRONG_PROTOCOL: what it opens
+
+    @property
+    def detail(self) -> str | None:
+        """A client-facing explanation more specific than "invalid credentials", when the
+        failure has one that leaks nothing (see apppasswords.scope_text)."""
+        if self.reason is LoginFailure.APP_PASSWORD_WRONG_PROTOCOL:
+            return apppasswords.scope_text(self.app_protocols)
+        return None
 
     @property
     def temporary(self) -> bool:

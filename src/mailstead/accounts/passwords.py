@@ -12,6 +12,7 @@ rules, and a check against passwords known to be common and against context-spec
 from __future__ import annotations
 
 import functools
+import re
 import unicodedata
 from importlib import resources
 
@@ -69,19 +70,35 @@ def check_password_rules(password: Secret, address: str | None = None) -> None:
             "choose another (a few unrelated words make a good one)"
         )
     if address is not None:
-        local = address.rpartition("@")[0].casefold()
-        # NIST SP 800-63B section 5.1.1.2 "context-specific words": what is left after taking
-        # out the user name must be a password on its own (so "alice-Secret-1" passes for
-        # alice@, "alice2024!" does not).
-        if len(local) >= 3 and local in folded:
-            rest = folded.replace(local, "")
-            if len(rest) < MIN_LENGTH:
-                raise PasswordRuleError(
-                    "password is too close to the address: without the user name it must "
-                    f"still have at least {MIN_LENGTH} characters"
-                )
         if folded == address.casefold():
             raise PasswordRuleError("password must not be the address")
+        # NIST SP 800-63B section 5.1.1.2 "context-specific words": what is left after taking
+        # out the address, its user name and its domain (and their parts) must be a password
+        # on its own: "alice-Secret-1" passes for alice@, "alice2024!" and, for weak@a.test,
+        # "weak@a.test1" or "Test-weak-99" do not.
+        rest = folded
+        for word in context_words(address):
+            rest = rest.replace(word, "")
+        if rest != folded and len(rest) < MIN_LENGTH:
+            raise PasswordRuleError(
+                "password is built on the address: without its user name and domain it must "
+                f"still have at least {MIN_LENGTH} characters"
+            )
+
+
+# Parts shorter than this are too common in any text to take out of a password ("a", "me").
+_MIN_WORD = 3
+
+
+def context_words(address: str) -> list[str]:
+    """The words of ``address`` a password must not be built on, longest first: the whole
+    address, the local part and the domain, and their parts split at dots, hyphens,
+    underscores and plus signs, case-folded."""
+    local, _, domain = address.casefold().rpartition("@")
+    words = {address.casefold(), local, domain}
+    for part in (local, domain):
+        words.update(w for w in re.split(r"[.\-_+]", part))
+    return sorted((w for w in words if len(w) >= _MIN_WORD), key=lambda w: (-len(w), w))
 
 
 def hash_password(password: Secret, hasher: PasswordHasher = DEFAULT_HASHER) -> str:

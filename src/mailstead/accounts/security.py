@@ -12,6 +12,7 @@ from mailstead.accounts import apppasswords, twofactor
 from mailstead.accounts.keys import SecurityKeys
 from mailstead.accounts.login import Guard
 from mailstead.accounts.throttle import parse_network
+from mailstead.accounts.twofactor import CodeCheck
 from mailstead.core.errors import MailsteadError, NotFound
 from mailstead.storage.interfaces import Account, AppPassword, IpBlock, LoginRecord, Store
 
@@ -43,7 +44,8 @@ class SecurityAdmin:
     @property
     def _keys(self) -> SecurityKeys:
         if self._keys_or_none is None:
-            raise SecurityError("no security key: this needs the data directory's security.key")
+            raise SecurityError(self._accounts.key_problem or
+                                "no security key: this needs the data directory's security.key")
         return self._keys_or_none
 
     async def account(self, address: str) -> Account:
@@ -88,21 +90,26 @@ class SecurityAdmin:
         state = await self._store.get_second_factor(account.id)
         return (False, 0) if state is None else (True, state.recovery_codes_left)
 
-    async def verify_second_factor(self, account: Account, code: str) -> bool:
-        """See ``AccountService.verify_second_factor``."""
+    async def check_second_factor(self, account: Account, code: str) -> CodeCheck:
+        """See ``AccountService.check_second_factor``."""
         state = await self._store.get_second_factor(account.id)
         if state is None or len(code) > 64:
-            return False
+            return CodeCheck.WRONG
         text = twofactor.normalise_code(code)
         if twofactor.looks_like_recovery_code(text):
-            return await self._store.use_recovery_code(
+            used = await self._store.use_recovery_code(
                 account.id, self._keys.digest("recovery", text)
             )
+            return CodeCheck.OK if used else CodeCheck.WRONG
         secret = self._keys.decrypt(state.secret, str(account.id))
         counter = twofactor.match_totp(secret, text, self._clock())
         if counter is None:
-            return False
-        return await self._store.use_totp_counter(account.id, counter)
+            return CodeCheck.WRONG
+        if await self._store.use_totp_counter(account.id, counter):
+            return CodeCheck.OK
+        # RFC 6238 section 5.2: a code is accepted once; this one matched a time step that
+        # was used already (or one older than the last used).
+        return CodeCheck.REUSED
 
     # App passwords ---------------------------------------------------------------------
 

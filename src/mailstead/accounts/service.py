@@ -20,7 +20,7 @@ from argon2 import PasswordHasher
 
 from mailstead.accounts import apppasswords
 from mailstead.accounts.hashpool import HashPool, Lane, PoolFull
-from mailstead.accounts.keys import SecurityKeys, equal
+from mailstead.accounts.keys import SecurityKeyError, SecurityKeys, equal
 from mailstead.accounts.login import (
     SLOT_WAIT_SECONDS,
     Guard,
@@ -40,9 +40,11 @@ from mailstead.accounts.passwords import (
     verify_password,
 )
 from mailstead.accounts.throttle import network_key
+from mailstead.accounts.twofactor import CodeCheck
 from mailstead.core.address import AddressError, parse_address
 from mailstead.core.errors import MailsteadError, NotFound
 from mailstead.core.secret import Secret
+from mailstead.core.sizes import MAX_SIZE
 from mailstead.mailauth.dkim import generate_dkim_keys
 from mailstead.observability.log import log_event_at
 from mailstead.storage.interfaces import (
@@ -50,6 +52,7 @@ from mailstead.storage.interfaces import (
     Alias,
     AppPassword,
     LoginRecord,
+    Quota,
     Store,
     address_key,
 )
@@ -69,6 +72,18 @@ MAX_ALIAS_TARGETS = 1000
 
 class AccountError(MailsteadError, ValueError):
     """A name or request the accounts service refuses; the message says what to fix."""
+
+
+class DefaultQuota:
+    """The type of DEFAULT_QUOTA: "the configured default", distinct from None (no quota)."""
+
+
+DEFAULT_QUOTA = DefaultQuota()
+
+
+def _check_quota(limit: int | None) -> None:
+    if limit is not None and not 0 < limit <= MAX_SIZE:
+        raise AccountError("a quota must be more than 0 and at most 1 PiB (none for no quota)")
 
 
 def _domain(text: str) -> str:
@@ -129,6 +144,9 @@ class AccountService:
         self._hasher = hasher
         self._clock = clock
         self._keys = keys
+        self.default_quota: int | None = None  # [limits] default_quota, for add_user
+        # Why there are no keys, said to whoever needs them (AccountService.open).
+        self.key_problem: str | None = None
         self._sleep = sleep
         self._dummy_hash: str | None = None
         if shared_failures is None:
@@ -144,13 +162,35 @@ class AccountService:
         self.hash_pool = HashPool(hash_workers or max(1, (os.cpu_count() or 2) - 1))
 
     @classmethod
-    def from_config(cls, store: Store, config: Config) -> AccountService:
-        """The service as ``[security]`` and the data directory's key file configure it."""
+    async def open(
+        cls, store: Store, config: Config, *, need_key: bool = True
+    ) -> AccountService:
+        """The service of a server or command: ``from_config`` with the data directory's key,
+        checked against the store's record of the installation's key (accounts/installkey.py).
+        Raises SecurityKeyError when this node lacks the right key, unless ``need_key`` is
+        False (an admin command): then only what needs the key fails, with that reason."""
+        from mailstead.accounts.installkey import open_keys
+
+        try:
+            keys = await open_keys(store, Path(config.data_dir))
+        except SecurityKeyError as exc:
+            if need_key:
+                raise
+            service = cls.from_config(store, config, None)
+            service.key_problem = str(exc)
+            return service
+        return cls.from_config(store, config, keys)
+
+    @classmethod
+    def from_config(
+        cls, store: Store, config: Config, keys: SecurityKeys | None
+    ) -> AccountService:
+        """The service as ``[security]`` configures it, with ``keys``."""
         sec = config.security
-        return cls(
+        service = cls(
             store,
             make_hasher(sec.argon2_time_cost, sec.argon2_memory_cost, sec.argon2_parallelism),
-            keys=SecurityKeys.load_or_create(Path(config.data_dir)),
+            keys=keys,
             security=SecuritySettings(
                 max_failures=sec.max_failures,
                 failure_window=sec.failure_window,
@@ -163,6 +203,13 @@ class AccountService:
                 issuer=config.hostname,
             ),
         )
+        service.default_quota = config.limits.default_quota
+        return service
+
+    @property
+    def keys(self) -> SecurityKeys | None:
+        """The installation's security key, when this process has it."""
+        return self._keys
 
     @property
     def security(self) -> SecurityAdmin:
@@ -225,13 +272,39 @@ class AccountService:
             )
         return address
 
-    async def add_user(self, address: str, password: Secret) -> Account:
-        """Create an account with its default mailboxes. Raises AccountError (bad address,
-        foreign domain, weak password) or AlreadyExists."""
+    async def add_user(
+        self, address: str, password: Secret, quota: int | DefaultQuota | None = DEFAULT_QUOTA
+    ) -> Account:
+        """Create an account with its default mailboxes and ``quota`` (octets, None for
+        none; by default ``[limits] default_quota``). Raises AccountError (bad address,
+        foreign domain, weak password, bad quota) or AlreadyExists."""
         normalised = await self._local_address(address)
         check_password_rules(password, normalised)
+        limit = self.default_quota if isinstance(quota, DefaultQuota) else quota
+        _check_quota(limit)
         password_hash = await self._hash(hash_password, password, self._hasher)
-        return await self._store.add_account(normalised, password_hash)
+        account = await self._store.add_account(normalised, password_hash)
+        if limit is not None:
+            await self._store.set_quota(account.id, limit)
+        return account
+
+    async def set_quota(self, address: str, limit: int | None) -> Quota:
+        """Set (None: remove) the storage quota of an account; returns the new state.
+        Mail already stored stays even when it is over the new quota. Raises NotFound."""
+        _check_quota(limit)
+        account = await self._existing(address)
+        await self._store.set_quota(account.id, limit)
+        return await self._store.get_quota(account.id)
+
+    async def quota(self, address: str) -> Quota:
+        """The storage use and quota of an account. Raises NotFound."""
+        return await self._store.get_quota((await self._existing(address)).id)
+
+    async def _existing(self, address: str) -> Account:
+        account = await self.get_user(address)
+        if account is None:
+            raise NotFound(f"no account {address.strip()[:254]}")
+        return account
 
     async def set_password(self, address: str, password: Secret) -> None:
         """Replace the password of an account. Raises AccountError or NotFound."""
@@ -342,6 +415,8 @@ class AccountService:
             success=checked.reason is None, reason=checked.audit_reason,
             app_password=app.name if app else None, app_password_id=app.id if app else None,
         ))
+        if checked.reason is LoginFailure.APP_PASSWORD_WRONG_PROTOCOL and app is not None:
+            return LoginResult(False, None, checked.reason, app_protocols=app.protocols)
         if checked.reason is not None:
             return LoginResult(False, None, checked.reason)
         return LoginResult(True, checked.account, None, app.name if app else None)
@@ -450,7 +525,7 @@ class AccountService:
                     match = app
             if match is not None:
                 if match.protocols and protocol not in match.protocols:
-                    return _Checked(account, LoginFailure.BAD_CREDENTIALS,
+                    return _Checked(account, LoginFailure.APP_PASSWORD_WRONG_PROTOCOL,
                                     f"app_password_not_for_{protocol}"[:40], match)
                 return _Checked(account, None, "ok", match)
         current = stored = account.password_hash
@@ -490,4 +565,9 @@ class AccountService:
     async def verify_second_factor(self, account: Account, code: str) -> bool:
         """True when ``code`` is a current TOTP code of the account (RFC 6238, one step of
         drift each way, each code once) or one of its unused recovery codes (then used up)."""
-        return await self.security.verify_second_factor(account, code)
+        return await self.check_second_factor(account, code) is CodeCheck.OK
+
+    async def check_second_factor(self, account: Account, code: str) -> CodeCheck:
+        """As ``verify_second_factor``, telling a wrong code from a right one used already
+        (so the person can be told to wait for the next code)."""
+        return await self.security.check_second_factor(account, code)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import secrets
 from dataclasses import dataclass
+from enum import Enum
 
 import pyotp
 
@@ -21,6 +22,14 @@ RECOVERY_CODES = 10
 _RECOVERY_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"  # no 0/o, 1/l/i to misread
 _RECOVERY_LENGTH = 10  # 31^10: about 49.5 bits each, single use and keyed-hashed
 _CODE = re.compile(r"[0-9]{6}")
+
+
+class CodeCheck(Enum):
+    """What a typed second-factor code turned out to be."""
+
+    OK = "ok"
+    WRONG = "wrong"
+    REUSED = "reused"  # a right TOTP code whose time step was used already
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,15 +6,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from mailstead.accounts.service import AccountService
+from mailstead.accounts.service import DEFAULT_QUOTA, AccountService
 from mailstead.cli.card import render_card
 from mailstead.cli.context import CommandError, Context
 from mailstead.config.loader import load_config
 from mailstead.core.errors import NotFound
-from mailstead.storage.interfaces import Store
+from mailstead.core.sizes import format_size, parse_size
+from mailstead.storage.interfaces import Quota, Store
 
 Action = Callable[[AccountService], Awaitable[None]]
 StoreAction = Callable[[AccountService, Store], Awaitable[None]]
@@ -36,7 +38,7 @@ def _run_with_store(ctx: Context, args: argparse.Namespace, action: StoreAction)
     async def go() -> None:
         store = await ctx.open_store(data_dir)
         try:
-            svc = AccountService.from_config(store, config)
+            svc = await AccountService.open(store, config, need_key=False)
             try:
                 await action(svc, store)
             finally:
@@ -75,8 +77,10 @@ def user_add(ctx: Context, args: argparse.Namespace) -> int:
     data_dir = ctx.existing_data_dir(args.data_dir)  # fail before asking for a password
     password = ctx.read_password(args.password_stdin)
 
+    quota = DEFAULT_QUOTA if args.quota is None else _size(args.quota, "--quota")
+
     async def action(svc: AccountService, store: Store) -> None:
-        account = await svc.add_user(args.address, password)
+        account = await svc.add_user(args.address, password, quota)
         if getattr(args, "admin", False):
             await store.set_admin(account.address, True)
             ctx.out(f"added user {account.address} (administrator)")
@@ -87,10 +91,63 @@ def user_add(ctx: Context, args: argparse.Namespace) -> int:
     return _run_with_store(ctx, args, action)
 
 
+def _size(text: str, what: str) -> int | None:
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise CommandError(f"{what}: {exc}") from None
+
+
+def describe_quota(quota: Quota) -> str:
+    """ "12 MiB of 2 GiB (1%)", or "12 MiB (no quota)"."""
+    used = format_size(quota.used)
+    if quota.limit is None:
+        return f"{used} (no quota)"
+    return f"{used} of {format_size(quota.limit)} ({quota.used * 100 // quota.limit}%)"
+
+
 def user_list(ctx: Context, args: argparse.Namespace) -> int:
     async def action(svc: AccountService) -> None:
         for account in await svc.list_users(args.domain):
-            ctx.out(account.address)
+            if args.long:
+                ctx.out(f"{account.address:40} {describe_quota(await svc.quota(account.address))}")
+            else:
+                ctx.out(account.address)
+
+    return _run(ctx, args, action)
+
+
+def user_show(ctx: Context, args: argparse.Namespace) -> int:
+    async def action(svc: AccountService, store: Store) -> None:
+        account = await svc.get_user(args.address)
+        if account is None:
+            raise NotFound(f"no account {args.address.strip()}")
+        quota = await svc.quota(account.address)
+        created = datetime.fromtimestamp(account.created_at, UTC).strftime("%Y-%m-%d %H:%M UTC")
+        ctx.out(f"address:        {account.address}")
+        ctx.out(f"created:        {created}")
+        ctx.out(f"administrator:  {'yes' if await store.is_admin(account.id) else 'no'}")
+        ctx.out(f"storage:        {describe_quota(quota)}, {quota.messages} messages")
+        apps = await store.list_app_passwords(account.id)
+        factor = await store.get_second_factor(account.id)
+        ctx.out(f"two-factor:     {'on' if factor is not None else 'off'}")
+        ctx.out(f"app passwords:  {len(apps)}")
+
+    return _run_with_store(ctx, args, action)
+
+
+def user_quota(ctx: Context, args: argparse.Namespace) -> int:
+    """``user quota ADDRESS [SIZE]``: show, set or (with none) remove the storage quota."""
+    limit = None if args.size is None else _size(args.size, "SIZE")
+
+    async def action(svc: AccountService) -> None:
+        if args.size is None:
+            quota = await svc.quota(args.address)
+        else:
+            quota = await svc.set_quota(args.address, limit)
+            ctx.out(f"quota of {args.address.strip()} set to "
+                    f"{'none' if limit is None else format_size(limit)}")
+        ctx.out(f"using {describe_quota(quota)}")
 
     return _run(ctx, args, action)
 
@@ -126,9 +183,12 @@ def user_admin(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def admin_flag(parser: argparse.ArgumentParser) -> None:
-    """Adds ``--admin`` to ``user add``."""
+    """Adds ``--admin`` and ``--quota`` to ``user add``."""
     parser.add_argument("--admin", action="store_true",
                         help="let the account use the web admin pages (/admin)")
+    parser.add_argument("--quota", metavar="SIZE",
+                        help="storage quota such as 2G, 500M or none (default: [limits] "
+                        "default_quota)")
 
 
 def register(users: Any, add: Callable[..., argparse.ArgumentParser]) -> None:
@@ -138,6 +198,18 @@ def register(users: Any, add: Callable[..., argparse.ArgumentParser]) -> None:
             "users, aliases, the outbound queue and blocked addresses.")
     p.add_argument("address", metavar="ADDRESS")
     p.add_argument("--off", action="store_true", help="take the rights away")
+    p = add(users, "quota", user_quota, "show or set the storage quota of an account",
+            description="Without SIZE, show how much the account stores and its quota. With "
+            "SIZE (2G, 500M, 800K, a number of bytes, or none), set it: mail that would take "
+            "the account past it is refused for now, and the user is warned by mail when "
+            "the mailbox passes 80% and 95%. Mail already stored stays.",
+            epilog="examples:\n  mailstead user quota alice@example.org 2G\n"
+            "  mailstead user quota alice@example.org none")
+    p.add_argument("address", metavar="ADDRESS")
+    p.add_argument("size", metavar="SIZE", nargs="?")
+    p = add(users, "show", user_show, "show an account: storage and quota, 2FA, admin",
+            epilog="example:\n  mailstead user show alice@example.org")
+    p.add_argument("address", metavar="ADDRESS")
 
 
 def user_remove(ctx: Context, args: argparse.Namespace) -> int:

@@ -15,6 +15,8 @@ import os
 import shutil
 from pathlib import Path
 
+from mailstead.accounts import installkey
+from mailstead.accounts.keys import KEY_FILE, read_key_file
 from mailstead.accounts.names import DomainNameError, normalise_domain
 from mailstead.accounts.service import AccountService
 from mailstead.cli.context import CommandError, Context
@@ -24,6 +26,8 @@ from mailstead.config.template import dev_listen, render_config, standard_listen
 from mailstead.config.values import BadValue, parse_dsn, parse_hostname
 from mailstead.core.certs import generate_self_signed
 from mailstead.core.errors import AlreadyExists
+from mailstead.core.secret import Secret
+from mailstead.storage.interfaces import Store
 
 
 def _prepare_dir(path: Path) -> None:
@@ -57,6 +61,17 @@ def _clean(path: Path) -> None:
             child.unlink(missing_ok=True)
 
 
+async def _join_key(
+    store: Store, data_dir: Path, key_file: Path | None, passphrase: Secret | None
+) -> None:
+    """Installs the installation's key from a copied file or from the copy an admin sealed
+    in the store; with neither, a joining node gets none (and init says so)."""
+    if key_file is not None:
+        await installkey.install_key(store, data_dir, read_key_file(key_file))
+    elif passphrase is not None:
+        await installkey.fetch_key(store, data_dir, passphrase)
+
+
 def parse_store(value: str | None) -> StoreConfig:
     """``--store``: "sqlite" (the default, embedded in the data directory) or a PostgreSQL
     connection URI."""
@@ -82,6 +97,10 @@ def init(ctx: Context, args: argparse.Namespace) -> int:
     except DomainNameError as exc:
         raise CommandError(f"--domain: {exc}") from None
     store_config = parse_store(args.store)
+    key_file = Path(args.key_file) if getattr(args, "key_file", None) else None
+    if key_file is not None and not key_file.is_file():
+        raise CommandError(f"--key-file: {key_file} is not a readable file")
+    passphrase = ctx.read_password(True) if getattr(args, "key_passphrase_stdin", False) else None
     listen = dev_listen() if args.dev else standard_listen()
     _prepare_dir(data_dir)
     try:
@@ -95,16 +114,23 @@ def init(ctx: Context, args: argparse.Namespace) -> int:
         )
 
         async def create_store() -> bool:
-            """Creates the domain; True when a shared database had it already."""
+            """Creates the domain and the security key; True when a shared database had the
+            domain already (this node joins, and gets the installation's key)."""
             store = await ctx.open_store(data_dir)
             try:
-                await AccountService(store).add_domain(domain)
-            except AlreadyExists:
-                # Only a shared database can hold the domain before init: another node
-                # made it, and this one joins the installation.
-                if not store.networked:
-                    raise
-                return True
+                try:
+                    await AccountService(store).add_domain(domain)
+                except AlreadyExists:
+                    # Only a shared database can hold the domain before init: another node
+                    # made it, and this one joins the installation.
+                    if not store.networked:
+                        raise
+                    await _join_key(store, data_dir, key_file, passphrase)
+                    return True
+                if key_file is None and passphrase is None:
+                    await installkey.create_key(store, data_dir)
+                else:
+                    await _join_key(store, data_dir, key_file, passphrase)
             finally:
                 await store.close()
             return False
@@ -118,6 +144,14 @@ def init(ctx: Context, args: argparse.Namespace) -> int:
             f"Initialised {data_dir} for {hostname}, joining the installation in the "
             f"database (it serves {domain} already)."
         )
+        if not (data_dir / KEY_FILE).exists():
+            ctx.out(
+                "This node does not have the installation's security key yet, and serve "
+                "refuses to start without it: on a node that has it run `mailstead security "
+                "share-key --passphrase-stdin`, then here `mailstead security fetch-key "
+                f"--passphrase-stdin --data-dir {data_dir}` (or copy its security.key to "
+                f"{data_dir}, mode 0600)."
+            )
     else:
         ctx.out(f"Initialised {data_dir} for {hostname}, with local domain {domain}.")
     ctx.out("Next steps:")

@@ -116,9 +116,16 @@ def build_parser() -> argparse.ArgumentParser:
         description="Create a data directory: a commented mailstead.toml (mode 0600), the "
         "store with DOMAIN as a local domain, and a self-signed certificate for HOSTNAME in "
         "DIR/tls/. Refuses a directory that is not empty. With --store postgresql://..., the "
-        "store is that database; a database another node initialised is joined.",
-        epilog="example:\n  mailstead init --data-dir /var/lib/mailstead "
-        "--hostname mail.example.org --domain example.org",
+        "store is that database; a database another node initialised is joined, and the "
+        "new node needs the installation's security key (which protects second factors and "
+        "app passwords): give --key-file or --key-passphrase-stdin, or fetch it later with "
+        "`mailstead security fetch-key`.",
+        epilog="examples:\n  mailstead init --data-dir /var/lib/mailstead "
+        "--hostname mail.example.org --domain example.org\n"
+        "  # a second node, after `mailstead security share-key --passphrase-stdin` on the "
+        "first:\n  mailstead init --data-dir /var/lib/mailstead --hostname mx2.example.org "
+        "--domain example.org \\\n      --store postgresql://mailstead@db.example.org/mailstead "
+        "--key-passphrase-stdin < passphrase.txt",
     )
     p.add_argument("--hostname", required=True, help="this server's name, e.g. mail.example.org")
     p.add_argument("--domain", required=True, help="the first mail domain, e.g. example.org")
@@ -135,6 +142,19 @@ def build_parser() -> argparse.ArgumentParser:
         help='where the state lives: "sqlite" (default, embedded in DIR) or a PostgreSQL URI '
         "such as postgresql://mailstead@db.example.org/mailstead, shared by several nodes "
         "(written to [store] in mailstead.toml)",
+    )
+    key = p.add_mutually_exclusive_group()
+    key.add_argument(
+        "--key-file",
+        metavar="FILE",
+        help="joining an installation: a copy of security.key from one of its nodes (it must "
+        "match the installation's key recorded in the store)",
+    )
+    key.add_argument(
+        "--key-passphrase-stdin",
+        action="store_true",
+        help="joining an installation: read from standard input the passphrase of the key an "
+        "admin shared in the store (mailstead security share-key)",
     )
 
     _add(
@@ -168,13 +188,15 @@ def build_parser() -> argparse.ArgumentParser:
         description="Create an account with its mailboxes (INBOX, Drafts, Sent, Junk, Trash, "
         "Archive). The domain must be local; the password needs at least 8 characters.",
         epilog="example:\n  echo 'long secret words' | mailstead user add alice@example.org "
-        "--password-stdin",
+        "--password-stdin --quota 2G",
     )
     p.add_argument("address", metavar="ADDRESS", help="the full address, e.g. alice@example.org")
     _password_stdin(p)
     admin.admin_flag(p)
     p = _add(users, "list", admin.user_list, "print the accounts, one address per line")
     p.add_argument("--domain", metavar="D", help="only the accounts of domain D")
+    p.add_argument("-l", "--long", action="store_true",
+                   help="with each account's storage use and quota")
     p = _add(users, "passwd", admin.user_passwd, "change the password of an account")
     p.add_argument("address", metavar="ADDRESS")
     _password_stdin(p)

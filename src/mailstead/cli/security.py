@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from mailstead.accounts.service import AccountService
+from mailstead.cli import securitykey
 from mailstead.cli.admin import run_service
 from mailstead.cli.context import Context
 
@@ -46,9 +47,10 @@ Grouper = Callable[..., "argparse._SubParsersAction[argparse.ArgumentParser]"]
 
 def register(sub: Any, adder: Adder, group: Grouper) -> None:
     """Add ``security blocked|unblock``."""
-    sec = group(sub, "security", "brute-force protection: blocked client addresses")
+    sec = group(sub, "security", "blocked client addresses; the security key shared by the nodes")
     adder(sec, "blocked", blocked, "list the client addresses blocked after failed logins")
     p = adder(sec, "unblock", unblock, "lift the block of a client address at once",
               description="Lift the block of IP (an IPv4 address, or an IPv6 address, which "
               "lifts its whole /64).")
     p.add_argument("address", metavar="IP")
+    securitykey.register(sec, adder)

@@ -16,6 +16,7 @@ from typing import Any
 import segno
 
 from mailstead.accounts.service import AccountService
+from mailstead.accounts.twofactor import CodeCheck
 from mailstead.cli.admin import run_service
 from mailstead.cli.context import CommandError, Context
 
@@ -85,14 +86,16 @@ def status(ctx: Context, args: argparse.Namespace) -> int:
 
 def verify(ctx: Context, args: argparse.Namespace) -> int:
     code = args.code or _read_code(ctx, "Code (or recovery code): ")
-    result: list[bool] = []
+    result: list[CodeCheck] = []
 
     async def action(svc: AccountService) -> None:
         account = await svc.security.account(args.address)
-        result.append(await svc.verify_second_factor(account, code))
+        result.append(await svc.check_second_factor(account, code))
 
     run_service(ctx, args, action)
-    if not result[0]:
+    if result[0] is CodeCheck.REUSED:
+        raise CommandError("the code is not valid: it was already used; wait for the next one")
+    if result[0] is not CodeCheck.OK:
         raise CommandError("the code is not valid (wrong, expired, already used, or "
                            "two-factor authentication is off)")
     ctx.out("valid")

@@ -126,6 +126,7 @@ PARSERS: dict[tuple[str, str], Parser] = {
     ("security", "login_cache_ttl"): lambda x: v.parse_seconds(x, 0, 86400),
     ("log", "level"): v.parse_level,
     ("limits", "max_mailboxes_per_account"): lambda x: v.parse_int(x, 10, 10_000_000),
+    ("limits", "default_quota"): v.parse_quota,
     ("mta_sts", "mode"): lambda x: v.parse_choice(x, MTA_STS_MODES),
     # RFC 8461 section 3.2: max_age is at most 31557600 seconds.
     ("mta_sts", "max_age"): lambda x: v.parse_int(x, 1, 31_557_600),

@@ -1121,6 +1121,17 @@ class LimitsConfig:
             "10000",
         ),
     )
+    default_quota: int | None = field(
+        default=None,
+        metadata=_doc(
+            "The storage quota a new account gets (RFC 9208 STORAGE), unless `user add "
+            "--quota` says otherwise; `mailstead user quota ADDRESS SIZE` changes it later. "
+            "Mail that would take an account past it is refused for now (452 4.2.2, APPEND "
+            "NO [OVERQUOTA]); the user is warned by mail at 80% and 95%.",
+            'size: bytes, or a string such as "2G", "500M", or "none"',
+            '"none" (no quota)',
+        ),
+    )
 
 
 MTA_STS_MODES = ("auto", "enforce", "testing", "none")

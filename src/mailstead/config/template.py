@@ -124,6 +124,7 @@ def _setting(section: str, f: dataclasses.Field[object], listen: ListenConfig,
         ("tls", "cert"): _quote(f"/etc/letsencrypt/live/{hostname}/fullchain.pem"),
         ("tls", "key"): _quote(f"/etc/letsencrypt/live/{hostname}/privkey.pem"),
         ("queue", "tls_ca_file"): _quote("/etc/ssl/certs/ca-certificates.crt"),
+        ("limits", "default_quota"): _quote("2G"),
     }
     if (section, f.name) in examples:
         line = _unset(f.name, examples[section, f.name])

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 from mailstead.accounts.names import DomainNameError, ascii_domain
 from mailstead.config.model import LOG_LEVELS, SMARTHOST_TLS, HostPort, SmarthostConfig
 from mailstead.core.secret import Secret
+from mailstead.core.sizes import parse_size
 
 MAX_VALUE_SHOWN = 60
 
@@ -150,6 +151,20 @@ def parse_int(value: object, low: int, high: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise BadValue(f"expected an integer from {low} to {high}, got {shown(value)}")
     return value
+
+
+def parse_quota(value: object) -> int | None:
+    """A mailbox size: octets as an integer, or a string such as "2G", "500M" or "none"."""
+    if isinstance(value, bool):
+        raise BadValue(f"expected a size such as \"2G\" or \"none\", got {shown(value)}")
+    if isinstance(value, int):
+        value = str(value)
+    if not isinstance(value, str):
+        raise BadValue(f"expected a size such as \"2G\" or \"none\", got {shown(value)}")
+    try:
+        return parse_size(value)
+    except ValueError as exc:
+        raise BadValue(str(exc)) from None
 
 
 def parse_seconds(value: object, low: float, high: float) -> float:

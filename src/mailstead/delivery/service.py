@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Protocol
 
+from mailstead.accounts.quotawarn import QuotaWarner
 from mailstead.core.address import Address
 from mailstead.core.dsn import MessageDsn, RecipientDsn
 from mailstead.core.errors import CorruptData, DiskFull, NotFound, StoreError
@@ -202,16 +203,19 @@ class DeliveryService:
         sieve: SieveRunner | None = None,
         notices: SuccessNotices | None = None,
         srs: Srs | None = None,
+        quota_warner: QuotaWarner | None = None,
     ) -> None:
         """``sender_hourly_limit``: outside recipients one account may submit per hour (0: no
         limit); ``on_queued`` is called after a message with outside recipients is stored
         (it wakes the queue workers); ``filters`` run on MX mail before it is stored;
         ``sieve`` runs each local account's script over its copy (issue 9); ``notices`` sends
         the success DSNs local recipients ask for (RFC 3461); ``srs`` rewrites the envelope
-        sender of forwarded mail and resolves bounces to it."""
+        sender of forwarded mail and resolves bounces to it; ``quota_warner`` tells users
+        whose mailbox passes 80% or 95% of its quota."""
         self._notices = notices
         self._srs = srs
         self._sieve = sieve
+        self._quota_warner = quota_warner
         self._filters = filters
         self._store = store
         self._hourly_limit = sender_hourly_limit
@@ -452,6 +456,12 @@ class DeliveryService:
             return DeliveryOutcome(R_TEMP_FAILURE, queue_id, len(stored), 0, 0)
         if remote and self._on_queued is not None:
             self._on_queued()
+        if self._quota_warner is not None:
+            # Only accounts with a quota (the lookup told which have none).
+            limited = {a: n * len(stored) for a, n in per_account.items()
+                       if a not in txn.unlimited}
+            if limited:
+                await self._quota_warner.added(limited)
         if plan is not None:
             await self._followups(plan)
         if txn.tls_reports:

@@ -134,6 +134,10 @@ async def _store(
         if quota.limit is not None and quota.used + total > quota.limit:
             raise CommandFailed("NO", "Over quota", "OVERQUOTA")
         results = await _commit(s, info.name, ready, replaced)
+    if quota.limit is not None and replaced is None and s.ctx.quota_warner is not None:
+        # A REPLACE takes the old message out as it stores the new one: what it adds is not
+        # known here, and it is not the growth the warnings are about.
+        await s.ctx.quota_warner.added({s.account.id: total})
     return [uid for r in results for _a, mbox, uid in r.delivered if mbox == info.id]
 
 

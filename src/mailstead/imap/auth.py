@@ -188,7 +188,9 @@ async def _check(s: IMAPSession, tag: str, username: str, password: Secret, how:
             s.tagged(tag, "NO", "Two-factor authentication is on for this account: use an "
                      "app-specific password", "AUTHENTICATIONFAILED")
         else:
-            s.tagged(tag, "NO", "Invalid credentials", "AUTHENTICATIONFAILED")
+            # RFC 5530 section 3: AUTHENTICATIONFAILED either way; the text says more when
+            # there is something the user can act on.
+            s.tagged(tag, "NO", result.detail or "Invalid credentials", "AUTHENTICATIONFAILED")
         return
     if not s.ctx.acquire(account.id, s.settings.max_connections_per_account):
         log_event(log, "imap.too_many_sessions", client=s.client_ip, user=account.address)

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mailstead.accounts.quotawarn import QuotaWarner
 from mailstead.accounts.service import AccountService
 from mailstead.core.budget import ByteBudget
 from mailstead.storage.interfaces import Store
@@ -46,6 +47,8 @@ class IMAPContext:
     # and the octets that APPEND commits of every session may hold in memory at once.
     spool_dir: Path | None = None
     append_budget: ByteBudget = field(default_factory=lambda: ByteBudget(128 * 1024 * 1024))
+    # Tells users whose mailbox an APPEND takes past 80% or 95% of its quota.
+    quota_warner: QuotaWarner | None = None
 
     def acquire(self, account_id: int, limit: int) -> bool:
         """Count one more session of the account, unless it has ``limit`` already."""

@@ -151,7 +151,7 @@ class ManageSieveServer:
                 core.login_failed("Too many failed logins, try again later", "TRYLATER")
                 return None
             await asyncio.sleep(self._settings.auth_failure_delay)
-            core.login_failed("Authentication failed")
+            core.login_failed(result.detail or "Authentication failed")
             return None
         log_event(log, "managesieve.login", client=client, user=result.account.address)
         core.login_ok(result.account.address)

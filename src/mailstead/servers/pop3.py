@@ -371,6 +371,9 @@ class POP3Server:
                 return
             # A pause before the answer slows password guessing; only this session waits.
             await asyncio.sleep(self._settings.auth_failure_delay)
+            if result.detail is not None:  # RFC 3206 section 4: still [AUTH]
+                core.login_failed(replies.err(result.detail, "AUTH"))
+                return
             core.login_failed(R_APP_PASSWORD if result.reason is
                               LoginFailure.APP_PASSWORD_REQUIRED else replies.AUTH_FAILED)
             return

@@ -235,9 +235,11 @@ class SMTPServer:
         if not result.ok or result.account is None:
             log_event(log, "smtp.auth_failed", client=info.client_ip, user=event.username,
                       mechanism=event.mechanism, reason=result.reason)
+            # RFC 4954 section 6: 535 5.7.8 for every refused credential, with our words.
+            detail = Reply(535, "5.7.8", result.detail) if result.detail else None
             core.auth_result(False, R_AUTH_TEMPORARY if result.temporary else
                              R_APP_PASSWORD if result.reason is LoginFailure.APP_PASSWORD_REQUIRED
-                             else R_AUTH_FAILED)
+                             else detail or R_AUTH_FAILED)
             return
         info.account = result.account
         core.auth_result(True)

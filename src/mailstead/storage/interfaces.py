@@ -231,6 +231,7 @@ class Quota:
     used: int  # octets of all messages of the account (RFC 9208 STORAGE, in octets here)
     limit: int | None  # None: unlimited
     messages: int
+    warned: int = 0  # the warning level (percent) last sent, 0 for none (migration 0015)
 
 
 class MailboxWatch(Protocol):
@@ -351,6 +352,10 @@ class MailStore(Protocol):
     async def get_quota(self, account_id: int) -> Quota: ...
 
     async def set_quota(self, account_id: int, limit: int | None) -> None: ...
+
+    async def swap_quota_warning(self, account_id: int, level: int) -> int:
+        """Sets the account's warned level to ``level`` and returns the one it replaced,
+        atomically (of two nodes racing, only one sees the old level). Raises NotFound."""
 
     def watch(self, account_id: int) -> MailboxWatch:
         """Subscribe to changes of the account's mailboxes made by this process (and, for
@@ -493,6 +498,12 @@ class IpBlock:
     reason: str
 
 
+# The store_meta rows of the installation's security key (accounts/installkey.py): its check
+# value, and the key sealed by an admin's passphrase for nodes that join.
+KEY_CHECK = "security_key_check"
+KEY_SEALED = "security_key_sealed"
+
+
 class SecurityStore(Protocol):
     """What accounts/ keeps for two-factor login, app passwords, the audit and IP blocks."""
 
@@ -542,6 +553,23 @@ class SecurityStore(Protocol):
 
     async def remove_block(self, network: str) -> bool:
         """Lifts the block; False when there was none."""
+
+    # The installation's security key (accounts/installkey.py): the store keeps a check value
+    # of it, never the key, and optionally the key sealed by an admin's passphrase.
+
+    async def security_key_record(self) -> tuple[str | None, str | None]:
+        """(check value, passphrase-sealed key), each None when not recorded."""
+
+    async def record_security_key(self, check: str) -> str:
+        """Records ``check`` unless a check value is recorded already; returns the recorded
+        one (so of two nodes racing, both learn the winner)."""
+
+    async def set_sealed_security_key(self, sealed: str | None) -> None:
+        """Keeps (or, with None, drops) the passphrase-sealed key."""
+
+    async def count_keyed_secrets(self) -> int:
+        """How many second factors and app passwords the store holds (all made with the
+        key)."""
 
 
 # Spam filtering (issue 9, migration 0007) -------------------------------------------------

@@ -18,14 +18,15 @@ from starlette.routing import Route
 
 from mailstead.accounts.passwords import PasswordRuleError
 from mailstead.accounts.security import SecurityError
-from mailstead.accounts.service import AccountError
+from mailstead.accounts.service import DEFAULT_QUOTA, AccountError
 from mailstead.cli.dns import public_addresses, services_of
 from mailstead.config.model import Config
 from mailstead.core.errors import AlreadyExists, InUse, NotFound
 from mailstead.core.secret import Secret
+from mailstead.core.sizes import exact_size, format_size, parse_size
 from mailstead.mailauth.records import ZoneSection, domain_records
 from mailstead.mailauth.stspolicy import mta_sts_mode, our_policy
-from mailstead.storage.interfaces import QueueEntry
+from mailstead.storage.interfaces import QueueEntry, Quota
 from mailstead.web.account_pages import when
 from mailstead.web.pagekit import Handler, PageKit, SignedIn
 from mailstead.web.security import Form
@@ -36,6 +37,18 @@ RECENT_FAILURES = 100
 _TARGETS = re.compile(r"[\s,]+")
 # What the admin forms refuse to act on; the message is shown on the page.
 _REFUSED = (AccountError, PasswordRuleError, SecurityError, NotFound, AlreadyExists, InUse)
+
+
+def _quota(text: str) -> int | None:
+    """A quota typed into a form ("2G", "500M", "none"); AccountError when it is not one."""
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise AccountError(f"quota: {exc}") from None
+
+
+def _percent(quota: Quota) -> int | None:
+    return None if not quota.limit else quota.used * 100 // quota.limit
 
 
 @dataclass(frozen=True)
@@ -98,6 +111,7 @@ class AdminPages:
             Route(f"{PREFIX}/users/remove", admin(self.user_remove), methods=["POST"]),
             Route(f"{PREFIX}/users/password", admin(self.user_password), methods=["POST"]),
             Route(f"{PREFIX}/users/admin", admin(self.user_admin), methods=["POST"]),
+            Route(f"{PREFIX}/users/quota", admin(self.user_quota), methods=["POST"]),
             Route(f"{PREFIX}/aliases", admin(self.aliases), methods=["GET"]),
             Route(f"{PREFIX}/aliases", admin(self.alias_add), methods=["POST"]),
             Route(f"{PREFIX}/aliases/remove", admin(self.alias_remove), methods=["POST"]),
@@ -162,16 +176,22 @@ class AdminPages:
     async def _users_page(self, me: SignedIn, error: str = "", status: int = 200) -> Response:
         users = await self.web.accounts.list_users()
         admins = set(await self.web.store.list_admin_ids())
+        quotas = {u.id: await self.web.store.get_quota(u.id) for u in users}
+        default = self.web.accounts.default_quota
         return self.kit.render(me.session, "admin_users.html", status=status, me=me,
-                               error=error, users=users, admins=admins, when=when)
+                               error=error, users=users, admins=admins, when=when,
+                               quotas=quotas, size=format_size, exact=exact_size, percent=_percent,
+                               default_quota="none" if default is None else format_size(default))
 
     async def users(self, request: Request, me: SignedIn, form: Form) -> Response:
         return await self._users_page(me)
 
     async def user_add(self, request: Request, me: SignedIn, form: Form) -> Response:
         try:
+            wanted = form.get("quota").strip()
+            quota = _quota(wanted) if wanted else DEFAULT_QUOTA
             account = await self.web.accounts.add_user(form.get("address"),
-                                                       Secret(form.get("password")))
+                                                       Secret(form.get("password")), quota)
             if form.get("admin") == "on":
                 await self.web.store.set_admin(account.address, True)
         except _REFUSED as exc:
@@ -218,6 +238,16 @@ class AdminPages:
             return await self._users_page(me, str(exc), 400)
         state = "is now an administrator" if grant else "is no longer an administrator"
         return self._done(me, "users", f"{address} {state}.")
+
+    async def user_quota(self, request: Request, me: SignedIn, form: Form) -> Response:
+        try:
+            _ident, address = await self._target(me, form)
+            limit = _quota(form.get("quota"))
+            await self.web.accounts.set_quota(address, limit)
+        except _REFUSED as exc:
+            return await self._users_page(me, str(exc), 400)
+        shown = "no quota" if limit is None else f"a quota of {format_size(limit)}"
+        return self._done(me, "users", f"{address} now has {shown}.")
 
     # Aliases -----------------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ from starlette.routing import Route
 from mailstead.accounts.login import LoginFailure
 from mailstead.accounts.service import MAX_ADDRESS
 from mailstead.accounts.throttle import network_key
+from mailstead.accounts.twofactor import CodeCheck
 from mailstead.core.secret import Secret
 from mailstead.storage.interfaces import LoginRecord, address_key
 from mailstead.web.pagekit import LOGIN_PATH, PageKit
@@ -154,9 +155,10 @@ class AuthPages:
                 )
             account = await self.web.store.get_account_by_id(pending.account_id)
             code = form.get("code").strip()[:64]
-            ok = account is not None and bool(code) and (
-                await self.web.accounts.verify_second_factor(account, code)
-            )
+            check = CodeCheck.WRONG
+            if account is not None and code:
+                check = await self.web.accounts.check_second_factor(account, code)
+            ok = check is CodeCheck.OK
             if not ok and not trusted:  # counted on every node when the store is shared
                 await guard.failed(network, user_key)
         finally:
@@ -175,8 +177,12 @@ class AuthPages:
             session.pending = None
             session.flash = "Too many wrong codes. Please sign in again."
             return self.kit.redirect(LOGIN_PATH, session)
-        return self.kit.render(session, "code.html", status=403,
-                               error="That code is not right. Type the current code.")
+        if check is CodeCheck.REUSED:
+            # RFC 6238 section 5.2: each code opens one sign-in; this one did already.
+            error = "This code was already used; wait for the next one."
+        else:
+            error = "That code is not right. Type the current code."
+        return self.kit.render(session, "code.html", status=403, error=error)
 
     async def logout(self, request: Request) -> Response:
         session = await self.kit.session_of(request)

@@ -21,7 +21,7 @@ import h11
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from mailstead.accounts.keys import SecurityKeys
+from mailstead.accounts.installkey import open_keys
 from mailstead.accounts.service import AccountService
 from mailstead.config.model import Config, HostPort
 from mailstead.core.errors import ConfigError
@@ -237,11 +237,13 @@ async def start_web(
     signer = ProfileSigner(config.tls.cert, config.tls.key)
     after_stop: Callable[[], Awaitable[None]] | None = None
     if accounts is None:
-        accounts = AccountService.from_config(store, config)
+        accounts = await AccountService.open(store, config)
         after_stop = accounts.close
     # Sessions live in the store, so every node serves every browser; the enrolment secrets
     # in them are encrypted with the security.key every node shares.
-    keys = SecurityKeys.load_or_create(Path(config.data_dir))
+    keys = accounts.keys
+    if keys is None:
+        keys = await open_keys(store, Path(config.data_dir))
     web = AccountWeb(accounts=accounts, store=store,
                      sessions=SessionStore(store, keys, time.time))
     ctx = WebContext(config=config, store=store, bound=bound, signer=signer, account_web=web)

@@ -21,6 +21,7 @@ from mailstead.accounts.login import LoginFailure, SecuritySettings
 from mailstead.accounts.security import SecurityError
 from mailstead.accounts.service import AccountService
 from mailstead.accounts.throttle import Throttle, network_key, parse_network
+from mailstead.accounts.twofactor import CodeCheck
 from mailstead.core.errors import AlreadyExists, NotFound
 from mailstead.core.secret import Secret
 from mailstead.storage.interfaces import Store
@@ -131,7 +132,8 @@ def test_app_password_protocols_and_revocation(world: World) -> None:
     assert world.login(text, protocol="imap").ok
     assert world.login(text, protocol="smtp").ok
     refused = world.login(text, protocol="pop3")
-    assert refused.reason is LoginFailure.BAD_CREDENTIALS
+    assert refused.reason is LoginFailure.APP_PASSWORD_WRONG_PROTOCOL
+    assert refused.detail == "this app password is for IMAP, SMTP only"
     with pytest.raises(AlreadyExists):
         world.run(world.svc.security.add_app_password(USER, "laptop"))
     world.run(world.svc.security.revoke_app_password(USER, "LAPTOP"))
@@ -151,6 +153,10 @@ def test_totp_window_replay_and_recovery_codes(world: World) -> None:
     world.now += 30
     assert world.run(verify(world.account, world.totp(0)))
     assert not world.run(verify(world.account, world.totp(0)))  # RFC 6238 5.2: no replay
+    check = world.svc.check_second_factor
+    assert world.run(check(world.account, world.totp(0))) is CodeCheck.REUSED
+    assert world.run(check(world.account, "000000" if world.totp(0) != "000000" else "1"
+                           )) is CodeCheck.WRONG
     assert world.run(verify(world.account, world.totp(1)))  # +1 step: clock drift
     assert not world.run(verify(world.account, world.totp(3)))  # too far ahead
     assert not world.run(verify(world.account, "12345"))

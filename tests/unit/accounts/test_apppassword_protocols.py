@@ -74,7 +74,8 @@ def test_managesieve_only_password_opens_managesieve_only(world: World) -> None:
     for other in ("imap", "pop3", "smtp"):
         refused = world.login(text, other)
         assert refused.ok is False, other
-        assert refused.reason is LoginFailure.BAD_CREDENTIALS, other
+        assert refused.reason is LoginFailure.APP_PASSWORD_WRONG_PROTOCOL, other
+        assert refused.detail == "this app password is for ManageSieve only"
     # A web sign-in reports the app password by name, which the web pages refuse (they are
     # checked in tests/unit/web); "web" cannot be granted.
     with pytest.raises(SecurityError, match="never open the web pages"):
@@ -84,7 +85,9 @@ def test_managesieve_only_password_opens_managesieve_only(world: World) -> None:
 def test_password_for_other_protocols_does_not_open_managesieve(world: World) -> None:
     _, text = world.runner.run(world.svc.security.add_app_password(USER, "Phone", "imap,smtp"))
     assert world.login(text, "imap").ok is True
-    assert world.login(text, "managesieve").reason is LoginFailure.BAD_CREDENTIALS
+    refused = world.login(text, "managesieve")
+    assert refused.reason is LoginFailure.APP_PASSWORD_WRONG_PROTOCOL
+    assert refused.detail == "this app password is for IMAP, SMTP only"
 
 
 def _cli(data_dir: Path, *argv: str, stdin: str = "") -> tuple[int, str, str]:

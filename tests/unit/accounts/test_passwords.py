@@ -1,7 +1,11 @@
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 from argon2 import PasswordHasher
+from hypothesis import given
+from hypothesis import strategies as st
 
 from mailstead.accounts.passwords import (
     PasswordRuleError,
@@ -81,14 +85,44 @@ def test_shipped_list_is_large_and_lower_case() -> None:
         ("xalicex", False),  # too short anyway
         ("ALICE@example.test", False),
         ("bob and alice walk far", True),
+        ("alice@example.test1", False),  # the whole address and one character
+        ("example.test-1234", False),  # the domain
+        ("Example-Alice-1", False),  # a label of the domain and the user name
+        ("TEST-alice-2024", False),
+        ("contest-winner-2024", True),  # "test" inside a word: "con-winner-2024" is left
+        ("alicealicealice1", False),  # every occurrence counts
     ],
 )
 def test_rules_refuse_passwords_built_on_the_address(password: str, ok: bool) -> None:
     if ok:
         check_password_rules(Secret(password), "alice@example.test")
     else:
-        with pytest.raises(PasswordRuleError):
+        refused = r"built on the address|not be the address|too short"
+        with pytest.raises(PasswordRuleError, match=refused):
             check_password_rules(Secret(password), "alice@example.test")
+
+
+@pytest.mark.parametrize(("address", "password", "ok"), [
+    ("weak@a.test", "weak@a.test1", False),  # what let a weak password through before
+    ("weak@a.test", "a-strong-passphrase", True),  # the one-letter label "a" is not a word
+    ("john.smith@mail.example.test", "Smith-John-99", False),  # parts of the local part
+    ("john.smith@mail.example.test", "mail-john-smith", False),
+    ("al@b.test", "al@b.test12", False),  # short local part: the address still counts
+    ("al@b.test", "al-b-rhubarb-pie", True),
+    ("bücher@bücher.test", "BÜCHER-bücher1", False),  # Unicode, case-folded
+])
+def test_context_words_of_other_addresses(address: str, password: str, ok: bool) -> None:
+    if ok:
+        check_password_rules(Secret(password), address)
+    else:
+        with pytest.raises(PasswordRuleError, match="built on the address"):
+            check_password_rules(Secret(password), address)
+
+
+@given(st.text(min_size=1, max_size=20), st.text(min_size=8, max_size=40))
+def test_rule_never_raises_anything_else(local: str, password: str) -> None:
+    with contextlib.suppress(PasswordRuleError):
+        check_password_rules(Secret(password), f"{local}@example.test")
 
 
 def test_make_hasher_parameters_and_rehash() -> None:

@@ -806,13 +806,14 @@ class MailStoreMixin(PgBase):
     async def get_quota(self, account_id: int) -> Quota:
         async def run(conn: Conn) -> Quota:
             row = await conn.fetchrow(
-                "SELECT used_bytes, quota, used_messages FROM accounts WHERE id = $1", account_id
+                "SELECT used_bytes, quota, used_messages, quota_warned FROM accounts"
+                " WHERE id = $1", account_id
             )
             if row is None:
                 raise NotFound(f"no account {account_id}")
             return Quota(
                 used=int(row[0]), limit=None if row[1] is None else int(row[1]),
-                messages=int(row[2]),
+                messages=int(row[2]), warned=int(row[3]),
             )
 
         return await self._read("reading a quota", run)
@@ -828,6 +829,22 @@ class MailStoreMixin(PgBase):
                 raise NotFound(f"no account {account_id}")
 
         await self._write("setting a quota", run)
+
+    async def swap_quota_warning(self, account_id: int, level: int) -> int:
+        async def run(conn: Conn) -> int:
+            # The row lock makes the read and the write one step across nodes.
+            old = await conn.fetchval(
+                "SELECT quota_warned FROM accounts WHERE id = $1 FOR UPDATE", account_id
+            )
+            if old is None:
+                raise NotFound(f"no account {account_id}")
+            if int(old) != level:
+                await conn.execute(
+                    "UPDATE accounts SET quota_warned = $2 WHERE id = $1", account_id, level
+                )
+            return int(old)
+
+        return await self._write("recording a quota warning", run)
 
 
 async def _require_mailbox(conn: Conn, mailbox_id: int) -> None:

@@ -15,7 +15,14 @@ from typing import Any
 import asyncpg
 
 from mailstead.core.errors import AlreadyExists, NotFound, StoreError
-from mailstead.storage.interfaces import AppPassword, IpBlock, LoginRecord, SecondFactor
+from mailstead.storage.interfaces import (
+    KEY_CHECK,
+    KEY_SEALED,
+    AppPassword,
+    IpBlock,
+    LoginRecord,
+    SecondFactor,
+)
 from mailstead.storage.postgres.base import PgBase, db_errors
 from mailstead.storage.postgres.outbound import pg_text, rowcount
 from mailstead.storage.sqlite.security import login_record
@@ -167,6 +174,50 @@ class SecurityMixin(PgBase):
             )
         if rowcount(status) == 0:
             raise NotFound(f"no app password named {name!r}")
+
+    # The installation key's record, in store_meta like the SQLite store's.
+
+    async def security_key_record(self) -> tuple[str | None, str | None]:
+        self.check_open()
+        async with db_errors("reading the security key record"):
+            rows = await self.pool.fetch(
+                "SELECT key, value FROM store_meta WHERE key = ANY($1::text[])",
+                [KEY_CHECK, KEY_SEALED],
+            )
+        found = {str(r[0]): str(r[1]) for r in rows}
+        return found.get(KEY_CHECK), found.get(KEY_SEALED)
+
+    async def record_security_key(self, check: str) -> str:
+        self.check_open()
+        async with db_errors("recording the security key"), self.pool.acquire() as conn:
+            await conn.execute(
+                "INSERT INTO store_meta (key, value) VALUES ($1, $2)"
+                " ON CONFLICT (key) DO NOTHING", KEY_CHECK, check,
+            )
+            value = await conn.fetchval(
+                "SELECT value FROM store_meta WHERE key = $1", KEY_CHECK
+            )
+        return str(value)
+
+    async def set_sealed_security_key(self, sealed: str | None) -> None:
+        self.check_open()
+        async with db_errors("storing the sealed security key"):
+            if sealed is None:
+                await self.pool.execute("DELETE FROM store_meta WHERE key = $1", KEY_SEALED)
+            else:
+                await self.pool.execute(
+                    "INSERT INTO store_meta (key, value) VALUES ($1, $2)"
+                    " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    KEY_SEALED, sealed,
+                )
+
+    async def count_keyed_secrets(self) -> int:
+        self.check_open()
+        async with db_errors("counting second factors and app passwords"):
+            value = await self.pool.fetchval(
+                "SELECT (SELECT COUNT(*) FROM totp) + (SELECT COUNT(*) FROM app_passwords)"
+            )
+        return int(value)
 
     async def add_login_records(self, records: Sequence[LoginRecord]) -> None:
         """Appends audit rows and updates the app passwords used, in one transaction."""

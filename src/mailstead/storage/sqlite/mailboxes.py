@@ -257,13 +257,25 @@ def list_subscriptions(conn: sqlite3.Connection, account_id: int) -> list[str]:
 
 def get_quota(conn: sqlite3.Connection, account_id: int) -> Quota:
     row = conn.execute(
-        "SELECT used_bytes, quota, used_messages FROM accounts WHERE id = ?", (account_id,)
+        "SELECT used_bytes, quota, used_messages, quota_warned FROM accounts WHERE id = ?",
+        (account_id,),
     ).fetchone()
     if row is None:
         raise NotFound(f"no account {account_id}")
     return Quota(
-        used=int(row[0]), limit=None if row[1] is None else int(row[1]), messages=int(row[2])
+        used=int(row[0]), limit=None if row[1] is None else int(row[1]), messages=int(row[2]),
+        warned=int(row[3]),
     )
+
+
+def swap_quota_warning(conn: sqlite3.Connection, account_id: int, level: int) -> int:
+    """Runs in the writer's transaction, so the read and the write are one step."""
+    row = conn.execute("SELECT quota_warned FROM accounts WHERE id = ?", (account_id,)).fetchone()
+    if row is None:
+        raise NotFound(f"no account {account_id}")
+    if int(row[0]) != level:
+        conn.execute("UPDATE accounts SET quota_warned = ? WHERE id = ?", (level, account_id))
+    return int(row[0])
 
 
 def set_quota(conn: sqlite3.Connection, account_id: int, limit: int | None) -> None:

@@ -9,7 +9,14 @@ from collections.abc import Sequence
 from typing import Any
 
 from mailstead.core.errors import AlreadyExists, NotFound
-from mailstead.storage.interfaces import AppPassword, IpBlock, LoginRecord, SecondFactor
+from mailstead.storage.interfaces import (
+    KEY_CHECK,
+    KEY_SEALED,
+    AppPassword,
+    IpBlock,
+    LoginRecord,
+    SecondFactor,
+)
 
 
 def get_second_factor(conn: sqlite3.Connection, account_id: int) -> SecondFactor | None:
@@ -207,3 +214,42 @@ def active_blocks(conn: sqlite3.Connection, now: float) -> list[IpBlock]:
 
 def remove_block(conn: sqlite3.Connection, network: str) -> bool:
     return conn.execute("DELETE FROM ip_blocks WHERE network = ?", (network,)).rowcount > 0
+
+
+# The installation key's record lives in store_meta (storage/migrate.py creates it before any
+# migration), so no schema step is needed and every store has it.
+
+
+def security_key_record(conn: sqlite3.Connection) -> tuple[str | None, str | None]:
+    rows = dict(conn.execute(
+        "SELECT key, value FROM store_meta WHERE key IN (?, ?)", (KEY_CHECK, KEY_SEALED)
+    ).fetchall())
+    check, sealed = rows.get(KEY_CHECK), rows.get(KEY_SEALED)
+    return (None if check is None else str(check), None if sealed is None else str(sealed))
+
+
+def record_security_key(conn: sqlite3.Connection, check: str) -> str:
+    conn.execute(
+        "INSERT INTO store_meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING",
+        (KEY_CHECK, check),
+    )
+    row = conn.execute("SELECT value FROM store_meta WHERE key = ?", (KEY_CHECK,)).fetchone()
+    return str(row[0])
+
+
+def set_sealed_security_key(conn: sqlite3.Connection, sealed: str | None) -> None:
+    if sealed is None:
+        conn.execute("DELETE FROM store_meta WHERE key = ?", (KEY_SEALED,))
+        return
+    conn.execute(
+        "INSERT INTO store_meta (key, value) VALUES (?, ?)"
+        " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        (KEY_SEALED, sealed),
+    )
+
+
+def count_keyed_secrets(conn: sqlite3.Connection) -> int:
+    row = conn.execute(
+        "SELECT (SELECT COUNT(*) FROM totp) + (SELECT COUNT(*) FROM app_passwords)"
+    ).fetchone()
+    return int(row[0])

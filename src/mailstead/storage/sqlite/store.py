@@ -742,6 +742,9 @@ class SQLiteStore:
     async def set_quota(self, account_id: int, limit: int | None) -> None:
         await self._write(lambda c: mailboxes.set_quota(c, account_id, limit))
 
+    async def swap_quota_warning(self, account_id: int, level: int) -> int:
+        return await self._write(lambda c: mailboxes.swap_quota_warning(c, account_id, level))
+
     def watch(self, account_id: int) -> Watch:
         """A watch on this process's changes to the account (no I/O, so not a coroutine)."""
         return self.hub.watch(account_id)
@@ -787,6 +790,18 @@ class SQLiteStore:
 
     async def revoke_app_password(self, account_id: int, name: str) -> None:
         await self._write(lambda c: security.revoke_app_password(c, account_id, name))
+
+    async def security_key_record(self) -> tuple[str | None, str | None]:
+        return await self._in_reader(security.security_key_record)
+
+    async def record_security_key(self, check: str) -> str:
+        return await self._write(lambda c: security.record_security_key(c, check))
+
+    async def set_sealed_security_key(self, sealed: str | None) -> None:
+        await self._write(lambda c: security.set_sealed_security_key(c, sealed))
+
+    async def count_keyed_secrets(self) -> int:
+        return await self._in_reader(security.count_keyed_secrets)
 
     async def add_login_records(self, records: Sequence[LoginRecord]) -> None:
         wanted = tuple(records)
