@@ -6,6 +6,7 @@ on the blocklist give the exact FAIL lines and exit status 1."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 import struct
@@ -118,7 +119,12 @@ def setup(tmp_path_factory: pytest.TempPathFactory, store_backend: str) -> Itera
     ntp_thread.start()
     # Every listener the config ``init`` writes, each on a fixed free port (port 0 is a WARN).
     written = tomllib.loads((data_dir / "mailstead.toml").read_text())["listen"]
-    ports = {name: free_port() for name in written}
+    # Held open together while they are picked, so no two listeners get the same port.
+    with contextlib.ExitStack() as held:
+        socks = {name: held.enter_context(socket.socket()) for name in written}
+        for sock in socks.values():
+            sock.bind(("127.0.0.1", 0))
+        ports = {name: int(sock.getsockname()[1]) for name, sock in socks.items()}
     rewrite_tables(data_dir / "mailstead.toml", {
         "listen": {name: f"127.0.0.1:{port}" for name, port in ports.items()},
         "dns": {"nameservers": [f"127.0.0.1:{dns_port}"]},

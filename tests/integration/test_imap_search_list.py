@@ -10,10 +10,9 @@ this server always adds, RFC 5258 section 4).
 from __future__ import annotations
 
 import base64
-import imaplib
 import re
 
-from helpers import Harness, RawIMAP
+from helpers import Harness, RawIMAP, RemoteIMAP4
 
 Account = tuple[str, str]
 
@@ -441,7 +440,7 @@ def test_capabilities_drop_auth_mechanisms_once_logged_in(
         assert not caps_of(client.command("CAPABILITY").untagged[0]) & AUTH_ONLY
 
     # Port 143: STARTTLS and LOGINDISABLED before TLS, AUTH=PLAIN after, none once in.
-    with imaplib.IMAP4("127.0.0.1", imap_server.port("imap"), timeout=15) as plain:
+    with RemoteIMAP4("127.0.0.1", imap_server.port("imap"), timeout=15) as plain:
         assert {"STARTTLS", "LOGINDISABLED"} <= set(plain.capabilities)
         plain.starttls(imap_server.tls())
         assert "AUTH=PLAIN" in plain.capabilities
