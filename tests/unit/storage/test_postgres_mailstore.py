@@ -214,9 +214,12 @@ def test_a_change_on_one_node_wakes_the_other() -> None:
                 await change()
                 # Issue 10: IDLE on node B learns of the change within 1 s.
                 assert await asyncio.wait_for(waiter, 1) is True
-            # Nothing happened: no wake-up (a subscription is not a mailbox change).
+            # A subscription change wakes the account's watchers too: NOTIFY's
+            # SubscriptionChange event (RFC 5465 section 5.4) reaches other nodes that way.
+            waiter = asyncio.create_task(watch.wait(5))
+            await asyncio.sleep(0.01)
             await a.set_subscribed(alice, "INBOX", True)
-            assert await watch.wait(0.3) is False
+            assert await asyncio.wait_for(waiter, 1) is True
         finally:
             watch.close()
 
