@@ -144,6 +144,20 @@ def test_first_condstore_enabling_command_while_selected_reports_highestmodseq(
         assert highestmodseq(reselected.untagged) is not None
         assert highestmodseq(client.command("FETCH 1 (MODSEQ)").untagged) is None
 
+    with session(imap_server, imap_account) as client:
+        known = highestmodseq(client.command("SELECT INBOX").untagged)
+        plain = client.command("STORE 1 +FLAGS (\\Answered)")
+        assert b"MODSEQ" not in plain.untagged[0], plain
+        # STATUS (HIGHESTMODSEQ) enables it as well: from then on the FETCH responses of
+        # flag changes carry their MODSEQ.
+        status = client.command("STATUS INBOX (HIGHESTMODSEQ)")
+        now = highestmodseq(status.untagged)
+        assert now is not None, status
+        assert now > known  # the plain STORE above moved it on
+        assert status.untagged[1] == b"* STATUS INBOX (HIGHESTMODSEQ %d)" % now, status
+        flags = client.command("STORE 1 +FLAGS (\\Flagged)")
+        assert re.fullmatch(rb"\* 1 FETCH \(.*MODSEQ \(\d+\).*\)", flags.untagged[0]), flags
+
 
 # ---------------------------------------------------------------------------------------------
 # LIST patterns (RFC 9051 section 6.3.9)

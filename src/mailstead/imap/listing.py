@@ -91,6 +91,8 @@ async def status(s: IMAPSession, cmd: Command) -> None:
     info = await s.ctx.store.get_mailbox(_account(s), name)
     if info is None:
         raise CommandFailed("NO", "No such mailbox", "NONEXISTENT")
+    if any(item.upper() == "HIGHESTMODSEQ" for item in args.items):
+        s.enable_condstore()  # RFC 7162 section 3.1: a CONDSTORE-enabling command
     values = await status_values(s, info, args.items)
     s.untagged(b"STATUS " + response.mailbox(info.name, utf8=s.utf8) + b" " + values)
     await s.finish(cmd, "STATUS completed")
