@@ -395,8 +395,11 @@ def test_recent_goes_to_one_session_across_nodes(
         takers = [c for c in (on_a, on_b) if 2 in _search(c, "RECENT")]
         assert len(takers) == 1
         other = on_b if takers[0] is on_a else on_a
-        assert _search(other, "NEW") == []
-        assert _search(other, "OLD") == [1, 2]
+        # Which session takes the second message is a race; the first stays with the
+        # session whose SELECT took it, which may be either.
+        assert 2 not in _search(other, "NEW")
+        assert 2 in _search(other, "OLD")
+        assert sum(1 in _search(c, "RECENT") for c in (on_a, on_b)) == 1
         for node in (cluster.a, cluster.b):
             with imap_session(node, account) as client:
                 line = client.command("STATUS INBOX (RECENT)").starting(b"STATUS")[0]
