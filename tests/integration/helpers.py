@@ -32,6 +32,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
+import pyotp
+
 if TYPE_CHECKING:
     from mailstead.storage.interfaces import Store
 
@@ -302,6 +304,45 @@ def init_data_dir(
         *((("alias", "add", source, *targets, *where), "")
           for source, targets in users.aliases.items()),
     ], runtime=runtime)
+
+
+@dataclass(frozen=True)
+class TwoFactor:
+    """What ``mailstead user 2fa enable`` printed and was answered with."""
+
+    secret: str
+    typed: str  # the TOTP code that confirmed it (spent now)
+    output: str  # everything it printed
+    recovery_codes: list[str]
+
+
+def enable_2fa(data_dir: Path, address: str, runtime: Runtime = CURRENT) -> TwoFactor:
+    """``user 2fa enable ADDRESS``, confirmed with a code of the secret it prints."""
+    with subprocess.Popen(
+        [runtime.python, "-m", "mailstead", "user", "2fa", "enable", address,
+         "--data-dir", str(data_dir)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=child_env(runtime=runtime), cwd=REPO,
+    ) as proc:
+        assert proc.stdout is not None
+        assert proc.stdin is not None
+        assert proc.stderr is not None
+        printed = []
+        secret = ""
+        for line in proc.stdout:
+            printed.append(line)
+            if line.startswith("secret:"):
+                secret = line.split()[1]
+                break
+        assert secret, "".join(printed)
+        typed = pyotp.TOTP(secret).now()
+        proc.stdin.write(typed + "\n")
+        proc.stdin.close()
+        rest = proc.stdout.read()
+        errors = proc.stderr.read()
+        assert proc.wait(timeout=60) == 0, errors
+    return TwoFactor(secret, typed, "".join(printed) + rest,
+                     re.findall(r"^  ([a-z2-9]{5}-[a-z2-9]{5})$", rest, re.M))
 
 
 # ---------------------------------------------------------------------------------------------

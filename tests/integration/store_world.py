@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import imaplib
 import re
-import subprocess
 import time
 import tomllib
 from collections.abc import Iterator
@@ -21,16 +20,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pyotp
 from helpers import (
     CURRENT,
-    REPO,
     Browser,
     Harness,
     Runtime,
     Server,
     Users,
-    child_env,
+    enable_2fa,
     init_data_dir,
     make_message,
     rewrite_tables,
@@ -88,31 +85,6 @@ def check(result: tuple[str, list[Any]]) -> list[Any]:
     typ, data = result
     assert typ == "OK", data
     return data
-
-
-def enable_2fa(data_dir: Path, address: str, runtime: Runtime = CURRENT) -> str:
-    """``user 2fa enable``, confirming with a code of the secret it printed; the secret."""
-    with subprocess.Popen(
-        [runtime.python, "-m", "mailstead", "user", "2fa", "enable", address,
-         "--data-dir", str(data_dir)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env=child_env(runtime=runtime), cwd=REPO,
-    ) as proc:
-        assert proc.stdout is not None
-        assert proc.stdin is not None
-        assert proc.stderr is not None
-        secret = ""
-        for line in proc.stdout:
-            if line.startswith("secret:"):
-                secret = line.split()[1]
-                break
-        assert secret
-        proc.stdin.write(pyotp.TOTP(secret).now() + "\n")
-        proc.stdin.close()
-        proc.stdout.read()
-        errors = proc.stderr.read()
-        assert proc.wait(timeout=30) == 0, errors
-        return secret
 
 
 def deliver(h: Harness, count: int) -> None:
@@ -339,7 +311,7 @@ def built_world(data_dir: Path, deliveries: int,
     cli(data_dir, "sieve", "put", ALICE, SIEVE_NAME, "-", stdin=SIEVE, runtime=runtime)
     server = Server(data_dir, runtime=runtime).start()
     try:
-        secret = enable_2fa(data_dir, BOB, runtime)
+        secret = enable_2fa(data_dir, BOB, runtime).secret
         out = cli(data_dir, "app-password", "add", BOB, "--name", "Laptop", runtime=runtime)
         match = re.search(r"^  ([a-z]{4} [a-z]{4} [a-z]{4} [a-z]{4})$", out, re.M)
         assert match, out

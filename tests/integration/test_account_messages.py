@@ -14,9 +14,8 @@ import subprocess
 import sys
 import uuid
 
-import pyotp
 import pytest
-from helpers import DOMAIN, REPO, Browser, Harness, child_env, run_cli
+from helpers import DOMAIN, REPO, Browser, Harness, child_env, enable_2fa, run_cli
 
 
 def cli(h: Harness, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -86,35 +85,11 @@ def test_app_password_on_another_protocol_says_which_it_is_for(imap_server: Harn
         535, "5.7.8 Authentication credentials invalid")
 
 
-def enable_2fa(h: Harness, address: str) -> tuple[str, list[str]]:
-    """``user 2fa enable``; returns the code typed to confirm it and the recovery codes."""
-    with subprocess.Popen(
-        [sys.executable, "-m", "mailstead", "user", "2fa", "enable", address,
-         "--data-dir", str(h.data_dir)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env=child_env(), cwd=REPO,
-    ) as proc:
-        assert proc.stdout is not None
-        assert proc.stdin is not None
-        assert proc.stderr is not None
-        secret = ""
-        for line in proc.stdout:
-            if line.startswith("secret:"):
-                secret = line.split()[1]
-                break
-        assert secret
-        typed = pyotp.TOTP(secret).now()
-        proc.stdin.write(typed + "\n")
-        proc.stdin.close()
-        rest = proc.stdout.read()
-        assert proc.wait(timeout=30) == 0, proc.stderr.read()
-    return typed, re.findall(r"^  ([a-z2-9]{5}-[a-z2-9]{5})$", rest, re.M)
-
-
 def test_a_reused_totp_code_is_reported_as_used(imap_server: Harness) -> None:
     h = imap_server
     address, password = new_user(h)
-    typed, recovery = enable_2fa(h, address)  # that code is spent now
+    enrolled = enable_2fa(h.data_dir, address)  # its code is spent now
+    typed, recovery = enrolled.typed, enrolled.recovery_codes
     browser = Browser(h.server)
     token = browser.csrf("/login")
     status, headers, _ = browser.request("POST", "/login", {

@@ -17,7 +17,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pyotp
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -31,6 +30,7 @@ from helpers import (
     Users,
     _open_store,
     child_env,
+    enable_2fa,
     init_data_dir,
     rewrite_tables,
     run_cli,
@@ -223,23 +223,7 @@ def test_dropped_port(server: Server) -> None:
 
 
 def test_two_factor_wants_an_app_password(server: Server) -> None:
-    with subprocess.Popen(
-        [sys.executable, "-m", "mailstead", "user", "2fa", "enable", BOB, "--data-dir",
-         str(server.data_dir)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL, text=True, env=child_env(), cwd=REPO,
-    ) as proc:
-        assert proc.stdout is not None
-        assert proc.stdin is not None
-        secret = ""
-        for line in proc.stdout:
-            if line.startswith("secret: "):
-                secret = line.split()[1]
-                break
-        assert secret
-        proc.stdin.write(pyotp.TOTP(secret).now() + "\n")
-        proc.stdin.close()
-        rest = proc.stdout.read()
-        assert proc.wait(timeout=60) == 0
+    rest = enable_2fa(server.data_dir, BOB).output
     assert "two-factor authentication is on" in rest
     _, report = check_client(server, password=BOB_PW, email=BOB)
     for protocol, port, security in (("imap", 993, "ssl"), ("pop3", 995, "ssl"),

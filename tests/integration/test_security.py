@@ -13,23 +13,19 @@ import re
 import smtplib
 import socket
 import ssl
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pyotp
 import pytest
 from helpers import (
-    REPO,
     Harness,
     Server,
     ServerError,
     Users,
-    child_env,
+    enable_2fa,
     init_data_dir,
     percentile,
     rewrite_tables,
@@ -181,34 +177,13 @@ def cli(h: Harness, *args: str, stdin: str | None = None) -> str:
     return run_cli(*args, "--data-dir", str(h.data_dir), stdin=stdin)
 
 
-def enable_2fa(h: Harness, address: str) -> list[str]:
-    """``user 2fa enable``, answering its prompt with the code of the secret it printed."""
-    with subprocess.Popen(
-        [sys.executable, "-m", "mailstead", "user", "2fa", "enable", address,
-         "--data-dir", str(h.data_dir)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env=child_env(), cwd=REPO,
-    ) as proc:
-        assert proc.stdout is not None
-        assert proc.stdin is not None
-        assert proc.stderr is not None
-        printed = []
-        secret = ""
-        for line in proc.stdout:
-            printed.append(line)
-            if line.startswith("secret:"):
-                secret = line.split()[1]
-                break
-        assert secret, "".join(printed)
-        proc.stdin.write(pyotp.TOTP(secret).now() + "\n")
-        proc.stdin.close()
-        rest = proc.stdout.read()
-        errors = proc.stderr.read()
-        assert proc.wait(timeout=30) == 0, errors
-    text = "".join(printed) + rest
-    assert "otpauth://totp/" in text
-    assert ("\u2580" in text or "\u2584" in text)
-    return re.findall(r"^  ([a-z2-9]{5}-[a-z2-9]{5})$", rest, re.M)
+def enroll(h: Harness, address: str) -> list[str]:
+    """``user 2fa enable``; checks that it showed the otpauth URI and the QR code, and
+    returns the recovery codes."""
+    enrolled = enable_2fa(h.data_dir, address)
+    assert "otpauth://totp/" in enrolled.output
+    assert ("\u2580" in enrolled.output or "\u2584" in enrolled.output)
+    return enrolled.recovery_codes
 
 
 def add_app_password(h: Harness, address: str, name: str, protocols: str | None = None) -> str:
@@ -233,7 +208,7 @@ def test_password_works_with_2fa_off(h: Harness, clients: Clients) -> None:
 
 
 def test_2fa_app_passwords_revocation_and_recovery_codes(h: Harness, clients: Clients) -> None:
-    codes = enable_2fa(h, ALICE)
+    codes = enroll(h, ALICE)
     assert len(codes) == 10
     # The account password alone is refused, in each protocol's words.
     expected = {
